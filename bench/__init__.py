@@ -1,0 +1,1 @@
+"""Benchmarks of sigshare against peer libraries on identical data, run with ``python -m bench``."""

@@ -1,0 +1,1 @@
+"""sigshare.client — what a member firm runs: the SDK, the nightly job and the ``sigshare`` CLI."""

@@ -1,0 +1,24 @@
+"""The ``sigshare`` command: one module per command group, all output through one console."""
+
+from __future__ import annotations
+
+import click
+
+from sigshare.client.cli.demo import demo
+from sigshare.client.cli.keys import keygen
+from sigshare.client.cli.kinds import kinds
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sigshare-client", prog_name="sigshare")
+def cli() -> None:
+    """sigshare: share keyed sketches of suspicious accounts and prompts, never the raw data."""
+
+
+cli.add_command(keygen)
+cli.add_command(kinds)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,6 @@
+"""sigshare.sketch — the sketch core shared by members and the hub.
+
+Everything here is pure computation on bytes and numpy arrays: no network, no database.
+Kinds canonicalise raw values; keys derive per-purpose sub-keys from the forum secret; tokens,
+Bloom filters and salted MinHash signatures are the only things that ever leave a member.
+"""

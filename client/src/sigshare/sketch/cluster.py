@@ -1,0 +1,143 @@
+"""Local clustering of one member's prompts into near-duplicate templates.
+
+A member shares one sketch per cluster, not per prompt. Clusters are the connected components of
+the graph whose edges join prompts with estimated Jaccard ≥ θ among LSH bucket neighbours. Each
+cluster is sketched by its **template core**: the shingles present in a strict majority of its
+prompts (a single prompt is its own core). The union of the prompts would be dominated by
+per-prompt fillers — two firms' clusters of one template would look unrelated — and fillers are
+where end users' content lives, so the core is both the accurate and the private choice.
+Cluster ids are random, never derived from content. See docs/decisions/0003-template-core.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.lsh import (
+    Banding,
+    bucket_edges,
+    connected_components,
+    optimal_banding,
+    pair_similarity,
+)
+from sigshare.sketch.minhash import SaltedMinHasher, ShingleValues, Signatures
+
+_MEDOID_SAMPLE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCluster:
+    """One template as a member sees it. Only ``cluster_id``, ``volume`` and ``signature`` (plus
+    metadata the caller adds) ever leave the member; ``prompts`` maps back to local data."""
+
+    cluster_id: str
+    prompts: npt.NDArray[np.int64]
+    """Indices of the member's prompts in this cluster, ascending."""
+    core: ShingleValues
+    """Sorted shingle values of the template core."""
+    signature: Signatures
+    """MinHash signature of the core, shape ``(P,)``."""
+
+    @property
+    def volume(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass(frozen=True, slots=True)
+class Clustering:
+    clusters: list[PromptCluster]
+    empty_prompts: int
+    """Prompts with no words at all (not clustered)."""
+    banding: Banding
+
+
+def cluster_prompts(
+    hasher: SaltedMinHasher,
+    texts: Sequence[str],
+    threshold: float = 0.5,
+    *,
+    min_volume: int = 1,
+    banding: Banding | None = None,
+) -> Clustering:
+    """Group ``texts`` into near-duplicate clusters and sketch each by its template core.
+
+    ``min_volume`` drops clusters with fewer prompts (campaigns are high-volume; singletons are
+    mostly noise). Returned clusters are ordered by descending volume.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
+    if min_volume < 1:
+        raise ParameterError("min_volume must be at least 1")
+    banding = banding or optimal_banding(threshold, hasher.params.num_perm)
+    flat, offsets = hasher.shingles(texts)
+    signatures = hasher.signatures_from_shingles(flat, offsets)
+    has_shingles = offsets[1:] > offsets[:-1]
+    live = np.flatnonzero(has_shingles)
+
+    # Identical signatures are one node: a campaign of 10,000 copies costs one LSH entry.
+    unique_signatures, node_of_live = np.unique(signatures[live], axis=0, return_inverse=True)
+    node_of_live = node_of_live.reshape(-1)
+    candidates = bucket_edges(unique_signatures, banding)
+    similar = candidates[pair_similarity(unique_signatures, candidates) >= threshold]
+    node_labels = connected_components(len(unique_signatures), similar)
+    labels = node_labels[node_of_live]
+
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    boundaries = np.flatnonzero(np.diff(sorted_labels)) + 1
+    groups = [live[group] for group in np.split(order, boundaries)] if live.size else []
+    groups = [group for group in groups if len(group) >= min_volume]
+    groups.sort(key=lambda group: (-len(group), int(group[0])))
+
+    cores = [_template_core(flat, offsets, signatures, group) for group in groups]
+    core_offsets = np.zeros(len(cores) + 1, dtype=np.int64)
+    np.cumsum([len(core) for core in cores], out=core_offsets[1:])
+    core_flat = np.concatenate(cores) if cores else np.zeros(0, dtype=np.uint32)
+    core_signatures = hasher.signatures_from_shingles(core_flat, core_offsets)
+    clusters = [
+        PromptCluster(
+            cluster_id=secrets.token_hex(16),
+            prompts=np.sort(group),
+            core=core,
+            signature=core_signatures[index],
+        )
+        for index, (group, core) in enumerate(zip(groups, cores, strict=True))
+    ]
+    return Clustering(clusters=clusters, empty_prompts=int((~has_shingles).sum()), banding=banding)
+
+
+def _distinct_shingles(
+    flat: ShingleValues, offsets: npt.NDArray[np.int64], doc: int
+) -> ShingleValues:
+    return np.unique(flat[offsets[doc] : offsets[doc + 1]])
+
+
+def _template_core(
+    flat: ShingleValues,
+    offsets: npt.NDArray[np.int64],
+    signatures: Signatures,
+    group: npt.NDArray[np.int64],
+) -> ShingleValues:
+    """Shingles in a strict majority of the group's prompts; the medoid's if none qualify."""
+    if len(group) == 1:
+        return _distinct_shingles(flat, offsets, int(group[0]))
+    per_prompt = [_distinct_shingles(flat, offsets, int(doc)) for doc in group]
+    values, counts = np.unique(np.concatenate(per_prompt), return_counts=True)
+    core = values[2 * counts > len(group)]
+    if core.size:
+        return core
+    return per_prompt[_medoid(signatures, group)]
+
+
+def _medoid(signatures: Signatures, group: npt.NDArray[np.int64]) -> int:
+    """Position in ``group`` of the prompt most similar to the others (on a bounded sample)."""
+    sample = group[:_MEDOID_SAMPLE]
+    rows = signatures[sample]
+    similarity = (rows[:, None, :] == rows[None, :, :]).mean(axis=2).sum(axis=1)
+    return int(np.argmax(similarity))

@@ -1,0 +1,182 @@
+"""Canonical words of prompt texts, one at a time (reference) and in batches (fast path).
+
+Two prompts built from one template should canonicalise to nearly the same word sequence, and
+the parts that carry an end user's content — numbers, URLs, e-mail addresses — should not survive
+into the fingerprint. The rules, in order:
+
+1. Unicode NFKC, then case folding;
+2. e-mail addresses become the word ``_email_``, then URLs become ``_url_``;
+3. words are the maximal runs of word characters (``\\w``); everything else separates them;
+4. a word made only of decimal digits is a number, and each run of consecutive numbers becomes
+   one ``_num_`` (so ``3.14``, ``1,000,000`` and ``10:30`` are each one placeholder).
+
+Changing a rule changes every signature, so the rules are versioned (``TEXT_RULES_VERSION``) and
+the version is part of the MinHash parameter digest. :func:`canonical_words` states the rules
+plainly; :func:`tokenize_batch` computes the same words for many texts at once (ASCII texts take a
+bytes fast path) and is tested against it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mmh3
+import numpy as np
+import numpy.typing as npt
+
+TEXT_RULES_VERSION = 1
+URL_PLACEHOLDER = "_url_"
+EMAIL_PLACEHOLDER = "_email_"
+NUMBER_PLACEHOLDER = "_num_"
+
+# Possessive quantifiers and look-behinds keep both patterns linear in the text length.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)++")
+_URL = re.compile(r"(?:(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://|(?<![\w.])www\.)\S++")
+_WORD = re.compile(r"\w+")
+_ASCII_WORD_BYTES = bytes(
+    byte if (chr(byte).isalnum() or byte == ord("_")) and byte < 0x80 else ord(" ")
+    for byte in range(256)
+)
+
+
+def _mask(folded: str) -> str:
+    # The containment tests are only a shortcut: a text without them has nothing to mask.
+    if "@" in folded:
+        folded = _EMAIL.sub(f" {EMAIL_PLACEHOLDER} ", folded)
+    if "://" in folded or "www." in folded:
+        folded = _URL.sub(f" {URL_PLACEHOLDER} ", folded)
+    return folded
+
+
+def canonical_words(text: str) -> list[str]:
+    """The canonical words of ``text`` (rules in the module docstring)."""
+    out: list[str] = []
+    previous_was_number = False
+    for word in _WORD.findall(_mask(unicodedata.normalize("NFKC", text).casefold())):
+        is_number = word.isdecimal()
+        if not (is_number and previous_was_number):
+            out.append(NUMBER_PLACEHOLDER if is_number else word)
+        previous_was_number = is_number
+    return out
+
+
+def canonical_text(text: str) -> str:
+    """The canonical words joined by single spaces."""
+    return " ".join(canonical_words(text))
+
+
+BLOCK_BYTES = 16
+_SHORT_WORD_BYTES = BLOCK_BYTES - 1
+_LONG_WORD_MARK = 0xFF
+
+
+def word_block(word: str | bytes) -> bytes:
+    """The 16-byte block that stands for ``word`` before keyed hashing.
+
+    A word of up to 15 UTF-8 bytes is its bytes, zero-padded, then its length (injective: a word
+    never contains a zero byte). A longer word is the first 15 bytes of its MurmurHash3 x64-128
+    digest, then 0xFF (distinct from every short block; long words collide with odds 2⁻¹²⁰).
+    """
+    raw = word.encode("utf-8") if isinstance(word, str) else word
+    if len(raw) <= _SHORT_WORD_BYTES:
+        return raw.ljust(_SHORT_WORD_BYTES, b"\0") + bytes([len(raw)])
+    return mmh3.hash_bytes(raw)[:_SHORT_WORD_BYTES] + bytes([_LONG_WORD_MARK])
+
+
+_NUMBER_BLOCK = np.frombuffer(word_block(NUMBER_PLACEHOLDER), dtype=np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class WordBlocks:
+    """Canonical words of many texts as 16-byte blocks (see :func:`word_block`).
+
+    ``blocks[offsets[d]:offsets[d + 1]]`` are the words of text ``d``, in order.
+    """
+
+    blocks: npt.NDArray[np.uint8]
+    """Shape ``(words, 16)``."""
+    offsets: npt.NDArray[np.int64]
+
+
+def word_blocks(texts: Sequence[str]) -> WordBlocks:
+    """Blocks of the canonical words of every text: the same words as :func:`canonical_words`.
+
+    ASCII texts (nearly all prompts) are cut into words with numpy over one joined buffer, with
+    no Python object per word; other texts go through :func:`canonical_words`.
+    """
+    ascii_docs = [i for i, text in enumerate(texts) if text.isascii()]
+    other_docs = [i for i, text in enumerate(texts) if not text.isascii()]
+    counts = np.zeros(len(texts), dtype=np.int64)
+    parts: list[tuple[list[int], npt.NDArray[np.uint8], npt.NDArray[np.int64]]] = []
+    if ascii_docs:
+        blocks, per_doc = _ascii_word_blocks([texts[i] for i in ascii_docs])
+        counts[ascii_docs] = per_doc
+        parts.append((ascii_docs, blocks, per_doc))
+    if other_docs:
+        word_lists = [canonical_words(texts[i]) for i in other_docs]
+        per_doc = np.fromiter(map(len, word_lists), dtype=np.int64, count=len(word_lists))
+        raw = b"".join(word_block(word) for words in word_lists for word in words)
+        blocks = np.frombuffer(raw, dtype=np.uint8).reshape(-1, BLOCK_BYTES)
+        counts[other_docs] = per_doc
+        parts.append((other_docs, blocks, per_doc))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if len(parts) == 1 and len(parts[0][0]) == len(texts):
+        return WordBlocks(blocks=parts[0][1], offsets=offsets)
+    out = np.empty((int(offsets[-1]), BLOCK_BYTES), dtype=np.uint8)
+    for doc_indices, blocks, per_doc in parts:
+        doc_array = np.asarray(doc_indices, dtype=np.int64)
+        owner = np.repeat(doc_array, per_doc)
+        local_starts = np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
+        out[offsets[owner] + (np.arange(len(blocks)) - local_starts)] = blocks
+    return WordBlocks(blocks=out, offsets=offsets)
+
+
+def _ascii_word_blocks(
+    texts: list[str],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    # For ASCII, NFKC is the identity, casefold() is lower() and \w is [A-Za-z0-9_].
+    cleaned = [_mask(text.lower()).encode("ascii").translate(_ASCII_WORD_BYTES) for text in texts]
+    buffer = b" ".join(cleaned) + b" " * BLOCK_BYTES
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    is_word = (data != ord(" ")).view(np.int8)
+    edges = np.diff(is_word, prepend=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    lengths = ends - starts
+
+    text_starts = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(
+        np.fromiter((len(c) + 1 for c in cleaned), np.int64, len(cleaned)), out=text_starts[1:]
+    )
+    words_before = np.searchsorted(starts, text_starts)
+    owner = np.repeat(np.arange(len(texts)), np.diff(words_before))
+
+    # Separators become zero bytes, so a word's window ends at its first zero.
+    zeroed = np.where(data == ord(" "), np.uint8(0), data)
+    windows = np.lib.stride_tricks.sliding_window_view(zeroed, _SHORT_WORD_BYTES)[starts]
+    clipped = np.minimum(lengths, _SHORT_WORD_BYTES + 1).astype(np.uint8)
+    inside = np.arange(_SHORT_WORD_BYTES, dtype=np.uint8)[None, :] < clipped[:, None]
+    blocks = np.empty((len(starts), BLOCK_BYTES), dtype=np.uint8)
+    np.multiply(windows, inside, out=blocks[:, :_SHORT_WORD_BYTES])
+    blocks[:, _SHORT_WORD_BYTES] = clipped
+    for word in np.flatnonzero(lengths > _SHORT_WORD_BYTES):
+        raw = buffer[starts[word] : ends[word]]
+        blocks[word] = np.frombuffer(word_block(raw), dtype=np.uint8)
+
+    numeric = np.zeros(len(starts), dtype=np.bool_)
+    if len(starts):
+        non_digit_word_byte = (zeroed != 0) & (np.subtract(data, ord("0"), dtype=np.uint8) > 9)
+        numeric = ~np.logical_or.reduceat(non_digit_word_byte, starts)
+    keep = np.ones(len(starts), dtype=np.bool_)
+    if numeric.any():
+        blocks[numeric] = _NUMBER_BLOCK
+        follows = np.zeros_like(numeric)
+        follows[1:] = numeric[1:] & numeric[:-1] & (owner[1:] == owner[:-1])
+        keep = ~follows
+        blocks = blocks[keep]
+    per_doc = np.bincount(owner[keep], minlength=len(texts)).astype(np.int64)
+    return blocks, per_doc
