@@ -102,8 +102,7 @@ def bench_bloom(*, quick: bool) -> dict[str, Any]:
         "build_ratio_vs_rbloom_keyed": rbloom_build_s / ours_build_s,
         "query_ratio_vs_rbloom_keyed": rbloom_query_s / ours_query_s,
         "build_ratio_vs_pybloom_live": rate / (pybloom_count / pybloom_build_s),
-        "query_ratio_vs_pybloom_live": (count / ours_query_s)
-        / (pybloom_count / pybloom_query_s),
+        "query_ratio_vs_pybloom_live": (count / ours_query_s) / (pybloom_count / pybloom_query_s),
     }
 
 
@@ -145,9 +144,7 @@ def bench_minhash(*, quick: bool) -> dict[str, Any]:
     }
 
 
-def _planted_signatures(
-    hasher: SaltedMinHasher, count: int, seed: int
-) -> npt.NDArray[np.uint32]:
+def _planted_signatures(hasher: SaltedMinHasher, count: int, seed: int) -> npt.NDArray[np.uint32]:
     """Signatures of shingle sets where a fifth of the sets come in near-duplicate groups of 5."""
     rng = np.random.default_rng(seed)
     sets: list[npt.NDArray[np.uint32]] = []

@@ -37,8 +37,7 @@ _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)++")
 _URL = re.compile(r"(?:(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://|(?<![\w.])www\.)\S++")
 _WORD = re.compile(r"\w+")
 _ASCII_WORD_BYTES = bytes(
-    byte if (chr(byte).isalnum() or byte == ord("_")) and byte < 0x80 else ord(" ")
-    for byte in range(256)
+    byte if (chr(byte).isalnum() or byte == ord("_")) and byte < 0x80 else 0 for byte in range(256)
 )
 
 
@@ -138,39 +137,42 @@ def word_blocks(texts: Sequence[str]) -> WordBlocks:
 def _ascii_word_blocks(
     texts: list[str],
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-    # For ASCII, NFKC is the identity, casefold() is lower() and \w is [A-Za-z0-9_].
+    # For ASCII, NFKC is the identity, casefold() is lower() and \w is [A-Za-z0-9_]; every other
+    # byte becomes 0, which separates words and pads blocks.
     cleaned = [_mask(text.lower()).encode("ascii").translate(_ASCII_WORD_BYTES) for text in texts]
-    buffer = b" ".join(cleaned) + b" " * BLOCK_BYTES
+    buffer = b"\0".join(cleaned) + b"\0" * 3 * _WORD_BYTES
     data = np.frombuffer(buffer, dtype=np.uint8)
-    is_word = (data != ord(" ")).view(np.int8)
-    edges = np.diff(is_word, prepend=np.int8(0))
+    edges = np.diff((data != 0).view(np.int8), prepend=np.int8(0))
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     lengths = ends - starts
-
     text_starts = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(
-        np.fromiter((len(c) + 1 for c in cleaned), np.int64, len(cleaned)), out=text_starts[1:]
-    )
-    words_before = np.searchsorted(starts, text_starts)
-    owner = np.repeat(np.arange(len(texts)), np.diff(words_before))
+    np.cumsum(np.fromiter(map(len, cleaned), np.int64, len(cleaned)) + 1, out=text_starts[1:])
+    owner = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, text_starts)))
 
-    # Separators become zero bytes, so a word's window ends at its first zero.
-    zeroed = np.where(data == ord(" "), np.uint8(0), data)
-    windows = np.lib.stride_tricks.sliding_window_view(zeroed, _SHORT_WORD_BYTES)[starts]
-    clipped = np.minimum(lengths, _SHORT_WORD_BYTES + 1).astype(np.uint8)
-    inside = np.arange(_SHORT_WORD_BYTES, dtype=np.uint8)[None, :] < clipped[:, None]
-    blocks = np.empty((len(starts), BLOCK_BYTES), dtype=np.uint8)
-    np.multiply(windows, inside, out=blocks[:, :_SHORT_WORD_BYTES])
-    blocks[:, _SHORT_WORD_BYTES] = clipped
+    # Each word's first 16 bytes as two little-endian uint64 loads: one copy of the buffer per
+    # byte alignment turns the unaligned loads into two gathers.
+    rows = (len(buffer) - _WORD_BYTES) // _WORD_BYTES
+    aligned = np.stack(
+        [np.frombuffer(buffer, "<u8", count=rows, offset=shift) for shift in range(_WORD_BYTES)]
+    ).reshape(-1)
+    where = (starts % _WORD_BYTES) * rows + starts // _WORD_BYTES
+    clipped = np.minimum(lengths, _SHORT_WORD_BYTES + 1)
+    low_mask, high_mask = _LOW_MASKS[clipped], _HIGH_MASKS[clipped]
+    low = aligned[where] & low_mask
+    high = aligned[where + 1] & high_mask
+    # A word is a number when every byte is a digit (bytes past its end are zero: digit-like).
+    numeric = ~(
+        _has_non_digit(low ^ (_ASCII_ZEROS & low_mask))
+        | _has_non_digit(high ^ (_ASCII_ZEROS & high_mask))
+    )
+    high |= clipped.astype(np.uint64) << np.uint64(56)
+    blocks = np.stack((low, high), axis=1).view(np.uint8)
     for word in np.flatnonzero(lengths > _SHORT_WORD_BYTES):
         raw = buffer[starts[word] : ends[word]]
         blocks[word] = np.frombuffer(word_block(raw), dtype=np.uint8)
+        numeric[word] = raw.isdigit()
 
-    numeric = np.zeros(len(starts), dtype=np.bool_)
-    if len(starts):
-        non_digit_word_byte = (zeroed != 0) & (np.subtract(data, ord("0"), dtype=np.uint8) > 9)
-        numeric = ~np.logical_or.reduceat(non_digit_word_byte, starts)
     keep = np.ones(len(starts), dtype=np.bool_)
     if numeric.any():
         blocks[numeric] = _NUMBER_BLOCK
@@ -180,3 +182,25 @@ def _ascii_word_blocks(
         blocks = blocks[keep]
     per_doc = np.bincount(owner[keep], minlength=len(texts)).astype(np.int64)
     return blocks, per_doc
+
+
+_WORD_BYTES = 8
+_LOW_MASKS = np.array([(1 << (8 * min(n, 8))) - 1 for n in range(BLOCK_BYTES + 1)], dtype=np.uint64)
+_HIGH_MASKS = np.array(
+    [(1 << (8 * min(max(n - 8, 0), 7))) - 1 for n in range(BLOCK_BYTES + 1)], dtype=np.uint64
+)
+_ASCII_ZEROS = np.uint64(0x3030303030303030)
+_LOW_SEVEN = np.uint64(0x7F7F7F7F7F7F7F7F)
+_PLUS_118 = np.uint64(0x7676767676767676)
+_HIGH_BITS = np.uint64(0x8080808080808080)
+
+
+def _has_non_digit(shifted: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """For words XOR-ed with ASCII '0' in every byte: does any byte hold a value of 10 or more?
+
+    Per byte b: (b & 0x7F) + 0x76 sets bit 7 exactly when b & 0x7F ≥ 10 and cannot carry into
+    the next byte (0x7F + 0x76 < 0x100); OR-ing b itself catches b ≥ 0x80.
+    """
+    flagged: npt.NDArray[np.uint64] = ((shifted & _LOW_SEVEN) + _PLUS_118) | shifted
+    has_high_bit: npt.NDArray[np.bool_] = (flagged & _HIGH_BITS) != 0
+    return has_high_bit
