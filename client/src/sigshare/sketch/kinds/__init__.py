@@ -1,4 +1,7 @@
-"""Registry of indicator kinds. Adding a kind = one module with a :class:`Kind` subclass + one line here."""
+"""Registry of indicator kinds.
+
+A new kind is one module with a :class:`Kind` subclass plus one line in ``KIND_TYPES``.
+"""
 
 from __future__ import annotations
 
