@@ -1,0 +1,136 @@
+"""The ``sigshare`` command: exit codes, machine output and files, asserted exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sigshare.client.cli import cli
+from sigshare.client.exit_codes import ExitCode
+from sigshare.sketch.keys import load_secret_file
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_keygen_writes_owner_only_secret_and_never_prints_it(runner: CliRunner, tmp_path: Path):
+    target = tmp_path / "forum.secret"
+    result = runner.invoke(cli, ["keygen", "--out", str(target), "--key-id", "k2026a", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document == {"path": str(target), "key_id": "k2026a", "mode": "0600"}
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    secret = load_secret_file(target)
+    assert secret.key_id == "k2026a"
+    assert len(secret.secret) == 32
+    assert secret.secret.hex() not in result.output
+    assert "secret =" not in result.output
+
+
+def test_keygen_refuses_to_replace_a_secret_without_force(runner: CliRunner, tmp_path: Path):
+    target = tmp_path / "forum.secret"
+    assert runner.invoke(cli, ["keygen", "--out", str(target), "--key-id", "a1"]).exit_code == 0
+    before = target.read_bytes()
+    refused = runner.invoke(cli, ["keygen", "--out", str(target), "--key-id", "b2"])
+    assert refused.exit_code == ExitCode.CONFIG
+    assert "already exists" in refused.stderr
+    assert target.read_bytes() == before
+    forced = runner.invoke(cli, ["keygen", "--out", str(target), "--key-id", "b2", "--force"])
+    assert forced.exit_code == 0
+    assert load_secret_file(target).key_id == "b2"
+
+
+def test_keygen_rejects_a_bad_key_id_with_config_exit(runner: CliRunner, tmp_path: Path):
+    result = runner.invoke(cli, ["keygen", "--out", str(tmp_path / "s"), "--key-id", "bad id!"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert "key id" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_kinds_lists_every_kind_as_json(runner: CliRunner):
+    result = runner.invoke(cli, ["kinds", "--json"])
+    assert result.exit_code == 0
+    names = [kind["name"] for kind in json.loads(result.stdout)["kinds"]]
+    assert names == [
+        "email",
+        "phone",
+        "ip",
+        "ip_prefix",
+        "domain",
+        "payment_fingerprint",
+        "device_id",
+        "username",
+        "wallet",
+    ]
+
+
+def test_kinds_canonicalises_values_and_reports_rejects(runner: CliRunner):
+    result = runner.invoke(cli, ["kinds", "email", " Alice@Example.COM ", "not-an-email", "--json"])
+    assert result.exit_code == 0
+    results = json.loads(result.stdout)["results"]
+    assert results[0] == {"input": " Alice@Example.COM ", "canonical": "alice@example.com"}
+    assert results[1]["rejected"] == "bad_syntax"
+    assert "not-an-email" not in results[1]["detail"]
+
+
+def test_kinds_reads_values_from_stdin(runner: CliRunner):
+    result = runner.invoke(
+        cli, ["kinds", "ip", "--json"], input="::FFFF:192.0.2.1\n2001:DB8::0:1\n"
+    )
+    assert result.exit_code == 0
+    canonical = [row["canonical"] for row in json.loads(result.stdout)["results"]]
+    assert canonical == ["192.0.2.1", "2001:db8::1"]
+
+
+def test_kinds_unknown_kind_is_a_usage_error(runner: CliRunner):
+    result = runner.invoke(cli, ["kinds", "fax", "123"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "unknown kind 'fax'" in result.stderr
+
+
+def test_demo_json_matches_ground_truth(runner: CliRunner):
+    result = runner.invoke(cli, ["demo", "--json", "--accounts", "600", "--seed", "11"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    scores = document["scores"]
+    # Items held by 2+ firms are never missed: Bloom filters have no false negatives.
+    assert scores["indicator_recall"] == 1.0
+    # False positives need all k bits of an item set in another firm's filter: expected
+    # (accepted items) * fill^k ≈ 600 * 0.03^10 ≈ 0 per firm; any miss would be a bug.
+    assert scores["indicator_precision"] == 1.0
+    assert scores["campaign_recall"] == 1.0
+    assert scores["campaign_pair_precision"] == 1.0
+    # The generator plants five malformed rows per kind and firm.
+    expected_rejects = {
+        "email": {"bad_syntax": 5},
+        "phone": {"not_a_phone_number": 5},
+        "ip": {"bad_address": 5},
+    }
+    for score in document["indicators"]:
+        assert score["rejected"] == expected_rejects[score["kind"]]
+    truth = document["overlap"]["truth"]
+    estimate = document["overlap"]["estimate"]
+    stderr = document["overlap"]["stderr"]
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                assert abs(estimate[i][j] - truth[i][j]) <= 5 * stderr[i][j] + 1
+
+
+def test_demo_human_output_ends_with_the_ground_truth_check(runner: CliRunner):
+    result = runner.invoke(cli, ["demo", "--accounts", "300"])
+    assert result.exit_code == 0
+    assert "check against ground truth: indicator recall 100.00%" in result.stdout
+
+
+def test_demo_rejects_out_of_range_sizes(runner: CliRunner):
+    result = runner.invoke(cli, ["demo", "--accounts", "5"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "--accounts" in result.stderr
