@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 from sigshare.sketch.prf import KeyedPRF, TokenArray
 
 MAX_BITS = 1 << 32
@@ -53,6 +54,8 @@ class BloomParams:
     """False-positive rate at ``capacity`` items that ``m`` and ``k`` were chosen for."""
 
     def __post_init__(self) -> None:
+        if not is_valid_key_id(self.key_id):
+            raise ParameterError(KEY_ID_RULE)
         if not 0 < self.m <= MAX_BITS or self.m % WORD_BITS:
             raise ParameterError(f"m must be a positive multiple of 64 up to 2^32, got {self.m}")
         if not 1 <= self.k <= MAX_HASHES:

@@ -43,12 +43,19 @@ class KeyPurpose(StrEnum):
     """Keys the shingle hashes and permutations of MinHash signatures."""
 
 
+KEY_ID_RULE = (
+    "key id must be 1-32 characters of letters, digits, '.', '_' or '-', "
+    "starting with a letter or digit"
+)
+
+
+def is_valid_key_id(key_id: str) -> bool:
+    return isinstance(key_id, str) and KEY_ID_PATTERN.fullmatch(key_id) is not None
+
+
 def validate_key_id(key_id: str) -> str:
-    if not KEY_ID_PATTERN.fullmatch(key_id):
-        raise KeyFileError(
-            "key id must be 1-32 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+    if not is_valid_key_id(key_id):
+        raise KeyFileError(KEY_ID_RULE)
     return key_id
 
 

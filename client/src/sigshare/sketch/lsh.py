@@ -80,12 +80,13 @@ def band_keys(signatures: npt.NDArray[np.uint32], banding: Banding) -> npt.NDArr
             f"{banding.bands} bands of {banding.rows} rows need {banding.bands * banding.rows} "
             f"values, signatures have {perms}"
         )
-    used = signatures[:, : banding.bands * banding.rows].astype(np.uint64)
-    grouped = used.reshape(count, banding.bands, banding.rows)
+    grouped = signatures[:, : banding.bands * banding.rows].reshape(
+        count, banding.bands, banding.rows
+    )
     if banding.rows <= 2:
-        keys = grouped[:, :, 0].copy()
+        keys = grouped[:, :, 0].astype(np.uint64)
         if banding.rows == 2:
-            keys |= grouped[:, :, 1] << np.uint64(32)
+            keys |= grouped[:, :, 1].astype(np.uint64) << np.uint64(32)
         return np.ascontiguousarray(keys.T)
     keys = np.zeros((count, banding.bands), dtype=np.uint64)
     for row in range(banding.rows):
@@ -97,6 +98,7 @@ def band_keys(signatures: npt.NDArray[np.uint32], banding: Banding) -> npt.NDArr
     keys ^= keys >> np.uint64(33)
     keys *= _FMIX_2
     keys ^= keys >> np.uint64(33)
+    # Rows of the result are bands: each band's sort then reads contiguous memory.
     return np.ascontiguousarray(keys.T)
 
 
@@ -138,7 +140,7 @@ def candidate_pairs(
     first_parts: list[npt.NDArray[np.int64]] = []
     second_parts: list[npt.NDArray[np.int64]] = []
     for band in keys:
-        order = np.argsort(band, kind="stable")
+        order = np.argsort(band)
         run_starts, run_lengths = _runs(band[order])
         if not run_starts.size:
             continue
@@ -167,7 +169,7 @@ def bucket_edges(signatures: npt.NDArray[np.uint32], banding: Banding) -> Pairs:
     first_parts: list[npt.NDArray[np.int64]] = []
     second_parts: list[npt.NDArray[np.int64]] = []
     for band in keys:
-        order = np.argsort(band, kind="stable")
+        order = np.argsort(band)
         sorted_band = band[order]
         same_as_previous = np.zeros(order.size, dtype=np.bool_)
         same_as_previous[1:] = sorted_band[1:] == sorted_band[:-1]

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sigshare.sketch.errors import ParameterError
-from sigshare.sketch.keys import ForumSecret, KeyPurpose, validate_key_id
+from sigshare.sketch.keys import KEY_ID_RULE, ForumSecret, KeyPurpose, is_valid_key_id
 from sigshare.sketch.prf import KeyedPRF
 from sigshare.sketch.text import (
     TEXT_RULES_VERSION,
@@ -63,7 +63,8 @@ class MinHashParams:
     shingle_size: int = 3
 
     def __post_init__(self) -> None:
-        validate_key_id(self.key_id)
+        if not is_valid_key_id(self.key_id):
+            raise ParameterError(KEY_ID_RULE)
         if not 8 <= self.num_perm <= 1024:
             raise ParameterError(f"num_perm must be between 8 and 1024, got {self.num_perm}")
         if self.shingle_unit not in ("word", "char"):

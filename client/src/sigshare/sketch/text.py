@@ -138,29 +138,32 @@ def _ascii_word_blocks(
     texts: list[str],
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     # For ASCII, NFKC is the identity, casefold() is lower() and \w is [A-Za-z0-9_]; every other
-    # byte becomes 0, which separates words and pads blocks.
-    cleaned = [_mask(text.lower()).encode("ascii").translate(_ASCII_WORD_BYTES) for text in texts]
-    buffer = b"\0".join(cleaned) + b"\0" * 3 * _WORD_BYTES
+    # byte (the joining newlines included) becomes 0, which separates words and pads blocks.
+    joined = "\n".join(texts).lower()
+    if "@" in joined or "://" in joined or "www." in joined:
+        cleaned = [_mask(text.lower()).encode("ascii").translate(_ASCII_WORD_BYTES) for text in texts]
+        buffer = b"\0".join(cleaned)
+        text_lengths = np.fromiter(map(len, cleaned), np.int64, len(cleaned))
+    else:  # nothing to mask anywhere: one C call per step for the whole batch
+        buffer = joined.encode("ascii").translate(_ASCII_WORD_BYTES)
+        text_lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    buffer += b"\0" * 2 * _WORD_BYTES
     data = np.frombuffer(buffer, dtype=np.uint8)
-    edges = np.diff((data != 0).view(np.int8), prepend=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
+    edges = np.flatnonzero(np.diff((data != 0).view(np.int8), prepend=np.int8(0)))
+    starts, ends = edges[0::2], edges[1::2]  # word starts and ends alternate
     lengths = ends - starts
     text_starts = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, cleaned), np.int64, len(cleaned)) + 1, out=text_starts[1:])
+    np.cumsum(text_lengths + 1, out=text_starts[1:])
     owner = np.repeat(np.arange(len(texts)), np.diff(np.searchsorted(starts, text_starts)))
 
-    # Each word's first 16 bytes as two little-endian uint64 loads: one copy of the buffer per
-    # byte alignment turns the unaligned loads into two gathers.
-    rows = (len(buffer) - _WORD_BYTES) // _WORD_BYTES
-    aligned = np.stack(
-        [np.frombuffer(buffer, "<u8", count=rows, offset=shift) for shift in range(_WORD_BYTES)]
-    ).reshape(-1)
-    where = (starts % _WORD_BYTES) * rows + starts // _WORD_BYTES
+    # Each word's first 16 bytes as two little-endian uint64 loads from a byte-strided view.
+    unaligned = np.ndarray(
+        shape=(len(buffer) - _WORD_BYTES,), dtype="<u8", buffer=buffer, strides=(1,)
+    )
     clipped = np.minimum(lengths, _SHORT_WORD_BYTES + 1)
     low_mask, high_mask = _LOW_MASKS[clipped], _HIGH_MASKS[clipped]
-    low = aligned[where] & low_mask
-    high = aligned[where + 1] & high_mask
+    low = unaligned[starts] & low_mask
+    high = unaligned[starts + _WORD_BYTES] & high_mask
     # A word is a number when every byte is a digit (bytes past its end are zero: digit-like).
     numeric = ~(
         _has_non_digit(low ^ (_ASCII_ZEROS & low_mask))
