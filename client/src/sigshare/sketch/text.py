@@ -141,7 +141,9 @@ def _ascii_word_blocks(
     # byte (the joining newlines included) becomes 0, which separates words and pads blocks.
     joined = "\n".join(texts).lower()
     if "@" in joined or "://" in joined or "www." in joined:
-        cleaned = [_mask(text.lower()).encode("ascii").translate(_ASCII_WORD_BYTES) for text in texts]
+        cleaned = [
+            _mask(text.lower()).encode("ascii").translate(_ASCII_WORD_BYTES) for text in texts
+        ]
         buffer = b"\0".join(cleaned)
         text_lengths = np.fromiter(map(len, cleaned), np.int64, len(cleaned))
     else:  # nothing to mask anywhere: one C call per step for the whole batch
