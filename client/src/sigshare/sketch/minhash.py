@@ -147,32 +147,38 @@ class SaltedMinHasher:
 
     def _word_shingles(self, batch: WordBlocks) -> tuple[ShingleValues, Offsets]:
         n = self.params.shingle_size
-        docs = len(batch.offsets) - 1
-        lengths = np.diff(batch.offsets)
-        word_starts = batch.offsets[:-1]
+        starts, ends = batch.offsets[:-1], batch.offsets[1:]
+        lengths = ends - starts
         word_hashes = self._prf.encrypt_blocks(batch.blocks)[:, 0]
         total_words = len(word_hashes)
 
         counts = np.where(lengths >= n, lengths - n + 1, np.minimum(lengths, 1))
-        offsets = np.zeros(docs + 1, dtype=np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        out = np.empty(int(offsets[-1]), dtype=np.uint32)
 
+        values = np.zeros(0, dtype=np.uint32)
         if total_words >= n:
-            combined = np.zeros(total_words - n + 1, dtype=np.uint64)
-            for t in range(n):
+            combined = word_hashes[: total_words - n + 1] * self._multipliers[0]
+            for t in range(1, n):
                 combined += word_hashes[t : total_words - n + 1 + t] * self._multipliers[t]
             _fmix64(combined)
-            doc_of_word = np.repeat(np.arange(docs), lengths)
-            starts = np.arange(len(combined))
-            valid = doc_of_word[starts] == doc_of_word[starts + n - 1]
-            starts = starts[valid]
-            owners = doc_of_word[starts]
-            destination = offsets[owners] + (starts - word_starts[owners])
-            out[destination] = (combined[valid] >> np.uint64(32)).astype(np.uint32)
-        for doc in np.flatnonzero((lengths > 0) & (lengths < n)):
-            # A text shorter than one shingle is one shingle of all its words.
-            start, length = int(word_starts[doc]), int(lengths[doc])
+            # An n-gram starting in the last n-1 words of a text would run into the next one.
+            crosses = np.zeros(len(combined), dtype=np.bool_)
+            for back in range(1, n):
+                position = ends - back
+                inside = (position >= starts) & (position < len(combined))
+                crosses[position[inside]] = True
+            values = (combined[~crosses] >> np.uint64(32)).astype(np.uint32)
+        short = np.flatnonzero((lengths > 0) & (lengths < n))
+        if not short.size:
+            return values, offsets
+        # A text shorter than one shingle is one shingle of all its words.
+        out = np.empty(int(offsets[-1]), dtype=np.uint32)
+        regular = np.ones(len(out), dtype=np.bool_)
+        regular[offsets[short]] = False
+        out[regular] = values
+        for doc in short:
+            start, length = int(starts[doc]), int(lengths[doc])
             value = (word_hashes[start : start + length] * self._multipliers[:length]).sum(
                 dtype=np.uint64
             )
