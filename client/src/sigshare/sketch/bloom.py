@@ -158,6 +158,8 @@ class BloomFilter:
             raise ParameterError(
                 f"bit array must be {params.nbytes} uint8 bytes, got {bits.dtype} {bits.shape}"
             )
+        elif not bits.flags.c_contiguous:
+            raise ParameterError("bit array must be contiguous")
         if count < 0:
             raise ParameterError("count must not be negative")
         self.bits = bits
@@ -179,7 +181,7 @@ class BloomFilter:
             for start in range(0, n, _POSITION_CHUNK):
                 chunk = tokens[start : start + _POSITION_CHUNK]
                 unpacked[bit_positions(chunk, params.m, params.k)] = True
-            self.bits = np.packbits(unpacked, bitorder="little")
+            self.bits[:] = np.packbits(unpacked, bitorder="little")  # in place: callers may own it
         elif n:
             positions = bit_positions(tokens, params.m, params.k).ravel()
             masks = np.left_shift(np.uint8(1), (positions & 7).astype(np.uint8))

@@ -5,9 +5,9 @@
   ``A AND B``); the zero-fraction of the intersection's own bits is
   ``z∩ = (m − t₁)(m − t₂) / (m·(m − t₁ − t₂ + t∧))`` and ``n̂∩ = ln z∩ / (k·ln(1 − 1/m))``.
 
-Standard errors come from the delta method with independent-bit (binomial) variances. Bit
-occupancies are negatively associated, so the true variances are no larger: the stated errors
-are conservative, which is what tests and coordinators need.
+Standard errors come from the delta method: per-bit (multinomial) covariances of the bit
+counts, then the correction for item counts being fixed rather than Poisson (Poissonisation),
+which recovers the exact occupancy variance ``m(e^λ − 1 − λ)/k²`` for a single set.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def intersection_stderr(m: int, k: int, n_a: float, n_b: float, n_ab: float) -> 
     Each bit is in one of four states (in neither, only A, only B, both); the fractions
     ``(t₁, t₂, t∧)/m`` are means over bits, so with independent bits their covariance is
     ``Σ₁/m`` where ``Σ₁`` is the per-bit covariance. With the estimator's gradient ``∇`` in
-    those fractions (central differences), ``stderr = sqrt(∇ᵀ Σ₁ ∇ / m)``.
+    those fractions (central differences), ``Var = ∇ᵀ Σ₁ ∇ / m − |A∩B|/k``: the last term
+    removes the Poisson fluctuation of the intersection's item count, which is in fact fixed.
     """
     if not 0 <= n_ab <= min(n_a, n_b):
         raise ParameterError("intersection cannot exceed either set")
@@ -91,7 +92,11 @@ def intersection_stderr(m: int, k: int, n_a: float, n_b: float, n_ab: float) -> 
         delta = np.zeros(3)
         delta[axis] = step
         gradient[axis] = (estimate(*(point + delta)) - estimate(*(point - delta))) / (2 * step)
-    variance = float(gradient @ covariance @ gradient) / m  # Var(t/m) = Σ₁/m
+    independent_bits = float(gradient @ covariance @ gradient) / m  # Var(t/m) = Σ₁/m
+    # Item counts are fixed, not Poisson: removing the intersection class's count fluctuation
+    # takes (∂n̂∩/∂N∩)²·N∩ = n∩/k off the variance (the A-only and B-only classes leave n̂∩
+    # unchanged to first order). For one set this turns m(e^λ − 1)/k² into m(e^λ − 1 − λ)/k².
+    variance = independent_bits - n_ab / k
     return math.sqrt(max(variance, 0.0))
 
 

@@ -98,28 +98,34 @@ def load_secret_file(path: str | os.PathLike[str]) -> ForumSecret:
     """Load a forum secret file, refusing one that group or others could read or write."""
     file_path = Path(path)
     try:
-        with file_path.open("rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise KeyFileError(f"{file_path}: not a regular file")
-            if mode & 0o077:
-                raise KeyFileError(
-                    f"{file_path}: permissions {stat.filemode(mode)} let others read the forum "
-                    f"secret; run: chmod 600 {file_path}"
-                )
-            raw = handle.read(64 * 1024)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before the type check refuses it.
+        descriptor = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyFileError(f"{file_path}: no such file") from None
     except PermissionError:
         raise KeyFileError(f"{file_path}: permission denied") from None
-    except IsADirectoryError:
-        raise KeyFileError(f"{file_path}: is a directory") from None
+    except OSError as error:
+        raise KeyFileError(f"{file_path}: cannot open ({error.strerror})") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise KeyFileError(f"{file_path}: is a directory")
+        if not stat.S_ISREG(mode):
+            raise KeyFileError(f"{file_path}: not a regular file")
+        if mode & 0o077:
+            raise KeyFileError(
+                f"{file_path}: permissions {stat.filemode(mode)} let others read the forum "
+                f"secret; run: chmod 600 {file_path}"
+            )
+        raw = os.read(descriptor, 64 * 1024)  # a secret file is a few hundred bytes
+    finally:
+        os.close(descriptor)
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise KeyFileError(f"{file_path}: not a sigshare secret file ({error})") from None
     version = document.get("version")
-    if version != SECRET_FILE_VERSION:
+    if type(version) is not int or version != SECRET_FILE_VERSION:
         raise KeyFileError(f"{file_path}: unsupported secret file version {version!r}")
     key_id = document.get("key_id")
     encoded = document.get("secret")
