@@ -32,7 +32,7 @@ MAX_HASHES = 64
 WORD_BITS = 64
 _LN2 = math.log(2.0)
 _BOOL_SCATTER_RATIO = 32  # above m/32 positions, unpack → scatter → pack beats ufunc.at
-_POSITION_CHUNK = 1 << 16  # tokens per chunk: keeps the (k, n) temporaries cache-friendly
+_POSITION_CHUNK = 1 << 14  # tokens per chunk: keeps the (k, n) temporaries cache-friendly
 
 Bits = npt.NDArray[np.uint8]
 Positions = npt.NDArray[np.int64]

@@ -43,7 +43,7 @@ from sigshare.sketch.text import (
 EMPTY = np.uint32(0xFFFFFFFF)
 """Signature value of a text without shingles (every position)."""
 MAX_SHINGLE_SIZE = 16
-_CHUNK_TEXTS = 2048  # texts per batch: temporaries stay small enough to be reused, not re-mapped
+_CHUNK_TEXTS = 512  # texts per batch: the batch temporaries stay in cache
 _CHUNK_SHINGLES = 4096  # shingles per permutation step: (P × 4096) uint32 stays in L2
 _FMIX_1 = np.uint64(0xFF51AFD7ED558CCD)
 _FMIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
