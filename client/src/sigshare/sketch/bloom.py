@@ -176,7 +176,7 @@ class BloomFilter:
         """Set the bits of ``tokens`` (each a distinct item) and add them to ``count``."""
         params = self.params
         n = len(tokens)
-        if n * params.k * _BOOL_SCATTER_RATIO > params.m:
+        if self._dense(n):
             unpacked = np.unpackbits(self.bits, bitorder="little").view(np.bool_)
             for start in range(0, n, _POSITION_CHUNK):
                 chunk = tokens[start : start + _POSITION_CHUNK]
@@ -194,9 +194,7 @@ class BloomFilter:
         n = len(tokens)
         out = np.empty(n, dtype=np.bool_)
         unpacked = (
-            np.unpackbits(self.bits, bitorder="little").view(np.bool_)
-            if n * params.k * _BOOL_SCATTER_RATIO > params.m
-            else None
+            np.unpackbits(self.bits, bitorder="little").view(np.bool_) if self._dense(n) else None
         )
         for start in range(0, n, _POSITION_CHUNK):
             chunk = tokens[start : start + _POSITION_CHUNK]
@@ -207,6 +205,10 @@ class BloomFilter:
                 hits = ((self.bits[positions >> 3] >> (positions & 7)) & 1).astype(np.bool_)
             np.logical_and.reduce(hits, axis=0, out=out[start : start + len(chunk)])
         return out
+
+    def _dense(self, n: int) -> bool:
+        """Whether ``n`` tokens touch enough bits that working on unpacked bytes is cheaper."""
+        return n * self.params.k * _BOOL_SCATTER_RATIO > self.params.m
 
     def set_bits(self) -> int:
         """Number of bits set (population count)."""

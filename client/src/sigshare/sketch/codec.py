@@ -84,6 +84,15 @@ def _key_id_bytes(key_id: str) -> bytes:
     return key_id.encode("ascii")
 
 
+def _require_preamble(
+    magic: bytes, version: int, want_magic: bytes, want_version: int, what: str
+) -> None:
+    if magic != want_magic:
+        raise FormatError(f"not a sigshare {what} (bad magic)")
+    if version != want_version:
+        raise FormatError(f"unsupported {what} format version {version}")
+
+
 def _read_key_id(data: bytes, offset: int, length: int) -> str:
     raw = data[offset : offset + length]
     if len(raw) != length:
@@ -129,10 +138,7 @@ def read_bloom_header(data: bytes) -> BloomHeader:
     magic, version, kind_code, flags, m, count, k, key_len, reserved, crc = (
         _BLOOM_HEADER.unpack_from(data)
     )
-    if magic != BLOOM_MAGIC:
-        raise FormatError("not a sigshare Bloom filter (bad magic)")
-    if version != BLOOM_VERSION:
-        raise FormatError(f"unsupported Bloom filter format version {version}")
+    _require_preamble(magic, version, BLOOM_MAGIC, BLOOM_VERSION, "Bloom filter")
     if flags & ~FLAG_ZLIB or reserved:
         raise FormatError("unknown flags or non-zero reserved bytes")
     try:
@@ -233,10 +239,7 @@ def decode_signatures(data: bytes) -> SignatureSet:
     magic, version, unit, size, key_len, perms, flags, count, crc, reserved = (
         _SIGNATURE_HEADER.unpack_from(data)
     )
-    if magic != SIGNATURE_MAGIC:
-        raise FormatError("not a sigshare signature set (bad magic)")
-    if version != SIGNATURE_VERSION:
-        raise FormatError(f"unsupported signature format version {version}")
+    _require_preamble(magic, version, SIGNATURE_MAGIC, SIGNATURE_VERSION, "signature set")
     if flags or reserved:
         raise FormatError("unknown flags or non-zero reserved bytes")
     if unit not in _SHINGLE_UNITS or size == 0 or perms == 0:
