@@ -541,7 +541,7 @@ def dense_forum() -> Forum:
 def test_count_vector_counts_filters_per_bit(forum: Forum) -> None:
     params, filters, _, _ = forum
     counts = count_vector(filters)
-    assert counts.dtype == np.uint16
+    assert counts.dtype == np.uint8  # one byte per bit: at most 255 members
     assert counts.shape == (params.m,)
     assert np.array_equal(counts, bit_matrix(filters).sum(axis=0))
     assert np.array_equal(count_vector(iter(filters[:1])), bit_matrix(filters[:1])[0])

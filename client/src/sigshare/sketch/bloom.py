@@ -23,6 +23,7 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
+from sigshare.sketch.aggregate import Counts, empty_counts, replace_filter, resolution_for
 from sigshare.sketch.errors import ParameterError
 from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 from sigshare.sketch.prf import KeyedPRF, TokenArray
@@ -279,43 +280,37 @@ def and_popcount(a: Bits, b: Bits) -> int:
     return total
 
 
-def count_vector(filters: Iterable[BloomFilter]) -> npt.NDArray[np.uint16]:
+def count_vector(filters: Iterable[BloomFilter]) -> Counts:
     """Per-bit count of filters that set that bit: ``C = Σ B_i`` (all filters share parameters)."""
-    total: npt.NDArray[np.uint16] | None = None
+    total: Counts | None = None
     params: BloomParams | None = None
     for bloom in filters:
         if params is None:
             params = bloom.params
-            total = np.zeros(params.m, dtype=np.uint16)
+            total = empty_counts(params.m)
         elif bloom.params != params:
             raise ParameterError("filters have different parameters and cannot be counted together")
         assert total is not None
-        total += np.unpackbits(bloom.bits, bitorder="little")
+        replace_filter(total, bloom.bits, None)
     if total is None:
         raise ParameterError("count_vector needs at least one filter")
     return total
 
 
-def resolution_vector(
-    counts: npt.NDArray[np.uint16], own: BloomFilter, quorum: int
-) -> npt.NDArray[np.uint16]:
+def resolution_vector(counts: Counts, own: BloomFilter, quorum: int) -> Counts:
     """``R = C − B_own`` with entries below ``quorum − 1`` zeroed.
 
     For an item of the requester, ``min`` of ``R`` over its ``k`` positions bounds how many
     *other* members hold it; zeroing below ``quorum − 1`` hides items fewer than ``quorum``
     members hold in total (the requester included).
     """
-    if quorum < 2:
-        raise ParameterError("quorum must be at least 2")
     if counts.shape != (own.params.m,):
         raise ParameterError("count vector and filter differ in size")
-    resolution = counts - np.unpackbits(own.bits, bitorder="little").astype(np.uint16)
-    resolution[resolution < quorum - 1] = 0
-    return resolution
+    return resolution_for(counts, own.bits, quorum)
 
 
 def resolve_tokens(
-    resolution: npt.NDArray[np.uint16], params: BloomParams, tokens: TokenArray
+    resolution: npt.NDArray[np.unsignedinteger], params: BloomParams, tokens: TokenArray
 ) -> npt.NDArray[np.uint16]:
     """For each token, ``min`` over its ``k`` positions of the resolution vector."""
     out = np.empty(len(tokens), dtype=np.uint16)

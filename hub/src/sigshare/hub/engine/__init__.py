@@ -1,0 +1,1 @@
+"""The hub's computations on sketches: count vectors, resolutions, overlaps, LSH matching."""
