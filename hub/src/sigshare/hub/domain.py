@@ -1,0 +1,257 @@
+"""The hub's domain types: what repositories return and services pass around.
+
+Plain frozen dataclasses and enums — no SQLAlchemy, no gRPC — so the service layer and the
+transports never touch ORM rows. Timestamps are timezone-aware UTC; the caller owns the clock
+(repositories take the time they should record instead of reading it themselves).
+
+The audit log's hash chain is defined here, next to :class:`AuditEntry`, so the rule can be checked
+by anything holding the entries, not only by the repository that writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from sigshare.hub.errors import InvalidArgumentError
+from sigshare.sketch.bloom import BloomParams
+from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.minhash import MinHashParams
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+NAME_RULE = "1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+MINHASH_FAMILY_PREFIX = "minhash:"
+SHA256_BYTES = 32
+GENESIS_HASH = bytes(SHA256_BYTES)
+"""``prev_hash`` of the first audit entry."""
+
+ShingleUnit = Literal["word", "char"]
+
+
+class Role(StrEnum):
+    """What a principal may do. Stable strings: they are stored in the database."""
+
+    MEMBER = "member"
+    COORDINATOR = "coordinator"
+    ADMIN = "admin"
+
+
+class SubmissionStatus(StrEnum):
+    """Life cycle of a submission. Stable strings: they are stored in the database."""
+
+    ACTIVE = "active"
+    """The member's current sketch of that family/kind: counted in aggregates."""
+    SUPERSEDED = "superseded"
+    """Replaced by a newer submission of the same member and family/kind."""
+    EXPIRED = "expired"
+    """Outlived the retention window without being replaced."""
+
+
+def is_valid_name(name: str) -> bool:
+    """Names of principals, kinds and MinHash families share one rule: :data:`NAME_RULE`."""
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; naive datetimes are refused rather than guessed at."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidArgumentError(f"timestamps must be timezone-aware, got naive {moment}")
+    return moment.astimezone(UTC)
+
+
+def minhash_family_kind(family: str) -> str:
+    """The ``family_kind`` under which submissions of MinHash family ``family`` are stored."""
+    return MINHASH_FAMILY_PREFIX + family
+
+
+def _check_policy(name: str, quorum: int, retention_days: int) -> None:
+    if not is_valid_name(name):
+        raise ParameterError(f"name {name!r} is invalid: use {NAME_RULE}")
+    if quorum < 2:
+        raise ParameterError(f"quorum must be at least 2, got {quorum}")
+    if retention_days < 1:
+        raise ParameterError(f"retention must be at least one day, got {retention_days}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """A member firm, coordinator or admin, identified by a bearer credential."""
+
+    id: int
+    name: str
+    role: Role
+    credential_id: str
+    """Public lookup prefix of the credential."""
+    credential_hash: bytes = field(repr=False)
+    """SHA-256 of the credential's secret part; the hub never stores the secret itself."""
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    def is_active(self, at: datetime) -> bool:
+        """Whether the credential is still valid at ``at`` (revocation takes effect at its time)."""
+        return self.revoked_at is None or at < self.revoked_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KindParameters:
+    """The Bloom parameters and forum policy the hub publishes for one indicator kind."""
+
+    kind: str
+    key_id: str
+    capacity: int
+    target_fpr: float
+    m: int
+    k: int
+    quorum: int = 2
+    retention_days: int = 30
+    reveal_members: bool = False
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        _check_policy(self.kind, self.quorum, self.retention_days)
+        self.bloom_params()  # the sketch core owns the rules for m, k, capacity, FPR and key id
+
+    def bloom_params(self) -> BloomParams:
+        return BloomParams(
+            kind=self.kind,
+            key_id=self.key_id,
+            m=self.m,
+            k=self.k,
+            capacity=self.capacity,
+            target_fpr=self.target_fpr,
+        )
+
+    @classmethod
+    def from_bloom(
+        cls,
+        params: BloomParams,
+        *,
+        updated_at: datetime,
+        quorum: int = 2,
+        retention_days: int = 30,
+        reveal_members: bool = False,
+    ) -> KindParameters:
+        return cls(
+            kind=params.kind,
+            key_id=params.key_id,
+            capacity=params.capacity,
+            target_fpr=params.target_fpr,
+            m=params.m,
+            k=params.k,
+            quorum=quorum,
+            retention_days=retention_days,
+            reveal_members=reveal_members,
+            updated_at=updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MinHashParameters:
+    """The MinHash parameters and forum policy the hub publishes for one fingerprint family."""
+
+    family: str
+    key_id: str
+    num_perm: int = 128
+    shingle_unit: ShingleUnit = "word"
+    shingle_size: int = 3
+    threshold: float
+    """Jaccard similarity from which two clusters count as the same campaign."""
+    quorum: int = 2
+    retention_days: int = 30
+    reveal_members: bool = False
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        _check_policy(self.family, self.quorum, self.retention_days)
+        self.minhash_params()
+        if not 0.0 < self.threshold < 1.0:
+            raise ParameterError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    @property
+    def family_kind(self) -> str:
+        return minhash_family_kind(self.family)
+
+    def minhash_params(self) -> MinHashParams:
+        return MinHashParams(
+            key_id=self.key_id,
+            num_perm=self.num_perm,
+            shingle_unit=self.shingle_unit,
+            shingle_size=self.shingle_size,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submission:
+    """One member's sketch of one kind or MinHash family, without its payload.
+
+    The encoded sketch is fetched separately (``SubmissionRepository.payload``) so that listings
+    never carry megabytes of bit arrays.
+    """
+
+    id: int
+    member_id: int
+    family_kind: str
+    """An indicator kind (``"email"``) or a MinHash family (``"minhash:prompt"``)."""
+    key_id: str
+    params_digest: bytes
+    content_sha256: bytes
+    """SHA-256 of the payload: the idempotency key together with member and family/kind."""
+    declared_count: int
+    byte_size: int
+    set_bits: int | None
+    """Bloom filters only: number of set bits, for fill checks and estimates."""
+    status: SubmissionStatus
+    created_at: datetime
+    superseded_at: datetime | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One link of the append-only, hash-chained audit log."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+    prev_hash: bytes
+    entry_hash: bytes
+
+
+def canonical_json(value: object) -> str:
+    """One spelling per value: sorted keys, no whitespace, no NaN/Infinity, UTF-8 text."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def audit_entry_hash(
+    prev_hash: bytes,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    details: Mapping[str, Any],
+) -> bytes:
+    """SHA-256(prev_hash ‖ canonical JSON of the entry's id-independent fields).
+
+    ``at`` is spelled in ISO 8601 UTC with microseconds, the precision both databases keep, so the
+    hash recomputed from a stored row equals the one computed before the row was written.
+    """
+    document = {
+        "action": action,
+        "actor": actor,
+        "at": utc(at).isoformat(timespec="microseconds"),
+        "details": dict(details),
+        "target": target,
+    }
+    return hashlib.sha256(prev_hash + canonical_json(document).encode()).digest()

@@ -1,0 +1,1 @@
+"""gRPC transport: thin servicers over the service layer, auth, errors and the server itself."""

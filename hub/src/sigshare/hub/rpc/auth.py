@@ -1,0 +1,148 @@
+"""Authentication and role checks for every RPC, as one server interceptor.
+
+Every call to a sigshare service must carry ``authorization: Bearer <credential>``. The
+interceptor resolves the principal (through the service layer, on every call, so a revocation
+takes effect at once), checks the role the service requires, and hands the principal to the
+servicer through a context variable. The standard health service is the one exception: load
+balancers and orchestrators probe it without credentials, and it reveals only SERVING or not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from sigshare.hub.domain import Principal, Role
+
+# Principal of each call in flight, keyed by its servicer context (removed when the call ends).
+_PRINCIPALS: dict[int, Principal] = {}
+_LOCK = threading.Lock()
+
+SERVICE_ROLES: dict[str, frozenset[Role]] = {
+    "sigshare.v1.MemberService": frozenset({Role.MEMBER}),
+    "sigshare.v1.ReviewService": frozenset({Role.COORDINATOR, Role.ADMIN}),
+    "sigshare.v1.AdminService": frozenset({Role.ADMIN}),
+    # Reflection describes the public API only, but still needs a valid credential.
+    "grpc.reflection.v1alpha.ServerReflection": frozenset(Role),
+    "grpc.reflection.v1.ServerReflection": frozenset(Role),
+}
+UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+Authenticator = Callable[[str], Principal | None]
+"""Returns the active principal for a bearer credential, or ``None`` (unknown or revoked)."""
+
+
+def principal_of(context: grpc.ServicerContext) -> Principal:
+    """The authenticated caller of the RPC served with ``context`` (set by the interceptor)."""
+    with _LOCK:
+        principal = _PRINCIPALS.get(id(context))
+    if principal is None:  # a servicer reached without the interceptor: a wiring bug
+        raise RuntimeError("no authenticated principal for this call")
+    return principal
+
+
+def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            scheme, _, credential = value.partition(" ")
+            if scheme.lower() == "bearer" and credential:
+                return credential.strip()
+    return None
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    def __init__(self, authenticate: Authenticator) -> None:
+        self._authenticate = authenticate
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        service = handler_call_details.method.lstrip("/").split("/", 1)[0]
+        if service in UNAUTHENTICATED_SERVICES:
+            return handler
+        allowed = SERVICE_ROLES.get(service)
+        credential = _bearer(handler_call_details.invocation_metadata)
+        return _guarded(handler, lambda context: self._admit(context, credential, allowed))
+
+    def _admit(
+        self, context: grpc.ServicerContext, credential: str | None, allowed: frozenset[Role] | None
+    ) -> Principal:
+        if credential is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer credential")
+        principal = self._authenticate(credential)
+        if principal is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked credential")
+        if allowed is None or principal.role not in allowed:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {principal.role.value!r} may not call this service",
+            )
+        return principal
+
+
+def _guarded(
+    handler: grpc.RpcMethodHandler[Any, Any], admit: Callable[[grpc.ServicerContext], Principal]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler, with admission (and the principal context variable) around its body."""
+
+    def enter(context: grpc.ServicerContext) -> None:
+        principal = admit(context)
+        with _LOCK:
+            _PRINCIPALS[id(context)] = principal
+
+    def leave(context: grpc.ServicerContext) -> None:
+        with _LOCK:
+            _PRINCIPALS.pop(id(context), None)
+
+    def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            enter(context)
+            try:
+                return behaviour(request, context)
+            finally:
+                leave(context)
+
+        return run
+
+    def streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            enter(context)
+            try:
+                yield from behaviour(request, context)
+            finally:
+                leave(context)
+
+        return run
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            unary(handler.stream_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(
+        streaming(handler.stream_stream),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -1,0 +1,211 @@
+"""ORM rows of the hub database (SQLAlchemy 2, typed ``Mapped[]``).
+
+Rows never leave the storage package: repositories turn them into :mod:`sigshare.hub.domain`
+types. The schema itself is created and changed only by the Alembic migrations next to this
+module; ``tests/hub/test_migrations.py`` checks that the migrations and these models agree.
+
+Portability rules, so one contract suite passes on SQLite and PostgreSQL:
+
+- every constraint and index has a name (the naming convention below), so migrations can refer
+  to them and SQLite batch migrations can recreate them;
+- timestamps go through :class:`UTCDateTime`: aware UTC in Python, ``timestamptz`` on
+  PostgreSQL, an ISO string on SQLite — which compares correctly as text because it is always UTC;
+- digests are 32-byte blobs with a length check; enums are short strings with a check.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from sigshare.hub.domain import Role, SubmissionStatus, utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ACTIVE_ONLY = "status = 'active'"
+"""Predicate of the partial unique index that keeps one active submission per member and family."""
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(str(value)) for value in values)})"
+
+
+def _sha256_length(column: str) -> str:
+    return f"length({column}) = 32"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend; naive datetimes are refused on the way in."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite hands back the naive UTC value it was given; PostgreSQL an aware one in the
+        # session's time zone.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        bytes: LargeBinary(),
+    }
+
+
+metadata = Base.metadata
+
+
+class PrincipalRow(Base):
+    __tablename__ = "principals"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", Role), name="role_valid"),
+        CheckConstraint("length(name) BETWEEN 1 AND 64", name="name_length"),
+        CheckConstraint("length(credential_id) BETWEEN 16 AND 32", name="credential_id_length"),
+        CheckConstraint(_sha256_length("credential_hash"), name="credential_hash_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    credential_id: Mapped[str] = mapped_column(String(32), unique=True)
+    credential_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class KindParametersRow(Base):
+    __tablename__ = "kind_parameters"
+    __table_args__ = (
+        CheckConstraint("quorum >= 2", name="quorum_at_least_two"),
+        CheckConstraint("retention_days >= 1", name="retention_positive"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    capacity: Mapped[int] = mapped_column(BigInteger)
+    target_fpr: Mapped[float] = mapped_column(Double)
+    m: Mapped[int] = mapped_column(BigInteger)
+    k: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer)
+    retention_days: Mapped[int] = mapped_column(Integer)
+    reveal_members: Mapped[bool]
+    updated_at: Mapped[datetime]
+
+
+class MinHashParametersRow(Base):
+    __tablename__ = "minhash_parameters"
+    __table_args__ = (
+        CheckConstraint("quorum >= 2", name="quorum_at_least_two"),
+        CheckConstraint("retention_days >= 1", name="retention_positive"),
+    )
+
+    family: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    num_perm: Mapped[int] = mapped_column(Integer)
+    shingle_unit: Mapped[str] = mapped_column(String(8))
+    shingle_size: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Double)
+    quorum: Mapped[int] = mapped_column(Integer)
+    retention_days: Mapped[int] = mapped_column(Integer)
+    reveal_members: Mapped[bool]
+    updated_at: Mapped[datetime]
+
+
+class SubmissionRow(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (
+        UniqueConstraint("member_id", "family_kind", "content_sha256"),
+        Index("ix_submissions_family_kind_key_id_status", "family_kind", "key_id", "status"),
+        Index(
+            "uq_submissions_one_active",
+            "member_id",
+            "family_kind",
+            unique=True,
+            sqlite_where=text(ACTIVE_ONLY),
+            postgresql_where=text(ACTIVE_ONLY),
+        ),
+        CheckConstraint(_one_of("status", SubmissionStatus), name="status_valid"),
+        CheckConstraint(_sha256_length("params_digest"), name="params_digest_length"),
+        CheckConstraint(_sha256_length("content_sha256"), name="content_sha256_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    family_kind: Mapped[str] = mapped_column(String(80))
+    key_id: Mapped[str] = mapped_column(String(32))
+    params_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    content_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    declared_count: Mapped[int] = mapped_column(BigInteger)
+    byte_size: Mapped[int] = mapped_column(BigInteger)
+    set_bits: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    superseded_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+
+
+class SubmissionPayloadRow(Base):
+    """The encoded sketch, kept apart so that queries on submissions never load it."""
+
+    __tablename__ = "submission_payloads"
+
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
+    )
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditLogRow(Base):
+    """Append-only by contract: the repository has no update or delete, the hash chain shows any."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        CheckConstraint(_sha256_length("prev_hash"), name="prev_hash_length"),
+        CheckConstraint(_sha256_length("entry_hash"), name="entry_hash_length"),
+        # Never reuse an id, even after the newest row was deleted: ids name entries in reports.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    details: Mapped[str] = mapped_column(Text)
+    """Canonical JSON (sorted keys, no whitespace) of the entry's details."""
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    """Unique: two entries claiming the same predecessor would be a fork of the chain."""
+    entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
