@@ -571,18 +571,24 @@ class ConfirmResponse(_message.Message):
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
+    NOT_RESOLVED_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     shared: _builtins.int
     """How many of the accepted tokens are now shared indicators (confirmed by >= quorum members)."""
+    not_resolved: _builtins.int
+    """Tokens refused because they are not in the member's active filter or are not held by
+    quorum - 1 other members there (the resolution changed since it was downloaded, or a probe).
+    """
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
         shared: _builtins.int = ...,
+        not_resolved: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "shared", b"shared"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "not_resolved", b"not_resolved", "shared", b"shared"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
