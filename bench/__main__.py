@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -11,24 +12,31 @@ from typing import Any
 
 import numpy as np
 
-from bench import sketch_bench
+from bench import hub_bench, sketch_bench
+
+BENCHMARKS = {**sketch_bench.BENCHMARKS, **hub_bench.BENCHMARKS}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller data: under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run a subset")
     parser.add_argument(
-        "--only", choices=sorted(sketch_bench.BENCHMARKS), action="append", help="run a subset"
+        "--pg",
+        metavar="URL",
+        help=f"also run the hub benchmarks on PostgreSQL (a server URL; or ${hub_bench.PG_ENV})",
     )
     args = parser.parse_args(argv)
-    names = args.only or list(sketch_bench.BENCHMARKS)
+    if args.pg:
+        os.environ[hub_bench.PG_ENV] = args.pg
+    names = args.only or list(BENCHMARKS)
     started = time.perf_counter()
     results: dict[str, Any] = {}
     for name in names:
         if not args.json:
             print(f"running {name}...", file=sys.stderr, flush=True)
-        results[name] = sketch_bench.BENCHMARKS[name](quick=args.quick)
+        results[name] = BENCHMARKS[name](quick=args.quick)
     document = {
         "mode": "quick" if args.quick else "full",
         "machine": {
@@ -37,13 +45,17 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
         },
         "results": results,
-        "goals": sketch_bench.goals(results),
+        "goals": sketch_bench.goals(results) + hub_bench.goals(results),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        sketch_bench.print_table(document)
+        if any(name in sketch_bench.BENCHMARKS for name in names):
+            sketch_bench.print_table(document)
+        if any(name in hub_bench.BENCHMARKS for name in names):
+            hub_bench.print_table(results)
+        sketch_bench.print_goals(document)
     return 0
 
 

@@ -323,6 +323,13 @@ def print_table(document: dict[str, Any]) -> None:
             f"{r['ratio_vs_numpy_naive']:.1f}x",
         )
     console.print(table)
+
+
+def print_goals(document: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
     goal_table = Table(title="goals", title_justify="left")
     for column in ("goal", "measured", "target", "met"):
         goal_table.add_column(column)

@@ -21,6 +21,13 @@ TABLES = {
     "submissions",
     "submission_payloads",
     "audit_log",
+    "family_state",
+    "count_slices",
+    "confirmations",
+    "shared_indicators",
+    "clusters",
+    "campaigns",
+    "campaign_clusters",
 }
 
 
@@ -140,6 +147,6 @@ def test_migrations_are_found_from_the_package_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0001"
+    assert migrate.head_revision() == "0002"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()

@@ -535,7 +535,7 @@ def test_listing_and_lookup_never_read_payloads(engine: Engine) -> None:
         submissions.active("email", "epoch-1")
         submissions.find(acme.id, "email", _digest("filter-1"))
         submissions.get(added.id)
-        submissions.expire(T0)
+        submissions.due_for_expiry("email", T0)
         assert len(statements) >= 4
         assert not any("submission_payloads" in statement for statement in statements)
         submissions.payload(added.id)
@@ -599,32 +599,66 @@ def test_bad_submission_fields_are_refused(
             SubmissionRepository(session).add(**(fields | changes))
 
 
-def test_expire_marks_active_submissions_past_their_window(engine: Engine) -> None:
+def test_due_for_expiry_lists_active_submissions_past_their_window(engine: Engine) -> None:
     with session_scope(engine) as session:
         acme, beta, gamma = (_add_member(session, n) for n in ("acme", "beta", "gamma"))
         old = _submit(session, acme, "acme-1")
-        replaced = _submit(session, beta, "beta-1")
-        _submit(session, beta, "beta-2", created_at=T0 + timedelta(days=10))
-        recent = _submit(session, gamma, "gamma-1", created_at=T0 + timedelta(days=20))
+        _submit(session, beta, "beta-1")
+        newer = _submit(session, beta, "beta-2", created_at=T0 + timedelta(days=10))
+        _submit(session, gamma, "gamma-1", created_at=T0 + timedelta(days=20))
+        _submit(session, gamma, "phone-1", family_kind="phone")
     with session_scope(engine) as session:
         submissions = SubmissionRepository(session)
-        assert submissions.expire(T0 + RETENTION - timedelta(microseconds=1)) == 0
-        assert submissions.expire(T0 + RETENTION) == 1
-        assert submissions.expire(T0 + RETENTION) == 0
+        assert submissions.due_for_expiry("email", T0 + RETENTION - timedelta(microseconds=1)) == []
+        assert [s.id for s in submissions.due_for_expiry("email", T0 + RETENTION)] == [old.id]
+        later = T0 + RETENTION + timedelta(days=10)
+        assert [s.id for s in submissions.due_for_expiry("email", later)] == [old.id, newer.id]
+
+
+def test_end_drops_the_payload_of_an_uncounted_submission_and_keeps_a_counted_one(
+    engine: Engine,
+) -> None:
     with session_scope(engine) as session:
+        acme = _add_member(session, "acme")
+        first = _submit(session, acme, "acme-1")
         submissions = SubmissionRepository(session)
-        statuses = {
-            s.id: s.status
-            for s in (submissions.get(i) for i in (old.id, replaced.id, recent.id))
-            if s is not None
-        }
-        assert statuses == {
-            old.id: SubmissionStatus.EXPIRED,
-            replaced.id: SubmissionStatus.SUPERSEDED,
-            recent.id: SubmissionStatus.ACTIVE,
-        }
-        assert [s.declared_count for s in submissions.active("email", "epoch-1")] == [1000, 1000]
-        assert submissions.expire(T0 + timedelta(days=1000)) == 2
+        submissions.end(first.id, SubmissionStatus.EXPIRED, T0 + RETENTION)
+        with pytest.raises(NotFoundError):
+            submissions.payload(first.id)
+        second = _submit(session, acme, "acme-2")
+        submissions.set_counted(second.id, True)
+        submissions.end(second.id, SubmissionStatus.SUPERSEDED, T0 + RETENTION)
+        assert submissions.payload(second.id) == b"acme-2"  # the next fold subtracts it
+        to_add, to_remove = submissions.pending_fold("email")
+        assert (to_add, [s.id for s in to_remove]) == ([], [second.id])
+        with pytest.raises(ConflictError, match="no longer active"):
+            submissions.end(second.id, SubmissionStatus.EXPIRED, T0 + RETENTION)
+        ended = submissions.get(first.id)
+        assert ended is not None
+        assert (ended.status, ended.superseded_at) == (SubmissionStatus.EXPIRED, T0 + RETENTION)
+
+
+def test_revive_makes_old_content_current_again(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        acme = _add_member(session, "acme")
+        submissions = SubmissionRepository(session)
+        first = _submit(session, acme, "acme-1")
+        submissions.end(first.id, SubmissionStatus.SUPERSEDED, T0 + timedelta(days=1))
+        _submit(session, acme, "acme-2", created_at=T0 + timedelta(days=1))
+        current = submissions.active_of(acme.id, "email")
+        assert current is not None
+        submissions.end(current.id, SubmissionStatus.SUPERSEDED, T0 + timedelta(days=2))
+        later = T0 + timedelta(days=2)
+        revived = submissions.revive(
+            first.id, payload=b"acme-1", created_at=later, expires_at=later + RETENTION
+        )
+        assert (revived.status, revived.created_at) == (SubmissionStatus.ACTIVE, later)
+        assert submissions.payload(first.id) == b"acme-1"
+        assert [s.id for s in submissions.all_active("email")] == [first.id]
+        with pytest.raises(ConflictError):
+            submissions.revive(
+                first.id, payload=b"x", created_at=later, expires_at=later + RETENTION
+            )
 
 
 def _lock_family_within(engine: Engine, family_kind: str, timeout: str) -> None:

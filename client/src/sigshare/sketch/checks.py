@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from sigshare.sketch.bloom import BloomFilter, BloomParams
 from sigshare.sketch.errors import ParameterError, SaturationError
@@ -47,6 +48,23 @@ def _chi2_z(statistic: float, dof: int) -> float:
     return (statistic - dof) / math.sqrt(2.0 * dof) if dof > 0 else 0.0
 
 
+_BYTE_POPCOUNT = np.bitwise_count(np.arange(256, dtype=np.uint8)).astype(np.intp)
+_HISTOGRAM_CHUNK = 1 << 20  # bytes per bincount: its intp temporary stays in cache
+
+
+def _byte_popcount_histogram(bits: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """How many bytes have 0, 1, …, 8 bits set: a histogram of byte values, then folded by
+    popcount (counting values in cache-sized chunks is ~10x faster than one bincount of the
+    per-byte popcounts, which numpy widens to intp for the whole array)."""
+    values = np.zeros(256, dtype=np.int64)
+    for start in range(0, bits.size, _HISTOGRAM_CHUNK):
+        values += np.bincount(bits[start : start + _HISTOGRAM_CHUNK], minlength=256)
+    folded: npt.NDArray[np.float64] = np.bincount(
+        _BYTE_POPCOUNT, weights=values.astype(np.float64), minlength=9
+    ).astype(np.float64)
+    return folded
+
+
 def measure(bloom: BloomFilter) -> FilterHealth:
     """Compute every figure the checks use, without judging."""
     params = bloom.params
@@ -66,7 +84,7 @@ def measure(bloom: BloomFilter) -> FilterHealth:
             deviations = block_counts - _BLOCK_BITS * fill
             block_stat = float((deviations**2).sum()) / (_BLOCK_BITS * variance_per_bit)
             block_z = _chi2_z(block_stat, blocks - 1)
-        byte_histogram = np.bincount(np.bitwise_count(bloom.bits), minlength=9).astype(np.float64)
+        byte_histogram = _byte_popcount_histogram(bloom.bits)
         expected_histogram = bloom.bits.size * np.array(
             [math.comb(8, j) * fill**j * (1.0 - fill) ** (8 - j) for j in range(9)]
         )

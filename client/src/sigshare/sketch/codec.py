@@ -177,6 +177,7 @@ def decode_bloom(data: bytes, params: BloomParams) -> BloomFilter:
         if got != want:
             raise FormatError(f"filter {name} is {got!r}, expected {want!r}")
     payload = memoryview(data)[header.payload_offset :]
+    raw: bytes | memoryview
     if header.compressed:
         inflater = zlib.decompressobj()
         try:
@@ -186,7 +187,7 @@ def decode_bloom(data: bytes, params: BloomParams) -> BloomFilter:
         if inflater.unconsumed_tail or inflater.unused_data or not inflater.eof:
             raise FormatError("compressed payload does not decode to exactly m/8 bytes")
     else:
-        raw = bytes(payload)
+        raw = payload  # no intermediate copy: the array below is the only one
     if len(raw) != params.nbytes:
         raise FormatError(f"payload is {len(raw)} bytes, m={params.m} needs {params.nbytes}")
     if zlib.crc32(raw) != header.crc32:

@@ -102,20 +102,40 @@ def intersection_stderr(m: int, k: int, n_a: float, n_b: float, n_ab: float) -> 
 
 def overlap_matrix(filters: list[BloomFilter]) -> npt.NDArray[np.float64]:
     """Estimated ``|A_i ∩ A_j|`` for every pair; the diagonal holds each ``|A_i|`` estimate."""
+    return overlap_estimates(filters)[0]
+
+
+def _intersection_error(m: int, k: int, n_a: float, n_b: float, n_ab: float) -> float:
+    if not (math.isfinite(n_a) and math.isfinite(n_b) and math.isfinite(n_ab)):
+        return math.inf  # a saturated filter says nothing
+    # Noise can put the estimate just outside [0, min size]; its error is the same.
+    plausible = min(max(n_ab, 0.0), n_a, n_b)
+    try:
+        return intersection_stderr(m, k, n_a, n_b, plausible)
+    except ArithmeticError:  # nearly saturated: the state fractions underflow
+        return math.inf
+
+
+def overlap_estimates(
+    filters: list[BloomFilter],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``(estimate, stderr)`` matrices: ``|A_i ∩ A_j|`` off the diagonal, ``|A_i|`` on it."""
+    size = len(filters)
+    estimate, stderr = np.zeros((size, size)), np.zeros((size, size))
     if not filters:
-        return np.zeros((0, 0))
+        return estimate, stderr
     params = filters[0].params
     if any(bloom.params != params for bloom in filters):
         raise ParameterError("filters have different parameters and cannot be compared")
     m, k = params.m, params.k
     set_bits = [bloom.set_bits() for bloom in filters]
-    size = len(filters)
-    matrix = np.empty((size, size))
+    sizes = [estimate_cardinality(m, k, bits) for bits in set_bits]
     for i in range(size):
-        matrix[i, i] = estimate_cardinality(m, k, set_bits[i])
+        estimate[i, i] = sizes[i]
+        stderr[i, i] = cardinality_stderr(m, k, sizes[i]) if math.isfinite(sizes[i]) else math.inf
         for j in range(i + 1, size):
             both = and_popcount(filters[i].bits, filters[j].bits)
-            matrix[i, j] = matrix[j, i] = estimate_intersection(
-                m, k, set_bits[i], set_bits[j], both
-            )
-    return matrix
+            value = estimate_intersection(m, k, set_bits[i], set_bits[j], both)
+            estimate[i, j] = estimate[j, i] = value
+            stderr[i, j] = stderr[j, i] = _intersection_error(m, k, sizes[i], sizes[j], value)
+    return estimate, stderr

@@ -10,6 +10,7 @@ by anything holding the entries, not only by the repository that writes them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.lsh import Banding, optimal_banding
 from sigshare.sketch.minhash import MinHashParams
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -70,6 +72,12 @@ def minhash_family_kind(family: str) -> str:
     return MINHASH_FAMILY_PREFIX + family
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_banding(threshold: float, num_perm: int) -> Banding:
+    # The search tries every (b, r) with b·r ≤ P; parameters rarely change, so compute once.
+    return optimal_banding(threshold, num_perm)
+
+
 def _check_policy(name: str, quorum: int, retention_days: int) -> None:
     if not is_valid_name(name):
         raise ParameterError(f"name {name!r} is invalid: use {NAME_RULE}")
@@ -116,6 +124,10 @@ class KindParameters:
     def __post_init__(self) -> None:
         _check_policy(self.kind, self.quorum, self.retention_days)
         self.bloom_params()  # the sketch core owns the rules for m, k, capacity, FPR and key id
+
+    def digest(self) -> bytes:
+        """What members' filters must match to be combined (see :meth:`BloomParams.digest`)."""
+        return self.bloom_params().digest()
 
     def bloom_params(self) -> BloomParams:
         return BloomParams(
@@ -185,6 +197,17 @@ class MinHashParameters:
             shingle_size=self.shingle_size,
         )
 
+    def digest(self) -> bytes:
+        """What members' signatures must match to be compared (see :meth:`MinHashParams.digest`).
+
+        The threshold is not part of it: it only decides how the hub bands signatures.
+        """
+        return self.minhash_params().digest()
+
+    def banding(self) -> Banding:
+        """The LSH bands × rows for :attr:`threshold` over :attr:`num_perm` minima (cached)."""
+        return _cached_banding(self.threshold, self.num_perm)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Submission:
@@ -207,6 +230,8 @@ class Submission:
     set_bits: int | None
     """Bloom filters only: number of set bits, for fill checks and estimates."""
     status: SubmissionStatus
+    counted: bool
+    """Bloom filters: folded into the kind's count vector."""
     created_at: datetime
     superseded_at: datetime | None
     expires_at: datetime
@@ -255,3 +280,88 @@ def audit_entry_hash(
         "target": target,
     }
     return hashlib.sha256(prev_hash + canonical_json(document).encode()).digest()
+
+
+class ReviewStatus(StrEnum):
+    """Coordinators' review state of a shared indicator or campaign (stored strings)."""
+
+    NEW = "new"
+    TRIAGED = "triaged"
+    CONFIRMED = "confirmed"
+    DISMISSED = "dismissed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FamilyState:
+    """What a kind's count vector or a family's campaigns were computed from."""
+
+    family_kind: str
+    key_id: str
+    params_digest: bytes
+    m: int | None
+    """Bloom kinds: the length of the count vector; ``None`` for MinHash families."""
+    members: int
+    """Active submissions counted in the aggregate."""
+    version: int
+    """Grows with every change to the set of active submissions."""
+    derived_version: int
+    """MinHash families: the version the stored campaigns were computed at."""
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedIndicator:
+    """A token confirmed by at least quorum members: opaque, never a raw value."""
+
+    id: str
+    kind: str
+    key_id: str
+    token: bytes
+    reporters: int
+    reporter_names: tuple[str, ...]
+    categories: tuple[str, ...]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    status: ReviewStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterInfo:
+    """One prompt cluster a member shares: metadata only (its signature travels apart)."""
+
+    cluster_id: str
+    volume: int
+    category: str
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Campaign:
+    """A connected component of cross-member cluster matches held by at least quorum members."""
+
+    id: str
+    family: str
+    members: tuple[str, ...]
+    similarity: float
+    volume: int
+    categories: tuple[str, ...]
+    status: ReviewStatus
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignLink:
+    """A member's view of one of its own clusters that belongs to a campaign."""
+
+    cluster_id: str
+    campaign_id: str
+    similarity: float
+    """The cluster's best estimated Jaccard with another member's cluster."""
+    other_member_count: int
+    other_members: tuple[str, ...]
+    """Names: empty unless the forum's policy reveals members."""

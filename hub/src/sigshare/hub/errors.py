@@ -65,3 +65,22 @@ class AuditChainError(HubError):
         super().__init__(f"audit log entry {entry_id}: {reason}")
         self.entry_id = entry_id
         self.reason = reason
+
+
+class PreconditionError(HubError):
+    """The request is well-formed but the hub's state does not allow it yet (or any more):
+    parameters changed since the caller fetched them, nothing submitted to resolve against."""
+
+    code = "failed_precondition"
+
+
+class SketchRejectedError(InvalidArgumentError):
+    """A submitted sketch failed a check (format, digest, saturation, fill, uniformity)."""
+
+    code = "sketch_rejected"
+
+
+class PermissionDeniedError(HubError):
+    """The authenticated principal may not do this."""
+
+    code = "permission_denied"

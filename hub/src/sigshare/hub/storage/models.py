@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -172,6 +173,9 @@ class SubmissionRow(Base):
     byte_size: Mapped[int] = mapped_column(BigInteger)
     set_bits: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
+    counted: Mapped[bool] = mapped_column(server_default=false())
+    """Bloom filters: folded into the kind's count vector. An ended submission that is still
+    counted keeps its payload until the next fold subtracts it."""
     created_at: Mapped[datetime]
     superseded_at: Mapped[datetime | None]
     expires_at: Mapped[datetime]
@@ -209,3 +213,145 @@ class AuditLogRow(Base):
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     """Unique: two entries claiming the same predecessor would be a fork of the chain."""
     entry_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+
+
+class FamilyStateRow(Base):
+    """Per indicator kind or MinHash family: what its aggregates were computed from.
+
+    ``version`` grows with every change to the family's set of active submissions; for MinHash
+    families ``derived_version`` is the version the stored campaigns were computed at. Bloom kinds
+    keep their count vector in :class:`CountSliceRow` rows.
+    """
+
+    __tablename__ = "family_state"
+    __table_args__ = (
+        CheckConstraint(_sha256_length("params_digest"), name="params_digest_length"),
+        CheckConstraint("members >= 0", name="members_non_negative"),
+    )
+
+    family_kind: Mapped[str] = mapped_column(String(80), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    params_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    m: Mapped[int | None] = mapped_column(BigInteger)
+    members: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
+    derived_version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class CountSliceRow(Base):
+    """One slice of a kind's count vector ``C`` (one unsigned byte per filter bit).
+
+    Sliced so that no single value approaches the backends' blob limits and reads stream; stored
+    uncompressed (``STORAGE EXTERNAL`` on PostgreSQL) because counts are near-random bytes that
+    compress poorly and slowly.
+    """
+
+    __tablename__ = "count_slices"
+
+    family_kind: Mapped[str] = mapped_column(
+        ForeignKey("family_state.family_kind", ondelete="CASCADE"), primary_key=True
+    )
+    slice_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    counts: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ConfirmationRow(Base):
+    """A member's statement that it holds the item behind ``token`` (never the item itself)."""
+
+    __tablename__ = "confirmations"
+    __table_args__ = (
+        UniqueConstraint("kind", "key_id", "token", "member_id"),
+        CheckConstraint("length(token) = 16", name="token_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    token: Mapped[bytes] = mapped_column(LargeBinary(16))
+    member_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    category: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime]
+
+
+class SharedIndicatorRow(Base):
+    """A token confirmed by at least quorum members: what coordinators review."""
+
+    __tablename__ = "shared_indicators"
+    __table_args__ = (
+        UniqueConstraint("kind", "key_id", "token"),
+        CheckConstraint("length(token) = 16", name="token_length"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    token: Mapped[bytes] = mapped_column(LargeBinary(16))
+    reporters: Mapped[int] = mapped_column(Integer)
+    categories: Mapped[str] = mapped_column(Text)
+    """JSON list of the reporters' categories, sorted, distinct."""
+    first_seen: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ClusterRow(Base):
+    """One shared prompt cluster of a MinHash submission; its signature is row ``row_index`` of
+    the submission's signature payload."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (UniqueConstraint("submission_id", "cluster_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    row_index: Mapped[int] = mapped_column(Integer)
+    cluster_id: Mapped[str] = mapped_column(String(32))
+    volume: Mapped[int] = mapped_column(BigInteger)
+    category: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+
+
+class CampaignRow(Base):
+    """A connected component of cross-member cluster matches with at least quorum members.
+
+    Ids survive recomputation (a new component inherits the id of the old one it overlaps most),
+    so review decisions stay attached; ``active`` is false once no current component inherits it.
+    """
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_family_active", "family", "active"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    family: Mapped[str] = mapped_column(String(64))
+    members: Mapped[int] = mapped_column(Integer)
+    similarity: Mapped[float] = mapped_column(Double)
+    """Lowest estimated Jaccard among the matches that hold the component together."""
+    volume: Mapped[int] = mapped_column(BigInteger)
+    categories: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CampaignClusterRow(Base):
+    """Membership of a cluster in a campaign, with the cluster's best cross-member match."""
+
+    __tablename__ = "campaign_clusters"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    cluster_row_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    similarity: Mapped[float] = mapped_column(Double)

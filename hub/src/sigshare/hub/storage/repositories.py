@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Select, insert, select, text, update
+from sqlalchemy import CursorResult, Select, delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -53,6 +53,7 @@ from sigshare.hub.errors import (
 )
 from sigshare.hub.storage.models import (
     AuditLogRow,
+    ClusterRow,
     KindParametersRow,
     MinHashParametersRow,
     PrincipalRow,
@@ -110,6 +111,7 @@ def _submission(row: SubmissionRow) -> Submission:
         byte_size=row.byte_size,
         set_bits=row.set_bits,
         status=SubmissionStatus(row.status),
+        counted=row.counted,
         created_at=row.created_at,
         superseded_at=row.superseded_at,
         expires_at=row.expires_at,
@@ -282,17 +284,20 @@ class SubmissionRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def lock_family(self, family_kind: str) -> None:
+    def lock_family(self, family_kind: str, *, shared: bool = False) -> None:
         """Serialise writers of one family/kind until the transaction ends (PostgreSQL).
 
         Replicas that add a submission and update that family's aggregates (``C += new − old``)
-        must not interleave, or one's read of the aggregate is lost. On PostgreSQL this takes a
-        transaction-scoped advisory lock keyed by the family; on SQLite it does nothing, because
-        every transaction already holds the database's single write lock (``BEGIN IMMEDIATE``).
+        must not interleave, or one's read of the aggregate is lost; readers that combine the
+        aggregate with a member's filter take the lock ``shared`` so they see one consistent
+        state. On PostgreSQL this is a transaction-scoped advisory lock keyed by the family; on
+        SQLite it does nothing, because every transaction already holds the database's single
+        write lock (``BEGIN IMMEDIATE``).
         """
         if _backend(self._session) == "postgresql":
+            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
             self._session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                text(f"SELECT {function}(hashtext(:key))"),
                 {"key": f"sigshare/submissions/{family_kind}"},
             )
 
@@ -356,6 +361,7 @@ class SubmissionRepository:
             byte_size=len(payload),
             set_bits=set_bits,
             status=SubmissionStatus.ACTIVE.value,
+            counted=False,
             created_at=created,
             expires_at=expires,
         )
@@ -388,7 +394,8 @@ class SubmissionRepository:
         return _submission(row)
 
     def get(self, submission_id: int) -> Submission | None:
-        row = self._session.get(SubmissionRow, submission_id)
+        # populate_existing: bulk UPDATEs above change rows the identity map may hold.
+        row = self._session.get(SubmissionRow, submission_id, populate_existing=True)
         return None if row is None else _submission(row)
 
     def active(self, family_kind: str, key_id: str) -> list[Submission]:
@@ -415,17 +422,164 @@ class SubmissionRepository:
             raise NotFoundError("submission", submission_id)
         return payload
 
-    def expire(self, now: datetime) -> int:
-        """Mark active submissions whose ``expires_at`` is at or before ``now`` expired."""
-        result = self._session.execute(
-            update(SubmissionRow)
+    def active_of(self, member_id: int, family_kind: str) -> Submission | None:
+        """The member's current submission of this family/kind, whatever its key epoch."""
+        row = self._session.scalars(
+            select(SubmissionRow).where(
+                SubmissionRow.member_id == member_id,
+                SubmissionRow.family_kind == family_kind,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+            )
+        ).one_or_none()
+        return None if row is None else _submission(row)
+
+    def all_active(self, family_kind: str) -> list[Submission]:
+        """Every active submission of this family/kind in any key epoch, by id."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
             .where(
+                SubmissionRow.family_kind == family_kind,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+            )
+            .order_by(SubmissionRow.id)
+        )
+        return [_submission(row) for row in rows]
+
+    def of_member(self, member_id: int) -> list[Submission]:
+        """The member's active submissions, by family/kind."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
+            .where(
+                SubmissionRow.member_id == member_id,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+            )
+            .order_by(SubmissionRow.family_kind)
+        )
+        return [_submission(row) for row in rows]
+
+    def due_for_expiry(self, family_kind: str, now: datetime) -> list[Submission]:
+        """Active submissions of this family/kind whose ``expires_at`` is at or before ``now``."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
+            .where(
+                SubmissionRow.family_kind == family_kind,
                 SubmissionRow.status == SubmissionStatus.ACTIVE.value,
                 SubmissionRow.expires_at <= utc(now),
             )
-            .values(status=SubmissionStatus.EXPIRED.value)
+            .order_by(SubmissionRow.id)
         )
-        return cast(CursorResult[Any], result).rowcount
+        return [_submission(row) for row in rows]
+
+    def end(self, submission_id: int, status: SubmissionStatus, at: datetime) -> None:
+        """Take an active submission out of service.
+
+        Its payload and clusters are dropped at once unless the submission is still counted in
+        the kind's count vector, in which case the next fold subtracts it and drops them.
+        Ended sketches are never read otherwise (a member re-sending old content revives the
+        row with the bytes it sends), so the hub keeps only their metadata.
+        """
+        if status is SubmissionStatus.ACTIVE:
+            raise InvalidArgumentError("end() moves a submission out of the active state")
+        result = self._session.execute(
+            update(SubmissionRow)
+            .where(
+                SubmissionRow.id == submission_id,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+            )
+            .values(status=status.value, superseded_at=utc(at))
+        )
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise ConflictError(f"submission {submission_id} is no longer active")
+        ended = self.get(submission_id)
+        if ended is not None and not ended.counted:
+            self.drop_payload(submission_id)
+
+    def pending_fold(self, family_kind: str) -> tuple[list[Submission], list[Submission]]:
+        """``(to add, to subtract)``: active filters not yet counted, ended ones still counted."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
+            .where(
+                SubmissionRow.family_kind == family_kind,
+                (SubmissionRow.status == SubmissionStatus.ACTIVE.value) != SubmissionRow.counted,
+            )
+            .order_by(SubmissionRow.id)
+        )
+        pending = [_submission(row) for row in rows]
+        return (
+            [s for s in pending if s.status is SubmissionStatus.ACTIVE],
+            [s for s in pending if s.status is not SubmissionStatus.ACTIVE],
+        )
+
+    def set_counted(self, submission_id: int, counted: bool) -> None:
+        self._session.execute(
+            update(SubmissionRow).where(SubmissionRow.id == submission_id).values(counted=counted)
+        )
+
+    def uncount_family(self, family_kind: str) -> None:
+        """The count vector was reset: nothing is counted, ended payloads are not needed."""
+        ended = list(
+            self._session.scalars(
+                select(SubmissionRow.id).where(
+                    SubmissionRow.family_kind == family_kind,
+                    SubmissionRow.counted.is_(True),
+                    SubmissionRow.status != SubmissionStatus.ACTIVE.value,
+                )
+            )
+        )
+        self._session.execute(
+            update(SubmissionRow)
+            .where(SubmissionRow.family_kind == family_kind, SubmissionRow.counted.is_(True))
+            .values(counted=False)
+        )
+        for submission_id in ended:
+            self.drop_payload(submission_id)
+
+    def drop_payload(self, submission_id: int) -> None:
+        self._session.execute(
+            delete(SubmissionPayloadRow).where(SubmissionPayloadRow.submission_id == submission_id)
+        )
+        self._session.execute(delete(ClusterRow).where(ClusterRow.submission_id == submission_id))
+
+    def revive(
+        self, submission_id: int, *, payload: bytes, created_at: datetime, expires_at: datetime
+    ) -> Submission:
+        """Make an ended submission active again with its bytes re-sent by the member.
+
+        The caller has ended the member's current submission of the family first; clusters of
+        a MinHash submission are added again by the caller.
+        """
+        created, expires = utc(created_at), utc(expires_at)
+        try:
+            with self._session.begin_nested():
+                result = self._session.execute(
+                    update(SubmissionRow)
+                    .where(
+                        SubmissionRow.id == submission_id,
+                        SubmissionRow.status != SubmissionStatus.ACTIVE.value,
+                    )
+                    .values(
+                        status=SubmissionStatus.ACTIVE.value,
+                        created_at=created,
+                        superseded_at=None,
+                        expires_at=expires,
+                        byte_size=len(payload),
+                    )
+                )
+                if cast(CursorResult[Any], result).rowcount != 1:
+                    raise ConflictError(f"submission {submission_id} cannot be revived")
+                # Still counted (not folded out yet): the payload is there, and identical.
+                self.drop_payload(submission_id)
+                self._session.execute(
+                    insert(SubmissionPayloadRow).values(
+                        submission_id=submission_id, payload=payload
+                    )
+                )
+        except IntegrityError as exc:
+            self._session.expire_all()
+            raise ConflictError(f"a concurrent submission revived {submission_id} first") from exc
+        revived = self.get(submission_id)
+        assert revived is not None
+        return revived
 
 
 class AuditRepository:

@@ -1,0 +1,482 @@
+"""Hub benchmarks over real loopback gRPC: upload, aggregate-and-resolve, cross-member LSH.
+
+Each benchmark starts a hub on 127.0.0.1 with a fresh database (an SQLite file, and PostgreSQL
+when ``--pg URL`` or ``SIGSHARE_BENCH_PG`` names a server), drives it with the member SDK, and
+times what a member or coordinator waits for. Data is generated before the timed regions. Bits
+come from random tokens (the hub never sees values, so hashing real values would only add
+client time).
+
+The transport ceiling is measured in the same run: the same chunked stream sent to a servicer
+that only counts bytes, so the upload ratio says how much of gRPC's own throughput the hub's
+verification and storage keep.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from sigshare.client.hub_client import HubClient, HubConnection
+from sigshare.client.hub_types import ClusterInfo, new_cluster_id
+from sigshare.client.wire import encode_cluster_set
+from sigshare.hub.domain import Role
+from sigshare.hub.rpc.app import build_hub
+from sigshare.hub.rpc.server import parse_listen
+from sigshare.hub.services import parameters, principals
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.sketch.bloom import BloomFilter, BloomParams
+from sigshare.sketch.codec import SignatureSet, encode_bloom
+from sigshare.sketch.lsh import candidate_pairs
+from sigshare.v1 import hub_pb2 as pb
+from sigshare.v1 import hub_pb2_grpc as pb_grpc
+
+KEY_ID = "bench-1"
+FPR = 1e-3
+PG_ENV = "SIGSHARE_BENCH_PG"
+
+
+@dataclass
+class Hub:
+    port: int
+    credentials: dict[str, str]
+    stop: Any
+
+    def client(self, name: str) -> HubClient:
+        return HubClient(
+            HubConnection(
+                target=f"127.0.0.1:{self.port}", credential=self.credentials[name], insecure=True
+            )
+        )
+
+
+@contextmanager
+def _database(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="sigshare-bench-") as directory:
+            yield f"sqlite:///{Path(directory) / 'hub.db'}"
+        return
+    server = make_url(os.environ[PG_ENV])
+    name = f"sigshare_bench_{os.getpid()}"
+    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
+def _hub(backend: str, members: int, setup: Any) -> Iterator[Hub]:
+    with _database(backend) as url:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        now = datetime.now(UTC)
+        credentials = {}
+        with session_scope(engine) as session:
+            for index in range(members):
+                name = f"m{index:02d}"
+                _, credential = principals.add_principal(
+                    session, actor="bench", name=name, role=Role.MEMBER, now=now
+                )
+                credentials[name] = credential.token
+            _, credential = principals.add_principal(
+                session, actor="bench", name="coord", role=Role.COORDINATOR, now=now
+            )
+            credentials["coord"] = credential.token
+            setup(session, now)
+        server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
+        server.server.start()
+        try:
+            yield Hub(server.port, credentials, server.stop)
+        finally:
+            server.stop(1)
+            engine.dispose()
+
+
+def _random_filter(params: BloomParams, count: int, seed: int) -> BloomFilter:
+    rng = np.random.default_rng(seed)
+    bloom = BloomFilter(params)
+    step = 1 << 22
+    for start in range(0, count, step):
+        size = min(step, count - start)
+        bloom.add_tokens(rng.integers(0, 2**63, size=(size, 2), dtype=np.uint64))
+    bloom.count = count
+    return bloom
+
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgresql"] if os.environ.get(PG_ENV) else ["sqlite"]
+
+
+# --- upload ------------------------------------------------------------------------------------
+
+
+def _count_bytes(request_iterator: Iterator[pb.SubmitChunk], context: Any) -> pb.SubmitResponse:
+    """The transport ceiling: a Submit that only counts the bytes it receives."""
+    received = sum(len(chunk.data) for chunk in request_iterator)
+    return pb.SubmitResponse(submission_id=received)
+
+
+def _raw_grpc_seconds(payload: bytes, chunk: int) -> float:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2),
+        options=[("grpc.max_receive_message_length", 4 * chunk)],
+    )
+    handler = grpc.stream_unary_rpc_method_handler(
+        _count_bytes,
+        request_deserializer=pb.SubmitChunk.FromString,
+        response_serializer=pb.SubmitResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("sigshare.v1.MemberService", {"Submit": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 4 * chunk)]
+    )
+    stub = pb_grpc.MemberServiceStub(channel)
+    view = memoryview(payload)
+
+    def chunks() -> Iterator[pb.SubmitChunk]:
+        yield pb.SubmitChunk(header=pb.SubmitHeader(content_length=len(payload)))
+        for start in range(0, len(view), chunk):
+            yield pb.SubmitChunk(data=bytes(view[start : start + chunk]))
+
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        assert stub.Submit(chunks()).submission_id == len(payload)
+        best = min(best, time.perf_counter() - started)
+    channel.close()
+    server.stop(0)
+    return best
+
+
+def bench_upload(*, quick: bool) -> dict[str, Any]:
+    """One member uploads a filter of 64 MiB (8 MiB quick); best of three distinct filters."""
+    target_bytes = (8 if quick else 64) << 20
+    capacity = int(target_bytes * 8 / 14.4)
+    params = BloomParams.for_capacity("email", KEY_ID, capacity, FPR)
+    count = int(capacity * 0.95)
+    payloads = [encode_bloom(_random_filter(params, count, seed)) for seed in range(3)]
+    size = len(payloads[0])
+    out: dict[str, Any] = {"filter_bytes": size, "m": params.m, "items": count}
+
+    def setup(session: Any, now: datetime) -> None:
+        parameters.set_kind_parameters(
+            session,
+            actor="bench",
+            kind="email",
+            key_id=KEY_ID,
+            capacity=capacity,
+            target_fpr=FPR,
+            now=now,
+        )
+
+    for backend in _backends():
+        with _hub(backend, 1, setup) as hub, hub.client("m00") as client:
+            published = client.get_parameters().bloom["email"]
+            times = []
+            for payload in payloads:
+                started = time.perf_counter()
+                result = client.submit(
+                    sketch_format="bloom",
+                    kind="email",
+                    key_id=KEY_ID,
+                    params_digest=published.digest,
+                    declared_count=count,
+                    payload=payload,
+                )
+                times.append(time.perf_counter() - started)
+                assert not result.duplicate
+        out[f"{backend}_seconds"] = min(times)
+        out[f"{backend}_mb_per_s"] = size / min(times) / 1e6
+    raw = _raw_grpc_seconds(payloads[0], 1 << 20)
+    out["raw_grpc_mb_per_s"] = size / raw / 1e6
+    out["sqlite_fraction_of_raw_grpc"] = out["sqlite_mb_per_s"] / out["raw_grpc_mb_per_s"]
+    return out
+
+
+# --- aggregate and resolve ---------------------------------------------------------------------
+
+
+def bench_resolve(*, quick: bool) -> dict[str, Any]:
+    """20 members × 10M-capacity filters (quick: 20 × 1M): submit all, then time the first
+    resolution (folds all 20 into the count vector) and a second one (vector already current)."""
+    members = 20
+    capacity = 1_000_000 if quick else 10_000_000
+    params = BloomParams.for_capacity("email", KEY_ID, capacity, FPR)
+    payloads = [encode_bloom(_random_filter(params, capacity, seed)) for seed in range(members)]
+    out: dict[str, Any] = {
+        "members": members,
+        "capacity": capacity,
+        "m": params.m,
+        "filter_bytes": len(payloads[0]),
+    }
+
+    def setup(session: Any, now: datetime) -> None:
+        parameters.set_kind_parameters(
+            session,
+            actor="bench",
+            kind="email",
+            key_id=KEY_ID,
+            capacity=capacity,
+            target_fpr=FPR,
+            now=now,
+        )
+
+    for backend in _backends():
+        with _hub(backend, members, setup) as hub:
+            clients = [hub.client(f"m{i:02d}") for i in range(members)]
+            digest = clients[0].get_parameters().bloom["email"].digest
+            started = time.perf_counter()
+            for client, payload in zip(clients, payloads, strict=True):
+                client.submit(
+                    sketch_format="bloom",
+                    kind="email",
+                    key_id=KEY_ID,
+                    params_digest=digest,
+                    declared_count=capacity,
+                    payload=payload,
+                )
+            out[f"{backend}_submit_all_seconds"] = time.perf_counter() - started
+            started = time.perf_counter()
+            first = clients[0].download_resolution("email", KEY_ID)
+            out[f"{backend}_fold_and_resolve_seconds"] = time.perf_counter() - started
+            assert first.members == members
+            timings = []
+            for client in clients[1:4]:
+                started = time.perf_counter()
+                client.download_resolution("email", KEY_ID)
+                timings.append(time.perf_counter() - started)
+            out[f"{backend}_resolve_seconds"] = min(timings)
+            for client in clients:
+                client.close()
+    return out
+
+
+# --- cross-member LSH --------------------------------------------------------------------------
+
+
+def _cluster_signatures(
+    members: int, per_member: int, shared: int, num_perm: int, seed: int
+) -> tuple[list[npt.NDArray[np.uint32]], int]:
+    """Random signatures per member, plus ``shared`` planted campaigns each held by 2-5
+    members as near-copies (about 80 % equal minima, Jaccard ≈ 0.8)."""
+    rng = np.random.default_rng(seed)
+    blocks = [
+        rng.integers(0, 2**32 - 1, size=(per_member, num_perm), dtype=np.uint32)
+        for _ in range(members)
+    ]
+    for campaign in range(shared):
+        base = rng.integers(0, 2**32 - 1, size=num_perm, dtype=np.uint32)
+        holders = rng.choice(members, size=int(rng.integers(2, 6)), replace=False)
+        for holder in holders:
+            copy = base.copy()
+            changed = rng.random(num_perm) < 0.2
+            copy[changed] = rng.integers(0, 2**32 - 1, size=int(changed.sum()), dtype=np.uint32)
+            blocks[holder][campaign] = copy
+    return blocks, shared
+
+
+def bench_campaigns(*, quick: bool) -> dict[str, Any]:
+    """1M cluster signatures from 20 members (quick: 100k); time the coordinator's first
+    campaign listing, which matches every member's clusters against every other member's."""
+    members, total = 20, (100_000 if quick else 1_000_000)
+    per_member, planted = total // members, 2_000
+    threshold = 0.5
+    blocks, _ = _cluster_signatures(members, per_member, planted, 128, seed=7)
+    payloads = []
+    for block in blocks:
+        clusters = [
+            ClusterInfo(
+                cluster_id=new_cluster_id(),
+                volume=10,
+                category="distillation",
+                first_seen=None,
+                last_seen=None,
+            )
+            for _ in range(len(block))
+        ]
+        signatures = SignatureSet(key_id=KEY_ID, shingle_unit="word", shingle_size=3, values=block)
+        payloads.append(encode_cluster_set(signatures, clusters))
+    out: dict[str, Any] = {"members": members, "signatures": total, "planted_campaigns": planted}
+
+    def setup(session: Any, now: datetime) -> None:
+        parameters.set_minhash_parameters(
+            session, actor="bench", family="prompt", key_id=KEY_ID, threshold=threshold, now=now
+        )
+
+    all_signatures = np.concatenate(blocks)
+    groups = np.repeat(np.arange(members), per_member)
+    for backend in _backends():
+        with _hub(backend, members, setup) as hub:
+            published = hub.client("m00").get_parameters().minhash["prompt"]
+            started = time.perf_counter()
+            for index, payload in enumerate(payloads):
+                with hub.client(f"m{index:02d}") as client:
+                    client.submit(
+                        sketch_format="clusters",
+                        kind="prompt",
+                        key_id=KEY_ID,
+                        params_digest=published.digest,
+                        declared_count=per_member,
+                        payload=payload,
+                    )
+            out[f"{backend}_submit_all_seconds"] = time.perf_counter() - started
+            channel = grpc.insecure_channel(f"127.0.0.1:{hub.port}")
+            review = pb_grpc.ReviewServiceStub(channel)
+            metadata = (("authorization", f"Bearer {hub.credentials['coord']}"),)
+            started = time.perf_counter()
+            listing = review.ListCampaigns(
+                pb.ListCampaignsRequest(page=pb.PageRequest(page_size=1000)),
+                metadata=metadata,
+                timeout=600,
+            )
+            out[f"{backend}_match_seconds"] = time.perf_counter() - started
+            found = len(listing.campaigns)
+            while listing.next_page_token:
+                listing = review.ListCampaigns(
+                    pb.ListCampaignsRequest(
+                        page=pb.PageRequest(page_size=1000, page_token=listing.next_page_token)
+                    ),
+                    metadata=metadata,
+                )
+                found += len(listing.campaigns)
+            out[f"{backend}_campaigns_found"] = found
+            channel.close()
+            banding = (published.bands, published.rows)
+    # The matching step alone, in process, for the breakdown.
+    from sigshare.sketch.lsh import Banding
+
+    started = time.perf_counter()
+    pairs = candidate_pairs(all_signatures, Banding(*banding), groups=groups)
+    out["engine_candidate_pairs_seconds"] = time.perf_counter() - started
+    out["engine_candidate_pairs"] = len(pairs)
+    return out
+
+
+BENCHMARKS = {
+    "hub_upload": bench_upload,
+    "hub_resolve": bench_resolve,
+    "hub_campaigns": bench_campaigns,
+}
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [
+        ("hub_upload", "sqlite_mb_per_s", "upload MB/s over loopback (SQLite)", 200.0, 1),
+        ("hub_upload", "postgresql_mb_per_s", "upload MB/s over loopback (PostgreSQL)", 200.0, 1),
+        ("hub_resolve", "sqlite_resolve_seconds", "resolution, 20 × 10M (SQLite) s", 5.0, -1),
+        (
+            "hub_resolve",
+            "postgresql_resolve_seconds",
+            "resolution, 20 × 10M (PostgreSQL) s",
+            5.0,
+            -1,
+        ),
+        (
+            "hub_campaigns",
+            "sqlite_match_seconds",
+            "LSH 1M signatures, 20 members (SQLite) s",
+            60.0,
+            -1,
+        ),
+        (
+            "hub_campaigns",
+            "postgresql_match_seconds",
+            "LSH 1M signatures, 20 members (PostgreSQL) s",
+            60.0,
+            -1,
+        ),
+    ]
+    out = []
+    for bench, key, label, target, direction in rows:
+        if bench not in results or key not in results[bench]:
+            continue
+        value = float(results[bench][key])
+        met = value >= target if direction > 0 else value <= target
+        out.append(
+            {
+                "goal": label,
+                "measured": value,
+                "target": f"{'≥' if direction > 0 else '≤'} {target:g}",
+                "met": met,
+            }
+        )
+    return out
+
+
+def print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sigshare hub benchmarks (loopback gRPC)", title_justify="left")
+    for column in ("benchmark", "backend", "figure"):
+        table.add_column(column, justify="left" if column != "figure" else "right")
+    if "hub_upload" in results:
+        r = results["hub_upload"]
+        label = f"upload one {r['filter_bytes'] / 2**20:.0f} MiB filter"
+        for backend in ("sqlite", "postgresql"):
+            if f"{backend}_mb_per_s" in r:
+                table.add_row(label, backend, f"{r[f'{backend}_mb_per_s']:,.0f} MB/s")
+        table.add_row(
+            "same stream to a byte-counting servicer",
+            "raw gRPC",
+            f"{r['raw_grpc_mb_per_s']:,.0f} MB/s",
+        )
+    if "hub_resolve" in results:
+        r = results["hub_resolve"]
+        label = f"{r['members']} members × {r['capacity']:,} capacity"
+        for backend in ("sqlite", "postgresql"):
+            if f"{backend}_resolve_seconds" in r:
+                table.add_row(
+                    f"{label}: submit all", backend, f"{r[f'{backend}_submit_all_seconds']:.1f} s"
+                )
+                table.add_row(
+                    f"{label}: fold + first resolution",
+                    backend,
+                    f"{r[f'{backend}_fold_and_resolve_seconds']:.2f} s",
+                )
+                table.add_row(
+                    f"{label}: resolution", backend, f"{r[f'{backend}_resolve_seconds']:.2f} s"
+                )
+    if "hub_campaigns" in results:
+        r = results["hub_campaigns"]
+        label = f"LSH campaigns, {r['signatures']:,} signatures / {r['members']} members"
+        for backend in ("sqlite", "postgresql"):
+            if f"{backend}_match_seconds" in r:
+                table.add_row(
+                    f"{label}: submit all", backend, f"{r[f'{backend}_submit_all_seconds']:.1f} s"
+                )
+                table.add_row(
+                    f"{label}: match ({r[f'{backend}_campaigns_found']:,} campaigns)",
+                    backend,
+                    f"{r[f'{backend}_match_seconds']:.1f} s",
+                )
+        table.add_row(
+            "candidate pairs alone (engine)",
+            "in process",
+            f"{r['engine_candidate_pairs_seconds']:.1f} s",
+        )
+    Console().print(table)

@@ -1,0 +1,424 @@
+"""The member-side SDK of the hub's MemberService: one channel, deadlines, retries, typed errors.
+
+Every call carries the member's bearer credential and a deadline, and is retried with exponential
+backoff and full jitter on transient status codes. Retrying is safe for every method here: the
+hub makes a submission idempotent per (member, kind, content digest), confirmations are
+idempotent, and the rest are reads. gRPC failures become :mod:`sigshare.client.errors` classes
+through one table, so callers never see ``grpc.RpcError``. Protobuf stays behind
+:mod:`sigshare.client.wire`; this module handles transport only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+
+from sigshare.client import wire
+from sigshare.client.errors import (
+    HubAuthError,
+    HubClientError,
+    HubConfigError,
+    HubProtocolError,
+    HubRejectedError,
+    HubUnavailableError,
+)
+from sigshare.client.hub_types import (
+    ConfirmedToken,
+    ConfirmResult,
+    HubParameters,
+    Matches,
+    Resolution,
+    SketchFormatName,
+    SubmissionInfoView,
+    SubmitResult,
+)
+from sigshare.sketch.bloom import MAX_BITS
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+MAX_MESSAGE_BYTES = 8 << 20
+DEFAULT_CHUNK_BYTES = 1 << 20
+"""Submission chunk size until the hub's published ``chunk_bytes`` is known."""
+CONFIRM_BATCH_TOKENS = 50_000
+CONFIRM_BATCH_BYTES = 3 << 20
+"""Serialized tokens per Confirm request: below the hub's 4 MiB message limit with headroom."""
+
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Detect a dead connection during long streams; no more often than gRPC servers accept by
+    # default (5 min), or the hub would answer with GOAWAY "too_many_pings".
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+"""Status codes worth another attempt: the same request may succeed a moment later."""
+
+STATUS_ERRORS: dict[grpc.StatusCode, type[HubClientError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: HubAuthError,
+    grpc.StatusCode.PERMISSION_DENIED: HubAuthError,
+    grpc.StatusCode.UNAVAILABLE: HubUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: HubUnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: HubUnavailableError,
+    grpc.StatusCode.ABORTED: HubUnavailableError,
+    grpc.StatusCode.CANCELLED: HubUnavailableError,
+    grpc.StatusCode.INVALID_ARGUMENT: HubRejectedError,
+    grpc.StatusCode.FAILED_PRECONDITION: HubRejectedError,
+    grpc.StatusCode.ALREADY_EXISTS: HubRejectedError,
+    grpc.StatusCode.OUT_OF_RANGE: HubRejectedError,
+    grpc.StatusCode.NOT_FOUND: HubRejectedError,
+    grpc.StatusCode.UNIMPLEMENTED: HubProtocolError,
+}
+"""The one translation of gRPC status codes; codes not listed are plain :class:`HubClientError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubConnection:
+    """Where the hub is and how to prove who we are. The credential never appears in a repr."""
+
+    target: str
+    """``host:port`` or ``[v6]:port``."""
+    credential: str = field(repr=False)
+    ca_cert: Path | None = None
+    """PEM roots to trust for the hub's certificate; ``None`` uses the system roots."""
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    """Both or neither: a client certificate chain and its key, for mTLS."""
+    insecure: bool = False
+    """Plaintext; refused unless the target is a loopback address."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5
+    """Total attempts, the first included."""
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("a retry policy needs at least one attempt")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
+            raise ValueError("backoffs must not be negative and the multiplier must be ≥ 1")
+
+    def backoff(self, retry: int, uniform: Callable[[], float]) -> float:
+        """Wait before retry number ``retry`` (0-based): uniform in [0, min(max, initial·mult^n)].
+
+        Full jitter spreads the retries of many members hitting one recovering hub, instead of
+        having them return in synchronised waves.
+        """
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(retry, 64))
+        return uniform() * ceiling
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-call deadlines, in seconds."""
+
+    unary: float = 30.0
+    stream_base: float = 60.0
+    stream_bytes_per_second: float = 10e6
+    """Slowest transfer rate a stream is allowed before its deadline expires."""
+
+    def stream(self, nbytes: int) -> float:
+        return self.stream_base + nbytes / self.stream_bytes_per_second
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def target_host(target: str) -> str:
+    """The host part of ``host:port`` / ``[v6]:port``, refusing anything else."""
+    host, separator, port = target.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # a bare IPv6 address: ambiguous without brackets
+    if not separator or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise HubConfigError(f"hub address {target!r} is not HOST:PORT (IPv6 as [ADDR]:PORT)")
+    return host
+
+
+def _read_pem(path: Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise HubConfigError(f"cannot read the {what} {path}: {error.strerror}") from None
+
+
+def open_channel(connection: HubConnection) -> grpc.Channel:
+    """A channel honouring the transport policy: TLS (optionally mTLS), plaintext on loopback."""
+    host = target_host(connection.target)
+    tls_files = (connection.ca_cert, connection.client_cert, connection.client_key)
+    if connection.insecure:
+        if any(path is not None for path in tls_files):
+            raise HubConfigError("TLS files were given for an insecure (plaintext) connection")
+        if not is_loopback(host):
+            raise HubConfigError(
+                f"refusing plaintext to {host}: insecure connections are allowed only to "
+                "loopback (127.0.0.0/8, ::1, localhost); use TLS"
+            )
+        return grpc.insecure_channel(connection.target, options=CHANNEL_OPTIONS)
+    if (connection.client_cert is None) != (connection.client_key is None):
+        raise HubConfigError("mTLS needs both a client certificate and its private key")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(connection.ca_cert, "CA certificate"),
+        private_key=_read_pem(connection.client_key, "client key"),
+        certificate_chain=_read_pem(connection.client_cert, "client certificate"),
+    )
+    return grpc.secure_channel(connection.target, credentials, options=CHANNEL_OPTIONS)
+
+
+def _bearer_metadata(credential: str) -> tuple[tuple[str, str], ...]:
+    # Metadata values must be visible ASCII; checking here gives a config error, not a gRPC one.
+    if not credential or not all("!" <= char <= "~" for char in credential):
+        raise HubConfigError("the hub credential is empty or has characters a credential cannot")
+    return (("authorization", f"Bearer {credential}"),)
+
+
+def _status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    # Errors raised by gRPC calls are also grpc.Call objects; a bare RpcError has no status.
+    code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = error.details() if callable(getattr(error, "details", None)) else None
+    return code, details or code.name.lower().replace("_", " ")
+
+
+class HubClient:
+    """A member's connection to the hub. Thread-safe as gRPC channels are; close when done."""
+
+    def __init__(
+        self,
+        connection: HubConnection,
+        *,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        confirm_batch_tokens: int = CONFIRM_BATCH_TOKENS,
+        sleep: Callable[[float], None] = time.sleep,
+        uniform: Callable[[], float] = random.random,
+    ) -> None:
+        if confirm_batch_tokens < 1:
+            raise ValueError("confirm_batch_tokens must be positive")
+        self._target = connection.target
+        self._metadata = _bearer_metadata(connection.credential)
+        self._retry = retry or RetryPolicy()
+        self._timeouts = timeouts or Timeouts()
+        self._confirm_batch_tokens = confirm_batch_tokens
+        self._sleep = sleep
+        self._uniform = uniform
+        self._channel = open_channel(connection)
+        self._stub = wire.member_stub(self._channel)
+        self._parameters: HubParameters | None = None
+
+    def __repr__(self) -> str:
+        return f"HubClient(target={self._target!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def get_parameters(self) -> HubParameters:
+        """The forum's published parameters; also remembered for chunk sizes and deadlines."""
+        response = self._unary("GetParameters", self._stub.GetParameters, wire.parameters_request())
+        self._parameters = wire.parameters_from_proto(response)
+        return self._parameters
+
+    def submit(
+        self,
+        *,
+        sketch_format: SketchFormatName,
+        kind: str,
+        key_id: str,
+        params_digest: bytes,
+        declared_count: int,
+        payload: bytes,
+        chunk_bytes: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> SubmitResult:
+        """Upload one sketch (an encoded Bloom filter, or ``wire.encode_cluster_set`` output).
+
+        ``on_progress`` receives the size of each chunk as gRPC takes it for sending, on gRPC's
+        sending thread; a retried attempt sends, and reports, the payload again.
+        """
+        published = self._parameters
+        if published is not None and 0 < published.max_upload_bytes < len(payload):
+            raise HubRejectedError(
+                f"the sketch is {len(payload)} bytes, the hub accepts at most "
+                f"{published.max_upload_bytes}"
+            )
+        size = self._chunk_size(chunk_bytes)
+        header = wire.submit_header(
+            sketch_format=sketch_format,
+            kind=kind,
+            key_id=key_id,
+            params_digest=params_digest,
+            declared_count=declared_count,
+            payload=payload,
+        )
+        timeout = self._timeouts.stream(len(payload))
+        response = self._retrying(
+            "Submit",
+            lambda: self._stub.Submit(
+                wire.submit_chunks(header, payload, size, on_progress),
+                timeout=timeout,
+                metadata=self._metadata,
+            ),
+        )
+        return wire.submit_result_from_proto(response)
+
+    def download_resolution(
+        self, kind: str, key_id: str, on_progress: Callable[[int], None] | None = None
+    ) -> Resolution:
+        """Download and verify this member's resolution vector for ``kind``.
+
+        The deadline assumes the encoded vector is at most about ``m`` bytes, using the published
+        ``m`` once :meth:`get_parameters` has run and the largest possible ``m`` before.
+        ``on_progress`` receives the size of each chunk received; a retry reports again.
+        """
+        published = self._parameters.bloom.get(kind) if self._parameters else None
+        timeout = self._timeouts.stream(published.m if published else MAX_BITS)
+        request = wire.resolution_request(kind, key_id)
+
+        def attempt() -> Resolution:
+            call = self._stub.DownloadResolution(request, timeout=timeout, metadata=self._metadata)
+            try:
+                return wire.resolution_from_stream(
+                    call, kind=kind, key_id=key_id, on_progress=on_progress
+                )
+            finally:
+                call.cancel()  # frees the stream when verification stopped reading early
+
+        return self._retrying("DownloadResolution", attempt)
+
+    def confirm(self, kind: str, key_id: str, tokens: Iterable[ConfirmedToken]) -> ConfirmResult:
+        """Offer resolved tokens in batches that fit the hub's message limit; sums the answers.
+
+        Confirming is idempotent, so after a failure part-way the whole call can be repeated.
+        """
+        accepted = shared = not_resolved = 0
+        for request in wire.confirm_requests(
+            kind,
+            key_id,
+            tokens,
+            max_tokens=self._confirm_batch_tokens,
+            max_bytes=CONFIRM_BATCH_BYTES,
+        ):
+            result = wire.confirm_result_from_proto(
+                self._unary("Confirm", self._stub.Confirm, request)
+            )
+            accepted += result.accepted
+            shared += result.shared
+            not_resolved += result.not_resolved
+        return ConfirmResult(accepted=accepted, shared=shared, not_resolved=not_resolved)
+
+    def list_matches(self, kind: str = "") -> Matches:
+        """Shared indicators and campaign matches of this member (``""``: every kind)."""
+        response = self._unary(
+            "ListMatches", self._stub.ListMatches, wire.list_matches_request(kind)
+        )
+        return wire.matches_from_proto(response)
+
+    def status(self) -> tuple[str, list[SubmissionInfoView]]:
+        """This member's name as the hub knows it, and its submissions."""
+        response = self._unary("GetStatus", self._stub.GetStatus, wire.status_request())
+        return wire.status_from_proto(response)
+
+    # -- machinery ----------------------------------------------------------------------------
+
+    def _chunk_size(self, requested: int | None) -> int:
+        """The caller's size, capped at the hub's published one; that, or 1 MiB, by default."""
+        published = self._parameters.chunk_bytes if self._parameters else 0
+        if requested is None:
+            return published or DEFAULT_CHUNK_BYTES
+        if requested < 1:
+            raise ValueError("chunk_bytes must be positive")
+        return min(requested, published) if published else requested
+
+    def _unary(
+        self,
+        method: str,
+        callable_: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+    ) -> _Response:
+        return self._retrying(
+            method,
+            lambda: callable_(request, timeout=self._timeouts.unary, metadata=self._metadata),
+        )
+
+    def _retrying(self, method: str, attempt: Callable[[], _T]) -> _T:
+        policy = self._retry
+        for number in range(1, policy.attempts + 1):
+            try:
+                return attempt()
+            except grpc.RpcError as error:
+                code, details = _status_of(error)
+                if code not in TRANSIENT or number == policy.attempts:
+                    raise self._translate(method, code, details, number) from error
+                wait = policy.backoff(number - 1, self._uniform)
+                _log.info(
+                    "hub %s failed (%s), retrying in %.1f s (attempt %d of %d)",
+                    method,
+                    code.name,
+                    wait,
+                    number + 1,
+                    policy.attempts,
+                )
+                self._sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _translate(
+        self, method: str, code: grpc.StatusCode, details: str, attempts: int
+    ) -> HubClientError:
+        error_class = STATUS_ERRORS.get(code, HubClientError)
+        if error_class is HubRejectedError:
+            message = details  # written by the hub for users
+        elif error_class is HubAuthError:
+            message = f"not authorised by the hub: {details}"
+        elif error_class is HubUnavailableError:
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            message = f"hub at {self._target} unavailable for {method}{tries}: {details}"
+        else:
+            message = f"hub call {method} failed ({code.name}): {details}"
+        return error_class(message, status=code.name)

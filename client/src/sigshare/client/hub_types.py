@@ -1,0 +1,276 @@
+"""Plain, frozen values the hub SDK hands to callers and takes from them.
+
+Nothing here imports gRPC or the generated stubs: the sync job and the CLI work with these types
+only, and :mod:`sigshare.client.wire` is the single place that converts them to and from protobuf
+messages. Timestamps are timezone-aware datetimes; a timestamp the hub left unset is ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from sigshare.client.errors import HubProtocolError
+from sigshare.sketch.bloom import BloomParams
+from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.minhash import MinHashParams
+
+TOKEN_BYTES = 16
+_CLUSTER_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def require_aware(value: datetime | None, name: str) -> None:
+    """Refuse naive datetimes: their meaning depends on the host's time zone."""
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+
+
+# ---------------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedBloom:
+    """Bloom parameters the hub publishes for one indicator kind in one key epoch."""
+
+    kind: str
+    key_id: str
+    capacity: int
+    target_fpr: float
+    m: int
+    k: int
+    quorum: int
+    retention_days: int
+    reveal_members: bool
+    digest: bytes
+
+    def bloom_params(self) -> BloomParams:
+        """The sketch-core parameters, checked against the hub's digest.
+
+        A digest mismatch means the hub and this client encode parameters differently (version
+        skew): filters built anyway would be refused or, worse, silently incomparable.
+        """
+        try:
+            params = BloomParams(
+                kind=self.kind,
+                key_id=self.key_id,
+                m=self.m,
+                k=self.k,
+                capacity=self.capacity,
+                target_fpr=self.target_fpr,
+            )
+        except ParameterError as error:
+            raise HubProtocolError(
+                f"hub published invalid Bloom parameters for {self.kind!r}: {error}"
+            ) from None
+        if params.digest() != self.digest:
+            raise HubProtocolError(
+                f"Bloom parameter digest for {self.kind!r} differs from the hub's: the hub and "
+                "this client disagree on the canonical parameter encoding (upgrade one of them)"
+            )
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedMinHash:
+    """MinHash parameters the hub publishes for one fingerprint family (e.g. ``prompt``)."""
+
+    family: str
+    key_id: str
+    num_perm: int
+    shingle_unit: str
+    shingle_size: int
+    threshold: float
+    quorum: int
+    retention_days: int
+    reveal_members: bool
+    digest: bytes
+    bands: int
+    rows: int
+
+    def minhash_params(self) -> MinHashParams:
+        """The sketch-core parameters, checked against the hub's digest (see ``bloom_params``)."""
+        unit: Literal["word", "char"]
+        if self.shingle_unit == "word":
+            unit = "word"
+        elif self.shingle_unit == "char":
+            unit = "char"
+        else:
+            raise HubProtocolError(
+                f"hub published unknown shingle unit {self.shingle_unit!r} for {self.family!r}"
+            )
+        try:
+            params = MinHashParams(
+                key_id=self.key_id,
+                num_perm=self.num_perm,
+                shingle_unit=unit,
+                shingle_size=self.shingle_size,
+            )
+        except ParameterError as error:
+            raise HubProtocolError(
+                f"hub published invalid MinHash parameters for {self.family!r}: {error}"
+            ) from None
+        if params.digest() != self.digest:
+            raise HubProtocolError(
+                f"MinHash parameter digest for {self.family!r} differs from the hub's: the hub "
+                "and this client disagree on the canonical parameter encoding (upgrade one of them)"
+            )
+        return params
+
+
+@dataclass(frozen=True, slots=True)
+class HubParameters:
+    bloom: dict[str, PublishedBloom]
+    """By indicator kind."""
+    minhash: dict[str, PublishedMinHash]
+    """By fingerprint family."""
+    max_upload_bytes: int
+    chunk_bytes: int
+
+
+# ---------------------------------------------------------------------------------- submission
+
+SketchFormatName = Literal["bloom", "clusters"]
+"""``bloom``: an encoded filter (SGBF v1); ``clusters``: ``wire.encode_cluster_set`` output."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilterHealthInfo:
+    """How full the hub found a submitted filter, against what its declared count predicts."""
+
+    set_bits: int
+    fill: float
+    expected_fill: float
+    fpr_at_fill: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    submission_id: int
+    duplicate: bool
+    """The hub already held exactly this content for the member: nothing changed."""
+    health: FilterHealthInfo | None
+    expires_at: datetime
+
+
+def new_cluster_id() -> str:
+    """A random cluster id: never derived from content, so it reveals nothing about prompts."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """What a member shares about one of its prompt clusters besides its signature."""
+
+    cluster_id: str
+    volume: int
+    category: str
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not _CLUSTER_ID.fullmatch(self.cluster_id):
+            raise ValueError("cluster id must be 32 lowercase hex digits (use new_cluster_id())")
+        if self.volume < 0:
+            raise ValueError("cluster volume must not be negative")
+        require_aware(self.first_seen, "first_seen")
+        require_aware(self.last_seen, "last_seen")
+
+
+# ---------------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Resolution:
+    """A downloaded, verified resolution vector: ``counts[p]`` other members set bit ``p``."""
+
+    kind: str
+    key_id: str
+    m: int
+    k: int
+    quorum: int
+    members: int
+    counts: npt.NDArray[np.uint8]
+    """Length ``m``, read-only; entries below ``quorum − 1`` are zero."""
+    computed_at: datetime | None
+
+
+# ---------------------------------------------------------------------------------- confirmation
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedToken:
+    """A resolved item's token, offered to the hub as held by this member."""
+
+    token: bytes
+    category: str = ""
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.token) != TOKEN_BYTES:
+            raise ValueError(f"a token is {TOKEN_BYTES} bytes, got {len(self.token)}")
+        require_aware(self.first_seen, "first_seen")
+        require_aware(self.last_seen, "last_seen")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    accepted: int
+    shared: int
+    """Accepted tokens that are now shared indicators (confirmed by at least quorum members)."""
+    not_resolved: int
+    """Refused: not in the member's active filter or no longer held by quorum − 1 others."""
+
+
+# ---------------------------------------------------------------------------------- member view
+
+
+@dataclass(frozen=True, slots=True)
+class SharedIndicatorView:
+    id: str
+    kind: str
+    token: bytes
+    reporters: int
+    reporter_names: tuple[str, ...]
+    """Empty unless forum policy reveals members."""
+    categories: tuple[str, ...]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignMatchView:
+    cluster_id: str
+    """The member's own cluster."""
+    campaign_id: str
+    similarity: float
+    other_members: int
+    other_member_names: tuple[str, ...]
+    """Empty unless forum policy reveals members."""
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    indicators: tuple[SharedIndicatorView, ...]
+    campaigns: tuple[CampaignMatchView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionInfoView:
+    id: int
+    member: str
+    kind: str
+    key_id: str
+    declared_count: int
+    byte_size: int
+    status: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    health: FilterHealthInfo | None

@@ -1,0 +1,392 @@
+"""Conversions between the hub's protobuf messages and the SDK's plain types.
+
+The only client module that imports the generated stubs (``sigshare.v1``): a change of the wire
+contract lands here and nowhere else. It also owns the two chunked streams of the contract —
+building a submission's header and data chunks, and reading and verifying a resolution download —
+because their framing (header first, length and SHA-256 of the data) is part of the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sigshare.client.errors import HubProtocolError
+from sigshare.client.hub_types import (
+    CampaignMatchView,
+    ClusterInfo,
+    ConfirmedToken,
+    ConfirmResult,
+    FilterHealthInfo,
+    HubParameters,
+    Matches,
+    PublishedBloom,
+    PublishedMinHash,
+    Resolution,
+    SharedIndicatorView,
+    SketchFormatName,
+    SubmissionInfoView,
+    SubmitResult,
+    require_aware,
+)
+from sigshare.sketch.bloom import MAX_BITS
+from sigshare.sketch.codec import SignatureSet, encode_signatures
+from sigshare.sketch.errors import FormatError
+from sigshare.sketch.resolution import ENCODING as RESOLUTION_ENCODING
+from sigshare.sketch.resolution import decode_resolution
+from sigshare.v1 import hub_pb2, hub_pb2_grpc
+
+Progress = Callable[[int], None]
+
+_SKETCH_FORMATS: dict[SketchFormatName, hub_pb2.SketchFormat.ValueType] = {
+    "bloom": hub_pb2.SKETCH_FORMAT_BLOOM_V1,
+    "clusters": hub_pb2.SKETCH_FORMAT_CLUSTERS_V1,
+}
+_TOKEN_OVERHEAD = 6
+"""Bytes a repeated-field entry adds around a ConfirmedToken (tag + length varint), rounded up."""
+
+
+def member_stub(channel: grpc.Channel) -> hub_pb2_grpc.MemberServiceStub:
+    return hub_pb2_grpc.MemberServiceStub(channel)
+
+
+# ---------------------------------------------------------------------------------- timestamps
+
+
+def to_timestamp(value: datetime) -> Timestamp:
+    require_aware(value, "timestamp")
+    timestamp = Timestamp()
+    timestamp.FromDatetime(value.astimezone(UTC))
+    return timestamp
+
+
+def from_timestamp(message: Message, field: str) -> datetime | None:
+    """``message.field`` as an aware UTC datetime, or ``None`` when the hub left it unset."""
+    if not message.HasField(field):
+        return None
+    timestamp: Timestamp = getattr(message, field)
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
+def _health(message: hub_pb2.SubmitResponse | hub_pb2.SubmissionInfo) -> FilterHealthInfo | None:
+    if not message.HasField("health"):
+        return None
+    health = message.health
+    return FilterHealthInfo(
+        set_bits=health.set_bits,
+        fill=health.fill,
+        expected_fill=health.expected_fill,
+        fpr_at_fill=health.fpr_at_fill,
+    )
+
+
+# ---------------------------------------------------------------------------------- parameters
+
+
+def parameters_request() -> hub_pb2.GetParametersRequest:
+    return hub_pb2.GetParametersRequest()
+
+
+def parameters_from_proto(response: hub_pb2.GetParametersResponse) -> HubParameters:
+    bloom: dict[str, PublishedBloom] = {}
+    for b in response.bloom:
+        if b.kind in bloom:
+            raise HubProtocolError(f"hub published Bloom parameters for {b.kind!r} twice")
+        bloom[b.kind] = PublishedBloom(
+            kind=b.kind,
+            key_id=b.key_id,
+            capacity=b.capacity,
+            target_fpr=b.target_fpr,
+            m=b.m,
+            k=b.k,
+            quorum=b.quorum,
+            retention_days=b.retention_days,
+            reveal_members=b.reveal_members,
+            digest=b.digest,
+        )
+    minhash: dict[str, PublishedMinHash] = {}
+    for h in response.minhash:
+        if h.family in minhash:
+            raise HubProtocolError(f"hub published MinHash parameters for {h.family!r} twice")
+        minhash[h.family] = PublishedMinHash(
+            family=h.family,
+            key_id=h.key_id,
+            num_perm=h.num_perm,
+            shingle_unit=h.shingle_unit,
+            shingle_size=h.shingle_size,
+            threshold=h.threshold,
+            quorum=h.quorum,
+            retention_days=h.retention_days,
+            reveal_members=h.reveal_members,
+            digest=h.digest,
+            bands=h.bands,
+            rows=h.rows,
+        )
+    return HubParameters(
+        bloom=bloom,
+        minhash=minhash,
+        max_upload_bytes=response.max_upload_bytes,
+        chunk_bytes=response.chunk_bytes,
+    )
+
+
+# ---------------------------------------------------------------------------------- submission
+
+
+def submit_header(
+    *,
+    sketch_format: SketchFormatName,
+    kind: str,
+    key_id: str,
+    params_digest: bytes,
+    declared_count: int,
+    payload: bytes,
+) -> hub_pb2.SubmitHeader:
+    """The header of a submission; hashing the payload once here serves every retry."""
+    return hub_pb2.SubmitHeader(
+        format=_SKETCH_FORMATS[sketch_format],
+        kind=kind,
+        key_id=key_id,
+        params_digest=params_digest,
+        declared_count=declared_count,
+        content_length=len(payload),
+        content_sha256=hashlib.sha256(payload).digest(),
+    )
+
+
+def submit_chunks(
+    header: hub_pb2.SubmitHeader,
+    payload: bytes,
+    chunk_bytes: int,
+    on_progress: Progress | None = None,
+) -> Iterator[hub_pb2.SubmitChunk]:
+    """The client stream of one attempt: the header, then the payload in ``chunk_bytes`` pieces.
+
+    Lazy, so gRPC pulls one chunk at a time under flow control; each piece is copied once out
+    of the payload (protobuf needs ``bytes``) and reported to ``on_progress`` when pulled.
+    """
+    if chunk_bytes < 1:
+        raise ValueError("chunk_bytes must be positive")
+    yield hub_pb2.SubmitChunk(header=header)
+    view = memoryview(payload)
+    for start in range(0, len(view), chunk_bytes):
+        piece = bytes(view[start : start + chunk_bytes])
+        yield hub_pb2.SubmitChunk(data=piece)
+        if on_progress is not None:
+            on_progress(len(piece))
+
+
+def submit_result_from_proto(response: hub_pb2.SubmitResponse) -> SubmitResult:
+    expires_at = from_timestamp(response, "expires_at")
+    if expires_at is None:
+        raise HubProtocolError("hub accepted the submission without saying when it expires")
+    return SubmitResult(
+        submission_id=response.submission_id,
+        duplicate=response.duplicate,
+        health=_health(response),
+        expires_at=expires_at,
+    )
+
+
+def encode_cluster_set(signatures: SignatureSet, clusters: Sequence[ClusterInfo]) -> bytes:
+    """The payload of a ``clusters`` submission: signature row ``i`` belongs to ``clusters[i]``."""
+    rows = int(signatures.values.shape[0]) if signatures.values.ndim == 2 else -1
+    if rows != len(clusters):
+        raise ValueError(f"{rows} signature rows for {len(clusters)} clusters")
+    if len({cluster.cluster_id for cluster in clusters}) != len(clusters):
+        raise ValueError("cluster ids must be distinct")
+    message = hub_pb2.ClusterSketchSet(signatures=encode_signatures(signatures))
+    for cluster in clusters:
+        entry = message.clusters.add(
+            cluster_id=cluster.cluster_id, volume=cluster.volume, category=cluster.category
+        )
+        if cluster.first_seen is not None:
+            entry.first_seen.CopyFrom(to_timestamp(cluster.first_seen))
+        if cluster.last_seen is not None:
+            entry.last_seen.CopyFrom(to_timestamp(cluster.last_seen))
+    return message.SerializeToString(deterministic=True)
+
+
+# ---------------------------------------------------------------------------------- resolution
+
+
+def resolution_request(kind: str, key_id: str) -> hub_pb2.ResolutionRequest:
+    return hub_pb2.ResolutionRequest(kind=kind, key_id=key_id)
+
+
+def _max_resolution_bytes(m: int) -> int:
+    """A generous bound on what ``m`` bytes zlib-compress to (worst case ≈ 0.03 % + 13 bytes)."""
+    return m + m // 1000 + 1024
+
+
+def resolution_from_stream(
+    chunks: Iterable[hub_pb2.ResolutionChunk],
+    *,
+    kind: str,
+    key_id: str,
+    on_progress: Progress | None = None,
+) -> Resolution:
+    """Read a resolution download and verify it before decoding.
+
+    The header must come first, name what was asked for and promise no more bytes than ``m``
+    counts can take; data beyond the promised length is refused as it arrives, so a faulty hub
+    cannot make the client buffer without bound. Only a stream whose length and SHA-256 match
+    the header is decoded.
+    """
+    iterator = iter(chunks)
+    first = next(iterator, None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise HubProtocolError("resolution stream does not start with a header")
+    header = first.header
+    if header.kind != kind or header.key_id != key_id:
+        raise HubProtocolError(
+            f"asked for the resolution of {kind!r}/{key_id!r}, "
+            f"the hub sent {header.kind!r}/{header.key_id!r}"
+        )
+    if header.encoding != RESOLUTION_ENCODING:
+        raise HubProtocolError(f"unsupported resolution encoding {header.encoding!r}")
+    if not 0 < header.m <= MAX_BITS:
+        raise HubProtocolError(f"resolution header has an impossible m = {header.m}")
+    if header.content_length > _max_resolution_bytes(header.m):
+        raise HubProtocolError(
+            f"resolution header promises {header.content_length} bytes, "
+            f"more than m = {header.m} counts can encode to"
+        )
+    pieces: list[bytes] = []
+    received = 0
+    digest = hashlib.sha256()
+    for chunk in iterator:
+        if chunk.WhichOneof("part") != "data":
+            raise HubProtocolError("resolution stream carries a second header")
+        received += len(chunk.data)
+        if received > header.content_length:
+            raise HubProtocolError(
+                f"resolution stream is longer than the {header.content_length} bytes announced"
+            )
+        digest.update(chunk.data)
+        pieces.append(chunk.data)
+        if on_progress is not None:
+            on_progress(len(chunk.data))
+    if received != header.content_length:
+        raise HubProtocolError(
+            f"resolution stream ended after {received} of {header.content_length} bytes"
+        )
+    if digest.digest() != header.content_sha256:
+        raise HubProtocolError("resolution stream failed its SHA-256 check: data corrupted")
+    try:
+        counts = decode_resolution(b"".join(pieces), header.m)
+    except FormatError as error:
+        raise HubProtocolError(f"resolution vector is malformed: {error}") from None
+    return Resolution(
+        kind=header.kind,
+        key_id=header.key_id,
+        m=header.m,
+        k=header.k,
+        quorum=header.quorum,
+        members=header.members,
+        counts=counts,
+        computed_at=from_timestamp(header, "computed_at"),
+    )
+
+
+# ---------------------------------------------------------------------------------- confirmation
+
+
+def confirm_requests(
+    kind: str,
+    key_id: str,
+    tokens: Iterable[ConfirmedToken],
+    *,
+    max_tokens: int,
+    max_bytes: int,
+) -> Iterator[hub_pb2.ConfirmRequest]:
+    """Requests of at most ``max_tokens`` tokens and about ``max_bytes`` serialized each.
+
+    Sizes are measured per token because categories vary in length: a fixed token count alone
+    could push a request past the hub's message limit.
+    """
+    batch: list[hub_pb2.ConfirmedToken] = []
+    size = 0
+    for token in tokens:
+        message = hub_pb2.ConfirmedToken(token=token.token, category=token.category)
+        if token.first_seen is not None:
+            message.first_seen.CopyFrom(to_timestamp(token.first_seen))
+        if token.last_seen is not None:
+            message.last_seen.CopyFrom(to_timestamp(token.last_seen))
+        entry = message.ByteSize() + _TOKEN_OVERHEAD
+        if batch and (len(batch) >= max_tokens or size + entry > max_bytes):
+            yield hub_pb2.ConfirmRequest(kind=kind, key_id=key_id, tokens=batch)
+            batch, size = [], 0
+        batch.append(message)
+        size += entry
+    if batch:
+        yield hub_pb2.ConfirmRequest(kind=kind, key_id=key_id, tokens=batch)
+
+
+def confirm_result_from_proto(response: hub_pb2.ConfirmResponse) -> ConfirmResult:
+    return ConfirmResult(
+        accepted=response.accepted, shared=response.shared, not_resolved=response.not_resolved
+    )
+
+
+# ---------------------------------------------------------------------------------- member view
+
+
+def list_matches_request(kind: str) -> hub_pb2.ListMatchesRequest:
+    return hub_pb2.ListMatchesRequest(kind=kind)
+
+
+def matches_from_proto(response: hub_pb2.ListMatchesResponse) -> Matches:
+    return Matches(
+        indicators=tuple(
+            SharedIndicatorView(
+                id=i.id,
+                kind=i.kind,
+                token=i.token,
+                reporters=i.reporters,
+                reporter_names=tuple(i.reporter_names),
+                categories=tuple(i.categories),
+                first_seen=from_timestamp(i, "first_seen"),
+                last_seen=from_timestamp(i, "last_seen"),
+                status=i.status,
+            )
+            for i in response.indicators
+        ),
+        campaigns=tuple(
+            CampaignMatchView(
+                cluster_id=c.cluster_id,
+                campaign_id=c.campaign_id,
+                similarity=c.similarity,
+                other_members=c.other_members,
+                other_member_names=tuple(c.other_member_names),
+            )
+            for c in response.campaigns
+        ),
+    )
+
+
+def status_request() -> hub_pb2.GetStatusRequest:
+    return hub_pb2.GetStatusRequest()
+
+
+def status_from_proto(response: hub_pb2.GetStatusResponse) -> tuple[str, list[SubmissionInfoView]]:
+    return response.member, [
+        SubmissionInfoView(
+            id=s.id,
+            member=s.member,
+            kind=s.kind,
+            key_id=s.key_id,
+            declared_count=s.declared_count,
+            byte_size=s.byte_size,
+            status=s.status,
+            created_at=from_timestamp(s, "created_at"),
+            expires_at=from_timestamp(s, "expires_at"),
+            health=_health(s),
+        )
+        for s in response.submissions
+    ]

@@ -1,0 +1,281 @@
+"""``sigshare-hub params``: show and set the Bloom and MinHash parameters the hub publishes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from sigshare.client.console import Console
+from sigshare.hub.cli import render
+from sigshare.hub.cli.context import HubContext, json_option, pass_hub
+from sigshare.hub.domain import KindParameters, MinHashParameters, ShingleUnit
+from sigshare.hub.services import parameters as service
+
+MIB = 1 << 20
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+@click.group()
+def params() -> None:
+    """Show and set per-kind Bloom and per-family MinHash parameters and forum policy."""
+
+
+def _policy_options(command: _Command) -> _Command:
+    """The forum policy options shared by `params set` and `params set-minhash`."""
+    for option in reversed(
+        [
+            click.option(
+                "--quorum", type=int, default=None, help="Members needed to share a value."
+            ),
+            click.option(
+                "--retention-days", type=int, default=None, help="Days a submission stays live."
+            ),
+            click.option(
+                "--reveal-members/--no-reveal-members",
+                default=None,
+                help="Whether members learn which others share their values.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@params.command()
+@json_option
+@pass_hub
+def show(hub: HubContext, json_output: bool) -> None:
+    """Show every indicator kind's and MinHash family's parameters and policy."""
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        kinds, families = service.list_parameters(session)
+    if json_output:
+        console.emit_json(
+            {
+                "kinds": [_kind_document(p) for p in kinds],
+                "minhash_families": [_minhash_document(p) for p in families],
+            }
+        )
+        return
+    if kinds:
+        _kinds_table(console, kinds)
+    else:
+        console.print("no indicator kinds configured: use `sigshare-hub params set KIND …`")
+    if families:
+        _families_table(console, families)
+    else:
+        console.print("no MinHash families configured: use `sigshare-hub params set-minhash …`")
+
+
+@params.command("set")
+@click.argument("kind")
+@click.option("--key-id", required=True, help="Key epoch of the forum secret members sketch with.")
+@click.option("--capacity", type=int, required=True, help="Most items one member may declare.")
+@click.option("--fpr", type=float, required=True, help="Target false-positive rate at capacity.")
+@_policy_options
+@json_option
+@pass_hub
+def set_kind(
+    hub: HubContext,
+    *,
+    kind: str,
+    key_id: str,
+    capacity: int,
+    fpr: float,
+    quorum: int | None,
+    retention_days: int | None,
+    reveal_members: bool | None,
+    json_output: bool,
+) -> None:
+    """Publish Bloom parameters for indicator KIND (m and k are derived from --capacity and
+    --fpr). Policy options left out keep their current value."""
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        before = service.kind_parameters(session, kind)
+        after = service.set_kind_parameters(
+            session,
+            actor=hub.actor,
+            kind=kind,
+            key_id=key_id,
+            capacity=capacity,
+            target_fpr=fpr,
+            quorum=quorum,
+            retention_days=retention_days,
+            reveal_members=reveal_members,
+            now=hub.now(),
+        )
+    resubmit = service.invalidates_sketches(before, after)
+    if resubmit:
+        assert before is not None
+        console.warn(
+            f"{kind} filters change from key_id {before.key_id}, m={before.m}, k={before.k}, "
+            f"capacity {before.capacity} to key_id {after.key_id}, m={after.m}, k={after.k}, "
+            f"capacity {after.capacity}: members must resubmit"
+        )
+    if json_output:
+        console.emit_json({**_kind_document(after), "members_must_resubmit": resubmit})
+    else:
+        _kinds_table(console, [after])
+        console.print(f"digest {after.digest().hex()}")
+
+
+@params.command("set-minhash")
+@click.argument("family")
+@click.option("--key-id", required=True, help="Key epoch of the forum secret members sketch with.")
+@click.option(
+    "--threshold", type=float, required=True, help="Jaccard similarity that makes a match."
+)
+@click.option("--num-perm", type=int, default=None, help="Minima per signature (default 128).")
+@click.option(
+    "--shingle-unit",
+    type=click.Choice(["word", "char"]),
+    default=None,
+    help="Shingle words or characters (default word).",
+)
+@click.option("--shingle-size", type=int, default=None, help="Units per shingle (default 3).")
+@_policy_options
+@json_option
+@pass_hub
+def set_minhash(
+    hub: HubContext,
+    *,
+    family: str,
+    key_id: str,
+    threshold: float,
+    num_perm: int | None,
+    shingle_unit: ShingleUnit | None,
+    shingle_size: int | None,
+    quorum: int | None,
+    retention_days: int | None,
+    reveal_members: bool | None,
+    json_output: bool,
+) -> None:
+    """Publish MinHash parameters for fingerprint FAMILY (the LSH banding is derived from
+    --threshold). Options left out keep their current value, else the defaults."""
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        before = service.minhash_parameters(session, family)
+        after = service.set_minhash_parameters(
+            session,
+            actor=hub.actor,
+            family=family,
+            key_id=key_id,
+            threshold=threshold,
+            num_perm=num_perm,
+            shingle_unit=shingle_unit,
+            shingle_size=shingle_size,
+            quorum=quorum,
+            retention_days=retention_days,
+            reveal_members=reveal_members,
+            now=hub.now(),
+        )
+    resubmit = service.invalidates_sketches(before, after)
+    if resubmit:
+        assert before is not None
+        console.warn(
+            f"{family} signatures change from key_id {before.key_id}, P={before.num_perm}, "
+            f"{_shingles(before)} to key_id {after.key_id}, P={after.num_perm}, "
+            f"{_shingles(after)}: members must resubmit"
+        )
+    if json_output:
+        console.emit_json({**_minhash_document(after), "members_must_resubmit": resubmit})
+    else:
+        _families_table(console, [after])
+        console.print(f"digest {after.digest().hex()}")
+
+
+def _kind_document(parameters: KindParameters) -> dict[str, Any]:
+    return {
+        "kind": parameters.kind,
+        **service.kind_public_values(parameters),
+        "updated_at": parameters.updated_at.isoformat(),
+    }
+
+
+def _minhash_document(parameters: MinHashParameters) -> dict[str, Any]:
+    return {
+        "family": parameters.family,
+        **service.minhash_public_values(parameters),
+        "updated_at": parameters.updated_at.isoformat(),
+    }
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _shingles(parameters: MinHashParameters) -> str:
+    return f"{parameters.shingle_unit} {parameters.shingle_size}-grams"
+
+
+def _banding(parameters: MinHashParameters) -> str:
+    banding = parameters.banding()
+    return f"{banding.bands}×{banding.rows}"
+
+
+def _kinds_table(console: Console, kinds: list[KindParameters]) -> None:
+    render.table(
+        console,
+        "indicator kinds (Bloom filters)",
+        [
+            "kind",
+            "key_id",
+            "capacity",
+            "target FPR",
+            "m",
+            "k",
+            "MiB",
+            "quorum",
+            "retention days",
+            "reveal",
+        ],
+        [
+            [
+                p.kind,
+                p.key_id,
+                f"{p.capacity:,}",
+                f"{p.target_fpr:g}",
+                f"{p.m:,}",
+                str(p.k),
+                f"{p.m / 8 / MIB:.2f}",
+                str(p.quorum),
+                str(p.retention_days),
+                _yes_no(p.reveal_members),
+            ]
+            for p in kinds
+        ],
+    )
+
+
+def _families_table(console: Console, families: list[MinHashParameters]) -> None:
+    render.table(
+        console,
+        "MinHash families",
+        [
+            "family",
+            "key_id",
+            "P",
+            "shingles",
+            "θ",
+            "bands×rows",
+            "quorum",
+            "retention days",
+            "reveal",
+        ],
+        [
+            [
+                p.family,
+                p.key_id,
+                str(p.num_perm),
+                _shingles(p),
+                f"{p.threshold:g}",
+                _banding(p),
+                str(p.quorum),
+                str(p.retention_days),
+                _yes_no(p.reveal_members),
+            ]
+            for p in families
+        ],
+    )

@@ -1,0 +1,295 @@
+"""Conversions between ``sigshare.v1`` protobuf messages and the hub's domain types.
+
+The only hub module that touches ``*_pb2``. Incoming messages are validated into domain values
+here (a malformed message raises :class:`InvalidArgumentError` or
+:class:`SketchRejectedError`); outgoing ones are built from domain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sigshare.hub.domain import (
+    Campaign,
+    CampaignLink,
+    ClusterInfo,
+    KindParameters,
+    MinHashParameters,
+    Principal,
+    Role,
+    SharedIndicator,
+)
+from sigshare.hub.errors import InvalidArgumentError, SketchRejectedError
+from sigshare.hub.services.member_views import ConfirmOutcome, ResolutionResult
+from sigshare.hub.services.review import OverlapMatrix, SubmissionView
+from sigshare.hub.services.submissions import SketchFormat, SubmitOutcome, UploadHeader
+from sigshare.hub.storage.results import TokenConfirmation
+from sigshare.sketch.checks import FilterHealth
+from sigshare.sketch.codec import SignatureSet, decode_signatures
+from sigshare.sketch.errors import SketchError
+from sigshare.v1 import hub_pb2 as pb
+
+_FORMATS = {
+    pb.SKETCH_FORMAT_BLOOM_V1: SketchFormat.BLOOM_V1,
+    pb.SKETCH_FORMAT_CLUSTERS_V1: SketchFormat.CLUSTERS_V1,
+}
+_ROLES = {
+    Role.MEMBER: pb.ROLE_MEMBER,
+    Role.COORDINATOR: pb.ROLE_COORDINATOR,
+    Role.ADMIN: pb.ROLE_ADMIN,
+}
+_ROLES_IN: dict[int, Role] = {int(value): role for role, value in _ROLES.items()}
+MAX_CATEGORY_LENGTH = 64
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def moment(stamp: Timestamp, present: bool) -> datetime | None:
+    """An aware UTC datetime, or ``None`` when the field was not set."""
+    if not present:
+        return None
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise InvalidArgumentError(f"timestamp out of range: {error}") from None
+
+
+def role(value: int) -> Role:
+    if value not in _ROLES_IN:
+        raise InvalidArgumentError("role must be member, coordinator or admin")
+    return _ROLES_IN[value]
+
+
+def principal(record: Principal) -> pb.Principal:
+    return pb.Principal(
+        name=record.name,
+        role=_ROLES[record.role],
+        created_at=timestamp(record.created_at),
+        revoked_at=timestamp(record.revoked_at),
+    )
+
+
+def bloom_parameters(params: KindParameters) -> pb.BloomParameters:
+    return pb.BloomParameters(
+        kind=params.kind,
+        key_id=params.key_id,
+        capacity=params.capacity,
+        target_fpr=params.target_fpr,
+        m=params.m,
+        k=params.k,
+        quorum=params.quorum,
+        retention_days=params.retention_days,
+        reveal_members=params.reveal_members,
+        digest=params.digest(),
+    )
+
+
+def minhash_parameters(params: MinHashParameters) -> pb.MinHashParameters:
+    banding = params.banding()
+    return pb.MinHashParameters(
+        family=params.family,
+        key_id=params.key_id,
+        num_perm=params.num_perm,
+        shingle_unit=params.shingle_unit,
+        shingle_size=params.shingle_size,
+        threshold=params.threshold,
+        quorum=params.quorum,
+        retention_days=params.retention_days,
+        reveal_members=params.reveal_members,
+        digest=params.digest(),
+        bands=banding.bands,
+        rows=banding.rows,
+    )
+
+
+def upload_header(message: pb.SubmitHeader) -> UploadHeader:
+    if message.format not in _FORMATS:
+        raise InvalidArgumentError("submit header: format must be BLOOM_V1 or CLUSTERS_V1")
+    if len(message.params_digest) != 32:
+        raise InvalidArgumentError("submit header: params_digest must be 32 bytes")
+    return UploadHeader(
+        format=_FORMATS[message.format],
+        kind=message.kind,
+        key_id=message.key_id,
+        params_digest=message.params_digest,
+        declared_count=message.declared_count,
+        content_length=message.content_length,
+        content_sha256=message.content_sha256,
+    )
+
+
+def cluster_set(payload: bytes) -> tuple[SignatureSet, list[ClusterInfo]]:
+    """Decode a ``ClusterSketchSet`` payload into signatures and cluster descriptions."""
+    message = pb.ClusterSketchSet()
+    try:
+        message.ParseFromString(payload)
+        signatures = decode_signatures(message.signatures)
+    except DecodeError:
+        raise SketchRejectedError("payload is not a ClusterSketchSet message") from None
+    except SketchError as error:
+        raise SketchRejectedError(f"cluster signatures: {error}") from None
+    clusters = [
+        ClusterInfo(
+            cluster_id=c.cluster_id,
+            volume=c.volume,
+            category=c.category,
+            first_seen=moment(c.first_seen, c.HasField("first_seen")),
+            last_seen=moment(c.last_seen, c.HasField("last_seen")),
+        )
+        for c in message.clusters
+    ]
+    return signatures, clusters
+
+
+def health(figures: FilterHealth | None) -> pb.FilterHealth | None:
+    if figures is None:
+        return None
+    return pb.FilterHealth(
+        set_bits=figures.set_bits,
+        fill=figures.fill,
+        expected_fill=figures.expected_fill,
+        fpr_at_fill=figures.fpr_at_fill,
+    )
+
+
+def submit_response(outcome: SubmitOutcome) -> pb.SubmitResponse:
+    return pb.SubmitResponse(
+        submission_id=outcome.submission.id,
+        duplicate=outcome.duplicate,
+        health=health(outcome.health),
+        expires_at=timestamp(outcome.submission.expires_at),
+    )
+
+
+def resolution_header(result: ResolutionResult) -> pb.ResolutionHeader:
+    return pb.ResolutionHeader(
+        kind=result.params.kind,
+        key_id=result.params.key_id,
+        m=result.params.m,
+        k=result.params.k,
+        quorum=result.params.quorum,
+        members=result.members,
+        content_length=len(result.content),
+        content_sha256=result.content_sha256,
+        encoding=result.encoding,
+        computed_at=timestamp(result.computed_at),
+    )
+
+
+def confirmations(request: pb.ConfirmRequest) -> list[TokenConfirmation]:
+    items = []
+    for item in request.tokens:
+        if len(item.category) > MAX_CATEGORY_LENGTH:
+            raise InvalidArgumentError(f"categories are at most {MAX_CATEGORY_LENGTH} characters")
+        items.append(
+            TokenConfirmation(
+                token=item.token,
+                category=item.category,
+                first_seen=moment(item.first_seen, item.HasField("first_seen")),
+                last_seen=moment(item.last_seen, item.HasField("last_seen")),
+            )
+        )
+    return items
+
+
+def confirm_response(outcome: ConfirmOutcome) -> pb.ConfirmResponse:
+    return pb.ConfirmResponse(
+        accepted=outcome.accepted, shared=outcome.shared, not_resolved=outcome.not_resolved
+    )
+
+
+def shared_indicator(record: SharedIndicator, *, with_token: bool) -> pb.SharedIndicator:
+    """``with_token``: members get the token back to map it to their own value; coordinators
+    get the opaque id only."""
+    return pb.SharedIndicator(
+        id=record.id,
+        kind=record.kind,
+        token=record.token if with_token else b"",
+        reporters=record.reporters,
+        reporter_names=record.reporter_names,
+        categories=record.categories,
+        first_seen=timestamp(record.first_seen),
+        last_seen=timestamp(record.last_seen),
+        status=record.status.value,
+    )
+
+
+def campaign_match(link: CampaignLink) -> pb.CampaignMatch:
+    return pb.CampaignMatch(
+        cluster_id=link.cluster_id,
+        campaign_id=link.campaign_id,
+        similarity=link.similarity,
+        other_members=link.other_member_count,
+        other_member_names=link.other_members,
+    )
+
+
+def campaign(record: Campaign) -> pb.Campaign:
+    return pb.Campaign(
+        id=record.id,
+        family=record.family,
+        members=record.members,
+        similarity=record.similarity,
+        volume=record.volume,
+        categories=record.categories,
+        status=record.status.value,
+    )
+
+
+def overlap(matrix: OverlapMatrix) -> pb.OverlapMatrix:
+    return pb.OverlapMatrix(
+        kind=matrix.kind,
+        members=matrix.members,
+        estimate=matrix.estimate.ravel().tolist(),
+        stderr=matrix.stderr.ravel().tolist(),
+    )
+
+
+def submission_info(view: SubmissionView) -> pb.SubmissionInfo:
+    submission, params = view.submission, view.params
+    figures = None
+    if params is not None and submission.set_bits is not None:
+        bloom = params.bloom_params()
+        fill = submission.set_bits / bloom.m
+        figures = pb.FilterHealth(
+            set_bits=submission.set_bits,
+            fill=fill,
+            expected_fill=bloom.expected_fill(submission.declared_count),
+            fpr_at_fill=bloom.fpr_at_fill(fill),
+        )
+    return pb.SubmissionInfo(
+        id=submission.id,
+        member=view.member,
+        kind=submission.family_kind,
+        key_id=submission.key_id,
+        declared_count=submission.declared_count,
+        byte_size=submission.byte_size,
+        status=submission.status.value,
+        created_at=timestamp(submission.created_at),
+        expires_at=timestamp(submission.expires_at),
+        health=figures,
+    )
+
+
+def names(values: Sequence[str]) -> list[str]:
+    return list(values)
+
+
+def shingle_unit(value: str) -> Literal["word", "char"] | None:
+    """``""`` keeps the stored unit; anything else must be ``word`` or ``char``."""
+    if not value:
+        return None
+    if value not in ("word", "char"):
+        raise InvalidArgumentError("shingle_unit must be 'word' or 'char'")
+    return "word" if value == "word" else "char"

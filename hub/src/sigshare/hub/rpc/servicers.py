@@ -1,0 +1,375 @@
+"""The gRPC servicers: thin adapters from messages to the service layer and back.
+
+Each call runs its service function in one ``session_scope`` (the unit of work), takes the
+caller from the auth interceptor, and leaves every error to :func:`.status.abort`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from sqlalchemy import Engine
+
+from sigshare.hub.errors import AuditChainError, InvalidArgumentError, SketchRejectedError
+from sigshare.hub.rpc import convert
+from sigshare.hub.rpc.auth import principal_of
+from sigshare.hub.rpc.status import abort
+from sigshare.hub.services import member_views, parameters, principals, review
+from sigshare.hub.services.audit import verify_audit_log
+from sigshare.hub.services.submissions import (
+    SketchFormat,
+    max_content_length,
+    submit_bloom,
+    submit_clusters,
+    verify_content,
+)
+from sigshare.hub.storage.database import session_scope
+from sigshare.v1 import hub_pb2 as pb
+from sigshare.v1 import hub_pb2_grpc as pb_grpc
+
+log = logging.getLogger("sigshare.hub.rpc")
+
+CHUNK_BYTES = 1 << 20
+"""Data chunks of downloads, and the size members are asked to send."""
+MAX_UPLOAD_BYTES = 1 << 30
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def translated(method: _F) -> _F:
+    """Map errors raised by a unary or client-streaming method to statuses."""
+
+    @functools.wraps(method)
+    def run(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            abort(context, error, method.__name__)
+
+    return run  # type: ignore[return-value]
+
+
+def translated_stream(method: _F) -> _F:
+    """The same for server-streaming methods (errors surface while iterating)."""
+
+    @functools.wraps(method)
+    def run(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+        except Exception as error:
+            abort(context, error, method.__name__)
+
+    return run  # type: ignore[return-value]
+
+
+class MemberServicer(pb_grpc.MemberServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @translated
+    def GetParameters(
+        self, request: pb.GetParametersRequest, context: grpc.ServicerContext
+    ) -> pb.GetParametersResponse:
+        with session_scope(self._engine) as session:
+            kinds, families = parameters.list_parameters(session)
+        return pb.GetParametersResponse(
+            bloom=[convert.bloom_parameters(p) for p in kinds],
+            minhash=[convert.minhash_parameters(p) for p in families],
+            max_upload_bytes=MAX_UPLOAD_BYTES,
+            chunk_bytes=CHUNK_BYTES,
+        )
+
+    @translated
+    def Submit(
+        self, request_iterator: Iterator[pb.SubmitChunk], context: grpc.ServicerContext
+    ) -> pb.SubmitResponse:
+        member = principal_of(context)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgumentError("a submission stream starts with its header")
+        header = convert.upload_header(first.header)
+        with session_scope(self._engine) as session:
+            limit = max_content_length(session, header)
+        if header.content_length > MAX_UPLOAD_BYTES:
+            raise SketchRejectedError(f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
+        started = time.perf_counter()
+        payload, sha256 = _receive(request_iterator, min(limit, header.content_length))
+        received = time.perf_counter()
+        verify_content(header, payload, sha256)
+        if header.format is SketchFormat.CLUSTERS_V1:
+            signatures, clusters = convert.cluster_set(payload)
+            with session_scope(self._engine) as session:
+                outcome = submit_clusters(
+                    session, member, header, signatures=signatures, clusters=clusters, now=_now()
+                )
+        else:
+            with session_scope(self._engine) as session:
+                outcome = submit_bloom(session, member, header, payload, _now(), sha256=sha256)
+        log.info(
+            "submission member=%s kind=%s bytes=%d duplicate=%s receive_s=%.3f store_s=%.3f",
+            member.name,
+            header.kind,
+            len(payload),
+            outcome.duplicate,
+            received - started,
+            time.perf_counter() - received,
+        )
+        return convert.submit_response(outcome)
+
+    @translated_stream
+    def DownloadResolution(
+        self, request: pb.ResolutionRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ResolutionChunk]:
+        member = principal_of(context)
+        now = _now()
+        member_views.audit_read(self._engine, member, "resolution.read", request.kind[:255], now)
+        with session_scope(self._engine) as session:
+            result = member_views.resolution(session, member, request.kind, request.key_id, now)
+        yield pb.ResolutionChunk(header=convert.resolution_header(result))
+        view = memoryview(result.content)
+        for start in range(0, len(view), CHUNK_BYTES):
+            yield pb.ResolutionChunk(data=bytes(view[start : start + CHUNK_BYTES]))
+
+    @translated
+    def Confirm(
+        self, request: pb.ConfirmRequest, context: grpc.ServicerContext
+    ) -> pb.ConfirmResponse:
+        member = principal_of(context)
+        items = convert.confirmations(request)
+        with session_scope(self._engine) as session:
+            outcome = member_views.confirm(
+                session,
+                member,
+                kind=request.kind,
+                key_id=request.key_id,
+                confirmations=items,
+                now=_now(),
+            )
+        return convert.confirm_response(outcome)
+
+    @translated
+    def ListMatches(
+        self, request: pb.ListMatchesRequest, context: grpc.ServicerContext
+    ) -> pb.ListMatchesResponse:
+        member = principal_of(context)
+        now = _now()
+        member_views.audit_read(self._engine, member, "matches.read", request.kind or "*", now)
+        with session_scope(self._engine) as session:
+            found = member_views.matches(session, member, request.kind, now)
+        return pb.ListMatchesResponse(
+            indicators=[convert.shared_indicator(i, with_token=True) for i in found.indicators],
+            campaigns=[convert.campaign_match(link) for link in found.campaigns],
+        )
+
+    @translated
+    def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetStatusResponse:
+        member = principal_of(context)
+        with session_scope(self._engine) as session:
+            kinds = {p.kind: p for p in parameters.list_parameters(session)[0]}
+            own = member_views.status(session, member)
+        return pb.GetStatusResponse(
+            member=member.name,
+            submissions=[
+                convert.submission_info(
+                    review.SubmissionView(s, member.name, kinds.get(s.family_kind))
+                )
+                for s in own
+            ],
+        )
+
+
+def _receive(chunks: Iterator[pb.SubmitChunk], announced: int) -> tuple[bytes, bytes]:
+    """The data of a submission and its SHA-256, refusing more than ``announced`` bytes.
+
+    Hashing chunk by chunk overlaps with gRPC receiving the next one.
+    """
+    parts: list[bytes] = []
+    digest = hashlib.sha256()
+    received = 0
+    for chunk in chunks:
+        if chunk.WhichOneof("part") != "data":
+            raise InvalidArgumentError("only data chunks may follow the header")
+        parts.append(chunk.data)
+        digest.update(chunk.data)
+        received += len(chunk.data)
+        if received > announced:
+            raise SketchRejectedError(f"stream carries more than the {announced} bytes announced")
+    return b"".join(parts), digest.digest()  # the one copy of the payload
+
+
+class ReviewServicer(pb_grpc.ReviewServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _audit(self, context: grpc.ServicerContext, action: str, target: str) -> datetime:
+        now = _now()
+        member_views.audit_read(self._engine, principal_of(context), action, target or "*", now)
+        return now
+
+    @translated
+    def GetOverlapMatrix(
+        self, request: pb.OverlapRequest, context: grpc.ServicerContext
+    ) -> pb.OverlapMatrix:
+        now = self._audit(context, "review.overlap", request.kind)
+        with session_scope(self._engine) as session:
+            return convert.overlap(review.overlap_matrix(session, request.kind, now))
+
+    @translated
+    def ListSharedIndicators(
+        self, request: pb.ListSharedIndicatorsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSharedIndicatorsResponse:
+        self._audit(context, "review.indicators", request.kind)
+        with session_scope(self._engine) as session:
+            records, token = review.shared_indicators(
+                session, request.kind, request.page.page_size, request.page.page_token
+            )
+        return pb.ListSharedIndicatorsResponse(
+            indicators=[convert.shared_indicator(r, with_token=False) for r in records],
+            next_page_token=token,
+        )
+
+    @translated
+    def ListCampaigns(
+        self, request: pb.ListCampaignsRequest, context: grpc.ServicerContext
+    ) -> pb.ListCampaignsResponse:
+        now = self._audit(context, "review.campaigns", request.family)
+        with session_scope(self._engine) as session:
+            records, token = review.campaigns(
+                session, request.family, request.page.page_size, request.page.page_token, now
+            )
+        return pb.ListCampaignsResponse(
+            campaigns=[convert.campaign(r) for r in records], next_page_token=token
+        )
+
+    @translated
+    def ListSubmissions(
+        self, request: pb.ListSubmissionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSubmissionsResponse:
+        self._audit(context, "review.submissions", request.kind)
+        with session_scope(self._engine) as session:
+            views = review.submissions(session, request.kind)
+        return pb.ListSubmissionsResponse(
+            submissions=[convert.submission_info(view) for view in views]
+        )
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @translated
+    def AddPrincipal(
+        self, request: pb.AddPrincipalRequest, context: grpc.ServicerContext
+    ) -> pb.AddPrincipalResponse:
+        admin = principal_of(context)
+        with session_scope(self._engine) as session:
+            record, credential = principals.add_principal(
+                session,
+                actor=admin.name,
+                name=request.name,
+                role=convert.role(request.role),
+                now=_now(),
+            )
+        return pb.AddPrincipalResponse(
+            principal=convert.principal(record), credential=credential.token
+        )
+
+    @translated
+    def ListPrincipals(
+        self, request: pb.ListPrincipalsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPrincipalsResponse:
+        with session_scope(self._engine) as session:
+            records = principals.list_principals(session)
+        return pb.ListPrincipalsResponse(principals=[convert.principal(r) for r in records])
+
+    @translated
+    def RevokePrincipal(
+        self, request: pb.RevokePrincipalRequest, context: grpc.ServicerContext
+    ) -> pb.RevokePrincipalResponse:
+        admin = principal_of(context)
+        with session_scope(self._engine) as session:
+            record = principals.revoke_principal(
+                session, actor=admin.name, name=request.name, now=_now()
+            )
+        return pb.RevokePrincipalResponse(principal=convert.principal(record))
+
+    @translated
+    def SetParameters(
+        self, request: pb.SetParametersRequest, context: grpc.ServicerContext
+    ) -> pb.SetParametersResponse:
+        admin = principal_of(context)
+        now = _now()
+        with session_scope(self._engine) as session:
+            kinds = [
+                parameters.set_kind_parameters(
+                    session,
+                    actor=admin.name,
+                    kind=b.kind,
+                    key_id=b.key_id,
+                    capacity=b.capacity,
+                    target_fpr=b.target_fpr,
+                    quorum=b.quorum or None,
+                    retention_days=b.retention_days or None,
+                    reveal_members=b.reveal_members,
+                    now=now,
+                )
+                for b in request.bloom
+            ]
+            families = [
+                parameters.set_minhash_parameters(
+                    session,
+                    actor=admin.name,
+                    family=h.family,
+                    key_id=h.key_id,
+                    threshold=h.threshold,
+                    num_perm=h.num_perm or None,
+                    shingle_unit=convert.shingle_unit(h.shingle_unit),
+                    shingle_size=h.shingle_size or None,
+                    quorum=h.quorum or None,
+                    retention_days=h.retention_days or None,
+                    reveal_members=h.reveal_members,
+                    now=now,
+                )
+                for h in request.minhash
+            ]
+        return pb.SetParametersResponse(
+            bloom=[convert.bloom_parameters(p) for p in kinds],
+            minhash=[convert.minhash_parameters(p) for p in families],
+        )
+
+    @translated
+    def VerifyAudit(
+        self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext
+    ) -> pb.VerifyAuditResponse:
+        with session_scope(self._engine) as session:
+            try:
+                result = verify_audit_log(session)
+            except AuditChainError as broken:
+                return pb.VerifyAuditResponse(
+                    intact=False, broken_at=broken.entry_id, reason=broken.reason
+                )
+        return pb.VerifyAuditResponse(entries=result.entries, intact=True)
+
+
+def register(server: grpc.Server, engine: Engine) -> list[str]:
+    """Add the three sigshare services to ``server``; their full names."""
+    pb_grpc.add_MemberServiceServicer_to_server(MemberServicer(engine), server)
+    pb_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(engine), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
+    return [
+        pb.DESCRIPTOR.services_by_name[name].full_name
+        for name in ("MemberService", "ReviewService", "AdminService")
+    ]

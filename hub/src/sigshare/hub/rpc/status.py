@@ -1,0 +1,55 @@
+"""One table from the hub's typed errors to gRPC status codes, and the single abort path.
+
+Messages of :class:`HubError` are written for the caller and pass through. Database outages
+become UNAVAILABLE (clients retry); anything unexpected becomes INTERNAL with a reference the
+operator finds in the log — never a stack trace or a value from the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import NoReturn
+
+import grpc
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sigshare.hub import errors
+
+log = logging.getLogger("sigshare.hub.rpc")
+
+STATUS: dict[type[errors.HubError], grpc.StatusCode] = {
+    errors.SketchRejectedError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ConflictError: grpc.StatusCode.ABORTED,
+    errors.DatabaseNotMigratedError: grpc.StatusCode.UNAVAILABLE,
+    errors.AuditChainError: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_of(error: errors.HubError) -> grpc.StatusCode:
+    """The most specific entry of :data:`STATUS` for ``error``'s class."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def abort(context: grpc.ServicerContext, error: BaseException, method: str) -> NoReturn:
+    """End the call with the status ``error`` maps to (re-raises gRPC's own aborts)."""
+    if isinstance(error, errors.HubError):
+        code = status_of(error)
+        log.info("rpc refused method=%s status=%s reason=%s", method, code.name, error.code)
+        context.abort(code, str(error))
+    if isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        log.warning("database unavailable method=%s error=%s", method, type(error).__name__)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "hub database unavailable; retry shortly")
+    reference = secrets.token_hex(6)
+    log.exception("internal error method=%s reference=%s", method, reference)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")

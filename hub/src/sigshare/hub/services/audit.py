@@ -1,0 +1,48 @@
+"""Reading the audit log: verify its hash chain and page through its entries.
+
+Verification reports the head entry's hash as well as the count: deleting the newest entries
+leaves a shorter chain that still verifies, so operators anchor the head hash somewhere the hub
+cannot rewrite (a ticket, a signed e-mail) and compare it on the next check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from sigshare.hub.domain import AuditEntry
+from sigshare.hub.storage.repositories import AuditRepository
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    entries: int
+    """Entries whose hashes and links were checked."""
+    head: AuditEntry | None
+    """The newest entry when the check began (``None`` for an empty log); it is part of the
+    verified chain, so its ``entry_hash`` commits to every entry before it."""
+
+
+def verify_audit_log(session: Session) -> AuditVerification:
+    """Check the whole chain; :class:`AuditChainError` names the first broken entry."""
+    repository = AuditRepository(session)
+    # Head first: an entry appended concurrently lies beyond it, so the head reported is
+    # always one the walk below has checked.
+    newest = repository.search(limit=1)
+    checked = repository.verify()
+    return AuditVerification(entries=checked, head=newest[0] if newest else None)
+
+
+def search_audit_log(
+    session: Session,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[AuditEntry]:
+    """Newest entries first, optionally only one actor's or one action's."""
+    return AuditRepository(session).search(
+        actor=actor, action=action, limit=limit, before_id=before_id
+    )

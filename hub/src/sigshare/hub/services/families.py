@@ -1,0 +1,156 @@
+"""Keeping a kind's or family's derived state in step with its active submissions.
+
+Every operation that reads or changes a family first calls :func:`prepare`, under the family's
+lock: submissions past their retention window expire, submissions made under parameters that
+are no longer published retire, and a family whose parameters changed starts afresh. Derived
+state is then brought up to date by whoever needs it next — :func:`fold_counts` for a kind's
+count vector, :func:`refresh_campaigns` for a family's campaigns — so a nightly batch of
+submissions costs one fold, and two hub replicas never compute the same thing at once (the
+advisory lock hands the work to one, the other then finds it done).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session
+
+from sigshare.hub.domain import (
+    FamilyState,
+    KindParameters,
+    MinHashParameters,
+    Submission,
+    SubmissionStatus,
+)
+from sigshare.hub.engine.campaigns import find_campaigns
+from sigshare.hub.errors import ConflictError
+from sigshare.hub.storage.aggregates import FamilyRepository
+from sigshare.hub.storage.repositories import SubmissionRepository
+from sigshare.hub.storage.results import CampaignDraft, ClusterRepository
+from sigshare.sketch.aggregate import replace_filter
+from sigshare.sketch.codec import decode_bloom, decode_signatures
+from sigshare.sketch.errors import SketchError
+
+Parameters = KindParameters | MinHashParameters
+
+
+def _identity(params: Parameters) -> tuple[str, str, bytes, int | None]:
+    if isinstance(params, KindParameters):
+        return params.kind, params.key_id, params.bloom_params().digest(), params.m
+    return params.family_kind, params.key_id, params.minhash_params().digest(), None
+
+
+def prepare(session: Session, params: Parameters, now: datetime) -> FamilyState:
+    """Expire and retire what is due, reset the family if its parameters changed.
+
+    The caller holds the family's exclusive lock (``SubmissionRepository.lock_family``).
+    """
+    family_kind, key_id, digest, m = _identity(params)
+    submissions = SubmissionRepository(session)
+    families = FamilyRepository(session)
+    state = families.get(family_kind)
+    if state is None or state.params_digest != digest or state.key_id != key_id:
+        submissions.uncount_family(family_kind)
+        state = families.reset(family_kind, key_id=key_id, params_digest=digest, m=m, at=now)
+    ended = 0
+    for submission in submissions.all_active(family_kind):
+        if submission.params_digest != digest or submission.key_id != key_id:
+            submissions.end(submission.id, SubmissionStatus.EXPIRED, now)
+            ended += 1
+    for submission in submissions.due_for_expiry(family_kind, now):
+        submissions.end(submission.id, SubmissionStatus.EXPIRED, now)
+        ended += 1
+    if ended:
+        state = families.record_change(family_kind, members_delta=0, at=now)
+    return state
+
+
+def bloom_of(
+    session: Session, submission: Submission, params: KindParameters
+) -> npt.NDArray[np.uint8]:
+    """The packed bits of a stored filter (verified when it was accepted)."""
+    payload = SubmissionRepository(session).payload(submission.id)
+    try:
+        return decode_bloom(payload, params.bloom_params()).bits
+    except SketchError as error:  # stored bytes no longer decode: storage corruption
+        raise ConflictError(f"stored filter {submission.id} is unreadable: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    state: FamilyState
+    counts: npt.NDArray[np.uint8]
+
+
+def fold_counts(session: Session, params: KindParameters, now: datetime) -> Counts:
+    """The kind's count vector with every pending change folded in (``C += new − old``).
+
+    The caller holds the kind's exclusive lock and has called :func:`prepare`.
+    """
+    submissions = SubmissionRepository(session)
+    families = FamilyRepository(session)
+    state = families.get(params.kind)
+    assert state is not None, "prepare() first"
+    assert state.m == params.m, "prepare() first"
+    counts = families.read_counts(params.kind, params.m)
+    to_add, to_remove = submissions.pending_fold(params.kind)
+    if not (to_add or to_remove):
+        return Counts(state, counts)
+    for submission in to_remove:
+        replace_filter(counts, None, bloom_of(session, submission, params))
+        submissions.set_counted(submission.id, False)
+        submissions.drop_payload(submission.id)
+    for submission in to_add:
+        replace_filter(counts, bloom_of(session, submission, params), None)
+        submissions.set_counted(submission.id, True)
+    families.write_counts(params.kind, counts)
+    state = families.record_change(params.kind, members_delta=len(to_add) - len(to_remove), at=now)
+    return Counts(state, counts)
+
+
+def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime) -> None:
+    """Recompute the family's campaigns if its active submissions changed since the last time.
+
+    The caller holds the family's exclusive lock and has called :func:`prepare`.
+    """
+    families = FamilyRepository(session)
+    state = families.get(params.family_kind)
+    assert state is not None, "prepare() first"
+    if state.derived_version == state.version:
+        return
+    submissions = SubmissionRepository(session)
+    clusters = ClusterRepository(session)
+    active = clusters.active(params.family_kind, params.key_id)
+    blocks: list[npt.NDArray[np.uint32]] = []
+    for submission in submissions.active(params.family_kind, params.key_id):
+        blocks.append(decode_signatures(submissions.payload(submission.id)).values)
+    if blocks:
+        signatures = np.concatenate(blocks)
+    else:
+        signatures = np.zeros((0, params.num_perm), dtype=np.uint32)
+    if len(signatures) != len(active):
+        raise ConflictError(f"{params.family_kind!r}: signatures and clusters disagree")
+    owners = np.fromiter((c.member_id for c in active), dtype=np.int64, count=len(active))
+    components = find_campaigns(
+        signatures, owners, params.banding(), params.threshold, params.quorum
+    )
+    drafts = []
+    for component in components:
+        nodes = [active[int(i)] for i in component.nodes]
+        drafts.append(
+            CampaignDraft(
+                members=component.members,
+                similarity=component.min_edge_similarity,
+                volume=sum(c.info.volume for c in nodes),
+                categories=tuple(sorted({c.info.category for c in nodes if c.info.category})),
+                clusters=tuple(
+                    (c.row_id, float(s))
+                    for c, s in zip(nodes, component.best_similarity, strict=True)
+                ),
+            )
+        )
+    clusters.replace_campaigns(params.family, drafts, now)
+    families.mark_derived(params.family_kind, state.version)

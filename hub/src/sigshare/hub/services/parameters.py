@@ -1,0 +1,222 @@
+"""The parameters the hub publishes: Bloom parameters per indicator kind, MinHash parameters per
+fingerprint family, and the forum policy (quorum, retention, whether members are revealed).
+
+Admins give the intent (capacity and target FPR, or threshold); ``m``, ``k`` and the LSH banding
+are derived here by the sketch core, so every member and the hub agree on them by construction.
+Policy options left out keep their stored value, so changing one of them never silently resets
+another. Changing what a sketch's digest covers makes members' current sketches incompatible;
+the submission engine retires those lazily, and :func:`invalidates_sketches` tells the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from sigshare.hub.domain import (
+    KindParameters,
+    MinHashParameters,
+    ShingleUnit,
+    minhash_family_kind,
+)
+from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.storage.repositories import AuditRepository, ParameterRepository
+from sigshare.sketch.bloom import BloomParams
+from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.kinds import KIND_NAMES, KIND_TYPES
+
+DEFAULT_QUORUM = 2
+DEFAULT_RETENTION_DAYS = 30
+DEFAULT_REVEAL_MEMBERS = False
+DEFAULT_NUM_PERM = 128
+DEFAULT_SHINGLE_UNIT: ShingleUnit = "word"
+DEFAULT_SHINGLE_SIZE = 3
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    quorum: int = DEFAULT_QUORUM
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    reveal_members: bool = DEFAULT_REVEAL_MEMBERS
+
+
+def _or(given: _T | None, fallback: _T) -> _T:
+    return fallback if given is None else given
+
+
+def _policy(
+    current: KindParameters | MinHashParameters | None,
+    quorum: int | None,
+    retention_days: int | None,
+    reveal_members: bool | None,
+) -> _Policy:
+    """The given options, else the stored ones, else the defaults."""
+    base = (
+        _Policy()
+        if current is None
+        else _Policy(current.quorum, current.retention_days, current.reveal_members)
+    )
+    return _Policy(
+        quorum=_or(quorum, base.quorum),
+        retention_days=_or(retention_days, base.retention_days),
+        reveal_members=_or(reveal_members, base.reveal_members),
+    )
+
+
+def _validated(build: Callable[[], _T]) -> _T:
+    """``build()``, with the sketch core's :class:`ParameterError` as an invalid argument."""
+    try:
+        return build()
+    except ParameterError as exc:
+        raise InvalidArgumentError(str(exc)) from exc
+
+
+def kind_public_values(parameters: KindParameters) -> dict[str, Any]:
+    """Everything published about a kind, as plain JSON values (audit details, listings)."""
+    return {
+        "key_id": parameters.key_id,
+        "capacity": parameters.capacity,
+        "target_fpr": parameters.target_fpr,
+        "m": parameters.m,
+        "k": parameters.k,
+        "quorum": parameters.quorum,
+        "retention_days": parameters.retention_days,
+        "reveal_members": parameters.reveal_members,
+        "digest": parameters.digest().hex(),
+    }
+
+
+def minhash_public_values(parameters: MinHashParameters) -> dict[str, Any]:
+    """Everything published about a MinHash family, as plain JSON values."""
+    banding = parameters.banding()
+    return {
+        "key_id": parameters.key_id,
+        "num_perm": parameters.num_perm,
+        "shingle_unit": parameters.shingle_unit,
+        "shingle_size": parameters.shingle_size,
+        "threshold": parameters.threshold,
+        "bands": banding.bands,
+        "rows": banding.rows,
+        "quorum": parameters.quorum,
+        "retention_days": parameters.retention_days,
+        "reveal_members": parameters.reveal_members,
+        "digest": parameters.digest().hex(),
+    }
+
+
+def invalidates_sketches(
+    before: KindParameters | MinHashParameters | None,
+    after: KindParameters | MinHashParameters,
+) -> bool:
+    """Whether members' sketches made under ``before`` no longer combine with ``after``.
+
+    The digest covers exactly what sketches must agree on (key epoch, ``m``, ``k`` and capacity;
+    or ``P`` and the shingling rules), so comparing digests catches every such change and none
+    of the policy-only ones (quorum, retention, reveal, MinHash threshold).
+    """
+    return before is not None and before.digest() != after.digest()
+
+
+def kind_parameters(session: Session, kind: str) -> KindParameters | None:
+    """The stored parameters of ``kind``, or ``None`` if it has none yet."""
+    return ParameterRepository(session).get_kind(kind)
+
+
+def minhash_parameters(session: Session, family: str) -> MinHashParameters | None:
+    """The stored parameters of MinHash family ``family``, or ``None``."""
+    return ParameterRepository(session).get_minhash_family(family)
+
+
+def set_kind_parameters(
+    session: Session,
+    *,
+    actor: str,
+    kind: str,
+    key_id: str,
+    capacity: int,
+    target_fpr: float,
+    quorum: int | None = None,
+    retention_days: int | None = None,
+    reveal_members: bool | None = None,
+    now: datetime,
+) -> KindParameters:
+    """Publish Bloom parameters for ``kind``: ``m`` and ``k`` sized for ``capacity`` items at
+    ``target_fpr``. :class:`InvalidArgumentError` for an unregistered kind or invalid values."""
+    if kind not in KIND_TYPES:
+        raise InvalidArgumentError(f"unknown kind {kind!r}; known kinds: {', '.join(KIND_NAMES)}")
+    repository = ParameterRepository(session)
+    policy = _policy(repository.get_kind(kind), quorum, retention_days, reveal_members)
+    parameters = _validated(
+        lambda: KindParameters.from_bloom(
+            BloomParams.for_capacity(kind, key_id, capacity, target_fpr),
+            updated_at=now,
+            quorum=policy.quorum,
+            retention_days=policy.retention_days,
+            reveal_members=policy.reveal_members,
+        )
+    )
+    stored = repository.set_kind(parameters)
+    AuditRepository(session).append(actor, "params.set", kind, kind_public_values(stored), at=now)
+    return stored
+
+
+def set_minhash_parameters(
+    session: Session,
+    *,
+    actor: str,
+    family: str,
+    key_id: str,
+    threshold: float,
+    num_perm: int | None = None,
+    shingle_unit: ShingleUnit | None = None,
+    shingle_size: int | None = None,
+    quorum: int | None = None,
+    retention_days: int | None = None,
+    reveal_members: bool | None = None,
+    now: datetime,
+) -> MinHashParameters:
+    """Publish MinHash parameters for fingerprint family ``family`` (similarity ``threshold``);
+    shingling options left out keep their stored value, else the defaults (P=128, word 3-grams)."""
+    repository = ParameterRepository(session)
+    current = repository.get_minhash_family(family)
+    policy = _policy(current, quorum, retention_days, reveal_members)
+    shingling = (
+        (DEFAULT_NUM_PERM, DEFAULT_SHINGLE_UNIT, DEFAULT_SHINGLE_SIZE)
+        if current is None
+        else (current.num_perm, current.shingle_unit, current.shingle_size)
+    )
+    parameters = _validated(
+        lambda: MinHashParameters(
+            family=family,
+            key_id=key_id,
+            num_perm=_or(num_perm, shingling[0]),
+            shingle_unit=_or(shingle_unit, shingling[1]),
+            shingle_size=_or(shingle_size, shingling[2]),
+            threshold=threshold,
+            quorum=policy.quorum,
+            retention_days=policy.retention_days,
+            reveal_members=policy.reveal_members,
+            updated_at=now,
+        )
+    )
+    stored = repository.set_minhash_family(parameters)
+    AuditRepository(session).append(
+        actor,
+        "params.set",
+        minhash_family_kind(stored.family),
+        minhash_public_values(stored),
+        at=now,
+    )
+    return stored
+
+
+def list_parameters(session: Session) -> tuple[list[KindParameters], list[MinHashParameters]]:
+    """Every kind's and every MinHash family's parameters, each by name."""
+    repository = ParameterRepository(session)
+    return repository.list_kinds(), repository.list_minhash_families()

@@ -1,0 +1,131 @@
+"""Coordinators' reads: overlap matrices, shared indicators, campaigns and submission health.
+
+Coordinators see aggregates and opaque records only — never a member's filter bytes, tokens
+of unconfirmed items or anything raw. Page tokens are opaque cursors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.orm import Session
+
+from sigshare.hub.domain import (
+    Campaign,
+    KindParameters,
+    SharedIndicator,
+    Submission,
+    minhash_family_kind,
+)
+from sigshare.hub.errors import InvalidArgumentError, NotFoundError
+from sigshare.hub.services.families import prepare, refresh_campaigns
+from sigshare.hub.storage.repositories import (
+    ParameterRepository,
+    PrincipalRepository,
+    SubmissionRepository,
+)
+from sigshare.hub.storage.results import ClusterRepository, IndicatorRepository
+from sigshare.sketch.codec import decode_bloom
+from sigshare.sketch.estimators import overlap_estimates
+
+CURSOR_PREFIX = "p1."
+DEFAULT_PAGE_SIZE = 100
+
+
+def _after(page_token: str) -> int:
+    if not page_token:
+        return 0
+    digits = page_token.removeprefix(CURSOR_PREFIX)
+    if not page_token.startswith(CURSOR_PREFIX) or not digits.isdigit():
+        raise InvalidArgumentError("page token is not one this hub issued")
+    return int(digits)
+
+
+def _token(cursor: int | None) -> str:
+    return "" if cursor is None else f"{CURSOR_PREFIX}{cursor}"
+
+
+def _bloom_kind(session: Session, kind: str) -> KindParameters:
+    params = ParameterRepository(session).get_kind(kind)
+    if params is None:
+        raise NotFoundError("indicator kind", kind)
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapMatrix:
+    kind: str
+    members: list[str]
+    estimate: npt.NDArray[np.float64]
+    stderr: npt.NDArray[np.float64]
+
+
+def overlap_matrix(session: Session, kind: str, now: datetime) -> OverlapMatrix:
+    """Estimated pairwise intersections of the members' current filters of ``kind``."""
+    params = _bloom_kind(session, kind)
+    submissions = SubmissionRepository(session)
+    submissions.lock_family(kind)
+    prepare(session, params, now)
+    names = {p.id: p.name for p in PrincipalRepository(session).list()}
+    active = sorted(submissions.active(kind, params.key_id), key=lambda s: names[s.member_id])
+    filters = [decode_bloom(submissions.payload(s.id), params.bloom_params()) for s in active]
+    estimate, stderr = overlap_estimates(filters)
+    return OverlapMatrix(kind, [names[s.member_id] for s in active], estimate, stderr)
+
+
+def shared_indicators(
+    session: Session, kind: str, page_size: int, page_token: str
+) -> tuple[list[SharedIndicator], str]:
+    records, cursor = IndicatorRepository(session).page(
+        kind=kind or None, after_id=_after(page_token), limit=page_size or DEFAULT_PAGE_SIZE
+    )
+    return records, _token(cursor)
+
+
+def campaigns(
+    session: Session, family: str, page_size: int, page_token: str, now: datetime
+) -> tuple[list[Campaign], str]:
+    parameters = ParameterRepository(session)
+    for params in parameters.list_minhash_families():
+        if family and params.family != family:
+            continue
+        SubmissionRepository(session).lock_family(minhash_family_kind(params.family))
+        prepare(session, params, now)
+        refresh_campaigns(session, params, now)
+    records, cursor = ClusterRepository(session).page(
+        family=family or None, after_id=_after(page_token), limit=page_size or DEFAULT_PAGE_SIZE
+    )
+    return records, _token(cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionView:
+    submission: Submission
+    member: str
+    params: KindParameters | None
+    """The kind's parameters for Bloom submissions (to express health); ``None`` for clusters."""
+
+
+def submissions(session: Session, kind: str) -> list[SubmissionView]:
+    """Every member's active submissions (of ``kind``, or all), without their bytes."""
+    parameters = {p.kind: p for p in ParameterRepository(session).list_kinds()}
+    names = {p.id: p.name for p in PrincipalRepository(session).list()}
+    repository = SubmissionRepository(session)
+    views = []
+    for family_kind in sorted({*parameters, *_families(session)}):
+        if kind and kind not in (family_kind, family_kind.removeprefix("minhash:")):
+            continue
+        for submission in repository.all_active(family_kind):
+            views.append(
+                SubmissionView(submission, names[submission.member_id], parameters.get(family_kind))
+            )
+    return views
+
+
+def _families(session: Session) -> list[str]:
+    return [
+        minhash_family_kind(p.family) for p in ParameterRepository(session).list_minhash_families()
+    ]

@@ -1,0 +1,333 @@
+"""Accepting members' sketches: verification, idempotency, supersession.
+
+A submission is verified completely before anything is written — the stream's length and
+SHA-256, the parameters it was made under, the format, and for Bloom filters every saturation,
+fill and uniformity check of the sketch core — so a rejected upload leaves no trace. Accepted
+sketches are stored and marked pending; the count vector absorbs them at the next fold
+(:mod:`.families`). Re-sending the current content changes nothing; re-sending older content
+makes it current again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from sigshare.hub.domain import (
+    ClusterInfo,
+    KindParameters,
+    MinHashParameters,
+    Principal,
+    Submission,
+    SubmissionStatus,
+    minhash_family_kind,
+)
+from sigshare.hub.errors import (
+    InvalidArgumentError,
+    PreconditionError,
+    SketchRejectedError,
+)
+from sigshare.hub.services.families import prepare
+from sigshare.hub.storage.aggregates import FamilyRepository
+from sigshare.hub.storage.repositories import (
+    AuditRepository,
+    ParameterRepository,
+    SubmissionRepository,
+)
+from sigshare.hub.storage.results import ClusterRepository
+from sigshare.sketch.checks import FilterHealth, check_filter
+from sigshare.sketch.codec import SignatureSet, decode_bloom, encode_signatures
+from sigshare.sketch.errors import ParameterError, SketchError
+from sigshare.sketch.minhash import EMPTY
+
+HEADER_SLACK_BYTES = 4096
+"""Room for a format header on top of the largest possible body."""
+MAX_CLUSTERS_PER_SUBMISSION = 1_000_000
+MAX_CATEGORY_LENGTH = 64
+CLUSTER_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+class SketchFormat(StrEnum):
+    BLOOM_V1 = "bloom-v1"
+    CLUSTERS_V1 = "clusters-v1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadHeader:
+    """What a submission stream announces before its data."""
+
+    format: SketchFormat
+    kind: str
+    """Indicator kind (Bloom) or MinHash family (clusters)."""
+    key_id: str
+    params_digest: bytes
+    declared_count: int
+    content_length: int
+    content_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitOutcome:
+    submission: Submission
+    duplicate: bool
+    health: FilterHealth | None
+
+
+def _bloom_parameters(session: Session, header: UploadHeader) -> KindParameters:
+    params = ParameterRepository(session).get_kind(header.kind)
+    if params is None:
+        raise PreconditionError(f"indicator kind {header.kind!r} is not enabled on this hub")
+    _require_epoch(header, params.key_id, params.bloom_params().digest(), header.kind)
+    return params
+
+
+def _minhash_parameters(session: Session, header: UploadHeader) -> MinHashParameters:
+    params = ParameterRepository(session).get_minhash_family(header.kind)
+    if params is None:
+        raise PreconditionError(f"fingerprint family {header.kind!r} is not enabled on this hub")
+    _require_epoch(header, params.key_id, params.minhash_params().digest(), header.kind)
+    return params
+
+
+def _require_epoch(header: UploadHeader, key_id: str, digest: bytes, what: str) -> None:
+    if header.key_id != key_id:
+        raise PreconditionError(
+            f"{what}: sketch made with key id {header.key_id!r}, the forum's current key id is "
+            f"{key_id!r}; rebuild it with the current forum secret"
+        )
+    if header.params_digest != digest:
+        raise PreconditionError(
+            f"{what}: the hub's parameters changed since they were fetched; fetch them again "
+            "and rebuild the sketch"
+        )
+
+
+def max_content_length(session: Session, header: UploadHeader) -> int:
+    """Check a stream's header before its data is read; the largest body it may carry.
+
+    Refusing here saves receiving hundreds of megabytes that would be rejected anyway.
+    """
+    if header.content_length < 1:
+        raise InvalidArgumentError("content_length must be positive")
+    if len(header.content_sha256) != hashlib.sha256().digest_size:
+        raise InvalidArgumentError("content_sha256 must be 32 bytes")
+    if header.format is SketchFormat.BLOOM_V1:
+        params = _bloom_parameters(session, header)
+        if header.declared_count > params.capacity:
+            raise SketchRejectedError(
+                f"declared count {header.declared_count} exceeds the capacity {params.capacity} "
+                f"of {params.kind}"
+            )
+        limit = params.m // 8 + HEADER_SLACK_BYTES
+    else:
+        minhash = _minhash_parameters(session, header)
+        if header.declared_count > MAX_CLUSTERS_PER_SUBMISSION:
+            raise SketchRejectedError(
+                f"{header.declared_count} clusters exceed the limit of "
+                f"{MAX_CLUSTERS_PER_SUBMISSION} per submission"
+            )
+        per_cluster = minhash.num_perm * 4 + 2 * MAX_CATEGORY_LENGTH + 128
+        limit = max(header.declared_count, 1) * per_cluster + HEADER_SLACK_BYTES
+    if header.content_length > limit:
+        raise SketchRejectedError(
+            f"content_length {header.content_length} exceeds the {limit} bytes such a sketch "
+            "can take"
+        )
+    return limit
+
+
+def verify_content(header: UploadHeader, payload: bytes, sha256: bytes | None = None) -> None:
+    """The received bytes are exactly what the header announced.
+
+    ``sha256`` is the payload's digest when the caller computed it while receiving.
+    """
+    if len(payload) != header.content_length:
+        raise SketchRejectedError(
+            f"stream ended after {len(payload)} of {header.content_length} announced bytes"
+        )
+    if sha256 is None:
+        sha256 = hashlib.sha256(payload).digest()
+    if not hmac.compare_digest(sha256, header.content_sha256):
+        raise SketchRejectedError("content SHA-256 does not match the header: upload corrupted")
+
+
+def submit_bloom(
+    session: Session,
+    member: Principal,
+    header: UploadHeader,
+    payload: bytes,
+    now: datetime,
+    *,
+    sha256: bytes | None = None,
+) -> SubmitOutcome:
+    """Verify and store a member's Bloom filter of one kind (``sha256``: see
+    :func:`verify_content`)."""
+    max_content_length(session, header)
+    verify_content(header, payload, sha256)
+    params = _bloom_parameters(session, header)
+    try:
+        bloom = decode_bloom(payload, params.bloom_params())
+        if bloom.count != header.declared_count:
+            raise SketchRejectedError(
+                f"header declares {header.declared_count} items, the filter {bloom.count}"
+            )
+        health = check_filter(bloom, params.bloom_params())
+    except ParameterError as error:
+        raise PreconditionError(str(error)) from None
+    except SketchError as error:
+        raise SketchRejectedError(str(error)) from None
+    outcome = _store(
+        session,
+        member,
+        header,
+        payload,
+        family_kind=params.kind,
+        params=params,
+        retention_days=params.retention_days,
+        set_bits=health.set_bits,
+        now=now,
+    )
+    return SubmitOutcome(submission=outcome[0], duplicate=outcome[1], health=health)
+
+
+def submit_clusters(
+    session: Session,
+    member: Principal,
+    header: UploadHeader,
+    *,
+    signatures: SignatureSet,
+    clusters: Sequence[ClusterInfo],
+    now: datetime,
+) -> SubmitOutcome:
+    """Verify and store a member's prompt-cluster sketches of one MinHash family.
+
+    The transport has already checked the stream with :func:`verify_content` and decoded it.
+    """
+    max_content_length(session, header)
+    params = _minhash_parameters(session, header)
+    expected = params.minhash_params()
+    if (
+        signatures.key_id != params.key_id
+        or signatures.num_perm != expected.num_perm
+        or signatures.shingle_unit != expected.shingle_unit
+        or signatures.shingle_size != expected.shingle_size
+    ):
+        raise PreconditionError(
+            f"signatures were made with other parameters than {params.family}'s: fetch them again"
+        )
+    _check_clusters(header, signatures, clusters)
+    submission, duplicate = _store(
+        session,
+        member,
+        header,
+        encode_signatures(signatures),
+        family_kind=params.family_kind,
+        params=params,
+        retention_days=params.retention_days,
+        set_bits=None,
+        now=now,
+        clusters=clusters,
+    )
+    return SubmitOutcome(submission=submission, duplicate=duplicate, health=None)
+
+
+def _check_clusters(
+    header: UploadHeader, signatures: SignatureSet, clusters: Sequence[ClusterInfo]
+) -> None:
+    count = len(clusters)
+    if count != len(signatures.values):
+        raise SketchRejectedError(
+            f"{len(signatures.values)} signatures but {count} cluster descriptions"
+        )
+    if count != header.declared_count:
+        raise SketchRejectedError(f"header declares {header.declared_count} clusters, got {count}")
+    if count == 0:
+        raise SketchRejectedError("a cluster submission needs at least one cluster")
+    ids = [c.cluster_id for c in clusters]
+    bad = next((i for i in ids if not CLUSTER_ID_PATTERN.fullmatch(i)), None)
+    if bad is not None:
+        raise SketchRejectedError(f"cluster id {bad!r} is not 32 lower-case hex characters")
+    if len(set(ids)) != count:
+        raise SketchRejectedError("cluster ids repeat within the submission")
+    for cluster in clusters:
+        if cluster.volume < 1:
+            raise SketchRejectedError(f"cluster {cluster.cluster_id} has no prompts (volume 0)")
+        if len(cluster.category) > MAX_CATEGORY_LENGTH:
+            raise SketchRejectedError(
+                f"cluster {cluster.cluster_id}: category longer than {MAX_CATEGORY_LENGTH}"
+            )
+    if (signatures.values == EMPTY).all(axis=1).any():
+        raise SketchRejectedError("a signature is empty (a cluster with no shingles)")
+
+
+def _store(
+    session: Session,
+    member: Principal,
+    header: UploadHeader,
+    payload: bytes,
+    *,
+    family_kind: str,
+    params: KindParameters | MinHashParameters,
+    retention_days: int,
+    set_bits: int | None,
+    now: datetime,
+    clusters: Sequence[ClusterInfo] = (),
+) -> tuple[Submission, bool]:
+    submissions = SubmissionRepository(session)
+    submissions.lock_family(family_kind)
+    prepare(session, params, now)
+    expires_at = now + timedelta(days=retention_days)
+    earlier = submissions.find(member.id, family_kind, header.content_sha256)
+    if earlier is not None and earlier.status is SubmissionStatus.ACTIVE:
+        return earlier, True
+    current = submissions.active_of(member.id, family_kind)
+    if current is not None:
+        submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)
+    if earlier is not None:
+        stored = submissions.revive(
+            earlier.id, payload=payload, created_at=now, expires_at=expires_at
+        )
+    else:
+        stored = submissions.add(
+            member_id=member.id,
+            family_kind=family_kind,
+            key_id=header.key_id,
+            params_digest=header.params_digest,
+            content_sha256=header.content_sha256,
+            declared_count=header.declared_count,
+            set_bits=set_bits,
+            payload=payload,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    if clusters:
+        ClusterRepository(session).add(stored.id, clusters)
+    FamilyRepository(session).record_change(family_kind, members_delta=0, at=now)
+    AuditRepository(session).append(
+        member.name,
+        "submission.add",
+        family_kind,
+        {
+            "submission": stored.id,
+            "declared_count": header.declared_count,
+            "bytes": len(payload),
+            "sha256": header.content_sha256.hex(),
+            "replaces": None if current is None else current.id,
+        },
+        at=now,
+    )
+    return stored, False
+
+
+def family_of(header: UploadHeader) -> str:
+    """Where a stream's submission is stored: the kind, or ``minhash:<family>``."""
+    if header.format is SketchFormat.CLUSTERS_V1:
+        return minhash_family_kind(header.kind)
+    return header.kind

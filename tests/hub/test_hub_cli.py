@@ -1,0 +1,631 @@
+"""The ``sigshare-hub`` command: exit codes, exact output and JSON documents, asserted against
+what the database then holds. Most tests run on a migrated SQLite temp file; the ones that take
+``database_url`` run on PostgreSQL as well."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+from sigshare.client.exit_codes import ExitCode
+from sigshare.hub.cli import cli
+from sigshare.hub.cli.context import cli_actor
+from sigshare.hub.cli.errors import exit_code_for
+from sigshare.hub.domain import Principal, Role
+from sigshare.hub.errors import (
+    AlreadyExistsError,
+    AuditChainError,
+    DatabaseNotMigratedError,
+    HubError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from sigshare.hub.services.principals import authenticate
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.hub.storage.database import DATABASE_URL_ENV
+from sigshare.sketch.bloom import BloomParams
+from sigshare.sketch.kinds import KIND_NAMES
+from sigshare.sketch.lsh import optimal_banding
+
+EMAIL_SET = ["params", "set", "email", "--key-id", "k1", "--capacity", "1000000", "--fpr", "0.001"]
+PROMPT_SET = ["params", "set-minhash", "prompt", "--key-id", "k1", "--threshold", "0.5"]
+COMMANDS_NEEDING_A_CURRENT_SCHEMA = [
+    ["db", "status"],
+    ["member", "add", "acme"],
+    ["member", "list"],
+    ["member", "revoke", "acme"],
+    EMAIL_SET,
+    PROMPT_SET,
+    ["params", "show"],
+    ["audit", "verify"],
+    ["audit", "show"],
+]
+
+
+@pytest.fixture(autouse=True)
+def _operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run as local user ``alice``, whatever the test machine's user is."""
+    monkeypatch.setattr("getpass.getuser", lambda: "alice")
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, migrated_sqlite_template: bytes) -> str:
+    path = tmp_path / "hub.db"
+    path.write_bytes(migrated_sqlite_template)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+def hub(url: str, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--db", url, *args])
+
+
+def hub_json(url: str, *args: str, code: int = 0) -> Any:
+    result = hub(url, *args, "--json")
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout)
+
+
+def cells(stdout: str) -> list[list[str]]:
+    """The data rows of the tables in ``stdout``, each as its stripped cell texts."""
+    return [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in stdout.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def _authenticate(url: str, bearer: str) -> Principal | None:
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return authenticate(session, bearer, datetime.now(UTC))
+    finally:
+        engine.dispose()
+
+
+def _actions(url: str) -> list[tuple[str, str, str]]:
+    document = hub_json(url, "audit", "show")
+    return [(entry["actor"], entry["action"], entry["target"]) for entry in document["entries"]]
+
+
+# --- database ---------------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_schema_then_reports_it_is_current(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    url = f"sqlite:///{path}"
+    head = migrate.head_revision()
+
+    first = hub(url, "db", "upgrade")
+    assert first.exit_code == 0, first.output
+    assert first.stdout == f"{url}: upgraded from revision <empty> to {head}\n"
+    again = hub(url, "db", "upgrade")
+    assert again.stdout == f"{url}: already at revision {head} (head)\n"
+    assert hub_json(url, "db", "upgrade") == {
+        "database": url,
+        "from": head,
+        "to": head,
+        "upgraded": False,
+    }
+    status = hub(url, "db", "status")
+    assert (status.exit_code, status.stdout) == (0, f"{url}: at revision {head} (head)\n")
+    assert hub_json(url, "db", "status") == {
+        "database": url,
+        "current": head,
+        "head": head,
+        "up_to_date": True,
+    }
+
+
+def test_db_upgrade_json_reports_the_first_migration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert hub_json(url, "db", "upgrade") == {
+        "database": url,
+        "from": None,
+        "to": migrate.head_revision(),
+        "upgraded": True,
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS_NEEDING_A_CURRENT_SCHEMA, ids=" ".join)
+def test_commands_refuse_an_unmigrated_database(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "empty.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    with engine.connect() as connection:  # creates the file, no tables
+        connection.exec_driver_sql("SELECT 1")
+
+    result = hub(url, *command)
+
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stdout == ""
+    expected = DatabaseNotMigratedError(None, migrate.head_revision())
+    assert result.stderr == f"error: {expected}\n"
+    assert inspect(engine).get_table_names() == []  # nothing was created behind the refusal
+    engine.dispose()
+
+
+def test_commands_refuse_a_missing_sqlite_file_without_creating_it(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    document = hub_json(f"sqlite:///{path}", "member", "list", code=ExitCode.CONFIG)
+    assert document == {
+        "error": f"no hub database at {path}: check --db or $SIGSHARE_HUB_DB, "
+        "or create it with `sigshare-hub db upgrade`",
+        "exit_code": 3,
+        "status": "config",
+    }
+    assert not path.exists()
+
+
+def test_refusal_of_an_unmigrated_database_on_every_backend(empty_database_url: str) -> None:
+    result = hub(empty_database_url, "member", "list", "--json")
+    assert result.exit_code == ExitCode.CONFIG
+    document = json.loads(result.stdout)
+    assert document["status"] == "config"
+    assert "`sigshare-hub db upgrade`" in document["error"]
+
+
+def test_the_default_database_comes_from_the_environment(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATABASE_URL_ENV, sqlite_url)
+    result = CliRunner().invoke(cli, ["db", "status"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{sqlite_url}: at revision ")
+
+
+def test_an_unreachable_database_is_a_config_error_with_the_password_masked() -> None:
+    url = "postgresql+psycopg2://root:s3cret-pw@127.0.0.1:1/hub"
+    result = hub(url, "member", "list")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stderr.startswith(
+        "error: cannot use the database at postgresql+psycopg2://root:***@127.0.0.1:1/hub: "
+    )
+    assert "s3cret-pw" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:pw-1@db/hub", "unsupported database backend 'mysql' in mysql://u:***@db/hub"),
+        ("not a url pw-1", "--db is not a valid database URL"),
+        ("postgresql://u:pw-1@db/hub", "cannot load the database driver for postgresql://u:***"),
+    ],
+)
+def test_unusable_database_urls_are_config_errors(url: str, message: str) -> None:
+    result = hub(url, "params", "show")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stderr.startswith(f"error: {message}")
+    assert "pw-1" not in result.output
+
+
+# --- members ----------------------------------------------------------------------------------
+
+
+def test_member_add_prints_only_the_credential_and_it_authenticates(database_url: str) -> None:
+    result = hub(database_url, "member", "add", "acme")
+
+    assert result.exit_code == 0, result.output
+    credential = result.stdout.removesuffix("\n")
+    assert result.stdout == f"{credential}\n"
+    assert credential.startswith("sgs1_")
+    assert result.stderr == (
+        "registered member acme; its credential (above) is shown this once: "
+        "the hub keeps only a hash of it\n"
+    )
+    principal = _authenticate(database_url, credential)
+    assert principal is not None
+    assert (principal.name, principal.role) == ("acme", Role.MEMBER)
+
+
+def test_member_add_json_and_the_credential_is_never_shown_again(sqlite_url: str) -> None:
+    document = hub_json(sqlite_url, "member", "add", "ops", "--role", "admin")
+
+    assert set(document) == {"name", "role", "created_at", "credential"}
+    assert (document["name"], document["role"]) == ("ops", "admin")
+    secret = document["credential"].rsplit("_", 1)[1]
+    for command in (["member", "list"], ["audit", "show"], ["params", "show"]):
+        for extra in ([], ["--json"]):
+            shown = hub(sqlite_url, *command, *extra)
+            assert shown.exit_code == 0
+            assert secret not in shown.output
+    principal = _authenticate(sqlite_url, document["credential"])
+    assert principal is not None
+    assert principal.role is Role.ADMIN
+    assert principal.created_at.isoformat() == document["created_at"]
+
+
+def test_member_add_refuses_a_duplicate_and_prints_no_credential(sqlite_url: str) -> None:
+    first = hub(sqlite_url, "member", "add", "acme")
+    assert first.exit_code == 0
+
+    again = hub(sqlite_url, "member", "add", "acme", "--role", "coordinator")
+    assert again.exit_code == ExitCode.INPUT
+    assert again.stdout == ""
+    assert again.stderr == "error: principal 'acme' already exists\n"
+    listed = hub_json(sqlite_url, "member", "list")["principals"]
+    assert [(p["name"], p["role"]) for p in listed] == [("acme", "member")]
+    assert _authenticate(sqlite_url, first.stdout.strip()) is not None
+
+
+def test_member_add_shows_a_bad_name_literally(sqlite_url: str) -> None:
+    result = hub(sqlite_url, "member", "add", "[x]")
+    assert result.exit_code == ExitCode.INPUT
+    assert result.stderr.startswith("error: principal name '[x]' is invalid: use ")
+
+
+def test_member_add_rejects_an_unknown_role_as_usage(sqlite_url: str) -> None:
+    result = hub(sqlite_url, "member", "add", "acme", "--role", "root")
+    assert result.exit_code == ExitCode.USAGE
+    assert hub_json(sqlite_url, "member", "list") == {"principals": []}
+
+
+def test_member_list_shows_names_roles_and_times_but_no_secrets(sqlite_url: str) -> None:
+    assert hub(sqlite_url, "member", "list").stdout == (
+        "no principals yet: add one with `sigshare-hub member add NAME`\n"
+    )
+    hub(sqlite_url, "member", "add", "zeta", "--role", "coordinator")
+    hub(sqlite_url, "member", "add", "acme")
+    hub(sqlite_url, "member", "revoke", "zeta")
+
+    document = hub_json(sqlite_url, "member", "list")
+    assert [sorted(p) for p in document["principals"]] == [
+        ["created_at", "name", "revoked_at", "role"]
+    ] * 2
+    acme, zeta = document["principals"]
+    assert (acme["name"], acme["role"], acme["revoked_at"]) == ("acme", "member", None)
+    assert (zeta["name"], zeta["role"]) == ("zeta", "coordinator")
+    assert zeta["revoked_at"] is not None
+
+    table = cells(hub(sqlite_url, "member", "list").stdout)
+    assert [[*row[:2], row[3] == "-"] for row in table] == [
+        ["acme", "member", True],
+        ["zeta", "coordinator", False],
+    ]
+    assert table[0][2].endswith("Z")
+
+
+def test_member_revoke_takes_effect_at_once(database_url: str) -> None:
+    credential = hub(database_url, "member", "add", "acme").stdout.strip()
+    assert _authenticate(database_url, credential) is not None
+
+    document = hub_json(database_url, "member", "revoke", "acme")
+    assert (document["name"], document["role"]) == ("acme", "member")
+    assert document["revoked_at"] is not None
+    assert _authenticate(database_url, credential) is None
+
+
+def test_member_revoke_plain_output(sqlite_url: str) -> None:
+    hub(sqlite_url, "member", "add", "acme")
+    result = hub(sqlite_url, "member", "revoke", "acme")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("revoked member acme at ")
+    assert result.stdout.endswith("Z: its credential is refused from then on\n")
+
+
+def test_member_revoke_of_an_unknown_name_is_an_input_error(sqlite_url: str) -> None:
+    document = hub_json(sqlite_url, "member", "revoke", "ghost", code=ExitCode.INPUT)
+    assert document == {
+        "error": str(NotFoundError("principal", "ghost")),
+        "exit_code": 5,
+        "status": "input",
+    }
+    assert _actions(sqlite_url) == []
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def test_params_set_publishes_derived_bloom_parameters(database_url: str) -> None:
+    document = hub_json(database_url, *EMAIL_SET)
+
+    bloom = BloomParams.for_capacity("email", "k1", 1_000_000, 0.001)
+    updated_at = document.pop("updated_at")
+    assert document == {
+        "kind": "email",
+        "key_id": "k1",
+        "capacity": 1_000_000,
+        "target_fpr": 0.001,
+        "m": bloom.m,
+        "k": bloom.k,
+        "quorum": 2,
+        "retention_days": 30,
+        "reveal_members": False,
+        "digest": bloom.digest().hex(),
+        "members_must_resubmit": False,
+    }
+    del document["members_must_resubmit"]
+    assert hub_json(database_url, "params", "show") == {
+        "kinds": [{**document, "updated_at": updated_at}],
+        "minhash_families": [],
+    }
+
+
+def test_params_set_plain_output_is_the_kind_row_and_its_digest(sqlite_url: str) -> None:
+    result = hub(sqlite_url, *EMAIL_SET, "--quorum", "3", "--reveal-members")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert cells(result.stdout) == [
+        ["email", "k1", "1,000,000", "0.001", "14,377,600", "10", "1.71", "3", "30", "yes"]
+    ]
+    digest = BloomParams.for_capacity("email", "k1", 1_000_000, 0.001).digest().hex()
+    assert result.stdout.endswith(f"\ndigest {digest}\n")
+
+
+def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
+    hub(sqlite_url, *EMAIL_SET)
+
+    policy_only = hub(sqlite_url, *EMAIL_SET, "--quorum", "4", "--retention-days", "7")
+    assert (policy_only.exit_code, policy_only.stderr) == (0, "")
+
+    result = hub(sqlite_url, "params", "set", "email", "--key-id", "k2", "--capacity", "5000")
+    assert result.exit_code == ExitCode.USAGE  # --fpr is required
+
+    new_epoch = hub(
+        sqlite_url,
+        "params",
+        "set",
+        "email",
+        "--key-id",
+        "k2",
+        "--capacity",
+        "5000",
+        "--fpr",
+        "0.01",
+    )
+    assert new_epoch.exit_code == 0
+    bloom = BloomParams.for_capacity("email", "k2", 5000, 0.01)
+    assert new_epoch.stderr == (
+        "warning: email filters change from key_id k1, m=14377600, k=10, capacity 1000000 to "
+        f"key_id k2, m={bloom.m}, k={bloom.k}, capacity 5000: members must resubmit\n"
+    )
+    kinds = hub_json(sqlite_url, "params", "show")["kinds"]
+    assert [(p["key_id"], p["quorum"], p["retention_days"]) for p in kinds] == [("k2", 4, 7)]
+
+
+def test_params_set_refuses_an_unknown_kind(sqlite_url: str) -> None:
+    result = hub(sqlite_url, "params", "set", "shoe", "--key-id", "k1", "--capacity", "9")
+    assert result.exit_code == ExitCode.USAGE
+    result = hub(
+        sqlite_url, "params", "set", "shoe", "--key-id", "k1", "--capacity", "9", "--fpr", "0.1"
+    )
+    assert result.exit_code == ExitCode.INPUT
+    assert result.stderr == f"error: unknown kind 'shoe'; known kinds: {', '.join(KIND_NAMES)}\n"
+    assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
+    assert _actions(sqlite_url) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--fpr", "1.5"], "target FPR must be in (0, 1), got 1.5"),
+        (["--fpr", "0.1", "--capacity", "0"], "capacity must be positive, got 0"),
+        (["--fpr", "0.1", "--quorum", "1"], "quorum must be at least 2, got 1"),
+    ],
+)
+def test_params_set_refuses_invalid_values_as_input_errors(
+    sqlite_url: str, options: list[str], message: str
+) -> None:
+    result = hub(
+        sqlite_url, "params", "set", "email", "--key-id", "k1", "--capacity", "9", *options
+    )
+    assert result.exit_code == ExitCode.INPUT
+    assert result.stderr == f"error: {message}\n"
+
+
+def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) -> None:
+    document = hub_json(database_url, *PROMPT_SET)
+
+    banding = optimal_banding(0.5, 128)
+    assert {key: document[key] for key in document if key not in ("updated_at", "digest")} == {
+        "family": "prompt",
+        "key_id": "k1",
+        "num_perm": 128,
+        "shingle_unit": "word",
+        "shingle_size": 3,
+        "threshold": 0.5,
+        "bands": banding.bands,
+        "rows": banding.rows,
+        "quorum": 2,
+        "retention_days": 30,
+        "reveal_members": False,
+        "members_must_resubmit": False,
+    }
+    reshingled = hub(database_url, *PROMPT_SET, "--shingle-unit", "char", "--shingle-size", "5")
+    assert reshingled.exit_code == 0
+    assert reshingled.stderr == (
+        "warning: prompt signatures change from key_id k1, P=128, word 3-grams to key_id k1, "
+        "P=128, char 5-grams: members must resubmit\n"
+    )
+
+
+def test_params_show_tables(sqlite_url: str) -> None:
+    assert hub(sqlite_url, "params", "show").stdout == (
+        "no indicator kinds configured: use `sigshare-hub params set KIND …`\n"
+        "no MinHash families configured: use `sigshare-hub params set-minhash …`\n"
+    )
+    hub(sqlite_url, *EMAIL_SET)
+    hub(
+        sqlite_url,
+        *["params", "set", "payment_fingerprint", "--key-id", "k1", "--capacity", "1000"],
+        *["--fpr", "0.01", "--retention-days", "90"],
+    )
+    hub(sqlite_url, *PROMPT_SET, "--num-perm", "64", "--quorum", "3")
+
+    result = hub(sqlite_url, "params", "show")
+    assert result.exit_code == 0
+    banding = optimal_banding(0.5, 64)
+    small = BloomParams.for_capacity("payment_fingerprint", "k1", 1000, 0.01)
+    assert cells(result.stdout) == [
+        ["email", "k1", "1,000,000", "0.001", "14,377,600", "10", "1.71", "2", "30", "no"],
+        [
+            "payment_fingerprint",
+            "k1",
+            "1,000",
+            "0.01",
+            f"{small.m:,}",
+            str(small.k),
+            "0.00",
+            "2",
+            "90",
+            "no",
+        ],
+        [
+            "prompt",
+            "k1",
+            "64",
+            "word 3-grams",
+            "0.5",
+            f"{banding.bands}×{banding.rows}",
+            "3",
+            "30",
+            "no",
+        ],
+    ]
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+def test_admin_commands_are_audited_with_the_local_user(sqlite_url: str) -> None:
+    hub(sqlite_url, "member", "add", "acme")
+    hub(sqlite_url, *EMAIL_SET)
+    hub(sqlite_url, *PROMPT_SET)
+    hub(sqlite_url, "member", "revoke", "acme")
+
+    assert _actions(sqlite_url) == [
+        ("cli:alice", "principal.revoke", "acme"),
+        ("cli:alice", "params.set", "minhash:prompt"),
+        ("cli:alice", "params.set", "email"),
+        ("cli:alice", "principal.add", "acme"),
+    ]
+    only_adds = hub_json(sqlite_url, "audit", "show", "--action", "principal.add")["entries"]
+    assert [entry["details"] for entry in only_adds] == [{"role": "member"}]
+    assert hub_json(sqlite_url, "audit", "show", "--actor", "cli:bob") == {"entries": []}
+    newest = hub_json(sqlite_url, "audit", "show", "--limit", "1")["entries"]
+    assert [entry["id"] for entry in newest] == [4]
+
+
+def test_audit_show_table_and_limits(sqlite_url: str) -> None:
+    assert hub(sqlite_url, "audit", "show").stdout == "no matching audit entries\n"
+    hub(sqlite_url, "member", "add", "acme")
+    rows = cells(hub(sqlite_url, "audit", "show").stdout)
+    assert [[row[0], *row[2:]] for row in rows] == [
+        ["1", "cli:alice", "principal.add", "acme", '{"role":"member"}']
+    ]
+    too_many = hub(sqlite_url, "audit", "show", "--limit", "0")
+    assert (too_many.exit_code, too_many.stderr) == (
+        ExitCode.INPUT,
+        "error: limit must be between 1 and 1000\n",
+    )
+
+
+def test_audit_verify_reports_the_count_and_the_head_hash(database_url: str) -> None:
+    assert hub_json(database_url, "audit", "verify") == {
+        "entries": 0,
+        "head_id": None,
+        "head_hash": None,
+    }
+    hub(database_url, "member", "add", "acme")
+    hub(database_url, *EMAIL_SET)
+
+    engine = create_engine(database_url, poolclass=NullPool)
+    with engine.connect() as connection:
+        head_id, head_hash = connection.execute(
+            text("SELECT id, entry_hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        ).one()
+    engine.dispose()
+    assert hub_json(database_url, "audit", "verify") == {
+        "entries": 2,
+        "head_id": head_id,
+        "head_hash": bytes(head_hash).hex(),
+    }
+    plain = hub(database_url, "audit", "verify")
+    assert plain.stdout == (
+        f"audit log intact: 2 entries checked; head entry {head_id} hash {bytes(head_hash).hex()}\n"
+    )
+
+
+def test_audit_verify_detects_a_tampered_entry(database_url: str) -> None:
+    hub(database_url, "member", "add", "acme")
+    hub(database_url, "member", "add", "ops", "--role", "admin")
+    hub(database_url, "member", "revoke", "acme")
+    engine = create_engine(database_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        victim = connection.execute(
+            text("SELECT id FROM audit_log WHERE target = 'ops'")
+        ).scalar_one()
+        connection.execute(
+            text("UPDATE audit_log SET details = :details WHERE id = :id"),
+            {"details": '{"role":"member"}', "id": victim},
+        )
+    engine.dispose()
+
+    result = hub(database_url, "audit", "verify")
+    expected = AuditChainError(victim, "entry hash does not match its contents")
+    assert result.exit_code == ExitCode.FAILURE
+    assert result.stdout == ""
+    assert result.stderr == f"error: {expected}\n"
+    assert hub_json(database_url, "audit", "verify", code=ExitCode.FAILURE) == {
+        "error": str(expected),
+        "exit_code": 1,
+        "status": "failure",
+    }
+
+
+# --- the command itself -----------------------------------------------------------------------
+
+
+def test_every_command_group_is_listed_in_help() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    section = result.stdout.split("Commands:")[1].splitlines()
+    assert [line.split()[0] for line in section if line.strip()] == [
+        "audit",
+        "db",
+        "member",
+        "params",
+    ]
+
+
+def test_the_actor_falls_back_to_cli_without_a_login_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert cli_actor() == "cli:alice"
+
+    def no_user() -> str:
+        raise OSError("no login name")
+
+    monkeypatch.setattr("getpass.getuser", no_user)
+    assert cli_actor() == "cli"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidArgumentError("x"), ExitCode.INPUT),
+        (NotFoundError("principal", "x"), ExitCode.INPUT),
+        (AlreadyExistsError("x"), ExitCode.INPUT),
+        (DatabaseNotMigratedError(None, "0001"), ExitCode.CONFIG),
+        (AuditChainError(1, "x"), ExitCode.FAILURE),
+        (HubError("x"), ExitCode.FAILURE),
+    ],
+)
+def test_the_exit_code_table(error: HubError, code: ExitCode) -> None:
+    assert exit_code_for(error) is code
