@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "db": "sigshare.hub.cli.db:db",
     "member": "sigshare.hub.cli.member:member",
     "params": "sigshare.hub.cli.params:params",
+    "serve": "sigshare.hub.cli.serve:serve",
 }
 """Command name → ``module:attribute`` of its click command or group."""
 

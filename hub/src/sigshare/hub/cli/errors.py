@@ -25,6 +25,8 @@ from sigshare.hub.errors import (
     HubError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
+    PreconditionError,
 )
 
 
@@ -49,6 +51,8 @@ EXIT_CODES: Mapping[type[HubError], ExitCode] = {
     DatabaseMissingError: ExitCode.CONFIG,
     UnsupportedDatabaseError: ExitCode.CONFIG,
     AuditChainError: ExitCode.FAILURE,
+    PreconditionError: ExitCode.CONFIG,
+    PermissionDeniedError: ExitCode.AUTH,
 }
 """Exit code per error class; subclasses inherit their nearest listed ancestor's code."""
 

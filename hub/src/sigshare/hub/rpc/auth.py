@@ -9,13 +9,17 @@ balancers and orchestrators probe it without credentials, and it reveals only SE
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from sigshare.hub.domain import Principal, Role
+
+log = logging.getLogger("sigshare.hub.access")
 
 # Principal of each call in flight, keyed by its servicer context (removed when the call ends).
 _PRINCIPALS: dict[int, Principal] = {}
@@ -70,17 +74,28 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return handler
         allowed = SERVICE_ROLES.get(service)
         credential = _bearer(handler_call_details.invocation_metadata)
-        return _guarded(handler, lambda context: self._admit(context, credential, allowed))
+        return _guarded(
+            handler,
+            lambda context: self._admit(context, credential, allowed, handler_call_details.method),
+            handler_call_details.method,
+        )
 
     def _admit(
-        self, context: grpc.ServicerContext, credential: str | None, allowed: frozenset[Role] | None
+        self,
+        context: grpc.ServicerContext,
+        credential: str | None,
+        allowed: frozenset[Role] | None,
+        method: str,
     ) -> Principal:
         if credential is None:
+            log.warning("rpc refused method=%s reason=no-credential", method)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer credential")
         principal = self._authenticate(credential)
         if principal is None:
+            log.warning("rpc refused method=%s reason=bad-credential", method)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked credential")
         if allowed is None or principal.role not in allowed:
+            log.warning("rpc refused method=%s principal=%s reason=role", method, principal.name)
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {principal.role.value!r} may not call this service",
@@ -89,36 +104,54 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 def _guarded(
-    handler: grpc.RpcMethodHandler[Any, Any], admit: Callable[[grpc.ServicerContext], Principal]
+    handler: grpc.RpcMethodHandler[Any, Any],
+    admit: Callable[[grpc.ServicerContext], Principal],
+    method: str,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler, with admission (and the principal context variable) around its body."""
+    """The same handler, with admission, the caller's principal and an access-log line around
+    its body (method, principal name, outcome, duration: never credentials or payloads)."""
 
-    def enter(context: grpc.ServicerContext) -> None:
+    def enter(context: grpc.ServicerContext) -> tuple[Principal, float]:
         principal = admit(context)
         with _LOCK:
             _PRINCIPALS[id(context)] = principal
+        return principal, time.perf_counter()
 
-    def leave(context: grpc.ServicerContext) -> None:
+    def leave(
+        context: grpc.ServicerContext, principal: Principal, started: float, ok: bool
+    ) -> None:
         with _LOCK:
             _PRINCIPALS.pop(id(context), None)
+        log.info(
+            "rpc method=%s principal=%s outcome=%s seconds=%.3f",
+            method,
+            principal.name,
+            "ok" if ok else "error",
+            time.perf_counter() - started,
+        )
 
     def unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            enter(context)
+            principal, started = enter(context)
+            ok = False
             try:
-                return behaviour(request, context)
+                response = behaviour(request, context)
+                ok = True
+                return response
             finally:
-                leave(context)
+                leave(context, principal, started, ok)
 
         return run
 
     def streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         def run(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            enter(context)
+            principal, started = enter(context)
+            ok = False
             try:
                 yield from behaviour(request, context)
+                ok = True
             finally:
-                leave(context)
+                leave(context, principal, started, ok)
 
         return run
 

@@ -1,0 +1,129 @@
+"""``sigshare-hub serve``: run the gRPC hub until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from sigshare.client.console import Console
+from sigshare.client.exit_codes import ExitCode
+from sigshare.hub.cli.context import HubContext, pass_hub
+from sigshare.hub.rpc.app import build_hub
+from sigshare.hub.rpc.server import TlsConfig, parse_listen
+
+DEFAULT_LISTEN = "127.0.0.1:7443"
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log pipelines index without parsing prose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document)
+
+
+def _configure_logging(json_logs: bool, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("sigshare")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on ([V6]:PORT for IPv6; port 0 picks a free one).",
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate."
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM CA bundle: require client certificates signed by it (mTLS).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext gRPC. Refused unless --listen is a loopback address.",
+)
+@click.option("--workers", default=16, show_default=True, help="Concurrent RPCs.")
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the bound port here once serving (useful with port 0).",
+)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@pass_hub
+def serve(
+    hub: HubContext,
+    *,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    insecure: bool,
+    workers: int,
+    port_file: Path | None,
+    log_json: bool,
+    log_level: str,
+) -> None:
+    """Serve the member, review and admin APIs (plus gRPC health and reflection).
+
+    TLS is required unless --insecure is given on a loopback address. Every RPC needs a bearer
+    credential from `sigshare-hub member add`. SIGTERM stops gracefully: health turns
+    NOT_SERVING, new calls are refused and running calls get 20 seconds to finish.
+    """
+    console = Console()
+    if (tls_cert is None) != (tls_key is None):
+        console.abort("--tls-cert and --tls-key go together", ExitCode.USAGE)
+    if client_ca is not None and tls_cert is None:
+        console.abort("--client-ca (mTLS) needs --tls-cert and --tls-key", ExitCode.USAGE)
+    if insecure and tls_cert is not None:
+        console.abort("--insecure and --tls-cert exclude each other", ExitCode.USAGE)
+    _configure_logging(log_json, log_level)
+    log = logging.getLogger("sigshare.hub")
+    tls = None
+    if tls_cert is not None and tls_key is not None:
+        tls = TlsConfig(certificate=tls_cert, private_key=tls_key, client_ca=client_ca)
+    with hub.guard(console):
+        address = parse_listen(listen)
+        server = build_hub(hub.engine(), address, tls=tls, insecure=insecure, max_workers=workers)
+    transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
+    log.info(
+        "serving address=%s port=%d transport=%s database=%s",
+        address.host,
+        server.port,
+        transport,
+        hub.database,
+    )
+    if port_file is not None:
+        port_file.write_text(f"{server.port}\n")
+    server.serve_until_signalled()
+    log.info("stopped")
