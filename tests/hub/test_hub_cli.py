@@ -601,6 +601,7 @@ def test_every_command_group_is_listed_in_help() -> None:
         "db",
         "member",
         "params",
+        "serve",
     ]
 
 

@@ -8,7 +8,7 @@ import pytest
 from sigshare.sketch import aggregate
 from sigshare.sketch.aggregate import empty_counts, replace_filter, resolution_for
 from sigshare.sketch.errors import FormatError, ParameterError
-from sigshare.sketch.resolution import decode_resolution, encode_resolution
+from sigshare.sketch.resolution import choose_encoding, decode_resolution, encode_resolution
 
 M = 8 * 3_000
 
@@ -91,3 +91,28 @@ def test_resolution_codec_round_trip_and_refusals() -> None:
         decode_resolution(encoded[:-3], M)
     with pytest.raises(FormatError):
         decode_resolution(b"not zlib", M)
+
+
+def test_sparse_vectors_are_compressed_and_dense_ones_sent_raw() -> None:
+    rng = np.random.default_rng(3)
+    sparse = np.zeros(1 << 22, dtype=np.uint8)
+    sparse[rng.integers(0, sparse.size, size=1000)] = 2
+    dense = rng.binomial(19, 0.5, size=1 << 22).astype(np.uint8)  # 20 members at half fill
+    assert choose_encoding(sparse) == "u8-zlib"
+    assert choose_encoding(dense) == "u8"
+    for values in (sparse, dense):
+        encoding = choose_encoding(values)
+        encoded = encode_resolution(values, encoding)
+        assert np.array_equal(decode_resolution(encoded, values.size, encoding), values)
+    assert len(encode_resolution(dense, "u8")) == dense.size
+
+
+def test_raw_resolution_must_be_exactly_m_bytes_and_encodings_are_named() -> None:
+    raw = encode_resolution(np.arange(M, dtype=np.uint16), "u8")
+    assert decode_resolution(raw, M, "u8")[300] == 255  # saturated
+    with pytest.raises(FormatError, match="expected"):
+        decode_resolution(raw[:-1], M, "u8")
+    with pytest.raises(FormatError, match="unknown resolution encoding"):
+        decode_resolution(raw, M, "u4-lz4")
+    with pytest.raises(FormatError, match="unknown resolution encoding"):
+        encode_resolution(np.zeros(M, dtype=np.uint8), "u4-lz4")

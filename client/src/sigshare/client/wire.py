@@ -37,7 +37,7 @@ from sigshare.client.hub_types import (
 from sigshare.sketch.bloom import MAX_BITS
 from sigshare.sketch.codec import SignatureSet, encode_signatures
 from sigshare.sketch.errors import FormatError
-from sigshare.sketch.resolution import ENCODING as RESOLUTION_ENCODING
+from sigshare.sketch.resolution import ENCODINGS as RESOLUTION_ENCODINGS
 from sigshare.sketch.resolution import decode_resolution
 from sigshare.v1 import hub_pb2, hub_pb2_grpc
 
@@ -248,7 +248,7 @@ def resolution_from_stream(
             f"asked for the resolution of {kind!r}/{key_id!r}, "
             f"the hub sent {header.kind!r}/{header.key_id!r}"
         )
-    if header.encoding != RESOLUTION_ENCODING:
+    if header.encoding not in RESOLUTION_ENCODINGS:
         raise HubProtocolError(f"unsupported resolution encoding {header.encoding!r}")
     if not 0 < header.m <= MAX_BITS:
         raise HubProtocolError(f"resolution header has an impossible m = {header.m}")
@@ -279,7 +279,7 @@ def resolution_from_stream(
     if digest.digest() != header.content_sha256:
         raise HubProtocolError("resolution stream failed its SHA-256 check: data corrupted")
     try:
-        counts = decode_resolution(b"".join(pieces), header.m)
+        counts = decode_resolution(b"".join(pieces), header.m, header.encoding)
     except FormatError as error:
         raise HubProtocolError(f"resolution vector is malformed: {error}") from None
     return Resolution(

@@ -456,7 +456,9 @@ class ResolutionHeader(_message.Message):
     content_length: _builtins.int
     content_sha256: _builtins.bytes
     encoding: _builtins.str
-    """"u8-zlib": m unsigned bytes (counts of *other* members, 0 below quorum - 1), zlib-compressed."""
+    """m unsigned bytes (counts of *other* members, 0 below quorum - 1), either zlib-compressed
+    ("u8-zlib") or as they are ("u8", when they would not compress well).
+    """
     @_builtins.property
     def computed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from sigshare.client.cli.demo import demo
+from sigshare.client.cli.init import init
 from sigshare.client.cli.keys import keygen
 from sigshare.client.cli.kinds import kinds
+from sigshare.client.cli.sync import confirm, matches, pull, push, status, sync
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +20,9 @@ def cli() -> None:
 cli.add_command(keygen)
 cli.add_command(kinds)
 cli.add_command(demo)
+cli.add_command(init)
+for command in (push, pull, sync, matches, confirm, status):
+    cli.add_command(command)
 
 
 def main() -> None:

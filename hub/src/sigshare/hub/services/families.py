@@ -147,7 +147,7 @@ def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime
                 volume=sum(c.info.volume for c in nodes),
                 categories=tuple(sorted({c.info.category for c in nodes if c.info.category})),
                 clusters=tuple(
-                    (c.row_id, float(s))
+                    (c.member_id, c.info.cluster_id, float(s))
                     for c, s in zip(nodes, component.best_similarity, strict=True)
                 ),
             )

@@ -37,7 +37,7 @@ from sigshare.hub.storage.results import ClusterRepository, IndicatorRepository,
 from sigshare.sketch.aggregate import resolution_for
 from sigshare.sketch.bloom import bit_positions
 from sigshare.sketch.prf import TOKEN_BYTES, tokens_from_bytes
-from sigshare.sketch.resolution import ENCODING, encode_resolution
+from sigshare.sketch.resolution import choose_encoding, encode_resolution
 
 MAX_CONFIRM_TOKENS = 100_000
 """Per request; the client batches larger confirmations."""
@@ -89,13 +89,14 @@ def resolution(
     folded = fold_counts(session, params, now)
     own = _own_submission(session, member, params)
     vector = resolution_for(folded.counts, bloom_of(session, own, params), params.quorum)
-    content = encode_resolution(vector)
+    encoding = choose_encoding(vector)
+    content = encode_resolution(vector, encoding)
     return ResolutionResult(
         params=params,
         members=folded.state.members,
         content=content,
         content_sha256=hashlib.sha256(content).digest(),
-        encoding=ENCODING,
+        encoding=encoding,
         computed_at=now,
     )
 

@@ -344,14 +344,22 @@ class CampaignRow(Base):
 
 
 class CampaignClusterRow(Base):
-    """Membership of a cluster in a campaign, with the cluster's best cross-member match."""
+    """Membership of a member's cluster in a campaign, with its best cross-member match.
+
+    Keyed by the member and its own cluster id rather than by a cluster row: members keep a
+    cluster's id when they resubmit it, so memberships (and with them campaign ids and review
+    decisions) carry over from one submission to the next.
+    """
 
     __tablename__ = "campaign_clusters"
 
     campaign_id: Mapped[int] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
-    cluster_row_id: Mapped[int] = mapped_column(
-        ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     similarity: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_campaign_clusters_member_id_cluster_id", "member_id", "cluster_id"),
+    )

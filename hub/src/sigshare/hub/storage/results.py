@@ -254,8 +254,8 @@ class CampaignDraft:
     similarity: float
     volume: int
     categories: tuple[str, ...]
-    clusters: tuple[tuple[int, float], ...]
-    """``(cluster row id, best cross-member similarity)`` of every cluster in the component."""
+    clusters: tuple[tuple[int, str, float], ...]
+    """``(member id, cluster id, best cross-member similarity)`` of every cluster in it."""
 
 
 class ClusterRepository:
@@ -313,14 +313,18 @@ class ClusterRepository:
         """Store the family's current components as its active campaigns.
 
         A draft inherits the id (and review status) of the stored campaign it shares the most
-        clusters with, each stored campaign at most once; stored campaigns no draft inherits
-        become inactive. Memberships are rewritten.
+        ``(member, cluster id)`` pairs with, each stored campaign at most once; stored campaigns
+        no draft inherits become inactive. Memberships are rewritten.
         """
         moment = utc(at)
-        previous: dict[int, int] = {
-            cluster_row_id: campaign_id
-            for cluster_row_id, campaign_id in self._session.execute(
-                select(CampaignClusterRow.cluster_row_id, CampaignClusterRow.campaign_id)
+        previous: dict[tuple[int, str], int] = {
+            (member_id, cluster_id): campaign_id
+            for member_id, cluster_id, campaign_id in self._session.execute(
+                select(
+                    CampaignClusterRow.member_id,
+                    CampaignClusterRow.cluster_id,
+                    CampaignClusterRow.campaign_id,
+                )
                 .join(CampaignRow, CampaignRow.id == CampaignClusterRow.campaign_id)
                 .where(CampaignRow.family == family, CampaignRow.active.is_(True))
             )
@@ -337,8 +341,8 @@ class ClusterRepository:
         # Largest components choose first, so a split keeps the id with its bigger half.
         for draft in sorted(drafts, key=lambda d: -len(d.clusters)):
             overlap: dict[int, int] = defaultdict(int)
-            for cluster_row_id, _ in draft.clusters:
-                campaign_id = previous.get(cluster_row_id)
+            for member_id, cluster_id, _ in draft.clusters:
+                campaign_id = previous.get((member_id, cluster_id))
                 if campaign_id is not None and campaign_id not in claimed:
                     overlap[campaign_id] += 1
             inherited = max(overlap, key=lambda c: (overlap[c], -c)) if overlap else None
@@ -384,47 +388,47 @@ class ClusterRepository:
                 )
                 campaign_id = inherited
             memberships += [
-                {"campaign_id": campaign_id, "cluster_row_id": cluster, "similarity": similarity}
-                for cluster, similarity in draft.clusters
+                {
+                    "campaign_id": campaign_id,
+                    "member_id": member_id,
+                    "cluster_id": cluster_id,
+                    "similarity": similarity,
+                }
+                for member_id, cluster_id, similarity in draft.clusters
             ]
         for batch in _chunks(memberships, 5000):
             self._session.execute(insert(CampaignClusterRow), list(batch))
 
     def links_for_member(self, member_id: int, family: str | None = None) -> list[CampaignLink]:
-        """The member's own active clusters that belong to an active campaign."""
+        """The member's own clusters that belong to an active campaign."""
         statement = (
             select(
-                ClusterRow.cluster_id,
+                CampaignClusterRow.cluster_id,
                 CampaignRow.id,
                 CampaignRow.public_id,
                 CampaignClusterRow.similarity,
             )
-            .join(CampaignClusterRow, CampaignClusterRow.cluster_row_id == ClusterRow.id)
             .join(CampaignRow, CampaignRow.id == CampaignClusterRow.campaign_id)
-            .join(SubmissionRow, SubmissionRow.id == ClusterRow.submission_id)
-            .where(
-                SubmissionRow.member_id == member_id,
-                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
-                CampaignRow.active.is_(True),
-            )
-            .order_by(CampaignRow.id, ClusterRow.cluster_id)
+            .where(CampaignClusterRow.member_id == member_id, CampaignRow.active.is_(True))
+            .order_by(CampaignRow.id, CampaignClusterRow.cluster_id)
         )
         if family:
             statement = statement.where(CampaignRow.family == family)
         rows = list(self._session.execute(statement))
         names = self._member_names({row[1] for row in rows})
-        return [
-            CampaignLink(
-                cluster_id=cluster_id,
-                campaign_id=public_id,
-                similarity=similarity,
-                other_member_count=len(
-                    others := [n for m, n in names[campaign_id] if m != member_id]
-                ),
-                other_members=tuple(others),
+        links = []
+        for cluster_id, campaign_id, public_id, similarity in rows:
+            others = [name for member, name in names[campaign_id] if member != member_id]
+            links.append(
+                CampaignLink(
+                    cluster_id=cluster_id,
+                    campaign_id=public_id,
+                    similarity=similarity,
+                    other_member_count=len(others),
+                    other_members=tuple(others),
+                )
             )
-            for cluster_id, campaign_id, public_id, similarity in rows
-        ]
+        return links
 
     def page(
         self, *, family: str | None = None, after_id: int = 0, limit: int = 100
@@ -466,9 +470,7 @@ class ClusterRepository:
         for chunk in _chunks(sorted(campaign_ids)):
             for campaign_id, member_id, name in self._session.execute(
                 select(CampaignClusterRow.campaign_id, PrincipalRow.id, PrincipalRow.name)
-                .join(ClusterRow, ClusterRow.id == CampaignClusterRow.cluster_row_id)
-                .join(SubmissionRow, SubmissionRow.id == ClusterRow.submission_id)
-                .join(PrincipalRow, PrincipalRow.id == SubmissionRow.member_id)
+                .join(PrincipalRow, PrincipalRow.id == CampaignClusterRow.member_id)
                 .where(CampaignClusterRow.campaign_id.in_(chunk))
             ):
                 found[campaign_id].add((member_id, name))

@@ -156,7 +156,8 @@ def upgrade() -> None:
     op.create_table(
         "campaign_clusters",
         sa.Column("campaign_id", sa.Integer(), nullable=False),
-        sa.Column("cluster_row_id", sa.Integer(), nullable=False),
+        sa.Column("member_id", sa.Integer(), nullable=False),
+        sa.Column("cluster_id", sa.String(length=32), nullable=False),
         sa.Column("similarity", sa.Double(), nullable=False),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
@@ -165,15 +166,16 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["cluster_row_id"],
-            ["clusters.id"],
-            name=op.f("fk_campaign_clusters_cluster_row_id_clusters"),
-            ondelete="CASCADE",
+            ["member_id"], ["principals.id"], name=op.f("fk_campaign_clusters_member_id_principals")
         ),
-        sa.PrimaryKeyConstraint("campaign_id", "cluster_row_id", name=op.f("pk_campaign_clusters")),
+        sa.PrimaryKeyConstraint(
+            "campaign_id", "member_id", "cluster_id", name=op.f("pk_campaign_clusters")
+        ),
     )
     op.create_index(
-        op.f("ix_campaign_clusters_cluster_row_id"), "campaign_clusters", ["cluster_row_id"]
+        "ix_campaign_clusters_member_id_cluster_id",
+        "campaign_clusters",
+        ["member_id", "cluster_id"],
     )
     with op.batch_alter_table("submissions") as batch:
         batch.add_column(
@@ -189,7 +191,7 @@ def downgrade() -> None:
         op.execute("ALTER TABLE submission_payloads ALTER COLUMN payload SET STORAGE EXTENDED")
     with op.batch_alter_table("submissions") as batch:
         batch.drop_column("counted")
-    op.drop_index(op.f("ix_campaign_clusters_cluster_row_id"), table_name="campaign_clusters")
+    op.drop_index("ix_campaign_clusters_member_id_cluster_id", table_name="campaign_clusters")
     op.drop_table("campaign_clusters")
     op.drop_index("ix_campaigns_family_active", table_name="campaigns")
     op.drop_table("campaigns")

@@ -1,0 +1,525 @@
+"""The member's local state: what was sketched and submitted, and what came back.
+
+One SQLite file (stdlib ``sqlite3``; the member distribution carries no ORM) in the state
+directory, readable only by its owner (directory 0700, file 0600). It holds the member's own raw
+data — the token → value map that resolution needs and the prompts behind each shared cluster —
+so it never leaves the member's machine, and nothing here is ever sent to the hub.
+
+Every phase of a sync writes its result in one transaction, so a crash leaves either the old
+state or the new one, and the next run resumes from the last finished phase:
+
+- ``indicators`` / ``prompts`` + ``clusters``: the member's current data per kind or family;
+- ``sketches``: the encoded sketch built from it, with the digest of its inputs (an unchanged
+  input reuses the identical bytes, so re-running is a no-op at the hub) and, once accepted,
+  the hub's submission id;
+- ``resolved`` / ``campaign_matches``: what the last pull learned.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+STATE_FILE = "state.db"
+SCHEMA_VERSION = 1
+_BATCH = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS indicators (
+    kind TEXT NOT NULL,
+    canonical TEXT NOT NULL,
+    value TEXT NOT NULL,
+    token BLOB NOT NULL,
+    category TEXT NOT NULL,
+    first_seen TEXT,
+    last_seen TEXT,
+    PRIMARY KEY (kind, canonical)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_indicators_token ON indicators (kind, token);
+CREATE TABLE IF NOT EXISTS sketches (
+    name TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    params_digest BLOB NOT NULL,
+    input_digest BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    declared_count INTEGER NOT NULL,
+    built_at TEXT NOT NULL,
+    submission_id INTEGER,
+    submitted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    family TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    category TEXT NOT NULL,
+    account TEXT,
+    ts TEXT,
+    cluster_id TEXT,
+    PRIMARY KEY (family, id)
+);
+CREATE INDEX IF NOT EXISTS ix_prompts_cluster ON prompts (family, cluster_id);
+CREATE TABLE IF NOT EXISTS clusters (
+    family TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    volume INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    first_seen TEXT,
+    last_seen TEXT,
+    PRIMARY KEY (family, cluster_id)
+);
+CREATE TABLE IF NOT EXISTS resolved (
+    kind TEXT NOT NULL,
+    canonical TEXT NOT NULL,
+    others INTEGER NOT NULL,
+    PRIMARY KEY (kind, canonical)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resolutions (
+    kind TEXT PRIMARY KEY,
+    members INTEGER NOT NULL,
+    quorum INTEGER NOT NULL,
+    fill_ratio REAL NOT NULL,
+    computed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS campaign_matches (
+    family TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    campaign_id TEXT NOT NULL,
+    similarity REAL NOT NULL,
+    other_members INTEGER NOT NULL,
+    other_member_names TEXT NOT NULL,
+    PRIMARY KEY (family, cluster_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    command TEXT NOT NULL,
+    outcome TEXT,
+    summary TEXT
+);
+"""
+
+
+class StateError(Exception):
+    """The state directory or file is unusable (permissions, corruption, newer schema)."""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndicatorRecord:
+    kind: str
+    canonical: str
+    value: str
+    """The first raw spelling seen: what the member's own engineers recognise."""
+    token: bytes
+    category: str
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SketchRecord:
+    name: str
+    """An indicator kind, or ``minhash:<family>``."""
+    format: str
+    key_id: str
+    params_digest: bytes
+    input_digest: bytes
+    payload: bytes
+    declared_count: int
+    built_at: datetime
+    submission_id: int | None = None
+    submitted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptRecord:
+    text: str
+    category: str
+    account: str | None
+    ts: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterRecord:
+    cluster_id: str
+    volume: int
+    category: str
+    first_seen: datetime | None
+    last_seen: datetime | None
+    prompt_ids: Sequence[int]
+    """Indices into the family's prompts (as passed to :meth:`LocalState.replace_prompts`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedIndicator:
+    kind: str
+    value: str
+    canonical: str
+    category: str
+    others: int
+    token: bytes
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignMatchRecord:
+    family: str
+    cluster_id: str
+    campaign_id: str
+    similarity: float
+    other_members: int
+    other_member_names: tuple[str, ...]
+    prompts: tuple[str, ...]
+
+
+def _ensure_private_directory(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise StateError(
+            f"state directory {path} is accessible to others (mode {mode:o}): "
+            f"run `chmod 700 {path}`"
+        )
+
+
+class LocalState:
+    """The state database of one state directory. Use as a context manager."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> LocalState:
+        _ensure_private_directory(state_dir)
+        path = state_dir / STATE_FILE
+        if not path.exists():
+            # Created empty with the final mode before SQLite writes a byte into it.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise StateError(
+                f"state file {path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
+            )
+        try:
+            connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.executescript(_SCHEMA)
+            version = connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if version is None:
+                connection.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(version[0]) > SCHEMA_VERSION:
+                raise StateError(
+                    f"state file {path} was written by a newer sigshare (schema {version[0]})"
+                )
+        except sqlite3.DatabaseError as error:
+            raise StateError(f"state file {path} is unusable: {error}") from None
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.chmod(0o600)
+        return cls(connection, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> LocalState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic step: everything inside commits together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- indicators -------------------------------------------------------------------------
+
+    def replace_indicators(self, kind: str, records: Iterable[IndicatorRecord]) -> int:
+        """The member's current indicators of ``kind`` (replacing the previous set)."""
+        count = 0
+        with self.transaction() as db:
+            db.execute("DELETE FROM indicators WHERE kind = ?", (kind,))
+            batch: list[tuple[object, ...]] = []
+            for record in records:
+                batch.append(
+                    (
+                        kind,
+                        record.canonical,
+                        record.value,
+                        record.token,
+                        record.category,
+                        _iso(record.first_seen),
+                        _iso(record.last_seen),
+                    )
+                )
+                if len(batch) >= _BATCH:
+                    db.executemany("INSERT INTO indicators VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+                    count += len(batch)
+                    batch.clear()
+            db.executemany("INSERT INTO indicators VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            count += len(batch)
+        return count
+
+    def indicator_kinds(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT kind FROM indicators")]
+
+    def indicator_tokens(self, kind: str) -> tuple[list[str], list[bytes]]:
+        """Canonical values and their tokens, in canonical order."""
+        rows = self._db.execute(
+            "SELECT canonical, token FROM indicators WHERE kind = ? ORDER BY canonical", (kind,)
+        ).fetchall()
+        return [row[0] for row in rows], [row[1] for row in rows]
+
+    # -- sketches ---------------------------------------------------------------------------
+
+    def sketch(self, name: str) -> SketchRecord | None:
+        row = self._db.execute(
+            "SELECT name, format, key_id, params_digest, input_digest, payload, declared_count, "
+            "built_at, submission_id, submitted_at FROM sketches WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SketchRecord(
+            name=row[0],
+            format=row[1],
+            key_id=row[2],
+            params_digest=bytes(row[3]),
+            input_digest=bytes(row[4]),
+            payload=bytes(row[5]),
+            declared_count=row[6],
+            built_at=datetime.fromisoformat(row[7]),
+            submission_id=row[8],
+            submitted_at=_moment(row[9]),
+        )
+
+    def sketch_names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM sketches ORDER BY name")]
+
+    def put_sketch(self, record: SketchRecord) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sketches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.format,
+                    record.key_id,
+                    record.params_digest,
+                    record.input_digest,
+                    record.payload,
+                    record.declared_count,
+                    _iso(record.built_at),
+                    record.submission_id,
+                    _iso(record.submitted_at),
+                ),
+            )
+
+    def mark_submitted(self, name: str, submission_id: int, at: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sketches SET submission_id = ?, submitted_at = ? WHERE name = ?",
+                (submission_id, _iso(at), name),
+            )
+
+    # -- prompts and clusters ---------------------------------------------------------------
+
+    def replace_prompts(
+        self, family: str, prompts: Sequence[PromptRecord], clusters: Sequence[ClusterRecord]
+    ) -> None:
+        """The family's current prompts and the clusters shared for them, in one step."""
+        cluster_of: dict[int, str] = {}
+        for cluster in clusters:
+            for prompt_id in cluster.prompt_ids:
+                cluster_of[int(prompt_id)] = cluster.cluster_id
+        with self.transaction() as db:
+            db.execute("DELETE FROM prompts WHERE family = ?", (family,))
+            db.execute("DELETE FROM clusters WHERE family = ?", (family,))
+            db.executemany(
+                "INSERT INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (family, i, p.text, p.category, p.account, _iso(p.ts), cluster_of.get(i))
+                    for i, p in enumerate(prompts)
+                ),
+            )
+            db.executemany(
+                "INSERT INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        family,
+                        c.cluster_id,
+                        index,
+                        c.volume,
+                        c.category,
+                        _iso(c.first_seen),
+                        _iso(c.last_seen),
+                    )
+                    for index, c in enumerate(clusters)
+                ),
+            )
+
+    def cluster_ids(self, family: str) -> list[str]:
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT cluster_id FROM clusters WHERE family = ? ORDER BY row_index", (family,)
+            )
+        ]
+
+    def prompt_clusters(self, family: str) -> dict[str, str]:
+        """Prompt text → the cluster it was shared in, for prompts that were in one."""
+        return {
+            row[0]: row[1]
+            for row in self._db.execute(
+                "SELECT text, cluster_id FROM prompts WHERE family = ? AND cluster_id IS NOT NULL",
+                (family,),
+            )
+        }
+
+    def prompt_families(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT family FROM clusters")]
+
+    # -- what pulls learned -----------------------------------------------------------------
+
+    def replace_resolved(
+        self,
+        kind: str,
+        *,
+        members: int,
+        quorum: int,
+        fill_ratio: float,
+        others: Iterable[tuple[str, int]],
+        at: datetime,
+    ) -> int:
+        """Store ``(canonical, other holders)`` for this kind's items held by ≥ 1 other."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM resolved WHERE kind = ?", (kind,))
+            rows = [(kind, canonical, count) for canonical, count in others if count > 0]
+            db.executemany("INSERT INTO resolved VALUES (?, ?, ?)", rows)
+            db.execute(
+                "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?, ?, ?)",
+                (kind, members, quorum, fill_ratio, _iso(at)),
+            )
+        return len(rows)
+
+    def resolved(self, kind: str | None = None) -> list[ResolvedIndicator]:
+        query = (
+            "SELECT i.kind, i.value, i.canonical, i.category, r.others, i.token, i.first_seen, "
+            "i.last_seen FROM resolved r JOIN indicators i "
+            "ON i.kind = r.kind AND i.canonical = r.canonical"
+        )
+        parameters: tuple[str, ...] = ()
+        if kind:
+            query += " WHERE r.kind = ?"
+            parameters = (kind,)
+        query += " ORDER BY i.kind, i.canonical"
+        return [
+            ResolvedIndicator(
+                kind=row[0],
+                value=row[1],
+                canonical=row[2],
+                category=row[3],
+                others=row[4],
+                token=bytes(row[5]),
+                first_seen=_moment(row[6]),
+                last_seen=_moment(row[7]),
+            )
+            for row in self._db.execute(query, parameters)
+        ]
+
+    def replace_campaign_matches(
+        self, family: str, matches: Iterable[tuple[str, str, float, int, tuple[str, ...]]]
+    ) -> None:
+        """``(cluster_id, campaign_id, similarity, other_members, names)`` for this family."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM campaign_matches WHERE family = ?", (family,))
+            db.executemany(
+                "INSERT INTO campaign_matches VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (family, cluster, campaign, similarity, others, "\n".join(names))
+                    for cluster, campaign, similarity, others, names in matches
+                ),
+            )
+
+    def campaign_matches(self) -> list[CampaignMatchRecord]:
+        out = []
+        for family, cluster, campaign, similarity, others, names in self._db.execute(
+            "SELECT family, cluster_id, campaign_id, similarity, other_members, "
+            "other_member_names FROM campaign_matches ORDER BY campaign_id, cluster_id"
+        ).fetchall():
+            prompts = tuple(
+                row[0]
+                for row in self._db.execute(
+                    "SELECT text FROM prompts WHERE family = ? AND cluster_id = ? ORDER BY id",
+                    (family, cluster),
+                )
+            )
+            out.append(
+                CampaignMatchRecord(
+                    family=family,
+                    cluster_id=cluster,
+                    campaign_id=campaign,
+                    similarity=similarity,
+                    other_members=others,
+                    other_member_names=tuple(n for n in names.split("\n") if n),
+                    prompts=prompts,
+                )
+            )
+        return out
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_run(self, command: str, at: datetime) -> int:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (started_at, command) VALUES (?, ?)", (_iso(at), command)
+            )
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, outcome: str, summary: str, at: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, summary = ? WHERE id = ?",
+                (_iso(at), outcome, summary, run_id),
+            )
+
+    def last_runs(self, limit: int = 5) -> list[tuple[str, str | None, str, str | None]]:
+        """``(started_at, finished_at, command, outcome)``, newest first."""
+        return [
+            (row[0], row[1], row[2], row[3])
+            for row in self._db.execute(
+                "SELECT started_at, finished_at, command, outcome FROM runs ORDER BY id DESC "
+                "LIMIT ?",
+                (limit,),
+            )
+        ]

@@ -1,0 +1,595 @@
+"""The member's sync job: push sketches of local data, pull what the hub learned, resolve locally.
+
+``push`` reads the pipelines' export files, canonicalises and sketches them with the forum's
+published parameters and uploads the sketches; ``pull`` downloads this member's resolution
+vectors and campaign matches and maps them back to the member's own values and prompts. Raw
+values and prompts never leave this process: only keyed Bloom filters and salted MinHash
+signatures of cluster template cores do.
+
+Safe to run from cron: every phase commits its result to the local state (:mod:`.state`) before
+the next begins, so a crash or network failure resumes where it stopped; unchanged inputs reuse
+the exact sketch bytes already built, which the hub recognises as a duplicate, so re-running
+changes nothing; one run at a time per state directory (:class:`RunLock`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from sigshare.client.hub_client import HubClient
+from sigshare.client.hub_types import (
+    ClusterInfo,
+    ConfirmedToken,
+    HubParameters,
+    PublishedBloom,
+    PublishedMinHash,
+    new_cluster_id,
+)
+from sigshare.client.inputs import (
+    IndicatorRow,
+    PromptRow,
+    RejectSink,
+    read_indicators,
+    read_prompts,
+)
+from sigshare.client.state import (
+    ClusterRecord,
+    IndicatorRecord,
+    LocalState,
+    PromptRecord,
+    ResolvedIndicator,
+    SketchRecord,
+)
+from sigshare.client.wire import encode_cluster_set
+from sigshare.sketch.bloom import KeyedBloomFilter, resolve_tokens
+from sigshare.sketch.cluster import cluster_prompts
+from sigshare.sketch.codec import SignatureSet, encode_bloom
+from sigshare.sketch.keys import ForumSecret, KeyPurpose
+from sigshare.sketch.minhash import SaltedMinHasher
+from sigshare.sketch.prf import KeyedPRF, tokens_from_bytes, tokens_to_bytes
+
+LOCK_FILE = "sync.lock"
+MINHASH_PREFIX = "minhash:"
+BLOOM = "bloom"
+CLUSTERS = "clusters"
+
+
+class SyncError(Exception):
+    """A problem the member must fix (their data, their settings); carries an exit code name."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LockedError(Exception):
+    """Another sync holds the state directory."""
+
+
+class RunLock(AbstractContextManager["RunLock"]):
+    """An exclusive ``flock`` on the state directory's lock file, released on exit or death."""
+
+    def __init__(self, state_dir: Path, *, wait: bool = False) -> None:
+        self._path = state_dir / LOCK_FILE
+        self._wait = wait
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self._wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"another sigshare run (pid {holder}) holds {self._path}; try again later"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Progress(Protocol):
+    def __call__(self, description: str, total: int) -> AbstractContextManager[Callable[..., Any]]:
+        """A context manager yielding ``advance(n=1)``."""
+
+
+@contextmanager
+def _no_progress(description: str, total: int) -> Iterator[Callable[..., Any]]:
+    yield lambda advance=1: None
+
+
+@dataclass
+class PhaseTimer:
+    """Seconds per phase (read, canonicalise, sketch, upload, resolve), for summaries and bench."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class KindPush:
+    name: str
+    items: int
+    submission_id: int | None
+    duplicate: bool
+    reused_sketch: bool
+    bytes: int
+
+
+@dataclass
+class PushReport:
+    kinds: list[KindPush] = field(default_factory=list)
+    rejects: Counter[str] = field(default_factory=Counter)
+    rows: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects.values())
+
+
+@dataclass
+class PullReport:
+    shared_indicators: dict[str, int] = field(default_factory=dict)
+    """Per kind: own items held by at least one other member (quorum applied by the hub)."""
+    campaign_clusters: int = 0
+    campaigns: int = 0
+
+
+def classify_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Split files into indicator and prompt files: CSV is indicators; JSONL by its first record
+    (``text`` → prompts, else indicators)."""
+    indicators: list[Path] = []
+    prompts: list[Path] = []
+    for path in paths:
+        name = path.name.lower().removesuffix(".gz")
+        if name.endswith(".csv"):
+            indicators.append(path)
+        elif _first_record_has_text(path):
+            prompts.append(path)
+        else:
+            indicators.append(path)
+    return indicators, prompts
+
+
+def _first_record_has_text(path: Path) -> bool:
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            for _ in range(100):
+                line = handle.readline(1 << 20)
+                if not line:
+                    return False
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    return "text" in record and "value" not in record
+    except OSError:
+        return False  # the reader reports the file properly
+    return False
+
+
+def _digest(*parts: bytes) -> bytes:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(len(part).to_bytes(8, "little"))
+        hasher.update(part)
+    return hasher.digest()
+
+
+@dataclass
+class _KindRows:
+    values: dict[str, tuple[str, str, datetime | None, datetime | None]] = field(
+        default_factory=dict
+    )
+
+    def add(self, row: IndicatorRow) -> None:
+        current = self.values.get(row.canonical)
+        if current is None:
+            self.values[row.canonical] = (row.value, row.category, row.first_seen, row.last_seen)
+            return
+        value, category, first, last = current
+        self.values[row.canonical] = (
+            value,
+            category or row.category,
+            _earliest(first, row.first_seen),
+            _latest(last, row.last_seen),
+        )
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class SyncJob:
+    """One member's push and pull against one hub, over one local state."""
+
+    def __init__(
+        self,
+        *,
+        client: HubClient,
+        state: LocalState,
+        secret: ForumSecret,
+        progress: Progress = _no_progress,
+        prompt_family: str = "prompt",
+        min_cluster_volume: int = 3,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.secret = secret
+        self.progress = progress
+        self.prompt_family = prompt_family
+        self.min_cluster_volume = min_cluster_volume
+        self.now = now
+        self.timer = PhaseTimer()
+        self._parameters: HubParameters | None = None
+
+    def parameters(self) -> HubParameters:
+        if self._parameters is None:
+            self._parameters = self.client.get_parameters()
+        return self._parameters
+
+    # -- push -------------------------------------------------------------------------------
+
+    def push(
+        self,
+        indicator_files: Sequence[Path],
+        prompt_files: Sequence[Path],
+        *,
+        rejects: RejectSink,
+        default_kind: str | None = None,
+    ) -> PushReport:
+        report = PushReport()
+        published = self.parameters()
+        if indicator_files:
+            by_kind = self._read_indicators(indicator_files, default_kind, rejects, report)
+            for kind in sorted(by_kind):
+                if kind not in published.bloom:
+                    report.rejects["kind_not_enabled"] += len(by_kind[kind].values)
+                    continue
+                report.kinds.append(self._push_kind(kind, by_kind[kind], published.bloom[kind]))
+        if prompt_files:
+            family = published.minhash.get(self.prompt_family)
+            if family is None:
+                raise SyncError(
+                    f"the hub has no MinHash family {self.prompt_family!r} for prompts",
+                    exit_code=7,
+                )
+            prompts = self._read_prompts(prompt_files, rejects, report)
+            if prompts:
+                report.kinds.append(self._push_prompts(prompts, family))
+        report.rejects.update(rejects.counts)
+        return report
+
+    def _read_indicators(
+        self,
+        files: Sequence[Path],
+        default_kind: str | None,
+        rejects: RejectSink,
+        report: PushReport,
+    ) -> dict[str, _KindRows]:
+        by_kind: dict[str, _KindRows] = {}
+        total = sum(path.stat().st_size for path in files if path.exists())
+        with self.timer.phase("read"), self.progress("reading indicators", total) as advance:
+            for row in read_indicators(
+                files, default_kind=default_kind, rejects=rejects, on_bytes=advance
+            ):
+                by_kind.setdefault(row.kind, _KindRows()).add(row)
+                report.rows += 1
+        return by_kind
+
+    def _push_kind(self, kind: str, rows: _KindRows, published: PublishedBloom) -> KindPush:
+        params = published.bloom_params()
+        canonicals = sorted(rows.values)
+        if len(canonicals) > params.capacity:
+            raise SyncError(
+                f"{len(canonicals)} distinct {kind} values exceed the hub's capacity of "
+                f"{params.capacity} per member; send the most relevant ones or ask the forum to "
+                "raise the capacity",
+                exit_code=7,
+            )
+        input_digest = _digest(published.digest, "\n".join(canonicals).encode())
+        stored = self.state.sketch(kind)
+        with self.timer.phase("sketch"):
+            prf = KeyedPRF(self.secret.derive(KeyPurpose.BLOOM_TOKEN, kind))
+            tokens = prf.tokens(canonicals)
+            token_bytes = tokens_to_bytes(tokens)
+            self.state.replace_indicators(
+                kind,
+                (
+                    IndicatorRecord(
+                        kind=kind,
+                        canonical=canonical,
+                        value=rows.values[canonical][0],
+                        token=token,
+                        category=rows.values[canonical][1],
+                        first_seen=rows.values[canonical][2],
+                        last_seen=rows.values[canonical][3],
+                    )
+                    for canonical, token in zip(canonicals, token_bytes, strict=True)
+                ),
+            )
+            reused = stored is not None and stored.input_digest == input_digest
+            if stored is not None and reused:
+                record = stored
+            else:
+                bloom = KeyedBloomFilter(params, prf)
+                bloom.add_tokens(tokens)
+                bloom.count = len(canonicals)
+                record = SketchRecord(
+                    name=kind,
+                    format=BLOOM,
+                    key_id=params.key_id,
+                    params_digest=published.digest,
+                    input_digest=input_digest,
+                    payload=encode_bloom(bloom),
+                    declared_count=len(canonicals),
+                    built_at=self.now(),
+                )
+                self.state.put_sketch(record)
+        return self._upload(record, kind, reused)
+
+    def _upload(self, record: SketchRecord, kind: str, reused: bool) -> KindPush:
+        with (
+            self.timer.phase("upload"),
+            self.progress(f"uploading {record.name}", len(record.payload)) as advance,
+        ):
+            result = self.client.submit(
+                sketch_format="bloom" if record.format == BLOOM else "clusters",
+                kind=kind,
+                key_id=record.key_id,
+                params_digest=record.params_digest,
+                declared_count=record.declared_count,
+                payload=record.payload,
+                on_progress=advance,
+            )
+        self.state.mark_submitted(record.name, result.submission_id, self.now())
+        return KindPush(
+            name=record.name,
+            items=record.declared_count,
+            submission_id=result.submission_id,
+            duplicate=result.duplicate,
+            reused_sketch=reused,
+            bytes=len(record.payload),
+        )
+
+    def _read_prompts(
+        self, files: Sequence[Path], rejects: RejectSink, report: PushReport
+    ) -> list[PromptRow]:
+        total = sum(path.stat().st_size for path in files if path.exists())
+        with self.timer.phase("read"), self.progress("reading prompts", total) as advance:
+            prompts = list(read_prompts(files, rejects=rejects, on_bytes=advance))
+        report.rows += len(prompts)
+        return prompts
+
+    def _push_prompts(self, prompts: list[PromptRow], published: PublishedMinHash) -> KindPush:
+        name = MINHASH_PREFIX + published.family
+        input_digest = _digest(
+            published.digest,
+            str(self.min_cluster_volume).encode(),
+            *(f"{p.category}\x1f{p.text}".encode() for p in prompts),
+        )
+        stored = self.state.sketch(name)
+        reused = stored is not None and stored.input_digest == input_digest
+        if stored is not None and reused:
+            return self._upload(stored, published.family, reused=True)
+        with self.timer.phase("sketch"):
+            hasher = SaltedMinHasher.from_secret(
+                self.secret, published.minhash_params(), published.family
+            )
+            clustering = cluster_prompts(
+                hasher,
+                [p.text for p in prompts],
+                published.threshold,
+                min_volume=self.min_cluster_volume,
+            )
+            ids = self._stable_cluster_ids(published.family, prompts, clustering.clusters)
+            records = []
+            infos = []
+            for cluster, cluster_id in zip(clustering.clusters, ids, strict=True):
+                members = [prompts[int(i)] for i in cluster.prompts]
+                stamps = [p.ts for p in members if p.ts is not None]
+                category = Counter(p.category for p in members if p.category).most_common(1)
+                info = ClusterInfo(
+                    cluster_id=cluster_id,
+                    volume=cluster.volume,
+                    category=category[0][0] if category else "",
+                    first_seen=min(stamps) if stamps else None,
+                    last_seen=max(stamps) if stamps else None,
+                )
+                infos.append(info)
+                records.append(
+                    ClusterRecord(
+                        cluster_id=cluster_id,
+                        volume=info.volume,
+                        category=info.category,
+                        first_seen=info.first_seen,
+                        last_seen=info.last_seen,
+                        prompt_ids=[int(i) for i in cluster.prompts],
+                    )
+                )
+            self.state.replace_prompts(
+                published.family,
+                [
+                    PromptRecord(text=p.text, category=p.category, account=p.account, ts=p.ts)
+                    for p in prompts
+                ],
+                records,
+            )
+            if not infos:
+                return KindPush(
+                    name=name,
+                    items=0,
+                    submission_id=None,
+                    duplicate=False,
+                    reused_sketch=False,
+                    bytes=0,
+                )
+            params = published.minhash_params()
+            signatures = SignatureSet(
+                key_id=params.key_id,
+                shingle_unit=params.shingle_unit,
+                shingle_size=params.shingle_size,
+                values=np.stack([c.signature for c in clustering.clusters]),
+            )
+            record = SketchRecord(
+                name=name,
+                format=CLUSTERS,
+                key_id=params.key_id,
+                params_digest=published.digest,
+                input_digest=input_digest,
+                payload=encode_cluster_set(signatures, infos),
+                declared_count=len(infos),
+                built_at=self.now(),
+            )
+            self.state.put_sketch(record)
+        return self._upload(record, published.family, reused=False)
+
+    def _stable_cluster_ids(
+        self, family: str, prompts: list[PromptRow], clusters: Sequence[Any]
+    ) -> list[str]:
+        """Keep a cluster's id when most of its prompts were in one earlier cluster.
+
+        Ids stay random (never derived from content); reusing them lets the hub keep campaign
+        ids and review decisions across nights.
+        """
+        previous = self.state.prompt_clusters(family)
+        ids: list[str] = []
+        taken: set[str] = set()
+        for cluster in clusters:
+            votes = Counter(
+                previous[prompts[int(i)].text]
+                for i in cluster.prompts
+                if prompts[int(i)].text in previous
+            )
+            choice = next(
+                (
+                    cluster_id
+                    for cluster_id, count in votes.most_common()
+                    if cluster_id not in taken and 2 * count > len(cluster.prompts)
+                ),
+                None,
+            )
+            chosen = choice or new_cluster_id()
+            taken.add(chosen)
+            ids.append(chosen)
+        return ids
+
+    # -- pull -------------------------------------------------------------------------------
+
+    def pull(self) -> PullReport:
+        report = PullReport()
+        published = self.parameters()
+        with self.timer.phase("resolve"):
+            for name in self.state.sketch_names():
+                record = self.state.sketch(name)
+                if record is None or record.format != BLOOM or record.submission_id is None:
+                    continue
+                bloom = published.bloom.get(name)
+                if bloom is None or bloom.digest != record.params_digest:
+                    continue  # parameters changed since the push: the next push rebuilds
+                report.shared_indicators[name] = self._resolve(name, bloom)
+            matches = self.client.list_matches()
+            by_family: dict[str, list[tuple[str, str, float, int, tuple[str, ...]]]] = {}
+            for family in self.state.prompt_families():
+                known = set(self.state.cluster_ids(family))
+                by_family[family] = [
+                    (
+                        m.cluster_id,
+                        m.campaign_id,
+                        m.similarity,
+                        m.other_members,
+                        m.other_member_names,
+                    )
+                    for m in matches.campaigns
+                    if m.cluster_id in known
+                ]
+            for family, rows in by_family.items():
+                self.state.replace_campaign_matches(family, rows)
+                report.campaign_clusters += len(rows)
+                report.campaigns += len({row[1] for row in rows})
+        return report
+
+    def _resolve(self, kind: str, published: PublishedBloom) -> int:
+        params = published.bloom_params()
+        with self.progress(f"downloading {kind} resolution", params.nbytes * 8) as advance:
+            resolution = self.client.download_resolution(kind, params.key_id, on_progress=advance)
+        if (resolution.m, resolution.k) != (params.m, params.k):
+            raise SyncError(
+                f"{kind}: the hub's resolution does not match the published parameters",
+                exit_code=1,
+            )
+        canonicals, tokens = self.state.indicator_tokens(kind)
+        others = (
+            resolve_tokens(resolution.counts, params, tokens_from_bytes(tokens))
+            if tokens
+            else np.zeros(0, dtype=np.uint16)
+        )
+        set_fraction = float(np.count_nonzero(resolution.counts)) / max(params.m, 1)
+        return self.state.replace_resolved(
+            kind,
+            members=resolution.members,
+            quorum=resolution.quorum,
+            fill_ratio=set_fraction,
+            others=zip(canonicals, others.tolist(), strict=True),
+            at=self.now(),
+        )
+
+    # -- confirm ----------------------------------------------------------------------------
+
+    def confirm(self, chosen: Sequence[ResolvedIndicator]) -> dict[str, tuple[int, int, int]]:
+        """Offer the tokens of chosen resolved items; per kind ``(accepted, shared, refused)``."""
+        results: dict[str, tuple[int, int, int]] = {}
+        published = self.parameters()
+        for kind in sorted({item.kind for item in chosen}):
+            bloom = published.bloom.get(kind)
+            if bloom is None:
+                continue
+            tokens = [
+                ConfirmedToken(
+                    token=item.token,
+                    category=item.category,
+                    first_seen=item.first_seen,
+                    last_seen=item.last_seen,
+                )
+                for item in chosen
+                if item.kind == kind
+            ]
+            outcome = self.client.confirm(kind, bloom.key_id, tokens)
+            results[kind] = (outcome.accepted, outcome.shared, outcome.not_resolved)
+        return results

@@ -1,0 +1,459 @@
+"""``sigshare init``: files it checks and writes, exit codes, and a check against a real hub.
+
+The hub is the real one (SQLite file, gRPC on 127.0.0.1, plaintext), started in process with one
+member and published parameters, so the check proves address, transport and credential end to
+end. Every run asserts that neither the credential nor the forum secret reaches the output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sigshare.client.cli import cli
+from sigshare.client.config import load_config
+from sigshare.client.exit_codes import ExitCode
+from sigshare.hub.domain import Role
+from sigshare.hub.rpc.app import build_hub
+from sigshare.hub.rpc.server import parse_listen
+from sigshare.hub.services import parameters, principals
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.sketch.keys import ForumSecret, write_secret_file
+
+KEY_ID = "epoch-7"
+CREDENTIAL = "sgs1_00112233aabbccdd_AAAAsecret-part-of-the-credential-never-shown0"
+UNKNOWN_CREDENTIAL = "sgs1_0123456789abcdef_" + "A" * 43
+
+
+@dataclass(frozen=True)
+class LocalHub:
+    target: str
+    credential: str
+
+
+@pytest.fixture
+def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    """A started hub on a free loopback port: member ``firm-a``; email, phone and prompt."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('hub') / 'hub.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        _, credential = principals.add_principal(
+            session, actor="test", name="firm-a", role=Role.MEMBER, now=now
+        )
+        for kind in ("phone", "email"):
+            parameters.set_kind_parameters(
+                session,
+                actor="test",
+                kind=kind,
+                key_id=KEY_ID,
+                capacity=10_000,
+                target_fpr=1e-3,
+                now=now,
+            )
+        parameters.set_minhash_parameters(
+            session, actor="test", family="prompt", key_id=KEY_ID, threshold=0.5, now=now
+        )
+    server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
+    server.server.start()
+    try:
+        yield LocalHub(target=f"127.0.0.1:{server.port}", credential=credential.token)
+    finally:
+        server.stop(0)
+        engine.dispose()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port bound but not listening: connections are refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@dataclass
+class Member:
+    """A member's files and the secrets that must never appear in output."""
+
+    tmp: Path
+    home: Path
+    secret: ForumSecret
+    credential: str
+
+    @property
+    def secret_file(self) -> Path:
+        return self.tmp / "keys" / "forum.secret"
+
+    @property
+    def credential_file(self) -> Path:
+        return self.tmp / "keys" / "member.credential"
+
+    @property
+    def default_config(self) -> Path:
+        return self.tmp / "xdg-config" / "sigshare" / "config.toml"
+
+    @property
+    def default_state(self) -> Path:
+        return self.tmp / "xdg-state" / "sigshare"
+
+    def set_credential(self, credential: str) -> None:
+        self.credential = credential
+        self.credential_file.write_text(credential + "\n")
+        self.credential_file.chmod(0o600)
+
+    def args(self, hub: str = "127.0.0.1:50051", *extra: str) -> list[str]:
+        return [
+            "init",
+            "--hub",
+            hub,
+            "--credential-file",
+            str(self.credential_file),
+            "--secret-file",
+            str(self.secret_file),
+            *extra,
+        ]
+
+    def assert_private(self, result: Result) -> None:
+        """Neither the credential (nor its secret part) nor the forum secret was printed."""
+        printed = result.output + result.stdout + result.stderr
+        assert self.credential not in printed
+        assert self.credential.rsplit("_", 1)[-1] not in printed
+        assert self.secret.secret.hex() not in printed
+        assert base64.b64encode(self.secret.secret).decode() not in printed
+        assert self.secret_file.read_text().splitlines()[-2] not in printed  # secret = "..."
+
+
+def make_member(tmp: Path, key_id: str = KEY_ID) -> Member:
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    (tmp / "keys").mkdir(exist_ok=True)
+    secret = ForumSecret.generate(key_id)
+    member = Member(tmp=tmp, home=home, secret=secret, credential="")
+    write_secret_file(member.secret_file, secret, overwrite=True)
+    member.set_credential(CREDENTIAL)
+    return member
+
+
+@pytest.fixture
+def member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Member:
+    made = make_member(tmp_path)
+    monkeypatch.setenv("HOME", str(made.home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.delenv("SIGSHARE_CONFIG", raising=False)
+    return made
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ---------------------------------------------------------------------------------- --no-check
+
+
+def test_no_check_writes_an_owner_only_config_and_a_private_state_dir(
+    runner: CliRunner, member: Member
+):
+    result = runner.invoke(
+        cli, [*member.args("127.0.0.1:50051", "--insecure"), "--no-check", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    member.assert_private(result)
+    assert json.loads(result.stdout) == {
+        "config": str(member.default_config),
+        "hub": "127.0.0.1:50051",
+        "transport": "plaintext (loopback only)",
+        "credential_file": str(member.credential_file),
+        "secret_file": str(member.secret_file),
+        "key_id": KEY_ID,
+        "state_dir": str(member.default_state),
+        "state_dir_created": True,
+        "rejects_file": str(member.default_state / "rejects.jsonl"),
+        "checked": False,
+        "hub_parameters": None,
+        "warnings": [],
+    }
+    assert mode_of(member.default_config) == 0o600
+    assert mode_of(member.default_config.parent) == 0o700
+    assert mode_of(member.default_state) == 0o700
+    config, location = load_config(None)
+    assert location == member.default_config
+    assert config.hub == "127.0.0.1:50051"
+    assert config.insecure
+    assert config.credential_file == member.credential_file
+    assert config.secret_file == member.secret_file
+    assert config.state_dir == member.default_state
+    text = member.default_config.read_text()
+    assert member.credential not in text
+    assert base64.b64encode(member.secret.secret).decode() not in text
+
+
+def test_human_output_summarises_without_secrets(runner: CliRunner, member: Member):
+    result = runner.invoke(cli, [*member.args("localhost:7", "--insecure"), "--no-check"])
+    assert result.exit_code == 0, result.output
+    member.assert_private(result)
+    assert result.stdout.splitlines() == [
+        f"wrote {member.default_config} (mode 0600)",
+        "  hub           localhost:7 (plaintext (loopback only))",
+        f"  credential    {member.credential_file} (mode 0600)",
+        f"  forum secret  {member.secret_file} (key id {KEY_ID})",
+        f"  state dir     {member.default_state} (created, mode 0700)",
+        "  hub check     skipped (--no-check)",
+    ]
+    assert result.stderr == ""
+
+
+def test_relative_paths_are_written_absolute_to_the_chosen_config(
+    runner: CliRunner, member: Member, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(member.tmp)
+    args = [
+        "init",
+        "--hub",
+        "hub.example.org:443",
+        "--credential-file",
+        "keys/member.credential",
+        "--secret-file",
+        "keys/../keys/forum.secret",
+        "--state-dir",
+        "run/state",
+        "--config",
+        "conf/sigshare.toml",
+        "--no-check",
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    written = member.tmp / "conf" / "sigshare.toml"
+    text = written.read_text()
+    assert f'credential_file = "{member.credential_file}"' in text
+    assert f'secret_file = "{member.secret_file}"' in text
+    assert f'state_dir = "{member.tmp / "run" / "state"}"' in text
+    assert "insecure = false" in text
+    assert mode_of(member.tmp / "run" / "state") == 0o700
+    config, _ = load_config(written)
+    assert config.transport == "TLS, system roots"
+
+
+def test_the_config_location_comes_from_the_environment(
+    runner: CliRunner, member: Member, monkeypatch: pytest.MonkeyPatch
+):
+    target = member.tmp / "env" / "member.toml"
+    monkeypatch.setenv("SIGSHARE_CONFIG", str(target))
+    result = runner.invoke(cli, [*member.args("[::1]:9", "--insecure"), "--no-check", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["config"] == str(target)
+    assert load_config(None)[0].hub == "[::1]:9"
+
+
+def test_an_existing_config_is_kept_without_force(runner: CliRunner, member: Member):
+    first = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check"])
+    assert first.exit_code == 0, first.output
+    before = member.default_config.read_bytes()
+    again = runner.invoke(cli, [*member.args("127.0.0.1:2", "--insecure"), "--no-check", "--json"])
+    assert again.exit_code == ExitCode.CONFIG == 3
+    assert json.loads(again.stdout) == {
+        "error": f"{member.default_config} already exists; use --force to replace it",
+        "exit_code": 3,
+        "status": "config",
+    }
+    assert member.default_config.read_bytes() == before
+    forced = runner.invoke(
+        cli, [*member.args("127.0.0.1:2", "--insecure"), "--no-check", "--force"]
+    )
+    assert forced.exit_code == 0, forced.output
+    assert load_config(None)[0].hub == "127.0.0.1:2"
+    assert mode_of(member.default_config) == 0o600
+    assert "already there" in forced.stdout
+
+
+# ---------------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--insecure", "--ca-cert", "ca.pem"], "--ca-cert and --insecure conflict"),
+        (
+            ["--insecure", "--client-cert", "c.pem", "--client-key", "c.key"],
+            "--client-cert/--client-key and --insecure conflict",
+        ),
+        (["--client-cert", "c.pem"], "--client-cert and --client-key go together"),
+    ],
+)
+def test_conflicting_flags_are_usage_errors(
+    runner: CliRunner, member: Member, extra: list[str], message: str
+):
+    result = runner.invoke(cli, [*member.args("127.0.0.1:1", *extra), "--no-check"])
+    assert result.exit_code == ExitCode.USAGE == 2
+    assert message in result.stderr
+    assert not member.default_config.exists()
+    assert not member.default_state.exists()
+
+
+def test_plaintext_to_a_remote_hub_is_refused(runner: CliRunner, member: Member):
+    result = runner.invoke(cli, [*member.args("hub.example.org:443", "--insecure"), "--no-check"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert "plaintext is allowed only to loopback" in result.stderr
+    assert not member.default_config.exists()
+
+
+def test_a_malformed_hub_address_is_a_config_error(runner: CliRunner, member: Member):
+    result = runner.invoke(cli, [*member.args("::1:50051", "--insecure"), "--no-check"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert "is not HOST:PORT (IPv6 as [ADDR]:PORT)" in result.stderr
+
+
+def test_a_secret_file_others_can_read_is_refused(runner: CliRunner, member: Member):
+    member.secret_file.chmod(0o644)
+    result = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert f"run: chmod 600 {member.secret_file}" in result.stderr
+    member.assert_private(result)
+    assert not member.default_config.exists()
+
+
+def test_a_credential_file_others_can_read_is_refused(runner: CliRunner, member: Member):
+    member.credential_file.chmod(0o640)
+    result = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check", "--json"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert json.loads(result.stdout)["error"] == (
+        f"hub credential file {member.credential_file}: permissions -rw-r----- let others read "
+        f"the credential; run: chmod 600 {member.credential_file}"
+    )
+    member.assert_private(result)
+    assert not member.default_config.exists()
+
+
+def test_a_missing_credential_file_is_refused(runner: CliRunner, member: Member):
+    member.credential_file.unlink()
+    result = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check"])
+    assert result.exit_code == ExitCode.CONFIG
+    assert f"hub credential file {member.credential_file}: no such file" in result.stderr
+
+
+def test_a_missing_ca_certificate_is_refused(runner: CliRunner, member: Member):
+    missing = member.tmp / "ca.pem"
+    result = runner.invoke(
+        cli, [*member.args("hub.example.org:443", "--ca-cert", str(missing)), "--no-check"]
+    )
+    assert result.exit_code == ExitCode.CONFIG
+    assert f"CA certificate {missing}: no such file" in result.stderr
+
+
+def test_a_state_dir_that_is_a_file_is_refused(runner: CliRunner, member: Member):
+    blocker = member.tmp / "state-file"
+    blocker.write_text("")
+    args = [*member.args("127.0.0.1:1", "--insecure"), "--state-dir", str(blocker), "--no-check"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == ExitCode.CONFIG
+    assert "exists and is not a directory" in result.stderr
+    assert not member.default_config.exists()
+
+
+# ---------------------------------------------------------------------------------- --check
+
+
+def test_check_against_a_real_hub_lists_its_kinds_and_families(
+    runner: CliRunner, member: Member, local_hub: LocalHub
+):
+    member.set_credential(local_hub.credential)
+    result = runner.invoke(cli, [*member.args(local_hub.target, "--insecure"), "--json"])
+    assert result.exit_code == 0, result.output
+    member.assert_private(result)
+    document = json.loads(result.stdout)
+    assert document["checked"] is True
+    assert document["hub_parameters"] == {
+        "kinds": [{"kind": "email", "key_id": KEY_ID}, {"kind": "phone", "key_id": KEY_ID}],
+        "families": [{"family": "prompt", "key_id": KEY_ID}],
+    }
+    assert document["warnings"] == []
+    assert load_config(None)[0].hub == local_hub.target
+
+
+def test_check_in_human_form(runner: CliRunner, member: Member, local_hub: LocalHub):
+    member.set_credential(local_hub.credential)
+    result = runner.invoke(cli, member.args(local_hub.target, "--insecure"))
+    assert result.exit_code == 0, result.output
+    member.assert_private(result)
+    lines = result.stdout.splitlines()
+    assert lines[-3:] == [
+        "  hub check     ok",
+        f"    kinds       email ({KEY_ID}), phone ({KEY_ID})",
+        f"    families    prompt ({KEY_ID})",
+    ]
+
+
+def test_check_warns_when_the_secret_is_for_another_key_epoch(
+    runner: CliRunner, member: Member, local_hub: LocalHub
+):
+    other = make_member(member.tmp, key_id="epoch-8")
+    other.set_credential(local_hub.credential)
+    result = runner.invoke(cli, [*other.args(local_hub.target, "--insecure"), "--json"])
+    assert result.exit_code == 0, result.output
+    other.assert_private(result)
+    assert json.loads(result.stdout)["warnings"] == [
+        f"the forum secret is for key id epoch-8, the hub publishes parameters for {KEY_ID} "
+        "only: sketches made with this secret would be refused"
+    ]
+    assert "warning:" in result.stderr
+
+
+def test_a_wrong_credential_is_an_auth_error_and_writes_nothing(
+    runner: CliRunner, member: Member, local_hub: LocalHub
+):
+    member.set_credential(UNKNOWN_CREDENTIAL)
+    result = runner.invoke(cli, [*member.args(local_hub.target, "--insecure"), "--json"])
+    assert result.exit_code == ExitCode.AUTH == 4
+    document = json.loads(result.stdout)
+    assert document["status"] == "auth"
+    assert document["error"].startswith("not authorised by the hub")
+    member.assert_private(result)
+    assert not member.default_config.exists()
+    assert not member.default_state.exists()
+
+
+def test_an_unreachable_hub_is_a_network_error_quickly(
+    runner: CliRunner, member: Member, closed_port: int
+):
+    started = time.monotonic()
+    result = runner.invoke(cli, member.args(f"127.0.0.1:{closed_port}", "--insecure"))
+    elapsed = time.monotonic() - started
+    assert result.exit_code == ExitCode.NETWORK == 6
+    assert f"hub at 127.0.0.1:{closed_port} unavailable for GetParameters" in result.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    member.assert_private(result)
+    assert not member.default_config.exists()
+
+
+def test_state_dir_permissions_are_reported_not_changed(
+    runner: CliRunner, member: Member, tmp_path: Path
+):
+    state = tmp_path / "open-state"
+    state.mkdir()
+    state.chmod(0o755)
+    args = [*member.args("127.0.0.1:1", "--insecure"), "--state-dir", str(state), "--no-check"]
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == [
+        f"state directory {state} has permissions drwxr-xr-x and will hold rejected input "
+        f"rows; run: chmod 700 {state}"
+    ]
+    assert mode_of(state) == 0o755
+    assert os.path.isdir(state)
