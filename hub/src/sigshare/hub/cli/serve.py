@@ -116,14 +116,17 @@ def serve(
         address = parse_listen(listen)
         server = build_hub(hub.engine(), address, tls=tls, insecure=insecure, max_workers=workers)
     transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
-    log.info(
-        "serving address=%s port=%d transport=%s database=%s",
-        address.host,
-        server.port,
-        transport,
-        hub.database,
-    )
-    if port_file is not None:
-        port_file.write_text(f"{server.port}\n")
-    server.serve_until_signalled()
+
+    def announce() -> None:
+        log.info(
+            "serving address=%s port=%d transport=%s database=%s",
+            address.host,
+            server.port,
+            transport,
+            hub.database,
+        )
+        if port_file is not None:
+            port_file.write_text(f"{server.port}\n")
+
+    server.serve_until_signalled(on_serving=announce)
     log.info("stopped")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -61,12 +63,37 @@ def parse_listen(value: str) -> ListenAddress:
 
 
 def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """Credentials from PEM files, checked here so a bad file is named instead of surfacing as
+    gRPC's "failed to bind"."""
     try:
         key = tls.private_key.read_bytes()
         certificate = tls.certificate.read_bytes()
         client_ca = tls.client_ca.read_bytes() if tls.client_ca else None
     except OSError as error:
         raise InvalidArgumentError(f"cannot read TLS material: {error}") from None
+    try:
+        chain = x509.load_pem_x509_certificates(certificate)
+    except ValueError:
+        raise InvalidArgumentError(f"{tls.certificate} is not a PEM certificate") from None
+    try:
+        private_key = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        raise InvalidArgumentError(
+            f"{tls.private_key} is not an unencrypted PEM private key"
+        ) from None
+    if chain[0].public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise InvalidArgumentError(
+            f"{tls.private_key} is not the private key of the certificate in {tls.certificate}"
+        )
+    if client_ca is not None:
+        try:
+            x509.load_pem_x509_certificates(client_ca)
+        except ValueError:
+            raise InvalidArgumentError(f"{tls.client_ca} is not a PEM CA bundle") from None
     return grpc.ssl_server_credentials(
         [(key, certificate)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
@@ -111,12 +138,18 @@ def build_server(
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    if tls is None:
-        port = server.add_insecure_port(address.target)
-    else:
-        port = server.add_secure_port(address.target, server_credentials(tls))
+    credentials = None if tls is None else server_credentials(tls)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address.target)
+        else:
+            port = server.add_secure_port(address.target, credentials)
+    except RuntimeError:  # grpcio raises where older releases returned 0
+        port = 0
     if port == 0:
-        raise InvalidArgumentError(f"cannot listen on {address.target}")
+        raise InvalidArgumentError(
+            f"cannot listen on {address.target}: the address is in use or not local"
+        )
     return BoundServer(server=server, port=port, health=health_servicer)
 
 
@@ -131,8 +164,12 @@ class BoundServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
 
-    def serve_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+    def serve_until_signalled(self, on_serving: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully.
+
+        ``on_serving`` runs once the signal handlers are in place and the server accepts calls,
+        so whoever it tells (a port file, a log line) can rely on both.
+        """
         stopped = threading.Event()
 
         def handle(signum: int, frame: object) -> None:
@@ -141,6 +178,8 @@ class BoundServer:
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.server.start()
+            if on_serving is not None:
+                on_serving()
             stopped.wait()
             self.stop()
         finally:
