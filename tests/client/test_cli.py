@@ -102,11 +102,12 @@ def test_demo_json_matches_ground_truth(runner: CliRunner):
     scores = document["scores"]
     # Items held by 2+ firms are never missed: Bloom filters have no false negatives.
     assert scores["indicator_recall"] == 1.0
-    # False positives need all k bits of an item set in another firm's filter: expected
-    # (accepted items) * fill^k ≈ 600 * 0.03^10 ≈ 0 per firm; any miss would be a bug.
+    # A false positive needs all k = 10 positions of an item set in the other firms' filters:
+    # with 600 of 10,000 capacity each, the union of two is ~8 % full, so the expected number
+    # over all 5,400 items is 5,400 * 0.08^10 ≈ 6e-8; any miss would be a bug.
     assert scores["indicator_precision"] == 1.0
     assert scores["campaign_recall"] == 1.0
-    assert scores["campaign_pair_precision"] == 1.0
+    assert scores["campaign_precision"] == 1.0
     # The generator plants five malformed rows per kind and firm.
     expected_rejects = {
         "email": {"bad_syntax": 5},
@@ -115,13 +116,16 @@ def test_demo_json_matches_ground_truth(runner: CliRunner):
     }
     for score in document["indicators"]:
         assert score["rejected"] == expected_rejects[score["kind"]]
-    truth = document["overlap"]["truth"]
-    estimate = document["overlap"]["estimate"]
-    stderr = document["overlap"]["stderr"]
+        assert score["reported_shared"] == score["truly_shared"] == score["true_positives"]
+    overlap = document["coordinator"]["overlap"]
+    truth, estimate, stderr = overlap["truth"], overlap["estimate"], overlap["stderr"]
     for i in range(3):
         for j in range(3):
             if i != j:
                 assert abs(estimate[i][j] - truth[i][j]) <= 5 * stderr[i][j] + 1
+    # Every planned campaign of two or more firms reached the coordinators exactly once.
+    assert sorted(len(c["members"]) for c in document["coordinator"]["campaigns"]) == [2, 2, 2, 3]
+    assert document["coordinator"]["shared_indicator_records"] > 0
 
 
 def test_demo_human_output_ends_with_the_ground_truth_check(runner: CliRunner):

@@ -1,4 +1,4 @@
-"""``sigshare demo``: the sketch flow of a three-firm forum, checked against ground truth."""
+"""``sigshare demo``: a three-firm forum through a real embedded hub, checked against the truth."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
-from sigshare.client.local_demo import DemoConfig, DemoReport, run_local_demo
+from sigshare.client.forum_demo import DemoConfig, DemoReport, HubMissingError, run_forum_demo
 
 
 @click.command()
@@ -16,17 +16,23 @@ from sigshare.client.local_demo import DemoConfig, DemoReport, run_local_demo
 @click.option("--accounts", default=3000, show_default=True, help="Accounts per firm.")
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
 def demo(seed: int, accounts: int, json_output: bool) -> None:
-    """Run three synthetic firms through canonicalisation, keyed sketches and matching.
+    """Run three synthetic firms' nightly syncs against an embedded hub and check the results.
 
-    Every step after each firm's own sketching uses sketches only — what the hub sees. Each firm
-    then resolves which of its own indicators and prompt templates others share, and the result
-    is scored against the exact ground truth. Runs in memory; leaves nothing behind.
+    Starts a hub on a loopback port with a temporary SQLite database, gives each firm its
+    configuration, forum secret and input files, and runs each firm's push, pull and confirm
+    through the real client. Shows what each firm learns about its own accounts and prompt
+    campaigns, what coordinators see, and recall and precision against the ground truth.
+    Leaves nothing behind.
     """
     console = Console(json_output=json_output)
     if not 100 <= accounts <= 5000:
         console.abort("--accounts must be between 100 and 5000", ExitCode.USAGE)
     started = time.perf_counter()
-    report = run_local_demo(DemoConfig(seed=seed, accounts_per_firm=accounts))
+    try:
+        with console.progress("running the forum", 1):
+            report = run_forum_demo(DemoConfig(seed=seed, accounts_per_firm=accounts))
+    except HubMissingError as error:
+        console.abort(str(error), ExitCode.CONFIG)
     elapsed = time.perf_counter() - started
     if json_output:
         document = report.to_json()
@@ -39,13 +45,14 @@ def demo(seed: int, accounts: int, json_output: bool) -> None:
 def _render(console: Console, report: DemoReport, elapsed: float) -> None:
     config = report.config
     console.print(
-        f"[bold]sigshare demo[/bold] — 3 firms, {config.accounts_per_firm} accounts each, "
-        f"quorum {config.quorum}, Bloom FPR target {config.target_fpr:g}, "
-        f"MinHash θ={config.threshold}"
+        f"[bold]sigshare demo[/bold] — an embedded hub on 127.0.0.1:{report.hub_port} and 3 firms "
+        f"with {config.accounts_per_firm} accounts each; quorum {config.quorum}, Bloom FPR target "
+        f"{config.target_fpr:g}, MinHash θ={config.threshold}. Each firm pushed keyed sketches, "
+        "pulled its resolution and resolved its own values locally."
     )
     console.table(
-        "shared indicators (each firm resolves its own values locally)",
-        ["firm / kind", "accepted", "rejected rows", "shared (reported)", "shared (truth)"],
+        "what each firm learns: its own values other firms hold too",
+        ["firm / kind", "accepted", "rejected rows", "shared", "shared (truth)", "example"],
         [
             [
                 f"{s.firm} / {s.kind}",
@@ -53,13 +60,30 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
                 str(sum(s.rejected.values())),
                 str(s.reported_shared),
                 str(s.truly_shared),
+                f"{s.examples[0][0]} (+{s.examples[0][1]})" if s.examples else "-",
             ]
             for s in report.indicator_scores
         ],
     )
+    console.table(
+        "what each firm learns: its prompt clusters other firms see too",
+        ["firm", "cluster", "campaign", "similarity", "other firms", "prompts", "true template"],
+        [
+            [
+                c.firm,
+                c.cluster[:8],
+                c.campaign_id[:8],
+                f"{c.similarity:.2f}",
+                str(c.other_members),
+                str(c.prompts),
+                "none" if c.true_campaign is None else f"#{c.true_campaign}",
+            ]
+            for c in report.firm_campaigns
+        ],
+    )
     firms = report.overlap_firms
     console.table(
-        "coordinator overlap matrix, email (estimate ± stderr / truth)",
+        "coordinators: overlap matrix, email (estimate ± stderr / truth)",
         ["", *firms],
         [
             [
@@ -67,8 +91,6 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
                 *(
                     f"{report.overlap_estimate[i][j]:.0f} ± {report.overlap_stderr[i][j]:.0f} / "
                     f"{report.overlap_truth[i][j]}"
-                    if i != j
-                    else f"{report.overlap_estimate[i][j]:.0f} / {report.overlap_truth[i][j]}"
                     for j in range(len(firms))
                 ),
             ]
@@ -76,22 +98,18 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
         ],
     )
     console.table(
-        "cross-firm campaigns (template sketches matched by LSH)",
-        ["firms", "prompts per firm", "similarity", "true template"],
+        f"coordinators: campaigns ({report.shared_indicator_records} shared-indicator records "
+        f"from {report.confirmed} confirmed tokens)",
+        ["campaign", "firms", "similarity", "prompts"],
         [
-            [
-                " + ".join(match.firms),
-                ", ".join(f"{firm}: {volume}" for firm, volume in sorted(match.volumes.items())),
-                f"{match.similarity:.2f}",
-                "mixed" if match.true_campaign is None else f"#{match.true_campaign}",
-            ]
-            for match in report.campaigns
+            [c.id[:8], " + ".join(c.members), f"{c.similarity:.2f}", str(c.volume)]
+            for c in report.coordinator_campaigns
         ],
     )
     console.print(
         f"check against ground truth: indicator recall {report.indicator_recall:.2%}, "
-        f"precision {report.indicator_precision:.2%}; shared campaigns found "
-        f"{report.shared_campaigns_found}/{report.shared_campaigns_truth}, "
-        f"matched cluster pairs correct {report.cluster_pairs_correct}/{report.cluster_pairs_total}"
-        f" — {elapsed:.1f} s"
+        f"precision {report.indicator_precision:.2%}; campaign recall "
+        f"{report.campaign_recall:.2%} ({report.campaign_pairs_found}/"
+        f"{report.campaign_pairs_truth} firm-campaign pairs), precision "
+        f"{report.campaign_precision:.2%} — {elapsed:.1f} s, temporary files removed"
     )
