@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import phonenumbers
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sigshare.sketch.errors import InvalidValueError, RejectReason, UnknownKindError
@@ -22,7 +23,7 @@ from sigshare.sketch.kinds import (
     get_kind,
     kind_name_for_code,
 )
-from sigshare.sketch.kinds.domain import DomainError, canonical_domain
+from sigshare.sketch.kinds.domain import DomainError, _canonical_domain_idna, canonical_domain
 from sigshare.sketch.kinds.payment import luhn_valid
 
 R = RejectReason
@@ -829,3 +830,40 @@ def test_property_batch_with_mixed_rows(rows: list[str]) -> None:
     assert result.indices == good
     assert result.rejects[R.EMPTY] == rows.count("")
     assert result.rejects[R.BAD_ADDRESS] == len(rows) - len(good) - rows.count("")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="abXZ09-._", min_size=1, max_size=80))
+def test_domain_fast_path_agrees_with_full_idna_processing(value: str) -> None:
+    def outcome(function: Callable[[str], str]) -> str:
+        try:
+            return function(value)
+        except DomainError:
+            return "refused"
+
+    assert outcome(canonical_domain) == outcome(_canonical_domain_idna)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" * 63 + ".com",
+        "a" * 64 + ".com",
+        ("a" * 61 + ".") * 4 + "com",
+        "xn--bcher-kva.de",
+        "ab--c.com",
+        "a.b-",
+        "a.-b",
+        "a.123",
+        "a.1b",
+        "EXAMPLE.com.",
+    ],
+)
+def test_domain_fast_path_edge_cases_agree(value: str) -> None:
+    results = []
+    for function in (canonical_domain, _canonical_domain_idna):
+        try:
+            results.append(function(value))
+        except DomainError:
+            results.append("refused")
+    assert results[0] == results[1]

@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS indicators (
     last_seen TEXT,
     PRIMARY KEY (kind, canonical)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ix_indicators_token ON indicators (kind, token);
 CREATE TABLE IF NOT EXISTS sketches (
     name TEXT PRIMARY KEY,
     format TEXT NOT NULL,
@@ -121,16 +120,9 @@ def _moment(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IndicatorRecord:
-    kind: str
-    canonical: str
-    value: str
-    """The first raw spelling seen: what the member's own engineers recognise."""
-    token: bytes
-    category: str
-    first_seen: datetime | None
-    last_seen: datetime | None
+IndicatorRow = tuple[str, str, bytes, str, datetime | None, datetime | None]
+"""``(canonical, value, token, category, first_seen, last_seen)``: ``value`` is the first raw
+spelling seen — what the member's own engineers recognise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +214,9 @@ class LocalState:
         try:
             connection = sqlite3.connect(path, isolation_level=None, timeout=30)
             connection.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a power cut may lose the newest commit, never consistency; every
+            # phase of a sync is redone from its inputs, so nothing depends on that commit.
+            connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
             connection.executescript(_SCHEMA)
             version = connection.execute(
@@ -265,23 +260,37 @@ class LocalState:
 
     # -- indicators -------------------------------------------------------------------------
 
-    def replace_indicators(self, kind: str, records: Iterable[IndicatorRecord]) -> int:
-        """The member's current indicators of ``kind`` (replacing the previous set)."""
+    def replace_indicators(
+        self, kind: str, rows: Iterable[IndicatorRow], *, digest: bytes | None = None
+    ) -> int:
+        """The member's current indicators of ``kind`` (replacing the previous set).
+
+        ``rows`` are ``(canonical, value, token, category, first_seen, last_seen)``. With a
+        ``digest`` of their content, an unchanged set is left as it is (``-1`` is returned).
+        """
+        key = f"indicators-digest:{kind}"
+        if digest is not None:
+            stored = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if stored is not None and stored[0] == digest.hex():
+                return -1
         count = 0
+        stamps: dict[datetime, str] = {}
+
+        def stamp(moment: datetime | None) -> str | None:
+            if moment is None:
+                return None
+            text = stamps.get(moment)
+            if text is None:
+                text = stamps[moment] = moment.astimezone(UTC).isoformat()
+            return text
+
         with self.transaction() as db:
             db.execute("DELETE FROM indicators WHERE kind = ?", (kind,))
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
             batch: list[tuple[object, ...]] = []
-            for record in records:
+            for canonical, value, token, category, first_seen, last_seen in rows:
                 batch.append(
-                    (
-                        kind,
-                        record.canonical,
-                        record.value,
-                        record.token,
-                        record.category,
-                        _iso(record.first_seen),
-                        _iso(record.last_seen),
-                    )
+                    (kind, canonical, value, token, category, stamp(first_seen), stamp(last_seen))
                 )
                 if len(batch) >= _BATCH:
                     db.executemany("INSERT INTO indicators VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
@@ -289,6 +298,8 @@ class LocalState:
                     batch.clear()
             db.executemany("INSERT INTO indicators VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
             count += len(batch)
+            if digest is not None:
+                db.execute("INSERT INTO meta VALUES (?, ?)", (key, digest.hex()))
         return count
 
     def indicator_kinds(self) -> list[str]:

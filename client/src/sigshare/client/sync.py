@@ -48,7 +48,6 @@ from sigshare.client.inputs import (
 )
 from sigshare.client.state import (
     ClusterRecord,
-    IndicatorRecord,
     LocalState,
     PromptRecord,
     ResolvedIndicator,
@@ -329,20 +328,19 @@ class SyncJob:
             prf = KeyedPRF(self.secret.derive(KeyPurpose.BLOOM_TOKEN, kind))
             tokens = prf.tokens(canonicals)
             token_bytes = tokens_to_bytes(tokens)
+            details = hashlib.sha256()
+            for canonical in canonicals:
+                value, category, first, last = rows.values[canonical]
+                details.update(
+                    f"{canonical}\x1f{value}\x1f{category}\x1f{first}\x1f{last}\n".encode()
+                )
             self.state.replace_indicators(
                 kind,
                 (
-                    IndicatorRecord(
-                        kind=kind,
-                        canonical=canonical,
-                        value=rows.values[canonical][0],
-                        token=token,
-                        category=rows.values[canonical][1],
-                        first_seen=rows.values[canonical][2],
-                        last_seen=rows.values[canonical][3],
-                    )
+                    (canonical, *rows.values[canonical][:1], token, *rows.values[canonical][1:])
                     for canonical, token in zip(canonicals, token_bytes, strict=True)
                 ),
+                digest=_digest(input_digest, details.digest()),
             )
             reused = stored is not None and stored.input_digest == input_digest
             if stored is not None and reused:

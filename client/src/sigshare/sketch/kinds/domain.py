@@ -16,7 +16,9 @@ after ``@``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from typing import ClassVar
 
 import idna
@@ -45,8 +47,31 @@ def _a_label_length(label: str) -> int:
     return len(label) if label.isascii() else len("xn--") + len(label.encode("punycode"))
 
 
+_LDH_NAME = re.compile(
+    r"(?=.{1,253}$)(?:(?!-)(?![a-z0-9-]{2}--)[a-z0-9-]{1,63}(?<!-)\.)+"
+    r"(?!-)(?![a-z0-9-]{2}--)(?=[a-z0-9-]*[a-z-])[a-z0-9-]{1,63}(?<!-)"
+)
+"""Lower-case LDH names whose labels need no IDNA processing: no leading or trailing hyphen, no
+``--`` in positions 3-4 (which would make ``xn--`` labels, to be decoded and checked), at least
+two labels, a last label that is not all digits. For these, IDNA 2008 with UTS #46 is the
+identity after lower-casing — and it costs ~50 µs per name, the bulk of canonicalising an
+e-mail address."""
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def canonical_domain(value: str) -> str:
-    """Return the lower-case A-label form of ``value`` or raise :class:`DomainError`."""
+    """Return the lower-case A-label form of ``value`` or raise :class:`DomainError`.
+
+    Cached: the domains of a member's e-mail addresses repeat heavily.
+    """
+    if value.isascii():
+        lowered = value.lower().removesuffix(".")
+        if _LDH_NAME.fullmatch(lowered):
+            return lowered
+    return _canonical_domain_idna(value)
+
+
+def _canonical_domain_idna(value: str) -> str:
     if _is_ip_literal(value):
         raise DomainError("is an IP address literal, not a name")
     try:
