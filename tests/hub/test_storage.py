@@ -650,14 +650,24 @@ def test_revive_makes_old_content_current_again(engine: Engine) -> None:
         submissions.end(current.id, SubmissionStatus.SUPERSEDED, T0 + timedelta(days=2))
         later = T0 + timedelta(days=2)
         revived = submissions.revive(
-            first.id, payload=b"acme-1", created_at=later, expires_at=later + RETENTION
+            first.id,
+            payload=b"acme-1",
+            key_id="epoch-1",
+            params_digest=_digest("params"),
+            created_at=later,
+            expires_at=later + RETENTION,
         )
         assert (revived.status, revived.created_at) == (SubmissionStatus.ACTIVE, later)
         assert submissions.payload(first.id) == b"acme-1"
         assert [s.id for s in submissions.all_active("email")] == [first.id]
         with pytest.raises(ConflictError):
             submissions.revive(
-                first.id, payload=b"x", created_at=later, expires_at=later + RETENTION
+                first.id,
+                payload=b"x",
+                key_id="epoch-1",
+                params_digest=_digest("params"),
+                created_at=later,
+                expires_at=later + RETENTION,
             )
 
 

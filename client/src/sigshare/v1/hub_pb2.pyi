@@ -100,7 +100,9 @@ class BloomParameters(_message.Message):
     quorum: _builtins.int
     retention_days: _builtins.int
     reveal_members: _builtins.bool
-    """Whether members may learn *which* other members share an item (forum policy)."""
+    """Whether members may learn *which* other members share an item (forum policy). Always set
+    in responses; in SetParameters, leaving it out keeps the current policy.
+    """
     digest: _builtins.bytes
     """SHA-256 of the canonical parameter encoding (BloomParams.digest())."""
     def __init__(
@@ -114,14 +116,16 @@ class BloomParameters(_message.Message):
         k: _builtins.int = ...,
         quorum: _builtins.int = ...,
         retention_days: _builtins.int = ...,
-        reveal_members: _builtins.bool = ...,
+        reveal_members: _builtins.bool | None = ...,
         digest: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "reveal_members", b"reveal_members"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "digest", b"digest", "k", b"k", "key_id", b"key_id", "kind", b"kind", "m", b"m", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "target_fpr", b"target_fpr"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "capacity", b"capacity", "digest", b"digest", "k", b"k", "key_id", b"key_id", "kind", b"kind", "m", b"m", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "target_fpr", b"target_fpr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__reveal_members: _TypeAlias = _typing.Literal["reveal_members"]  # noqa: Y015
+    _WhichOneofArgType__reveal_members: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reveal_members) -> _WhichOneofReturnType__reveal_members | None: ...
 
 Global___BloomParameters: _TypeAlias = BloomParameters  # noqa: Y015
 
@@ -153,6 +157,7 @@ class MinHashParameters(_message.Message):
     quorum: _builtins.int
     retention_days: _builtins.int
     reveal_members: _builtins.bool
+    """as in BloomParameters"""
     digest: _builtins.bytes
     """MinHashParams.digest()"""
     bands: _builtins.int
@@ -168,16 +173,18 @@ class MinHashParameters(_message.Message):
         threshold: _builtins.float = ...,
         quorum: _builtins.int = ...,
         retention_days: _builtins.int = ...,
-        reveal_members: _builtins.bool = ...,
+        reveal_members: _builtins.bool | None = ...,
         digest: _builtins.bytes = ...,
         bands: _builtins.int = ...,
         rows: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "reveal_members", b"reveal_members"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "digest", b"digest", "family", b"family", "key_id", b"key_id", "num_perm", b"num_perm", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "rows", b"rows", "shingle_size", b"shingle_size", "shingle_unit", b"shingle_unit", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "bands", b"bands", "digest", b"digest", "family", b"family", "key_id", b"key_id", "num_perm", b"num_perm", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "rows", b"rows", "shingle_size", b"shingle_size", "shingle_unit", b"shingle_unit", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__reveal_members: _TypeAlias = _typing.Literal["reveal_members"]  # noqa: Y015
+    _WhichOneofArgType__reveal_members: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reveal_members) -> _WhichOneofReturnType__reveal_members | None: ...
 
 Global___MinHashParameters: _TypeAlias = MinHashParameters  # noqa: Y015
 

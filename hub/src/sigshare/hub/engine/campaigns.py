@@ -7,6 +7,8 @@ is a campaign when it spans at least ``quorum`` distinct members.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,3 +68,58 @@ def find_campaigns(
         if distinct >= quorum:
             components.append(Component(nodes, best[nodes], float(minimum), distinct))
     return components
+
+
+def inherit_ids(
+    clusters: Sequence[Sequence[tuple[int, str]]],
+    signatures: Sequence[npt.NDArray[np.uint32]],
+    previous: Mapping[tuple[int, str], int],
+    stored: Mapping[int, npt.NDArray[np.uint32]],
+    *,
+    banding: Banding,
+    threshold: float,
+) -> dict[int, int]:
+    """Which new component keeps which stored campaign's id: ``{component index: campaign}``.
+
+    ``clusters[i]`` are component ``i``'s ``(member, cluster id)`` pairs and ``signatures[i]``
+    its representative signature; ``previous`` maps pairs to the campaign they were in and
+    ``stored`` gives each stored campaign's representative. Each campaign is inherited at most
+    once: first by the component sharing the most pairs with it, largest components first (a
+    split keeps the id with its bigger half); then, for components still new, by representative
+    signature — estimated Jaccard ≥ ``threshold``, most similar pairs first — which recognises a
+    campaign after every member resubmitted it under new cluster ids.
+    """
+    claimed: set[int] = set()
+    inherited: dict[int, int] = {}
+    for index in sorted(range(len(clusters)), key=lambda i: -len(clusters[i])):
+        overlap: dict[int, int] = defaultdict(int)
+        for pair in clusters[index]:
+            campaign = previous.get(pair)
+            if campaign is not None and campaign not in claimed:
+                overlap[campaign] += 1
+        if overlap:
+            choice = max(overlap, key=lambda c: (overlap[c], -c))
+            claimed.add(choice)
+            inherited[index] = choice
+    width = len(signatures[0]) if len(signatures) else 0  # stored ones of another P never match
+    old_ids = [c for c, s in stored.items() if c not in claimed and len(s) == width]
+    new_indices = [i for i in range(len(clusters)) if i not in inherited]
+    if not old_ids or not new_indices:
+        return inherited
+    matrix = np.vstack(
+        [np.stack([stored[c] for c in old_ids]), np.stack([signatures[i] for i in new_indices])]
+    ).astype(np.uint32)
+    groups = np.r_[np.zeros(len(old_ids), np.int64), np.ones(len(new_indices), np.int64)]
+    pairs = candidate_pairs(matrix, banding, groups=groups)
+    similarity = pair_similarity(matrix, pairs)
+    for (first, second), value in sorted(
+        zip(pairs.tolist(), similarity.tolist(), strict=True), key=lambda item: -item[1]
+    ):
+        if value < threshold:
+            break
+        campaign, index = old_ids[first], new_indices[second - len(old_ids)]  # first < second
+        if campaign in claimed or index in inherited:
+            continue
+        claimed.add(campaign)
+        inherited[index] = campaign
+    return inherited

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy import Engine
 
+from sigshare.hub.domain import NAME_RULE, is_valid_name
 from sigshare.hub.errors import AuditChainError, InvalidArgumentError, SketchRejectedError
 from sigshare.hub.rpc import convert
 from sigshare.hub.rpc.auth import principal_of
@@ -133,7 +134,8 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
     ) -> Iterator[pb.ResolutionChunk]:
         member = principal_of(context)
         now = _now()
-        member_views.audit_read(self._engine, member, "resolution.read", request.kind[:255], now)
+        _require_name(request.kind, "kind")
+        member_views.audit_read(self._engine, member, "resolution.read", request.kind, now)
         with session_scope(self._engine) as session:
             result = member_views.resolution(session, member, request.kind, request.key_id, now)
         yield pb.ResolutionChunk(header=convert.resolution_header(result))
@@ -164,6 +166,8 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
     ) -> pb.ListMatchesResponse:
         member = principal_of(context)
         now = _now()
+        if request.kind:
+            _require_name(request.kind, "kind")
         member_views.audit_read(self._engine, member, "matches.read", request.kind or "*", now)
         with session_scope(self._engine) as session:
             found = member_views.matches(session, member, request.kind, now)
@@ -191,6 +195,12 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         )
 
 
+def _require_name(value: str, what: str) -> None:
+    """Refuse a malformed kind or family name before it reaches the audit log or a query."""
+    if not is_valid_name(value):
+        raise InvalidArgumentError(f"{what} {value[:64]!r} is not a valid name: {NAME_RULE}")
+
+
 def _receive(chunks: Iterator[pb.SubmitChunk], announced: int) -> tuple[bytes, bytes]:
     """The data of a submission and its SHA-256, refusing more than ``announced`` bytes.
 
@@ -215,6 +225,8 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
         self._engine = engine
 
     def _audit(self, context: grpc.ServicerContext, action: str, target: str) -> datetime:
+        if target:
+            _require_name(target, "kind or family")
         now = _now()
         member_views.audit_read(self._engine, principal_of(context), action, target or "*", now)
         return now
@@ -291,6 +303,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     def ListPrincipals(
         self, request: pb.ListPrincipalsRequest, context: grpc.ServicerContext
     ) -> pb.ListPrincipalsResponse:
+        member_views.audit_read(self._engine, principal_of(context), "principal.list", "*", _now())
         with session_scope(self._engine) as session:
             records = principals.list_principals(session)
         return pb.ListPrincipalsResponse(principals=[convert.principal(r) for r in records])
@@ -323,7 +336,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     target_fpr=b.target_fpr,
                     quorum=b.quorum or None,
                     retention_days=b.retention_days or None,
-                    reveal_members=b.reveal_members,
+                    reveal_members=b.reveal_members if b.HasField("reveal_members") else None,
                     now=now,
                 )
                 for b in request.bloom
@@ -340,7 +353,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     shingle_size=h.shingle_size or None,
                     quorum=h.quorum or None,
                     retention_days=h.retention_days or None,
-                    reveal_members=h.reveal_members,
+                    reveal_members=h.reveal_members if h.HasField("reveal_members") else None,
                     now=now,
                 )
                 for h in request.minhash
@@ -354,6 +367,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     def VerifyAudit(
         self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext
     ) -> pb.VerifyAuditResponse:
+        member_views.audit_read(self._engine, principal_of(context), "audit.verify", "*", _now())
         with session_scope(self._engine) as session:
             try:
                 result = verify_audit_log(session)

@@ -25,7 +25,7 @@ from sigshare.hub.domain import (
     Submission,
     SubmissionStatus,
 )
-from sigshare.hub.engine.campaigns import find_campaigns
+from sigshare.hub.engine.campaigns import find_campaigns, inherit_ids
 from sigshare.hub.errors import ConflictError
 from sigshare.hub.storage.aggregates import FamilyRepository
 from sigshare.hub.storage.repositories import SubmissionRepository
@@ -140,8 +140,10 @@ def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime
     drafts = []
     for component in components:
         nodes = [active[int(i)] for i in component.nodes]
+        central = int(component.nodes[int(np.argmax(component.best_similarity))])
         drafts.append(
             CampaignDraft(
+                signature=signatures[central],
                 members=component.members,
                 similarity=component.min_edge_similarity,
                 volume=sum(c.info.volume for c in nodes),
@@ -152,5 +154,13 @@ def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime
                 ),
             )
         )
-    clusters.replace_campaigns(params.family, drafts, now)
+    inherited = inherit_ids(
+        [[(member, cluster) for member, cluster, _ in draft.clusters] for draft in drafts],
+        [draft.signature for draft in drafts],
+        clusters.campaign_memberships(params.family),
+        clusters.campaign_signatures(params.family),
+        banding=params.banding(),
+        threshold=params.threshold,
+    )
+    clusters.replace_campaigns(params.family, drafts, inherited, now)
     families.mark_derived(params.family_kind, state.version)

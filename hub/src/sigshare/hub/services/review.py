@@ -1,12 +1,15 @@
 """Coordinators' reads: overlap matrices, shared indicators, campaigns and submission health.
 
+Names of the members behind a shared indicator are shown only where the kind's policy reveals
+members, to coordinators as to members.
+
 Coordinators see aggregates and opaque records only — never a member's filter bytes, tokens
 of unconfirmed items or anything raw. Page tokens are opaque cursors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -82,7 +85,10 @@ def shared_indicators(
     records, cursor = IndicatorRepository(session).page(
         kind=kind or None, after_id=_after(page_token), limit=page_size or DEFAULT_PAGE_SIZE
     )
-    return records, _token(cursor)
+    revealed = {p.kind for p in ParameterRepository(session).list_kinds() if p.reveal_members}
+    return [r if r.kind in revealed else replace(r, reporter_names=()) for r in records], _token(
+        cursor
+    )
 
 
 def campaigns(

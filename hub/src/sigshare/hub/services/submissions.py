@@ -292,7 +292,12 @@ def _store(
         submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)
     if earlier is not None:
         stored = submissions.revive(
-            earlier.id, payload=payload, created_at=now, expires_at=expires_at
+            earlier.id,
+            payload=payload,
+            key_id=header.key_id,
+            params_digest=header.params_digest,
+            created_at=now,
+            expires_at=expires_at,
         )
     else:
         stored = submissions.add(

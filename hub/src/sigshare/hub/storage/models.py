@@ -339,6 +339,9 @@ class CampaignRow(Base):
     categories: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool]
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    """A representative MinHash signature (its best-connected cluster's): lets the campaign be
+    recognised when every member resubmits it under new cluster ids."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -541,13 +541,25 @@ class SubmissionRepository:
         self._session.execute(delete(ClusterRow).where(ClusterRow.submission_id == submission_id))
 
     def revive(
-        self, submission_id: int, *, payload: bytes, created_at: datetime, expires_at: datetime
+        self,
+        submission_id: int,
+        *,
+        payload: bytes,
+        key_id: str,
+        params_digest: bytes,
+        created_at: datetime,
+        expires_at: datetime,
     ) -> Submission:
         """Make an ended submission active again with its bytes re-sent by the member.
 
         The caller has ended the member's current submission of the family first; clusters of
-        a MinHash submission are added again by the caller.
+        a MinHash submission are added again by the caller. ``key_id`` and ``params_digest``
+        are the ones the bytes were sent under now: parameters can change without changing
+        the bytes (capacities that round to the same ``m`` and ``k``).
         """
+        if not is_valid_key_id(key_id):
+            raise InvalidArgumentError(KEY_ID_RULE)
+        _require_sha256("parameters digest", params_digest)
         created, expires = utc(created_at), utc(expires_at)
         try:
             with self._session.begin_nested():
@@ -559,6 +571,8 @@ class SubmissionRepository:
                     )
                     .values(
                         status=SubmissionStatus.ACTIVE.value,
+                        key_id=key_id,
+                        params_digest=params_digest,
                         created_at=created,
                         superseded_at=None,
                         expires_at=expires,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -256,6 +258,8 @@ class CampaignDraft:
     categories: tuple[str, ...]
     clusters: tuple[tuple[int, str, float], ...]
     """``(member id, cluster id, best cross-member similarity)`` of every cluster in it."""
+    signature: npt.NDArray[np.uint32]
+    """Representative signature: that of the component's best-connected cluster."""
 
 
 class ClusterRepository:
@@ -309,15 +313,9 @@ class ClusterRepository:
             for row, member_id in rows
         ]
 
-    def replace_campaigns(self, family: str, drafts: Sequence[CampaignDraft], at: datetime) -> None:
-        """Store the family's current components as its active campaigns.
-
-        A draft inherits the id (and review status) of the stored campaign it shares the most
-        ``(member, cluster id)`` pairs with, each stored campaign at most once; stored campaigns
-        no draft inherits become inactive. Memberships are rewritten.
-        """
-        moment = utc(at)
-        previous: dict[tuple[int, str], int] = {
+    def campaign_memberships(self, family: str) -> dict[tuple[int, str], int]:
+        """``(member id, cluster id)`` → campaign id, over the family's active campaigns."""
+        return {
             (member_id, cluster_id): campaign_id
             for member_id, cluster_id, campaign_id in self._session.execute(
                 select(
@@ -329,49 +327,63 @@ class ClusterRepository:
                 .where(CampaignRow.family == family, CampaignRow.active.is_(True))
             )
         }
-        stored_ids = set(
+
+    def campaign_signatures(self, family: str) -> dict[int, npt.NDArray[np.uint32]]:
+        """Campaign id → representative signature, over the family's active campaigns."""
+        return {
+            campaign_id: np.frombuffer(signature, dtype="<u4").astype(np.uint32)
+            for campaign_id, signature in self._session.execute(
+                select(CampaignRow.id, CampaignRow.signature).where(
+                    CampaignRow.family == family, CampaignRow.active.is_(True)
+                )
+            )
+        }
+
+    def replace_campaigns(
+        self,
+        family: str,
+        drafts: Sequence[CampaignDraft],
+        inherited: Mapping[int, int],
+        at: datetime,
+    ) -> None:
+        """Store the family's current components as its active campaigns.
+
+        ``inherited`` maps a draft's index to the stored campaign whose id (and review status)
+        it keeps; other drafts become new campaigns, and stored active campaigns nobody
+        inherits become inactive. Memberships are rewritten.
+        """
+        moment = utc(at)
+        stored = set(
             self._session.scalars(
                 select(CampaignRow.id).where(
                     CampaignRow.family == family, CampaignRow.active.is_(True)
                 )
             )
         )
-        claimed: set[int] = set()
-        assignments: list[tuple[CampaignDraft, int | None]] = []
-        # Largest components choose first, so a split keeps the id with its bigger half.
-        for draft in sorted(drafts, key=lambda d: -len(d.clusters)):
-            overlap: dict[int, int] = defaultdict(int)
-            for member_id, cluster_id, _ in draft.clusters:
-                campaign_id = previous.get((member_id, cluster_id))
-                if campaign_id is not None and campaign_id not in claimed:
-                    overlap[campaign_id] += 1
-            inherited = max(overlap, key=lambda c: (overlap[c], -c)) if overlap else None
-            if inherited is not None:
-                claimed.add(inherited)
-            assignments.append((draft, inherited))
-
-        stale = stored_ids - claimed
+        stale = stored - set(inherited.values())
         for chunk in _chunks(sorted(stale)):
             self._session.execute(
                 update(CampaignRow)
                 .where(CampaignRow.id.in_(chunk))
                 .values(active=False, updated_at=moment)
             )
-        for chunk in _chunks(sorted(stored_ids)):
+        for chunk in _chunks(sorted(stored)):
             self._session.execute(
                 delete(CampaignClusterRow).where(CampaignClusterRow.campaign_id.in_(chunk))
             )
         memberships: list[dict[str, Any]] = []
-        for draft, inherited in assignments:
+        for index, draft in enumerate(drafts):
             values = {
                 "members": draft.members,
                 "similarity": draft.similarity,
                 "volume": draft.volume,
                 "categories": json.dumps(sorted(draft.categories)),
+                "signature": np.ascontiguousarray(draft.signature, dtype="<u4").tobytes(),
                 "active": True,
                 "updated_at": moment,
             }
-            if inherited is None:
+            campaign_id = inherited.get(index)
+            if campaign_id is None:
                 row = CampaignRow(
                     public_id=_new_public_id(),
                     family=family,
@@ -384,9 +396,8 @@ class ClusterRepository:
                 campaign_id = row.id
             else:
                 self._session.execute(
-                    update(CampaignRow).where(CampaignRow.id == inherited).values(**values)
+                    update(CampaignRow).where(CampaignRow.id == campaign_id).values(**values)
                 )
-                campaign_id = inherited
             memberships += [
                 {
                     "campaign_id": campaign_id,

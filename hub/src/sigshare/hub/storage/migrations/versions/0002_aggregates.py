@@ -147,6 +147,7 @@ def upgrade() -> None:
         sa.Column("categories", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("signature", sa.LargeBinary(), nullable=False),
         _timestamp("created_at"),
         _timestamp("updated_at"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),

@@ -1,0 +1,1361 @@
+"""The hub end to end: a real gRPC server on loopback over SQLite and PostgreSQL, driven through
+the member SDK and the raw stubs, every outcome compared with exact answers computed from plain
+sets (see ``hubtest``).
+
+Filters are small (capacity 20,000, FPR 10⁻³) and sets hold a few dozen items, so a false
+positive has probability ≈ fill^k ≈ 10⁻²⁷ per item: the allowance derived from it is zero and
+every count is asserted exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hubtest import (
+    ADMIN,
+    COORDINATOR,
+    EMAIL,
+    EMAIL_CAPACITY,
+    EMAIL_FPR,
+    KEY_ID,
+    MEMBERS,
+    PROMPT,
+    ClusterUpload,
+    EmailForum,
+    RunningHub,
+    cluster_upload,
+    email_params,
+    email_prf,
+    false_positive_allowance,
+    forum_secret,
+    overlapping_sets,
+    prompt_forum,
+    provision,
+    resolved_counts,
+    running_hub,
+    set_email_policy,
+    set_prompt_policy,
+    submit_clusters,
+    submit_email,
+)
+from sqlalchemy import Engine, func, select
+
+from sigshare.client.errors import HubRejectedError
+from sigshare.client.hub_client import HubClient
+from sigshare.client.hub_types import ConfirmedToken, ConfirmResult, SharedIndicatorView
+from sigshare.hub.domain import ClusterInfo as ClusterRecord
+from sigshare.hub.errors import PreconditionError
+from sigshare.hub.services import member_views, parameters, review
+from sigshare.hub.services.audit import verify_audit_log
+from sigshare.hub.services.credentials import new_credential
+from sigshare.hub.services.submissions import SketchFormat, UploadHeader, submit_bloom
+from sigshare.hub.services.submissions import submit_clusters as submit_cluster_set
+from sigshare.hub.storage import AuditRepository, make_engine, session_scope
+from sigshare.hub.storage.models import ClusterRow, SubmissionPayloadRow, SubmissionRow
+from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter, resolve_tokens
+from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
+from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
+from sigshare.sketch.resolution import decode_resolution
+from sigshare.v1 import hub_pb2 as pb
+
+TIMEOUT = 30.0
+SEEN = datetime(2025, 3, 1, tzinfo=UTC)
+"""First/last-seen dates members attach to confirmations: member i uses SEEN + i days and
+SEEN + 10 + i days, so the dates a shared indicator reports name exactly its confirmers."""
+
+
+@pytest.fixture
+def hub(database_url: str) -> Iterator[RunningHub]:
+    """A started hub with an admin, a coordinator, members m1-m4, ``email`` and ``prompt``."""
+    engine = make_engine(database_url)
+    try:
+        credentials = provision(engine)
+        with running_hub(engine, credentials) as running:
+            yield running
+    finally:
+        engine.dispose()
+
+
+def email_forum(sets: Mapping[str, frozenset[str]] | None = None) -> EmailForum:
+    return EmailForum(dict(sets or overlapping_sets()), email_prf(forum_secret()))
+
+
+def refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of a call that must fail."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    error: Any = caught.value  # the raised RpcError is also a grpc.Call
+    return error.code(), error.details() or ""
+
+
+def by_true_count(forum: EmailForum, member: str, counts: Mapping[str, int]) -> dict[int, set[int]]:
+    """True number of other holders → the resolved counts seen for such items."""
+    seen: dict[int, set[int]] = defaultdict(set)
+    for value, count in counts.items():
+        seen[forum.others(member, value)].add(count)
+    return dict(seen)
+
+
+def offer(member: str, values: Sequence[str], forum: EmailForum) -> list[ConfirmedToken]:
+    index = MEMBERS.index(member)
+    return [
+        ConfirmedToken(
+            token=forum.token(value),
+            category=f"cat-{member}",
+            first_seen=SEEN + timedelta(days=index),
+            last_seen=SEEN + timedelta(days=10 + index),
+        )
+        for value in values
+    ]
+
+
+def coordinator_indicators(hub: RunningHub, kind: str = "") -> list[pb.SharedIndicator]:
+    """Every shared indicator a coordinator can page through (pages of 7)."""
+    records: list[pb.SharedIndicator] = []
+    token = ""
+    while True:
+        page = hub.review_stub.ListSharedIndicators(
+            pb.ListSharedIndicatorsRequest(
+                kind=kind, page=pb.PageRequest(page_size=7, page_token=token)
+            ),
+            metadata=hub.metadata(COORDINATOR),
+            timeout=TIMEOUT,
+        )
+        records += page.indicators
+        token = page.next_page_token
+        if not token:
+            return records
+
+
+def check_indicator_views(
+    hub: RunningHub,
+    clients: Mapping[str, HubClient],
+    forum: EmailForum,
+    confirmers: Mapping[str, set[str]],
+    *,
+    quorum: int,
+    reveal: bool,
+) -> dict[str, str]:
+    """Members' and coordinators' views of shared indicators against who confirmed what.
+
+    Returns value → shared indicator id.
+    """
+    value_of = forum.value_of()
+    shared = {v: frozenset(c) for v, c in confirmers.items() if len(c) >= quorum}
+    ids: dict[str, str] = {}
+    for member, client in clients.items():
+        matches = client.list_matches()
+        assert matches.campaigns == ()
+        assert client.list_matches(EMAIL) == matches
+        own: dict[str, SharedIndicatorView] = {value_of[i.token]: i for i in matches.indicators}
+        assert len(own) == len(matches.indicators)
+        # Only indicators the member confirmed itself, and all of those that are shared.
+        assert set(own) == {v for v, who in shared.items() if member in who}
+        for value, indicator in own.items():
+            who = shared[value]
+            positions = [MEMBERS.index(name) for name in who]
+            assert indicator.kind == EMAIL
+            assert indicator.reporters == len(who)
+            assert indicator.categories == tuple(sorted(f"cat-{name}" for name in who))
+            assert indicator.first_seen == SEEN + timedelta(days=min(positions))
+            assert indicator.last_seen == SEEN + timedelta(days=10 + max(positions))
+            assert indicator.status == "new"
+            assert indicator.reporter_names == (tuple(sorted(who - {member})) if reveal else ())
+            assert ids.setdefault(value, indicator.id) == indicator.id
+    records = coordinator_indicators(hub)
+    assert len(records) == len(shared)
+    by_id = {record.id: record for record in records}
+    assert set(by_id) == {ids[v] for v in shared if v in ids}
+    assert len(by_id) == len(shared), "a shared indicator no member can see"
+    for value, who in shared.items():
+        record = by_id[ids[value]]
+        assert record.token == b"", "coordinators must never receive tokens"
+        assert record.kind == EMAIL
+        assert record.reporters == len(who)
+    return ids
+
+
+# ---------------------------------------------------------------------------------- 1. Bloom
+
+
+def test_resolutions_match_the_exact_oracle_at_quorum_2_then_3(hub: RunningHub) -> None:
+    forum = email_forum()
+    clients = {m: hub.client(m) for m in MEMBERS}
+    for member in MEMBERS:
+        result = submit_email(clients[member], forum, member)
+        assert not result.duplicate
+        assert result.health is not None
+        assert result.health.set_bits == forum.bloom(member).set_bits()
+        assert false_positive_allowance(forum, member) == 0  # fill^k ≈ 1e-27 per item
+
+    for member in MEMBERS:
+        resolution = clients[member].download_resolution(EMAIL, KEY_ID)
+        assert resolution.members == len(MEMBERS)
+        counts = resolved_counts(forum, member, resolution, quorum=2)
+        # Items nobody else holds resolve to 0, the others to exactly their other holders.
+        assert by_true_count(forum, member, counts) == {0: {0}, 1: {1}, 2: {2}, 3: {3}}
+
+    set_email_policy(hub.engine, quorum=3)
+    for member in MEMBERS:
+        # The quorum is policy, not part of the parameter digest: the filters stay valid.
+        assert clients[member].get_parameters().bloom[EMAIL].quorum == 3
+        assert submit_email(clients[member], forum, member).duplicate
+    for member in MEMBERS:
+        resolution = clients[member].download_resolution(EMAIL, KEY_ID)
+        assert resolution.members == len(MEMBERS)
+        counts = resolved_counts(forum, member, resolution, quorum=3)
+        # Items held by one other member (2 in all) now fall below the quorum and read 0.
+        assert by_true_count(forum, member, counts) == {0: {0}, 1: {0}, 2: {2}, 3: {3}}
+
+
+@pytest.mark.parametrize(
+    ("quorum", "reveal"), [(2, False), (3, True)], ids=["quorum2-hidden", "quorum3-revealed"]
+)
+def test_confirmations_give_exactly_the_oracle_shared_indicators(
+    hub: RunningHub, quorum: int, reveal: bool
+) -> None:
+    forum = email_forum()
+    if (quorum, reveal) != (2, False):
+        set_email_policy(hub.engine, quorum=quorum, reveal_members=reveal)
+    clients = {m: hub.client(m) for m in MEMBERS}
+    for member in MEMBERS:
+        submit_email(clients[member], forum, member)
+    counts = {
+        m: resolved_counts(forum, m, clients[m].download_resolution(EMAIL, KEY_ID), quorum)
+        for m in MEMBERS
+    }
+
+    # Probes are refused: an item only m1 holds, and items m1 does not hold at all.
+    own_only = sorted(v for v in forum.sets["m1"] if forum.others("m1", v) == 0)[:2]
+    not_held = sorted(v for v in forum.sets["m2"] if forum.holders(v) == {"m2", "m3", "m4"})
+    assert not forum.bloom("m1").contains(not_held).any()
+    probes = offer("m1", own_only + not_held, forum)
+    assert clients["m1"].confirm(EMAIL, KEY_ID, probes) == ConfirmResult(0, 0, len(probes))
+
+    # Round 1: m1-m3 confirm everything they resolved, m4 every other item of it.
+    confirmers: dict[str, set[str]] = defaultdict(set)
+    resolved = {m: sorted(v for v, c in counts[m].items() if c >= 1) for m in MEMBERS}
+    held_back = resolved["m4"][1::2]
+    for member in MEMBERS:
+        offered = [v for v in resolved[member] if not (member == "m4" and v in held_back)]
+        for value in offered:
+            confirmers[value].add(member)
+        became_shared = sum(1 for v in offered if len(confirmers[v]) >= quorum)
+        result = clients[member].confirm(EMAIL, KEY_ID, offer(member, offered, forum))
+        assert result == ConfirmResult(len(offered), became_shared, 0)
+    first = check_indicator_views(hub, clients, forum, confirmers, quorum=quorum, reveal=reveal)
+    # Some indicators m4 holds are shared by the others already, yet m4 does not see them.
+    assert any(len(confirmers[v]) >= quorum for v in held_back)
+
+    # Round 2: m4 confirms the rest; now the shared set is exactly the oracle's.
+    for value in held_back:
+        confirmers[value].add("m4")
+    result = clients["m4"].confirm(EMAIL, KEY_ID, offer("m4", held_back, forum))
+    became_shared = sum(1 for v in held_back if len(confirmers[v]) >= quorum)
+    assert result == ConfirmResult(len(held_back), became_shared, 0)
+    final = check_indicator_views(hub, clients, forum, confirmers, quorum=quorum, reveal=reveal)
+    assert {v: frozenset(c) for v, c in confirmers.items() if len(c) >= quorum} == forum.shared(
+        quorum
+    )
+    assert set(final) == set(forum.shared(quorum))
+    assert all(final[v] == i for v, i in first.items()), "indicator ids changed"
+
+
+# ---------------------------------------------------------------------------------- 2. MinHash
+
+PROMPT_PLAN = {"m1": (0, 1, 3), "m2": (0, 1, 2, 5), "m3": (0, 2, 4)}
+"""Template 0 is seen by three members, 1 and 2 by two, 3-5 by one each."""
+
+
+def campaigns_listed(hub: RunningHub) -> list[pb.Campaign]:
+    response = hub.review_stub.ListCampaigns(
+        pb.ListCampaignsRequest(family=PROMPT), metadata=hub.metadata(COORDINATOR), timeout=TIMEOUT
+    )
+    assert not response.next_page_token
+    return list(response.campaigns)
+
+
+def check_campaigns(
+    hub: RunningHub,
+    clients: Mapping[str, HubClient],
+    uploads: Mapping[str, ClusterUpload],
+    *,
+    reveal: bool,
+) -> dict[int, str]:
+    """Members' campaign matches and the coordinator's campaigns against the templates each
+    member's clusters come from. Returns template → campaign id."""
+    holders: dict[int, set[str]] = defaultdict(set)
+    volumes: dict[int, int] = defaultdict(int)
+    for member, upload in uploads.items():
+        for cluster in upload.clusters:
+            holders[upload.template_of[cluster.cluster_id]].add(member)
+            volumes[upload.template_of[cluster.cluster_id]] += cluster.volume
+    shared = {t: frozenset(h) for t, h in holders.items() if len(h) >= 2}
+    campaign_of: dict[int, str] = {}
+    for member, upload in uploads.items():
+        matches = clients[member].list_matches()
+        assert matches.indicators == ()
+        assert clients[member].list_matches(PROMPT) == matches
+        got = {match.cluster_id: match for match in matches.campaigns}
+        assert len(got) == len(matches.campaigns)
+        assert set(got) == {cid for cid, t in upload.template_of.items() if t in shared}
+        for cluster_id, match in got.items():
+            template = upload.template_of[cluster_id]
+            others = shared[template] - {member}
+            assert campaign_of.setdefault(template, match.campaign_id) == match.campaign_id
+            assert match.other_members == len(others)
+            assert match.other_member_names == (tuple(sorted(others)) if reveal else ())
+            assert match.similarity == 1.0  # identical template cores
+    assert set(campaign_of) == set(shared)
+    assert len(set(campaign_of.values())) == len(shared)
+    listed = {
+        c.id: (tuple(c.members), c.volume, tuple(c.categories), c.similarity, c.family, c.status)
+        for c in campaigns_listed(hub)
+    }
+    assert listed == {
+        campaign_of[t]: (tuple(sorted(who)), volumes[t], (f"t{t}",), 1.0, PROMPT, "new")
+        for t, who in shared.items()
+    }
+    return campaign_of
+
+
+def test_campaigns_link_exactly_the_shared_templates_under_stable_ids(hub: RunningHub) -> None:
+    forum = prompt_forum(PROMPT_PLAN)
+    clients = {m: hub.client(m) for m in PROMPT_PLAN}
+    params = clients["m1"].get_parameters().minhash[PROMPT].minhash_params()
+    uploads = {m: cluster_upload(forum, m, forum_secret(), params) for m in PROMPT_PLAN}
+    for member, upload in uploads.items():
+        result = submit_clusters(clients[member], upload)
+        assert not result.duplicate
+        assert result.health is None
+    assert forum.shared_templates() == {0, 1, 2}
+    campaign_of = check_campaigns(hub, clients, uploads, reveal=False)
+
+    # The next nightly run: the same clusters under new random ids keep their campaigns.
+    first = submit_clusters(clients["m1"], uploads["m1"])
+    assert first.duplicate
+    uploads["m1"] = uploads["m1"].with_new_ids()
+    renamed = submit_clusters(clients["m1"], uploads["m1"])
+    assert not renamed.duplicate
+    assert renamed.submission_id != first.submission_id
+    assert check_campaigns(hub, clients, uploads, reveal=False) == campaign_of
+    _, own = clients["m1"].status()
+    assert [(s.id, s.kind, s.declared_count) for s in own] == [
+        (renamed.submission_id, f"minhash:{PROMPT}", len(uploads["m1"].clusters))
+    ]
+
+    # Forum policy may reveal names; the campaigns are unchanged.
+    set_prompt_policy(hub.engine, reveal_members=True)
+    assert check_campaigns(hub, clients, uploads, reveal=True) == campaign_of
+
+    # m3 no longer sees template 2: that campaign ends, the others keep their ids.
+    uploads["m3"] = uploads["m3"].without(2)
+    assert not submit_clusters(clients["m3"], uploads["m3"]).duplicate
+    remaining = check_campaigns(hub, clients, uploads, reveal=True)
+    assert remaining == {t: campaign_of[t] for t in (0, 1)}
+
+
+def test_campaign_ids_survive_a_nightly_run_in_which_every_member_resubmits(
+    hub: RunningHub,
+) -> None:
+    """Every member's nightly job sends its clusters under fresh random ids, typically before
+    anyone reads matches: the campaigns (and the review state attached to their ids) must carry
+    over, since the clusters and their signatures are the same."""
+    forum = prompt_forum(PROMPT_PLAN)
+    clients = {m: hub.client(m) for m in PROMPT_PLAN}
+    params = clients["m1"].get_parameters().minhash[PROMPT].minhash_params()
+    uploads = {m: cluster_upload(forum, m, forum_secret(), params) for m in PROMPT_PLAN}
+    for member, upload in uploads.items():
+        submit_clusters(clients[member], upload)
+    campaign_of = check_campaigns(hub, clients, uploads, reveal=False)
+
+    for member in PROMPT_PLAN:
+        uploads[member] = uploads[member].with_new_ids()
+        assert not submit_clusters(clients[member], uploads[member]).duplicate
+    assert check_campaigns(hub, clients, uploads, reveal=False) == campaign_of
+
+
+def test_expired_cluster_submissions_leave_their_campaigns(hub: RunningHub) -> None:
+    forum = prompt_forum({"m1": (0, 1), "m2": (0, 2), "m3": (1, 2)})
+    clients = {m: hub.client(m) for m in forum.plan}
+    params = clients["m1"].get_parameters().minhash[PROMPT].minhash_params()
+    uploads = {m: cluster_upload(forum, m, forum_secret(), params) for m in forum.plan}
+    for member, upload in uploads.items():
+        submit_clusters(clients[member], upload)
+    check_campaigns(hub, clients, uploads, reveal=False)
+    m1, m2 = hub.principal("m1"), hub.principal("m2")
+    # m2 and m3 send the same clusters again 20 days later; m1's expire at 30 days.
+    for member in ("m2", "m3"):
+        upload = uploads[member].with_new_ids()
+        header = UploadHeader(
+            format=SketchFormat.CLUSTERS_V1,
+            kind=PROMPT,
+            key_id=KEY_ID,
+            params_digest=params.digest(),
+            declared_count=len(upload.clusters),
+            content_length=len(upload.payload),
+            content_sha256=hashlib.sha256(upload.payload).digest(),
+        )
+        principal = hub.principal(member)
+        with session_scope(hub.engine) as session:
+            submit_cluster_set(
+                session,
+                principal,
+                header,
+                signatures=upload.signatures,
+                clusters=[
+                    ClusterRecord(
+                        cluster_id=c.cluster_id,
+                        volume=c.volume,
+                        category=c.category,
+                        first_seen=None,
+                        last_seen=None,
+                    )
+                    for c in upload.clusters
+                ],
+                now=datetime.now(UTC) + timedelta(days=20),
+            )
+    later = datetime.now(UTC) + timedelta(days=31)
+    with session_scope(hub.engine) as session:
+        assert member_views.matches(session, m1, PROMPT, later).campaigns == []
+        links = member_views.matches(session, m2, PROMPT, later).campaigns
+        campaigns, _ = review.campaigns(session, PROMPT, 100, "", later)
+    # Only template 2 (m2 and m3) is still a campaign.
+    assert [c.members for c in campaigns] == [("m2", "m3")]
+    assert [(link.other_member_count, link.campaign_id) for link in links] == [(1, campaigns[0].id)]
+
+
+# ---------------------------------------------------------------------------------- 3. auth
+
+
+def member_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
+    stub = hub.member_stub
+    return {
+        "GetParameters": lambda md: stub.GetParameters(
+            pb.GetParametersRequest(), metadata=md, timeout=TIMEOUT
+        ),
+        "Submit": lambda md: stub.Submit(
+            iter([pb.SubmitChunk(header=pb.SubmitHeader())]), metadata=md, timeout=TIMEOUT
+        ),
+        "DownloadResolution": lambda md: list(
+            stub.DownloadResolution(
+                pb.ResolutionRequest(kind=EMAIL, key_id=KEY_ID), metadata=md, timeout=TIMEOUT
+            )
+        ),
+        "Confirm": lambda md: stub.Confirm(
+            pb.ConfirmRequest(kind=EMAIL, key_id=KEY_ID), metadata=md, timeout=TIMEOUT
+        ),
+        "ListMatches": lambda md: stub.ListMatches(
+            pb.ListMatchesRequest(), metadata=md, timeout=TIMEOUT
+        ),
+        "GetStatus": lambda md: stub.GetStatus(pb.GetStatusRequest(), metadata=md, timeout=TIMEOUT),
+    }
+
+
+def review_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
+    stub = hub.review_stub
+    return {
+        "GetOverlapMatrix": lambda md: stub.GetOverlapMatrix(
+            pb.OverlapRequest(kind=EMAIL), metadata=md, timeout=TIMEOUT
+        ),
+        "ListSharedIndicators": lambda md: stub.ListSharedIndicators(
+            pb.ListSharedIndicatorsRequest(), metadata=md, timeout=TIMEOUT
+        ),
+        "ListCampaigns": lambda md: stub.ListCampaigns(
+            pb.ListCampaignsRequest(), metadata=md, timeout=TIMEOUT
+        ),
+        "ListSubmissions": lambda md: stub.ListSubmissions(
+            pb.ListSubmissionsRequest(), metadata=md, timeout=TIMEOUT
+        ),
+    }
+
+
+def admin_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
+    stub = hub.admin_stub
+    return {
+        "AddPrincipal": lambda md: stub.AddPrincipal(
+            pb.AddPrincipalRequest(name="intruder", role=pb.ROLE_ADMIN),
+            metadata=md,
+            timeout=TIMEOUT,
+        ),
+        "ListPrincipals": lambda md: stub.ListPrincipals(
+            pb.ListPrincipalsRequest(), metadata=md, timeout=TIMEOUT
+        ),
+        "RevokePrincipal": lambda md: stub.RevokePrincipal(
+            pb.RevokePrincipalRequest(name="m1"), metadata=md, timeout=TIMEOUT
+        ),
+        "SetParameters": lambda md: stub.SetParameters(
+            pb.SetParametersRequest(
+                bloom=[
+                    pb.BloomParameters(
+                        kind=EMAIL, key_id="epoch-9", capacity=EMAIL_CAPACITY, target_fpr=0.5
+                    )
+                ]
+            ),
+            metadata=md,
+            timeout=TIMEOUT,
+        ),
+        "VerifyAudit": lambda md: stub.VerifyAudit(
+            pb.VerifyAuditRequest(), metadata=md, timeout=TIMEOUT
+        ),
+    }
+
+
+def test_every_rpc_refuses_missing_malformed_unknown_and_revoked_credentials(
+    hub: RunningHub,
+) -> None:
+    calls = {**member_calls(hub), **review_calls(hub), **admin_calls(hub)}
+    member_token = hub.credentials["m1"]
+    unknown = new_credential().token  # well-formed, never issued
+    wrong_secret = member_token[: -len(unknown.split("_")[2])] + unknown.split("_")[2]
+    missing: list[tuple[tuple[str, str], ...]] = [
+        (),
+        (("authorization", "Bearer"),),
+        (("authorization", f"Basic {member_token}"),),
+        (("x-api-key", member_token),),
+    ]
+    refused = [
+        (("authorization", "Bearer not-a-credential"),),
+        (("authorization", f"Bearer {unknown}"),),
+        (("authorization", f"Bearer {wrong_secret}"),),
+        (("authorization", f"Bearer {member_token}x"),),
+    ]
+    for name, call in calls.items():
+        for metadata in missing:
+            assert refusal(lambda c=call, md=metadata: c(md)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing bearer credential",
+            ), (name, metadata)
+        for metadata in refused:
+            assert refusal(lambda c=call, md=metadata: c(md)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unknown or revoked credential",
+            ), (name, metadata)
+
+    # Revocation takes effect on the very next call, for members and coordinators alike.
+    assert hub.client("m3").status() == ("m3", [])
+    hub.review_stub.ListSubmissions(
+        pb.ListSubmissionsRequest(), metadata=hub.metadata(COORDINATOR), timeout=TIMEOUT
+    )
+    for revoked in ("m3", COORDINATOR):
+        hub.admin_stub.RevokePrincipal(
+            pb.RevokePrincipalRequest(name=revoked), metadata=hub.metadata(ADMIN), timeout=TIMEOUT
+        )
+    for revoked, own_calls in (("m3", member_calls(hub)), (COORDINATOR, review_calls(hub))):
+        for name, call in own_calls.items():
+            assert refusal(lambda c=call, p=revoked: c(hub.metadata(p))) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unknown or revoked credential",
+            ), (revoked, name)
+    # Nothing the refused calls asked for happened.
+    principals = hub.admin_stub.ListPrincipals(
+        pb.ListPrincipalsRequest(), metadata=hub.metadata(ADMIN), timeout=TIMEOUT
+    ).principals
+    assert [(p.name, p.HasField("revoked_at")) for p in principals] == [
+        (ADMIN, False),
+        (COORDINATOR, True),
+        ("m1", False),
+        ("m2", False),
+        ("m3", True),
+        ("m4", False),
+    ]
+
+
+def test_roles_are_confined_to_their_services(hub: RunningHub) -> None:
+    denied = {
+        "m1": {**review_calls(hub), **admin_calls(hub)},
+        COORDINATOR: {**member_calls(hub), **admin_calls(hub)},
+        ADMIN: member_calls(hub),
+    }
+    roles = {"m1": "member", COORDINATOR: "coordinator", ADMIN: "admin"}
+    for principal, calls in denied.items():
+        for name, call in calls.items():
+            code, message = refusal(lambda c=call, p=principal: c(hub.metadata(p)))
+            assert code == grpc.StatusCode.PERMISSION_DENIED, (principal, name)
+            assert message == f"role {roles[principal]!r} may not call this service"
+    principals = hub.admin_stub.ListPrincipals(
+        pb.ListPrincipalsRequest(), metadata=hub.metadata(ADMIN), timeout=TIMEOUT
+    ).principals
+    assert [p.name for p in principals] == [ADMIN, COORDINATOR, *MEMBERS]
+    assert not any(p.HasField("revoked_at") for p in principals)
+    parameters = hub.client("m1").get_parameters().bloom[EMAIL]
+    assert (parameters.key_id, parameters.target_fpr) == (KEY_ID, EMAIL_FPR)
+
+
+def test_health_is_open_and_reflection_needs_a_credential(hub: RunningHub) -> None:
+    for service in ("", "sigshare.v1.MemberService", "sigshare.v1.ReviewService"):
+        response = hub.health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT
+        )
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(hub.channel)
+
+    def list_services(metadata: tuple[tuple[str, str], ...]) -> list[str]:
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = reflection.ServerReflectionInfo(iter([request]), metadata=metadata)
+        return [s.name for r in responses for s in r.list_services_response.service]
+
+    assert refusal(lambda: list_services(()))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert "sigshare.v1.MemberService" in list_services(hub.metadata("m2"))
+
+
+def test_a_member_learns_only_about_its_own_submission(hub: RunningHub) -> None:
+    forum = email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2")})
+    m1, m2 = hub.client("m1"), hub.client("m2")
+    submit_email(m1, forum, "m1")
+    shared_token = forum.token(sorted(forum.shared(2))[0])
+
+    # m2 has submitted nothing: no resolution (there is no way to name another member's) and
+    # no confirmation.
+    code, message = refusal(
+        lambda: list(
+            hub.member_stub.DownloadResolution(
+                pb.ResolutionRequest(kind=EMAIL, key_id=KEY_ID), metadata=hub.metadata("m2")
+            )
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "submit a filter of kind email before asking for its resolution" in message
+    code, message = refusal(
+        lambda: hub.member_stub.Confirm(
+            pb.ConfirmRequest(
+                kind=EMAIL, key_id=KEY_ID, tokens=[pb.ConfirmedToken(token=shared_token)]
+            ),
+            metadata=hub.metadata("m2"),
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "submit a filter of kind email" in message
+    # Another key epoch or an unknown kind is refused for m1 too.
+    code, message = refusal(
+        lambda: list(
+            hub.member_stub.DownloadResolution(
+                pb.ResolutionRequest(kind=EMAIL, key_id="epoch-0"), metadata=hub.metadata("m1")
+            )
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'epoch-0' is not the forum's current key id 'epoch-1'" in message
+    with pytest.raises(HubRejectedError, match="indicator kind 'phone' is not enabled"):
+        m1.download_resolution("phone", KEY_ID)
+
+    # Once both submitted and confirmed, members get their tokens back, coordinators never.
+    submit_email(m2, forum, "m2")
+    confirmers: dict[str, set[str]] = defaultdict(set)
+    for member, client in (("m1", m1), ("m2", m2)):
+        counts = resolved_counts(forum, member, client.download_resolution(EMAIL, KEY_ID), 2)
+        resolved = sorted(v for v, c in counts.items() if c)
+        assert client.confirm(EMAIL, KEY_ID, offer(member, resolved, forum)).accepted == len(
+            resolved
+        )
+        for value in resolved:
+            confirmers[value].add(member)
+    ids = check_indicator_views(
+        hub, {"m1": m1, "m2": m2}, forum, confirmers, quorum=2, reveal=False
+    )
+    assert set(ids) == set(forum.shared(2))
+    assert len(ids) == 3 + 2 * 3 + 5  # the m1-m2 block, two triples, all four
+    records = coordinator_indicators(hub, EMAIL)
+    assert [r.token for r in records] == [b""] * len(ids)
+
+
+# ---------------------------------------------------------------------------------- 4. Submit
+
+
+def submit_stream(
+    payload: bytes,
+    *,
+    count: int,
+    digest: bytes,
+    kind: str = EMAIL,
+    key_id: str = KEY_ID,
+    sketch_format: pb.SketchFormat.ValueType = pb.SKETCH_FORMAT_BLOOM_V1,
+    content_length: int | None = None,
+    content_sha256: bytes | None = None,
+    data: bytes | None = None,
+) -> list[pb.SubmitChunk]:
+    """A header for ``payload`` (fields overridable) and ``data`` (default: ``payload``) in
+    three chunks."""
+    header = pb.SubmitHeader(
+        format=sketch_format,
+        kind=kind,
+        key_id=key_id,
+        params_digest=digest,
+        declared_count=count,
+        content_length=len(payload) if content_length is None else content_length,
+        content_sha256=hashlib.sha256(payload).digest()
+        if content_sha256 is None
+        else content_sha256,
+    )
+    body = payload if data is None else data
+    third = max(1, len(body) // 3)
+    pieces = [body[i : i + third] for i in range(0, len(body), third)]
+    return [pb.SubmitChunk(header=header), *(pb.SubmitChunk(data=p) for p in pieces)]
+
+
+def crafted_filter(params: BloomParams, positions: np.ndarray, count: int) -> bytes:
+    bits = np.zeros(params.m, dtype=np.uint8)
+    bits[positions] = 1
+    return encode_bloom(BloomFilter(params, np.packbits(bits, bitorder="little"), count))
+
+
+def footprint(hub: RunningHub, member: HubClient) -> tuple[object, ...]:
+    """Everything a submission could have changed."""
+    listed = hub.review_stub.ListSubmissions(
+        pb.ListSubmissionsRequest(), metadata=hub.metadata(COORDINATOR), timeout=TIMEOUT
+    )
+    with session_scope(hub.engine) as session:
+        adds = AuditRepository(session).search(action="submission.add", limit=1000)
+        rows = tuple(
+            session.scalar(select(func.count()).select_from(table))
+            for table in (SubmissionRow, SubmissionPayloadRow, ClusterRow)
+        )
+    return (
+        member.status(),
+        [
+            (s.id, s.member, s.kind, s.status, s.declared_count, s.byte_size)
+            for s in listed.submissions
+        ],
+        [entry.id for entry in adds],
+        rows,
+    )
+
+
+def test_every_rejected_submission_leaves_no_trace(
+    hub: RunningHub, subtests: pytest.Subtests
+) -> None:
+    forum = email_forum()
+    m1, m2 = hub.client("m1"), hub.client("m2")
+    submit_email(m1, forum, "m1")
+    submit_email(m2, forum, "m2")
+    published = m1.get_parameters()
+    digest = published.bloom[EMAIL].digest
+    prompt_digest = published.minhash[PROMPT].digest
+    params = email_params()
+    before_resolution = m2.download_resolution(EMAIL, KEY_ID).counts.copy()
+
+    # A filter the hub would accept: m1's set and one more address.
+    bloom = KeyedBloomFilter(params, forum.prf)
+    bloom.add([*sorted(forum.sets["m1"]), "newcomer@example.com"])
+    good = encode_bloom(bloom)
+    n = bloom.count
+    rng = np.random.default_rng(20_240_611)
+    heavy = 1500  # enough items for the pattern checks to have statistical power
+    heavy_bits = round(params.expected_fill(heavy) * params.m)
+    other_params = BloomParams.for_capacity(EMAIL, KEY_ID, EMAIL_CAPACITY // 2, EMAIL_FPR)
+    hasher = SaltedMinHasher.from_secret(forum_secret(), MinHashParams(key_id=KEY_ID))
+    signatures = encode_signatures(
+        SignatureSet(
+            key_id=KEY_ID,
+            shingle_unit="word",
+            shingle_size=3,
+            values=hasher.signatures(["one two three four five", "six seven eight nine ten"]),
+        )
+    )
+    twice = "ab" * 16
+    duplicate_ids = pb.ClusterSketchSet(
+        signatures=signatures,
+        clusters=[
+            pb.ClusterSketch(cluster_id=twice, volume=5),
+            pb.ClusterSketch(cluster_id=twice, volume=7),
+        ],
+    ).SerializeToString()
+    not_a_set = b"\x0a\x05ab"  # field 1, 5 bytes announced, 2 present
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    precondition = grpc.StatusCode.FAILED_PRECONDITION
+
+    cases: dict[str, tuple[list[pb.SubmitChunk], grpc.StatusCode, str]] = {
+        "wrong params digest": (
+            submit_stream(good, count=n, digest=hashlib.sha256(b"other").digest()),
+            precondition,
+            "parameters changed since they were fetched; fetch them again",
+        ),
+        "params digest not 32 bytes": (
+            submit_stream(good, count=n, digest=digest[:5]),
+            invalid,
+            "params_digest must be 32 bytes",
+        ),
+        "wrong key id": (
+            submit_stream(good, count=n, digest=digest, key_id="epoch-0"),
+            precondition,
+            "key id 'epoch-0', the forum's current key id is 'epoch-1'",
+        ),
+        "kind not enabled": (
+            submit_stream(good, count=n, digest=digest, kind="phone"),
+            precondition,
+            "indicator kind 'phone' is not enabled on this hub",
+        ),
+        "unknown kind": (
+            submit_stream(good, count=n, digest=digest, kind="no-such-kind"),
+            precondition,
+            "indicator kind 'no-such-kind' is not enabled on this hub",
+        ),
+        "unspecified format": (
+            submit_stream(good, count=n, digest=digest, sketch_format=pb.SKETCH_FORMAT_UNSPECIFIED),
+            invalid,
+            "format must be BLOOM_V1 or CLUSTERS_V1",
+        ),
+        "bad content sha256": (
+            submit_stream(
+                good, count=n, digest=digest, content_sha256=hashlib.sha256(b"x").digest()
+            ),
+            invalid,
+            "content SHA-256 does not match the header",
+        ),
+        "short content sha256": (
+            submit_stream(good, count=n, digest=digest, content_sha256=b"\x00" * 8),
+            invalid,
+            "content_sha256 must be 32 bytes",
+        ),
+        "zero content length": (
+            submit_stream(good, count=n, digest=digest, content_length=0),
+            invalid,
+            "content_length must be positive",
+        ),
+        "truncated stream": (
+            submit_stream(good, count=n, digest=digest, data=good[:-10]),
+            invalid,
+            f"stream ended after {len(good) - 10} of {len(good)} announced bytes",
+        ),
+        "more bytes than announced": (
+            submit_stream(good, count=n, digest=digest, data=good + b"\x00" * 10),
+            invalid,
+            f"stream carries more than the {len(good)} bytes announced",
+        ),
+        "data before the header": (
+            [pb.SubmitChunk(data=good), *submit_stream(good, count=n, digest=digest)],
+            invalid,
+            "a submission stream starts with its header",
+        ),
+        "empty stream": ([], invalid, "a submission stream starts with its header"),
+        "second header": (
+            [
+                *submit_stream(good, count=n, digest=digest),
+                pb.SubmitChunk(header=pb.SubmitHeader()),
+            ],
+            invalid,
+            "only data chunks may follow the header",
+        ),
+        "declared count above capacity": (
+            submit_stream(good, count=EMAIL_CAPACITY + 1, digest=digest),
+            invalid,
+            f"declared count {EMAIL_CAPACITY + 1} exceeds the capacity {EMAIL_CAPACITY}",
+        ),
+        "declared count differs from the filter's": (
+            submit_stream(good, count=n - 1, digest=digest),
+            invalid,
+            f"header declares {n - 1} items, the filter {n}",
+        ),
+        "saturated: every bit set": (
+            submit_stream(
+                saturated := crafted_filter(params, np.arange(params.m), n), count=n, digest=digest
+            ),
+            invalid,
+            "filter is 100.0% full: its false-positive rate 1.00e+00 exceeds 2x the target",
+        ),
+        "fill far above the declared count": (
+            submit_stream(
+                overfull := crafted_filter(params, rng.choice(params.m, 3000, replace=False), n),
+                count=n,
+                digest=digest,
+            ),
+            invalid,
+            f"filter has more bits set (3000) than {n} items produce",
+        ),
+        "periodic pattern with the right number of bits": (
+            submit_stream(
+                periodic := crafted_filter(
+                    params,
+                    np.linspace(0, params.m, heavy_bits, endpoint=False).astype(np.int64),
+                    heavy,
+                ),
+                count=heavy,
+                digest=digest,
+            ),
+            invalid,
+            "filter bits are not spread like hash output",
+        ),
+        "right number of bits crowded into a quarter": (
+            submit_stream(
+                crowded := crafted_filter(
+                    params, rng.choice(params.m // 4, heavy_bits, replace=False), heavy
+                ),
+                count=heavy,
+                digest=digest,
+            ),
+            invalid,
+            "filter bits are not spread like hash output",
+        ),
+        "filter of other dimensions": (
+            submit_stream(
+                encode_bloom(KeyedBloomFilter(other_params, forum.prf)), count=0, digest=digest
+            ),
+            invalid,
+            f"filter m is {other_params.m}, expected {params.m}",
+        ),
+        "garbage payload": (
+            submit_stream(garbage := rng.bytes(600), count=n, digest=digest),
+            invalid,
+            "not a sigshare Bloom filter (bad magic)",
+        ),
+        "cluster payload that is not a ClusterSketchSet": (
+            submit_stream(
+                not_a_set,
+                count=1,
+                digest=prompt_digest,
+                kind=PROMPT,
+                sketch_format=pb.SKETCH_FORMAT_CLUSTERS_V1,
+            ),
+            invalid,
+            "payload is not a ClusterSketchSet message",
+        ),
+        "clusters with duplicate ids": (
+            submit_stream(
+                duplicate_ids,
+                count=2,
+                digest=prompt_digest,
+                kind=PROMPT,
+                sketch_format=pb.SKETCH_FORMAT_CLUSTERS_V1,
+            ),
+            invalid,
+            "cluster ids repeat within the submission",
+        ),
+        "cluster family not enabled": (
+            submit_stream(
+                duplicate_ids,
+                count=2,
+                digest=prompt_digest,
+                kind="profile",
+                sketch_format=pb.SKETCH_FORMAT_CLUSTERS_V1,
+            ),
+            precondition,
+            "fingerprint family 'profile' is not enabled on this hub",
+        ),
+    }
+    assert len({saturated, overfull, periodic, crowded, garbage}) == 5
+
+    baseline = footprint(hub, m1)
+    for name, (chunks, code, fragment) in cases.items():
+        with subtests.test(msg=name):
+            got_code, message = refusal(
+                lambda c=chunks: hub.member_stub.Submit(
+                    iter(c), metadata=hub.metadata("m1"), timeout=TIMEOUT
+                )
+            )
+            assert got_code == code
+            assert fragment in message
+            assert footprint(hub, m1) == baseline
+    assert np.array_equal(m2.download_resolution(EMAIL, KEY_ID).counts, before_resolution)
+    # The good filter itself is accepted: the cases failed for their defect alone.
+    accepted = hub.member_stub.Submit(
+        iter(submit_stream(good, count=n, digest=digest)),
+        metadata=hub.metadata("m1"),
+        timeout=TIMEOUT,
+    )
+    assert not accepted.duplicate
+
+
+# ---------------------------------------------------------------------------------- 5. idempotency
+
+
+def test_resubmission_is_idempotent_and_older_content_can_return(hub: RunningHub) -> None:
+    first = frozenset(f"x{i:02d}@example.com" for i in range(20))
+    second = frozenset(f"x{i:02d}@example.com" for i in range(10, 30)) | {"y@example.com"}
+    other = frozenset(f"x{i:02d}@example.com" for i in (*range(5), *range(15, 25)))
+    with_first = email_forum({"m1": first, "m2": other})
+    with_second = email_forum({"m1": second, "m2": other})
+    m1, m2 = hub.client("m1"), hub.client("m2")
+
+    def m2_resolution(forum: EmailForum) -> np.ndarray:
+        resolution = m2.download_resolution(EMAIL, KEY_ID)
+        assert resolution.members == 2
+        resolved_counts(forum, "m2", resolution, 2)
+        return resolution.counts.copy()
+
+    def m1_active() -> list[int]:
+        _, own = m1.status()
+        return [s.id for s in own]
+
+    original = submit_email(m1, with_first, "m1")
+    assert not original.duplicate
+    submit_email(m2, with_first, "m2")
+    counts_first = m2_resolution(with_first)
+
+    again = submit_email(m1, with_first, "m1")
+    assert (again.duplicate, again.submission_id) == (True, original.submission_id)
+    assert np.array_equal(m2_resolution(with_first), counts_first)
+    assert m1_active() == [original.submission_id]
+
+    replaced = submit_email(m1, with_second, "m1")
+    assert not replaced.duplicate
+    assert replaced.submission_id != original.submission_id
+    counts_second = m2_resolution(with_second)
+    assert not np.array_equal(counts_second, counts_first)
+    assert m1_active() == [replaced.submission_id]
+
+    # Re-sending the older content makes it current again (folded in between)...
+    back = submit_email(m1, with_first, "m1")
+    assert (back.duplicate, back.submission_id) == (False, original.submission_id)
+    assert m1_active() == [original.submission_id]
+    assert np.array_equal(m2_resolution(with_first), counts_first)
+
+    # ...and when the hub never folded the newer one in between.
+    assert submit_email(m1, with_second, "m1").submission_id == replaced.submission_id
+    assert submit_email(m1, with_first, "m1").submission_id == original.submission_id
+    assert np.array_equal(m2_resolution(with_first), counts_first)
+    assert submit_email(m1, with_second, "m1").submission_id == replaced.submission_id
+    assert np.array_equal(m2_resolution(with_second), counts_second)
+    listed = hub.review_stub.ListSubmissions(
+        pb.ListSubmissionsRequest(kind=EMAIL), metadata=hub.metadata(COORDINATOR), timeout=TIMEOUT
+    )
+    assert sorted((s.member, s.status) for s in listed.submissions) == [
+        ("m1", "active"),
+        ("m2", "active"),
+    ]
+
+
+def test_a_filter_resent_after_a_parameter_change_that_keeps_its_bytes_stays_active(
+    hub: RunningHub,
+) -> None:
+    """Capacity 19,996-20,000 all give m = 287,552 and k = 10: after such a change a member's
+    rebuilt filter is byte for byte the one it sent before, under a new parameter digest. The
+    hub must accept it as current, not revive the old row under the retired digest."""
+    forum = email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2")})
+    m1, m2 = hub.client("m1"), hub.client("m2")
+    first = submit_email(m1, forum, "m1")
+    submit_email(m2, forum, "m2")
+    with session_scope(hub.engine) as session:
+        parameters.set_kind_parameters(
+            session,
+            actor="test",
+            kind=EMAIL,
+            key_id=KEY_ID,
+            capacity=EMAIL_CAPACITY - 1,
+            target_fpr=EMAIL_FPR,
+            now=datetime.now(UTC),
+        )
+    forum.params = BloomParams.for_capacity(EMAIL, KEY_ID, EMAIL_CAPACITY - 1, EMAIL_FPR)
+    assert (forum.params.m, forum.params.k) == (email_params().m, email_params().k)
+    for member, client in (("m1", m1), ("m2", m2)):
+        resent = submit_email(client, forum, member)
+        assert not resent.duplicate
+    _, own = m1.status()
+    assert [s.id for s in own] == [first.submission_id]
+    resolution = m1.download_resolution(EMAIL, KEY_ID)
+    assert resolution.members == 2
+    resolved_counts(forum, "m1", resolution, quorum=2)
+
+
+# ---------------------------------------------------------------------------------- 6. expiry
+
+
+def upload_header(forum: EmailForum, member: str) -> UploadHeader:
+    """What a member's stream announces for its current filter."""
+    payload = forum.payload(member)
+    return UploadHeader(
+        format=SketchFormat.BLOOM_V1,
+        kind=EMAIL,
+        key_id=KEY_ID,
+        params_digest=forum.params.digest(),
+        declared_count=len(forum.sets[member]),
+        content_length=len(payload),
+        content_sha256=hashlib.sha256(payload).digest(),
+    )
+
+
+def test_an_expired_filter_no_longer_counts(hub: RunningHub) -> None:
+    set_email_policy(hub.engine, retention_days=1)
+    forum = email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2")})
+    start = datetime.now(UTC)
+    submitted = submit_email(hub.client("m1"), forum, "m1")
+    assert start + timedelta(days=1) <= submitted.expires_at
+    assert submitted.expires_at <= datetime.now(UTC) + timedelta(days=1)
+    m1, m2 = hub.principal("m1"), hub.principal("m2")
+    # m2 submits half a day later: the service layer with a clock of our choosing.
+    with session_scope(hub.engine) as session:
+        submit_bloom(
+            session,
+            m2,
+            upload_header(forum, "m2"),
+            forum.payload("m2"),
+            start + timedelta(hours=12),
+        )
+    shared_tokens = forum.prf.tokens(sorted(forum.shared(2)))
+    assert len(shared_tokens) == 3 + 2 * 3 + 5  # from the blocks of m1-m2, two triples, all four
+
+    def shared_counts(at: datetime) -> tuple[int, list[int]]:
+        """Members counted for m2 at ``at``, and m2's resolved counts of the shared items."""
+        with session_scope(hub.engine) as session:
+            result = member_views.resolution(session, m2, EMAIL, KEY_ID, at)
+        counts = decode_resolution(result.content, forum.params.m)
+        return result.members, resolve_tokens(counts, forum.params, shared_tokens).tolist()
+
+    assert shared_counts(start + timedelta(hours=13)) == (2, [1] * len(shared_tokens))
+    expired = start + timedelta(days=1, hours=1)
+    assert shared_counts(expired) == (1, [0] * len(shared_tokens))
+    with session_scope(hub.engine) as session:
+        assert member_views.status(session, m1) == []
+        assert [s.family_kind for s in member_views.status(session, m2)] == [EMAIL]
+        with pytest.raises(PreconditionError, match="submit a filter of kind email"):
+            member_views.resolution(session, m1, EMAIL, KEY_ID, expired)
+
+    # Sending the same filter again after expiry brings it back, under its old id.
+    with session_scope(hub.engine) as session:
+        outcome = submit_bloom(
+            session, m1, upload_header(forum, "m1"), forum.payload("m1"), expired
+        )
+    assert (outcome.duplicate, outcome.submission.id) == (False, submitted.submission_id)
+    assert shared_counts(expired + timedelta(minutes=1)) == (2, [1] * len(shared_tokens))
+    # Past m2's own expiry, m2 has nothing left to resolve against.
+    with session_scope(hub.engine) as session, pytest.raises(PreconditionError):
+        member_views.resolution(session, m2, EMAIL, KEY_ID, start + timedelta(days=1, hours=13))
+
+
+# ---------------------------------------------------------------------------------- 7. replicas
+
+
+def _in_parallel(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run ``tasks`` at once (released together by a barrier); their results, in order."""
+    barrier = threading.Barrier(len(tasks))
+
+    def run(task: Callable[[], Any]) -> Any:
+        barrier.wait(timeout=TIMEOUT)
+        return task()
+
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        futures = [pool.submit(run, task) for task in tasks]
+        return [future.result(timeout=2 * TIMEOUT) for future in futures]
+
+
+def test_two_replicas_on_one_postgresql_database_agree(
+    postgres_engine: Engine, migrated_postgres_url: str
+) -> None:
+    forum = email_forum(overlapping_sets(per_subset={1: 20, 2: 6, 3: 5, 4: 5}))
+    decoys = email_forum(
+        {m: frozenset(sorted(s)[::2]) | {f"decoy-{m}@example.com"} for m, s in forum.sets.items()}
+    )
+    second_engine = make_engine(migrated_postgres_url)
+    credentials = provision(postgres_engine)
+    try:
+        with (
+            running_hub(postgres_engine, credentials) as first,
+            running_hub(second_engine, credentials) as second,
+        ):
+            replicas = (first, second)
+            clients = {(m, r): replicas[r].client(m) for m in MEMBERS for r in range(len(replicas))}
+
+            def upload(index: int, member: str) -> int:
+                submit_email(clients[member, index % 2], decoys, member)
+                return submit_email(clients[member, (index + 1) % 2], forum, member).submission_id
+
+            final_ids = _in_parallel([lambda i=i, m=m: upload(i, m) for i, m in enumerate(MEMBERS)])
+            for member, submission_id in zip(MEMBERS, final_ids, strict=True):
+                for replica in range(2):
+                    _, own = clients[member, replica].status()
+                    assert [s.id for s in own] == [submission_id]
+
+            downloads = _in_parallel(
+                [
+                    lambda m=m, r=r: clients[m, r].download_resolution(EMAIL, KEY_ID)
+                    for m in MEMBERS
+                    for r in range(2)
+                ]
+            )
+            counts: dict[str, dict[str, int]] = {}
+            for index, member in enumerate(MEMBERS):
+                on_first, on_second = downloads[2 * index], downloads[2 * index + 1]
+                assert on_first.members == on_second.members == len(MEMBERS)
+                assert np.array_equal(on_first.counts, on_second.counts)
+                counts[member] = resolved_counts(forum, member, on_first, quorum=2)
+                assert by_true_count(forum, member, counts[member]) == {
+                    0: {0},
+                    1: {1},
+                    2: {2},
+                    3: {3},
+                }
+
+            # Every member confirms everything at once, half through each replica, twice.
+            resolved = {m: sorted(v for v, c in counts[m].items() if c) for m in MEMBERS}
+            for round_ in range(2):
+                results = _in_parallel(
+                    [
+                        lambda i=i, m=m, n=round_: clients[m, (i + n) % 2].confirm(
+                            EMAIL, KEY_ID, offer(m, resolved[m], forum)
+                        )
+                        for i, m in enumerate(MEMBERS)
+                    ]
+                )
+                for member, result in zip(MEMBERS, results, strict=True):
+                    assert (result.accepted, result.not_resolved) == (len(resolved[member]), 0)
+                    if round_:
+                        assert result.shared == len(resolved[member])
+
+            confirmers = {v: set(who) for v, who in forum.shared(2).items()}
+            views = [
+                check_indicator_views(
+                    replica,
+                    {m: clients[m, r] for m in MEMBERS},
+                    forum,
+                    confirmers,
+                    quorum=2,
+                    reveal=False,
+                )
+                for r, replica in enumerate(replicas)
+            ]
+            assert views[0] == views[1]
+            assert set(views[0]) == set(forum.shared(2))
+            audits = [
+                r.admin_stub.VerifyAudit(
+                    pb.VerifyAuditRequest(), metadata=r.metadata(ADMIN), timeout=TIMEOUT
+                )
+                for r in replicas
+            ]
+    finally:
+        second_engine.dispose()
+    assert [a.intact for a in audits] == [True, True]
+    verified = []
+    for engine in (postgres_engine, second_engine):
+        with session_scope(engine) as session:
+            verification = verify_audit_log(session)
+            entries = AuditRepository(session).search(limit=1000)
+        assert verification.entries == len(entries)
+        assert verification.head == entries[0]
+        adds = [e.actor for e in entries if e.action == "submission.add"]
+        assert sorted(adds) == sorted(MEMBERS * 2)
+        verified.append(verification.entries)
+    assert verified[0] == verified[1]
+
+
+# ---------------------------------------------------------------------------------- 8. audit
+
+
+def test_reads_and_admin_actions_are_audited_in_an_intact_chain(hub: RunningHub) -> None:
+    forum = email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2")})
+    m1, m2 = hub.client("m1"), hub.client("m2")
+    with session_scope(hub.engine) as session:
+        setup_entries = len(AuditRepository(session).search(limit=1000))
+
+    first = submit_email(m1, forum, "m1")
+    submit_email(m2, forum, "m2")
+    counts = resolved_counts(forum, "m1", m1.download_resolution(EMAIL, KEY_ID), 2)
+    m1.list_matches()
+    m2.list_matches(EMAIL)
+    resolved = sorted(v for v, c in counts.items() if c)
+    m1.confirm(EMAIL, KEY_ID, offer("m1", resolved, forum))
+    coordinator = hub.metadata(COORDINATOR)
+    hub.review_stub.GetOverlapMatrix(pb.OverlapRequest(kind=EMAIL), metadata=coordinator)
+    hub.review_stub.ListSharedIndicators(
+        pb.ListSharedIndicatorsRequest(kind=EMAIL), metadata=coordinator
+    )
+    hub.review_stub.ListCampaigns(pb.ListCampaignsRequest(), metadata=coordinator)
+    hub.review_stub.ListSubmissions(pb.ListSubmissionsRequest(), metadata=coordinator)
+    admin = hub.metadata(ADMIN)
+    hub.admin_stub.AddPrincipal(
+        pb.AddPrincipalRequest(name="m9", role=pb.ROLE_MEMBER), metadata=admin
+    )
+    hub.admin_stub.SetParameters(
+        pb.SetParametersRequest(
+            bloom=[
+                pb.BloomParameters(
+                    kind=EMAIL, key_id=KEY_ID, capacity=EMAIL_CAPACITY, target_fpr=EMAIL_FPR
+                )
+            ]
+        ),
+        metadata=admin,
+    )
+    hub.admin_stub.RevokePrincipal(pb.RevokePrincipalRequest(name="m9"), metadata=admin)
+
+    with session_scope(hub.engine) as session:
+        entries = list(reversed(AuditRepository(session).search(limit=1000)))
+        verification = verify_audit_log(session)
+    logged = [(e.actor, e.action, e.target) for e in entries[setup_entries:]]
+    assert logged == [
+        ("m1", "submission.add", EMAIL),
+        ("m2", "submission.add", EMAIL),
+        ("m1", "resolution.read", EMAIL),
+        ("m1", "matches.read", "*"),
+        ("m2", "matches.read", EMAIL),
+        ("m1", "indicator.confirm", EMAIL),
+        (COORDINATOR, "review.overlap", EMAIL),
+        (COORDINATOR, "review.indicators", EMAIL),
+        (COORDINATOR, "review.campaigns", "*"),
+        (COORDINATOR, "review.submissions", "*"),
+        (ADMIN, "principal.add", "m9"),
+        (ADMIN, "params.set", EMAIL),
+        (ADMIN, "principal.revoke", "m9"),
+    ]
+    details = entries[setup_entries:]
+    assert details[0].details["submission"] == first.submission_id
+    assert details[0].details["replaces"] is None
+    assert details[5].details == {"accepted": len(resolved), "refused": 0}
+    assert details[10].details == {"role": "member"}
+    assert verification.entries == len(entries)
+    assert verification.head == entries[-1]
+    response = hub.admin_stub.VerifyAudit(pb.VerifyAuditRequest(), metadata=admin)
+    # The verification is itself audited, before it walks the chain.
+    assert (response.intact, response.entries) == (True, len(entries) + 1)
+
+
+def test_admin_reads_are_audited(hub: RunningHub) -> None:
+    admin = hub.metadata(ADMIN)
+    with session_scope(hub.engine) as session:
+        before = len(AuditRepository(session).search(actor=ADMIN, limit=1000))
+    hub.admin_stub.ListPrincipals(pb.ListPrincipalsRequest(), metadata=admin, timeout=TIMEOUT)
+    hub.admin_stub.VerifyAudit(pb.VerifyAuditRequest(), metadata=admin, timeout=TIMEOUT)
+    with session_scope(hub.engine) as session:
+        entries = AuditRepository(session).search(actor=ADMIN, limit=1000)
+    assert len(entries) == before + 2
+
+
+def test_set_parameters_over_grpc_keeps_the_policy_it_does_not_name(hub: RunningHub) -> None:
+    set_email_policy(hub.engine, quorum=3, retention_days=7, reveal_members=True)
+    response = hub.admin_stub.SetParameters(
+        pb.SetParametersRequest(
+            bloom=[
+                pb.BloomParameters(
+                    kind=EMAIL, key_id=KEY_ID, capacity=EMAIL_CAPACITY, target_fpr=EMAIL_FPR
+                )
+            ]
+        ),
+        metadata=hub.metadata(ADMIN),
+        timeout=TIMEOUT,
+    )
+    published = response.bloom[0]
+    assert (published.quorum, published.retention_days) == (3, 7)
+    assert published.reveal_members
+
+
+@pytest.mark.parametrize(
+    ("method", "kind"),
+    [("DownloadResolution", ""), ("ListMatches", "x" * 300)],
+    ids=["resolution-empty-kind", "matches-long-kind"],
+)
+def test_a_malformed_kind_is_refused_with_a_message_about_the_kind(
+    hub: RunningHub, method: str, kind: str
+) -> None:
+    metadata = hub.metadata("m1")
+    calls: dict[str, Callable[[], object]] = {
+        "DownloadResolution": lambda: list(
+            hub.member_stub.DownloadResolution(
+                pb.ResolutionRequest(kind=kind, key_id=KEY_ID), metadata=metadata, timeout=TIMEOUT
+            )
+        ),
+        "ListMatches": lambda: hub.member_stub.ListMatches(
+            pb.ListMatchesRequest(kind=kind), metadata=metadata, timeout=TIMEOUT
+        ),
+    }
+    code, message = refusal(calls[method])
+    assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+    assert "audit" not in message
+    assert "kind" in message
