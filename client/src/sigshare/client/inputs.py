@@ -65,9 +65,9 @@ _SKIP_CHUNK: Final = 64 * 1024
 _PROGRESS_EVERY: Final = 4096
 """Lines between progress reports (a report asks the OS for the file position)."""
 _MEMO_SIZE: Final = 4096
-"""Canonical forms remembered per kind; exports repeat values (one IP, many accounts)."""
-_MEMO_VALUE_CHARS: Final = 256
-"""Longer values are not remembered, so the memo stays small (about 1 MiB per kind)."""
+"""Parsed dates and checked categories remembered per file set; exports repeat them."""
+_MEMO_VALUE_CHARS: Final = 64
+"""Longer strings are not remembered, so the memos stay small."""
 
 
 class InputRejectReason(StrEnum):
@@ -247,10 +247,10 @@ def read_indicators(
     by this call, not by the first ``next()``.
     """
     formats = _formats_of(paths, fmt, allowed=("csv", "jsonl"))
-    canonicaliser = _Canonicaliser(kinds)
+    registry = _Kinds(kinds)
     if default_kind is not None:
-        canonicaliser.kind(default_kind)  # raises UnknownKindError now
-    reader = _IndicatorReader(canonicaliser, default_kind, rejects)
+        registry.canonicaliser(default_kind)  # raises UnknownKindError now, not mid-stream
+    reader = _IndicatorReader(registry, default_kind, rejects)
     return _chain(
         paths,
         formats,
@@ -488,50 +488,20 @@ def _json_text(document: dict[str, Any], field: str) -> str | None:
     raise _RowError(InputRejectReason.BAD_JSON, f"field {field!r} must be a string")
 
 
-_Rejected = tuple[InputRejectReason, str]
+class _Kinds:
+    """Canonicalisers by kind name, each kind created once (the registry builds one per call)."""
 
+    def __init__(self, configured: Mapping[str, Kind] | None) -> None:
+        self._configured = dict(configured or {})
+        self.canonicalisers: dict[str, Callable[[str], str]] = {}
 
-class _Canonicaliser:
-    """Kinds by name, created once each, with a bounded memo of their answers.
-
-    Canonical forms depend only on the value and the kind's forum-wide options, so remembering
-    them is exact; the memo is emptied when full rather than tracking recency.
-    """
-
-    def __init__(self, kinds: Mapping[str, Kind] | None) -> None:
-        self._kinds: dict[str, Kind] = dict(kinds or {})
-        self._unknown: set[str] = set()
-        self._memos: dict[str, dict[str, str | _Rejected]] = {}
-
-    def kind(self, name: str) -> Kind:
-        found = self._kinds.get(name)
+    def canonicaliser(self, name: str) -> Callable[[str], str]:
+        """The canonicaliser of kind ``name``; raises :class:`UnknownKindError`."""
+        found = self.canonicalisers.get(name)
         if found is None:
-            found = self._kinds[name] = get_kind(name)
+            kind = self._configured.get(name) or get_kind(name)
+            found = self.canonicalisers[name] = kind.canonicalise
         return found
-
-    def canonical(self, name: str, value: str) -> str | _Rejected:
-        memo = self._memos.get(name)
-        if memo is None:
-            if name in self._unknown:
-                return InputRejectReason.UNKNOWN_KIND, f"unknown kind {name[:64]!r}"
-            try:
-                self.kind(name)
-            except UnknownKindError:
-                if len(self._unknown) < _MEMO_SIZE:
-                    self._unknown.add(name)
-                return InputRejectReason.UNKNOWN_KIND, f"unknown kind {name[:64]!r}"
-            memo = self._memos[name] = {}
-        answer = memo.get(value)
-        if answer is None:
-            try:
-                answer = self._kinds[name].canonicalise(value)
-            except InvalidValueError as error:
-                answer = (_FROM_KIND_REASON[error.reason], error.detail)
-            if len(value) <= _MEMO_VALUE_CHARS:
-                if len(memo) >= _MEMO_SIZE:
-                    memo.clear()
-                memo[value] = answer
-        return answer
 
 
 # --- indicators -----------------------------------------------------------------------------
@@ -540,10 +510,9 @@ class _Canonicaliser:
 class _IndicatorReader:
     """Indicator rows of either format; the field rules' answers are remembered (bounded)."""
 
-    def __init__(
-        self, canonicaliser: _Canonicaliser, default_kind: str | None, rejects: RejectSink
-    ) -> None:
-        self._canonical = canonicaliser.canonical
+    def __init__(self, kinds: _Kinds, default_kind: str | None, rejects: RejectSink) -> None:
+        self._kinds = kinds
+        self._canonicalisers = kinds.canonicalisers
         self._default_kind = default_kind
         self._rejects = rejects
         self._dates: dict[str, datetime | None] = {}
@@ -563,9 +532,11 @@ class _IndicatorReader:
                 InputRejectReason.KIND_MISMATCH,
                 f"kind {kind[:64]!r} is not the expected {default!r}",
             )
-        answer = self._canonical(kind, value)
-        if type(answer) is not str:
-            raise _RowError(*answer)
+        canonicalise = self._canonicalisers.get(kind) or self._canonicaliser(kind)
+        try:
+            canonical = canonicalise(value)
+        except InvalidValueError as error:
+            raise _RowError(_FROM_KIND_REASON[error.reason], error.detail) from None
         if category:
             category = self._categories.get(category) or _remember(
                 self._categories, category, _category(category)
@@ -582,15 +553,13 @@ class _IndicatorReader:
             )
         if first is not None and last is not None and first > last:
             raise _RowError(InputRejectReason.BAD_DATE, "first_seen is after last_seen")
-        return IndicatorRow(
-            kind=kind,
-            value=value,
-            canonical=answer,
-            category=category,
-            first_seen=first,
-            last_seen=last,
-            source=source,
-        )
+        return IndicatorRow(kind, value, canonical, category, first, last, source)
+
+    def _canonicaliser(self, kind: str) -> Callable[[str], str]:
+        try:
+            return self._kinds.canonicaliser(kind)
+        except UnknownKindError:
+            raise _RowError(InputRejectReason.UNKNOWN_KIND, f"unknown kind {kind[:64]!r}") from None
 
     def csv(self, path: Path, lines: Iterator[_Line]) -> Iterator[IndicatorRow]:
         columns = self._header(path, lines)
@@ -602,11 +571,11 @@ class _IndicatorReader:
         row = self._row
         reject = self._rejects.reject
         for number, text in lines:
+            if not text or text.isspace():
+                continue
             source = f"{path}:{number}"
             try:
-                fields = _csv_fields(text)
-                if fields is None:
-                    continue
+                fields = _quoted_fields(text) if '"' in text else text.split(",")
                 if len(fields) != width:
                     raise _RowError(
                         InputRejectReason.BAD_CSV, f"expected {width} fields, found {len(fields)}"
@@ -618,12 +587,12 @@ class _IndicatorReader:
 
     def _header(self, path: Path, lines: Iterator[_Line]) -> dict[str, int]:
         for number, text in lines:
+            if not text or text.isspace():
+                continue
             try:
-                fields = _csv_fields(text)
+                fields = _quoted_fields(text) if '"' in text else text.split(",")
             except _RowError as error:
                 raise InputFormatError(path, f"bad header row (line {number}): {error}") from None
-            if fields is None:
-                continue
             names = [field.strip().lower() for field in fields]
             columns = {name: position for position, name in enumerate(names)}
             if len(columns) != len(names):
@@ -675,17 +644,16 @@ def _remember(memo: dict[str, _T], key: str, answer: _T) -> _T:
     return answer
 
 
-def _csv_fields(text: str) -> list[str] | None:
-    """Fields of one CSV line, ``None`` for a blank line. A record never spans lines."""
-    if '"' not in text:
-        # Without quotes the csv module splits on commas exactly like str.split, only slower.
-        return None if not text or text.isspace() else text.split(",")
+def _quoted_fields(text: str) -> list[str]:
+    """Fields of one CSV line that contains quotes; a record never spans lines.
+
+    Lines without quotes are split with ``str.split(",")``: the csv module would split them in
+    exactly the same places, only slower.
+    """
     try:
         return next(csv.reader((text,), strict=True))
     except csv.Error as error:
         raise _RowError(InputRejectReason.BAD_CSV, f"malformed CSV: {error}") from None
-    except StopIteration:
-        return None
 
 
 # --- prompts --------------------------------------------------------------------------------
