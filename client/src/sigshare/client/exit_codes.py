@@ -19,3 +19,5 @@ class ExitCode(IntEnum):
     NETWORK = 6
     REJECTED = 7
     """The hub refused a submission."""
+    BUSY = 75
+    """Another run holds the state directory's lock; try again later (sysexits' EX_TEMPFAIL)."""

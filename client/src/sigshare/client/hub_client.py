@@ -397,7 +397,7 @@ class HubClient:
                 if code not in TRANSIENT or number == policy.attempts:
                     raise self._translate(method, code, details, number) from error
                 wait = policy.backoff(number - 1, self._uniform)
-                _log.info(
+                _log.warning(
                     "hub %s failed (%s), retrying in %.1f s (attempt %d of %d)",
                     method,
                     code.name,

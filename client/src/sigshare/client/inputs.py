@@ -20,8 +20,9 @@ Conventions shared by both formats:
   one row, not swallow the rest of the file);
 * in JSON, ``null`` means the same as an absent key; a field of the wrong JSON type is
   ``bad_json``;
+* a leading UTF-8 byte order mark is ignored, and so is the case of column names and kinds;
 * dates are ISO 8601 (a date or a date and time); a value without a zone is UTC; rows carry
-  aware UTC datetimes.
+  aware UTC datetimes; ``first_seen`` after ``last_seen`` is ``bad_date``.
 
 This module is below the transport: it imports neither ``click`` nor ``grpc``.
 """
@@ -431,13 +432,15 @@ def _when(raw: str, field: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(raw)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
     except ValueError:
         raise _RowError(
             InputRejectReason.BAD_DATE, f"{field} is not an ISO 8601 date or date and time"
         ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved across midnight by its zone offset
+        raise _RowError(InputRejectReason.BAD_DATE, f"{field} is out of range in UTC") from None
 
 
 def _category(raw: str) -> str:
@@ -595,8 +598,9 @@ class _IndicatorReader:
                 raise InputFormatError(path, f"bad header row (line {number}): {error}") from None
             names = [field.strip().lower() for field in fields]
             columns = {name: position for position, name in enumerate(names)}
-            if len(columns) != len(names):
-                raise InputFormatError(path, "the header row names a column twice")
+            twice = [name for name in _INDICATOR_FIELDS if names.count(name) > 1]
+            if twice:
+                raise InputFormatError(path, f"the header row has two {twice[0]} columns")
             required = ["value"] if self._default_kind is not None else ["kind", "value"]
             missing = [name for name in required if name not in columns]
             if missing:

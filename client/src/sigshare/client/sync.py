@@ -149,6 +149,8 @@ class PushReport:
     kinds: list[KindPush] = field(default_factory=list)
     rejects: Counter[str] = field(default_factory=Counter)
     rows: int = 0
+    disabled_kinds: list[str] = field(default_factory=list)
+    """Kinds present in the input that the hub does not enable (their rows are not sent)."""
 
     @property
     def rejected(self) -> int:
@@ -180,8 +182,10 @@ def classify_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def _first_record_has_text(path: Path) -> bool:
-    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
     try:
+        with path.open("rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
+        opener: Any = gzip.open if compressed else open
         with opener(path, "rb") as handle:
             for _ in range(100):
                 line = handle.readline(1 << 20)
@@ -193,7 +197,7 @@ def _first_record_has_text(path: Path) -> bool:
                     continue
                 if isinstance(record, dict):
                     return "text" in record and "value" not in record
-    except OSError:
+    except (OSError, EOFError):
         return False  # the reader reports the file properly
     return False
 
@@ -211,8 +215,10 @@ class _KindRows:
     values: dict[str, tuple[str, str, datetime | None, datetime | None]] = field(
         default_factory=dict
     )
+    rows: int = 0
 
     def add(self, row: IndicatorRow) -> None:
+        self.rows += 1
         current = self.values.get(row.canonical)
         if current is None:
             self.values[row.canonical] = (row.value, row.category, row.first_seen, row.last_seen)
@@ -279,7 +285,8 @@ class SyncJob:
             by_kind = self._read_indicators(indicator_files, default_kind, rejects, report)
             for kind in sorted(by_kind):
                 if kind not in published.bloom:
-                    report.rejects["kind_not_enabled"] += len(by_kind[kind].values)
+                    report.rejects["kind_not_enabled"] += by_kind[kind].rows
+                    report.disabled_kinds.append(kind)
                     continue
                 report.kinds.append(self._push_kind(kind, by_kind[kind], published.bloom[kind]))
         if prompt_files:
@@ -312,8 +319,17 @@ class SyncJob:
                 report.rows += 1
         return by_kind
 
+    def _require_epoch(self, key_id: str, what: str) -> None:
+        if self.secret.key_id != key_id:
+            raise SyncError(
+                f"{what}: the hub uses key epoch {key_id!r}, the forum secret file is for "
+                f"{self.secret.key_id!r}; install the current forum secret",
+                exit_code=3,
+            )
+
     def _push_kind(self, kind: str, rows: _KindRows, published: PublishedBloom) -> KindPush:
         params = published.bloom_params()
+        self._require_epoch(params.key_id, kind)
         canonicals = sorted(rows.values)
         if len(canonicals) > params.capacity:
             raise SyncError(
@@ -397,6 +413,7 @@ class SyncJob:
 
     def _push_prompts(self, prompts: list[PromptRow], published: PublishedMinHash) -> KindPush:
         name = MINHASH_PREFIX + published.family
+        self._require_epoch(published.key_id, published.family)
         input_digest = _digest(
             published.digest,
             str(self.min_cluster_volume).encode(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from sigshare.client.cli.demo import demo
@@ -26,4 +28,6 @@ for command in (push, pull, sync, matches, confirm, status):
 
 
 def main() -> None:
+    # Library warnings (retries, for one) reach stderr; --json output on stdout is unaffected.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cli()

@@ -42,7 +42,7 @@ from sigshare.client.sync import (
     SyncJob,
     classify_inputs,
 )
-from sigshare.sketch.errors import SketchError
+from sigshare.sketch.errors import SketchError, UnknownKindError
 from sigshare.sketch.keys import load_secret_file
 
 from .options import config_option, json_option
@@ -51,7 +51,7 @@ _ERRORS: tuple[tuple[type[Exception], ExitCode], ...] = (
     (ConfigError, ExitCode.CONFIG),
     (StateError, ExitCode.CONFIG),
     (InputFormatError, ExitCode.INPUT),
-    (LockedError, ExitCode.FAILURE),
+    (LockedError, ExitCode.BUSY),
 )
 
 
@@ -71,6 +71,8 @@ def _fail(console: Console, error: Exception) -> NoReturn:
     for cls, code in _ERRORS:
         if isinstance(error, cls):
             console.abort(str(error), code)
+    if isinstance(error, UnknownKindError):  # --kind names no kind
+        console.abort(str(error), ExitCode.USAGE)
     if isinstance(error, SketchError):  # the forum secret or a kind's options
         console.abort(str(error), ExitCode.CONFIG)
     raise error
@@ -177,8 +179,8 @@ def _run_push(
 
 
 files_argument = click.argument(
-    "files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+    "files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path)
+)  # a missing file is an input problem (exit 5), reported by the readers, not a usage error
 kind_option = click.option(
     "--kind", default=None, help="Indicator kind of every row (the `kind` column may be omitted)."
 )
@@ -364,9 +366,18 @@ def confirm(
 def status(config_file: Path | None, json_output: bool) -> None:
     """This member's submissions as the hub sees them, and the last local runs."""
     console = Console(json_output=json_output)
-    with _session(console, config_file, "status") as session:
-        member, submissions = session.client.status()
-        runs = session.state.last_runs()
+    try:  # read-only: no lock, so it answers while a sync runs
+        config, _ = load_config(config_file)
+        with (
+            LocalState.open(config.state_dir) as state,
+            HubClient(
+                hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
+            ) as client,
+        ):
+            member, submissions = client.status()
+            runs = state.last_runs()
+    except (ConfigError, StateError, HubClientError) as error:
+        _fail(console, error)
     document = {
         "member": member,
         "submissions": [
@@ -407,6 +418,11 @@ def status(config_file: Path | None, json_output: bool) -> None:
             ]
             for s in submissions
         ],
+    )
+    console.table(
+        "last local runs",
+        ["started", "finished", "command", "outcome"],
+        [[r[0][:19], (r[1] or "-")[:19], r[2], r[3] or "running"] for r in runs],
     )
 
 

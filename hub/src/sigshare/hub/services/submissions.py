@@ -286,7 +286,8 @@ def _store(
     expires_at = now + timedelta(days=retention_days)
     earlier = submissions.find(member.id, family_kind, header.content_sha256)
     if earlier is not None and earlier.status is SubmissionStatus.ACTIVE:
-        return earlier, True
+        # Re-sending unchanged data re-asserts it: the retention window starts again.
+        return submissions.extend(earlier.id, expires_at), True
     current = submissions.active_of(member.id, family_kind)
     if current is not None:
         submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)

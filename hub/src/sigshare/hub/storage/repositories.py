@@ -534,6 +534,22 @@ class SubmissionRepository:
         for submission_id in ended:
             self.drop_payload(submission_id)
 
+    def extend(self, submission_id: int, expires_at: datetime) -> Submission:
+        """Move an active submission's expiry to ``expires_at`` (never earlier)."""
+        self._session.execute(
+            update(SubmissionRow)
+            .where(
+                SubmissionRow.id == submission_id,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                SubmissionRow.expires_at < utc(expires_at),
+            )
+            .values(expires_at=utc(expires_at))
+        )
+        extended = self.get(submission_id)
+        if extended is None:
+            raise NotFoundError("submission", submission_id)
+        return extended
+
     def drop_payload(self, submission_id: int) -> None:
         self._session.execute(
             delete(SubmissionPayloadRow).where(SubmissionPayloadRow.submission_id == submission_id)
