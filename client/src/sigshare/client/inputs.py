@@ -98,6 +98,8 @@ class InputRejectReason(StrEnum):
     IMPOSSIBLE_PHONE_NUMBER = "impossible_phone_number"
     PREFIX_TOO_SHORT = "prefix_too_short"
     LOOKS_LIKE_CARD_NUMBER = "looks_like_card_number"
+    # Found after reading, when the hub's parameters are known.
+    KIND_NOT_ENABLED = "kind_not_enabled"
 
 
 # Fails at import if a kind reason is added without its twin above.
@@ -199,6 +201,18 @@ class RejectSink:
                 record["line_truncated"] = True
         # ASCII escapes keep lone surrogates (legal in JSON input) writable.
         self._file.write(json.dumps(record) + "\n")
+
+    def reject_rows(
+        self, reason: InputRejectReason, count: int, *, source: str, detail: str
+    ) -> None:
+        """``count`` rows refused together for one reason found after reading (a kind the hub
+        does not enable): counted one by one, written as one line with ``"rows": count``."""
+        if count <= 0:
+            return
+        self.counts[reason.value] += count
+        if self._file is not None:
+            record = {"source": source, "reason": reason.value, "detail": detail, "rows": count}
+            self._file.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         if self._file is not None:

@@ -41,6 +41,7 @@ from sigshare.client.hub_types import (
 )
 from sigshare.client.inputs import (
     IndicatorRow,
+    InputRejectReason,
     PromptRow,
     RejectSink,
     read_indicators,
@@ -62,6 +63,7 @@ from sigshare.sketch.minhash import SaltedMinHasher
 from sigshare.sketch.prf import KeyedPRF, tokens_from_bytes, tokens_to_bytes
 
 LOCK_FILE = "sync.lock"
+_CLASSIFY_LINES = 100
 MINHASH_PREFIX = "minhash:"
 BLOOM = "bloom"
 CLUSTERS = "clusters"
@@ -186,20 +188,22 @@ def _first_record_has_text(path: Path) -> bool:
         with path.open("rb") as probe:
             compressed = probe.read(2) == b"\x1f\x8b"  # gzip magic, whatever the file is called
         opener: Any = gzip.open if compressed else open
+        votes = Counter[bool]()
         with opener(path, "rb") as handle:
-            for _ in range(100):
+            for _ in range(_CLASSIFY_LINES):
                 line = handle.readline(1 << 20)
                 if not line:
-                    return False
+                    break
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict):
-                    return "text" in record and "value" not in record
+                if isinstance(record, dict) and ("text" in record) != ("value" in record):
+                    votes["text" in record] += 1
     except (OSError, EOFError):
         return False  # the reader reports the file properly
-    return False
+    # The majority of the first records decides: one malformed row does not change a file's type.
+    return votes[True] > votes[False]
 
 
 def _digest(*parts: bytes) -> bytes:
@@ -285,7 +289,12 @@ class SyncJob:
             by_kind = self._read_indicators(indicator_files, default_kind, rejects, report)
             for kind in sorted(by_kind):
                 if kind not in published.bloom:
-                    report.rejects["kind_not_enabled"] += by_kind[kind].rows
+                    rejects.reject_rows(
+                        InputRejectReason.KIND_NOT_ENABLED,
+                        by_kind[kind].rows,
+                        source=f"kind {kind}",
+                        detail=f"the hub does not enable kind {kind!r}; its rows were not sent",
+                    )
                     report.disabled_kinds.append(kind)
                     continue
                 report.kinds.append(self._push_kind(kind, by_kind[kind], published.bloom[kind]))
@@ -466,21 +475,18 @@ class SyncJob:
                 ],
                 records,
             )
-            if not infos:
-                return KindPush(
-                    name=name,
-                    items=0,
-                    submission_id=None,
-                    duplicate=False,
-                    reused_sketch=False,
-                    bytes=0,
-                )
             params = published.minhash_params()
+            # No cluster left is sent too: an empty set withdraws the earlier clusters.
+            values = (
+                np.stack([c.signature for c in clustering.clusters])
+                if clustering.clusters
+                else np.zeros((0, params.num_perm), dtype=np.uint32)
+            )
             signatures = SignatureSet(
                 key_id=params.key_id,
                 shingle_unit=params.shingle_unit,
                 shingle_size=params.shingle_size,
-                values=np.stack([c.signature for c in clustering.clusters]),
+                values=values,
             )
             record = SketchRecord(
                 name=name,
@@ -541,7 +547,12 @@ class SyncJob:
                 report.shared_indicators[name] = self._resolve(name, bloom)
             matches = self.client.list_matches()
             by_family: dict[str, list[tuple[str, str, float, int, tuple[str, ...]]]] = {}
-            for family in self.state.prompt_families():
+            families = [
+                name.removeprefix(MINHASH_PREFIX)
+                for name in self.state.sketch_names()
+                if name.startswith(MINHASH_PREFIX)
+            ]
+            for family in families:
                 known = set(self.state.cluster_ids(family))
                 by_family[family] = [
                     (

@@ -209,6 +209,7 @@ def submit_clusters(
     """Verify and store a member's prompt-cluster sketches of one MinHash family.
 
     The transport has already checked the stream with :func:`verify_content` and decoded it.
+    An empty set is valid: it withdraws the member's earlier clusters of the family.
     """
     max_content_length(session, header)
     params = _minhash_parameters(session, header)
@@ -248,8 +249,6 @@ def _check_clusters(
         )
     if count != header.declared_count:
         raise SketchRejectedError(f"header declares {header.declared_count} clusters, got {count}")
-    if count == 0:
-        raise SketchRejectedError("a cluster submission needs at least one cluster")
     ids = [c.cluster_id for c in clusters]
     bad = next((i for i in ids if not CLUSTER_ID_PATTERN.fullmatch(i)), None)
     if bad is not None:
