@@ -28,6 +28,8 @@ TABLES = {
     "clusters",
     "campaigns",
     "campaign_clusters",
+    "review_events",
+    "web_sessions",
 }
 
 
@@ -147,6 +149,6 @@ def test_migrations_are_found_from_the_package_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0002"
+    assert migrate.head_revision() == "0003"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()

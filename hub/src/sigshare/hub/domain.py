@@ -325,6 +325,7 @@ class SharedIndicator:
     status: ReviewStatus
     created_at: datetime
     updated_at: datetime
+    assignee: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +353,7 @@ class Campaign:
     active: bool
     created_at: datetime
     updated_at: datetime
+    assignee: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -365,3 +367,35 @@ class CampaignLink:
     other_member_count: int
     other_members: tuple[str, ...]
     """Names: empty unless the forum's policy reveals members."""
+
+
+class RecordType(StrEnum):
+    """What a coordinator reviews (stored strings)."""
+
+    INDICATOR = "indicator"
+    CAMPAIGN = "campaign"
+
+
+REVIEW_TRANSITIONS: Mapping[ReviewStatus, frozenset[ReviewStatus]] = {
+    ReviewStatus.NEW: frozenset({ReviewStatus.TRIAGED, ReviewStatus.DISMISSED}),
+    ReviewStatus.TRIAGED: frozenset({ReviewStatus.CONFIRMED, ReviewStatus.DISMISSED}),
+    ReviewStatus.CONFIRMED: frozenset({ReviewStatus.TRIAGED}),
+    ReviewStatus.DISMISSED: frozenset({ReviewStatus.TRIAGED}),
+}
+"""new → triaged → confirmed | dismissed; obvious noise may be dismissed from new; a decision
+is reopened by moving it back to triaged."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewEvent:
+    """One step in a record's review history."""
+
+    id: int
+    record_type: RecordType
+    record_id: str
+    actor: str
+    at: datetime
+    from_status: ReviewStatus | None
+    to_status: ReviewStatus | None
+    assignee: str | None
+    note: str | None

@@ -283,6 +283,7 @@ class SharedIndicatorRow(Base):
     __table_args__ = (
         UniqueConstraint("kind", "key_id", "token"),
         CheckConstraint("length(token) = 16", name="token_length"),
+        Index("ix_shared_indicators_status", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -296,6 +297,7 @@ class SharedIndicatorRow(Base):
     first_seen: Mapped[datetime | None]
     last_seen: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16))
+    assignee: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -327,7 +329,10 @@ class CampaignRow(Base):
     """
 
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_family_active", "family", "active"),)
+    __table_args__ = (
+        Index("ix_campaigns_family_active", "family", "active"),
+        Index("ix_campaigns_status", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -338,6 +343,7 @@ class CampaignRow(Base):
     volume: Mapped[int] = mapped_column(BigInteger)
     categories: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
+    assignee: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool]
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     """A representative MinHash signature (its best-connected cluster's): lets the campaign be
@@ -366,3 +372,39 @@ class CampaignClusterRow(Base):
     __table_args__ = (
         Index("ix_campaign_clusters_member_id_cluster_id", "member_id", "cluster_id"),
     )
+
+
+class ReviewEventRow(Base):
+    """One step in the review history of a shared indicator or campaign (append-only)."""
+
+    __tablename__ = "review_events"
+    __table_args__ = (
+        CheckConstraint("record_type IN ('indicator', 'campaign')", name="record_type_valid"),
+        Index("ix_review_events_record", "record_type", "record_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_type: Mapped[str] = mapped_column(String(16))
+    record_id: Mapped[str] = mapped_column(String(32))
+    """The record's public (opaque) id."""
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    assignee: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class WebSessionRow(Base):
+    """A signed-in coordinator's browser session. Only the token's SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (CheckConstraint(_sha256_length("token_hash"), name="token_hash_length"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]

@@ -182,7 +182,7 @@ class IndicatorRepository:
         )
         if kind:
             statement = statement.where(SharedIndicatorRow.kind == kind)
-        return self._indicators(list(self._session.scalars(statement)))
+        return self.indicators_of(list(self._session.scalars(statement)))
 
     def page(
         self, *, kind: str | None = None, after_id: int = 0, limit: int = 100
@@ -199,9 +199,9 @@ class IndicatorRepository:
         rows = list(self._session.scalars(statement))
         more = len(rows) > min(max(limit, 1), MAX_PAGE)
         rows = rows[: min(max(limit, 1), MAX_PAGE)]
-        return self._indicators(rows), (rows[-1].id if more and rows else None)
+        return self.indicators_of(rows), (rows[-1].id if more and rows else None)
 
-    def _indicators(self, rows: list[SharedIndicatorRow]) -> list[SharedIndicator]:
+    def indicators_of(self, rows: Sequence[SharedIndicatorRow]) -> list[SharedIndicator]:
         names: dict[tuple[str, str, bytes], list[str]] = defaultdict(list)
         by_key: dict[tuple[str, str], list[bytes]] = defaultdict(list)
         for row in rows:
@@ -232,6 +232,7 @@ class IndicatorRepository:
                 status=ReviewStatus(row.status),
                 created_at=row.created_at,
                 updated_at=row.updated_at,
+                assignee=row.assignee,
             )
             for row in rows
         ]
@@ -457,8 +458,12 @@ class ClusterRepository:
         rows = list(self._session.scalars(statement))
         more = len(rows) > size
         rows = rows[:size]
+        return self.campaigns_of(rows), (rows[-1].id if more and rows else None)
+
+    def campaigns_of(self, rows: Sequence[CampaignRow]) -> list[Campaign]:
+        """Domain campaigns, with their members' names, for ``rows``."""
         names = self._member_names({row.id for row in rows})
-        campaigns = [
+        return [
             Campaign(
                 id=row.public_id,
                 family=row.family,
@@ -470,10 +475,10 @@ class ClusterRepository:
                 active=row.active,
                 created_at=row.created_at,
                 updated_at=row.updated_at,
+                assignee=row.assignee,
             )
             for row in rows
         ]
-        return campaigns, (rows[-1].id if more and rows else None)
 
     def _member_names(self, campaign_ids: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
         """Distinct ``(member id, name)`` of each campaign, by name."""
