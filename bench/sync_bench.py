@@ -3,8 +3,9 @@
 A hub runs in this process (SQLite in a temporary directory, loopback gRPC) with a second member
 that already submitted an overlapping set, so resolution has something to find. The member
 under test runs ``sigshare sync --json`` as a child process, so its wall time and peak memory
-(``ru_maxrss`` of the child) are its own. Phases come from the sync's own timings; ``read`` and
-``canonicalise`` are split by timing a plain CSV/JSON parse of the same files in this process.
+(``ru_maxrss`` of that child, from ``wait4``) are its own. Phases come from the sync's own
+timings; ``read`` and ``canonicalise`` are split by timing a plain CSV/JSON parse of the same
+files in this process.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import csv
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,34 @@ def _plain_parse_seconds(csv_path: Path, prompts_path: Path) -> float:
         for line in handle:
             json.loads(line)
     return time.perf_counter() - started
+
+
+def _run_measured(command: list[str]) -> tuple[int, str, str, float, float]:
+    """Run ``command``; its exit code, stdout, stderr, wall seconds and peak RSS in MiB.
+
+    The peak comes from ``wait4`` on that child alone (``RUSAGE_CHILDREN`` would report the
+    largest child this process ever waited for).
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    out: dict[str, str] = {}
+    streams = {"stdout": process.stdout, "stderr": process.stderr}
+
+    def drain(name: str) -> None:
+        stream = streams[name]
+        out[name] = stream.read() if stream is not None else ""
+
+    readers = [threading.Thread(target=drain, args=(name,)) for name in streams]
+    for reader in readers:
+        reader.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    for reader in readers:
+        reader.join()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, out["stdout"], out["stderr"], seconds, usage.ru_maxrss / 1024
 
 
 def bench_sync(*, quick: bool) -> dict[str, Any]:
@@ -157,22 +186,14 @@ def bench_sync(*, quick: bool) -> dict[str, Any]:
                 str(member_csv),
                 str(member_prompts),
             ]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            started = time.perf_counter()
-            completed = subprocess.run(
-                command, capture_output=True, text=True, check=False, env=os.environ.copy()
-            )
-            seconds = time.perf_counter() - started
-            peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            if completed.returncode != 0:
-                raise RuntimeError(f"sync failed ({completed.returncode}): {completed.stderr}")
-            document = json.loads(completed.stdout)
-            started = time.perf_counter()
-            rerun = subprocess.run(
-                command, capture_output=True, text=True, check=False, env=os.environ.copy()
-            )
-            rerun_seconds = time.perf_counter() - started
-            rerun_document = json.loads(rerun.stdout)
+            code, stdout, stderr, seconds, peak_mib = _run_measured(command)
+            if code != 0:
+                raise RuntimeError(f"sync failed ({code}): {stderr}")
+            document = json.loads(stdout)
+            code, stdout, stderr, rerun_seconds, _ = _run_measured(command)
+            if code != 0:
+                raise RuntimeError(f"re-run failed ({code}): {stderr}")
+            rerun_document = json.loads(stdout)
         finally:
             server.stop(1)
             engine.dispose()
@@ -188,7 +209,7 @@ def bench_sync(*, quick: bool) -> dict[str, Any]:
         "indicators": indicators,
         "prompts": prompts,
         "seconds": round(seconds, 2),
-        "peak_memory_mib": round(max(peak_kib, before) / 1024, 1),
+        "peak_memory_mib": round(peak_mib, 1),
         "phases": phases,
         "shared_indicators": shared,
         "expected_shared": indicators // 3,
