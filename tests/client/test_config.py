@@ -168,7 +168,7 @@ def test_neither_ca_cert_nor_insecure_means_tls_with_system_roots(tmp_path: Path
     loaded, _ = load_config(path)
     assert not loaded.insecure
     assert loaded.ca_cert is None
-    assert loaded.transport == "TLS, system roots"
+    assert loaded.transport == "TLS, gRPC's public roots"
 
 
 # ---------------------------------------------------------------------------------- locations
@@ -293,7 +293,7 @@ def test_insecure_to_a_hub_off_loopback_is_refused(tmp_path: Path, hub: str):
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace("127.0.0.1:50051", hub))
     assert str(refusal(path)) == (
         f"{path}: insecure (plaintext) is refused for hub {hub}: plaintext is allowed only to "
-        "loopback (127.0.0.0/8, ::1, localhost); use TLS (ca_cert, or the system roots)"
+        "loopback (127.0.0.0/8, ::1, localhost); use TLS (ca_cert, or gRPC's public roots)"
     )
 
 

@@ -248,7 +248,7 @@ def test_relative_paths_are_written_absolute_to_the_chosen_config(
     assert "insecure = false" in text
     assert mode_of(member.tmp / "run" / "state") == 0o700
     config, _ = load_config(written)
-    assert config.transport == "TLS, system roots"
+    assert config.transport == "TLS, gRPC's public roots"
 
 
 def test_the_config_location_comes_from_the_environment(

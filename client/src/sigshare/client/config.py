@@ -72,7 +72,7 @@ class ClientConfig:
     state_dir: Path
     """Local state of the job (rejects, run records), mode 0700."""
     ca_cert: Path | None = None
-    """PEM roots to trust for the hub's certificate; ``None`` uses the system roots."""
+    """PEM roots to trust for the hub's certificate; ``None`` uses gRPC's bundled public roots."""
     client_cert: Path | None = None
     client_key: Path | None = None
     """Both or neither: the client certificate chain and its key, for mTLS."""
@@ -110,8 +110,8 @@ class ClientConfig:
             if not is_loopback(host):
                 raise ConfigError(
                     f"insecure (plaintext) is refused for hub {self.hub}: plaintext is allowed "
-                    "only to loopback (127.0.0.0/8, ::1, localhost); use TLS (ca_cert, or the "
-                    "system roots)"
+                    "only to loopback (127.0.0.0/8, ::1, localhost); use TLS (ca_cert, or gRPC's "
+                    "public roots)"
                 )
         if (self.client_cert is None) != (self.client_key is None):
             missing = "client_key" if self.client_key is None else "client_cert"
@@ -139,7 +139,7 @@ class ClientConfig:
         """A one-phrase description of how the hub is reached, for summaries."""
         if self.insecure:
             return "plaintext (loopback only)"
-        roots = f"CA {self.ca_cert}" if self.ca_cert is not None else "system roots"
+        roots = f"CA {self.ca_cert}" if self.ca_cert is not None else "gRPC's public roots"
         return f"mTLS, {roots}" if self.client_cert is not None else f"TLS, {roots}"
 
 

@@ -102,7 +102,7 @@ class HubConnection:
     """``host:port`` or ``[v6]:port``."""
     credential: str = field(repr=False)
     ca_cert: Path | None = None
-    """PEM roots to trust for the hub's certificate; ``None`` uses the system roots."""
+    """PEM roots to trust for the hub's certificate; ``None`` uses gRPC's bundled public roots."""
     client_cert: Path | None = None
     client_key: Path | None = None
     """Both or neither: a client certificate chain and its key, for mTLS."""

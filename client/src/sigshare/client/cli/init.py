@@ -76,7 +76,7 @@ def _optional_absolute(path: Path | None) -> Path | None:
     type=_FILE,
     metavar="FILE",
     default=None,
-    help="PEM roots for the hub (default: system roots).",
+    help="PEM roots for the hub (default: the public roots bundled with gRPC).",
 )
 @click.option(
     "--insecure", is_flag=True, help="Plaintext, for a hub on loopback only (tests, local demo)."
