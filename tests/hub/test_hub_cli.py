@@ -599,9 +599,12 @@ def test_every_command_group_is_listed_in_help() -> None:
     assert [line.split()[0] for line in section if line.strip()] == [
         "audit",
         "db",
+        "export",
         "member",
         "params",
+        "review",
         "serve",
+        "web",
     ]
 
 

@@ -44,6 +44,7 @@ from sigshare.sketch.kinds import get_kind
 KINDS = ("email", "phone", "ip")
 _ACCOUNT_VALUE = {"email": account_email, "phone": account_phone, "ip": account_ip}
 KEY_ID = "demo"
+COORDINATOR = "forum-coordinator"
 
 
 class HubMissingError(Exception):
@@ -59,6 +60,9 @@ class DemoConfig:
     quorum: int = 2
     threshold: float = 0.5
     min_cluster_volume: int = 5
+    keep: Path | None = None
+    """Keep the hub database and a coordinator credential here instead of removing everything,
+    so coordinators can review the results (``sigshare-hub web``)."""
 
 
 @dataclass
@@ -107,6 +111,7 @@ class DemoReport:
     campaign_pairs_found: int = 0
     confirmed: int = 0
     hub_port: int = 0
+    kept: Path | None = None
 
     @property
     def indicator_recall(self) -> float:
@@ -231,6 +236,10 @@ def _embedded_hub(directory: Path, config: DemoConfig, firms: list[str]) -> Iter
                 session, actor="demo", name=name, role=Role.MEMBER, now=now
             )
             credentials[name] = credential.token
+        _, credential = principals.add_principal(
+            session, actor="demo", name=COORDINATOR, role=Role.COORDINATOR, now=now
+        )
+        credentials[COORDINATOR] = credential.token
     server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
     server.server.start()
     try:
@@ -303,6 +312,20 @@ def _job(stack: ExitStack, firm: _Firm, secret: ForumSecret, config: DemoConfig)
     )
 
 
+@contextmanager
+def _workspace(keep: Path | None) -> Iterator[Path]:
+    """A temporary directory removed afterwards, or ``keep`` (new or empty) left in place."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="sigshare-demo-") as temporary:
+            yield Path(temporary)
+        return
+    if keep.exists() and any(keep.iterdir()):
+        raise FileExistsError(f"{keep} is not empty: --keep needs a new or empty directory")
+    keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keep.chmod(0o700)
+    yield keep.resolve()
+
+
 def run_forum_demo(config: DemoConfig) -> DemoReport:
     """Run the whole forum and score it; see the module docstring."""
     from sigshare.sketch.keys import load_secret_file  # noqa: PLC0415
@@ -311,12 +334,16 @@ def run_forum_demo(config: DemoConfig) -> DemoReport:
     names = [firm.name for firm in forum.firms]
     report = DemoReport(config=config)
     with (
-        tempfile.TemporaryDirectory(prefix="sigshare-demo-") as temporary,
-        _embedded_hub(Path(temporary), config, names) as (engine, port, credentials),
+        _workspace(config.keep) as directory,
+        _embedded_hub(directory, config, names) as (engine, port, credentials),
         ExitStack() as stack,
     ):
         report.hub_port = port
-        directory = Path(temporary)
+        if config.keep is not None:
+            coordinator = directory / "coordinator.cred"
+            coordinator.write_text(credentials[COORDINATOR] + "\n")
+            coordinator.chmod(0o600)
+            report.kept = directory
         firms = _prepare_firms(directory, forum, port, credentials, demo_secret(config.seed))
         secret = load_secret_file(directory / "forum.secret")
         jobs = [_job(stack, firm, secret, config) for firm in firms]

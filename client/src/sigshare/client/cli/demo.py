@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -14,15 +15,22 @@ from sigshare.client.forum_demo import DemoConfig, DemoReport, HubMissingError, 
 @click.command()
 @click.option("--seed", default=7, show_default=True, help="Seed of the synthetic forum.")
 @click.option("--accounts", default=3000, show_default=True, help="Accounts per firm.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the hub database and a coordinator credential in this new directory, to review "
+    "the results in the coordinator console (see docs/coordinator-guide.md).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
-def demo(seed: int, accounts: int, json_output: bool) -> None:
+def demo(seed: int, accounts: int, keep: Path | None, json_output: bool) -> None:
     """Run three synthetic firms' nightly syncs against an embedded hub and check the results.
 
     Starts a hub on a loopback port with a temporary SQLite database, gives each firm its
     configuration, forum secret and input files, and runs each firm's push, pull and confirm
     through the real client. Shows what each firm learns about its own accounts and prompt
     campaigns, what coordinators see, and recall and precision against the ground truth.
-    Leaves nothing behind.
+    Leaves nothing behind unless --keep is given.
     """
     console = Console(json_output=json_output)
     if not 100 <= accounts <= 5000:
@@ -30,13 +38,16 @@ def demo(seed: int, accounts: int, json_output: bool) -> None:
     started = time.perf_counter()
     try:
         with console.progress("running the forum", 1):
-            report = run_forum_demo(DemoConfig(seed=seed, accounts_per_firm=accounts))
+            report = run_forum_demo(DemoConfig(seed=seed, accounts_per_firm=accounts, keep=keep))
     except HubMissingError as error:
         console.abort(str(error), ExitCode.CONFIG)
+    except FileExistsError as error:
+        console.abort(str(error), ExitCode.USAGE)
     elapsed = time.perf_counter() - started
     if json_output:
         document = report.to_json()
         document["seconds"] = round(elapsed, 2)
+        document["kept"] = None if report.kept is None else str(report.kept)
         console.emit_json(document)
         return
     _render(console, report, elapsed)
@@ -111,5 +122,14 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
         f"precision {report.indicator_precision:.2%}; campaign recall "
         f"{report.campaign_recall:.2%} ({report.campaign_pairs_found}/"
         f"{report.campaign_pairs_truth} firm-campaign pairs), precision "
-        f"{report.campaign_precision:.2%} — {elapsed:.1f} s, temporary files removed"
+        f"{report.campaign_precision:.2%} — {elapsed:.1f} s"
+        + (", temporary files removed" if report.kept is None else "")
     )
+    if report.kept is not None:
+        console.print(
+            f"kept the hub in {report.kept}: review it with\n"
+            f"  sigshare-hub --db sqlite:///{report.kept}/hub.db web --insecure "
+            "--listen 127.0.0.1:8080\n"
+            f"and sign in at http://127.0.0.1:8080/ with the credential in "
+            f"{report.kept}/coordinator.cred"
+        )

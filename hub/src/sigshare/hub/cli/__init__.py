@@ -16,9 +16,12 @@ from sigshare.hub.storage import default_database_url
 COMMANDS: dict[str, str] = {
     "audit": "sigshare.hub.cli.audit:audit",
     "db": "sigshare.hub.cli.db:db",
+    "export": "sigshare.hub.cli.export:export",
     "member": "sigshare.hub.cli.member:member",
     "params": "sigshare.hub.cli.params:params",
+    "review": "sigshare.hub.cli.review:review",
     "serve": "sigshare.hub.cli.serve:serve",
+    "web": "sigshare.hub.cli.web:web",
 }
 """Command name → ``module:attribute`` of its click command or group."""
 

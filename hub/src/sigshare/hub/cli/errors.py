@@ -51,7 +51,7 @@ EXIT_CODES: Mapping[type[HubError], ExitCode] = {
     DatabaseMissingError: ExitCode.CONFIG,
     UnsupportedDatabaseError: ExitCode.CONFIG,
     AuditChainError: ExitCode.FAILURE,
-    PreconditionError: ExitCode.CONFIG,
+    PreconditionError: ExitCode.INPUT,  # the request does not fit the records' current state
     PermissionDeniedError: ExitCode.AUTH,
 }
 """Exit code per error class; subclasses inherit their nearest listed ancestor's code."""

@@ -1,0 +1,197 @@
+"""``sigshare-hub web``: serve the coordinators' web console until SIGTERM or SIGINT.
+
+The same transport policy as ``serve``: TLS unless ``--insecure`` on a loopback address. Under
+TLS the session cookies are ``Secure`` with the ``__Host-`` prefix; over loopback plaintext they
+cannot be (browsers drop ``Secure`` cookies sent over http), which is why plaintext stays local.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import click
+import uvicorn
+
+from sigshare.client.console import Console
+from sigshare.client.exit_codes import ExitCode
+from sigshare.hub.cli.context import HubContext, pass_hub
+from sigshare.hub.cli.serve import _configure_logging
+from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.rpc.server import ListenAddress, parse_listen
+from sigshare.hub.web import create_app
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+SHUTDOWN_GRACE_SECONDS = 20
+
+
+def _check_tls(certificate: Path, private_key: Path) -> None:
+    """Load the pair once here, so a bad file is named before anything listens."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile=certificate, keyfile=private_key)
+    except FileNotFoundError as error:
+        raise InvalidArgumentError(f"cannot read TLS material: {error}") from None
+    except (ssl.SSLError, OSError) as error:
+        raise InvalidArgumentError(
+            f"{certificate} and {private_key} are not a matching PEM certificate and unencrypted "
+            f"private key ({error.__class__.__name__})"
+        ) from None
+
+
+def _bind(address: ListenAddress) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        return socket.create_server((address.host, address.port), family=family)
+    except OSError as error:
+        raise InvalidArgumentError(
+            f"cannot listen on {address.target}: {error.strerror or error}"
+        ) from None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_serving`` once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_serving: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_serving = on_serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_serving()
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on ([V6]:PORT for IPv6; port 0 picks a free one).",
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate."
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext HTTP. Refused unless --listen is a loopback address.",
+)
+@click.option(
+    "--session-hours",
+    default=12.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1, max=168),
+    help="How long a sign-in lasts.",
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the bound port here once serving (useful with port 0).",
+)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@pass_hub
+def web(
+    hub: HubContext,
+    *,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+    session_hours: float,
+    port_file: Path | None,
+    log_json: bool,
+    log_level: str,
+) -> None:
+    """Serve the coordinators' web console (sign in with a coordinator or admin credential).
+
+    TLS is required unless --insecure is given on a loopback address. SIGTERM stops gracefully:
+    the listener closes and running requests get 20 seconds to finish.
+    """
+    console = Console()
+    if (tls_cert is None) != (tls_key is None):
+        console.abort("--tls-cert and --tls-key go together", ExitCode.USAGE)
+    if insecure and tls_cert is not None:
+        console.abort("--insecure and --tls-cert exclude each other", ExitCode.USAGE)
+    _configure_logging(log_json, log_level)
+    log = logging.getLogger("sigshare.hub.web")
+    with hub.guard(console):
+        address = parse_listen(listen)
+        if tls_cert is None and not insecure:
+            raise InvalidArgumentError(
+                "TLS is required: pass --tls-cert and --tls-key (or --insecure on loopback)"
+            )
+        if tls_cert is None and not address.is_loopback:
+            raise InvalidArgumentError(
+                f"refusing plaintext on {address.host}: --insecure is allowed only on loopback"
+            )
+        if tls_cert is not None and tls_key is not None:
+            _check_tls(tls_cert, tls_key)
+        app = create_app(
+            hub.engine(), secure_cookies=tls_cert is not None, session_hours=session_hours
+        )
+        listener = _bind(address)
+    port = listener.getsockname()[1]
+    _route_uvicorn_logs()
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        lifespan="off",
+    )
+    transport = "plaintext (loopback only)" if tls_cert is None else "TLS"
+
+    def announce() -> None:
+        log.info(
+            "serving web console address=%s port=%d transport=%s database=%s",
+            address.host,
+            port,
+            transport,
+            hub.database,
+        )
+        if port_file is not None:
+            port_file.write_text(f"{port}\n")
+
+    server = _Server(config, on_serving=announce)
+    # uvicorn re-raises the stop signal once it has shut down, to the handler it found in
+    # place; make that a no-op so a graceful stop ends the command with status 0.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run(sockets=[listener])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        listener.close()
+    log.info("stopped")
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Stand-in handler while uvicorn runs (it installs its own and restores this one)."""
+
+
+def _route_uvicorn_logs() -> None:
+    """uvicorn's logs (startup, access lines, errors) through the hub's log handler."""
+    handlers = logging.getLogger("sigshare").handlers
+    level = logging.getLogger("sigshare").level
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers if name == "uvicorn" else []
+        logger.setLevel(level)
+        logger.propagate = name != "uvicorn"

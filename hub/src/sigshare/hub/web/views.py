@@ -1,0 +1,168 @@
+"""What the templates are given: page and link helpers, display formats, submission health.
+
+Nothing here touches the database; :mod:`.app` fetches through the services and hands these
+plain values to the templates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import urlencode
+
+from sigshare.hub.domain import ReviewEvent, Submission
+from sigshare.hub.services.review import SubmissionView
+
+MAX_NEXT_LENGTH = 2000
+
+
+def href(path: str, query: Mapping[str, object], **changes: object) -> str:
+    """``path`` with ``query`` updated by ``changes``; empty values are left out."""
+    merged = {**query, **changes}
+    pairs = [(key, str(value)) for key, value in merged.items() if value not in (None, "")]
+    return f"{path}?{urlencode(pairs)}" if pairs else path
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to return to after signing in; anything else (another site, ``//host``,
+    a scheme, control characters) becomes ``/``."""
+    if (
+        not value
+        or len(value) > MAX_NEXT_LENGTH
+        or not value.startswith("/")
+        or value.startswith(("//", "/\\"))
+        or any(ord(c) < 33 or c == "\\" for c in value)
+    ):
+        return "/"
+    return value
+
+
+def when(moment: datetime | None) -> str:
+    """Minutes-precision UTC: ``2026-11-27 04:23Z``; ``—`` when unknown."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "∞"
+    return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def rate(value: float | None) -> str:
+    """A false-positive rate: ``1.2e-04``."""
+    return "—" if value is None else f"{value:.1e}"
+
+
+def similarity(value: float) -> str:
+    return f"{value:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pager:
+    """Offset pagination over ``total`` rows, ``size`` per page, 1-based ``page``."""
+
+    total: int
+    page: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.size
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def first_item(self) -> int:
+        return min(self.offset + 1, self.total) if self.total else 0
+
+    def last_item(self, shown: int) -> int:
+        return self.offset + shown if shown else 0
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionHealth:
+    """One active submission as the overview shows it, with its filter's health figures."""
+
+    member: str
+    kind: str
+    submission: Submission
+    fill: float | None
+    expected_fill: float | None
+    fpr_at_fill: float | None
+    target_fpr: float | None
+
+    @property
+    def healthy(self) -> bool | None:
+        """Bloom filters: whether the FPR at the observed fill is within twice the target (the
+        hub's acceptance bound); ``None`` for prompt clusters."""
+        if self.fpr_at_fill is None or self.target_fpr is None:
+            return None
+        return self.fpr_at_fill <= 2 * self.target_fpr
+
+
+def submission_health(view: SubmissionView) -> SubmissionHealth:
+    """Fill, expected fill and FPR at fill, computed as the review API reports them."""
+    submission, params = view.submission, view.params
+    kind = submission.family_kind
+    if params is None or submission.set_bits is None:
+        return SubmissionHealth(view.member, kind, submission, None, None, None, None)
+    bloom = params.bloom_params()
+    fill = submission.set_bits / bloom.m
+    return SubmissionHealth(
+        member=view.member,
+        kind=kind,
+        submission=submission,
+        fill=fill,
+        expected_fill=bloom.expected_fill(submission.declared_count),
+        fpr_at_fill=bloom.fpr_at_fill(fill),
+        target_fpr=params.target_fpr,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStep:
+    """A review event with what it changed: ``status``, ``assign`` or ``note``."""
+
+    event: ReviewEvent
+    change: Literal["status", "assign", "note"]
+
+
+def history_steps(events: Sequence[ReviewEvent]) -> list[HistoryStep]:
+    """The record's review events, newest first, each labelled by what it changed.
+
+    Events record the assignee after the step; a step that changed neither status nor assignee
+    is a note. (An assignment to the current assignee with a note reads as a note, which it is.)
+    """
+    steps = []
+    assignee: str | None = None
+    for event in events:
+        if event.to_status is not None:
+            change: Literal["status", "assign", "note"] = "status"
+        elif event.assignee != assignee or event.note is None:
+            change = "assign"
+        else:
+            change = "note"
+        assignee = event.assignee
+        steps.append(HistoryStep(event, change))
+    return steps[::-1]

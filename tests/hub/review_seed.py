@@ -1,0 +1,261 @@
+"""A small forum's review records, seeded through the hub's services with known raw data.
+
+Members m1-m4 submit keyed Bloom filters of known e-mail addresses and confirm the tokens of
+those they share; m1-m3 submit prompt clusters of known templates. The raw values and prompt
+texts are kept here so that tests can assert none of them reaches a page or an export, and the
+exact answers (reporters, categories, dates, campaign members and volumes) so that tests can
+assert exports to the byte.
+
+Nothing here is a fixture: test modules call :func:`seed_forum` on the engine of a database
+fixture.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from hubtest import (
+    EMAIL,
+    KEY_ID,
+    MEMBERS,
+    PROMPT,
+    ClusterUpload,
+    EmailForum,
+    PromptForum,
+    cluster_upload,
+    email_prf,
+    forum_secret,
+    prompt_forum,
+    provision,
+)
+from sqlalchemy import Engine
+
+from sigshare.hub.domain import ClusterInfo
+from sigshare.hub.services import member_views
+from sigshare.hub.services.exports import refresh_campaigns
+from sigshare.hub.services.parameters import minhash_parameters
+from sigshare.hub.services.submissions import (
+    SketchFormat,
+    UploadHeader,
+    submit_bloom,
+    submit_clusters,
+)
+from sigshare.hub.storage import PrincipalRepository, session_scope
+from sigshare.hub.storage.results import IndicatorRepository, TokenConfirmation
+
+SEEN = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
+"""Member i confirms with first seen SEEN + i days and last seen SEEN + 10 + i days."""
+SEEDED_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+EMAILS: dict[str, tuple[str, ...]] = {
+    "alice.rawvalue@example.com": ("m1", "m2"),
+    "bob.rawvalue@example.org": ("m1", "m2", "m3"),
+    "carol.rawvalue@example.net": ("m1",),
+    "dave.rawvalue@example.com": ("m3", "m4"),
+    "erin.rawvalue@example.com": ("m2",),
+}
+"""Raw values and the members holding them: three are shared at quorum 2."""
+FILLERS = 40
+"""Values only one member holds, per member: filters of a handful of items would fail the
+hub's uniformity checks (too few bits for its chi-square tests)."""
+
+CATEGORIES: dict[str, str] = {
+    "m1": '=HYPERLINK("http://evil.example/x","click")',
+    "m2": "account-farm",
+    "m3": "+rotating, cards",
+    "m4": "@risk",
+}
+"""Each member's confirmation category: three would run as spreadsheet formulas."""
+
+PROMPT_PLAN: dict[str, tuple[int, ...]] = {"m1": (0, 1), "m2": (0, 2), "m3": (1,)}
+"""Template 0 is seen by m1 and m2, template 1 by m1 and m3, template 2 by m2 alone."""
+CLUSTER_CATEGORIES: dict[tuple[str, int], str] = {("m2", 0): "-extraction"}
+"""Cluster categories other than ``t<template>``."""
+PER_TEMPLATE = 9
+
+
+@dataclass(frozen=True)
+class SeededForum:
+    emails: EmailForum
+    prompts: PromptForum
+    uploads: dict[str, ClusterUpload]
+    value_of_id: dict[str, str]
+    """Shared indicator id → the raw value behind it (found through its token)."""
+
+    def holders(self, value: str) -> tuple[str, ...]:
+        return EMAILS[value]
+
+    @property
+    def shared_values(self) -> list[str]:
+        return sorted(v for v, holders in EMAILS.items() if len(holders) >= 2)
+
+    def campaign_templates(self) -> dict[int, tuple[str, ...]]:
+        """Template → its members, for templates at least two members hold."""
+        found: dict[int, list[str]] = {}
+        for member, templates in PROMPT_PLAN.items():
+            for template in templates:
+                found.setdefault(template, []).append(member)
+        return {t: tuple(sorted(m)) for t, m in found.items() if len(m) >= 2}
+
+    def forbidden_strings(self) -> list[str]:
+        """What must never appear in anything shown or exported: raw values, tokens (hex and
+        base64), prompt texts and the templates they share, members' cluster ids."""
+        values = sorted(set().union(*self.emails.sets.values()))
+        strings = [*values, *(value.upper() for value in values)]
+        for value in values:
+            token = self.emails.token(value)
+            strings += [token.hex(), token.hex().upper(), base64.b64encode(token).decode()]
+        for texts in self.prompts.prompts.values():
+            strings += texts
+        for prefix, suffix in self.prompts.templates:
+            strings += [" ".join(prefix), " ".join(suffix), " ".join(prefix[:4])]
+        for upload in self.uploads.values():
+            strings += [cluster.cluster_id for cluster in upload.clusters]
+        return strings
+
+    def forbidden_bytes(self) -> list[bytes]:
+        return [
+            self.emails.token(value) for value in sorted(set().union(*self.emails.sets.values()))
+        ]
+
+
+def fillers(member: str) -> list[str]:
+    return [f"{member}.filler{i:03d}.rawvalue@example.com" for i in range(FILLERS)]
+
+
+def holders_of(value: str) -> tuple[str, ...]:
+    if value in EMAILS:
+        return EMAILS[value]
+    return (value.split(".", 1)[0],)
+
+
+def email_sets() -> dict[str, frozenset[str]]:
+    return {
+        member: frozenset(
+            [*(v for v, holders in EMAILS.items() if member in holders), *fillers(member)]
+        )
+        for member in MEMBERS
+    }
+
+
+def _bloom_header(forum: EmailForum, member: str) -> UploadHeader:
+    payload = forum.payload(member)
+    return UploadHeader(
+        format=SketchFormat.BLOOM_V1,
+        kind=EMAIL,
+        key_id=KEY_ID,
+        params_digest=forum.params.digest(),
+        declared_count=len(forum.sets[member]),
+        content_length=len(payload),
+        content_sha256=hashlib.sha256(payload).digest(),
+    )
+
+
+def _cluster_header(upload: ClusterUpload, digest: bytes) -> UploadHeader:
+    return UploadHeader(
+        format=SketchFormat.CLUSTERS_V1,
+        kind=PROMPT,
+        key_id=KEY_ID,
+        params_digest=digest,
+        declared_count=len(upload.clusters),
+        content_length=len(upload.payload),
+        content_sha256=hashlib.sha256(upload.payload).digest(),
+    )
+
+
+def seed_forum(
+    engine: Engine,
+    *,
+    now: datetime = SEEDED_AT,
+    confirmers: Sequence[str] = MEMBERS,
+    provisioned: bool = False,
+) -> SeededForum:
+    """Provision the hub (unless ``provisioned``), then submit and confirm as described above."""
+    if not provisioned:
+        provision(engine, now=now)
+    emails = EmailForum(email_sets(), email_prf(forum_secret()))
+    prompts = prompt_forum(PROMPT_PLAN, per_template=PER_TEMPLATE)
+    with session_scope(engine) as session:
+        family = minhash_parameters(session, PROMPT)
+        assert family is not None
+        minhash = family.minhash_params()
+    uploads = {m: cluster_upload(prompts, m, forum_secret(), minhash) for m in PROMPT_PLAN}
+    with session_scope(engine) as session:
+        members = {m: PrincipalRepository(session).get_by_name(m) for m in MEMBERS}
+    moment = now
+    for member in MEMBERS:
+        principal = members[member]
+        assert principal is not None
+        moment += timedelta(seconds=1)
+        with session_scope(engine) as session:
+            submit_bloom(
+                session, principal, _bloom_header(emails, member), emails.payload(member), moment
+            )
+    for index, member in enumerate(MEMBERS):
+        if member not in confirmers:
+            continue
+        principal = members[member]
+        assert principal is not None
+        offered = [v for v in sorted(emails.sets[member]) if len(holders_of(v)) >= 2]
+        moment += timedelta(seconds=1)
+        with session_scope(engine) as session:
+            member_views.confirm(
+                session,
+                principal,
+                kind=EMAIL,
+                key_id=KEY_ID,
+                confirmations=[
+                    TokenConfirmation(
+                        token=emails.token(value),
+                        category=CATEGORIES[member],
+                        first_seen=SEEN + timedelta(days=index),
+                        last_seen=SEEN + timedelta(days=10 + index),
+                    )
+                    for value in offered
+                ],
+                now=moment,
+            )
+    for member, upload in uploads.items():
+        principal = members[member]
+        assert principal is not None
+        moment += timedelta(seconds=1)
+        with session_scope(engine) as session:
+            submit_clusters(
+                session,
+                principal,
+                _cluster_header(upload, minhash.digest()),
+                signatures=upload.signatures,
+                clusters=[
+                    ClusterInfo(
+                        cluster_id=c.cluster_id,
+                        volume=c.volume,
+                        category=CLUSTER_CATEGORIES.get(
+                            (member, upload.template_of[c.cluster_id]), c.category
+                        ),
+                        first_seen=None,
+                        last_seen=None,
+                    )
+                    for c in upload.clusters
+                ],
+                now=moment,
+            )
+    moment += timedelta(seconds=1)
+    with session_scope(engine) as session:
+        refresh_campaigns(session, moment)  # campaigns exist now, dated by the seed's clock
+        records, _ = IndicatorRepository(session).page(limit=1000)
+    value_of = emails.value_of()
+    return SeededForum(
+        emails=emails,
+        prompts=prompts,
+        uploads=uploads,
+        value_of_id={record.id: value_of[record.token] for record in records},
+    )
+
+
+def expected_categories(holders: Sequence[str]) -> list[str]:
+    """The categories of a shared indicator its ``holders`` all confirmed."""
+    return sorted({CATEGORIES[m] for m in holders})
