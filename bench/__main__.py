@@ -12,9 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from bench import hub_bench, sketch_bench, sync_bench
+from bench import hub_bench, sketch_bench, sync_bench, web_bench
 
-BENCHMARKS = {**sketch_bench.BENCHMARKS, **hub_bench.BENCHMARKS, **sync_bench.BENCHMARKS}
+BENCHMARKS = {
+    **sketch_bench.BENCHMARKS,
+    **hub_bench.BENCHMARKS,
+    **sync_bench.BENCHMARKS,
+    **web_bench.BENCHMARKS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
         },
         "results": results,
-        "goals": sketch_bench.goals(results) + hub_bench.goals(results) + sync_bench.goals(results),
+        "goals": (
+            sketch_bench.goals(results)
+            + hub_bench.goals(results)
+            + sync_bench.goals(results)
+            + web_bench.goals(results)
+        ),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
@@ -56,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(name in hub_bench.BENCHMARKS for name in names):
             hub_bench.print_table(results)
         sync_bench.print_table(results)
+        web_bench.print_table(results)
         sketch_bench.print_goals(document)
     return 0
 

@@ -284,6 +284,8 @@ class SharedIndicatorRow(Base):
         UniqueConstraint("kind", "key_id", "token"),
         CheckConstraint("length(token) = 16", name="token_length"),
         Index("ix_shared_indicators_status", "status", "id"),
+        Index("ix_shared_indicators_last_seen", "last_seen", "id"),
+        Index("ix_shared_indicators_reporters", "reporters", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

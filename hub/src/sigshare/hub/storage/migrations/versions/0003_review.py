@@ -64,9 +64,13 @@ def upgrade() -> None:
     # Listing and sorting tens of thousands of records for review.
     op.create_index("ix_shared_indicators_status", "shared_indicators", ["status", "id"])
     op.create_index("ix_campaigns_status", "campaigns", ["status", "id"])
+    op.create_index("ix_shared_indicators_last_seen", "shared_indicators", ["last_seen", "id"])
+    op.create_index("ix_shared_indicators_reporters", "shared_indicators", ["reporters", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_shared_indicators_reporters", table_name="shared_indicators")
+    op.drop_index("ix_shared_indicators_last_seen", table_name="shared_indicators")
     op.drop_index("ix_campaigns_status", table_name="campaigns")
     op.drop_index("ix_shared_indicators_status", table_name="shared_indicators")
     op.drop_index(op.f("ix_web_sessions_principal_id"), table_name="web_sessions")

@@ -1,0 +1,713 @@
+"""The leak test: known raw values and prompts go through the whole flow, and none of them — nor
+anything derived from them that only members may hold — reaches a console page, an export, a
+``sigshare-hub review`` output or the hub's database.
+
+Four members run the real member job (:class:`~sigshare.client.sync.SyncJob` over the SDK and a
+real gRPC hub on loopback): each pushes its own spelling of e-mail addresses, phone numbers and
+IP addresses (some held by several members) and prompts built from templates of invented marker
+words, then pulls, then confirms every item it resolved. Shared indicators and campaigns exist
+at the hub afterwards; coordinators review some of them through the console.
+
+Then every console page is fetched (all listings under many filters, sorts and page sizes and
+every page of them, every indicator and campaign, overlaps of every kind, the audit log under
+every actor and action and every page of it, error pages), every export (CSV, JSON, STIX) from
+the console and from ``sigshare-hub export``, and every ``sigshare-hub review … --json`` and
+``audit show --json`` output. None may contain:
+
+- a raw value in any member's spelling or its canonical form (also URL- and HTML-encoded);
+- a prompt text, canonical or not, or any word of the prompt vocabulary (templates and fillers);
+- a token of any member's item: hex, base64, base64url, or its 16 raw bytes;
+- a member's cluster id.
+
+Finally every text and blob column of every table of the hub database, and the database file's
+bytes, must hold no raw value and no prompt word (tokens and cluster ids are what the hub
+legitimately stores). A summary of what was checked is written to
+``test-output/leak-test-coverage.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import random
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import httpx
+import pytest
+import uvicorn
+from click.testing import CliRunner
+from hubtest import (
+    COORDINATOR,
+    EMAIL,
+    EMAIL_CAPACITY,
+    EMAIL_FPR,
+    KEY_ID,
+    PROMPT,
+    SETUP_ACTOR,
+    forum_secret,
+    provision,
+    running_hub,
+)
+from sqlalchemy import Engine
+
+from sigshare.client.inputs import RejectSink
+from sigshare.client.state import LocalState
+from sigshare.client.sync import SyncJob
+from sigshare.hub.cli import cli
+from sigshare.hub.domain import ReviewStatus
+from sigshare.hub.services import parameters, review_workflow
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.hub.storage.database import DATABASE_URL_ENV
+from sigshare.hub.storage.review import CampaignSort, IndicatorSort
+from sigshare.hub.web import create_app
+from sigshare.sketch.kinds import get_kind
+
+MEMBERS = ("alpha", "bravo", "charlie", "delta")
+KINDS = (EMAIL, "phone", "ip")
+ACCOUNTS = 120
+"""Accounts per kind. Account ``j``'s holders follow ``j % 6`` (see :func:`_holders`)."""
+REVEALED_KIND = "ip"
+"""The one kind whose policy reveals reporters' names (so names do appear on its pages)."""
+TEMPLATES: dict[int, tuple[str, ...]] = {
+    0: ("alpha", "bravo"),
+    1: ("bravo", "charlie", "delta"),
+    2: ("alpha", "delta"),
+    3: ("charlie",),
+}
+"""Prompt template → the members whose traffic holds it; templates 0-2 are campaigns."""
+PER_TEMPLATE = 8
+ORGANIC = 6
+"""Unclustered prompts per member (each its own vocabulary)."""
+GRAM = 8
+"""Every forbidden string is at least this long; documents are searched by their 8-grams."""
+COVERAGE = Path(__file__).resolve().parents[2] / "test-output" / "leak-test-coverage.json"
+CATEGORIES = ("account-farm", "card-testing", "distillation")
+
+
+# ---------------------------------------------------------------------------------- raw data
+
+
+def _word(rng: random.Random, taken: set[str]) -> str:
+    """A fresh invented marker word of 8-11 letters (never an English or HTML word)."""
+    while True:
+        word = "".join(
+            rng.choice("bdfgklmnpqrstvxz") + rng.choice("aeiouy") for _ in range(rng.randint(4, 5))
+        )
+        word = word[: rng.randint(8, len(word))] + "q"
+        if word not in taken:
+            taken.add(word)
+            return word
+
+
+def _holders(account: int) -> tuple[str, ...]:
+    pattern = account % 6
+    if pattern == 0:
+        return MEMBERS
+    if pattern == 1:
+        return ("alpha", "bravo")
+    if pattern == 2:
+        return ("bravo", "charlie", "delta")
+    if pattern == 3:
+        return ("alpha", "charlie")
+    return (MEMBERS[(account // 6 + pattern) % len(MEMBERS)],)
+
+
+def _planned(kind: str, account: int, words: list[str]) -> str:
+    if kind == EMAIL:
+        return f"{words[account]}.{account:03d}@{words[-1 - account % 7]}.example.com"
+    if kind == "phone":
+        return f"+447700900{account:03d}"
+    if account % 2:
+        return f"2001:db8:{account:x}:beef::{account + 7:x}"
+    return f"203.0.{113 + account % 2}.{account}"
+
+
+def _spell(kind: str, value: str, member: int) -> str:
+    """Member ``member``'s own spelling of ``value`` (what its pipeline exports)."""
+    style = member % 3
+    if kind == EMAIL:
+        local, domain = value.split("@")
+        return [value, f"  {local.capitalize()}@{domain.upper()} ", f"{local}@{domain.title()}"][
+            style
+        ]
+    if kind == "phone":
+        national = value[3:]
+        return [
+            value,
+            f"+44 {national[:4]} {national[4:]}",
+            f"+44 ({national[:3]}) {national[3:6]}-{national[6:]}",
+        ][style]
+    if ":" in value and style:
+        return value.upper()
+    return value
+
+
+@dataclass
+class RawForum:
+    """Every member's raw inputs, as written to its files."""
+
+    indicators: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    """Member → ``(kind, spelled value, category)`` rows."""
+    prompts: dict[str, list[str]] = field(default_factory=dict)
+    words: set[str] = field(default_factory=set)
+    """The whole prompt vocabulary (templates and fillers) and the e-mail marker words."""
+
+    @staticmethod
+    def shared_per_kind() -> int:
+        """Accounts of one kind that at least two members hold (quorum 2)."""
+        return sum(len(_holders(account)) >= 2 for account in range(ACCOUNTS))
+
+
+def raw_forum() -> RawForum:
+    rng = random.Random(424_242)  # reproducible test data
+    taken: set[str] = set()
+    forum = RawForum()
+    email_words = [_word(rng, taken) for _ in range(ACCOUNTS + 8)]
+    for index, member in enumerate(MEMBERS):
+        rows = []
+        for kind in KINDS:
+            for account in range(ACCOUNTS):
+                if member in _holders(account):
+                    value = _spell(kind, _planned(kind, account, email_words), index)
+                    rows.append((kind, value, CATEGORIES[account % len(CATEGORIES)]))
+        forum.indicators[member] = rows
+    templates = {
+        t: ([_word(rng, taken) for _ in range(20)], [_word(rng, taken) for _ in range(16)])
+        for t in TEMPLATES
+    }
+    for member in MEMBERS:
+        texts = [
+            " ".join([*prefix, *(_word(rng, taken) for _ in range(3)), *suffix])
+            for t, (prefix, suffix) in templates.items()
+            if member in TEMPLATES[t]
+            for _ in range(PER_TEMPLATE)
+        ]
+        texts += [" ".join(_word(rng, taken) for _ in range(30)) for _ in range(ORGANIC)]
+        rng.shuffle(texts)
+        forum.prompts[member] = texts
+    forum.words = taken
+    return forum
+
+
+def _write_inputs(directory: Path, forum: RawForum, member: str) -> tuple[Path, Path]:
+    indicators = directory / f"{member}-indicators.csv"
+    with indicators.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "value", "category", "first_seen", "last_seen"])
+        for kind, value, category in forum.indicators[member]:
+            writer.writerow([kind, value, category, "2026-10-01", "2026-11-15"])
+    prompts = directory / f"{member}-prompts.jsonl"
+    with prompts.open("w", encoding="utf-8") as handle:
+        for text in forum.prompts[member]:
+            handle.write(json.dumps({"text": text, "category": "distillation"}) + "\n")
+    return indicators, prompts
+
+
+# ---------------------------------------------------------------------------------- the flow
+
+
+@dataclass
+class Flowed:
+    """The hub after the whole flow, and what the members hold that the hub must not show."""
+
+    engine: Engine
+    url: str
+    db_path: Path
+    credentials: dict[str, str]
+    forum: RawForum
+    tokens: set[bytes]
+    cluster_ids: set[str]
+    canonicals: set[str]
+
+
+def _publish(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        for kind in KINDS[1:]:
+            parameters.set_kind_parameters(
+                session,
+                actor=SETUP_ACTOR,
+                kind=kind,
+                key_id=KEY_ID,
+                capacity=EMAIL_CAPACITY,
+                target_fpr=EMAIL_FPR,
+                reveal_members=kind == REVEALED_KIND,
+                now=now,
+            )
+
+
+@pytest.fixture(scope="module")
+def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
+    directory = tmp_path_factory.mktemp("leak")
+    db_path = directory / "hub.db"
+    url = f"sqlite:///{db_path}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    credentials = provision(engine, members=MEMBERS)
+    _publish(engine)
+    forum = raw_forum()
+    secret = forum_secret()
+    tokens: set[bytes] = set()
+    cluster_ids: set[str] = set()
+    canonicals: set[str] = set()
+    with running_hub(engine, credentials) as hub, ExitStack() as stack:
+        jobs: dict[str, SyncJob] = {}
+        for member in MEMBERS:
+            home = directory / member
+            home.mkdir(mode=0o700)
+            state = stack.enter_context(LocalState.open(home / "state"))
+            jobs[member] = SyncJob(
+                client=hub.client(member), state=state, secret=secret, min_cluster_volume=3
+            )
+            indicator_file, prompt_file = _write_inputs(home, forum, member)
+            with RejectSink(home / "rejects.jsonl") as rejects:
+                report = jobs[member].push([indicator_file], [prompt_file], rejects=rejects)
+            assert report.rejected == 0, f"{member}: rejected rows {report.rejects}"
+        for job in jobs.values():
+            job.pull()
+        for member, job in jobs.items():
+            resolved = job.state.resolved()
+            assert resolved, f"{member} resolved nothing"
+            outcome = job.confirm(resolved)
+            assert all(accepted for accepted, _, _ in outcome.values()), outcome
+        for member, job in jobs.items():
+            report = job.pull()
+            assert report.campaigns >= 1, f"{member} is in no campaign"
+            for kind in KINDS:
+                values, kind_tokens = job.state.indicator_tokens(kind)
+                canonicals.update(values)
+                tokens.update(kind_tokens)
+            cluster_ids.update(job.state.cluster_ids(PROMPT))
+    yield Flowed(engine, url, db_path, credentials, forum, tokens, cluster_ids, canonicals)
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------------- searching
+
+
+@dataclass(frozen=True)
+class Needle:
+    what: str
+    text: str
+
+
+def _text_needles(flowed: Flowed) -> list[Needle]:
+    """Raw values (every spelling, canonical form, URL and HTML encodings) and prompt data."""
+    needles: list[Needle] = []
+    for member, rows in flowed.forum.indicators.items():
+        for kind, value, _ in rows:
+            canonical = get_kind(kind).canonicalise(value)
+            for form in {value.strip(), canonical}:
+                needles += [
+                    Needle(f"raw {kind} of {member}", variant)
+                    for variant in {form, quote(form), quote_plus(form), html.escape(form)}
+                ]
+    for value in flowed.canonicals:
+        needles.append(Needle("canonical value of a member", value))
+    for member, texts in flowed.forum.prompts.items():
+        for text in texts:
+            needles.append(Needle(f"prompt of {member}", text))
+            needles.append(Needle(f"prompt of {member} (URL-encoded)", quote_plus(text)))
+    needles += [Needle("prompt or marker word", word) for word in sorted(flowed.forum.words)]
+    return needles
+
+
+def _secret_needles(flowed: Flowed) -> list[Needle]:
+    """Tokens (hex, base64, base64url, padded or not) and members' cluster ids."""
+    needles = []
+    for token in flowed.tokens:
+        for encoded in {
+            token.hex(),
+            base64.b64encode(token).decode(),
+            base64.b64encode(token).decode().rstrip("="),
+            base64.urlsafe_b64encode(token).decode().rstrip("="),
+        }:
+            needles.append(Needle("token of a member's item", encoded))
+    needles += [Needle("member's cluster id", cid) for cid in sorted(flowed.cluster_ids)]
+    return needles
+
+
+class Searcher:
+    """Finds any of many forbidden strings in many documents: each needle is indexed by its
+    first :data:`GRAM` characters (case-folded), each document is reduced to the set of its
+    own 8-grams, and only needles whose prefix occurs are checked in full."""
+
+    def __init__(self, needles: Iterable[Needle], byte_needles: Iterable[bytes] = ()) -> None:
+        self.needles = list(needles)
+        self.by_prefix: dict[str, list[Needle]] = {}
+        for needle in self.needles:
+            assert len(needle.text) >= GRAM, needle
+            self.by_prefix.setdefault(needle.text[:GRAM].lower(), []).append(needle)
+        self.byte_needles = list(byte_needles)
+        self.by_byte_prefix: dict[bytes, list[bytes]] = {}
+        for raw in self.byte_needles:
+            assert len(raw) >= GRAM
+            self.by_byte_prefix.setdefault(raw[:GRAM], []).append(raw)
+
+    def find(self, content: bytes | str) -> list[str]:
+        data = content.encode() if isinstance(content, str) else content
+        text = data.decode("utf-8", errors="replace").lower()
+        grams = {text[i : i + GRAM] for i in range(len(text) - GRAM + 1)}
+        found = [
+            f"{needle.what}: {needle.text!r}"
+            for prefix in grams & self.by_prefix.keys()
+            for needle in self.by_prefix[prefix]
+            if needle.text.lower() in text
+        ]
+        if self.by_byte_prefix:
+            byte_grams = {data[i : i + GRAM] for i in range(len(data) - GRAM + 1)}
+            found += [
+                f"raw token bytes {raw.hex()[:8]}…"
+                for prefix in byte_grams & self.by_byte_prefix.keys()
+                for raw in self.by_byte_prefix[prefix]
+                if raw in data
+            ]
+        return found
+
+
+@dataclass
+class Documents:
+    """Everything fetched or produced, by label."""
+
+    items: dict[str, bytes] = field(default_factory=dict)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    def add(self, label: str, content: bytes | str, kind: str) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        unique, serial = label, 1
+        while unique in self.items:
+            serial += 1
+            unique = f"{label} #{serial}"
+        self.items[unique] = data
+        self.kinds[kind] += 1
+
+
+# ---------------------------------------------------------------------------------- the console
+
+
+def _loopback_listener() -> socket.socket:
+    """A listening TCP socket on a free 127.0.0.1 port, made with ``IPPROTO_TCP`` explicitly:
+    asyncio sets ``TCP_NODELAY`` only on connections of such sockets. ``socket.create_server``
+    makes sockets of protocol 0, whose keep-alive responses each wait ~40 ms for a delayed ACK
+    (Nagle's algorithm holds the body back behind the unacknowledged headers)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn on a free 127.0.0.1 port (a daemon thread); its base URL."""
+    listener = _loopback_listener()
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive(), "the console did not start"
+        assert time.monotonic() < deadline, "the console did not start in time"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+
+
+class ConsoleReader:
+    """A signed-in coordinator's browser, minus the browser: every fetch is kept."""
+
+    def __init__(self, base: str, documents: Documents) -> None:
+        self.client = httpx.Client(base_url=base, follow_redirects=True, timeout=30)
+        self.documents = documents
+        self.csrf = ""
+
+    def get(self, path: str, *, status: int = 200, kind: str = "page") -> str:
+        response = self.client.get(path)
+        assert response.status_code == status, f"{path}: {response.status_code}"
+        self.documents.add(f"GET {path}", response.content, kind)
+        return response.text
+
+    def sign_in(self, credential: str) -> None:
+        login = self.get("/login", kind="anonymous page")
+        match = re.search(r'name="csrf" value="([^"]+)"', login)
+        assert match
+        response = self.client.post(
+            "/login", data={"credential": credential, "csrf": match.group(1), "next": "/"}
+        )
+        assert response.status_code == 200, response.status_code
+        assert response.url.path == "/", response.url
+        self.documents.add("POST /login → /", response.content, "page")
+        found = re.search(r'name="csrf" value="([^"]+)"', response.text)
+        assert found
+        self.csrf = found.group(1)
+
+    def post(self, path: str, **data: str) -> str:
+        response = self.client.post(path, data={"csrf": self.csrf, **data})
+        assert response.status_code == 200, f"{path}: {response.status_code}"
+        assert "flash-ok" in response.text, f"{path}: {response.text[:2000]}"
+        self.documents.add(f"POST {path} {sorted(data)}", response.content, "page")
+        return response.text
+
+    def every_page(self, path: str, kind: str) -> list[str]:
+        """``path`` and every page after it, following the ``rel="next"`` links
+        (Next, or Older in the audit log)."""
+        pages = [self.get(path, kind=kind)]
+        while match := re.search(r'href="([^"]+)" rel="next"', pages[-1]):
+            pages.append(self.get(html.unescape(match.group(1)), kind=kind))
+            assert len(pages) < 500
+        return pages
+
+
+def _ids(page: str, section: str) -> set[str]:
+    return set(re.findall(rf'href="/{section}/([0-9a-f]{{32}})"', page))
+
+
+def _review_some(reader: ConsoleReader, indicators: list[str], campaigns: list[str]) -> None:
+    """Coordinators' work, so that histories, assignees and the audit log have content."""
+    for number, record in enumerate(indicators[:6]):
+        reader.post(f"/records/{record}/status", status="triaged", note=f"triage note {number}")
+        if number % 2:
+            reader.post(f"/records/{record}/status", status="confirmed", note="confirmed")
+        else:
+            reader.post(f"/records/{record}/assign", assignee=COORDINATOR, note="taking it")
+    reader.post(f"/records/{indicators[-1]}/status", status="dismissed", note="noise")
+    for record in campaigns:
+        reader.post(f"/records/{record}/assign", assignee=COORDINATOR)
+        reader.post(f"/records/{record}/note", note="campaign under review")
+    reader.post(f"/records/{campaigns[0]}/status", status="triaged")
+
+
+def _read_console(flowed: Flowed, documents: Documents, base: str) -> tuple[set[str], set[str]]:
+    reader = ConsoleReader(base, documents)
+    reader.get("/", status=200, kind="anonymous page")  # redirected to the sign-in form
+    reader.get("/login?next=%2Findicators", kind="anonymous page")
+    reader.sign_in(flowed.credentials[COORDINATOR])
+
+    indicator_ids: set[str] = set()
+    for page in reader.every_page("/indicators?size=25", "listing"):
+        indicator_ids |= _ids(page, "indicators")
+    campaign_ids: set[str] = set()
+    for page in reader.every_page("/campaigns?size=25", "listing"):
+        campaign_ids |= _ids(page, "campaigns")
+    _review_some(reader, sorted(indicator_ids), sorted(campaign_ids))
+
+    reader.get("/overlaps")
+    for kind in KINDS:
+        reader.get(f"/overlaps?kind={kind}")
+    indicator_sorts: tuple[IndicatorSort, ...] = (
+        "created",
+        "reporters",
+        "last_seen",
+        "status",
+        "kind",
+    )
+    campaign_sorts: tuple[CampaignSort, ...] = (
+        "created",
+        "members",
+        "volume",
+        "similarity",
+        "status",
+    )
+    statuses = [status.value for status in ReviewStatus]
+    listings = [f"/indicators?sort={s}&order={o}" for s in indicator_sorts for o in ("asc", "desc")]
+    listings += [f"/indicators?kind={k}" for k in KINDS]
+    listings += [f"/indicators?status={s}" for s in statuses]
+    listings += [f"/indicators?category={c}" for c in CATEGORIES]
+    listings += [f"/indicators?assignee={COORDINATOR}", "/indicators?size=500"]
+    listings += [f"/indicators?kind={k}&status=new&sort=reporters&order=asc&size=50" for k in KINDS]
+    listings += [f"/campaigns?sort={s}&order={o}" for s in campaign_sorts for o in ("asc", "desc")]
+    listings += [f"/campaigns?status={s}" for s in statuses]
+    listings += [
+        f"/campaigns?family={PROMPT}",
+        "/campaigns?category=distillation",
+        f"/campaigns?assignee={COORDINATOR}",
+    ]
+    for path in listings:
+        pages = reader.every_page(path, "listing")
+        indicator_ids |= {i for page in pages for i in _ids(page, "indicators")}
+        campaign_ids |= {c for page in pages for c in _ids(page, "campaigns")}
+    for record in sorted(indicator_ids):
+        reader.get(f"/indicators/{record}", kind="detail page")
+    for record in sorted(campaign_ids):
+        reader.get(f"/campaigns/{record}", kind="detail page")
+
+    audit = reader.every_page("/audit?size=25", "audit page")
+    actors = {a for page in audit for a in re.findall(r'href="/audit\?actor=([^"&]+)', page)}
+    actions = {a for page in audit for a in re.findall(r'href="/audit\?action=([^"&]+)', page)}
+    assert {COORDINATOR, SETUP_ACTOR} <= {html.unescape(a) for a in actors}
+    for actor in sorted(actors):
+        reader.every_page(f"/audit?actor={html.unescape(actor)}", "audit page")
+    for action in sorted(actions):
+        reader.every_page(f"/audit?action={html.unescape(action)}", "audit page")
+    reader.get("/audit?size=500", kind="audit page")
+
+    reader.get("/export")
+    for fmt in ("csv", "json", "stix"):
+        reader.get(f"/export/{fmt}", kind="console export")
+    reader.get("/indicators/" + "0" * 32, status=404, kind="error page")
+    reader.get("/campaigns/not-an-id", status=404, kind="error page")
+    reader.get("/no/such/page", status=404, kind="error page")
+    reader.get("/indicators?status=bogus", status=400, kind="error page")
+    reader.get("/overlaps?kind=nosuchkind", status=404, kind="error page")
+    return indicator_ids, campaign_ids
+
+
+# ---------------------------------------------------------------------------------- the CLI
+
+
+def _run_cli(flowed: Flowed, documents: Documents, tmp_path: Path, records: Iterable[str]) -> None:
+    def hub(*args: str, kind: str = "review --json") -> None:
+        result = CliRunner().invoke(cli, ["--db", flowed.url, *args])
+        assert result.exit_code == 0, f"{args}: {result.output}"
+        documents.add(f"sigshare-hub {' '.join(args)}", result.stdout + result.stderr, kind)
+
+    hub("review", "overlaps", "--json")
+    for kind in KINDS:
+        hub("review", "overlaps", "--kind", kind, "--json")
+    hub("review", "indicators", "--page-size", "500", "--json")
+    hub("review", "indicators", "--page-size", "500", kind="review (table)")
+    hub("review", "indicators", "--status", "triaged", "--sort", "reporters", "--asc", "--json")
+    for kind in KINDS:
+        hub("review", "indicators", "--kind", kind, "--page-size", "500", "--json")
+    hub("review", "campaigns", "--json")
+    hub("review", "campaigns", kind="review (table)")
+    hub("review", "campaigns", "--sort", "volume", "--asc", "--json")
+    for record in sorted(records):
+        hub("review", "history", record, "--json")
+    hub("audit", "show", "--limit", "1000", "--json", kind="audit --json")
+    for fmt in ("csv", "json", "stix"):
+        out = tmp_path / f"export.{fmt}"
+        hub("export", fmt, "--out", str(out), kind="export --json")
+        documents.add(f"sigshare-hub export {fmt} (file)", out.read_bytes(), "CLI export")
+
+
+# ---------------------------------------------------------------------------------- the database
+
+
+def _database_cells(db_path: Path) -> Iterator[tuple[str, bytes]]:
+    """``(table.column, value)`` of every non-null text or blob cell of every table."""
+    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for table in tables:
+            cursor = connection.execute(f'SELECT * FROM "{table}"')
+            columns = [d[0] for d in cursor.description]
+            for row in cursor:
+                for column, value in zip(columns, row, strict=True):
+                    if isinstance(value, str):
+                        yield f"{table}.{column}", value.encode()
+                    elif isinstance(value, bytes):
+                        yield f"{table}.{column}", value
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------------- the test
+
+
+def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
+    flowed: Flowed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.setattr("getpass.getuser", lambda: "operator")
+    with session_scope(flowed.engine) as session:
+        shared = review_workflow.indicators(session, limit=500)
+        campaigns = review_workflow.campaigns(session, limit=500)
+    by_kind = Counter(i.kind for i in shared.items)
+    assert by_kind == {kind: flowed.forum.shared_per_kind() for kind in KINDS}, by_kind
+    assert campaigns.total == sum(len(m) >= 2 for m in TEMPLATES.values())
+
+    documents = Documents()
+    with _serve(create_app(flowed.engine, secure_cookies=False)) as base:
+        indicator_ids, campaign_ids = _read_console(flowed, documents, base)
+    assert indicator_ids == {i.id for i in shared.items}
+    assert campaign_ids == {c.id for c in campaigns.items}
+    _run_cli(flowed, documents, tmp_path, indicator_ids | campaign_ids)
+
+    text_needles = _text_needles(flowed)
+    secret_needles = _secret_needles(flowed)
+    searcher = Searcher([*text_needles, *secret_needles], flowed.tokens)
+    leaks = {
+        label: found for label, data in documents.items.items() if (found := searcher.find(data))
+    }
+    assert not leaks, "raw data reached coordinators:\n" + "\n".join(
+        f"{label}: {found[:5]}" for label, found in sorted(leaks.items())
+    )
+
+    # Sanity: the search does find what it looks for (a page quoting a raw value would fail).
+    some_value = flowed.forum.indicators["alpha"][0][1]
+    assert searcher.find(f"<td>{some_value.upper()}</td>")
+    assert searcher.find(b"x" + next(iter(flowed.tokens)) + b"y")
+
+    # The hub database: no raw value or prompt word in any cell, nor in the file's bytes.
+    flowed.engine.dispose()  # the last connection folds the WAL into the file
+    database = Searcher(text_needles)
+    cells = 0
+    in_cells: dict[str, list[str]] = {}
+    for where, value in _database_cells(flowed.db_path):
+        cells += 1
+        if found := database.find(value):
+            in_cells.setdefault(where, []).extend(found)
+    assert not in_cells, f"raw data stored by the hub: {in_cells}"
+    files = [p for p in flowed.db_path.parent.glob("hub.db*") if p.is_file()]
+    in_files = {p.name: found for p in files if (found := database.find(p.read_bytes()))}
+    assert not in_files, f"raw data in the hub's database files: {in_files}"
+
+    COVERAGE.parent.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {
+        "documents": len(documents.items),
+        "documents_by_kind": dict(sorted(documents.kinds.items())),
+        "bytes_searched": sum(len(d) for d in documents.items.values()),
+        "shared_indicators": shared.total,
+        "campaigns": campaigns.total,
+        "needles": dict(Counter(n.what.split(" of ")[0] for n in [*text_needles, *secret_needles])),
+        "distinct_needles": len({n.text.lower() for n in [*text_needles, *secret_needles]}),
+        "token_byte_needles": len(flowed.tokens),
+        "database_cells": cells,
+        "database_files": sorted(p.name for p in files),
+    }
+    COVERAGE.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def test_raw_forum_is_what_the_test_claims() -> None:
+    """The fixture's own promises: every forbidden string is long enough to be searched by
+    8-grams, and no marker word occurs in the console's own templates and style sheet (a page
+    showing one would be a leak, not the page's furniture)."""
+    forum = raw_forum()
+    assert all(len(word) >= GRAM for word in forum.words)
+    web = Path(create_app.__code__.co_filename).parent
+    furniture = " ".join(
+        path.read_text(encoding="utf-8").lower()
+        for path in [*web.glob("templates/*.html"), *web.glob("static/*.css")]
+    )
+    assert furniture
+    assert not {word for word in forum.words if word in furniture}
+    for member, rows in forum.indicators.items():
+        assert len({kind for kind, _, _ in rows}) == len(KINDS), member
+        assert all(len(value.strip()) >= GRAM for _, value, _ in rows)
