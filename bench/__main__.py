@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from bench import hub_bench, sketch_bench, sync_bench, web_bench
+from bench import hub_bench, load_bench, sketch_bench, sync_bench, web_bench
 
 BENCHMARKS = {
     **sketch_bench.BENCHMARKS,
     **hub_bench.BENCHMARKS,
     **sync_bench.BENCHMARKS,
     **web_bench.BENCHMARKS,
+    **load_bench.BENCHMARKS,
 }
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             + hub_bench.goals(results)
             + sync_bench.goals(results)
             + web_bench.goals(results)
+            + load_bench.goals(results)
         ),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             hub_bench.print_table(results)
         sync_bench.print_table(results)
         web_bench.print_table(results)
+        load_bench.print_table(results)
         sketch_bench.print_goals(document)
     return 0
 
