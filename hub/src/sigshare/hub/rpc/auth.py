@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from sigshare.hub.domain import Principal, Role
+from sigshare.hub.errors import InvalidArgumentError
 
 log = logging.getLogger("sigshare.hub.access")
 
@@ -155,27 +156,76 @@ def _guarded(
 
         return run
 
+    deserialize = _tolerant(handler.request_deserializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            unary(_decoded_unary(handler.unary_unary)),
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            unary(handler.stream_unary),
-            request_deserializer=handler.request_deserializer,
+            unary(_decoded_stream(handler.stream_unary)),
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            streaming(handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
+            streaming(_decoded_unary(handler.unary_stream)),
+            request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
     assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(
-        streaming(handler.stream_stream),
-        request_deserializer=handler.request_deserializer,
+        streaming(_decoded_stream(handler.stream_stream)),
+        request_deserializer=deserialize,
         response_serializer=handler.response_serializer,
     )
+
+
+class _Undecodable:
+    """Stands in for a request body that is not the message it should be.
+
+    gRPC would answer such a body with INTERNAL before any check runs; decoding tolerantly
+    lets the caller be authenticated first and then told INVALID_ARGUMENT.
+    """
+
+
+_UNDECODABLE = _Undecodable()
+_UNDECODABLE_MESSAGE = "the request is not a valid protobuf encoding of its message type"
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def run(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError and friends: refused after authentication
+            return _UNDECODABLE
+
+    return run
+
+
+def _decoded_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def run(request: Any, context: grpc.ServicerContext) -> Any:
+        if request is _UNDECODABLE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _UNDECODABLE_MESSAGE)
+        return behaviour(request, context)
+
+    return run
+
+
+def _decoded_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            if request is _UNDECODABLE:
+                # Raised inside the servicer's own iteration: its error table answers it.
+                raise InvalidArgumentError(_UNDECODABLE_MESSAGE)
+            yield request
+
+    def run(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        return behaviour(checked(requests), context)
+
+    return run

@@ -31,6 +31,17 @@ STATUS: dict[type[errors.HubError], grpc.StatusCode] = {
 }
 
 
+MAX_MESSAGE_CHARS = 1000
+"""Status messages travel in HTTP/2 trailers (8 KiB by default): a refusal that echoes a huge
+request value must not turn into RESOURCE_EXHAUSTED."""
+
+
+def bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
 def status_of(error: errors.HubError) -> grpc.StatusCode:
     """The most specific entry of :data:`STATUS` for ``error``'s class."""
     for cls in type(error).__mro__:
@@ -44,7 +55,7 @@ def abort(context: grpc.ServicerContext, error: BaseException, method: str) -> N
     if isinstance(error, errors.HubError):
         code = status_of(error)
         log.info("rpc refused method=%s status=%s reason=%s", method, code.name, error.code)
-        context.abort(code, str(error))
+        context.abort(code, bounded(str(error)))
     if isinstance(error, OperationalError) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     ):

@@ -9,6 +9,7 @@ of unconfirmed items or anything raw. Page tokens are opaque cursors.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -38,13 +39,17 @@ CURSOR_PREFIX = "p1."
 DEFAULT_PAGE_SIZE = 100
 
 
+_CURSOR = re.compile(r"p1\.([0-9]{1,18})")
+"""ASCII digits only (``str.isdigit`` also accepts ``²``), and few enough to fit a 64-bit id."""
+
+
 def _after(page_token: str) -> int:
     if not page_token:
         return 0
-    digits = page_token.removeprefix(CURSOR_PREFIX)
-    if not page_token.startswith(CURSOR_PREFIX) or not digits.isdigit():
+    match = _CURSOR.fullmatch(page_token)
+    if match is None:
         raise InvalidArgumentError("page token is not one this hub issued")
-    return int(digits)
+    return int(match.group(1))
 
 
 def _token(cursor: int | None) -> str:

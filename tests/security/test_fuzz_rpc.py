@@ -1,0 +1,546 @@
+"""Property-based fuzzing of every sigshare RPC against one real hub (issue 6, "bad input").
+
+One hub per module (SQLite temp file, loopback, insecure) with a baseline: members m1 and m2
+have e-mail filters, m1 has prompt clusters, and m1's resolution is recorded. Every case then
+sends something hostile — undecodable request bytes, valid messages with hostile field values,
+malformed Submit streams (no header, data first, two headers, truncated, oversized, corrupted
+SGBF/SGMH/ClusterSketchSet payloads), cancelled downloads — and checks:
+
+* the hub answers within :data:`fuzzing.RPC_TIMEOUT` (no hang);
+* the status is OK or one of the refusals (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND,
+  PERMISSION_DENIED, UNAUTHENTICATED; ALREADY_EXISTS for a taken principal name) with a
+  message — never INTERNAL or UNKNOWN;
+* a refused request changes nothing (submissions, shared indicators, confirmations, campaigns,
+  clusters, principals, parameters, non-read audit entries);
+* after each fuzz test, m1 still gets its baseline resolution byte for byte and the audit chain
+  verifies.
+
+Findings F1-F4 (an undecodable body answered INTERNAL before authentication; page tokens with
+non-ASCII digits or beyond 64 bits answered INTERNAL; refusals echoing unbounded values past
+gRPC's 8 KiB trailer limit) were fixed; ``test_finding_f*`` keep them fixed, and the property
+tests tolerate no INTERNAL at all.
+
+CI runs the "ci" profile (a few hundred cases per test); the long run takes
+``SIGSHARE_FUZZ_EXAMPLES=N`` examples per test (see ``fuzzing.py``), e.g. ``scripts/security-long``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sigshare.hub.rpc.servicers import MAX_UPLOAD_BYTES
+from sigshare.v1 import hub_pb2 as pb
+
+from . import fuzzing
+from .fuzzing import REFUSALS, FuzzHub, counted, fuzz_settings, hubtest
+
+MODULE = "test_fuzz_rpc"
+OK = grpc.StatusCode.OK
+ALLOWED = REFUSALS | {OK}
+ALLOWED_ADMIN = ALLOWED | {grpc.StatusCode.ALREADY_EXISTS}
+DESERIALIZE_FAILURE = "Exception deserializing request!"
+PROTECTED = frozenset({hubtest.ADMIN, hubtest.COORDINATOR, *hubtest.MEMBERS})
+MEMBER = "/sigshare.v1.MemberService/"
+REVIEW = "/sigshare.v1.ReviewService/"
+ADMIN = "/sigshare.v1.AdminService/"
+SUBMIT = MEMBER + "Submit"
+DOWNLOAD = MEMBER + "DownloadResolution"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzHub]:
+    with fuzzing.fuzz_hub(tmp_path_factory.mktemp("fuzz-hub")) as running:
+        yield running
+    fuzzing.write_cases(MODULE)
+
+
+def finish(hub: FuzzHub) -> None:
+    """After a fuzz test: the baseline member's resolution is unchanged, the audit chain holds."""
+    hub.check_baseline()
+    verified = pb.VerifyAuditResponse()
+    outcome = hub.call(ADMIN + "VerifyAudit", pb.VerifyAuditRequest())
+    assert outcome.code is OK, outcome
+    verified.ParseFromString(outcome.responses[0])
+    assert verified.intact, verified.reason
+
+
+def parses(method: str, body: bytes) -> bool:
+    """Whether ``body`` decodes as ``method``'s request message (what the server will try)."""
+    try:
+        fuzzing.METHODS[method][1]().ParseFromString(body)
+    except DecodeError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------- strategies
+
+callers = st.sampled_from(["", "", "", "", None, "m2", hubtest.COORDINATOR, hubtest.ADMIN]) | (
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80).map(
+        lambda t: f"Bearer {t}"
+    )
+)
+"""The method's own role (``""``) most of the time; else anonymous, other roles, junk tokens."""
+
+U64 = st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**31, 2**32 - 1, 2**63 - 1, 2**64 - 1])
+U32 = st.integers(0, 2**32 - 1) | st.sampled_from([0, 1, 2**31 - 1, 2**32 - 1])
+DOUBLES = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 1.0, 1e-300])
+huge_text = st.builds(
+    lambda c, n: c * n, st.characters(exclude_categories=["Cs"]), st.integers(256, 70_000)
+)
+hostile_text = st.one_of(
+    st.just(""),
+    st.text(max_size=40),
+    huge_text,
+    st.sampled_from(
+        [
+            "email",
+            "prompt",
+            "EMAIL",
+            "email ",
+            "minhash:prompt",
+            "phone",
+            "epoch-1",
+            "epoch-2",
+            "../../etc/passwd",
+            "'; DROP TABLE submissions; --",
+            "\x00",
+            "é" * 33,
+        ]
+    ),
+)
+kinds = st.sampled_from(["email", "prompt", "phone", "nope", ""]) | hostile_text
+key_ids = st.sampled_from([hubtest.KEY_ID, "", "epoch-2"]) | hostile_text
+page_tokens = st.one_of(
+    hostile_text,
+    st.sampled_from(["p1.", "p1.0", "p1.1", "p1.-1", "p1.1e3", "p2.5", "p1.9223372036854775807"]),
+    st.integers(0, 2**63 - 1).map(lambda n: f"p1.{n}"),
+    st.text(alphabet="0123456789²٣", min_size=1, max_size=30).map(lambda d: f"p1.{d}"),
+    st.integers(2**63, 2**80).map(lambda n: f"p1.{n}"),
+)
+pages = st.builds(pb.PageRequest, page_size=U32, page_token=page_tokens)
+
+
+def stamp(seconds: int, nanos: int) -> Timestamp:
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+stamps = st.none() | st.builds(
+    stamp,
+    st.integers(-(2**63), 2**63 - 1) | st.integers(0, 2_000_000_000),
+    st.integers(-(2**31), 2**31 - 1) | st.just(0),
+)
+tokens = st.binary(max_size=40) | st.binary(min_size=16, max_size=16)
+
+
+def confirmed(token: bytes, category: str, first: Any, last: Any) -> pb.ConfirmedToken:
+    item = pb.ConfirmedToken(token=token, category=category)
+    if first is not None:
+        item.first_seen.CopyFrom(first)
+    if last is not None:
+        item.last_seen.CopyFrom(last)
+    return item
+
+
+confirmed_tokens = st.builds(confirmed, tokens, hostile_text, stamps, stamps)
+unprotected_names = hostile_text.filter(lambda n: n not in PROTECTED)
+optional_bool = st.none() | st.booleans()
+
+
+def bloom_params(  # noqa: PLR0917 (st.builds passes positionally)
+    kind: str, key_id: str, cap: int, fpr: float, q: int, r: int, rev: Any
+) -> Any:
+    message = pb.BloomParameters(
+        kind=kind, key_id=key_id, capacity=cap, target_fpr=fpr, quorum=q, retention_days=r
+    )
+    if rev is not None:
+        message.reveal_members = rev
+    return message
+
+
+def minhash_params(  # noqa: PLR0917 (st.builds passes positionally)
+    family: str, key_id: str, perm: int, unit: str, size: int, thr: float, q: int, rev: Any
+) -> Any:
+    message = pb.MinHashParameters(
+        family=family,
+        key_id=key_id,
+        num_perm=perm,
+        shingle_unit=unit,
+        shingle_size=size,
+        threshold=thr,
+        quorum=q,
+    )
+    if rev is not None:
+        message.reveal_members = rev
+    return message
+
+
+# Never the baseline's own kind and family: changing them is a legitimate admin act that would
+# (rightly) change the baseline resolution.
+param_kinds = (
+    st.sampled_from(["phone", "ip", "domain", "username", "wallet"]) | hostile_text
+).filter(lambda k: k.strip().lower() != "email")
+param_families = hostile_text.filter(lambda f: f.strip().lower() != "prompt")
+small_u32 = st.integers(0, 2000) | U32
+bloom_messages = st.builds(
+    bloom_params,
+    param_kinds,
+    key_ids,
+    U64 | st.integers(1, 100_000),
+    DOUBLES,
+    small_u32,
+    small_u32,
+    optional_bool,
+)
+minhash_messages = st.builds(
+    minhash_params,
+    param_families,
+    key_ids,
+    small_u32,
+    st.sampled_from(["word", "char", "", "byte"]) | hostile_text,
+    small_u32,
+    DOUBLES,
+    small_u32,
+    optional_bool,
+)
+
+requests: dict[str, st.SearchStrategy[Any]] = {
+    MEMBER + "GetParameters": st.just(pb.GetParametersRequest()),
+    DOWNLOAD: st.builds(pb.ResolutionRequest, kind=kinds, key_id=key_ids),
+    MEMBER + "Confirm": st.builds(
+        lambda k, i, t: pb.ConfirmRequest(kind=k, key_id=i, tokens=t),
+        kinds,
+        key_ids,
+        st.lists(confirmed_tokens, max_size=8),
+    ),
+    MEMBER + "ListMatches": st.builds(pb.ListMatchesRequest, kind=kinds),
+    MEMBER + "GetStatus": st.just(pb.GetStatusRequest()),
+    REVIEW + "GetOverlapMatrix": st.builds(pb.OverlapRequest, kind=kinds),
+    REVIEW + "ListSharedIndicators": st.builds(
+        pb.ListSharedIndicatorsRequest, kind=kinds, page=pages
+    ),
+    REVIEW + "ListCampaigns": st.builds(pb.ListCampaignsRequest, family=kinds, page=pages),
+    REVIEW + "ListSubmissions": st.builds(pb.ListSubmissionsRequest, kind=kinds),
+    ADMIN + "AddPrincipal": st.builds(
+        pb.AddPrincipalRequest,
+        name=hostile_text,
+        role=st.integers(-(2**31), 2**31 - 1) | st.integers(0, 4),
+    ),
+    ADMIN + "ListPrincipals": st.just(pb.ListPrincipalsRequest()),
+    ADMIN + "RevokePrincipal": st.builds(pb.RevokePrincipalRequest, name=unprotected_names),
+    ADMIN + "SetParameters": st.builds(
+        lambda b, h: pb.SetParametersRequest(bloom=b, minhash=h),
+        st.lists(bloom_messages, max_size=3),
+        st.lists(minhash_messages, max_size=3),
+    ),
+    ADMIN + "VerifyAudit": st.just(pb.VerifyAuditRequest()),
+}
+assert set(requests) | {SUBMIT} == set(fuzzing.METHODS), "a new RPC needs a request strategy"
+
+
+# ---------------------------------------------------------------------------------- 1. raw bytes
+
+
+@fuzz_settings(300)
+@given(
+    method=st.sampled_from(sorted(fuzzing.METHODS)),
+    bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=3),
+    who=callers,
+)
+@counted(f"{MODULE}::test_random_bytes_as_any_request")
+def _random_bytes(hub: FuzzHub, method: str, bodies: list[bytes], who: str | None) -> None:
+    caller = hub.role_for(method) if who == "" else who
+    before = hub.snapshot()
+    outcome = hub.call_raw(method, bodies, who=caller)
+    sent = bodies if fuzzing.METHODS[method][0] == "stream" else bodies[:1]
+    if not all(parses(method, b) for b in sent) and outcome.code is not OK:
+        # An undecodable body is refused after authentication (F1, fixed).
+        assert outcome.code in REFUSALS, outcome
+        assert outcome.details != DESERIALIZE_FAILURE
+    allowed = ALLOWED_ADMIN if method.startswith(ADMIN) else ALLOWED
+    hub.check_refusal(outcome, before, allowed=allowed)
+
+
+def test_random_bytes_as_any_request(hub: FuzzHub) -> None:
+    _random_bytes(hub)
+    finish(hub)
+
+
+# ------------------------------------------------------------------------------ 2. hostile values
+
+
+@fuzz_settings(400)
+@given(data=st.data(), method=st.sampled_from(sorted(requests)), who=callers)
+@counted(f"{MODULE}::test_hostile_field_values")
+def _hostile(hub: FuzzHub, data: st.DataObject, method: str, who: str | None) -> None:
+    message = data.draw(requests[method], label="request")
+    before = hub.snapshot()
+    outcome = hub.call(method, message, who=who)
+    allowed = ALLOWED_ADMIN if method.startswith(ADMIN) else ALLOWED
+    hub.check_refusal(outcome, before, allowed=allowed)
+    if outcome.code is OK and method == DOWNLOAD:
+        header = pb.ResolutionChunk()
+        header.ParseFromString(outcome.responses[0])
+        assert header.WhichOneof("part") == "header"
+
+
+def test_hostile_field_values(hub: FuzzHub) -> None:
+    _hostile(hub)
+    finish(hub)
+
+
+@fuzz_settings(10, long_cap=100)
+@given(
+    count=st.integers(1_000, 60_000),
+    token=tokens,
+    kind=st.sampled_from(["email", "nope", ""]),
+)
+@counted(f"{MODULE}::test_oversized_token_lists")
+def _oversized_tokens(hub: FuzzHub, count: int, token: bytes, kind: str) -> None:
+    request = pb.ConfirmRequest(kind=kind, key_id=hubtest.KEY_ID)
+    request.tokens.extend(pb.ConfirmedToken(token=token, category="x") for _ in range(count))
+    before = hub.snapshot()
+    outcome = hub.call(MEMBER + "Confirm", request, timeout=30.0)
+    hub.check_refusal(outcome, before, allowed=ALLOWED | {grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def test_oversized_token_lists(hub: FuzzHub) -> None:
+    _oversized_tokens(hub)
+    finish(hub)
+
+
+# ------------------------------------------------------------------------------ 3. Submit streams
+
+
+def mutate(payload: bytes, how: str, data: st.DataObject) -> bytes:
+    if how == "same" or not payload:
+        return payload
+    if how == "flip":
+        flips = data.draw(st.lists(st.integers(0, len(payload) * 8 - 1), min_size=1, max_size=4))
+        out = bytearray(payload)
+        for bit in flips:
+            out[bit >> 3] ^= 1 << (bit & 7)
+        return bytes(out)
+    if how == "truncate":
+        return payload[: data.draw(st.integers(0, len(payload) - 1))]
+    if how == "extend":
+        return payload + data.draw(st.binary(min_size=1, max_size=64))
+    if how == "splice":
+        at = data.draw(st.integers(0, len(payload)))
+        return payload[:at] + data.draw(st.binary(max_size=32)) + payload[at + 8 :]
+    return data.draw(st.binary(max_size=2048))  # "random"
+
+
+def chunked(payload: bytes, size: int) -> list[bytes]:
+    return [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+
+
+@fuzz_settings(300)
+@given(data=st.data())
+@counted(f"{MODULE}::test_malformed_submit_streams")
+def _submit(hub: FuzzHub, data: st.DataObject) -> None:
+    bloom = data.draw(st.booleans(), label="bloom")
+    base = hub.bloom_payload if bloom else hub.cluster_payload
+    how = data.draw(st.sampled_from(["flip", "truncate", "extend", "splice", "random", "same"]))
+    payload = mutate(base, how, data)
+    sha = hashlib.sha256(payload).digest()
+    header = pb.SubmitHeader(
+        format=data.draw(
+            st.sampled_from([pb.SKETCH_FORMAT_BLOOM_V1 if bloom else pb.SKETCH_FORMAT_CLUSTERS_V1])
+            | st.integers(0, 2**31 - 1)
+        ),
+        kind=data.draw(st.sampled_from([hubtest.EMAIL if bloom else hubtest.PROMPT]) | kinds),
+        key_id=data.draw(st.sampled_from([hubtest.KEY_ID]) | key_ids),
+        params_digest=data.draw(
+            st.sampled_from([hub.email_digest if bloom else hub.prompt_digest])
+            | st.binary(max_size=40)
+        ),
+        declared_count=data.draw(
+            st.sampled_from([len(hub.forum.sets["m1"]) if bloom else hub.cluster_count]) | U64
+        ),
+        content_length=data.draw(
+            st.sampled_from([len(payload), len(payload) + 1, max(len(payload) - 1, 0)]) | U64
+        ),
+        content_sha256=data.draw(st.sampled_from([sha]) | st.binary(max_size=40)),
+    )
+    shape = data.draw(
+        st.sampled_from(
+            [
+                "normal",
+                "no-header",
+                "data-first",
+                "two-headers",
+                "truncated",
+                "extra",
+                "header-only",
+                "empty",
+            ]
+        )
+    )
+    head = pb.SubmitChunk(header=header)
+    parts = [pb.SubmitChunk(data=c) for c in chunked(payload, data.draw(st.integers(1, 70_000)))]
+    stream: list[pb.SubmitChunk]
+    if shape == "normal":
+        stream = [head, *parts]
+    elif shape == "no-header":
+        stream = parts
+    elif shape == "data-first":
+        stream = [parts[0], head, *parts[1:]]
+    elif shape == "two-headers":
+        at = data.draw(st.integers(0, len(parts)))
+        stream = [head, *parts[:at], head, *parts[at:]]
+    elif shape == "truncated":
+        stream = [head, *parts[: data.draw(st.integers(0, max(len(parts) - 1, 0)))]]
+    elif shape == "extra":
+        stream = [
+            head,
+            *parts,
+            pb.SubmitChunk(data=data.draw(st.binary(min_size=1, max_size=4096))),
+        ]
+    elif shape == "header-only":
+        stream = [head]
+    else:
+        stream = []
+    # Submitting as m1 (whose baseline is the reference): a mutation the hub accepts can only
+    # re-encode m1's own bits (SGBF's CRC-32 covers them), so its resolution stays the same.
+    before = hub.snapshot()
+    outcome = hub.call(SUBMIT, *stream, who="m1")
+    hub.check_refusal(outcome, before, allowed=ALLOWED)
+    if outcome.code is OK:
+        assert shape == "normal", "accepted a malformed stream"
+        assert header.content_sha256 == sha, "accepted a stream whose SHA-256 does not match"
+
+
+def test_malformed_submit_streams(hub: FuzzHub) -> None:
+    _submit(hub)
+    finish(hub)
+
+
+@pytest.mark.parametrize("content_length", [2**64 - 1, 2**63, MAX_UPLOAD_BYTES + 1, 10**9])
+def test_content_length_beyond_limits(hub: FuzzHub, content_length: int) -> None:
+    header = pb.SubmitHeader(
+        format=pb.SKETCH_FORMAT_BLOOM_V1,
+        kind=hubtest.EMAIL,
+        key_id=hubtest.KEY_ID,
+        params_digest=hub.email_digest,
+        declared_count=len(hub.forum.sets["m1"]),
+        content_length=content_length,
+        content_sha256=hashlib.sha256(hub.bloom_payload).digest(),
+    )
+    before = hub.snapshot()
+    outcome = hub.call(
+        SUBMIT, pb.SubmitChunk(header=header), pb.SubmitChunk(data=hub.bloom_payload), who="m1"
+    )
+    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
+    hub.check_refusal(outcome, before, allowed=REFUSALS)
+
+
+def test_more_bytes_than_announced_in_large_chunks(hub: FuzzHub) -> None:
+    """Bytes far beyond the announced length, in chunks up to the message limit and beyond."""
+    payload = hub.bloom_payload
+    header = pb.SubmitHeader(
+        format=pb.SKETCH_FORMAT_BLOOM_V1,
+        kind=hubtest.EMAIL,
+        key_id=hubtest.KEY_ID,
+        params_digest=hub.email_digest,
+        declared_count=len(hub.forum.sets["m1"]),
+        content_length=len(payload),
+        content_sha256=hashlib.sha256(payload).digest(),
+    )
+    for size in (1 << 20, 4 << 20, 5 << 20):
+        before = hub.snapshot()
+        outcome = hub.call(
+            SUBMIT,
+            pb.SubmitChunk(header=header),
+            *[pb.SubmitChunk(data=b"\0" * size) for _ in range(3)],
+            who="m1",
+            timeout=30.0,
+        )
+        # Chunks above the 4 MiB message limit are refused by gRPC itself.
+        hub.check_refusal(outcome, before, allowed=REFUSALS | {grpc.StatusCode.RESOURCE_EXHAUSTED})
+    finish(hub)
+
+
+# ---------------------------------------------------------------------------------- 4. downloads
+
+
+@fuzz_settings(60)
+@given(after=st.integers(0, 3), member=st.sampled_from(["m1", "m2"]))
+@counted(f"{MODULE}::test_download_cancelled_midway")
+def _cancelled(hub: FuzzHub, after: int, member: str) -> None:
+    before = hub.snapshot()
+    outcome = hub.call(
+        DOWNLOAD,
+        pb.ResolutionRequest(kind=hubtest.EMAIL, key_id=hubtest.KEY_ID),
+        who=member,
+        cancel_after=after or None,
+    )
+    assert outcome.code in (OK, grpc.StatusCode.CANCELLED), outcome
+    after_snapshot = hub.snapshot()
+    assert after_snapshot == before  # a read changes nothing but the (excluded) read audit
+
+
+def test_download_cancelled_midway(hub: FuzzHub) -> None:
+    _cancelled(hub)
+    finish(hub)
+
+
+# ---------------------------------------------------------------------------------- 5. findings
+
+
+@pytest.mark.parametrize("who", ["m1", None])
+def test_finding_f1_undecodable_request_is_refused_after_authentication(
+    hub: FuzzHub, who: str | None
+) -> None:
+    outcome = hub.call_raw(MEMBER + "GetStatus", [b"\xff\xff\xff"], who=who)
+    expected = grpc.StatusCode.INVALID_ARGUMENT if who else grpc.StatusCode.UNAUTHENTICATED
+    assert outcome.code is expected, outcome
+
+
+@pytest.mark.parametrize("method", ["ListSharedIndicators", "ListCampaigns"])
+def test_finding_f2_unicode_digit_page_token_is_invalid(hub: FuzzHub, method: str) -> None:
+    request: Any = (
+        pb.ListSharedIndicatorsRequest
+        if method == "ListSharedIndicators"
+        else pb.ListCampaignsRequest
+    )(page=pb.PageRequest(page_token="p1.²"))
+    outcome = hub.call(REVIEW + method, request)
+    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
+
+
+@pytest.mark.parametrize("method", ["ListSharedIndicators", "ListCampaigns"])
+def test_finding_f3_huge_page_token_is_invalid(hub: FuzzHub, method: str) -> None:
+    request: Any = (
+        pb.ListSharedIndicatorsRequest
+        if method == "ListSharedIndicators"
+        else pb.ListCampaignsRequest
+    )(page=pb.PageRequest(page_token=f"p1.{2**63}"))
+    outcome = hub.call(REVIEW + method, request)
+    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
+
+
+def test_finding_f4_refusals_are_bounded(hub: FuzzHub) -> None:
+    header = pb.SubmitHeader(
+        format=pb.SKETCH_FORMAT_BLOOM_V1,
+        kind="x" * 20_000,
+        key_id=hubtest.KEY_ID,
+        params_digest=hub.email_digest,
+        declared_count=1,
+        content_length=1,
+        content_sha256=bytes(32),
+    )
+    outcome = hub.call(SUBMIT, pb.SubmitChunk(header=header), who="m1")
+    assert outcome.code in REFUSALS, outcome
+
+
+def test_hub_still_serves_the_baseline(hub: FuzzHub) -> None:
+    finish(hub)
