@@ -542,5 +542,13 @@ def test_finding_f4_refusals_are_bounded(hub: FuzzHub) -> None:
     assert outcome.code in REFUSALS, outcome
 
 
+def test_finding_f4_non_ascii_echoes_are_bounded_by_their_encoded_size(hub: FuzzHub) -> None:
+    # Percent-encoded in the trailer, each emoji costs 12 bytes: a cut by characters is not enough.
+    request = pb.AddPrincipalRequest(name="\U0001f60d" * 7618, role=pb.ROLE_MEMBER)
+    outcome = hub.call(ADMIN + "AddPrincipal", request, who=hubtest.ADMIN)
+    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
+    assert outcome.details.endswith("…")
+
+
 def test_hub_still_serves_the_baseline(hub: FuzzHub) -> None:
     finish(hub)

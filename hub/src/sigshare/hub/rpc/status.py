@@ -31,15 +31,17 @@ STATUS: dict[type[errors.HubError], grpc.StatusCode] = {
 }
 
 
-MAX_MESSAGE_CHARS = 1000
-"""Status messages travel in HTTP/2 trailers (8 KiB by default): a refusal that echoes a huge
-request value must not turn into RESOURCE_EXHAUSTED."""
+MAX_MESSAGE_BYTES = 1500
+"""Status messages travel in HTTP/2 trailers (8 KiB by default), percent-encoded: up to three
+bytes per UTF-8 byte. A refusal that echoes a huge request value must not turn into
+RESOURCE_EXHAUSTED, so messages are cut at this many UTF-8 bytes."""
 
 
 def bounded(message: str) -> str:
-    if len(message) <= MAX_MESSAGE_CHARS:
+    encoded = message.encode("utf-8")
+    if len(encoded) <= MAX_MESSAGE_BYTES:
         return message
-    return message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return encoded[: MAX_MESSAGE_BYTES - 3].decode("utf-8", errors="ignore") + "…"
 
 
 def status_of(error: errors.HubError) -> grpc.StatusCode:
