@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -12,37 +10,11 @@ import click
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli.context import HubContext, pass_hub
+from sigshare.hub.cli.server_options import check_tls_flags, configure_logging, runtime_options
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.server import TlsConfig, parse_listen
 
 DEFAULT_LISTEN = "127.0.0.1:7443"
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: what log pipelines index without parsing prose."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        document = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document)
-
-
-def _configure_logging(json_logs: bool, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if json_logs:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("sigshare")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 @click.command()
@@ -68,18 +40,7 @@ def _configure_logging(json_logs: bool, level: str) -> None:
     help="Plaintext gRPC. Refused unless --listen is a loopback address.",
 )
 @click.option("--workers", default=16, show_default=True, help="Concurrent RPCs.")
-@click.option(
-    "--port-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the bound port here once serving (useful with port 0).",
-)
-@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@runtime_options
 @pass_hub
 def serve(
     hub: HubContext,
@@ -101,13 +62,10 @@ def serve(
     NOT_SERVING, new calls are refused and running calls get 20 seconds to finish.
     """
     console = Console()
-    if (tls_cert is None) != (tls_key is None):
-        console.abort("--tls-cert and --tls-key go together", ExitCode.USAGE)
+    check_tls_flags(console, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
     if client_ca is not None and tls_cert is None:
         console.abort("--client-ca (mTLS) needs --tls-cert and --tls-key", ExitCode.USAGE)
-    if insecure and tls_cert is not None:
-        console.abort("--insecure and --tls-cert exclude each other", ExitCode.USAGE)
-    _configure_logging(log_json, log_level)
+    configure_logging(log_json, log_level)
     log = logging.getLogger("sigshare.hub")
     tls = None
     if tls_cert is not None and tls_key is not None:

@@ -19,9 +19,8 @@ import click
 import uvicorn
 
 from sigshare.client.console import Console
-from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli.context import HubContext, pass_hub
-from sigshare.hub.cli.serve import _configure_logging
+from sigshare.hub.cli.server_options import check_tls_flags, configure_logging, runtime_options
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.rpc.server import ListenAddress, parse_listen
 from sigshare.hub.web import create_app
@@ -102,18 +101,7 @@ class _Server(uvicorn.Server):
     type=click.FloatRange(min=0.1, max=168),
     help="How long a sign-in lasts.",
 )
-@click.option(
-    "--port-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the bound port here once serving (useful with port 0).",
-)
-@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@runtime_options
 @pass_hub
 def web(
     hub: HubContext,
@@ -133,11 +121,8 @@ def web(
     the listener closes and running requests get 20 seconds to finish.
     """
     console = Console()
-    if (tls_cert is None) != (tls_key is None):
-        console.abort("--tls-cert and --tls-key go together", ExitCode.USAGE)
-    if insecure and tls_cert is not None:
-        console.abort("--insecure and --tls-cert exclude each other", ExitCode.USAGE)
-    _configure_logging(log_json, log_level)
+    check_tls_flags(console, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
+    configure_logging(log_json, log_level)
     log = logging.getLogger("sigshare.hub.web")
     with hub.guard(console):
         address = parse_listen(listen)
