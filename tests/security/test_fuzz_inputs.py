@@ -274,7 +274,10 @@ def indicator_files(draw: st.DrawFn) -> tuple[bytes, str, str | None]:
         )
         lines.append(header.encode())
     for _ in range(draw(st.integers(0, 12))):
-        line = make(draw(kinds), draw(values), draw(categories), draw(dates), draw(dates)).encode()
+        # surrogatepass: a drawn lone surrogate becomes bytes that are not UTF-8 (bad_encoding).
+        line = make(draw(kinds), draw(values), draw(categories), draw(dates), draw(dates)).encode(
+            "utf-8", "surrogatepass"
+        )
         if fmt == "csv" and default is None and not line.count(b","):
             line += b","
         lines.append(draw(mutated_lines(line)) if draw(st.booleans()) else line)
