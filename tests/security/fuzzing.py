@@ -102,6 +102,9 @@ def fuzz_settings(ci_default: int, long_cap: int | None = None, **overrides: Any
     count = examples(ci_default)
     if long_cap is not None and long_run():
         count = min(count, long_cap)
+    # CI replays the same cases every run (a red build means a change broke something); the
+    # long run explores new ones each time.
+    overrides.setdefault("derandomize", not long_run())
     return settings(settings.get_profile("ci"), max_examples=count, **overrides)
 
 
