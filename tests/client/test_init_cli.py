@@ -129,7 +129,7 @@ class Member:
         """Neither the credential (nor its secret part) nor the forum secret was printed."""
         printed = result.output + result.stdout + result.stderr
         assert self.credential not in printed
-        assert self.credential.rsplit("_", 1)[-1] not in printed
+        assert self.credential.split("_", 2)[-1] not in printed  # the whole secret part
         assert self.secret.secret.hex() not in printed
         assert base64.b64encode(self.secret.secret).decode() not in printed
         assert self.secret_file.read_text().splitlines()[-2] not in printed  # secret = "..."
