@@ -64,6 +64,8 @@ FILTER_MEMBERS = 5
 CAPACITY = 100_000
 FILTER_ITEMS = 40_000
 FPR = 1e-3
+"""Per-filter rate; the forum rate published is ``FPR × (MEMBERS − 1)`` for ``MEMBERS``, so the
+filters (and the overlap pages' work) are the size they always were."""
 COORDINATOR = "coord"
 ACTOR = "bench"
 CATEGORIES = ("account-farm", "card-testing", "proxy-rotation", "scraper", "distillation")
@@ -102,7 +104,8 @@ def _principals(engine: Engine, now: datetime) -> tuple[str, list[int]]:
                 kind=kind,
                 key_id=KEY_ID,
                 capacity=CAPACITY,
-                target_fpr=FPR,
+                forum_fpr=FPR * (MEMBERS - 1),
+                max_members=MEMBERS,
                 reveal_members=kind == "ip",
                 now=now,
             )

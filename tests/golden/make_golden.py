@@ -1,26 +1,52 @@
-"""Regenerate the golden byte files (only after a deliberate format version bump).
+"""Regenerate the golden files of the current formats (only after a deliberate version bump).
 
 Usage, from the repository root::
 
     .venv/bin/python tests/golden/make_golden.py           # compare only (exit 1 on drift)
     .venv/bin/python tests/golden/make_golden.py --write   # overwrite the files
 
-The inputs below are duplicated in tests/sketch/test_codec.py on purpose: the test pins them
-independently, so a drifted generator cannot silently re-bless changed bytes.
+The inputs below are duplicated in tests/sketch/test_codec.py and tests/sketch/test_bloom.py on
+purpose: the tests pin them independently, so a drifted generator cannot silently re-bless
+changed bytes. ``bloom_v1_*.bin`` are no longer produced (the current code writes version 2);
+they are kept, frozen, to prove that version 1 filters are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter
+from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter, bit_positions
 from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
-from sigshare.sketch.prf import KeyedPRF
+from sigshare.sketch.prf import KeyedPRF, tokens_from_bytes
 
 HERE = Path(__file__).resolve().parent
+
+POSITION_TOKENS = {
+    "all zero": bytes(16),
+    "all 0xFF": b"\xff" * 16,
+    "h2 = 0": bytes.fromhex("efcdab8967452301") + bytes(8),  # h1 = 0x0123456789abcdef
+    "h1 = 0": bytes(8) + bytes.fromhex("1032547698badcfe"),  # h2 = 0xfedcba9876543210
+    "bytes 0..15": bytes(range(16)),
+    "sha256('sigshare')[:16]": hashlib.sha256(b"sigshare").digest()[:16],
+}
+"""Named 16-byte tokens; h1 is bytes 0..7 and h2 bytes 8..15, both little-endian."""
+POSITION_SHAPES = [
+    (64, 1),
+    (64, 7),
+    (64, 64),  # every bit: Floyd's replacement runs on most rows
+    (128, 20),
+    (640, 7),
+    (4096, 33),
+    (191_744, 7),
+    (1 << 32, 15),
+    (1 << 32, 64),
+]
+"""(m, k) pairs, from the smallest m (where Floyd's replacement branch is common) to 2^32."""
 
 
 def golden_bloom() -> KeyedBloomFilter:
@@ -38,11 +64,35 @@ def golden_signatures() -> SignatureSet:
     )
 
 
+def golden_positions() -> bytes:
+    """The positions document: one JSON object per line inside ``cases`` (diff-friendly)."""
+    cases = []
+    for name, token in POSITION_TOKENS.items():
+        for m, k in POSITION_SHAPES:
+            positions = bit_positions(tokens_from_bytes([token]), m, k)[:, 0].tolist()
+            case = {"name": name, "token": token.hex(), "m": m, "k": k, "positions": positions}
+            cases.append(json.dumps(case, separators=(", ", ": ")))
+    header = {
+        "format": "sigshare/bloom-positions/v2",
+        "description": (
+            "bit_positions(token, m, k) of sigshare.sketch.bloom, Bloom filter format v2: "
+            "enhanced double hashing in 64-bit space, then Floyd's sampling of k distinct "
+            "positions; written by tests/golden/make_golden.py"
+        ),
+    }
+    lines = [json.dumps(header, indent=1)[:-2] + ","]  # the header object, left open
+    lines.append(' "cases": [')
+    lines.append(",\n".join(f"  {case}" for case in cases))
+    lines.append(" ]\n}\n")
+    return "\n".join(lines).encode()
+
+
 def golden_files() -> dict[str, bytes]:
     bloom = golden_bloom()
     return {
-        "bloom_v1_raw.bin": encode_bloom(bloom, compress=False),
-        "bloom_v1_zlib.bin": encode_bloom(bloom, compress=True),
+        "bloom_v2_raw.bin": encode_bloom(bloom, compress=False),
+        "bloom_v2_zlib.bin": encode_bloom(bloom, compress=True),
+        "bloom_positions_v2.json": golden_positions(),
         "signatures_v1.bin": encode_signatures(golden_signatures()),
     }
 

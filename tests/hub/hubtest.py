@@ -25,14 +25,20 @@ from grpc_health.v1 import health_pb2_grpc
 from sqlalchemy import Engine
 
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
-from sigshare.client.hub_types import ClusterInfo, Resolution, SubmitResult, new_cluster_id
+from sigshare.client.hub_types import (
+    ClusterInfo,
+    ResolveResult,
+    SubmitResult,
+    TokenStatus,
+    new_cluster_id,
+)
 from sigshare.client.wire import encode_cluster_set
 from sigshare.hub.domain import KindParameters, MinHashParameters, Principal, Role
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.server import BoundServer, parse_listen
 from sigshare.hub.services import parameters, principals
 from sigshare.hub.storage import PrincipalRepository, session_scope
-from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter, popcount, resolve_tokens
+from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter
 from sigshare.sketch.cluster import cluster_prompts
 from sigshare.sketch.codec import SignatureSet, encode_bloom
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
@@ -45,6 +51,8 @@ EMAIL = "email"
 PROMPT = "prompt"
 EMAIL_CAPACITY = 20_000
 EMAIL_FPR = 1e-3
+"""The forum-level false-shared rate published for ``email``."""
+MAX_MEMBERS = 32
 PROMPT_THRESHOLD = 0.5
 ADMIN = "admin"
 COORDINATOR = "coord"
@@ -68,7 +76,7 @@ def email_prf(secret: ForumSecret) -> KeyedPRF:
 
 def email_params() -> BloomParams:
     """What the hub derives for the parameters :func:`provision` publishes."""
-    return BloomParams.for_capacity(EMAIL, KEY_ID, EMAIL_CAPACITY, EMAIL_FPR)
+    return BloomParams.for_forum(EMAIL, KEY_ID, EMAIL_CAPACITY, EMAIL_FPR, MAX_MEMBERS)
 
 
 # ---------------------------------------------------------------------------------- the hub
@@ -82,7 +90,9 @@ def provision(
 ) -> dict[str, str]:
     """Register an admin, a coordinator and ``members``; publish ``email`` and ``prompt``.
 
-    Returns every principal's bearer credential by name.
+    ``email`` may be replaced at any time (replace interval 0): tests of supersession send one
+    filter after another; the interval has tests of its own. Returns every principal's bearer
+    credential by name.
     """
     moment = now or datetime.now(UTC)
     roles = [(ADMIN, Role.ADMIN), (COORDINATOR, Role.COORDINATOR)]
@@ -100,7 +110,9 @@ def provision(
             kind=EMAIL,
             key_id=KEY_ID,
             capacity=EMAIL_CAPACITY,
-            target_fpr=EMAIL_FPR,
+            forum_fpr=EMAIL_FPR,
+            max_members=MAX_MEMBERS,
+            replace_interval_seconds=0,
             now=moment,
         )
         parameters.set_minhash_parameters(
@@ -129,7 +141,7 @@ def set_email_policy(
             kind=EMAIL,
             key_id=KEY_ID,
             capacity=EMAIL_CAPACITY,
-            target_fpr=EMAIL_FPR,
+            forum_fpr=EMAIL_FPR,
             quorum=quorum,
             retention_days=retention_days,
             reveal_members=reveal_members,
@@ -279,13 +291,10 @@ class EmailForum:
         values = set().union(*self.sets.values())
         return {v: h for v in values if len(h := self.holders(v)) >= quorum}
 
-    def others_fill(self, member: str) -> float:
-        """Fraction of bits set in the union of the other members' filters."""
-        union = np.zeros(self.params.nbytes, dtype=np.uint8)
-        for name in self.sets:
-            if name != member:
-                union |= self.bloom(name).bits
-        return popcount(union) / self.params.m
+    def filter_fpr(self, member: str) -> float:
+        """The false-positive rate of ``member``'s filter at its fill: ``fill^k``."""
+        bloom = self.bloom(member)
+        return bloom.params.fpr_at_fill(bloom.fill())
 
 
 def submit_email(client: HubClient, forum: EmailForum, member: str) -> SubmitResult:
@@ -317,35 +326,42 @@ def poisson_allowance(expected: float, alpha: float = FALSE_POSITIVE_ALPHA) -> i
 def false_positive_allowance(forum: EmailForum, member: str) -> int:
     """How many of ``member``'s items a correct hub may over-count.
 
-    An item is over-counted only if each of its ``k`` positions is also set by another member
-    for another item: probability at most ``fill^k``, ``fill`` being the fill of the union of the
-    other members' filters. Over the member's ``n`` items the count of such items is about
-    Poisson(``n · fill^k``); the allowance is that distribution's 1 − alpha quantile.
+    An item's count rises above the truth only when a member that does not hold it has a filter
+    holding all ``k`` of its positions: probability ``fill_j^k`` for member ``j``. Over the
+    member's ``n`` items the number of such items is at most about Poisson(``n · Σ_j fill_j^k``)
+    (the union bound over the other members); the allowance is that distribution's 1 − alpha
+    quantile.
     """
-    expected = len(forum.sets[member]) * forum.others_fill(member) ** forum.params.k
-    return poisson_allowance(expected)
+    others = [name for name in forum.sets if name != member]
+    rate = sum(forum.filter_fpr(name) for name in others)
+    return poisson_allowance(len(forum.sets[member]) * rate)
+
+
+def resolve_email(client: HubClient, forum: EmailForum, member: str) -> ResolveResult:
+    """Ask the hub about ``member``'s own e-mail values, in sorted order, as the member job does."""
+    values = sorted(forum.sets[member])
+    tokens = b"".join(tokens_to_bytes(forum.prf.tokens(values)))
+    return client.resolve(EMAIL, KEY_ID, tokens)
 
 
 def resolved_counts(
-    forum: EmailForum, member: str, resolution: Resolution, quorum: int
+    forum: EmailForum, member: str, result: ResolveResult, quorum: int
 ) -> dict[str, int]:
-    """Resolve ``member``'s own items against its downloaded ``resolution`` and check every count
-    against the exact oracle: never below the true number of other holders (0 for items fewer
-    than ``quorum`` members hold), equal to it except for at most the false-positive allowance.
+    """Check ``member``'s answers (:func:`resolve_email`) against the exact oracle: every own
+    value is answered, no count is below the true number of other holders (0 for values fewer
+    than ``quorum`` members hold), and counts exceed it for at most the false-positive allowance.
     """
-    assert resolution.m == forum.params.m
-    assert resolution.k == forum.params.k
-    assert resolution.quorum == quorum
+    assert result.quorum == quorum
     values = sorted(forum.sets[member])
-    observed = resolve_tokens(resolution.counts, forum.params, forum.prf.tokens(values))
-    counts = dict(zip(values, (int(c) for c in observed), strict=True))
+    assert result.status.tolist() == [TokenStatus.ANSWERED] * len(values)
+    counts = dict(zip(values, (int(c) for c in result.others), strict=True))
     expected = {v: t if (t := forum.others(member, v)) >= quorum - 1 else 0 for v in values}
     under = {v: (counts[v], expected[v]) for v in values if counts[v] < expected[v]}
     over = {v: (counts[v], expected[v]) for v in values if counts[v] > expected[v]}
     assert not under, f"{member}: counts below the true number of other holders: {under}"
     allowance = false_positive_allowance(forum, member)
     assert len(over) <= allowance, (
-        f"{member}: {len(over)} over-counted items, {allowance} allowed by fill^k: {over}"
+        f"{member}: {len(over)} over-counted items, {allowance} allowed by Σ fill^k: {over}"
     )
     return counts
 

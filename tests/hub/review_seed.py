@@ -35,6 +35,7 @@ from hubtest import (
 from sqlalchemy import Engine
 
 from sigshare.hub.domain import ClusterInfo
+from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.services import member_views
 from sigshare.hub.services.exports import refresh_campaigns
 from sigshare.hub.services.parameters import minhash_parameters
@@ -186,6 +187,7 @@ def seed_forum(
     uploads = {m: cluster_upload(prompts, m, forum_secret(), minhash) for m in PROMPT_PLAN}
     with session_scope(engine) as session:
         members = {m: PrincipalRepository(session).get_by_name(m) for m in MEMBERS}
+    cache = IndexCache()
     moment = now
     for member in MEMBERS:
         principal = members[member]
@@ -205,6 +207,7 @@ def seed_forum(
         with session_scope(engine) as session:
             member_views.confirm(
                 session,
+                cache,
                 principal,
                 kind=EMAIL,
                 key_id=KEY_ID,

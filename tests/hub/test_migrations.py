@@ -1,18 +1,29 @@
-"""The migrations are code under test: they build every test database and must match the models."""
+"""The migrations are code under test: they build every test database and must match the models,
+and the data migrations carry existing rows over."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, MetaData, Table, func, insert, inspect, select
 
+from sigshare.hub.domain import KindParameters, SubmissionStatus
 from sigshare.hub.errors import DatabaseNotMigratedError
-from sigshare.hub.storage import make_engine, migrate
+from sigshare.hub.storage import (
+    ParameterRepository,
+    SubmissionRepository,
+    make_engine,
+    migrate,
+    session_scope,
+)
 from sigshare.hub.storage.models import metadata
+from sigshare.sketch.bloom import MAX_BITS, BloomParams
+from sigshare.sketch.errors import ParameterError
 
 TABLES = {
     "principals",
@@ -22,7 +33,7 @@ TABLES = {
     "submission_payloads",
     "audit_log",
     "family_state",
-    "count_slices",
+    "query_ledgers",
     "confirmations",
     "shared_indicators",
     "clusters",
@@ -149,6 +160,206 @@ def test_migrations_are_found_from_the_package_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0003"
+    assert migrate.head_revision() == "0004"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+
+
+# --- 0004: per-member resolution ---------------------------------------------------------------
+
+BEFORE_RESOLUTION = "0003"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+BIG_CAPACITY = 200_000_000
+"""At a rate of 10⁻³ / 31 this needs more than 2³² bits: the migration keeps its old size."""
+
+
+def _reflected(engine: Engine) -> dict[str, Table]:
+    """The tables as the database has them now (not as the current models describe them)."""
+    reflected = MetaData()
+    reflected.reflect(engine)
+    return dict(reflected.tables)
+
+
+def _columns(engine: Engine, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+def _seed_before_resolution(engine: Engine, kinds: dict[str, tuple[int, int]]) -> None:
+    """Rows as a hub at revision 0003 wrote them: ``kinds`` (name → capacity, quorum) at a
+    stated per-filter rate of 10⁻³, a counted filter with its payload, and email's count
+    vector."""
+    tables = _reflected(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(tables["principals"]).values(
+                id=1,
+                name="acme",
+                role="member",
+                credential_id="a" * 16,
+                credential_hash=bytes(32),
+                created_at=T0,
+            )
+        )
+        for kind, (capacity, quorum) in kinds.items():
+            old = BloomParams.for_capacity(kind, "epoch-1", capacity, 0.001)
+            connection.execute(
+                insert(tables["kind_parameters"]).values(
+                    kind=kind,
+                    key_id="epoch-1",
+                    capacity=capacity,
+                    target_fpr=0.001,
+                    m=old.m,
+                    k=old.k,
+                    quorum=quorum,
+                    retention_days=14,
+                    reveal_members=True,
+                    updated_at=T0,
+                )
+            )
+        connection.execute(
+            insert(tables["submissions"]).values(
+                id=1,
+                member_id=1,
+                family_kind="email",
+                key_id="epoch-1",
+                params_digest=bytes(32),
+                content_sha256=b"\x01" * 32,
+                declared_count=10,
+                byte_size=5,
+                set_bits=100,
+                status="active",
+                counted=True,
+                created_at=T0,
+                expires_at=T0 + timedelta(days=14),
+            )
+        )
+        connection.execute(
+            insert(tables["submission_payloads"]).values(submission_id=1, payload=b"bloom")
+        )
+        connection.execute(
+            insert(tables["family_state"]).values(
+                family_kind="email",
+                key_id="epoch-1",
+                params_digest=bytes(32),
+                m=1024,
+                members=1,
+                version=1,
+                derived_version=0,
+                updated_at=T0,
+            )
+        )
+        connection.execute(
+            insert(tables["count_slices"]).values(family_kind="email", slice_no=0, counts=b"\x01")
+        )
+
+
+def _expected_kind(kind: str, capacity: int, quorum: int, max_members: int) -> KindParameters:
+    return KindParameters.for_forum(
+        kind=kind,
+        key_id="epoch-1",
+        capacity=capacity,
+        forum_fpr=0.001,
+        max_members=max_members,
+        updated_at=T0,
+        quorum=quorum,
+        retention_days=14,
+        reveal_members=True,
+        replace_interval_seconds=3600,
+    )
+
+
+def _check_upgraded_rows(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        parameters = ParameterRepository(session)
+        email, phone = parameters.get_kind("email"), parameters.get_kind("phone")
+        submissions = SubmissionRepository(session)
+        submission = submissions.get(1)
+        payload = submissions.payload(1)
+    # The stated rate becomes the forum rate; filters are re-sized for 32 members.
+    assert email == _expected_kind("email", 1000, 3, 32)
+    assert email is not None
+    sized = BloomParams.for_forum("email", "epoch-1", 1000, 0.001, 32)
+    assert (email.forum_fpr, email.max_members, email.m, email.k) == (0.001, 32, sized.m, sized.k)
+    assert email.replace_interval_seconds == 3600
+    assert email.target_fpr == 0.001 / 31
+    # Too large for 32 members: the old size, which is that of a forum of two.
+    with pytest.raises(ParameterError, match="more than 2\\^32"):
+        BloomParams.for_forum("phone", "epoch-1", BIG_CAPACITY, 0.001, 32)
+    assert phone == _expected_kind("phone", BIG_CAPACITY, 2, 2)
+    assert phone is not None
+    assert phone.m == BloomParams.for_capacity("phone", "epoch-1", BIG_CAPACITY, 0.001).m
+    assert phone.m <= MAX_BITS
+    # Submissions keep their rows and payloads; nobody has asked anything yet.
+    assert submission is not None
+    assert (submission.status, submission.tokens_asked, payload) == (
+        SubmissionStatus.ACTIVE,
+        0,
+        b"bloom",
+    )
+    tables = set(inspect(engine).get_table_names())
+    assert "count_slices" not in tables
+    assert "query_ledgers" in tables
+    assert "counted" not in _columns(engine, "submissions")
+    assert "members" not in _columns(engine, "family_state")
+    assert "target_fpr" not in _columns(engine, "kind_parameters")
+
+
+def test_0004_carries_kinds_and_submissions_over_and_downgrades(empty_engine: Engine) -> None:
+    migrate.upgrade(empty_engine, BEFORE_RESOLUTION)
+    assert migrate.current_revision(empty_engine) == BEFORE_RESOLUTION
+    _seed_before_resolution(empty_engine, {"email": (1000, 3), "phone": (BIG_CAPACITY, 2)})
+
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == "0004"
+    assert _schema_differences(empty_engine) == []
+    _check_upgraded_rows(empty_engine)
+
+    migrate.downgrade(empty_engine, BEFORE_RESOLUTION)
+    assert migrate.current_revision(empty_engine) == BEFORE_RESOLUTION
+    tables = _reflected(empty_engine)
+    assert "query_ledgers" not in tables
+    assert {"target_fpr", "m", "k"} <= _columns(empty_engine, "kind_parameters")
+    assert not {"forum_fpr", "max_members", "replace_interval_seconds"} & _columns(
+        empty_engine, "kind_parameters"
+    )
+    assert "tokens_asked" not in _columns(empty_engine, "submissions")
+    with empty_engine.connect() as connection:
+        kinds = connection.execute(
+            select(tables["kind_parameters"].c.kind, tables["kind_parameters"].c.target_fpr)
+        ).all()
+        counted = connection.execute(select(tables["submissions"].c.counted)).scalars().all()
+        families = connection.scalar(select(func.count()).select_from(tables["family_state"]))
+        slices = connection.scalar(select(func.count()).select_from(tables["count_slices"]))
+        payloads = connection.scalar(
+            select(func.count()).select_from(tables["submission_payloads"])
+        )
+    assert sorted(kinds) == [("email", 0.001), ("phone", 0.001)]
+    # Nothing is counted and every family starts afresh: 0003 rebuilds its count vectors.
+    assert (counted, families, slices, payloads) == ([False], 0, 0, 1)
+    assert "members" in _columns(empty_engine, "family_state")
+
+    migrate.upgrade(empty_engine)
+    assert _schema_differences(empty_engine) == []
+    _check_upgraded_rows(empty_engine)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ParameterError,
+    reason="0004 bug: max_members is set to 32 (2 when 32 does not fit in 2^32 bits) whatever "
+    "the kind's quorum, and KindParameters refuses quorum > max_members: the kind no longer loads",
+)
+@pytest.mark.parametrize(
+    ("capacity", "quorum"), [(BIG_CAPACITY, 3), (1000, 40)], ids=["too-large", "quorum-40"]
+)
+def test_0004_keeps_every_kind_loadable_whatever_its_quorum(
+    empty_engine: Engine, capacity: int, quorum: int
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_RESOLUTION)
+    _seed_before_resolution(empty_engine, {"phone": (capacity, quorum)})
+    migrate.upgrade(empty_engine)
+    with session_scope(empty_engine) as session:
+        phone = ParameterRepository(session).get_kind("phone")
+    assert phone is not None
+    assert phone.quorum == quorum <= phone.max_members
+    assert phone.m <= MAX_BITS

@@ -5,14 +5,18 @@ anything derived from them that only members may hold — reaches a console page
 Four members run the real member job (:class:`~sigshare.client.sync.SyncJob` over the SDK and a
 real gRPC hub on loopback): each pushes its own spelling of e-mail addresses, phone numbers and
 IP addresses (some held by several members) and prompts built from templates of invented marker
-words, then pulls, then confirms every item it resolved. Shared indicators and campaigns exist
-at the hub afterwards; coordinators review some of them through the console.
+words, then pulls (the pull resolves the member's own tokens with the Resolve RPC), then confirms
+every item it resolved. Shared indicators and campaigns exist at the hub afterwards;
+coordinators review some of them through the console.
 
 Then every console page is fetched (all listings under many filters, sorts and page sizes and
 every page of them, every indicator and campaign, overlaps of every kind, the audit log under
 every actor and action and every page of it, error pages), every export (CSV, JSON, STIX) from
 the console and from ``sigshare-hub export``, and every ``sigshare-hub review … --json`` and
-``audit show --json`` output. None may contain:
+``audit show --json`` output, ``params show`` (with its false-shared rates), ``review
+submissions``, ``member add``/``member list``, and every message the hub sent back on a Resolve
+stream (each member asking about its own tokens of every kind, names revealed for one kind).
+None may contain:
 
 - a raw value in any member's spelling or its canonical form (also URL- and HTML-encoded);
 - a prompt text, canonical or not, or any word of the prompt vocabulary (templates and fillers);
@@ -21,8 +25,9 @@ the console and from ``sigshare-hub export``, and every ``sigshare-hub review �
 
 Finally every text and blob column of every table of the hub database, and the database file's
 bytes, must hold no raw value and no prompt word (tokens and cluster ids are what the hub
-legitimately stores). A summary of what was checked is written to
-``test-output/leak-test-coverage.json``.
+legitimately stores). The query ledgers are checked exactly: each member's ledger of a kind
+holds the tokens of that member's own values of the kind, 16 bytes each, and nothing else. A
+summary of what was checked is written to ``test-output/leak-test-coverage.json``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 import uvicorn
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from hubtest import (
     COORDINATOR,
     EMAIL,
@@ -57,6 +62,7 @@ from hubtest import (
     EMAIL_FPR,
     KEY_ID,
     PROMPT,
+    RPC_TIMEOUT,
     SETUP_ACTOR,
     forum_secret,
     provision,
@@ -64,9 +70,11 @@ from hubtest import (
 )
 from sqlalchemy import Engine
 
+from sigshare.client.hub_types import TokenStatus
 from sigshare.client.inputs import RejectSink
 from sigshare.client.state import LocalState
 from sigshare.client.sync import SyncJob
+from sigshare.client.wire import resolve_from_stream, resolve_requests
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import ReviewStatus
 from sigshare.hub.services import parameters, review_workflow
@@ -75,13 +83,22 @@ from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.hub.storage.review import CampaignSort, IndicatorSort
 from sigshare.hub.web import create_app
 from sigshare.sketch.kinds import get_kind
+from sigshare.sketch.prf import TOKEN_BYTES
+from sigshare.v1 import hub_pb2_grpc
 
 MEMBERS = ("alpha", "bravo", "charlie", "delta")
 KINDS = (EMAIL, "phone", "ip")
 ACCOUNTS = 120
 """Accounts per kind. Account ``j``'s holders follow ``j % 6`` (see :func:`_holders`)."""
 REVEALED_KIND = "ip"
-"""The one kind whose policy reveals reporters' names (so names do appear on its pages)."""
+"""The one kind whose policy reveals reporters' names (so names do appear on its pages and in
+Resolve answers)."""
+CROWDED_KIND = "phone"
+"""Sized for exactly the four members, so the fifth one ``sigshare-hub member add`` registers
+makes ``member add`` and ``params show`` warn about the forum size."""
+NEWCOMER = "echo"
+RESOLVE_CHUNK = 4096
+"""Bytes of tokens per Resolve request message: several messages per request."""
 TEMPLATES: dict[int, tuple[str, ...]] = {
     0: ("alpha", "bravo"),
     1: ("bravo", "charlie", "delta"),
@@ -232,6 +249,11 @@ class Flowed:
     tokens: set[bytes]
     cluster_ids: set[str]
     canonicals: set[str]
+    own_tokens: dict[tuple[str, str], set[bytes]]
+    """``(member, kind)`` → the tokens of the member's own values of that kind."""
+    member_ids: dict[str, int]
+    resolve_answers: dict[str, list[bytes]]
+    """Label → the serialized messages the hub sent back on one Resolve stream."""
 
 
 def _publish(engine: Engine) -> None:
@@ -244,7 +266,8 @@ def _publish(engine: Engine) -> None:
                 kind=kind,
                 key_id=KEY_ID,
                 capacity=EMAIL_CAPACITY,
-                target_fpr=EMAIL_FPR,
+                forum_fpr=EMAIL_FPR,
+                max_members=len(MEMBERS) if kind == CROWDED_KIND else None,
                 reveal_members=kind == REVEALED_KIND,
                 now=now,
             )
@@ -264,6 +287,8 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
     tokens: set[bytes] = set()
     cluster_ids: set[str] = set()
     canonicals: set[str] = set()
+    own_tokens: dict[tuple[str, str], set[bytes]] = {}
+    answers: dict[str, list[bytes]] = {}
     with running_hub(engine, credentials) as hub, ExitStack() as stack:
         jobs: dict[str, SyncJob] = {}
         for member in MEMBERS:
@@ -291,9 +316,49 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
                 values, kind_tokens = job.state.indicator_tokens(kind)
                 canonicals.update(values)
                 tokens.update(kind_tokens)
+                own_tokens[(member, kind)] = set(kind_tokens)
+                answers[f"Resolve {kind} as {member}"] = _resolve_answers(
+                    hub.member_stub, hub.metadata(member), kind, kind_tokens
+                )
             cluster_ids.update(job.state.cluster_ids(PROMPT))
-    yield Flowed(engine, url, db_path, credentials, forum, tokens, cluster_ids, canonicals)
+        member_ids = {member: hub.principal(member).id for member in MEMBERS}
+    yield Flowed(
+        engine,
+        url,
+        db_path,
+        credentials,
+        forum,
+        tokens,
+        cluster_ids,
+        canonicals,
+        own_tokens,
+        member_ids,
+        answers,
+    )
     engine.dispose()
+
+
+def _resolve_answers(
+    stub: hub_pb2_grpc.MemberServiceStub,
+    metadata: tuple[tuple[str, str], ...],
+    kind: str,
+    tokens: list[bytes],
+) -> list[bytes]:
+    """Ask the hub about ``tokens`` (the member's own) on a raw Resolve stream; the messages it
+    sent back, serialized, after checking they are a complete, well-formed answer: every token
+    answered, holder names exactly where the kind's policy reveals members."""
+    responses = list(
+        stub.Resolve(
+            resolve_requests(kind, KEY_ID, b"".join(tokens), RESOLVE_CHUNK),
+            metadata=metadata,
+            timeout=RPC_TIMEOUT,
+        )
+    )
+    result = resolve_from_stream(responses, kind=kind, key_id=KEY_ID, count=len(tokens))
+    assert result.count(TokenStatus.ANSWERED) == len(tokens), kind
+    assert bool(result.holder_names) == (kind == REVEALED_KIND), result.holder_names
+    assert result.others.any(), f"{kind}: no value held by others"
+    return [response.SerializeToString() for response in responses]
 
 
 # ---------------------------------------------------------------------------------- searching
@@ -579,11 +644,33 @@ def _read_console(flowed: Flowed, documents: Documents, base: str) -> tuple[set[
 
 
 def _run_cli(flowed: Flowed, documents: Documents, tmp_path: Path, records: Iterable[str]) -> None:
-    def hub(*args: str, kind: str = "review --json") -> None:
+    def hub(*args: str, kind: str = "review --json") -> Result:
         result = CliRunner().invoke(cli, ["--db", flowed.url, *args])
         assert result.exit_code == 0, f"{args}: {result.output}"
         documents.add(f"sigshare-hub {' '.join(args)}", result.stdout + result.stderr, kind)
+        return result
 
+    crowded = f"{CROWDED_KIND}: the forum has {len(MEMBERS) + 1} members"
+    assert hub("params", "show", kind="params (table)").stderr == ""
+    hub("params", "show", "--json", kind="params --json")
+    added = hub("member", "add", NEWCOMER, "--json", kind="member --json")
+    assert [w.split(";")[0] for w in json.loads(added.stdout)["warnings"]] == [
+        f"the forum now has {len(MEMBERS) + 1} members"
+    ]
+    assert hub("params", "show", kind="params (table)").stderr.startswith(f"warning: {crowded}")
+    shown = json.loads(hub("params", "show", "--json", kind="params --json").stdout)
+    assert [k["false_shared_rate"]["over_forum_size"] for k in shown["kinds"]] == [
+        kind == CROWDED_KIND for kind in sorted(KINDS)
+    ]
+    hub("member", "list", "--json", kind="member --json")
+    hub("member", "list", kind="member (table)")
+    submissions = json.loads(hub("review", "submissions", "--json").stdout)["submissions"]
+    assert len(submissions) == len(MEMBERS) * (len(KINDS) + 1)  # every kind, and prompt clusters
+    assert sum(s["tokens_asked"] for s in submissions) == sum(map(len, flowed.own_tokens.values()))
+    hub("review", "submissions", kind="review (table)")
+    hub("review", "submissions", "--flagged", "--json")
+    for kind in KINDS:
+        hub("review", "submissions", "--kind", kind, "--json")
     hub("review", "overlaps", "--json")
     for kind in KINDS:
         hub("review", "overlaps", "--kind", kind, "--json")

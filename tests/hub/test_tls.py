@@ -230,7 +230,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
             kind="email",
             key_id=KEY_ID,
             capacity=1000,
-            target_fpr=1e-3,
+            forum_fpr=1e-3,
             now=now,
         )
     yield Database(engine=engine, credential=credential.token)

@@ -190,7 +190,7 @@ def seed_indicators(engine: Engine, count: int = 120) -> list[BulkIndicator]:
             kind="ip",
             key_id=KEY_ID,
             capacity=1000,
-            target_fpr=0.01,
+            forum_fpr=0.01,
             now=SEEDED_AT,
         )
         member_ids = {p.name: p.id for p in PrincipalRepository(session).list()}

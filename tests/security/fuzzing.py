@@ -20,8 +20,11 @@ Case counter
 The hub
     :class:`FuzzHub` starts one real hub on loopback over a migrated SQLite file (insecure, like
     the integration tests), provisions it with ``hubtest.provision`` and records a baseline: two
-    members' e-mail filters, one member's prompt clusters, and member ``m1``'s resolution.
-    :meth:`FuzzHub.snapshot` captures the state a refused request must not change.
+    members' e-mail filters, one member's prompt clusters, and member ``m1``'s answers to a
+    ``Resolve`` of its own e-mail tokens. :meth:`FuzzHub.snapshot` captures the state a refused
+    request must not change — query ledgers and ``tokens_asked`` included, row for row — and
+    :meth:`FuzzHub.check_refusal` also checks that an accepted request changed no other member's
+    ledger.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import os
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +67,9 @@ from sigshare.hub.storage.models import (  # noqa: E402
     SharedIndicatorRow,
     SubmissionRow,
 )
-from sigshare.sketch.resolution import decode_resolution  # noqa: E402
+from sigshare.client.hub_client import HubClient  # noqa: E402
+from sigshare.hub.storage.models import QueryLedgerRow  # noqa: E402
+from sigshare.sketch.prf import TOKEN_BYTES  # noqa: E402
 from sigshare.v1 import hub_pb2 as pb  # noqa: E402
 
 # ---------------------------------------------------------------------------------- budgets
@@ -179,7 +186,7 @@ REFUSALS = frozenset(
 
 READ_ACTIONS = frozenset(
     {
-        "resolution.read",
+        "resolution.read",  # audited with its figures, but a read: the ledger is checked apart
         "matches.read",
         "review.overlap",
         "review.indicators",
@@ -208,6 +215,9 @@ SERVER_STREAMING = frozenset(
     if method.server_streaming
 )
 
+SUBMITTERS = ("m1", "m2")
+"""Members with an e-mail filter in the baseline (m3 and m4 have none)."""
+
 ROLE_OF_SERVICE = {
     "sigshare.v1.MemberService": "m1",
     "sigshare.v1.ReviewService": hubtest.COORDINATOR,
@@ -220,6 +230,50 @@ class Outcome:
     code: grpc.StatusCode
     details: str
     responses: tuple[bytes, ...] = ()
+    caller: str | None = None
+    """The principal the call was made as, when its credential was a real one."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    """A decoded Resolve answer stream: the summary and the per-token bytes, concatenated."""
+
+    summary: pb.ResolveSummary
+    status: bytes
+    others: bytes
+    holders: bytes
+
+    def key(self) -> tuple[int, int, bytes, bytes, tuple[str, ...], bytes]:
+        """What must not change for the same question: everything but budgets and times."""
+        return (
+            self.summary.quorum,
+            self.summary.members,
+            self.status,
+            self.others,
+            tuple(self.summary.holder_names),
+            self.holders,
+        )
+
+
+def decode_answers(responses: tuple[bytes, ...]) -> Answers:
+    """Parse a Resolve response stream; the summary must come first, answers after it."""
+    assert responses, "an accepted Resolve sent nothing"
+    first = pb.ResolveResponse.FromString(responses[0])
+    assert first.WhichOneof("part") == "summary", "a Resolve answer starts with its summary"
+    status, others, holders = bytearray(), bytearray(), bytearray()
+    for raw in responses[1:]:
+        message = pb.ResolveResponse.FromString(raw)
+        assert message.WhichOneof("part") == "answers", "a second summary"
+        status += message.answers.status
+        others += message.answers.others
+        holders += message.answers.holders
+    return Answers(first.summary, bytes(status), bytes(others), bytes(holders))
+
+
+Ledger = tuple[str, str, int, bytes, bytes, Any]
+"""member name, kind, entries, tokens, asked_at, updated_at: one query_ledgers row."""
+Asked = tuple[str, str, int, int]
+"""member name, kind, submission id, tokens_asked: one submission's query count."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +288,15 @@ class Snapshot:
     kind_parameters: tuple[tuple[Any, ...], ...]
     minhash_parameters: tuple[tuple[Any, ...], ...]
     audit: tuple[tuple[int, str, str, str], ...]
+    ledgers: tuple[Ledger, ...]
+    asked: tuple[Asked, ...]
+
+    def queries_of_others(self, member: str | None) -> tuple[tuple[Ledger, ...], tuple[Asked, ...]]:
+        """The query ledgers and ``tokens_asked`` of every member but ``member``."""
+        return (
+            tuple(row for row in self.ledgers if row[0] != member),
+            tuple(row for row in self.asked if row[0] != member),
+        )
 
 
 class FuzzHub:
@@ -245,36 +308,75 @@ class FuzzHub:
         self.forum = hubtest.EmailForum(
             dict(hubtest.overlapping_sets()), hubtest.email_prf(hubtest.forum_secret())
         )
-        self.baseline_resolution: bytes = b""
+        self.baseline: dict[str, tuple[Any, ...]] = {}
         self.email_digest = b""
         self.prompt_digest = b""
         self.bloom_payload = b""
         self.cluster_payload = b""
         self.cluster_count = 0
+        self._clients: dict[str, HubClient] = {}
 
     # --- setup
 
     def establish_baseline(self) -> None:
-        """m1 and m2 submit e-mail filters, m1 its prompt clusters; m1's resolution is kept."""
+        """m1 and m2 submit e-mail filters, m1 its prompt clusters; both members' answers to a
+        Resolve of their own e-mail tokens are kept."""
         from sigshare.sketch.codec import encode_bloom
 
-        params = self.hub.client("m1").get_parameters()
+        params = self.client("m1").get_parameters()
         self.email_digest = params.bloom[hubtest.EMAIL].digest
         self.prompt_digest = params.minhash[hubtest.PROMPT].digest
-        for member in ("m1", "m2"):
-            hubtest.submit_email(self.hub.client(member), self.forum, member)
+        for member in SUBMITTERS:
+            hubtest.submit_email(self.client(member), self.forum, member)
         self.bloom_payload = encode_bloom(self.forum.bloom("m1"))
         prompts = hubtest.prompt_forum({"m1": (0, 1), "m2": (1,)})
         minhash = params.minhash[hubtest.PROMPT].minhash_params()
         upload = hubtest.cluster_upload(prompts, "m1", hubtest.forum_secret(), minhash)
-        hubtest.submit_clusters(self.hub.client("m1"), upload)
+        hubtest.submit_clusters(self.client("m1"), upload)
         self.cluster_payload = upload.payload
         self.cluster_count = len(upload.clusters)
-        self.baseline_resolution = self.resolution_counts("m1")
+        for member in SUBMITTERS:
+            self.baseline[member] = self.resolve_own(member)
 
-    def resolution_counts(self, member: str) -> bytes:
-        found = self.hub.client(member).download_resolution(hubtest.EMAIL, hubtest.KEY_ID)
-        return bytes(found.counts.tobytes())
+    def client(self, member: str) -> HubClient:
+        if member not in self._clients:
+            self._clients[member] = self.hub.client(member)
+        return self._clients[member]
+
+    def own_tokens(self, member: str) -> bytes:
+        """``member``'s e-mail tokens, concatenated in sorted value order (what it asks about)."""
+        return b"".join(self.forum.token(value) for value in sorted(self.forum.sets[member]))
+
+    def resolve_own(self, member: str) -> tuple[Any, ...]:
+        """``member``'s answers for its own tokens, without budgets and times."""
+        result = hubtest.resolve_email(self.client(member), self.forum, member)
+        holders = b"" if result.holders is None else result.holders.tobytes()
+        return (
+            result.quorum,
+            result.members,
+            result.status.tobytes(),
+            result.others.tobytes(),
+            result.holder_names,
+            holders,
+        )
+
+    def expected_answers(self, member: str, tokens: bytes) -> tuple[bytes, bytes]:
+        """The exact answers to ``member`` for ``tokens`` while every held token is within
+        budget: status ANSWERED where its own filter holds the token (NOT_HELD elsewhere), and
+        the number of other submitters whose filter holds it, 0 below quorum − 1 (quorum 2)."""
+        array = np.frombuffer(tokens, dtype="<u8").reshape(-1, 2)
+        held = self.forum.bloom(member).contains_tokens(array)
+        others = sum(
+            (
+                self.forum.bloom(other).contains_tokens(array).astype(np.int64)
+                for other in SUBMITTERS
+                if other != member
+            ),
+            start=np.zeros(len(array), dtype=np.int64),
+        )
+        status = np.where(held, 0, 1).astype(np.uint8)
+        counts = np.where(held & (others >= 1), others, 0).astype(np.uint8)
+        return status.tobytes(), counts.tobytes()
 
     # --- calls
 
@@ -297,13 +399,29 @@ class FuzzHub:
         timeout: float = RPC_TIMEOUT,
         cancel_after: int | None = None,
     ) -> Outcome:
-        """Send ``payloads`` as the serialized request(s) of ``method``: bytes as they are."""
+        """Send ``payloads`` as the serialized request(s) of ``method``: bytes as they are.
+
+        ``cancel_after``: cancel a server-streaming call once that many responses arrived.
+        """
         channel = self.hub.channel
         cardinality, _ = METHODS[method]
         metadata = self.metadata(who)
+        caller = who if who in self.hub.credentials else None
         responses: list[bytes] = []
         try:
-            if cardinality == "stream":
+            if cardinality == "stream" and method in SERVER_STREAMING:
+                bidi = channel.stream_stream(
+                    method, request_serializer=None, response_deserializer=None
+                )
+                stream = bidi(iter(payloads), timeout=timeout, metadata=metadata)
+                for index, response in enumerate(stream):
+                    responses.append(response)
+                    if cancel_after is not None and index + 1 >= cancel_after:
+                        stream.cancel()
+                        return Outcome(
+                            grpc.StatusCode.CANCELLED, "cancelled", tuple(responses), caller
+                        )
+            elif cardinality == "stream":
                 call = channel.stream_unary(
                     method, request_serializer=None, response_deserializer=None
                 )
@@ -317,7 +435,9 @@ class FuzzHub:
                     responses.append(response)
                     if cancel_after is not None and index + 1 >= cancel_after:
                         stream.cancel()
-                        return Outcome(grpc.StatusCode.CANCELLED, "cancelled", tuple(responses))
+                        return Outcome(
+                            grpc.StatusCode.CANCELLED, "cancelled", tuple(responses), caller
+                        )
             else:
                 call = channel.unary_unary(
                     method, request_serializer=None, response_deserializer=None
@@ -325,8 +445,31 @@ class FuzzHub:
                 responses.append(call(payloads[0], timeout=timeout, metadata=metadata))
         except grpc.RpcError as error:
             failed: Any = error
-            return Outcome(failed.code(), failed.details() or "", tuple(responses))
-        return Outcome(grpc.StatusCode.OK, "", tuple(responses))
+            return Outcome(failed.code(), failed.details() or "", tuple(responses), caller)
+        return Outcome(grpc.StatusCode.OK, "", tuple(responses), caller)
+
+    def cancel_while_sending(
+        self, method: str, payloads: list[bytes], *, who: str, after: float = 0.2
+    ) -> Outcome:
+        """Send ``payloads`` on a client stream, keep it open (no half-close), and cancel it
+        after ``after`` seconds: a client that goes away mid-request."""
+        release = threading.Event()
+
+        def requests() -> Iterator[bytes]:
+            yield from payloads
+            release.wait(RPC_TIMEOUT)
+
+        bidi = self.hub.channel.stream_stream(
+            method, request_serializer=None, response_deserializer=None
+        )
+        stream = bidi(requests(), timeout=RPC_TIMEOUT, metadata=self.metadata(who))
+        try:
+            time.sleep(after)
+            stream.cancel()
+        finally:
+            release.set()
+        code: Any = stream.code()
+        return Outcome(code, stream.details() or "", (), who)
 
     def call(self, method: str, *messages: Any, who: str | None = "", **kwargs: Any) -> Outcome:
         """Send protobuf ``messages`` (several for Submit) as ``who`` (default: the service's
@@ -371,6 +514,28 @@ class FuzzHub:
                 .where(AuditLogRow.action.not_in(sorted(READ_ACTIONS)))
                 .order_by(AuditLogRow.id)
             ).all()
+            ledgers = session.execute(
+                select(
+                    PrincipalRow.name,
+                    QueryLedgerRow.kind,
+                    QueryLedgerRow.entries,
+                    QueryLedgerRow.tokens,
+                    QueryLedgerRow.asked_at,
+                    QueryLedgerRow.updated_at,
+                )
+                .join(PrincipalRow, PrincipalRow.id == QueryLedgerRow.member_id)
+                .order_by(PrincipalRow.name, QueryLedgerRow.kind)
+            ).all()
+            asked = session.execute(
+                select(
+                    PrincipalRow.name,
+                    SubmissionRow.family_kind,
+                    SubmissionRow.id,
+                    SubmissionRow.tokens_asked,
+                )
+                .join(PrincipalRow, PrincipalRow.id == SubmissionRow.member_id)
+                .order_by(SubmissionRow.id)
+            ).all()
             return Snapshot(
                 active=tuple((a, b, c, bytes(d)) for a, b, c, d in active),
                 submissions=count(SubmissionRow),
@@ -382,21 +547,43 @@ class FuzzHub:
                 kind_parameters=tuple(_columns(row) for row in kinds),
                 minhash_parameters=tuple(_columns(row) for row in families),
                 audit=tuple((i, a, b, c) for i, a, b, c in audit),
+                ledgers=tuple((n, k, e, bytes(t), bytes(a), u) for n, k, e, t, a, u in ledgers),
+                asked=tuple((n, k, i, a) for n, k, i, a in asked),
             )
+
+    def ledger_tokens(self, member: str) -> set[bytes]:
+        """The distinct e-mail tokens in ``member``'s query ledger."""
+        return set(ledger_times(self.snapshot(), member))
 
     def check_refusal(self, outcome: Outcome, before: Snapshot, *, allowed: frozenset[Any]) -> None:
         """The shared invariants: an expected status with a message; a refusal changed
-        nothing."""
+        nothing; an accepted request changed no query ledger or ``tokens_asked`` but its
+        caller's."""
         assert outcome.code is not grpc.StatusCode.DEADLINE_EXCEEDED, "the hub hung"
         assert outcome.code in allowed, f"unexpected status {outcome.code}: {outcome.details!r}"
+        after = self.snapshot()
         if outcome.code is not grpc.StatusCode.OK:
             assert outcome.details.strip(), f"{outcome.code} without a message"
-            after = self.snapshot()
             assert after == before, f"refused ({outcome.code}: {outcome.details}) but changed state"
+        else:
+            assert after.queries_of_others(outcome.caller) == before.queries_of_others(
+                outcome.caller
+            ), f"a request by {outcome.caller} changed another member's query ledger"
 
     def check_baseline(self) -> None:
-        """The baseline member still gets exactly its baseline resolution."""
-        assert self.resolution_counts("m1") == self.baseline_resolution
+        """The submitting members still get exactly their baseline answers, and every query
+        ledger holds only tokens its member's own filter holds (nothing else is recorded)."""
+        for member in SUBMITTERS:
+            assert self.resolve_own(member) == self.baseline[member], member
+        for member in hubtest.MEMBERS:
+            recorded = self.ledger_tokens(member)
+            if not recorded:
+                continue
+            assert member in SUBMITTERS, f"{member} has no filter but a query ledger"
+            array = np.frombuffer(b"".join(sorted(recorded)), dtype="<u8").reshape(-1, 2)
+            assert self.forum.bloom(member).contains_tokens(array).all(), (
+                f"{member}'s ledger records tokens its filter does not hold"
+            )
 
 
 def _columns(row: Any) -> tuple[Any, ...]:
@@ -421,5 +608,15 @@ def fuzz_hub(tmp: Path) -> Iterator[FuzzHub]:
         engine.dispose()
 
 
-def decode_counts(content: bytes, encoding: str, m: int) -> bytes:
-    return bytes(decode_resolution(content, m, encoding).tobytes())
+def ledger_times(snapshot: Snapshot, member: str) -> dict[bytes, int]:
+    """``member``'s e-mail query ledger in ``snapshot``: token → when it was last asked."""
+    for name, kind, entries, tokens, asked_at, _ in snapshot.ledgers:
+        if (name, kind) == (member, hubtest.EMAIL):
+            times = np.frombuffer(asked_at, dtype="<i8").tolist()
+            found = {
+                tokens[i : i + TOKEN_BYTES]: int(t)
+                for i, t in zip(range(0, len(tokens), TOKEN_BYTES), times, strict=True)
+            }
+            assert len(found) == entries
+            return found
+    return {}

@@ -1,19 +1,25 @@
 """Property-based fuzzing of every sigshare RPC against one real hub (issue 6, "bad input").
 
 One hub per module (SQLite temp file, loopback, insecure) with a baseline: members m1 and m2
-have e-mail filters, m1 has prompt clusters, and m1's resolution is recorded. Every case then
-sends something hostile — undecodable request bytes, valid messages with hostile field values,
-malformed Submit streams (no header, data first, two headers, truncated, oversized, corrupted
-SGBF/SGMH/ClusterSketchSet payloads), cancelled downloads — and checks:
+have e-mail filters, m1 has prompt clusters, and both members' answers to a ``Resolve`` of their
+own e-mail tokens are recorded. Every case then sends something hostile — undecodable request
+bytes, valid messages with hostile field values, malformed Submit streams (no header, data
+first, two headers, truncated, oversized, corrupted SGBF/SGMH/ClusterSketchSet payloads),
+malformed Resolve streams (no header, a second header, ragged token bytes, more or fewer bytes
+than announced, empty chunks, token counts of 0, the capacity and beyond), arbitrary tokens,
+Resolve streams cancelled while sending or while answering — and checks:
 
 * the hub answers within :data:`fuzzing.RPC_TIMEOUT` (no hang);
 * the status is OK or one of the refusals (INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND,
   PERMISSION_DENIED, UNAUTHENTICATED; ALREADY_EXISTS for a taken principal name) with a
   message — never INTERNAL or UNKNOWN;
 * a refused request changes nothing (submissions, shared indicators, confirmations, campaigns,
-  clusters, principals, parameters, non-read audit entries);
-* after each fuzz test, m1 still gets its baseline resolution byte for byte and the audit chain
-  verifies.
+  clusters, principals, parameters, non-read audit entries, query ledgers and ``tokens_asked``
+  row for row); an accepted one changes no query ledger or ``tokens_asked`` but its caller's;
+* an accepted Resolve answers exactly: ANSWERED where the caller's own filter holds the token
+  (NOT_HELD elsewhere) with the number of other members whose filter holds it;
+* after each fuzz test, m1 and m2 still get their baseline answers byte for byte, every query
+  ledger holds only tokens its member's own filter holds, and the audit chain verifies.
 
 Findings F1-F4 (an undecodable body answered INTERNAL before authentication; page tokens with
 non-ASCII digits or beyond 64 bits answered INTERNAL; refusals echoing unbounded values past
@@ -26,11 +32,13 @@ CI runs the "ci" profile (a few hundred cases per test); the long run takes
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -53,7 +61,9 @@ MEMBER = "/sigshare.v1.MemberService/"
 REVIEW = "/sigshare.v1.ReviewService/"
 ADMIN = "/sigshare.v1.AdminService/"
 SUBMIT = MEMBER + "Submit"
-DOWNLOAD = MEMBER + "DownloadResolution"
+RESOLVE = MEMBER + "Resolve"
+STREAMS = frozenset({SUBMIT, RESOLVE})
+"""Client-streaming methods: fuzzed as whole streams, not as single messages."""
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +74,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzHub]:
 
 
 def finish(hub: FuzzHub) -> None:
-    """After a fuzz test: the baseline member's resolution is unchanged, the audit chain holds."""
+    """After a fuzz test: the baseline answers are unchanged, ledgers hold only own tokens, the
+    audit chain holds."""
     hub.check_baseline()
     verified = pb.VerifyAuditResponse()
     outcome = hub.call(ADMIN + "VerifyAudit", pb.VerifyAuditRequest())
@@ -157,13 +168,29 @@ optional_bool = st.none() | st.booleans()
 
 
 def bloom_params(  # noqa: PLR0917 (st.builds passes positionally)
-    kind: str, key_id: str, cap: int, fpr: float, q: int, r: int, rev: Any
+    kind: str,
+    key_id: str,
+    cap: int,
+    fpr: float,
+    members: int,
+    q: int,
+    r: int,
+    rev: Any,
+    interval: Any,
 ) -> Any:
     message = pb.BloomParameters(
-        kind=kind, key_id=key_id, capacity=cap, target_fpr=fpr, quorum=q, retention_days=r
+        kind=kind,
+        key_id=key_id,
+        capacity=cap,
+        forum_fpr=fpr,
+        max_members=members,
+        quorum=q,
+        retention_days=r,
     )
     if rev is not None:
         message.reveal_members = rev
+    if interval is not None:
+        message.replace_interval_seconds = interval
     return message
 
 
@@ -197,9 +224,11 @@ bloom_messages = st.builds(
     key_ids,
     U64 | st.integers(1, 100_000),
     DOUBLES,
+    st.sampled_from([0, 1, 2, 32, 250, 251]) | U32,
     small_u32,
     small_u32,
     optional_bool,
+    st.none() | st.sampled_from([0, 3600]) | U32,
 )
 minhash_messages = st.builds(
     minhash_params,
@@ -215,7 +244,13 @@ minhash_messages = st.builds(
 
 requests: dict[str, st.SearchStrategy[Any]] = {
     MEMBER + "GetParameters": st.just(pb.GetParametersRequest()),
-    DOWNLOAD: st.builds(pb.ResolutionRequest, kind=kinds, key_id=key_ids),
+    # A header alone: hostile values, nothing after (stream shapes have a test of their own).
+    RESOLVE: st.builds(
+        lambda k, i, n: pb.ResolveRequest(header=pb.ResolveHeader(kind=k, key_id=i, token_count=n)),
+        kinds,
+        key_ids,
+        st.sampled_from([0, 1, hubtest.EMAIL_CAPACITY, hubtest.EMAIL_CAPACITY + 1]) | U64,
+    ),
     MEMBER + "Confirm": st.builds(
         lambda k, i, t: pb.ConfirmRequest(kind=k, key_id=i, tokens=t),
         kinds,
@@ -244,7 +279,7 @@ requests: dict[str, st.SearchStrategy[Any]] = {
     ),
     ADMIN + "VerifyAudit": st.just(pb.VerifyAuditRequest()),
 }
-assert set(requests) | {SUBMIT} == set(fuzzing.METHODS), "a new RPC needs a request strategy"
+assert set(requests) | STREAMS == set(fuzzing.METHODS), "a new RPC needs a request strategy"
 
 
 # ---------------------------------------------------------------------------------- 1. raw bytes
@@ -287,10 +322,13 @@ def _hostile(hub: FuzzHub, data: st.DataObject, method: str, who: str | None) ->
     outcome = hub.call(method, message, who=who)
     allowed = ALLOWED_ADMIN if method.startswith(ADMIN) else ALLOWED
     hub.check_refusal(outcome, before, allowed=allowed)
-    if outcome.code is OK and method == DOWNLOAD:
-        header = pb.ResolutionChunk()
-        header.ParseFromString(outcome.responses[0])
-        assert header.WhichOneof("part") == "header"
+    if outcome.code is OK and method == RESOLVE:
+        # Only a well-formed empty question is answered: zero tokens, by a member with a filter.
+        assert message.header.token_count == 0
+        assert outcome.caller in fuzzing.SUBMITTERS
+        answers = fuzzing.decode_answers(outcome.responses)
+        assert (answers.status, answers.others) == (b"", b"")
+        assert answers.summary.kind == message.header.kind == hubtest.EMAIL
 
 
 def test_hostile_field_values(hub: FuzzHub) -> None:
@@ -470,27 +508,235 @@ def test_more_bytes_than_announced_in_large_chunks(hub: FuzzHub) -> None:
     finish(hub)
 
 
-# ---------------------------------------------------------------------------------- 4. downloads
+# ------------------------------------------------------------------------------ 4. Resolve streams
+
+RESOLVE_SHAPES = (
+    "normal",
+    "empty-chunks",
+    "no-header",
+    "second-header",
+    "header-last",
+    "more-bytes",
+    "fewer-bytes",
+    "header-only",
+    "empty",
+)
+VALID_SHAPES = frozenset({"normal", "empty-chunks"})
+
+
+@st.composite
+def token_material(draw: st.DrawFn, hub: FuzzHub) -> bytes:
+    """Tokens to ask about: m1's and m2's own (whole or cut), arbitrary 16-byte blocks, ragged
+    bytes, repeats, and sometimes a bulk of pseudo-random tokens up to past the capacity."""
+    own = {m: hub.own_tokens(m) for m in fuzzing.SUBMITTERS}
+    pick = st.sampled_from(fuzzing.SUBMITTERS).flatmap(
+        lambda m: st.integers(0, len(own[m]) // 16 - 1).map(
+            lambda i: own[m][16 * i : 16 * i + 16]  # noqa: B023 (m is the flatmap's own)
+        )
+    )
+    pieces = draw(
+        st.lists(
+            st.one_of(
+                pick,
+                pick,
+                st.binary(min_size=16, max_size=16),
+                st.sampled_from([own["m1"], own["m2"], bytes(16), b"\xff" * 16]),
+                st.binary(max_size=40),  # usually ragged
+            ),
+            max_size=24,
+        ),
+        label="pieces",
+    )
+    material = b"".join(pieces)
+    if draw(st.integers(0, 9), label="bulk?") == 0:
+        count = draw(
+            st.sampled_from([hubtest.EMAIL_CAPACITY, hubtest.EMAIL_CAPACITY + 1])
+            | st.integers(1_000, hubtest.EMAIL_CAPACITY + 10),
+            label="bulk",
+        )
+        seed = draw(st.integers(0, 2**32 - 1), label="seed")
+        material += np.random.default_rng(seed).bytes(16 * count)
+    return material
+
+
+def resolve_stream(
+    data: st.DataObject, header: pb.ResolveHeader, material: bytes, shape: str
+) -> list[pb.ResolveRequest]:
+    head = pb.ResolveRequest(header=header)
+    size = data.draw(st.integers(1, 70_000) | st.sampled_from([16, 1 << 20]), label="chunk")
+    parts = [pb.ResolveRequest(tokens=c) for c in chunked(material, size) if c]
+    if shape == "empty-chunks":
+        for _ in range(data.draw(st.integers(1, 4), label="empties")):
+            parts.insert(data.draw(st.integers(0, len(parts))), pb.ResolveRequest(tokens=b""))
+    if shape in ("normal", "empty-chunks"):
+        return [head, *parts]
+    if shape == "no-header":
+        return parts or [pb.ResolveRequest(tokens=b"")]
+    if shape == "second-header":
+        at = data.draw(st.integers(0, len(parts)))
+        return [head, *parts[:at], head, *parts[at:]]
+    if shape == "header-last":
+        return [*parts, head]
+    if shape == "more-bytes":
+        return [
+            head,
+            *parts,
+            pb.ResolveRequest(tokens=data.draw(st.binary(min_size=1, max_size=64))),
+        ]
+    if shape == "fewer-bytes":
+        keep = data.draw(st.integers(0, max(len(parts) - 1, 0)))
+        cut = parts[:keep]
+        if len(parts) == keep + 1 and len(material) > 1:  # or cut the last chunk short
+            cut.append(pb.ResolveRequest(tokens=parts[keep].tokens[:-1]))
+        return [head, *cut]
+    if shape == "header-only":
+        return [head]
+    return []  # "empty"
+
+
+def held_tokens(hub: FuzzHub, member: str, material: bytes) -> set[bytes]:
+    """The distinct tokens of ``material`` that ``member``'s own filter holds."""
+    if member not in fuzzing.SUBMITTERS or len(material) % 16:
+        return set()
+    array = np.frombuffer(material, dtype="<u8").reshape(-1, 2)
+    held = hub.forum.bloom(member).contains_tokens(array)
+    return {material[16 * i : 16 * i + 16] for i in np.flatnonzero(held).tolist()}
+
+
+def check_resolve_effect(
+    hub: FuzzHub, before: fuzzing.Snapshot, who: str, asked: set[bytes]
+) -> bool:
+    """A Resolve by ``who`` about ``asked`` (its held tokens) left the state unchanged, or
+    fully updated — never half: ``who``'s ledger holds exactly its old tokens and ``asked``,
+    every asked token with one new time, the others with their old ones. Nothing else changed.
+    Returns whether the ledger was updated."""
+    after = hub.snapshot()
+    assert after.queries_of_others(who) == before.queries_of_others(who)
+    rest = dict(ledgers=(), asked=())
+    assert dataclasses.replace(after, **rest) == dataclasses.replace(before, **rest)
+    old = fuzzing.ledger_times(before, who)
+    new = fuzzing.ledger_times(after, who)
+    if new == old:
+        return False
+    assert new.keys() == old.keys() | asked, "the ledger records other tokens than those asked"
+    assert {new[t] for t in asked} == {max(new.values())}, "asked tokens with different times"
+    assert all(new[t] == old[t] for t in new.keys() - asked), "an unasked token was touched"
+    assert max(new.values()) >= max(old.values(), default=0)
+    return True
+
+
+@fuzz_settings(300, long_cap=4000)
+@given(data=st.data())
+@counted(f"{MODULE}::test_malformed_resolve_streams")
+def _resolve(hub: FuzzHub, data: st.DataObject) -> None:
+    who = data.draw(
+        st.sampled_from(["m1", "m1", "m1", "m2", "m2", "m3", hubtest.COORDINATOR]), label="who"
+    )
+    material = data.draw(token_material(hub), label="tokens")
+    exact = len(material) // 16
+    header = pb.ResolveHeader(
+        kind=data.draw(st.sampled_from([hubtest.EMAIL] * 4) | kinds, label="kind"),
+        key_id=data.draw(st.sampled_from([hubtest.KEY_ID] * 4) | key_ids, label="key id"),
+        token_count=data.draw(
+            st.sampled_from([exact] * 6 + [exact + 1, max(exact - 1, 0), 0])
+            | st.sampled_from([hubtest.EMAIL_CAPACITY, hubtest.EMAIL_CAPACITY + 1, 2**64 - 1])
+            | U64,
+            label="count",
+        ),
+    )
+    shape = data.draw(st.sampled_from(RESOLVE_SHAPES), label="shape")
+    stream = resolve_stream(data, header, material, shape)
+    valid = (
+        shape in VALID_SHAPES
+        and who in fuzzing.SUBMITTERS
+        and (header.kind, header.key_id) == (hubtest.EMAIL, hubtest.KEY_ID)
+        and header.token_count * 16 == len(material)
+        and header.token_count <= hubtest.EMAIL_CAPACITY
+    )
+    before = hub.snapshot()
+    outcome = hub.call(RESOLVE, *stream, who=who, timeout=30.0)
+    hub.check_refusal(outcome, before, allowed=ALLOWED)
+    if not valid:
+        assert outcome.code is not OK, f"answered a malformed stream ({shape})"
+        return
+    assert outcome.code is OK, outcome
+    answers = fuzzing.decode_answers(outcome.responses)
+    status, others = hub.expected_answers(who, material)
+    assert (answers.status, answers.others) == (status, others)
+    summary = answers.summary
+    assert (summary.kind, summary.key_id, summary.quorum) == (hubtest.EMAIL, hubtest.KEY_ID, 2)
+    assert summary.answered == status.count(0) and summary.not_held == status.count(1)
+    assert summary.over_budget == 0
+    assert summary.submission_tokens <= summary.submission_budget == len(hub.forum.sets[who])
+    assert summary.day_tokens <= summary.day_budget == hubtest.EMAIL_CAPACITY
+    check_resolve_effect(hub, before, who, held_tokens(hub, who, material))
+
+
+def test_malformed_resolve_streams(hub: FuzzHub) -> None:
+    _resolve(hub)
+    finish(hub)
+
+
+def own_stream(hub: FuzzHub, member: str, extra: bytes, chunk: int) -> list[bytes]:
+    material = hub.own_tokens(member) + extra
+    header = pb.ResolveHeader(
+        kind=hubtest.EMAIL, key_id=hubtest.KEY_ID, token_count=len(material) // 16
+    )
+    stream = [pb.ResolveRequest(header=header)]
+    stream += [pb.ResolveRequest(tokens=c) for c in chunked(material, chunk)]
+    return [m.SerializeToString() for m in stream]
 
 
 @fuzz_settings(60)
-@given(after=st.integers(0, 3), member=st.sampled_from(["m1", "m2"]))
-@counted(f"{MODULE}::test_download_cancelled_midway")
-def _cancelled(hub: FuzzHub, after: int, member: str) -> None:
+@given(
+    after=st.integers(1, 3),
+    member=st.sampled_from(fuzzing.SUBMITTERS),
+    extra=st.lists(st.binary(min_size=16, max_size=16), max_size=5).map(b"".join),
+    chunk=st.sampled_from([16, 64, 1 << 20]),
+)
+@counted(f"{MODULE}::test_resolve_cancelled_while_answering")
+def _cancelled_answering(hub: FuzzHub, after: int, member: str, extra: bytes, chunk: int) -> None:
     before = hub.snapshot()
-    outcome = hub.call(
-        DOWNLOAD,
-        pb.ResolutionRequest(kind=hubtest.EMAIL, key_id=hubtest.KEY_ID),
-        who=member,
-        cancel_after=after or None,
+    outcome = hub.call_raw(
+        RESOLVE, own_stream(hub, member, extra, chunk), who=member, cancel_after=after
     )
     assert outcome.code in (OK, grpc.StatusCode.CANCELLED), outcome
-    after_snapshot = hub.snapshot()
-    assert after_snapshot == before  # a read changes nothing but the (excluded) read audit
+    # The hub commits before it sends the summary: a reader that leaves after it finds the
+    # request recorded in full.
+    material = hub.own_tokens(member) + extra
+    check_resolve_effect(hub, before, member, held_tokens(hub, member, material))
 
 
-def test_download_cancelled_midway(hub: FuzzHub) -> None:
-    _cancelled(hub)
+def test_resolve_cancelled_while_answering(hub: FuzzHub) -> None:
+    _cancelled_answering(hub)
+    finish(hub)
+
+
+@fuzz_settings(30, long_cap=300)
+@given(
+    member=st.sampled_from(fuzzing.SUBMITTERS),
+    sent=st.sampled_from(["header", "part", "all"]),
+    extra=st.lists(st.binary(min_size=16, max_size=16), max_size=5).map(b"".join),
+)
+@counted(f"{MODULE}::test_resolve_cancelled_while_sending")
+def _cancelled_sending(hub: FuzzHub, member: str, sent: str, extra: bytes) -> None:
+    stream = own_stream(hub, member, extra, 16)
+    if sent == "header":
+        stream = stream[:1]
+    elif sent == "part":
+        stream = stream[: len(stream) // 2]
+    before = hub.snapshot()
+    outcome = hub.cancel_while_sending(RESOLVE, stream, who=member, after=0.1)
+    assert outcome.code is grpc.StatusCode.CANCELLED, outcome
+    material = hub.own_tokens(member) + extra
+    updated = check_resolve_effect(hub, before, member, held_tokens(hub, member, material))
+    # Part of a question is never answered; a whole one left open may be (gRPC can end the
+    # hub's read of a cancelled stream as if the client had closed it).
+    assert sent == "all" or not updated, "a request cancelled part-way was recorded"
+
+
+def test_resolve_cancelled_while_sending(hub: FuzzHub) -> None:
+    _cancelled_sending(hub)
     finish(hub)
 
 

@@ -37,8 +37,9 @@ def honest(params: BloomParams, n: int, prefix: str = "h") -> BloomFilter:
 
 
 def count_for(params: BloomParams, set_bits: int) -> int:
-    """The declared count whose expected fill is the observed one (inverse of expected_fill)."""
-    return round(math.log1p(-set_bits / params.m) / (params.k * math.log1p(-1.0 / params.m)))
+    """The declared count whose expected fill is the observed one: inverse of expected_fill,
+    1 − (1 − k/m)^n."""
+    return round(math.log1p(-set_bits / params.m) / math.log1p(-params.k / params.m))
 
 
 def consistent(params: BloomParams, bits: npt.NDArray[np.uint8]) -> BloomFilter:
@@ -83,8 +84,10 @@ def test_honest_filters_pass(params: BloomParams, n: int) -> None:
     assert health.byte_chi2_z <= UNIFORMITY_SIGMAS
     if n == params.capacity:
         # At capacity the FPR is the target (m, k chosen for it) up to the fill's noise:
-        # fpr = fill^k, so a 6σ fill deviation moves it by a factor (1 ± 6σ/fill)^k ≈ 1 ± 5%.
-        assert health.fpr_at_fill == pytest.approx(params.target_fpr, rel=0.1)
+        # fpr ≈ fill^k, so a 6σ fill deviation moves it by a factor (1 ± 6σ/fill)^k ≈
+        # 1 ± 6kσ/fill (±5 % for PUBLISHED, far more for a 100-item filter of a few hundred bits).
+        relative = 6 * params.k * params.fill_stddev(n) / params.expected_fill(n)
+        assert health.fpr_at_fill == pytest.approx(params.target_fpr, rel=max(relative, 0.05))
 
 
 def test_several_honest_members_pass() -> None:

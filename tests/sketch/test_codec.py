@@ -93,7 +93,7 @@ def test_golden_parameters() -> None:
 
 def test_golden_bloom_raw_bytes() -> None:
     bloom = golden_bloom()
-    data = golden("bloom_v1_raw.bin")
+    data = golden("bloom_v2_raw.bin")
     assert encode_bloom(bloom, compress=False) == data
     assert len(data) == BLOOM_HEADER_SIZE + len("golden-1") + 640 // 8
     assert data[40:] == bloom.bits.tobytes()
@@ -112,7 +112,7 @@ def test_golden_bloom_raw_bytes() -> None:
 def test_golden_bloom_zlib_bytes() -> None:
     # The compressed golden pins zlib level 6 output of zlib 1.2.x (see tests/golden/README.md).
     bloom = golden_bloom()
-    data = golden("bloom_v1_zlib.bin")
+    data = golden("bloom_v2_zlib.bin")
     assert encode_bloom(bloom, compress=True) == data
     assert encode_bloom(bloom) == data  # fill ≈ 3% < 30%: compressed by default
     assert zlib.decompress(data[40:]) == bloom.bits.tobytes()
@@ -122,11 +122,11 @@ def test_golden_bloom_zlib_bytes() -> None:
 
 
 def test_golden_bloom_header_layout() -> None:
-    raw, packed = golden("bloom_v1_raw.bin"), golden("bloom_v1_zlib.bin")
+    raw, packed = golden("bloom_v2_raw.bin"), golden("bloom_v2_zlib.bin")
     bits = golden_bloom().bits.tobytes()
     for data, flags in ((raw, 0), (packed, 1)):
         assert data[0:4] == b"SGBF" == BLOOM_MAGIC
-        assert struct.unpack_from("<B", data, 4) == (1,)  # version
+        assert struct.unpack_from("<B", data, 4) == (2,)  # version
         assert struct.unpack_from("<B", data, 5) == (1,)  # kind wire code: email
         assert struct.unpack_from("<H", data, 6) == (flags,)  # bit 0: zlib
         assert struct.unpack_from("<Q", data, 8) == (640,)  # m
@@ -135,7 +135,7 @@ def test_golden_bloom_header_layout() -> None:
         assert struct.unpack_from("<B", data, 25) == (8,)  # key id length
         assert struct.unpack_from("<H", data, 26) == (0,)  # reserved
         assert struct.unpack_from("<I", data, 28) == (zlib.crc32(bits),)  # CRC of raw bits
-        assert struct.unpack_from("<I", data, 28) == (0xDC1B7CC5,)
+        assert struct.unpack_from("<I", data, 28) == (0x4F8447E5,)
         assert data[32:40] == b"golden-1"
     assert read_bloom_header(raw) == BloomHeader(
         kind="email",
@@ -144,10 +144,38 @@ def test_golden_bloom_header_layout() -> None:
         k=7,
         count=3,
         compressed=False,
-        crc32=0xDC1B7CC5,
+        crc32=0x4F8447E5,
         payload_offset=40,
     )
     assert read_bloom_header(packed).compressed is True
+
+
+V1_MESSAGE = (
+    "Bloom filter format version 1 uses the old bit positions: rebuild it with a current "
+    "sigshare client"
+)
+
+
+@pytest.mark.parametrize("name", ["bloom_v1_raw.bin", "bloom_v1_zlib.bin"])
+def test_version_1_filters_are_refused_with_a_rebuild_message(name: str) -> None:
+    data = golden(name)
+    assert data[4] == 1  # the frozen v1 golden files, byte for byte as v1 encoders wrote them
+    assert str(expect_format_error(data)) == V1_MESSAGE
+    with pytest.raises(FormatError) as caught:
+        read_bloom_header(data)
+    assert str(caught.value) == V1_MESSAGE
+
+
+def test_version_1_bits_do_not_answer_for_version_2_positions() -> None:
+    # Why v1 is refused rather than read: its header is otherwise valid and its CRC covers only
+    # the bits, so relabelled as v2 it decodes — and then misses its own values (each of the
+    # three values' 7 distinct positions would have to land on the 19 set bits of 640).
+    v1 = golden("bloom_v1_raw.bin")
+    assert v1[:4] + bytes([2]) + v1[5:28] == golden("bloom_v2_raw.bin")[:28]
+    relabelled = decode_bloom(patched(v1, 4, "<B", 2), GOLDEN_PARAMS)
+    keyed = KeyedBloomFilter(GOLDEN_PARAMS, KeyedPRF(GOLDEN_KEY), relabelled.bits, 3)
+    assert not keyed.contains(GOLDEN_VALUES).any()
+    assert golden_bloom().contains(GOLDEN_VALUES).all()
 
 
 def test_golden_signatures() -> None:
@@ -214,7 +242,7 @@ def test_bloom_round_trip(bloom: BloomFilter, compress: bool | None) -> None:
 
 
 def test_decoded_filter_is_usable() -> None:
-    decoded = decode_bloom(golden("bloom_v1_raw.bin"), GOLDEN_PARAMS)
+    decoded = decode_bloom(golden("bloom_v2_raw.bin"), GOLDEN_PARAMS)
     prf = KeyedPRF(GOLDEN_KEY)
     decoded.add_tokens(prf.tokens(["d@example.com"]))
     assert decoded.contains_tokens(prf.tokens([*GOLDEN_VALUES, "d@example.com"])).all()
@@ -288,7 +316,7 @@ def test_encode_refuses_bad_signature_sets(
 # ----------------------------------------------------------------------------- malformed Bloom
 
 
-@pytest.mark.parametrize("name", ["bloom_v1_raw.bin", "bloom_v1_zlib.bin"])
+@pytest.mark.parametrize("name", ["bloom_v2_raw.bin", "bloom_v2_zlib.bin"])
 def test_every_truncation_refused(name: str) -> None:
     data = golden(name)
     for length in range(len(data)):
@@ -299,12 +327,13 @@ def test_every_truncation_refused(name: str) -> None:
 
 
 def test_header_field_refusals() -> None:
-    raw = golden("bloom_v1_raw.bin")
+    raw = golden("bloom_v2_raw.bin")
     cases = {
         "bad magic": patched(raw, 0, "4s", b"SGBX"),
         "signature magic": patched(raw, 0, "4s", b"SGMH"),
         "version 0": patched(raw, 4, "<B", 0),
-        "version 2": patched(raw, 4, "<B", 2),
+        "version 1": patched(raw, 4, "<B", 1),
+        "version 3": patched(raw, 4, "<B", 3),
         "unknown flag bit 1": patched(raw, 6, "<H", 0x0002),
         "unknown flag bit 15": patched(raw, 6, "<H", 0x8000 | FLAG_ZLIB),
         "reserved": patched(raw, 26, "<H", 1),
@@ -324,7 +353,8 @@ def test_header_field_refusals() -> None:
         "bad magic": "bad magic",
         "signature magic": "bad magic",
         "version 0": "version 0",
-        "version 2": "version 2",
+        "version 1": "version 1 uses the old bit positions",
+        "version 3": "version 3",
         "kind code 0": "unknown kind code 0",
         "kind code 200": "unknown kind code 200",
         "key length 0": "key id length",
@@ -340,25 +370,25 @@ def test_header_field_refusals() -> None:
 
 def test_key_id_length_pointing_past_the_end() -> None:
     # A header alone (no key id bytes) with L = 8.
-    header_only = golden("bloom_v1_raw.bin")[:32]
+    header_only = golden("bloom_v2_raw.bin")[:32]
     error = expect_format_error(header_only)
     assert "truncated" in str(error)
 
 
 def test_zlib_flag_on_a_raw_payload_refused() -> None:
-    raw = golden("bloom_v1_raw.bin")
+    raw = golden("bloom_v2_raw.bin")
     error = expect_format_error(patched(raw, 6, "<H", FLAG_ZLIB))
     assert "corrupt compressed payload" in str(error)
 
 
 def test_raw_flag_on_a_compressed_payload_refused() -> None:
-    packed = golden("bloom_v1_zlib.bin")
+    packed = golden("bloom_v2_zlib.bin")
     error = expect_format_error(patched(packed, 6, "<H", 0))
     assert "payload is" in str(error)
 
 
 def test_crc_flip_refused() -> None:
-    for name in ("bloom_v1_raw.bin", "bloom_v1_zlib.bin"):
+    for name in ("bloom_v2_raw.bin", "bloom_v2_zlib.bin"):
         data = bytearray(golden(name))
         for bit in range(32):
             flipped = bytearray(data)
@@ -367,7 +397,7 @@ def test_crc_flip_refused() -> None:
 
 
 def test_every_payload_bit_flip_refused() -> None:
-    raw = golden("bloom_v1_raw.bin")
+    raw = golden("bloom_v2_raw.bin")
     for position in range(40, len(raw)):
         for bit in range(8):
             flipped = bytearray(raw)
@@ -378,7 +408,7 @@ def test_every_payload_bit_flip_refused() -> None:
 def test_every_compressed_payload_bit_flip_refused_or_harmless() -> None:
     # Deflate has don't-care bits (padding after the final block's end code): a flip there
     # inflates to the same bytes. Every other flip must be refused; none may change the bits.
-    packed = golden("bloom_v1_zlib.bin")
+    packed = golden("bloom_v2_zlib.bin")
     original = golden_bloom().bits
     refused = harmless = 0
     for position in range(40, len(packed)):
@@ -414,25 +444,25 @@ def test_params_mismatch_refused(change: dict[str, object], message: str) -> Non
         "target_fpr": 0.01,
     }
     params = BloomParams(**{**fields, **change})  # type: ignore[arg-type]
-    for name in ("bloom_v1_raw.bin", "bloom_v1_zlib.bin"):
+    for name in ("bloom_v2_raw.bin", "bloom_v2_zlib.bin"):
         assert message in str(expect_format_error(golden(name), params))
 
 
 def test_capacity_and_target_are_not_part_of_the_encoding() -> None:
     other = BloomParams(kind="email", key_id="golden-1", m=640, k=7, capacity=1_000, target_fpr=0.3)
-    assert decode_bloom(golden("bloom_v1_raw.bin"), other).params == other
+    assert decode_bloom(golden("bloom_v2_raw.bin"), other).params == other
 
 
 @pytest.mark.parametrize("extra", [b"\x00", b"garbage", bytes(80)])
 def test_raw_payload_of_wrong_length_refused(extra: bytes) -> None:
-    raw = golden("bloom_v1_raw.bin")
+    raw = golden("bloom_v2_raw.bin")
     assert "payload is" in str(expect_format_error(raw + extra))
     assert "payload is" in str(expect_format_error(raw[:-1]))
 
 
 def compressed_variant(payload: bytes, bits: bytes) -> bytes:
     """The golden header with the zlib flag, a chosen payload and the CRC of ``bits``."""
-    header = patched(golden("bloom_v1_raw.bin")[:40], 6, "<H", FLAG_ZLIB)
+    header = patched(golden("bloom_v2_raw.bin")[:40], 6, "<H", FLAG_ZLIB)
     return with_crc(header, 28, bits) + payload
 
 
@@ -483,7 +513,7 @@ def test_zlib_bomb_refused_with_bounded_memory() -> None:
     nbytes = params.nbytes
     header = struct.pack(
         "<4sBBHQQBBHI",
-        b"SGBF", 1, 1, FLAG_ZLIB, params.m, 0, 7, 8, 0, zlib.crc32(bytes(nbytes)),
+        b"SGBF", 2, 1, FLAG_ZLIB, params.m, 0, 7, 8, 0, zlib.crc32(bytes(nbytes)),
     )  # fmt: skip
     data = header + b"golden-1" + zlib_bomb(64 << 20)
     assert len(data) < nbytes  # the bomb is smaller than the filter it claims to be
@@ -568,13 +598,14 @@ def decode_anything(data: bytes) -> None:
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes(data: bytes) -> None:
     decode_anything(data)
+    decode_anything(BLOOM_MAGIC + b"\x02" + data)
     decode_anything(BLOOM_MAGIC + b"\x01" + data)
     decode_anything(SIGNATURE_MAGIC + b"\x01" + data)
 
 
 @PROPERTY
 @given(
-    name=st.sampled_from(["bloom_v1_raw.bin", "bloom_v1_zlib.bin", "signatures_v1.bin"]),
+    name=st.sampled_from(["bloom_v2_raw.bin", "bloom_v2_zlib.bin", "signatures_v1.bin"]),
     edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
     cut=st.one_of(st.none(), st.integers(0, 200)),
     tail=st.binary(max_size=20),
@@ -589,7 +620,7 @@ def test_fuzz_mutated_encodings(
             data[position] = value
     mutated = bytes(data[:cut] if cut is not None else data) + tail
     decode_anything(mutated)
-    if fix_crc and name == "bloom_v1_raw.bin" and len(mutated) >= 40:
+    if fix_crc and name == "bloom_v2_raw.bin" and len(mutated) >= 40:
         # Recompute the CRC so mutations reach the checks behind it.
         decode_anything(with_crc(mutated, 28, mutated[40:]))
     if fix_crc and name == "signatures_v1.bin" and len(mutated) >= 32:
@@ -597,7 +628,7 @@ def test_fuzz_mutated_encodings(
 
 
 def test_flipped_header_bits_never_escape_as_other_errors() -> None:
-    for name in ("bloom_v1_raw.bin", "bloom_v1_zlib.bin", "signatures_v1.bin"):
+    for name in ("bloom_v2_raw.bin", "bloom_v2_zlib.bin", "signatures_v1.bin"):
         data = golden(name)
         for position in range(min(len(data), 40)):
             for bit in range(8):
@@ -606,7 +637,7 @@ def test_flipped_header_bits_never_escape_as_other_errors() -> None:
                 decode_anything(bytes(flipped))
 
 
-@pytest.mark.parametrize("name", ["bloom_v1_raw.bin", "bloom_v1_zlib.bin"])
+@pytest.mark.parametrize("name", ["bloom_v2_raw.bin", "bloom_v2_zlib.bin"])
 def test_only_the_declared_count_escapes_header_integrity(name: str) -> None:
     # Every single-bit flip in the header and key id is refused, except in the declared count
     # (bytes 16..23): it is covered neither by the CRC (bits only) nor by the caller's params.

@@ -1,4 +1,4 @@
-"""A whole forum in one process: an embedded hub, three firms, their nightly syncs, the truth.
+"""A whole forum in one process: an embedded hub, N firms, their nightly syncs, the truth.
 
 The hub is the real one (``sigshare.hub``: gRPC on a loopback port, an SQLite database in a
 temporary directory); each firm is the real member client (configuration, input files, local
@@ -36,6 +36,7 @@ from sigshare.client.synthetic import (
     account_email,
     account_ip,
     account_phone,
+    firm_names,
     generate_forum,
 )
 from sigshare.sketch.keys import ForumSecret, write_secret_file
@@ -54,9 +55,12 @@ class HubMissingError(Exception):
 @dataclass
 class DemoConfig:
     seed: int = 7
+    firms: int = 3
     accounts_per_firm: int = 3000
     capacity: int = 10_000
-    target_fpr: float = 1e-3
+    forum_fpr: float = 1e-3
+    """Forum-level false-shared rate (each filter gets ``forum_fpr / (max_members − 1)``)."""
+    max_members: int = 32
     quorum: int = 2
     threshold: float = 0.5
     min_cluster_volume: int = 5
@@ -218,7 +222,8 @@ def _embedded_hub(directory: Path, config: DemoConfig, firms: list[str]) -> Iter
                 kind=kind,
                 key_id=KEY_ID,
                 capacity=config.capacity,
-                target_fpr=config.target_fpr,
+                forum_fpr=config.forum_fpr,
+                max_members=max(config.max_members, len(firms)),
                 quorum=config.quorum,
                 now=now,
             )
@@ -330,7 +335,11 @@ def run_forum_demo(config: DemoConfig) -> DemoReport:
     """Run the whole forum and score it; see the module docstring."""
     from sigshare.sketch.keys import load_secret_file  # noqa: PLC0415
 
-    forum = generate_forum(config.seed, accounts_per_firm=config.accounts_per_firm)
+    forum = generate_forum(
+        config.seed,
+        firm_names=firm_names(config.firms),
+        accounts_per_firm=config.accounts_per_firm,
+    )
     names = [firm.name for firm in forum.firms]
     report = DemoReport(config=config)
     with (

@@ -36,12 +36,12 @@ from sigshare.client.hub_types import (
     ConfirmResult,
     HubParameters,
     Matches,
-    Resolution,
+    ResolveResult,
     SketchFormatName,
     SubmissionInfoView,
     SubmitResult,
 )
-from sigshare.sketch.bloom import MAX_BITS
+from sigshare.sketch.prf import TOKEN_BYTES
 
 _log = logging.getLogger(__name__)
 
@@ -308,36 +308,43 @@ class HubClient:
         )
         return wire.submit_result_from_proto(response)
 
-    def download_resolution(
-        self, kind: str, key_id: str, on_progress: Callable[[int], None] | None = None
-    ) -> Resolution:
-        """Download and verify this member's resolution vector for ``kind``.
+    def resolve(
+        self,
+        kind: str,
+        key_id: str,
+        tokens: bytes,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> ResolveResult:
+        """Ask the hub which of this member's own values of ``kind`` other members hold.
 
-        The deadline assumes the encoded vector is at most about ``m`` bytes, using the published
-        ``m`` once :meth:`get_parameters` has run and the largest possible ``m`` before.
-        ``on_progress`` receives the size of each chunk received; a retry reports again.
+        ``tokens`` are the values' 16-byte tokens, concatenated (this member's own: the hub
+        answers only tokens its active filter holds, within the query budgets). Retrying is
+        safe: a repeated token costs no budget. ``on_progress`` receives the number of tokens
+        sent in each chunk; a retry reports again.
         """
-        published = self._parameters.bloom.get(kind) if self._parameters else None
-        timeout = self._timeouts.stream(published.m if published else MAX_BITS)
-        request = wire.resolution_request(kind, key_id)
+        count = len(tokens) // TOKEN_BYTES
+        timeout = self._timeouts.stream(3 * len(tokens))
+        chunk = self._chunk_size(None)
 
-        def attempt() -> Resolution:
-            call = self._stub.DownloadResolution(request, timeout=timeout, metadata=self._metadata)
+        def attempt() -> ResolveResult:
+            call = self._stub.Resolve(
+                wire.resolve_requests(kind, key_id, tokens, chunk, on_progress),
+                timeout=timeout,
+                metadata=self._metadata,
+            )
             try:
-                return wire.resolution_from_stream(
-                    call, kind=kind, key_id=key_id, on_progress=on_progress
-                )
+                return wire.resolve_from_stream(call, kind=kind, key_id=key_id, count=count)
             finally:
                 call.cancel()  # frees the stream when verification stopped reading early
 
-        return self._retrying("DownloadResolution", attempt)
+        return self._retrying("Resolve", attempt)
 
     def confirm(self, kind: str, key_id: str, tokens: Iterable[ConfirmedToken]) -> ConfirmResult:
         """Offer resolved tokens in batches that fit the hub's message limit; sums the answers.
 
         Confirming is idempotent, so after a failure part-way the whole call can be repeated.
         """
-        accepted = shared = not_resolved = 0
+        accepted = shared = not_resolved = over_budget = 0
         for request in wire.confirm_requests(
             kind,
             key_id,
@@ -351,7 +358,10 @@ class HubClient:
             accepted += result.accepted
             shared += result.shared
             not_resolved += result.not_resolved
-        return ConfirmResult(accepted=accepted, shared=shared, not_resolved=not_resolved)
+            over_budget += result.over_budget
+        return ConfirmResult(
+            accepted=accepted, shared=shared, not_resolved=not_resolved, over_budget=over_budget
+        )
 
     def list_matches(self, kind: str = "") -> Matches:
         """Shared indicators and campaign matches of this member (``""``: every kind)."""

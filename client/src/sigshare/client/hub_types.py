@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from enum import IntEnum
 from typing import Literal
 
 import numpy as np
@@ -42,12 +43,16 @@ class PublishedBloom:
     key_id: str
     capacity: int
     target_fpr: float
+    """Per-filter false-positive rate at capacity (what ``m`` and ``k`` are sized for)."""
     m: int
     k: int
     quorum: int
     retention_days: int
     reveal_members: bool
     digest: bytes
+    forum_fpr: float = 0.0
+    """Forum-level false-shared rate the hub keeps with ``max_members`` members."""
+    max_members: int = 0
 
     def bloom_params(self) -> BloomParams:
         """The sketch-core parameters, checked against the hub's digest.
@@ -185,19 +190,49 @@ class ClusterInfo:
 # ---------------------------------------------------------------------------------- resolution
 
 
+class TokenStatus(IntEnum):
+    """The hub's answer per token (wire values)."""
+
+    ANSWERED = 0
+    NOT_HELD = 1
+    """This member's own filter does not hold the token: the hub does not answer it."""
+    OVER_BUDGET = 2
+    """A query budget is spent: not answered this time."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
-class Resolution:
-    """A downloaded, verified resolution vector: ``counts[p]`` other members set bit ``p``."""
+class ResolveResult:
+    """The hub's answers about this member's own tokens of one kind, in request order."""
 
     kind: str
     key_id: str
-    m: int
-    k: int
     quorum: int
     members: int
-    counts: npt.NDArray[np.uint8]
-    """Length ``m``, read-only; entries below ``quorum − 1`` are zero."""
+    """Members with an active filter of the kind, this member included."""
+    status: npt.NDArray[np.uint8]
+    """Per token: a :class:`TokenStatus` value."""
+    others: npt.NDArray[np.uint8]
+    """Per token: other members whose own filter holds it (0 below quorum − 1 or unanswered)."""
+    holder_names: tuple[str, ...]
+    """Where the forum reveals members: names that ``holders`` bits refer to."""
+    holders: npt.NDArray[np.uint8] | None
+    """Per token, bit ``i`` (LSB of byte 0 first) set when ``holder_names[i]`` holds it."""
+    submission_tokens: int
+    submission_budget: int
+    day_tokens: int
+    day_budget: int
+    budget_frees_at: datetime | None
     computed_at: datetime | None
+
+    def count(self, status: TokenStatus) -> int:
+        return int(np.count_nonzero(self.status == status))
+
+    def names_of(self, index: int) -> tuple[str, ...]:
+        """The names of the other members holding token ``index`` (empty unless revealed)."""
+        if self.holders is None:
+            return ()
+        bits = np.unpackbits(self.holders[index], bitorder="little")
+        return tuple(name for name, bit in zip(self.holder_names, bits, strict=False) if bit)
 
 
 # ---------------------------------------------------------------------------------- confirmation
@@ -225,7 +260,10 @@ class ConfirmResult:
     shared: int
     """Accepted tokens that are now shared indicators (confirmed by at least quorum members)."""
     not_resolved: int
-    """Refused: not in the member's active filter or no longer held by quorum − 1 others."""
+    """Refused: not in the member's active filter, not held by quorum − 1 others' own filters,
+    or over a query budget."""
+    over_budget: int = 0
+    """Of ``not_resolved``: refused only because a query budget is spent."""
 
 
 # ---------------------------------------------------------------------------------- member view

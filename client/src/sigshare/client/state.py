@@ -17,6 +17,7 @@ state or the new one, and the next run resumes from the last finished phase:
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -27,10 +28,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 STATE_FILE = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BATCH = 10_000
 
-_SCHEMA = """
+_RESOLUTIONS_TABLE = """CREATE TABLE IF NOT EXISTS resolutions (
+    kind TEXT PRIMARY KEY,
+    members INTEGER NOT NULL,
+    quorum INTEGER NOT NULL,
+    answered INTEGER NOT NULL,
+    over_budget INTEGER NOT NULL,
+    computed_at TEXT NOT NULL
+)"""
+"""Per kind: the last resolution's figures."""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS indicators (
     kind TEXT NOT NULL,
@@ -79,15 +91,12 @@ CREATE TABLE IF NOT EXISTS resolved (
     kind TEXT NOT NULL,
     canonical TEXT NOT NULL,
     others INTEGER NOT NULL,
+    names TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (kind, canonical)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS resolutions (
-    kind TEXT PRIMARY KEY,
-    members INTEGER NOT NULL,
-    quorum INTEGER NOT NULL,
-    fill_ratio REAL NOT NULL,
-    computed_at TEXT NOT NULL
-);
+"""
+    + _RESOLUTIONS_TABLE
+    + """;
 CREATE TABLE IF NOT EXISTS campaign_matches (
     family TEXT NOT NULL,
     cluster_id TEXT NOT NULL,
@@ -106,6 +115,7 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 """
+)
 
 
 class StateError(Exception):
@@ -169,6 +179,8 @@ class ResolvedIndicator:
     token: bytes
     first_seen: datetime | None
     last_seen: datetime | None
+    other_names: tuple[str, ...] = ()
+    """The other holders' names, where the forum's policy reveals them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +192,25 @@ class CampaignMatchRecord:
     other_members: int
     other_member_names: tuple[str, ...]
     prompts: tuple[str, ...]
+
+
+def _upgrade(connection: sqlite3.Connection, version: int) -> None:
+    """Bring a state file of an older client up to :data:`SCHEMA_VERSION`, in one transaction."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if version < 2:
+            # Resolution moved from downloaded count vectors to answers per token; the old
+            # summary table had nothing a newer client reads.
+            connection.execute("ALTER TABLE resolved ADD COLUMN names TEXT NOT NULL DEFAULT ''")
+            connection.execute("DROP TABLE resolutions")
+            connection.execute(_RESOLUTIONS_TABLE)
+        connection.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 def _ensure_private_directory(path: Path) -> None:
@@ -230,6 +261,8 @@ class LocalState:
                 raise StateError(
                     f"state file {path} was written by a newer sigshare (schema {version[0]})"
                 )
+            elif int(version[0]) < SCHEMA_VERSION:
+                _upgrade(connection, int(version[0]))
         except sqlite3.DatabaseError as error:
             raise StateError(f"state file {path} is unusable: {error}") from None
         for suffix in ("-wal", "-shm"):
@@ -428,25 +461,39 @@ class LocalState:
         *,
         members: int,
         quorum: int,
-        fill_ratio: float,
-        others: Iterable[tuple[str, int]],
+        others: Iterable[tuple[str, int, tuple[str, ...]]],
+        unanswered: Iterable[str] = (),
         at: datetime,
     ) -> int:
-        """Store ``(canonical, other holders)`` for this kind's items held by ≥ 1 other."""
+        """Store ``(canonical, other holders, their names)`` for this kind's items held by ≥ 1
+        other member; items in ``unanswered`` (over the hub's query budget) keep what an earlier
+        pull learned about them. Returns the number of shared items stored."""
+        kept = set(unanswered)
         with self.transaction() as db:
+            previous = [
+                row
+                for row in db.execute(
+                    "SELECT kind, canonical, others, names FROM resolved WHERE kind = ?", (kind,)
+                )
+                if row[1] in kept
+            ]
             db.execute("DELETE FROM resolved WHERE kind = ?", (kind,))
-            rows = [(kind, canonical, count) for canonical, count in others if count > 0]
-            db.executemany("INSERT INTO resolved VALUES (?, ?, ?)", rows)
+            rows = [
+                (kind, canonical, count, json.dumps(list(names)) if names else "")
+                for canonical, count, names in others
+                if count > 0 and canonical not in kept
+            ]
+            db.executemany("INSERT INTO resolved VALUES (?, ?, ?, ?)", rows + previous)
             db.execute(
-                "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?, ?, ?)",
-                (kind, members, quorum, fill_ratio, _iso(at)),
+                "INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, members, quorum, len(rows), len(kept), _iso(at)),
             )
-        return len(rows)
+        return len(rows) + len(previous)
 
     def resolved(self, kind: str | None = None) -> list[ResolvedIndicator]:
         query = (
             "SELECT i.kind, i.value, i.canonical, i.category, r.others, i.token, i.first_seen, "
-            "i.last_seen FROM resolved r JOIN indicators i "
+            "i.last_seen, r.names FROM resolved r JOIN indicators i "
             "ON i.kind = r.kind AND i.canonical = r.canonical"
         )
         parameters: tuple[str, ...] = ()
@@ -464,6 +511,7 @@ class LocalState:
                 token=bytes(row[5]),
                 first_seen=_moment(row[6]),
                 last_seen=_moment(row[7]),
+                other_names=tuple(json.loads(row[8])) if row[8] else (),
             )
             for row in self._db.execute(query, parameters)
         ]

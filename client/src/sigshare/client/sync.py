@@ -1,8 +1,9 @@
 """The member's sync job: push sketches of local data, pull what the hub learned, resolve locally.
 
 ``push`` reads the pipelines' export files, canonicalises and sketches them with the forum's
-published parameters and uploads the sketches; ``pull`` downloads this member's resolution
-vectors and campaign matches and maps them back to the member's own values and prompts. Raw
+published parameters and uploads the sketches; ``pull`` asks the hub which of the member's own
+values other members hold (by their tokens) and fetches its campaign matches, and maps both back
+to the member's own values and prompts. Raw
 values and prompts never leave this process: only keyed Bloom filters and salted MinHash
 signatures of cluster template cores do.
 
@@ -37,6 +38,7 @@ from sigshare.client.hub_types import (
     HubParameters,
     PublishedBloom,
     PublishedMinHash,
+    TokenStatus,
     new_cluster_id,
 )
 from sigshare.client.inputs import (
@@ -55,12 +57,12 @@ from sigshare.client.state import (
     SketchRecord,
 )
 from sigshare.client.wire import encode_cluster_set
-from sigshare.sketch.bloom import KeyedBloomFilter, resolve_tokens
+from sigshare.sketch.bloom import KeyedBloomFilter
 from sigshare.sketch.cluster import cluster_prompts
 from sigshare.sketch.codec import SignatureSet, encode_bloom
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.minhash import SaltedMinHasher
-from sigshare.sketch.prf import KeyedPRF, tokens_from_bytes, tokens_to_bytes
+from sigshare.sketch.prf import KeyedPRF, tokens_to_bytes
 
 LOCK_FILE = "sync.lock"
 _CLASSIFY_LINES = 100
@@ -165,6 +167,12 @@ class PullReport:
     """Per kind: own items held by at least one other member (quorum applied by the hub)."""
     campaign_clusters: int = 0
     campaigns: int = 0
+    over_budget: dict[str, int] = field(default_factory=dict)
+    """Per kind: own items the hub did not answer because a query budget was spent (their
+    earlier answers are kept; the next pull asks again)."""
+    budget_frees_at: dict[str, datetime | None] = field(default_factory=dict)
+    not_held: dict[str, int] = field(default_factory=dict)
+    """Per kind: own items the hub's copy of this member's filter does not hold."""
 
 
 def classify_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
@@ -544,7 +552,7 @@ class SyncJob:
                 bloom = published.bloom.get(name)
                 if bloom is None or bloom.digest != record.params_digest:
                     continue  # parameters changed since the push: the next push rebuilds
-                report.shared_indicators[name] = self._resolve(name, bloom)
+                report.shared_indicators[name] = self._resolve(name, bloom, report)
             matches = self.client.list_matches()
             by_family: dict[str, list[tuple[str, str, float, int, tuple[str, ...]]]] = {}
             families = [
@@ -571,28 +579,39 @@ class SyncJob:
                 report.campaigns += len({row[1] for row in rows})
         return report
 
-    def _resolve(self, kind: str, published: PublishedBloom) -> int:
+    def _resolve(self, kind: str, published: PublishedBloom, report: PullReport) -> int:
+        """Ask the hub about this member's own values of ``kind``; store what others hold."""
         params = published.bloom_params()
-        with self.progress(f"downloading {kind} resolution", params.nbytes * 8) as advance:
-            resolution = self.client.download_resolution(kind, params.key_id, on_progress=advance)
-        if (resolution.m, resolution.k) != (params.m, params.k):
-            raise SyncError(
-                f"{kind}: the hub's resolution does not match the published parameters",
-                exit_code=1,
-            )
         canonicals, tokens = self.state.indicator_tokens(kind)
-        others = (
-            resolve_tokens(resolution.counts, params, tokens_from_bytes(tokens))
-            if tokens
-            else np.zeros(0, dtype=np.uint16)
-        )
-        set_fraction = float(np.count_nonzero(resolution.counts)) / max(params.m, 1)
+        if not tokens:
+            return self.state.replace_resolved(
+                kind, members=0, quorum=published.quorum, others=(), at=self.now()
+            )
+        with self.progress(f"resolving {kind}", len(tokens)) as advance:
+            result = self.client.resolve(kind, params.key_id, b"".join(tokens), on_progress=advance)
+        unanswered = [
+            canonical
+            for canonical, status in zip(canonicals, result.status.tolist(), strict=True)
+            if status == TokenStatus.OVER_BUDGET
+        ]
+        if unanswered:
+            report.over_budget[kind] = len(unanswered)
+            report.budget_frees_at[kind] = result.budget_frees_at
+        not_held = result.count(TokenStatus.NOT_HELD)
+        if not_held:
+            # Every token was in the filter this member pushed: the hub holds another filter
+            # (a push from elsewhere with the same credential) or the state is out of step.
+            report.not_held[kind] = not_held
+        counts = result.others.tolist()
         return self.state.replace_resolved(
             kind,
-            members=resolution.members,
-            quorum=resolution.quorum,
-            fill_ratio=set_fraction,
-            others=zip(canonicals, others.tolist(), strict=True),
+            members=result.members,
+            quorum=result.quorum,
+            others=(
+                (canonical, count, result.names_of(index) if count else ())
+                for index, (canonical, count) in enumerate(zip(canonicals, counts, strict=True))
+            ),
+            unanswered=unanswered,
             at=self.now(),
         )
 

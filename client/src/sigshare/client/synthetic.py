@@ -106,10 +106,14 @@ def account_email(account: int) -> str:
     return f"user{account:06d}.{WORDS[account % len(WORDS)]}@mail{account % 97}.example.com"
 
 
+SYNTHETIC_ACCOUNTS = 1000 * len(_DRAMA_RANGES)
+"""Accounts with distinct synthetic phone numbers (reserved drama ranges)."""
+
+
 def account_phone(account: int) -> str:
     """A unique E.164 number from the reserved drama ranges (16,000 accounts at most)."""
-    if account >= 1000 * len(_DRAMA_RANGES):
-        raise ValueError("synthetic phone numbers run out after 16,000 accounts")
+    if account >= SYNTHETIC_ACCOUNTS:
+        raise ValueError(f"synthetic phone numbers run out after {SYNTHETIC_ACCOUNTS:,} accounts")
     prefix = _DRAMA_RANGES[account // 1000]
     line = account % 1000
     return f"{prefix}{line:0{13 - len(prefix)}d}"
@@ -148,10 +152,46 @@ def _spell_ip(value: str, rng: random.Random) -> str:
     return value
 
 
+FIRM_NAMES = (
+    "alpha-labs",
+    "beta-ai",
+    "gamma-research",
+    "delta-ml",
+    "epsilon-systems",
+    "zeta-intelligence",
+    "eta-robotics",
+    "theta-compute",
+    "iota-cloud",
+    "kappa-vision",
+    "lambda-works",
+    "mu-analytics",
+    "nu-models",
+    "xi-dynamics",
+    "omicron-ai",
+    "pi-research",
+    "rho-labs",
+    "sigma-minds",
+    "tau-systems",
+    "upsilon-ml",
+    "phi-compute",
+    "chi-cloud",
+    "psi-learning",
+    "omega-foundry",
+)
+"""Names of synthetic firms, in the order a forum of N firms takes them."""
+
+
+def firm_names(count: int) -> tuple[str, ...]:
+    """The first ``count`` synthetic firm names."""
+    if not 2 <= count <= len(FIRM_NAMES):
+        raise ValueError(f"a synthetic forum has 2 to {len(FIRM_NAMES)} firms, got {count}")
+    return FIRM_NAMES[:count]
+
+
 def generate_forum(
     seed: int = 7,
     *,
-    firm_names: tuple[str, ...] = ("alpha-labs", "beta-ai", "gamma-research"),
+    firm_names: tuple[str, ...] = FIRM_NAMES[:3],
     accounts_per_firm: int = 3000,
     shared_fraction: float = 0.12,
     prompts_per_campaign: tuple[int, int] = (40, 120),
@@ -172,11 +212,30 @@ def generate_forum(
     )
 
 
+_ALL_SUBSETS_UP_TO = 4
+
+
 def _plan_accounts(
     rng: random.Random, firm_count: int, accounts_per_firm: int, shared_fraction: float
 ) -> dict[int, frozenset[int]]:
-    """Every subset of two or more firms shares its own block of accounts; the rest are unique."""
+    """Every subset of two or more firms shares its own block of accounts; the rest are unique.
+
+    With more than :data:`_ALL_SUBSETS_UP_TO` firms, subsets are too many to cover: shared
+    accounts then go to random groups of 2 to 4 firms (pairs most often), about
+    ``accounts_per_firm · shared_fraction`` per firm.
+    """
     holders: dict[int, frozenset[int]] = {}
+    if firm_count > _ALL_SUBSETS_UP_TO:
+        sizes = [size for size in (2, 2, 2, 3, 3, 4) if size <= firm_count]
+        mean_size = sum(sizes) / len(sizes)
+        shared = round(accounts_per_firm * shared_fraction * firm_count / mean_size)
+        for _ in range(shared):
+            holders[len(holders)] = frozenset(rng.sample(range(firm_count), rng.choice(sizes)))
+        for firm in range(firm_count):
+            held = sum(1 for owners in holders.values() if firm in owners)
+            for _ in range(max(0, accounts_per_firm - held)):
+                holders[len(holders)] = frozenset({firm})
+        return holders
     shared_block = max(1, int(accounts_per_firm * shared_fraction / firm_count))
     for size in range(2, firm_count + 1):
         for subset in combinations(range(firm_count), size):

@@ -2,8 +2,8 @@
 
 The only client module that imports the generated stubs (``sigshare.v1``): a change of the wire
 contract lands here and nowhere else. It also owns the two chunked streams of the contract —
-building a submission's header and data chunks, and reading and verifying a resolution download —
-because their framing (header first, length and SHA-256 of the data) is part of the contract.
+building a submission's header and data chunks, and a resolution's token chunks and the answers
+that come back — because their framing (header first, lengths, digests) is part of the contract.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import grpc
+import numpy as np
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -27,18 +28,16 @@ from sigshare.client.hub_types import (
     Matches,
     PublishedBloom,
     PublishedMinHash,
-    Resolution,
+    ResolveResult,
     SharedIndicatorView,
     SketchFormatName,
     SubmissionInfoView,
     SubmitResult,
+    TokenStatus,
     require_aware,
 )
-from sigshare.sketch.bloom import MAX_BITS
 from sigshare.sketch.codec import SignatureSet, encode_signatures
-from sigshare.sketch.errors import FormatError
-from sigshare.sketch.resolution import ENCODINGS as RESOLUTION_ENCODINGS
-from sigshare.sketch.resolution import decode_resolution
+from sigshare.sketch.prf import TOKEN_BYTES
 from sigshare.v1 import hub_pb2, hub_pb2_grpc
 
 Progress = Callable[[int], None]
@@ -108,6 +107,8 @@ def parameters_from_proto(response: hub_pb2.GetParametersResponse) -> HubParamet
             retention_days=b.retention_days,
             reveal_members=b.reveal_members,
             digest=b.digest,
+            forum_fpr=b.forum_fpr,
+            max_members=b.max_members,
         )
     minhash: dict[str, PublishedMinHash] = {}
     for h in response.minhash:
@@ -215,82 +216,102 @@ def encode_cluster_set(signatures: SignatureSet, clusters: Sequence[ClusterInfo]
 # ---------------------------------------------------------------------------------- resolution
 
 
-def resolution_request(kind: str, key_id: str) -> hub_pb2.ResolutionRequest:
-    return hub_pb2.ResolutionRequest(kind=kind, key_id=key_id)
-
-
-def _max_resolution_bytes(m: int) -> int:
-    """A generous bound on what ``m`` bytes zlib-compress to (worst case ≈ 0.03 % + 13 bytes)."""
-    return m + m // 1000 + 1024
-
-
-def resolution_from_stream(
-    chunks: Iterable[hub_pb2.ResolutionChunk],
-    *,
+def resolve_requests(
     kind: str,
     key_id: str,
+    tokens: bytes,
+    chunk_bytes: int,
     on_progress: Progress | None = None,
-) -> Resolution:
-    """Read a resolution download and verify it before decoding.
-
-    The header must come first, name what was asked for and promise no more bytes than ``m``
-    counts can take; data beyond the promised length is refused as it arrives, so a faulty hub
-    cannot make the client buffer without bound. Only a stream whose length and SHA-256 match
-    the header is decoded.
-    """
-    iterator = iter(chunks)
-    first = next(iterator, None)
-    if first is None or first.WhichOneof("part") != "header":
-        raise HubProtocolError("resolution stream does not start with a header")
-    header = first.header
-    if header.kind != kind or header.key_id != key_id:
-        raise HubProtocolError(
-            f"asked for the resolution of {kind!r}/{key_id!r}, "
-            f"the hub sent {header.kind!r}/{header.key_id!r}"
+) -> Iterator[hub_pb2.ResolveRequest]:
+    """A Resolve stream: the header, then the concatenated tokens in whole-token chunks."""
+    if len(tokens) % TOKEN_BYTES:
+        raise ValueError(f"tokens are {TOKEN_BYTES} bytes each")
+    yield hub_pb2.ResolveRequest(
+        header=hub_pb2.ResolveHeader(
+            kind=kind, key_id=key_id, token_count=len(tokens) // TOKEN_BYTES
         )
-    if header.encoding not in RESOLUTION_ENCODINGS:
-        raise HubProtocolError(f"unsupported resolution encoding {header.encoding!r}")
-    if not 0 < header.m <= MAX_BITS:
-        raise HubProtocolError(f"resolution header has an impossible m = {header.m}")
-    if header.content_length > _max_resolution_bytes(header.m):
-        raise HubProtocolError(
-            f"resolution header promises {header.content_length} bytes, "
-            f"more than m = {header.m} counts can encode to"
-        )
-    pieces: list[bytes] = []
-    received = 0
-    digest = hashlib.sha256()
-    for chunk in iterator:
-        if chunk.WhichOneof("part") != "data":
-            raise HubProtocolError("resolution stream carries a second header")
-        received += len(chunk.data)
-        if received > header.content_length:
-            raise HubProtocolError(
-                f"resolution stream is longer than the {header.content_length} bytes announced"
-            )
-        digest.update(chunk.data)
-        pieces.append(chunk.data)
+    )
+    step = max(TOKEN_BYTES, chunk_bytes - chunk_bytes % TOKEN_BYTES)
+    view = memoryview(tokens)
+    for start in range(0, len(view), step):
+        piece = bytes(view[start : start + step])
+        yield hub_pb2.ResolveRequest(tokens=piece)
         if on_progress is not None:
-            on_progress(len(chunk.data))
-    if received != header.content_length:
+            on_progress(len(piece) // TOKEN_BYTES)
+
+
+def resolve_from_stream(
+    responses: Iterable[hub_pb2.ResolveResponse], *, kind: str, key_id: str, count: int
+) -> ResolveResult:
+    """Read the hub's answers to a Resolve of ``count`` tokens and check them.
+
+    The summary must come first and name what was asked for; the answers must cover exactly
+    ``count`` tokens, agree with the summary's tallies and carry well-formed holder masks. A
+    faulty hub cannot make the client buffer more than ``count`` answers.
+    """
+    iterator = iter(responses)
+    first = next(iterator, None)
+    if first is None or first.WhichOneof("part") != "summary":
+        raise HubProtocolError("resolve answer does not start with a summary")
+    summary = first.summary
+    if summary.kind != kind or summary.key_id != key_id:
         raise HubProtocolError(
-            f"resolution stream ended after {received} of {header.content_length} bytes"
+            f"asked about {kind!r}/{key_id!r}, the hub answered {summary.kind!r}/{summary.key_id!r}"
         )
-    if digest.digest() != header.content_sha256:
-        raise HubProtocolError("resolution stream failed its SHA-256 check: data corrupted")
-    try:
-        counts = decode_resolution(b"".join(pieces), header.m, header.encoding)
-    except FormatError as error:
-        raise HubProtocolError(f"resolution vector is malformed: {error}") from None
-    return Resolution(
-        kind=header.kind,
-        key_id=header.key_id,
-        m=header.m,
-        k=header.k,
-        quorum=header.quorum,
-        members=header.members,
-        counts=counts,
-        computed_at=from_timestamp(header, "computed_at"),
+    names = tuple(summary.holder_names)
+    mask_bytes = summary.holder_mask_bytes
+    if (names or mask_bytes) and mask_bytes < -(-len(names) // 8):
+        raise HubProtocolError(
+            f"holder masks of {mask_bytes} bytes cannot name {len(names)} members"
+        )
+    status = np.empty(count, dtype=np.uint8)
+    others = np.empty(count, dtype=np.uint8)
+    holders = np.zeros((count, mask_bytes), dtype=np.uint8) if mask_bytes else None
+    received = 0
+    for message in iterator:
+        if message.WhichOneof("part") != "answers":
+            raise HubProtocolError("resolve answer carries a second summary")
+        chunk = message.answers
+        n = len(chunk.status)
+        if len(chunk.others) != n or len(chunk.holders) != n * mask_bytes:
+            raise HubProtocolError("resolve answer chunk has fields of different lengths")
+        if received + n > count:
+            raise HubProtocolError(f"the hub answered more than the {count} tokens asked")
+        status[received : received + n] = np.frombuffer(chunk.status, dtype=np.uint8)
+        others[received : received + n] = np.frombuffer(chunk.others, dtype=np.uint8)
+        if holders is not None:
+            holders[received : received + n] = np.frombuffer(chunk.holders, dtype=np.uint8).reshape(
+                n, mask_bytes
+            )
+        received += n
+    if received != count:
+        raise HubProtocolError(f"the hub answered {received} of {count} tokens")
+    tallies = {
+        TokenStatus.ANSWERED: summary.answered,
+        TokenStatus.NOT_HELD: summary.not_held,
+        TokenStatus.OVER_BUDGET: summary.over_budget,
+    }
+    if (status > max(TokenStatus)).any() or any(
+        int(np.count_nonzero(status == code)) != tally for code, tally in tallies.items()
+    ):
+        raise HubProtocolError("resolve answers disagree with the hub's summary")
+    if (others[status != TokenStatus.ANSWERED] != 0).any():
+        raise HubProtocolError("the hub sent holder counts for tokens it did not answer")
+    return ResolveResult(
+        kind=summary.kind,
+        key_id=summary.key_id,
+        quorum=summary.quorum,
+        members=summary.members,
+        status=status,
+        others=others,
+        holder_names=names,
+        holders=holders,
+        submission_tokens=summary.submission_tokens,
+        submission_budget=summary.submission_budget,
+        day_tokens=summary.day_tokens,
+        day_budget=summary.day_budget,
+        budget_frees_at=from_timestamp(summary, "budget_frees_at"),
+        computed_at=from_timestamp(summary, "computed_at"),
     )
 
 
@@ -330,7 +351,10 @@ def confirm_requests(
 
 def confirm_result_from_proto(response: hub_pb2.ConfirmResponse) -> ConfirmResult:
     return ConfirmResult(
-        accepted=response.accepted, shared=response.shared, not_resolved=response.not_resolved
+        accepted=response.accepted,
+        shared=response.shared,
+        not_resolved=response.not_resolved,
+        over_budget=response.over_budget,
     )
 
 

@@ -1,14 +1,32 @@
 """Keyed Bloom filters over 128-bit tokens.
 
-Bit positions come from the token by double hashing in 32-bit space followed by a multiply-shift
-range reduction (no modulo on the hot path)::
+Every item sets exactly ``k`` *distinct* bits. Positions come from the token by enhanced double
+hashing in 64-bit space followed by Floyd's sampling (Bentley & Floyd 1987)::
 
-    h1 = token word 0 (uint32, little-endian)      h2 = token word 1 | 1
-    g_i = (h1 + i·h2) mod 2³²                      p_i = (g_i · m) >> 32      for i in 0..k-1
+    h1 = uint64 LE of token bytes 0..7             h2 = uint64 LE of token bytes 8..15
+    g_i = fmix64((h1 + i·h2 + (i³ − i)/6) mod 2⁶⁴)                           for i = 0 … k−1
+    j_i = m − k + i       t_i = ⌊g_i · (j_i + 1) / 2⁶⁴⌋  (high 64 bits of the 128-bit product)
+    p_i = j_i  if t_i ∈ {p_0, …, p_(i−1)},  else t_i
+
+``fmix64`` is MurmurHash3's 64-bit finaliser (``x ^= x >> 33; x *= 0xff51afd7ed558ccd;
+x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53; x ^= x >> 33``, all mod 2⁶⁴), a bijection that scatters
+the evenly spaced double-hashing sequence: without it, the ``g_i`` of one token lie on a line,
+collide less often than independent draws, and Floyd's top positions ``m − k + 1 … m − 1`` are
+hit about 30 % less often than the rest. ``t_i`` is uniform on ``[0, j_i]`` for uniform ``g_i``,
+so ``{p_0, …, p_(k−1)}`` is ``k`` distinct values in ``[0, m)`` — a uniformly random ``k``-subset
+when the ``g_i`` are independent and uniform. The high product is exact in uint64 arithmetic:
+with ``a = g >> 32``,
+``b = g & 0xFFFFFFFF`` and a multiplier ``c ≤ 2³²``, ``⌊g·c/2⁶⁴⌋ = (a·c + ((b·c) >> 32)) >> 32``
+and no intermediate exceeds 2⁶⁴ − 1. The work per token is fixed (``k(k−1)/2`` comparisons, no
+retry loop), so tokens an adversary picks cost the hub exactly what any others cost.
 
 Bit ``p`` lives in byte ``p >> 3`` at bit ``p & 7`` (least significant first). Every member uses
 the hub's ``(m, k, key_id)`` for a kind, so filters combine bitwise. ``m`` is a multiple of 64
 so the bit array is a whole number of uint64 words; ``m ≤ 2³²``.
+
+Occupancy model: one item leaves a given bit unset with probability ``q = 1 − k/m`` exactly, and
+two given bits both unset with probability ``q·(1 − k/(m − 1))``. The fill, its variance and
+the false-positive rate below are exact under that model (positions uniform, items independent).
 """
 
 from __future__ import annotations
@@ -23,7 +41,6 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
-from sigshare.sketch.aggregate import Counts, empty_counts, replace_filter, resolution_for
 from sigshare.sketch.errors import ParameterError
 from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 from sigshare.sketch.prf import KeyedPRF, TokenArray
@@ -31,12 +48,58 @@ from sigshare.sketch.prf import KeyedPRF, TokenArray
 MAX_BITS = 1 << 32
 MAX_HASHES = 64
 WORD_BITS = 64
+MAX_FORUM_MEMBERS = 250
+"""Largest forum :meth:`BloomParams.for_forum` sizes filters for."""
 _LN2 = math.log(2.0)
 _BOOL_SCATTER_RATIO = 32  # above m/32 positions, unpack → scatter → pack beats ufunc.at
-_POSITION_CHUNK = 1 << 14  # tokens per chunk: keeps the (k, n) temporaries cache-friendly
+_POSITION_CHUNK = 1 << 14  # tokens per chunk: the (k, chunk) uint32 rows stay in L2
+
+_STEPS = np.arange(MAX_HASHES, dtype=np.uint64)
+_CUBIC = (_STEPS**3 - _STEPS) // np.uint64(6)  # (i³ − i)/6: the "enhanced" term
+_HALF = np.uint64(32)
+_LOW_HALF = np.uint64(0xFFFF_FFFF)
+_FMIX_SHIFT = np.uint64(33)
+_FMIX_1 = np.uint64(0xFF51_AFD7_ED55_8CCD)
+_FMIX_2 = np.uint64(0xC4CE_B9FE_1A85_EC53)
 
 Bits = npt.NDArray[np.uint8]
 Positions = npt.NDArray[np.int64]
+
+
+def log_keep(m: int, k: int) -> float:
+    """ln(1 − k/m): log-probability that one item's ``k`` distinct positions miss a given bit
+    (``−inf`` when ``k = m``: every item sets every bit)."""
+    return math.log1p(-k / m) if k < m else -math.inf
+
+
+def _scaled(count: float, log_value: float) -> float:
+    """``count · log_value`` with ``0 · (−inf) = 0`` (no items keep every bit)."""
+    return count * log_value if count else 0.0
+
+
+def unset_covariance(m: int, k: int, n_s: float, n_t: float, n_shared: float) -> float:
+    """Exact ``Cov(U_S, U_T)`` of the numbers of bits *unset* by item sets ``S`` and ``T``.
+
+    ``|S| = n_s``, ``|T| = n_t``, ``|S ∩ T| = n_shared``; each item sets ``k`` distinct uniform
+    positions independently. A bit escapes ``N`` items with probability ``q^N`` (``q = 1 − k/m``);
+    two given bits both escape one item with probability ``q²·r``,
+    ``r = 1 − k/((m − 1)(m − k))``. Summing over bit pairs (same bit, or two different bits)::
+
+        Cov = m·q^(n_s + n_t − n_shared)·(1 − q^n_shared) + m(m − 1)·q^(n_s + n_t)·(r^n_shared − 1)
+
+    (disjoint sets are independent: both terms vanish). ``S = T`` gives the variance of the
+    unset (equivalently set) bit count of one filter.
+    """
+    if not 0 <= n_shared <= min(n_s, n_t):
+        raise ParameterError("the shared items cannot exceed either set")
+    log_q = log_keep(m, k)
+    union = n_s + n_t - n_shared
+    same_bit = m * math.exp(_scaled(union, log_q)) * -math.expm1(_scaled(n_shared, log_q))
+    # log r; for m − k ≤ 1 no two distinct bits can both escape an item (r = 0).
+    log_r = math.log1p(-k / ((m - 1) * (m - k))) if m - k > 1 else -math.inf
+    pair_excess = math.expm1(_scaled(n_shared, log_r))
+    two_bits = m * (m - 1) * math.exp(_scaled(n_s + n_t, log_q)) * pair_excess
+    return same_bit + two_bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +111,12 @@ class BloomParams:
     m: int
     """Number of bits (multiple of 64)."""
     k: int
-    """Number of hash positions per item."""
+    """Number of distinct hash positions per item."""
     capacity: int
     """Most distinct items a member may declare."""
     target_fpr: float
-    """False-positive rate at ``capacity`` items that ``m`` and ``k`` were chosen for."""
+    """False-positive rate of one filter at ``capacity`` items that ``m`` and ``k`` were chosen
+    for."""
 
     def __post_init__(self) -> None:
         if not is_valid_key_id(self.key_id):
@@ -83,37 +147,65 @@ class BloomParams:
         k = max(1, min(MAX_HASHES, round(m / capacity * _LN2)))
         return cls(kind=kind, key_id=key_id, m=m, k=k, capacity=capacity, target_fpr=target_fpr)
 
+    @classmethod
+    def for_forum(
+        cls, kind: str, key_id: str, capacity: int, forum_fpr: float, max_members: int
+    ) -> Self:
+        """:meth:`for_capacity` at the per-filter rate ``forum_fpr / (max_members − 1)``.
+
+        A value only one member holds is reported as held by another member when some other
+        member's filter gives a false positive; with up to ``max_members − 1`` other filters at
+        capacity, the union bound keeps that probability at most ``forum_fpr`` (the exact rate
+        for a quorum is :func:`sigshare.sketch.estimators.false_shared_probability`).
+        """
+        if not 2 <= max_members <= MAX_FORUM_MEMBERS:
+            raise ParameterError(
+                f"max_members must be between 2 and {MAX_FORUM_MEMBERS}, got {max_members}"
+            )
+        if not 0.0 < forum_fpr < 1.0:
+            raise ParameterError(f"forum FPR must be in (0, 1), got {forum_fpr}")
+        return cls.for_capacity(kind, key_id, capacity, forum_fpr / (max_members - 1))
+
     @property
     def nbytes(self) -> int:
         return self.m // 8
 
     def expected_fill(self, count: int) -> float:
-        """Expected fraction of set bits after ``count`` distinct items: 1 − (1 − 1/m)^(k·count)."""
-        return -math.expm1(self.k * count * math.log1p(-1.0 / self.m))
+        """Expected fraction of set bits after ``count`` distinct items: 1 − (1 − k/m)^count."""
+        return -math.expm1(_scaled(count, log_keep(self.m, self.k)))
 
     def fill_stddev(self, count: int) -> float:
-        """Standard deviation of the fill fraction after ``count`` items.
+        """Standard deviation of the fill fraction after ``count`` items (exact occupancy).
 
-        Var(set bits) = m·e^(−λ)·(1 − (1 + λ)·e^(−λ)) with λ = k·count/m (occupancy variance).
+        ``Var(set bits) = m·q^n·(1 − q^n) + m(m − 1)·q^(2n)·(r^n − 1)`` with ``q = 1 − k/m``,
+        ``r = 1 − k/((m − 1)(m − k))``: :func:`unset_covariance` of the filter with itself.
         """
-        lam = self.k * count / self.m
-        zero = math.exp(-lam)
-        variance = self.m * zero * (1.0 - (1.0 + lam) * zero)
+        variance = unset_covariance(self.m, self.k, count, count, count)
         return math.sqrt(max(variance, 0.0)) / self.m
 
     def fpr_at_fill(self, fill: float) -> float:
-        """False-positive rate of a filter whose fraction of set bits is ``fill``: fill^k."""
-        return float(fill**self.k)
+        """False-positive rate of a filter whose fraction of set bits is ``fill``.
+
+        A non-member's ``k`` distinct positions all land on the ``X = fill·m`` set bits with
+        probability ``C(X, k)/C(m, k) = Π_(i<k) (X − i)/(m − i)``; ``fill^k`` is its large-``m``
+        limit and an upper bound.
+        """
+        set_bits = fill * self.m
+        rate = 1.0
+        for i in range(self.k):
+            rate *= max(set_bits - i, 0.0) / (self.m - i)
+        return rate
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of what members must agree on to combine filters.
 
-        ``{"capacity":…,"format":"sigshare/bloom-params/v1","k":…,"key_id":…,"kind":…,"m":…}``
-        with sorted keys and no white space; the target FPR is implied by ``m`` and ``k``.
+        ``{"capacity":…,"format":"sigshare/bloom-params/v2","k":…,"key_id":…,"kind":…,"m":…}``
+        with sorted keys and no white space; the target FPR is implied by ``m`` and ``k``. The
+        format names the position derivation (v2: distinct positions by Floyd's sampling).
         """
         document = {
             "capacity": self.capacity,
-            "format": "sigshare/bloom-params/v1",
+            "format": "sigshare/bloom-params/v2",
             "k": self.k,
             "key_id": self.key_id,
             "kind": self.kind,
@@ -125,21 +217,57 @@ class BloomParams:
 
 
 def bit_positions(tokens: TokenArray, m: int, k: int) -> Positions:
-    """The bit positions of ``tokens``, shape ``(k, n)``: row ``i`` holds every token's ``p_i``.
+    """The ``k`` distinct bit positions of each token, shape ``(k, n)``: row ``i`` holds ``p_i``.
 
-    Rows are contiguous so membership can AND ``k`` gathered rows without strided access; the
-    values are below ``m ≤ 2³²``, so the uint64 arithmetic is reinterpreted as intp for free.
+    Rows are contiguous so membership can AND ``k`` gathered rows without strided access.
+    Tokens are processed in chunks so the ``(k, chunk)`` temporaries stay in cache; the
+    duplicate test of row ``i`` is ``i`` vector comparisons against rows ``0 … i−1``.
     """
-    words = np.ascontiguousarray(tokens, dtype="<u8").view("<u4").reshape(-1, 4)
-    h1 = words[:, 0]
-    h2 = words[:, 1] | np.uint32(1)
-    g = np.multiply(np.arange(k, dtype=np.uint32)[:, None], h2[None, :])
-    g += h1[None, :]
-    positions = g.astype(np.uint64)
-    positions *= np.uint64(m)
-    positions >>= np.uint64(32)
-    as_index: Positions = positions.view(np.int64)
-    return as_index
+    if not (1 <= k <= MAX_HASHES and k <= m <= MAX_BITS):
+        raise ParameterError(f"need 1 ≤ k ≤ min(m, {MAX_HASHES}) and m ≤ 2^32, got m={m} k={k}")
+    words = np.ascontiguousarray(tokens, dtype="<u8").reshape(-1, 2)
+    n = words.shape[0]
+    out: Positions = np.empty((k, n), dtype=np.int64)
+    steps = _STEPS[:k, None]
+    cubic = _CUBIC[:k, None]
+    multipliers = np.uint64(m - k + 1) + steps  # j_i + 1 ≤ m ≤ 2³²
+    fallbacks = (m - k + np.arange(k)).astype(np.uint32)  # j_i < 2³²
+    width = min(_POSITION_CHUNK, n)
+    g = np.empty((k, width), dtype=np.uint64)
+    high = np.empty((k, width), dtype=np.uint64)
+    chosen = np.empty((k, width), dtype=np.uint32)
+    equal = np.empty((k, width), dtype=np.bool_)
+    taken = np.empty(width, dtype=np.bool_)
+    for start in range(0, n, _POSITION_CHUNK):
+        chunk = words[start : start + _POSITION_CHUNK]
+        size = chunk.shape[0]
+        h1 = np.ascontiguousarray(chunk[:, 0])  # strided columns make the broadcasts 3x slower
+        h2 = np.ascontiguousarray(chunk[:, 1])
+        gc, hc, pc, tc = g[:, :size], high[:, :size], chosen[:, :size], taken[:size]
+        np.multiply(steps, h2, out=gc)  # uint64 arithmetic wraps: everything is mod 2⁶⁴
+        gc += h1
+        gc += cubic
+        for multiplier in (_FMIX_1, _FMIX_2):  # fmix64, with `high` as scratch
+            np.right_shift(gc, _FMIX_SHIFT, out=hc)
+            gc ^= hc
+            gc *= multiplier
+        np.right_shift(gc, _FMIX_SHIFT, out=hc)
+        gc ^= hc
+        np.right_shift(gc, _HALF, out=hc)  # a
+        gc &= _LOW_HALF  # b
+        gc *= multipliers  # b·c < 2⁶⁴
+        gc >>= _HALF
+        hc *= multipliers  # a·c ≤ (2³² − 1)·2³²
+        hc += gc  # ≤ 2⁶⁴ − 1
+        hc >>= _HALF  # t_i = ⌊g_i·c_i/2⁶⁴⌋ < c_i ≤ 2³²
+        np.copyto(pc, hc, casting="unsafe")
+        for row in range(1, k):
+            matches = equal[:row, :size]
+            np.equal(pc[:row], pc[row], out=matches)
+            np.logical_or.reduce(matches, axis=0, out=tc)
+            np.copyto(pc[row], fallbacks[row], where=tc)
+        out[:, start : start + size] = pc
+    return out
 
 
 class BloomFilter:
@@ -278,44 +406,3 @@ def and_popcount(a: Bits, b: Bits) -> int:
         np.bitwise_count(buffer[:width], out=counts[:width])
         total += int(counts[:width].sum(dtype=np.uint64))
     return total
-
-
-def count_vector(filters: Iterable[BloomFilter]) -> Counts:
-    """Per-bit count of filters that set that bit: ``C = Σ B_i`` (all filters share parameters)."""
-    total: Counts | None = None
-    params: BloomParams | None = None
-    for bloom in filters:
-        if params is None:
-            params = bloom.params
-            total = empty_counts(params.m)
-        elif bloom.params != params:
-            raise ParameterError("filters have different parameters and cannot be counted together")
-        assert total is not None
-        replace_filter(total, bloom.bits, None)
-    if total is None:
-        raise ParameterError("count_vector needs at least one filter")
-    return total
-
-
-def resolution_vector(counts: Counts, own: BloomFilter, quorum: int) -> Counts:
-    """``R = C − B_own`` with entries below ``quorum − 1`` zeroed.
-
-    For an item of the requester, ``min`` of ``R`` over its ``k`` positions bounds how many
-    *other* members hold it; zeroing below ``quorum − 1`` hides items fewer than ``quorum``
-    members hold in total (the requester included).
-    """
-    if counts.shape != (own.params.m,):
-        raise ParameterError("count vector and filter differ in size")
-    return resolution_for(counts, own.bits, quorum)
-
-
-def resolve_tokens(
-    resolution: npt.NDArray[np.unsignedinteger], params: BloomParams, tokens: TokenArray
-) -> npt.NDArray[np.uint16]:
-    """For each token, ``min`` over its ``k`` positions of the resolution vector."""
-    out = np.empty(len(tokens), dtype=np.uint16)
-    for start in range(0, len(tokens), _POSITION_CHUNK):
-        chunk = tokens[start : start + _POSITION_CHUNK]
-        positions = bit_positions(chunk, params.m, params.k)
-        np.minimum.reduce(resolution[positions], axis=0, out=out[start : start + len(chunk)])
-    return out

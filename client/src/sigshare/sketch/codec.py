@@ -5,10 +5,10 @@ reader can refuse what it does not understand, carry the parameters needed to ch
 the forum's, and end with a CRC-32 over the *uncompressed* payload so corruption at rest or in
 transit is caught even when the transport's own checksum is not.
 
-Bloom filter, version 1 (header 32 bytes + key id)::
+Bloom filter, version 2 (header 32 bytes + key id)::
 
     0   4  magic  b"SGBF"
-    4   1  version = 1
+    4   1  version = 2
     5   1  kind wire code (see sigshare.sketch.kinds)
     6   2  flags: bit 0 = payload is zlib-compressed; other bits must be 0
     8   8  m (bits, multiple of 64)
@@ -19,6 +19,10 @@ Bloom filter, version 1 (header 32 bytes + key id)::
     28  4  CRC-32 of the uncompressed bit array
     32  L  key id, ASCII
     ..     payload: m/8 bytes of bits (bit p at byte p>>3, bit p&7), or their zlib stream
+
+Version 2 has the layout of version 1; what changed is where an item's bits are (``k`` distinct
+positions by Floyd's sampling, :mod:`sigshare.sketch.bloom`). A version 1 filter would decode
+without error yet answer membership wrongly, so it is refused with a message saying to rebuild.
 
 MinHash signature set, version 1 (header 24 bytes + key id)::
 
@@ -51,7 +55,8 @@ from sigshare.sketch.keys import KEY_ID_PATTERN
 from sigshare.sketch.kinds import KIND_TYPES, kind_name_for_code
 
 BLOOM_MAGIC = b"SGBF"
-BLOOM_VERSION = 1
+BLOOM_VERSION = 2
+_BLOOM_OLD_POSITIONS_VERSION = 1
 FLAG_ZLIB = 0x0001
 _BLOOM_HEADER = struct.Struct("<4sBBHQQBBHI")
 COMPRESS_BELOW_FILL = 0.3
@@ -138,6 +143,11 @@ def read_bloom_header(data: bytes) -> BloomHeader:
     magic, version, kind_code, flags, m, count, k, key_len, reserved, crc = (
         _BLOOM_HEADER.unpack_from(data)
     )
+    if magic == BLOOM_MAGIC and version == _BLOOM_OLD_POSITIONS_VERSION:
+        raise FormatError(
+            "Bloom filter format version 1 uses the old bit positions: rebuild it with a current "
+            "sigshare client"
+        )
     _require_preamble(magic, version, BLOOM_MAGIC, BLOOM_VERSION, "Bloom filter")
     if flags & ~FLAG_ZLIB or reserved:
         raise FormatError("unknown flags or non-zero reserved bytes")

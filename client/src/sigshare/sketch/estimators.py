@@ -1,42 +1,54 @@
-"""Cardinality and intersection estimates from Bloom filter bit counts, with their errors.
+"""Cardinality and intersection estimates from Bloom filter bit counts, with their errors, and
+the rate at which a value nobody else holds looks shared.
 
-* Swamidass & Baldi (2007): ``n̂ = −(m/k)·ln(1 − t/m)`` from ``t`` set bits.
+Every item sets ``k`` distinct bits (:mod:`sigshare.sketch.bloom`), so a bit escapes one item
+with probability ``q = 1 − k/m`` exactly and the expected number of unset bits after ``n`` items
+is ``m·qⁿ``. Inverting it:
+
+* Swamidass & Baldi (2007): ``n̂ = ln(1 − t/m) / ln(1 − k/m)`` from ``t`` set bits.
 * Papapetrou, Siberski & Nejdl (2010): ``|A∩B|`` from ``t₁``, ``t₂`` and ``t∧`` (set bits of
-  ``A AND B``); the zero-fraction of the intersection's own bits is
-  ``z∩ = (m − t₁)(m − t₂) / (m·(m − t₁ − t₂ + t∧))`` and ``n̂∩ = ln z∩ / (k·ln(1 − 1/m))``.
+  ``A AND B``). The unset counts ``U_A = m − t₁``, ``U_B = m − t₂`` and
+  ``U_or = m − t₁ − t₂ + t∧`` (unset in ``A OR B``, the filter of the union) have means
+  ``m·q^|A|``, ``m·q^|B|`` and ``m·q^(|A| + |B| − |A∩B|)``, so ``z∩ = U_A·U_B / (m·U_or)``
+  estimates ``q^|A∩B|`` and ``n̂∩ = ln z∩ / ln(1 − k/m)``.
 
-Standard errors come from the delta method: per-bit (multinomial) covariances of the bit
-counts, then the correction for item counts being fixed rather than Poisson (Poissonisation),
-which recovers the exact occupancy variance ``m(e^λ − 1 − λ)/k²`` for a single set.
+Standard errors are the delta method on the *exact* covariances of the unset counts for fixed
+item counts (:func:`sigshare.sketch.bloom.unset_covariance`); no Poisson approximation and no
+correction for it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from sigshare.sketch.bloom import BloomFilter, and_popcount
+from sigshare.sketch.bloom import BloomFilter, and_popcount, log_keep, unset_covariance
 from sigshare.sketch.errors import ParameterError
 
 
-def _log_keep(m: int) -> float:
-    """ln(1 − 1/m): the log-probability that one hash misses a given bit."""
-    return math.log1p(-1.0 / m)
+def _require_hashes(m: int, k: int) -> None:
+    if not 1 <= k <= m:
+        raise ParameterError(f"need 1 ≤ k ≤ m, got m={m} k={k}")
 
 
 def estimate_cardinality(m: int, k: int, set_bits: int) -> float:
     """Swamidass–Baldi estimate of the number of distinct items; ``inf`` when saturated."""
+    _require_hashes(m, k)
     if not 0 <= set_bits <= m:
         raise ParameterError("set bits must be between 0 and m")
-    if set_bits == m:
+    if set_bits == 0:
+        return 0.0
+    if m in (set_bits, k):  # k = m: one item sets every bit, so the count is unknowable
         return math.inf
-    return math.log1p(-set_bits / m) / (k * _log_keep(m))
+    return math.log1p(-set_bits / m) / log_keep(m, k)
 
 
 def estimate_intersection(m: int, k: int, bits_a: int, bits_b: int, bits_and: int) -> float:
     """Papapetrou estimate of ``|A∩B|`` from set-bit counts of ``A``, ``B`` and ``A AND B``."""
+    _require_hashes(m, k)
     if not (0 <= bits_and <= min(bits_a, bits_b) and max(bits_a, bits_b) <= m):
         raise ParameterError("inconsistent set-bit counts")
     if max(bits_a, bits_b) == m:
@@ -46,58 +58,98 @@ def estimate_intersection(m: int, k: int, bits_a: int, bits_b: int, bits_and: in
         return math.inf
     zero_fraction = (m - bits_a) * (m - bits_b) / (m * denominator)
     # Sampling noise can push z∩ just above 1 when the true intersection is empty.
-    return max(0.0, math.log(min(zero_fraction, 1.0)) / (k * _log_keep(m)))
+    return max(0.0, math.log(min(zero_fraction, 1.0)) / log_keep(m, k))
 
 
 def cardinality_stderr(m: int, k: int, n: float) -> float:
     """Standard error of :func:`estimate_cardinality` for a true size ``n``.
 
-    Var ≈ m·(e^λ − 1 − λ)/k² with λ = k·n/m (delta method on the set-bit count).
+    Delta method on the unset count ``U``: ``n̂ = ln(U/m)/ln q``, so
+    ``sd(n̂) = sd(U) / (E[U]·|ln q|)`` with ``E[U] = m·qⁿ`` and ``Var(U)`` exact
+    (``≈ sqrt(m(e^λ − 1 − λ))/k``, ``λ = kn/m``, for large ``m``).
     """
-    lam = k * n / m
-    return math.sqrt(m * (math.expm1(lam) - lam)) / k
+    _require_hashes(m, k)
+    if n == 0:
+        return 0.0
+    log_q = log_keep(m, k)
+    unset = m * math.exp(n * log_q)
+    if unset == 0.0:
+        return math.inf  # saturated: the estimate says nothing
+    variance = unset_covariance(m, k, n, n, n)
+    return math.sqrt(max(variance, 0.0)) / (unset * -log_q)
+
+
+def unset_moments(
+    m: int, k: int, n_a: float, n_b: float, n_ab: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Exact means and covariance matrix of ``(U_A, U_B, U_or)`` for fixed ``|A|, |B|, |A∩B|``.
+
+    ``U_A``, ``U_B`` are the unset bits of the two filters and ``U_or`` those of ``A OR B``
+    (the filter of the union); each entry is :func:`unset_covariance` of the two item sets.
+    """
+    _require_hashes(m, k)
+    if not 0 <= n_ab <= min(n_a, n_b):
+        raise ParameterError("intersection cannot exceed either set")
+    n_union = n_a + n_b - n_ab
+    sizes = (n_a, n_b, n_union)
+    log_q = log_keep(m, k)
+    means = np.array([m * math.exp(n * log_q) if n else float(m) for n in sizes])
+    # |S ∩ T| for each pair: A∩B, and each set is inside the union.
+    shared = ((n_a, n_ab, n_a), (n_ab, n_b, n_b), (n_a, n_b, n_union))
+    covariance = np.array(
+        [
+            [unset_covariance(m, k, sizes[i], sizes[j], shared[i][j]) for j in range(3)]
+            for i in range(3)
+        ]
+    )
+    return means, covariance
 
 
 def intersection_stderr(m: int, k: int, n_a: float, n_b: float, n_ab: float) -> float:
     """Standard error of :func:`estimate_intersection` for true sizes ``|A|``, ``|B|``, ``|A∩B|``.
 
-    Each bit is in one of four states (in neither, only A, only B, both); the fractions
-    ``(t₁, t₂, t∧)/m`` are means over bits, so with independent bits their covariance is
-    ``Σ₁/m`` where ``Σ₁`` is the per-bit covariance. With the estimator's gradient ``∇`` in
-    those fractions (central differences), ``Var = ∇ᵀ Σ₁ ∇ / m − |A∩B|/k``: the last term
-    removes the Poisson fluctuation of the intersection's item count, which is in fact fixed.
+    ``n̂∩ = [ln U_A + ln U_B − ln U_or − ln m] / ln q``; its gradient at the means ``μ`` is
+    ``(1/μ_A, 1/μ_B, −1/μ_or) / ln q`` and ``Var = ∇ᵀ Σ ∇`` with ``Σ`` from :func:`unset_moments`.
+    For ``A = B`` it is :func:`cardinality_stderr`.
     """
-    if not 0 <= n_ab <= min(n_a, n_b):
-        raise ParameterError("intersection cannot exceed either set")
-    keep = _log_keep(m) * k
-    zero_a, zero_b, zero_ab = (math.exp(keep * n) for n in (n_a, n_b, n_ab))
-    p_a, p_b = 1.0 - zero_a, 1.0 - zero_b
-    p_and = 1.0 - zero_a - zero_b + zero_a * zero_b / zero_ab
-    covariance = np.array(
-        [
-            [p_a * (1 - p_a), p_and - p_a * p_b, p_and * (1 - p_a)],
-            [p_and - p_a * p_b, p_b * (1 - p_b), p_and * (1 - p_b)],
-            [p_and * (1 - p_a), p_and * (1 - p_b), p_and * (1 - p_and)],
-        ]
-    )
+    means, covariance = unset_moments(m, k, n_a, n_b, n_ab)
+    if float(means.min()) == 0.0:
+        return math.inf  # saturated: the estimate says nothing
+    gradient = np.array([1.0, 1.0, -1.0]) / (means * log_keep(m, k))
+    variance = float(gradient @ covariance @ gradient)
+    if not math.isfinite(variance):
+        return math.inf  # nearly saturated: the means underflow
+    return math.sqrt(max(variance, 0.0))  # rounding can leave −0.0 for an empty set
 
-    def estimate(fa: float, fb: float, fab: float) -> float:
-        zero = (1 - fa) * (1 - fb) / (1 - fa - fb + fab)
-        return math.log(zero) / keep
 
-    point = np.array([p_a, p_b, p_and])
-    step = 1e-7
-    gradient = np.empty(3)
-    for axis in range(3):
-        delta = np.zeros(3)
-        delta[axis] = step
-        gradient[axis] = (estimate(*(point + delta)) - estimate(*(point - delta))) / (2 * step)
-    independent_bits = float(gradient @ covariance @ gradient) / m  # Var(t/m) = Σ₁/m
-    # Item counts are fixed, not Poisson: removing the intersection class's count fluctuation
-    # takes (∂n̂∩/∂N∩)²·N∩ = n∩/k off the variance (the A-only and B-only classes leave n̂∩
-    # unchanged to first order). For one set this turns m(e^λ − 1)/k² into m(e^λ − 1 − λ)/k².
-    variance = independent_bits - n_ab / k
-    return math.sqrt(max(variance, 0.0))
+def false_shared_probability(fprs: Sequence[float], needed: int) -> float:
+    """Probability that at least ``needed`` of independent events of probabilities ``fprs``
+    happen (the upper tail of a Poisson-binomial distribution).
+
+    For a value no other member holds, ``fprs`` are the other members' false-positive rates
+    (each filter's :meth:`~sigshare.sketch.bloom.BloomParams.fpr_at_fill`) and ``needed`` is
+    ``quorum − 1``: the result is the rate at which such a value is reported as shared, if the
+    other filters are independent. Overlapping holdings make false positives coincide: for
+    ``needed = 1`` the result then remains an upper bound, for larger ``needed`` it may not.
+    Exact dynamic programme over how many events happened so far, capped at ``needed`` (an
+    absorbing state); every step adds non-negative terms, so tiny tails keep full relative
+    precision. ``needed ≤ 0`` is certain (1.0); ``needed > len(fprs)`` impossible (0.0).
+    """
+    rates = np.asarray(fprs, dtype=np.float64).reshape(-1)
+    if not np.all((rates >= 0.0) & (rates <= 1.0)):  # also refuses NaN
+        raise ParameterError("false-positive rates must be probabilities in [0, 1]")
+    if needed <= 0:
+        return 1.0
+    if needed > rates.size:
+        return 0.0
+    # counts[j] = P(exactly j events so far) for j < needed; counts[needed] = P(≥ needed).
+    counts = np.zeros(needed + 1, dtype=np.float64)
+    counts[0] = 1.0
+    for rate in rates:
+        moved = counts[:-1] * rate
+        counts[:-1] *= 1.0 - rate
+        counts[1:] += moved
+    return float(min(counts[needed], 1.0))
 
 
 def overlap_matrix(filters: list[BloomFilter]) -> npt.NDArray[np.float64]:
@@ -111,9 +163,10 @@ def _intersection_error(m: int, k: int, n_a: float, n_b: float, n_ab: float) -> 
     # Noise can put the estimate just outside [0, min size]; its error is the same.
     plausible = min(max(n_ab, 0.0), n_a, n_b)
     try:
-        return intersection_stderr(m, k, n_a, n_b, plausible)
-    except ArithmeticError:  # nearly saturated: the state fractions underflow
+        error = intersection_stderr(m, k, n_a, n_b, plausible)
+    except ArithmeticError:  # nearly saturated: the unset fractions underflow
         return math.inf
+    return error if math.isfinite(error) else math.inf
 
 
 def overlap_estimates(

@@ -91,10 +91,16 @@ class BloomParameters(_message.Message):
     RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     REVEAL_MEMBERS_FIELD_NUMBER: _builtins.int
     DIGEST_FIELD_NUMBER: _builtins.int
+    FORUM_FPR_FIELD_NUMBER: _builtins.int
+    MAX_MEMBERS_FIELD_NUMBER: _builtins.int
+    REPLACE_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     key_id: _builtins.str
     capacity: _builtins.int
     target_fpr: _builtins.float
+    """Per-filter false-positive rate at capacity that m and k are sized for:
+    forum_fpr / (max_members - 1). Derived; ignored in SetParameters.
+    """
     m: _builtins.int
     k: _builtins.int
     quorum: _builtins.int
@@ -105,6 +111,16 @@ class BloomParameters(_message.Message):
     """
     digest: _builtins.bytes
     """SHA-256 of the canonical parameter encoding (BloomParams.digest())."""
+    forum_fpr: _builtins.float
+    """The forum-level false-shared rate: how often a value no other member holds is reported as
+    held by others, with max_members members at capacity. Required in SetParameters.
+    """
+    max_members: _builtins.int
+    """The forum size the per-filter rate is derived for (SetParameters: 0 keeps the current, or 32)."""
+    replace_interval_seconds: _builtins.int
+    """Shortest time between two replacements of a member's filter of this kind (resending the
+    current one is free). In SetParameters, leaving it out keeps the current value.
+    """
     def __init__(
         self,
         *,
@@ -118,13 +134,21 @@ class BloomParameters(_message.Message):
         retention_days: _builtins.int = ...,
         reveal_members: _builtins.bool | None = ...,
         digest: _builtins.bytes = ...,
+        forum_fpr: _builtins.float = ...,
+        max_members: _builtins.int = ...,
+        replace_interval_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "reveal_members", b"reveal_members"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_replace_interval_seconds", b"_replace_interval_seconds", "_reveal_members", b"_reveal_members", "replace_interval_seconds", b"replace_interval_seconds", "reveal_members", b"reveal_members"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "capacity", b"capacity", "digest", b"digest", "k", b"k", "key_id", b"key_id", "kind", b"kind", "m", b"m", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "target_fpr", b"target_fpr"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replace_interval_seconds", b"_replace_interval_seconds", "_reveal_members", b"_reveal_members", "capacity", b"capacity", "digest", b"digest", "forum_fpr", b"forum_fpr", "k", b"k", "key_id", b"key_id", "kind", b"kind", "m", b"m", "max_members", b"max_members", "quorum", b"quorum", "replace_interval_seconds", b"replace_interval_seconds", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "target_fpr", b"target_fpr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__replace_interval_seconds: _TypeAlias = _typing.Literal["replace_interval_seconds"]  # noqa: Y015
+    _WhichOneofArgType__replace_interval_seconds: _TypeAlias = _typing.Literal["_replace_interval_seconds", b"_replace_interval_seconds"]  # noqa: Y015
     _WhichOneofReturnType__reveal_members: _TypeAlias = _typing.Literal["reveal_members"]  # noqa: Y015
     _WhichOneofArgType__reveal_members: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__replace_interval_seconds) -> _WhichOneofReturnType__replace_interval_seconds | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__reveal_members) -> _WhichOneofReturnType__reveal_members | None: ...
 
 Global___BloomParameters: _TypeAlias = BloomParameters  # noqa: Y015
@@ -416,56 +440,118 @@ class ClusterSketchSet(_message.Message):
 Global___ClusterSketchSet: _TypeAlias = ClusterSketchSet  # noqa: Y015
 
 @_typing.final
-class ResolutionRequest(_message.Message):
-    """---------------------------------------------------------------------------------- resolution"""
+class ResolveHeader(_message.Message):
+    """---------------------------------------------------------------------------------- resolution
+
+    Resolve: a member asks which of its *own* values other members hold, by the values' tokens.
+    The request stream is a header, then chunks of tokens (concatenated 16-byte tokens, each chunk
+    at most `chunk_bytes` and a whole number of tokens). The hub answers once the whole request has
+    arrived: a summary, then answer chunks covering the tokens in request order.
+
+    A token is answered only if the requester's own active filter of the kind holds all k of its
+    positions; the answer is the number of *other* members whose own active filter holds all k
+    (0 when fewer than quorum - 1 do). Nothing about positions or other members' bits is returned.
+    Query budgets: distinct tokens answered per submission <= its declared count, and per kind per
+    rolling 24 hours <= the kind's capacity; repeating a token costs nothing. A request with more
+    distinct held tokens than the declared count is refused; past a budget, tokens are not
+    answered (status OVER_BUDGET) and nothing is recorded for them.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     key_id: _builtins.str
+    token_count: _builtins.int
+    """Tokens the chunks carry in total (at most the kind's capacity per request)."""
     def __init__(
         self,
         *,
         kind: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        token_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "kind", b"kind", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ResolutionRequest: _TypeAlias = ResolutionRequest  # noqa: Y015
+Global___ResolveHeader: _TypeAlias = ResolveHeader  # noqa: Y015
 
 @_typing.final
-class ResolutionHeader(_message.Message):
+class ResolveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    tokens: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___ResolveHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___ResolveHeader | None = ...,
+        tokens: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part", b"part", "tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part", b"part", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "tokens"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ResolveRequest: _TypeAlias = ResolveRequest  # noqa: Y015
+
+@_typing.final
+class ResolveSummary(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
-    M_FIELD_NUMBER: _builtins.int
-    K_FIELD_NUMBER: _builtins.int
     QUORUM_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
-    CONTENT_LENGTH_FIELD_NUMBER: _builtins.int
-    CONTENT_SHA256_FIELD_NUMBER: _builtins.int
-    ENCODING_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    NOT_HELD_FIELD_NUMBER: _builtins.int
+    OVER_BUDGET_FIELD_NUMBER: _builtins.int
+    SUBMISSION_TOKENS_FIELD_NUMBER: _builtins.int
+    SUBMISSION_BUDGET_FIELD_NUMBER: _builtins.int
+    DAY_TOKENS_FIELD_NUMBER: _builtins.int
+    DAY_BUDGET_FIELD_NUMBER: _builtins.int
+    BUDGET_FREES_AT_FIELD_NUMBER: _builtins.int
+    HOLDER_NAMES_FIELD_NUMBER: _builtins.int
+    HOLDER_MASK_BYTES_FIELD_NUMBER: _builtins.int
     COMPUTED_AT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     key_id: _builtins.str
-    m: _builtins.int
-    k: _builtins.int
     quorum: _builtins.int
     members: _builtins.int
-    """Active submissions the counts were computed from (the requester's included)."""
-    content_length: _builtins.int
-    content_sha256: _builtins.bytes
-    encoding: _builtins.str
-    """m unsigned bytes (counts of *other* members, 0 below quorum - 1), either zlib-compressed
-    ("u8-zlib") or as they are ("u8", when they would not compress well).
-    """
+    """Members with an active filter of this kind, the requester included."""
+    answered: _builtins.int
+    not_held: _builtins.int
+    """Tokens the requester's own filter does not hold: not answered."""
+    over_budget: _builtins.int
+    """Held tokens not answered because a query budget is spent."""
+    submission_tokens: _builtins.int
+    """Distinct tokens answered against the current submission, and its budget (declared count)."""
+    submission_budget: _builtins.int
+    day_tokens: _builtins.int
+    """Distinct tokens answered for this kind in the last 24 hours, and the budget (capacity)."""
+    day_budget: _builtins.int
+    holder_mask_bytes: _builtins.int
+    @_builtins.property
+    def budget_frees_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when over_budget > 0 and the 24-hour budget was the limit: when it frees again."""
+
+    @_builtins.property
+    def holder_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only where the forum policy reveals members: the other members the answer chunks' holder
+        masks refer to (bit i of a mask, least significant bit of byte 0 first = holder_names[i]).
+        """
+
     @_builtins.property
     def computed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -473,47 +559,83 @@ class ResolutionHeader(_message.Message):
         *,
         kind: _builtins.str = ...,
         key_id: _builtins.str = ...,
-        m: _builtins.int = ...,
-        k: _builtins.int = ...,
         quorum: _builtins.int = ...,
         members: _builtins.int = ...,
-        content_length: _builtins.int = ...,
-        content_sha256: _builtins.bytes = ...,
-        encoding: _builtins.str = ...,
+        answered: _builtins.int = ...,
+        not_held: _builtins.int = ...,
+        over_budget: _builtins.int = ...,
+        submission_tokens: _builtins.int = ...,
+        submission_budget: _builtins.int = ...,
+        day_tokens: _builtins.int = ...,
+        day_budget: _builtins.int = ...,
+        budget_frees_at: _timestamp_pb2.Timestamp | None = ...,
+        holder_names: _abc.Iterable[_builtins.str] | None = ...,
+        holder_mask_bytes: _builtins.int = ...,
         computed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget_frees_at", b"budget_frees_at", "computed_at", b"computed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at", "content_length", b"content_length", "content_sha256", b"content_sha256", "encoding", b"encoding", "k", b"k", "key_id", b"key_id", "kind", b"kind", "m", b"m", "members", b"members", "quorum", b"quorum"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "budget_frees_at", b"budget_frees_at", "computed_at", b"computed_at", "day_budget", b"day_budget", "day_tokens", b"day_tokens", "holder_mask_bytes", b"holder_mask_bytes", "holder_names", b"holder_names", "key_id", b"key_id", "kind", b"kind", "members", b"members", "not_held", b"not_held", "over_budget", b"over_budget", "quorum", b"quorum", "submission_budget", b"submission_budget", "submission_tokens", b"submission_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ResolutionHeader: _TypeAlias = ResolutionHeader  # noqa: Y015
+Global___ResolveSummary: _TypeAlias = ResolveSummary  # noqa: Y015
 
 @_typing.final
-class ResolutionChunk(_message.Message):
+class ResolveAnswers(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    HEADER_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    data: _builtins.bytes
-    @_builtins.property
-    def header(self) -> Global___ResolutionHeader: ...
+    STATUS_FIELD_NUMBER: _builtins.int
+    OTHERS_FIELD_NUMBER: _builtins.int
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    status: _builtins.bytes
+    """One byte per token, in request order: 0 answered, 1 not held by the requester's own
+    filter, 2 over budget.
+    """
+    others: _builtins.bytes
+    """One byte per token: other members holding it (0 below quorum - 1 and when not answered)."""
+    holders: _builtins.bytes
+    """holder_mask_bytes per token, only where the forum policy reveals members."""
     def __init__(
         self,
         *,
-        header: Global___ResolutionHeader | None = ...,
-        data: _builtins.bytes = ...,
+        status: _builtins.bytes = ...,
+        others: _builtins.bytes = ...,
+        holders: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holders", b"holders", "others", b"others", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "data"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveAnswers: _TypeAlias = ResolveAnswers  # noqa: Y015
+
+@_typing.final
+class ResolveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def summary(self) -> Global___ResolveSummary: ...
+    @_builtins.property
+    def answers(self) -> Global___ResolveAnswers: ...
+    def __init__(
+        self,
+        *,
+        summary: Global___ResolveSummary | None = ...,
+        answers: Global___ResolveAnswers | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "part", b"part", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "part", b"part", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["summary", "answers"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
-Global___ResolutionChunk: _TypeAlias = ResolutionChunk  # noqa: Y015
+Global___ResolveResponse: _TypeAlias = ResolveResponse  # noqa: Y015
 
 @_typing.final
 class ConfirmedToken(_message.Message):
@@ -581,23 +703,27 @@ class ConfirmResponse(_message.Message):
     ACCEPTED_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
     NOT_RESOLVED_FIELD_NUMBER: _builtins.int
+    OVER_BUDGET_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     shared: _builtins.int
     """How many of the accepted tokens are now shared indicators (confirmed by >= quorum members)."""
     not_resolved: _builtins.int
-    """Tokens refused because they are not in the member's active filter or are not held by
-    quorum - 1 other members there (the resolution changed since it was downloaded, or a probe).
+    """Tokens refused because the member's own active filter does not hold them, fewer than
+    quorum - 1 other members' own filters hold them, or a query budget is spent (Resolve).
     """
+    over_budget: _builtins.int
+    """Of not_resolved: tokens refused only because a query budget is spent."""
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
         shared: _builtins.int = ...,
         not_resolved: _builtins.int = ...,
+        over_budget: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "not_resolved", b"not_resolved", "shared", b"shared"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "not_resolved", b"not_resolved", "over_budget", b"over_budget", "shared", b"shared"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -748,6 +874,8 @@ class SubmissionInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    TOKENS_ASKED_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     member: _builtins.str
     kind: _builtins.str
@@ -755,12 +883,20 @@ class SubmissionInfo(_message.Message):
     declared_count: _builtins.int
     byte_size: _builtins.int
     status: _builtins.str
+    tokens_asked: _builtins.int
+    """Bloom filters: distinct tokens the member asked about against this submission (Resolve)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def health(self) -> Global___FilterHealth: ...
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Coordinators only: reasons to look at this submission, e.g. "declared_count_jump" or
+        "query_volume_jump" (a rise of the forum's flag factor over the previous submission).
+        """
+
     def __init__(
         self,
         *,
@@ -774,10 +910,12 @@ class SubmissionInfo(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         health: Global___FilterHealth | None = ...,
+        tokens_asked: _builtins.int = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "health", b"health"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_size", b"byte_size", "created_at", b"created_at", "declared_count", b"declared_count", "expires_at", b"expires_at", "health", b"health", "id", b"id", "key_id", b"key_id", "kind", b"kind", "member", b"member", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_size", b"byte_size", "created_at", b"created_at", "declared_count", b"declared_count", "expires_at", b"expires_at", "flags", b"flags", "health", b"health", "id", b"id", "key_id", b"key_id", "kind", b"kind", "member", b"member", "status", b"status", "tokens_asked", b"tokens_asked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,10 +44,10 @@ class MemberServiceStub:
                 request_serializer=sigshare_dot_v1_dot_hub__pb2.SubmitChunk.SerializeToString,
                 response_deserializer=sigshare_dot_v1_dot_hub__pb2.SubmitResponse.FromString,
                 _registered_method=True)
-        self.DownloadResolution = channel.unary_stream(
-                '/sigshare.v1.MemberService/DownloadResolution',
-                request_serializer=sigshare_dot_v1_dot_hub__pb2.ResolutionRequest.SerializeToString,
-                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ResolutionChunk.FromString,
+        self.Resolve = channel.stream_stream(
+                '/sigshare.v1.MemberService/Resolve',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.ResolveRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ResolveResponse.FromString,
                 _registered_method=True)
         self.Confirm = channel.unary_unary(
                 '/sigshare.v1.MemberService/Confirm',
@@ -81,7 +81,7 @@ class MemberServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DownloadResolution(self, request, context):
+    def Resolve(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,10 +118,10 @@ def add_MemberServiceServicer_to_server(servicer, server):
                     request_deserializer=sigshare_dot_v1_dot_hub__pb2.SubmitChunk.FromString,
                     response_serializer=sigshare_dot_v1_dot_hub__pb2.SubmitResponse.SerializeToString,
             ),
-            'DownloadResolution': grpc.unary_stream_rpc_method_handler(
-                    servicer.DownloadResolution,
-                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.ResolutionRequest.FromString,
-                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ResolutionChunk.SerializeToString,
+            'Resolve': grpc.stream_stream_rpc_method_handler(
+                    servicer.Resolve,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.ResolveRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ResolveResponse.SerializeToString,
             ),
             'Confirm': grpc.unary_unary_rpc_method_handler(
                     servicer.Confirm,
@@ -204,7 +204,7 @@ class MemberService:
             _registered_method=True)
 
     @staticmethod
-    def DownloadResolution(request,
+    def Resolve(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -214,12 +214,12 @@ class MemberService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/sigshare.v1.MemberService/DownloadResolution',
-            sigshare_dot_v1_dot_hub__pb2.ResolutionRequest.SerializeToString,
-            sigshare_dot_v1_dot_hub__pb2.ResolutionChunk.FromString,
+            '/sigshare.v1.MemberService/Resolve',
+            sigshare_dot_v1_dot_hub__pb2.ResolveRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ResolveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,7 +43,7 @@ class MemberServiceStub:
     def __new__(cls, channel: _aio.Channel) -> MemberServiceAsyncStub: ...
     GetParameters: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetParametersRequest, _hub_pb2.GetParametersResponse]
     Submit: _grpc.StreamUnaryMultiCallable[_hub_pb2.SubmitChunk, _hub_pb2.SubmitResponse]
-    DownloadResolution: _grpc.UnaryStreamMultiCallable[_hub_pb2.ResolutionRequest, _hub_pb2.ResolutionChunk]
+    Resolve: _grpc.StreamStreamMultiCallable[_hub_pb2.ResolveRequest, _hub_pb2.ResolveResponse]
     Confirm: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ConfirmRequest, _hub_pb2.ConfirmResponse]
     ListMatches: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListMatchesRequest, _hub_pb2.ListMatchesResponse]
     GetStatus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetStatusRequest, _hub_pb2.GetStatusResponse]
@@ -53,7 +53,7 @@ class MemberServiceAsyncStub(MemberServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetParameters: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetParametersRequest, _hub_pb2.GetParametersResponse]  # type: ignore[assignment]
     Submit: _aio.StreamUnaryMultiCallable[_hub_pb2.SubmitChunk, _hub_pb2.SubmitResponse]  # type: ignore[assignment]
-    DownloadResolution: _aio.UnaryStreamMultiCallable[_hub_pb2.ResolutionRequest, _hub_pb2.ResolutionChunk]  # type: ignore[assignment]
+    Resolve: _aio.StreamStreamMultiCallable[_hub_pb2.ResolveRequest, _hub_pb2.ResolveResponse]  # type: ignore[assignment]
     Confirm: _aio.UnaryUnaryMultiCallable[_hub_pb2.ConfirmRequest, _hub_pb2.ConfirmResponse]  # type: ignore[assignment]
     ListMatches: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListMatchesRequest, _hub_pb2.ListMatchesResponse]  # type: ignore[assignment]
     GetStatus: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetStatusRequest, _hub_pb2.GetStatusResponse]  # type: ignore[assignment]
@@ -74,11 +74,11 @@ class MemberServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_hub_pb2.SubmitResponse, _abc.Awaitable[_hub_pb2.SubmitResponse]]: ...
 
     @_abc_1.abstractmethod
-    def DownloadResolution(
+    def Resolve(
         self,
-        request: _hub_pb2.ResolutionRequest,
+        request_iterator: _MaybeAsyncIterator[_hub_pb2.ResolveRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_hub_pb2.ResolutionChunk], _abc.AsyncIterator[_hub_pb2.ResolutionChunk]]: ...
+    ) -> _typing.Union[_abc.Iterator[_hub_pb2.ResolveResponse], _abc.AsyncIterator[_hub_pb2.ResolveResponse]]: ...
 
     @_abc_1.abstractmethod
     def Confirm(

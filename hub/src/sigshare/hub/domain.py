@@ -48,7 +48,7 @@ class SubmissionStatus(StrEnum):
     """Life cycle of a submission. Stable strings: they are stored in the database."""
 
     ACTIVE = "active"
-    """The member's current sketch of that family/kind: counted in aggregates."""
+    """The member's current sketch of that family/kind: the one results are computed from."""
     SUPERSEDED = "superseded"
     """Replaced by a newer submission of the same member and family/kind."""
     EXPIRED = "expired"
@@ -106,24 +106,52 @@ class Principal:
         return self.revoked_at is None or at < self.revoked_at
 
 
+DEFAULT_MAX_MEMBERS = 32
+DEFAULT_REPLACE_INTERVAL_SECONDS = 3600
+MAX_REPLACE_INTERVAL_SECONDS = 7 * 86_400
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KindParameters:
-    """The Bloom parameters and forum policy the hub publishes for one indicator kind."""
+    """The Bloom parameters and forum policy the hub publishes for one indicator kind.
+
+    The operator states the forum-level false-shared rate ``forum_fpr`` (how often a value no
+    other member holds is reported as held by others) and the forum size ``max_members``; each
+    filter is sized for the per-filter rate ``forum_fpr / (max_members − 1)``, because a value
+    is tested against every other member's own filter.
+    """
 
     kind: str
     key_id: str
     capacity: int
-    target_fpr: float
+    forum_fpr: float
+    max_members: int = DEFAULT_MAX_MEMBERS
     m: int
     k: int
     quorum: int = 2
     retention_days: int = 30
     reveal_members: bool = False
+    replace_interval_seconds: int = DEFAULT_REPLACE_INTERVAL_SECONDS
+    """Shortest time between two replacements of a member's filter (0: no limit)."""
     updated_at: datetime
 
     def __post_init__(self) -> None:
         _check_policy(self.kind, self.quorum, self.retention_days)
+        if not 0 <= self.replace_interval_seconds <= MAX_REPLACE_INTERVAL_SECONDS:
+            raise ParameterError(
+                f"replace interval must be 0 to {MAX_REPLACE_INTERVAL_SECONDS} seconds, "
+                f"got {self.replace_interval_seconds}"
+            )
+        if self.quorum > self.max_members:
+            raise ParameterError(
+                f"quorum {self.quorum} exceeds the forum size of {self.max_members} members"
+            )
         self.bloom_params()  # the sketch core owns the rules for m, k, capacity, FPR and key id
+
+    @property
+    def target_fpr(self) -> float:
+        """The per-filter false-positive rate at capacity that ``m`` and ``k`` are sized for."""
+        return filter_fpr(self.forum_fpr, self.max_members)
 
     def digest(self) -> bytes:
         """What members' filters must match to be combined (see :meth:`BloomParams.digest`)."""
@@ -140,27 +168,43 @@ class KindParameters:
         )
 
     @classmethod
-    def from_bloom(
+    def for_forum(
         cls,
-        params: BloomParams,
         *,
+        kind: str,
+        key_id: str,
+        capacity: int,
+        forum_fpr: float,
+        max_members: int,
         updated_at: datetime,
         quorum: int = 2,
         retention_days: int = 30,
         reveal_members: bool = False,
+        replace_interval_seconds: int = DEFAULT_REPLACE_INTERVAL_SECONDS,
     ) -> KindParameters:
+        """``m`` and ``k`` sized for ``capacity`` items at the per-filter rate of the forum."""
+        bloom = BloomParams.for_forum(kind, key_id, capacity, forum_fpr, max_members)
         return cls(
-            kind=params.kind,
-            key_id=params.key_id,
-            capacity=params.capacity,
-            target_fpr=params.target_fpr,
-            m=params.m,
-            k=params.k,
+            kind=kind,
+            key_id=key_id,
+            capacity=capacity,
+            forum_fpr=forum_fpr,
+            max_members=max_members,
+            m=bloom.m,
+            k=bloom.k,
             quorum=quorum,
             retention_days=retention_days,
             reveal_members=reveal_members,
+            replace_interval_seconds=replace_interval_seconds,
             updated_at=updated_at,
         )
+
+
+def filter_fpr(forum_fpr: float, max_members: int) -> float:
+    """The per-filter false-positive rate that keeps a forum of ``max_members`` at ``forum_fpr``."""
+    if max_members < 2:
+        raise ParameterError(f"a forum has at least 2 members, got {max_members}")
+    return forum_fpr / (max_members - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,8 +274,8 @@ class Submission:
     set_bits: int | None
     """Bloom filters only: number of set bits, for fill checks and estimates."""
     status: SubmissionStatus
-    counted: bool
-    """Bloom filters: folded into the kind's count vector."""
+    tokens_asked: int
+    """Bloom filters: distinct tokens the member asked about against this submission."""
     created_at: datetime
     superseded_at: datetime | None
     expires_at: datetime
@@ -293,15 +337,14 @@ class ReviewStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FamilyState:
-    """What a kind's count vector or a family's campaigns were computed from."""
+    """The parameters a kind's or family's active submissions were made under, and how often
+    that set changed."""
 
     family_kind: str
     key_id: str
     params_digest: bytes
     m: int | None
-    """Bloom kinds: the length of the count vector; ``None`` for MinHash families."""
-    members: int
-    """Active submissions counted in the aggregate."""
+    """Bloom kinds: the filters' number of bits; ``None`` for MinHash families."""
     version: int
     """Grows with every change to the set of active submissions."""
     derived_version: int

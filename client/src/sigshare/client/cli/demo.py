@@ -1,4 +1,4 @@
-"""``sigshare demo``: a three-firm forum through a real embedded hub, checked against the truth."""
+"""``sigshare demo``: a forum of N firms through a real embedded hub, checked against the truth."""
 
 from __future__ import annotations
 
@@ -10,11 +10,25 @@ import click
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.forum_demo import DemoConfig, DemoReport, HubMissingError, run_forum_demo
+from sigshare.client.synthetic import FIRM_NAMES, SYNTHETIC_ACCOUNTS
 
 
 @click.command()
 @click.option("--seed", default=7, show_default=True, help="Seed of the synthetic forum.")
-@click.option("--accounts", default=3000, show_default=True, help="Accounts per firm.")
+@click.option(
+    "--firms",
+    type=click.IntRange(2, len(FIRM_NAMES)),
+    default=3,
+    show_default=True,
+    help="Number of member firms.",
+)
+@click.option(
+    "--accounts",
+    type=int,
+    default=None,
+    help="Accounts per firm (default 3000, fewer above 4 firms: the synthetic phone numbers "
+    f"come from reserved drama ranges, {SYNTHETIC_ACCOUNTS:,} accounts in all).",
+)
 @click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
@@ -23,8 +37,8 @@ from sigshare.client.forum_demo import DemoConfig, DemoReport, HubMissingError, 
     "the results in the coordinator console (see docs/coordinator-guide.md).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
-def demo(seed: int, accounts: int, keep: Path | None, json_output: bool) -> None:
-    """Run three synthetic firms' nightly syncs against an embedded hub and check the results.
+def demo(seed: int, firms: int, accounts: int | None, keep: Path | None, json_output: bool) -> None:
+    """Run synthetic firms' nightly syncs against an embedded hub and check the results.
 
     Starts a hub on a loopback port with a temporary SQLite database, gives each firm its
     configuration, forum secret and input files, and runs each firm's push, pull and confirm
@@ -33,12 +47,22 @@ def demo(seed: int, accounts: int, keep: Path | None, json_output: bool) -> None
     Leaves nothing behind unless --keep is given.
     """
     console = Console(json_output=json_output)
+    if accounts is None:
+        accounts = min(3000, SYNTHETIC_ACCOUNTS * 4 // 5 // firms)
     if not 100 <= accounts <= 5000:
         console.abort("--accounts must be between 100 and 5000", ExitCode.USAGE)
+    if accounts * firms > SYNTHETIC_ACCOUNTS * 4 // 5:
+        console.abort(
+            f"{firms} firms × {accounts} accounts need more than the {SYNTHETIC_ACCOUNTS:,} "
+            "synthetic accounts there are: lower --accounts",
+            ExitCode.USAGE,
+        )
     started = time.perf_counter()
     try:
         with console.progress("running the forum", 1):
-            report = run_forum_demo(DemoConfig(seed=seed, accounts_per_firm=accounts, keep=keep))
+            report = run_forum_demo(
+                DemoConfig(seed=seed, firms=firms, accounts_per_firm=accounts, keep=keep)
+            )
     except HubMissingError as error:
         console.abort(str(error), ExitCode.CONFIG)
     except FileExistsError as error:
@@ -56,10 +80,11 @@ def demo(seed: int, accounts: int, keep: Path | None, json_output: bool) -> None
 def _render(console: Console, report: DemoReport, elapsed: float) -> None:
     config = report.config
     console.print(
-        f"[bold]sigshare demo[/bold] — an embedded hub on 127.0.0.1:{report.hub_port} and 3 firms "
-        f"with {config.accounts_per_firm} accounts each; quorum {config.quorum}, Bloom FPR target "
-        f"{config.target_fpr:g}, MinHash θ={config.threshold}. Each firm pushed keyed sketches, "
-        "pulled its resolution and resolved its own values locally."
+        f"[bold]sigshare demo[/bold] — an embedded hub on 127.0.0.1:{report.hub_port} and "
+        f"{config.firms} firms with {config.accounts_per_firm} accounts each; quorum "
+        f"{config.quorum}, forum false-shared rate {config.forum_fpr:g}, MinHash "
+        f"θ={config.threshold}. Each firm pushed keyed sketches, then asked the hub which of its "
+        "own values other firms hold."
     )
     console.table(
         "what each firm learns: its own values other firms hold too",

@@ -9,7 +9,7 @@ from sigshare.client.console import Console
 from sigshare.hub.cli import render
 from sigshare.hub.cli.context import HubContext, format_time, json_option, pass_hub
 from sigshare.hub.domain import Principal, Role
-from sigshare.hub.services import principals
+from sigshare.hub.services import parameters, principals
 
 
 @click.group()
@@ -39,6 +39,12 @@ def add(hub: HubContext, name: str, role: str, json_output: bool) -> None:
         principal, credential = principals.add_principal(
             session, actor=hub.actor, name=name, role=Role(role), now=hub.now()
         )
+    with hub.session(console) as session:
+        oversized = [
+            rate
+            for rate in parameters.false_shared_rates(session, hub.now())
+            if rate.over_forum_size
+        ]
     # Shown only after the commit, so it is never printed for a principal that was not stored.
     if json_output:
         console.emit_json(
@@ -47,15 +53,26 @@ def add(hub: HubContext, name: str, role: str, json_output: bool) -> None:
                 "role": principal.role.value,
                 "created_at": principal.created_at.isoformat(),
                 "credential": credential.token,
+                "warnings": [_oversized(rate) for rate in oversized],
             }
         )
         return
     console.print(Text(credential.token))
+    for rate in oversized:
+        console.warn(_oversized(rate))
     console.err.print(
         Text(
             f"registered {principal.role.value} {principal.name}; its credential (above) is "
             "shown this once: the hub keeps only a hash of it"
         )
+    )
+
+
+def _oversized(rate: parameters.FalseSharedRate) -> str:
+    return (
+        f"the forum now has {rate.members} members; {rate.kind} filters are sized for "
+        f"{rate.max_members} (false-shared rate at capacity {rate.at_capacity:.3g}): raise it "
+        f"with `sigshare-hub params set {rate.kind} … --max-members {rate.members}`"
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -43,24 +44,42 @@ def _policy_options(command: _Command) -> _Command:
     return command
 
 
+_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _duration(value: str | None) -> int | None:
+    """``"3600"``, ``"90m"``, ``"1h"``, ``"0"`` → seconds."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration such as 3600, 90m, 1h or 0")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
 @params.command()
 @json_option
 @pass_hub
 def show(hub: HubContext, json_output: bool) -> None:
-    """Show every indicator kind's and MinHash family's parameters and policy."""
+    """Show every indicator kind's and MinHash family's parameters and policy, and each kind's
+    expected false-shared rate with the current members and fills."""
     console = Console(json_output=json_output)
     with hub.session(console) as session:
         kinds, families = service.list_parameters(session)
+        rates = {rate.kind: rate for rate in service.false_shared_rates(session, hub.now())}
     if json_output:
         console.emit_json(
             {
-                "kinds": [_kind_document(p) for p in kinds],
+                "kinds": [_kind_document(p, rates.get(p.kind)) for p in kinds],
                 "minhash_families": [_minhash_document(p) for p in families],
             }
         )
         return
     if kinds:
         _kinds_table(console, kinds)
+        _rates_table(console, [rates[p.kind] for p in kinds if p.kind in rates])
+        _warn_forum_size(console, rates.values())
     else:
         console.print("no indicator kinds configured: use `sigshare-hub params set KIND …`")
     if families:
@@ -73,7 +92,27 @@ def show(hub: HubContext, json_output: bool) -> None:
 @click.argument("kind")
 @click.option("--key-id", required=True, help="Key epoch of the forum secret members sketch with.")
 @click.option("--capacity", type=int, required=True, help="Most items one member may declare.")
-@click.option("--fpr", type=float, required=True, help="Target false-positive rate at capacity.")
+@click.option(
+    "--fpr",
+    type=float,
+    required=True,
+    help="Forum-level false-shared rate: how often a value no other member holds is reported "
+    "as held by others, with --max-members members at capacity.",
+)
+@click.option(
+    "--max-members",
+    type=int,
+    default=None,
+    help="Forum size the rate is kept for; each filter gets FPR/(max-members − 1) "
+    "(default: the current value, else 32).",
+)
+@click.option(
+    "--replace-interval",
+    default=None,
+    metavar="DURATION",
+    help="Shortest time between two replacements of a member's filter, e.g. 1h, 30m or 0 "
+    "(default: the current value, else 1h).",
+)
 @_policy_options
 @json_option
 @pass_hub
@@ -84,14 +123,17 @@ def set_kind(
     key_id: str,
     capacity: int,
     fpr: float,
+    max_members: int | None,
+    replace_interval: str | None,
     quorum: int | None,
     retention_days: int | None,
     reveal_members: bool | None,
     json_output: bool,
 ) -> None:
-    """Publish Bloom parameters for indicator KIND (m and k are derived from --capacity and
-    --fpr). Policy options left out keep their current value."""
+    """Publish Bloom parameters for indicator KIND (m and k are derived from --capacity, --fpr
+    and --max-members). Options left out keep their current value."""
     console = Console(json_output=json_output)
+    interval = _duration(replace_interval)
     with hub.session(console) as session:
         before = service.kind_parameters(session, kind)
         after = service.set_kind_parameters(
@@ -100,12 +142,16 @@ def set_kind(
             kind=kind,
             key_id=key_id,
             capacity=capacity,
-            target_fpr=fpr,
+            forum_fpr=fpr,
+            max_members=max_members,
             quorum=quorum,
             retention_days=retention_days,
             reveal_members=reveal_members,
+            replace_interval_seconds=interval,
             now=hub.now(),
         )
+        rates = [r for r in service.false_shared_rates(session, hub.now()) if r.kind == kind]
+    _warn_forum_size(console, rates)
     resubmit = service.invalidates_sketches(before, after)
     if resubmit:
         assert before is not None
@@ -115,7 +161,8 @@ def set_kind(
             f"capacity {after.capacity}: members must resubmit"
         )
     if json_output:
-        console.emit_json({**_kind_document(after), "members_must_resubmit": resubmit})
+        rate = rates[0] if rates else None
+        console.emit_json({**_kind_document(after, rate), "members_must_resubmit": resubmit})
     else:
         _kinds_table(console, [after])
         console.print(f"digest {after.digest().hex()}")
@@ -186,12 +233,52 @@ def set_minhash(
         console.print(f"digest {after.digest().hex()}")
 
 
-def _kind_document(parameters: KindParameters) -> dict[str, Any]:
-    return {
+def _kind_document(
+    parameters: KindParameters, rate: service.FalseSharedRate | None = None
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
         "kind": parameters.kind,
         **service.kind_public_values(parameters),
         "updated_at": parameters.updated_at.isoformat(),
     }
+    if rate is not None:
+        document["false_shared_rate"] = {
+            "filters": rate.filters,
+            "members": rate.members,
+            "current": rate.current,
+            "at_capacity": rate.at_capacity,
+            "over_forum_size": rate.over_forum_size,
+        }
+    return document
+
+
+def _warn_forum_size(console: Console, rates: Iterable[service.FalseSharedRate]) -> None:
+    for rate in rates:
+        if rate.over_forum_size:
+            console.warn(
+                f"{rate.kind}: the forum has {rate.members} members but its filters are sized "
+                f"for {rate.max_members}: the false-shared rate at capacity is "
+                f"{rate.at_capacity:.3g}, above the published rate; raise --max-members "
+                "(members then rebuild their filters)"
+            )
+
+
+def _rates_table(console: Console, rates: list[service.FalseSharedRate]) -> None:
+    render.table(
+        console,
+        "false-shared rate (a value no other member holds, reported as shared)",
+        ["kind", "filters", "members", "now", "at capacity"],
+        [
+            [
+                r.kind,
+                str(r.filters),
+                f"{r.members} of {r.max_members}",
+                f"{r.current:.3g}",
+                f"{r.at_capacity:.3g}",
+            ]
+            for r in rates
+        ],
+    )
 
 
 def _minhash_document(parameters: MinHashParameters) -> dict[str, Any]:
@@ -223,12 +310,15 @@ def _kinds_table(console: Console, kinds: list[KindParameters]) -> None:
             "kind",
             "key_id",
             "capacity",
-            "target FPR",
+            "forum FPR",
+            "max members",
+            "filter FPR",
             "m",
             "k",
             "MiB",
             "quorum",
             "retention days",
+            "replace every",
             "reveal",
         ],
         [
@@ -236,12 +326,15 @@ def _kinds_table(console: Console, kinds: list[KindParameters]) -> None:
                 p.kind,
                 p.key_id,
                 f"{p.capacity:,}",
-                f"{p.target_fpr:g}",
+                f"{p.forum_fpr:g}",
+                str(p.max_members),
+                f"{p.target_fpr:.3g}",
                 f"{p.m:,}",
                 str(p.k),
                 f"{p.m / 8 / MIB:.2f}",
                 str(p.quorum),
                 str(p.retention_days),
+                f"{p.replace_interval_seconds} s",
                 _yes_no(p.reveal_members),
             ]
             for p in kinds

@@ -23,7 +23,8 @@ from sigshare.hub.domain import NAME_RULE, ReviewEvent, ReviewStatus, is_valid_n
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.services import parameters, review_workflow
 from sigshare.hub.services.exports import campaign_record, indicator_record, refresh_campaigns
-from sigshare.hub.services.review import OverlapMatrix, overlap_matrix
+from sigshare.hub.services.review import DEFAULT_FLAG_FACTOR, OverlapMatrix, overlap_matrix
+from sigshare.hub.services.review import submissions as list_submissions
 from sigshare.hub.storage.repositories import AuditRepository
 from sigshare.hub.storage.review import MAX_PAGE_SIZE, CampaignSort, IndicatorSort, RecordState
 
@@ -103,6 +104,70 @@ def overlaps(hub: HubContext, kind: str | None, json_output: bool) -> None:
                 for row, name in enumerate(matrix.members)
             ],
         )
+
+
+@review.command()
+@click.option("--kind", default=None, help="Only this kind or MinHash family (default: all).")
+@click.option("--flagged", is_flag=True, help="Only submissions with a probing flag.")
+@click.option(
+    "--flag-factor",
+    type=float,
+    default=DEFAULT_FLAG_FACTOR,
+    show_default=True,
+    help="Flag a rise of the declared count or of the tokens asked over this many times the "
+    "member's previous submission.",
+)
+@json_option
+@pass_hub
+def submissions(
+    hub: HubContext, kind: str | None, flagged: bool, flag_factor: float, json_output: bool
+) -> None:
+    """Every member's current submissions: declared count, distinct tokens asked about, and
+    flags for jumps that look like probing (claiming values to query them)."""
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        _check_name(kind, "kind")
+        views = list_submissions(session, kind or "", flag_factor=flag_factor)
+        _audit_read(hub, session, "review.submissions", kind)
+    if flagged:
+        views = [view for view in views if view.flags]
+    if json_output:
+        console.emit_json(
+            {
+                "submissions": [
+                    {
+                        "member": view.member,
+                        "kind": view.submission.family_kind,
+                        "submission": view.submission.id,
+                        "created_at": view.submission.created_at.isoformat(),
+                        "declared_count": view.submission.declared_count,
+                        "tokens_asked": view.submission.tokens_asked,
+                        "flags": list(view.flags),
+                    }
+                    for view in views
+                ]
+            }
+        )
+        return
+    if not views:
+        console.print("no flagged submissions" if flagged else "no active submissions")
+        return
+    render.table(
+        console,
+        "current submissions",
+        ["member", "kind", "submitted", "declared", "tokens asked", "flags"],
+        [
+            [
+                _text(view.member),
+                _text(view.submission.family_kind),
+                format_time(view.submission.created_at),
+                f"{view.submission.declared_count:,}",
+                f"{view.submission.tokens_asked:,}",
+                _text(view.flags),
+            ]
+            for view in views
+        ],
+    )
 
 
 def _estimate(value: float) -> str:

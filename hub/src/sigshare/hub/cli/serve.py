@@ -40,6 +40,14 @@ DEFAULT_LISTEN = "127.0.0.1:7443"
     help="Plaintext gRPC. Refused unless --listen is a loopback address.",
 )
 @click.option("--workers", default=16, show_default=True, help="Concurrent RPCs.")
+@click.option(
+    "--index-cache-mib",
+    type=click.IntRange(min=0),
+    default=1024,
+    show_default=True,
+    help="Memory for cached membership indexes (per kind: m × ⌈members/8⌉ bytes, rounded up "
+    "to 1, 2, 4 or a multiple of 8); 0 rebuilds the index for every request.",
+)
 @runtime_options
 @pass_hub
 def serve(
@@ -51,6 +59,7 @@ def serve(
     client_ca: Path | None,
     insecure: bool,
     workers: int,
+    index_cache_mib: int,
     port_file: Path | None,
     log_json: bool,
     log_level: str,
@@ -72,7 +81,14 @@ def serve(
         tls = TlsConfig(certificate=tls_cert, private_key=tls_key, client_ca=client_ca)
     with hub.guard(console):
         address = parse_listen(listen)
-        server = build_hub(hub.engine(), address, tls=tls, insecure=insecure, max_workers=workers)
+        server = build_hub(
+            hub.engine(),
+            address,
+            tls=tls,
+            insecure=insecure,
+            max_workers=workers,
+            index_cache_bytes=index_cache_mib << 20,
+        )
     transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
 
     def announce() -> None:

@@ -7,7 +7,7 @@ here (a malformed message raises :class:`InvalidArgumentError` or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -25,7 +25,8 @@ from sigshare.hub.domain import (
     SharedIndicator,
 )
 from sigshare.hub.errors import InvalidArgumentError, SketchRejectedError
-from sigshare.hub.services.member_views import ConfirmOutcome, ResolutionResult
+from sigshare.hub.services.member_views import ConfirmOutcome
+from sigshare.hub.services.resolution import Answers, TokenStatus
 from sigshare.hub.services.review import OverlapMatrix, SubmissionView
 from sigshare.hub.services.submissions import SketchFormat, SubmitOutcome, UploadHeader
 from sigshare.hub.storage.results import TokenConfirmation
@@ -92,6 +93,9 @@ def bloom_parameters(params: KindParameters) -> pb.BloomParameters:
         retention_days=params.retention_days,
         reveal_members=params.reveal_members,
         digest=params.digest(),
+        forum_fpr=params.forum_fpr,
+        max_members=params.max_members,
+        replace_interval_seconds=params.replace_interval_seconds,
     )
 
 
@@ -172,19 +176,38 @@ def submit_response(outcome: SubmitOutcome) -> pb.SubmitResponse:
     )
 
 
-def resolution_header(result: ResolutionResult) -> pb.ResolutionHeader:
-    return pb.ResolutionHeader(
-        kind=result.params.kind,
-        key_id=result.params.key_id,
-        m=result.params.m,
-        k=result.params.k,
-        quorum=result.params.quorum,
-        members=result.members,
-        content_length=len(result.content),
-        content_sha256=result.content_sha256,
-        encoding=result.encoding,
-        computed_at=timestamp(result.computed_at),
+def resolve_summary(answers: Answers) -> pb.ResolveSummary:
+    return pb.ResolveSummary(
+        kind=answers.params.kind,
+        key_id=answers.params.key_id,
+        quorum=answers.params.quorum,
+        members=answers.members,
+        answered=answers.count(TokenStatus.ANSWERED),
+        not_held=answers.count(TokenStatus.NOT_HELD),
+        over_budget=answers.count(TokenStatus.OVER_BUDGET),
+        submission_tokens=answers.submission_tokens,
+        submission_budget=answers.submission_budget,
+        day_tokens=answers.day_tokens,
+        day_budget=answers.day_budget,
+        budget_frees_at=timestamp(answers.budget_frees_at),
+        holder_names=answers.holder_names,
+        holder_mask_bytes=0 if answers.holders is None else int(answers.holders.shape[1]),
+        computed_at=timestamp(answers.computed_at),
     )
+
+
+def resolve_answers(answers: Answers, max_bytes: int) -> Iterator[pb.ResolveAnswers]:
+    """The per-token answers in request order, in messages of at most about ``max_bytes``."""
+    mask_bytes = 0 if answers.holders is None else int(answers.holders.shape[1])
+    per_message = max(1, max_bytes // (2 + mask_bytes))
+    total = len(answers.status)
+    for start in range(0, total, per_message):
+        stop = min(start + per_message, total)
+        yield pb.ResolveAnswers(
+            status=answers.status[start:stop].tobytes(),
+            others=answers.others[start:stop].tobytes(),
+            holders=b"" if answers.holders is None else answers.holders[start:stop].tobytes(),
+        )
 
 
 def confirmations(request: pb.ConfirmRequest) -> list[TokenConfirmation]:
@@ -205,7 +228,10 @@ def confirmations(request: pb.ConfirmRequest) -> list[TokenConfirmation]:
 
 def confirm_response(outcome: ConfirmOutcome) -> pb.ConfirmResponse:
     return pb.ConfirmResponse(
-        accepted=outcome.accepted, shared=outcome.shared, not_resolved=outcome.not_resolved
+        accepted=outcome.accepted,
+        shared=outcome.shared,
+        not_resolved=outcome.not_resolved,
+        over_budget=outcome.over_budget,
     )
 
 
@@ -279,6 +305,8 @@ def submission_info(view: SubmissionView) -> pb.SubmissionInfo:
         created_at=timestamp(submission.created_at),
         expires_at=timestamp(submission.expires_at),
         health=figures,
+        tokens_asked=submission.tokens_asked,
+        flags=view.flags,
     )
 
 

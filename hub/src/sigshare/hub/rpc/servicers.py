@@ -18,20 +18,22 @@ import grpc
 from sqlalchemy import Engine
 
 from sigshare.hub.domain import NAME_RULE, is_valid_name
+from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import AuditChainError, InvalidArgumentError, SketchRejectedError
 from sigshare.hub.rpc import convert
 from sigshare.hub.rpc.auth import principal_of
 from sigshare.hub.rpc.status import abort
-from sigshare.hub.services import member_views, parameters, principals, review
+from sigshare.hub.services import member_views, parameters, principals, resolution, review
 from sigshare.hub.services.audit import verify_audit_log
 from sigshare.hub.services.submissions import (
     SketchFormat,
-    max_content_length,
+    plan_upload,
     submit_bloom,
     submit_clusters,
     verify_content,
 )
 from sigshare.hub.storage.database import session_scope
+from sigshare.sketch.prf import TOKEN_BYTES
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc as pb_grpc
 
@@ -75,8 +77,9 @@ def translated_stream(method: _F) -> _F:
 
 
 class MemberServicer(pb_grpc.MemberServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache: IndexCache) -> None:
         self._engine = engine
+        self._cache = cache
 
     @translated
     def GetParameters(
@@ -101,22 +104,30 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
             raise InvalidArgumentError("a submission stream starts with its header")
         header = convert.upload_header(first.header)
         with session_scope(self._engine) as session:
-            limit = max_content_length(session, header)
+            plan = plan_upload(session, header)
         if header.content_length > MAX_UPLOAD_BYTES:
             raise SketchRejectedError(f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
         started = time.perf_counter()
-        payload, sha256 = _receive(request_iterator, min(limit, header.content_length))
+        payload, sha256 = _receive(request_iterator, min(plan.max_bytes, header.content_length))
         received = time.perf_counter()
-        verify_content(header, payload, sha256)
         if header.format is SketchFormat.CLUSTERS_V1:
+            verify_content(header, payload, sha256)
             signatures, clusters = convert.cluster_set(payload)
             with session_scope(self._engine) as session:
                 outcome = submit_clusters(
-                    session, member, header, signatures=signatures, clusters=clusters, now=_now()
+                    session,
+                    member,
+                    header,
+                    signatures=signatures,
+                    clusters=clusters,
+                    now=_now(),
+                    plan=plan,
                 )
         else:
             with session_scope(self._engine) as session:
-                outcome = submit_bloom(session, member, header, payload, _now(), sha256=sha256)
+                outcome = submit_bloom(
+                    session, member, header, payload, _now(), sha256=sha256, plan=plan
+                )
         log.info(
             "submission member=%s kind=%s bytes=%d duplicate=%s receive_s=%.3f store_s=%.3f",
             member.name,
@@ -129,19 +140,45 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         return convert.submit_response(outcome)
 
     @translated_stream
-    def DownloadResolution(
-        self, request: pb.ResolutionRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ResolutionChunk]:
+    def Resolve(
+        self, request_iterator: Iterator[pb.ResolveRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ResolveResponse]:
         member = principal_of(context)
-        now = _now()
-        _require_name(request.kind, "kind")
-        member_views.audit_read(self._engine, member, "resolution.read", request.kind, now)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgumentError("a resolve stream starts with its header")
+        header = first.header
+        _require_name(header.kind, "kind")
         with session_scope(self._engine) as session:
-            result = member_views.resolution(session, member, request.kind, request.key_id, now)
-        yield pb.ResolutionChunk(header=convert.resolution_header(result))
-        view = memoryview(result.content)
-        for start in range(0, len(view), CHUNK_BYTES):
-            yield pb.ResolutionChunk(data=bytes(view[start : start + CHUNK_BYTES]))
+            params = resolution.kind_parameters(session, header.kind, header.key_id)
+        resolution.require_token_count(params, header.token_count)
+        started = time.perf_counter()
+        tokens = resolution.tokens_from_buffer(
+            _receive_tokens(request_iterator, header.token_count * TOKEN_BYTES)
+        )
+        received = time.perf_counter()
+        with session_scope(self._engine) as session:
+            answers = resolution.resolve(
+                session,
+                self._cache,
+                member,
+                kind=header.kind,
+                key_id=header.key_id,
+                tokens=tokens,
+                now=_now(),
+            )
+        log.info(
+            "resolution member=%s kind=%s tokens=%d answered=%d receive_s=%.3f answer_s=%.3f",
+            member.name,
+            header.kind,
+            len(tokens),
+            answers.count(resolution.TokenStatus.ANSWERED),
+            received - started,
+            time.perf_counter() - received,
+        )
+        yield pb.ResolveResponse(summary=convert.resolve_summary(answers))
+        for chunk in convert.resolve_answers(answers, CHUNK_BYTES):
+            yield pb.ResolveResponse(answers=chunk)
 
     @translated
     def Confirm(
@@ -152,6 +189,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         with session_scope(self._engine) as session:
             outcome = member_views.confirm(
                 session,
+                self._cache,
                 member,
                 kind=request.kind,
                 key_id=request.key_id,
@@ -218,6 +256,22 @@ def _receive(chunks: Iterator[pb.SubmitChunk], announced: int) -> tuple[bytes, b
         if received > announced:
             raise SketchRejectedError(f"stream carries more than the {announced} bytes announced")
     return b"".join(parts), digest.digest()  # the one copy of the payload
+
+
+def _receive_tokens(chunks: Iterator[pb.ResolveRequest], announced: int) -> bytes:
+    """The token bytes of a resolve stream: exactly the ``announced`` number of bytes."""
+    parts: list[bytes] = []
+    received = 0
+    for chunk in chunks:
+        if chunk.WhichOneof("part") != "tokens":
+            raise InvalidArgumentError("only token chunks may follow the header")
+        parts.append(chunk.tokens)
+        received += len(chunk.tokens)
+        if received > announced:
+            raise InvalidArgumentError(f"stream carries more than the {announced} bytes announced")
+    if received != announced:
+        raise InvalidArgumentError(f"stream ended after {received} of {announced} bytes announced")
+    return b"".join(parts)
 
 
 class ReviewServicer(pb_grpc.ReviewServiceServicer):
@@ -333,10 +387,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     kind=b.kind,
                     key_id=b.key_id,
                     capacity=b.capacity,
-                    target_fpr=b.target_fpr,
+                    forum_fpr=b.forum_fpr,
+                    max_members=b.max_members or None,
                     quorum=b.quorum or None,
                     retention_days=b.retention_days or None,
                     reveal_members=b.reveal_members if b.HasField("reveal_members") else None,
+                    replace_interval_seconds=(
+                        b.replace_interval_seconds
+                        if b.HasField("replace_interval_seconds")
+                        else None
+                    ),
                     now=now,
                 )
                 for b in request.bloom
@@ -378,9 +438,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.VerifyAuditResponse(entries=result.entries, intact=True)
 
 
-def register(server: grpc.Server, engine: Engine) -> list[str]:
-    """Add the three sigshare services to ``server``; their full names."""
-    pb_grpc.add_MemberServiceServicer_to_server(MemberServicer(engine), server)
+def register(server: grpc.Server, engine: Engine, cache: IndexCache | None = None) -> list[str]:
+    """Add the three sigshare services to ``server``; their full names. ``cache``: where
+    membership indexes are kept (a 1 GiB one by default)."""
+    member = MemberServicer(engine, IndexCache() if cache is None else cache)
+    pb_grpc.add_MemberServiceServicer_to_server(member, server)
     pb_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(engine), server)
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
     return [

@@ -1,17 +1,17 @@
 """Keeping a kind's or family's derived state in step with its active submissions.
 
-Every operation that reads or changes a family first calls :func:`prepare`, under the family's
-lock: submissions past their retention window expire, submissions made under parameters that
-are no longer published retire, and a family whose parameters changed starts afresh. Derived
-state is then brought up to date by whoever needs it next — :func:`fold_counts` for a kind's
-count vector, :func:`refresh_campaigns` for a family's campaigns — so a nightly batch of
-submissions costs one fold, and two hub replicas never compute the same thing at once (the
-advisory lock hands the work to one, the other then finds it done).
+Every operation that changes a family first calls :func:`prepare`, under the family's lock:
+submissions past their retention window expire, submissions made under parameters that are no
+longer published retire, and a family whose parameters changed starts afresh. Readers first ask
+:func:`is_prepared`, which takes no lock, and prepare only when something is due — so answers
+run in parallel on every replica while nothing changes. A family's campaigns are brought up to
+date by whoever needs them next (:func:`refresh_campaigns`), so a nightly batch of submissions
+costs one recomputation, and two hub replicas never compute the same thing at once (the advisory
+lock hands the work to one, the other then finds it done).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -22,7 +22,6 @@ from sigshare.hub.domain import (
     FamilyState,
     KindParameters,
     MinHashParameters,
-    Submission,
     SubmissionStatus,
 )
 from sigshare.hub.engine.campaigns import find_campaigns, inherit_ids
@@ -30,9 +29,7 @@ from sigshare.hub.errors import ConflictError
 from sigshare.hub.storage.aggregates import FamilyRepository
 from sigshare.hub.storage.repositories import SubmissionRepository
 from sigshare.hub.storage.results import CampaignDraft, ClusterRepository
-from sigshare.sketch.aggregate import replace_filter
-from sigshare.sketch.codec import decode_bloom, decode_signatures
-from sigshare.sketch.errors import SketchError
+from sigshare.sketch.codec import decode_signatures
 
 Parameters = KindParameters | MinHashParameters
 
@@ -41,6 +38,16 @@ def _identity(params: Parameters) -> tuple[str, str, bytes, int | None]:
     if isinstance(params, KindParameters):
         return params.kind, params.key_id, params.bloom_params().digest(), params.m
     return params.family_kind, params.key_id, params.minhash_params().digest(), None
+
+
+def is_prepared(session: Session, params: Parameters, now: datetime) -> bool:
+    """Whether :func:`prepare` would change nothing (no lock taken: a hint for readers, who
+    prepare under the lock when it says no)."""
+    family_kind, key_id, digest, _ = _identity(params)
+    state = FamilyRepository(session).get(family_kind)
+    if state is None or state.params_digest != digest or state.key_id != key_id:
+        return False
+    return not SubmissionRepository(session).any_due(family_kind, key_id, digest, now)
 
 
 def prepare(session: Session, params: Parameters, now: datetime) -> FamilyState:
@@ -53,7 +60,6 @@ def prepare(session: Session, params: Parameters, now: datetime) -> FamilyState:
     families = FamilyRepository(session)
     state = families.get(family_kind)
     if state is None or state.params_digest != digest or state.key_id != key_id:
-        submissions.uncount_family(family_kind)
         state = families.reset(family_kind, key_id=key_id, params_digest=digest, m=m, at=now)
     ended = 0
     for submission in submissions.all_active(family_kind):
@@ -64,51 +70,8 @@ def prepare(session: Session, params: Parameters, now: datetime) -> FamilyState:
         submissions.end(submission.id, SubmissionStatus.EXPIRED, now)
         ended += 1
     if ended:
-        state = families.record_change(family_kind, members_delta=0, at=now)
+        state = families.record_change(family_kind, at=now)
     return state
-
-
-def bloom_of(
-    session: Session, submission: Submission, params: KindParameters
-) -> npt.NDArray[np.uint8]:
-    """The packed bits of a stored filter (verified when it was accepted)."""
-    payload = SubmissionRepository(session).payload(submission.id)
-    try:
-        return decode_bloom(payload, params.bloom_params()).bits
-    except SketchError as error:  # stored bytes no longer decode: storage corruption
-        raise ConflictError(f"stored filter {submission.id} is unreadable: {error}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    state: FamilyState
-    counts: npt.NDArray[np.uint8]
-
-
-def fold_counts(session: Session, params: KindParameters, now: datetime) -> Counts:
-    """The kind's count vector with every pending change folded in (``C += new − old``).
-
-    The caller holds the kind's exclusive lock and has called :func:`prepare`.
-    """
-    submissions = SubmissionRepository(session)
-    families = FamilyRepository(session)
-    state = families.get(params.kind)
-    assert state is not None, "prepare() first"
-    assert state.m == params.m, "prepare() first"
-    counts = families.read_counts(params.kind, params.m)
-    to_add, to_remove = submissions.pending_fold(params.kind)
-    if not (to_add or to_remove):
-        return Counts(state, counts)
-    for submission in to_remove:
-        replace_filter(counts, None, bloom_of(session, submission, params))
-        submissions.set_counted(submission.id, False)
-        submissions.drop_payload(submission.id)
-    for submission in to_add:
-        replace_filter(counts, bloom_of(session, submission, params), None)
-        submissions.set_counted(submission.id, True)
-    families.write_counts(params.kind, counts)
-    state = families.record_change(params.kind, members_delta=len(to_add) - len(to_remove), at=now)
-    return Counts(state, counts)
 
 
 def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime) -> None:

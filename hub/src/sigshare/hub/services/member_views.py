@@ -1,18 +1,16 @@
-"""What a member may read and do with results: its resolution vector, confirmations, matches,
-and the status of its own submissions. Never another member's sketch.
+"""What a member may read and do with results: confirmations, matches, and the status of its
+own submissions. Never another member's sketch. (Resolution: :mod:`.resolution`.)
 
 Reads of results are audited (who read what, when) in their own short transaction before the
-read, so the audit lock is never held while a large vector is computed.
+read, so the audit lock is never held while results are computed.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -25,8 +23,10 @@ from sigshare.hub.domain import (
     Submission,
     minhash_family_kind,
 )
+from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import InvalidArgumentError, PreconditionError
-from sigshare.hub.services.families import bloom_of, fold_counts, prepare, refresh_campaigns
+from sigshare.hub.services.families import prepare, refresh_campaigns
+from sigshare.hub.services.resolution import confirmable, kind_parameters, tokens_from_buffer
 from sigshare.hub.storage.database import session_scope
 from sigshare.hub.storage.repositories import (
     AuditRepository,
@@ -34,34 +34,10 @@ from sigshare.hub.storage.repositories import (
     SubmissionRepository,
 )
 from sigshare.hub.storage.results import ClusterRepository, IndicatorRepository, TokenConfirmation
-from sigshare.sketch.aggregate import resolution_for
-from sigshare.sketch.bloom import bit_positions
-from sigshare.sketch.prf import TOKEN_BYTES, tokens_from_bytes
-from sigshare.sketch.resolution import choose_encoding, encode_resolution
+from sigshare.sketch.prf import TOKEN_BYTES
 
 MAX_CONFIRM_TOKENS = 100_000
 """Per request; the client batches larger confirmations."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResolutionResult:
-    params: KindParameters
-    members: int
-    content: bytes
-    content_sha256: bytes
-    encoding: str
-    computed_at: datetime
-
-
-def _kind(session: Session, kind: str, key_id: str | None = None) -> KindParameters:
-    params = ParameterRepository(session).get_kind(kind)
-    if params is None:
-        raise PreconditionError(f"indicator kind {kind!r} is not enabled on this hub")
-    if key_id is not None and key_id != params.key_id:
-        raise PreconditionError(
-            f"{kind}: key id {key_id!r} is not the forum's current key id {params.key_id!r}"
-        )
-    return params
 
 
 def audit_read(engine: Engine, member: Principal, action: str, target: str, now: datetime) -> None:
@@ -69,47 +45,17 @@ def audit_read(engine: Engine, member: Principal, action: str, target: str, now:
         AuditRepository(session).append(member.name, action, target, {}, at=now)
 
 
-def _own_submission(session: Session, member: Principal, params: KindParameters) -> Submission:
-    own = SubmissionRepository(session).active_of(member.id, params.kind)
-    if own is None or own.key_id != params.key_id:
-        raise PreconditionError(
-            f"submit a filter of kind {params.kind} before asking for its resolution: members "
-            "learn only about items they hold themselves"
-        )
-    return own
-
-
-def resolution(
-    session: Session, member: Principal, kind: str, key_id: str, now: datetime
-) -> ResolutionResult:
-    """``R = C − B_member`` with counts below ``quorum − 1`` zeroed, encoded for the wire."""
-    params = _kind(session, kind, key_id)
-    SubmissionRepository(session).lock_family(params.kind)
-    prepare(session, params, now)
-    folded = fold_counts(session, params, now)
-    own = _own_submission(session, member, params)
-    vector = resolution_for(folded.counts, bloom_of(session, own, params), params.quorum)
-    encoding = choose_encoding(vector)
-    content = encode_resolution(vector, encoding)
-    return ResolutionResult(
-        params=params,
-        members=folded.state.members,
-        content=content,
-        content_sha256=hashlib.sha256(content).digest(),
-        encoding=encoding,
-        computed_at=now,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class ConfirmOutcome:
     accepted: int
     shared: int
     not_resolved: int
+    over_budget: int
 
 
 def confirm(
     session: Session,
+    cache: IndexCache,
     member: Principal,
     *,
     kind: str,
@@ -120,8 +66,9 @@ def confirm(
     """Record the member's confirmed tokens; those held by ≥ quorum members become shared.
 
     A token is accepted only if the member's own active filter holds it and quorum − 1 other
-    members' filters do too, exactly what the member's resolution showed: a member cannot
-    confirm (and so probe for) an item it never submitted.
+    members' own filters do too — the test :func:`.resolution.resolve` answers — within the
+    member's query budgets: a member cannot confirm (and so probe for) a value it never
+    submitted.
     """
     if len(confirmations) > MAX_CONFIRM_TOKENS:
         raise InvalidArgumentError(
@@ -130,20 +77,10 @@ def confirm(
     for item in confirmations:
         if len(item.token) != TOKEN_BYTES:
             raise InvalidArgumentError(f"tokens are {TOKEN_BYTES} bytes, got {len(item.token)}")
-    params = _kind(session, kind, key_id)
-    SubmissionRepository(session).lock_family(params.kind)
-    prepare(session, params, now)
-    folded = fold_counts(session, params, now)
-    own_bits = bloom_of(session, _own_submission(session, member, params), params)
-    accepted = list(confirmations)
-    if accepted:
-        tokens = tokens_from_bytes(c.token for c in accepted)
-        positions = bit_positions(tokens, params.m, params.k)
-        own = np.unpackbits(own_bits, bitorder="little")
-        held = own[positions].all(axis=0)
-        others = (folded.counts[positions].astype(np.int16) - own[positions]).min(axis=0)
-        resolved = held & (others >= params.quorum - 1)
-        accepted = [c for c, ok in zip(accepted, resolved.tolist(), strict=True) if ok]
+    params = kind_parameters(session, kind, key_id)
+    tokens = tokens_from_buffer(b"".join(c.token for c in confirmations))
+    ok, over_budget = confirmable(session, cache, member, params, tokens=tokens, now=now)
+    accepted = [c for c, keep in zip(confirmations, ok.tolist(), strict=True) if keep]
     indicators = IndicatorRepository(session)
     indicators.confirm(
         kind=params.kind, key_id=params.key_id, member_id=member.id, confirmations=accepted, at=now
@@ -159,11 +96,18 @@ def confirm(
         member.name,
         "indicator.confirm",
         params.kind,
-        {"accepted": len(accepted), "refused": len(confirmations) - len(accepted)},
+        {
+            "accepted": len(accepted),
+            "refused": len(confirmations) - len(accepted),
+            "over_budget": over_budget,
+        },
         at=now,
     )
     return ConfirmOutcome(
-        accepted=len(accepted), shared=shared, not_resolved=len(confirmations) - len(accepted)
+        accepted=len(accepted),
+        shared=shared,
+        not_resolved=len(confirmations) - len(accepted),
+        over_budget=over_budget,
     )
 
 

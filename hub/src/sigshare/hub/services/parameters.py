@@ -1,8 +1,9 @@
 """The parameters the hub publishes: Bloom parameters per indicator kind, MinHash parameters per
 fingerprint family, and the forum policy (quorum, retention, whether members are revealed).
 
-Admins give the intent (capacity and target FPR, or threshold); ``m``, ``k`` and the LSH banding
-are derived here by the sketch core, so every member and the hub agree on them by construction.
+Admins give the intent — capacity, the forum-level false-shared rate and the forum size, or a
+threshold — and ``m``, ``k`` and the LSH banding are derived here by the sketch core, so every
+member and the hub agree on them by construction.
 Policy options left out keep their stored value, so changing one of them never silently resets
 another. Changing what a sketch's digest covers makes members' current sketches incompatible;
 the submission engine retires those lazily, and :func:`invalidates_sketches` tells the caller.
@@ -18,15 +19,23 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_REPLACE_INTERVAL_SECONDS,
     KindParameters,
     MinHashParameters,
+    Role,
     ShingleUnit,
     minhash_family_kind,
 )
 from sigshare.hub.errors import InvalidArgumentError
-from sigshare.hub.storage.repositories import AuditRepository, ParameterRepository
-from sigshare.sketch.bloom import BloomParams
+from sigshare.hub.storage.repositories import (
+    AuditRepository,
+    ParameterRepository,
+    PrincipalRepository,
+    SubmissionRepository,
+)
 from sigshare.sketch.errors import ParameterError
+from sigshare.sketch.estimators import false_shared_probability
 from sigshare.sketch.kinds import KIND_NAMES, KIND_TYPES
 
 DEFAULT_QUORUM = 2
@@ -82,12 +91,15 @@ def kind_public_values(parameters: KindParameters) -> dict[str, Any]:
     return {
         "key_id": parameters.key_id,
         "capacity": parameters.capacity,
+        "forum_fpr": parameters.forum_fpr,
+        "max_members": parameters.max_members,
         "target_fpr": parameters.target_fpr,
         "m": parameters.m,
         "k": parameters.k,
         "quorum": parameters.quorum,
         "retention_days": parameters.retention_days,
         "reveal_members": parameters.reveal_members,
+        "replace_interval_seconds": parameters.replace_interval_seconds,
         "digest": parameters.digest().hex(),
     }
 
@@ -140,25 +152,42 @@ def set_kind_parameters(
     kind: str,
     key_id: str,
     capacity: int,
-    target_fpr: float,
+    forum_fpr: float,
+    max_members: int | None = None,
     quorum: int | None = None,
     retention_days: int | None = None,
     reveal_members: bool | None = None,
+    replace_interval_seconds: int | None = None,
     now: datetime,
 ) -> KindParameters:
     """Publish Bloom parameters for ``kind``: ``m`` and ``k`` sized for ``capacity`` items at
-    ``target_fpr``. :class:`InvalidArgumentError` for an unregistered kind or invalid values."""
+    the per-filter rate ``forum_fpr / (max_members − 1)``. Options left out keep their stored
+    value, else the defaults (32 members, one replacement per hour).
+    :class:`InvalidArgumentError` for an unregistered kind or invalid values."""
     if kind not in KIND_TYPES:
         raise InvalidArgumentError(f"unknown kind {kind!r}; known kinds: {', '.join(KIND_NAMES)}")
     repository = ParameterRepository(session)
-    policy = _policy(repository.get_kind(kind), quorum, retention_days, reveal_members)
+    current = repository.get_kind(kind)
+    policy = _policy(current, quorum, retention_days, reveal_members)
     parameters = _validated(
-        lambda: KindParameters.from_bloom(
-            BloomParams.for_capacity(kind, key_id, capacity, target_fpr),
+        lambda: KindParameters.for_forum(
+            kind=kind,
+            key_id=key_id,
+            capacity=capacity,
+            forum_fpr=forum_fpr,
+            max_members=_or(
+                max_members, DEFAULT_MAX_MEMBERS if current is None else current.max_members
+            ),
             updated_at=now,
             quorum=policy.quorum,
             retention_days=policy.retention_days,
             reveal_members=policy.reveal_members,
+            replace_interval_seconds=_or(
+                replace_interval_seconds,
+                DEFAULT_REPLACE_INTERVAL_SECONDS
+                if current is None
+                else current.replace_interval_seconds,
+            ),
         )
     )
     stored = repository.set_kind(parameters)
@@ -220,3 +249,65 @@ def list_parameters(session: Session) -> tuple[list[KindParameters], list[MinHas
     """Every kind's and every MinHash family's parameters, each by name."""
     repository = ParameterRepository(session)
     return repository.list_kinds(), repository.list_minhash_families()
+
+
+@dataclass(frozen=True, slots=True)
+class FalseSharedRate:
+    """How often a value no other member holds is reported as held by others, for one kind."""
+
+    kind: str
+    filters: int
+    """Active filters of live members."""
+    members: int
+    """Registered members whose credential is not revoked."""
+    max_members: int
+    current: float
+    """The worst member's expected rate with the filters' current fills (0 without filters)."""
+    at_capacity: float
+    """The rate if every registered member's filter were full: the published bound while
+    ``members ≤ max_members``."""
+
+    @property
+    def over_forum_size(self) -> bool:
+        return self.members > self.max_members
+
+
+def false_shared_rates(session: Session, now: datetime) -> list[FalseSharedRate]:
+    """Per kind: the expected false-shared rate now, and at capacity with every member.
+
+    A value no other member holds is reported as shared when at least ``quorum − 1`` other
+    members' filters each give a false positive; member ``j``'s filter does so with probability
+    ``fill_j^k``.
+    """
+    members = sum(
+        1
+        for principal in PrincipalRepository(session).list()
+        if principal.role is Role.MEMBER and principal.is_active(now)
+    )
+    submissions = SubmissionRepository(session)
+    rates = []
+    for params in ParameterRepository(session).list_kinds():
+        bloom = params.bloom_params()
+        digest = params.digest()
+        fprs = [
+            bloom.fpr_at_fill(s.set_bits / params.m)
+            for s in submissions.active_of_live_members(params.kind, params.key_id, now)
+            if s.set_bits is not None and s.params_digest == digest
+        ]
+        needed = params.quorum - 1
+        current = max(
+            (false_shared_probability(fprs[:i] + fprs[i + 1 :], needed) for i in range(len(fprs))),
+            default=0.0,
+        )
+        at_capacity = false_shared_probability([params.target_fpr] * max(members - 1, 0), needed)
+        rates.append(
+            FalseSharedRate(
+                kind=params.kind,
+                filters=len(fprs),
+                members=members,
+                max_members=params.max_members,
+                current=current,
+                at_capacity=at_capacity,
+            )
+        )
+    return rates

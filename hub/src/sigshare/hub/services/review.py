@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -112,16 +113,47 @@ def campaigns(
     return records, _token(cursor)
 
 
+DEFAULT_FLAG_FACTOR = 5.0
+"""A submission is flagged when its declared count or its queried tokens exceed this many times
+its predecessor's: the shape of a member claiming values it does not hold to probe for them."""
+
+
+class SubmissionFlag(StrEnum):
+    DECLARED_COUNT_JUMP = "declared_count_jump"
+    QUERY_VOLUME_JUMP = "query_volume_jump"
+
+
 @dataclass(frozen=True, slots=True)
 class SubmissionView:
     submission: Submission
     member: str
     params: KindParameters | None
     """The kind's parameters for Bloom submissions (to express health); ``None`` for clusters."""
+    flags: tuple[str, ...] = ()
+    """Coordinators' view: reasons to look at this submission (:class:`SubmissionFlag`)."""
 
 
-def submissions(session: Session, kind: str) -> list[SubmissionView]:
-    """Every member's active submissions (of ``kind``, or all), without their bytes."""
+def probing_flags(
+    current: Submission, previous: Submission | None, factor: float = DEFAULT_FLAG_FACTOR
+) -> tuple[str, ...]:
+    """Flags for ``current`` against the member's previous submission of the same kind."""
+    if previous is None:
+        return ()
+    flags = []
+    if previous.declared_count and current.declared_count > factor * previous.declared_count:
+        flags.append(SubmissionFlag.DECLARED_COUNT_JUMP.value)
+    if previous.tokens_asked and current.tokens_asked > factor * previous.tokens_asked:
+        flags.append(SubmissionFlag.QUERY_VOLUME_JUMP.value)
+    return tuple(flags)
+
+
+def submissions(
+    session: Session, kind: str, *, flag_factor: float = DEFAULT_FLAG_FACTOR
+) -> list[SubmissionView]:
+    """Every member's active submissions (of ``kind``, or all), without their bytes, with the
+    probing flags of Bloom submissions."""
+    if flag_factor <= 1:
+        raise InvalidArgumentError(f"the flag factor must be above 1, got {flag_factor}")
     parameters = {p.kind: p for p in ParameterRepository(session).list_kinds()}
     names = {p.id: p.name for p in PrincipalRepository(session).list()}
     repository = SubmissionRepository(session)
@@ -129,10 +161,14 @@ def submissions(session: Session, kind: str) -> list[SubmissionView]:
     for family_kind in sorted({*parameters, *_families(session)}):
         if kind and kind not in (family_kind, family_kind.removeprefix("minhash:")):
             continue
+        params = parameters.get(family_kind)
         for submission in repository.all_active(family_kind):
-            views.append(
-                SubmissionView(submission, names[submission.member_id], parameters.get(family_kind))
+            flags = (
+                probing_flags(submission, repository.previous_of(submission), flag_factor)
+                if params is not None
+                else ()
             )
+            views.append(SubmissionView(submission, names[submission.member_id], params, flags))
     return views
 
 

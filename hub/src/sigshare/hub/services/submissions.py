@@ -3,9 +3,9 @@
 A submission is verified completely before anything is written — the stream's length and
 SHA-256, the parameters it was made under, the format, and for Bloom filters every saturation,
 fill and uniformity check of the sketch core — so a rejected upload leaves no trace. Accepted
-sketches are stored and marked pending; the count vector absorbs them at the next fold
-(:mod:`.families`). Re-sending the current content changes nothing; re-sending older content
-makes it current again.
+sketches are stored as the member's current one; the next reader builds what it needs from
+them. Re-sending the current content changes nothing;
+re-sending older content makes it current again (within the kind's replace interval).
 """
 
 from __future__ import annotations
@@ -80,37 +80,43 @@ class SubmitOutcome:
     health: FilterHealth | None
 
 
-def _bloom_parameters(session: Session, header: UploadHeader) -> KindParameters:
-    params = ParameterRepository(session).get_kind(header.kind)
+@dataclass(frozen=True, slots=True)
+class UploadPlan:
+    """A stream's header, checked against the parameters it was made under, before its data."""
+
+    header: UploadHeader
+    params: KindParameters | MinHashParameters
+    max_bytes: int
+    """The most data bytes a stream with this header may carry."""
+
+
+def _published(session: Session, header: UploadHeader) -> KindParameters | MinHashParameters:
+    repository = ParameterRepository(session)
+    params: KindParameters | MinHashParameters | None
+    if header.format is SketchFormat.BLOOM_V1:
+        params = repository.get_kind(header.kind)
+        what = "indicator kind"
+    else:
+        params = repository.get_minhash_family(header.kind)
+        what = "fingerprint family"
     if params is None:
-        raise PreconditionError(f"indicator kind {header.kind!r} is not enabled on this hub")
-    _require_epoch(header, params.key_id, params.bloom_params().digest(), header.kind)
+        raise PreconditionError(f"{what} {header.kind!r} is not enabled on this hub")
+    if header.key_id != params.key_id:
+        raise PreconditionError(
+            f"{header.kind}: sketch made with key id {header.key_id!r}, the forum's current key "
+            f"id is {params.key_id!r}; rebuild it with the current forum secret"
+        )
+    if header.params_digest != params.digest():
+        raise PreconditionError(
+            f"{header.kind}: the hub's parameters changed since they were fetched; fetch them "
+            "again and rebuild the sketch"
+        )
     return params
 
 
-def _minhash_parameters(session: Session, header: UploadHeader) -> MinHashParameters:
-    params = ParameterRepository(session).get_minhash_family(header.kind)
-    if params is None:
-        raise PreconditionError(f"fingerprint family {header.kind!r} is not enabled on this hub")
-    _require_epoch(header, params.key_id, params.minhash_params().digest(), header.kind)
-    return params
-
-
-def _require_epoch(header: UploadHeader, key_id: str, digest: bytes, what: str) -> None:
-    if header.key_id != key_id:
-        raise PreconditionError(
-            f"{what}: sketch made with key id {header.key_id!r}, the forum's current key id is "
-            f"{key_id!r}; rebuild it with the current forum secret"
-        )
-    if header.params_digest != digest:
-        raise PreconditionError(
-            f"{what}: the hub's parameters changed since they were fetched; fetch them again "
-            "and rebuild the sketch"
-        )
-
-
-def max_content_length(session: Session, header: UploadHeader) -> int:
-    """Check a stream's header before its data is read; the largest body it may carry.
+def plan_upload(session: Session, header: UploadHeader) -> UploadPlan:
+    """Check a stream's header before its data is read: the parameters it names are the
+    published ones, and the data it announces fits such a sketch.
 
     Refusing here saves receiving hundreds of megabytes that would be rejected anyway.
     """
@@ -118,8 +124,8 @@ def max_content_length(session: Session, header: UploadHeader) -> int:
         raise InvalidArgumentError("content_length must be positive")
     if len(header.content_sha256) != hashlib.sha256().digest_size:
         raise InvalidArgumentError("content_sha256 must be 32 bytes")
-    if header.format is SketchFormat.BLOOM_V1:
-        params = _bloom_parameters(session, header)
+    params = _published(session, header)
+    if isinstance(params, KindParameters):
         if header.declared_count > params.capacity:
             raise SketchRejectedError(
                 f"declared count {header.declared_count} exceeds the capacity {params.capacity} "
@@ -127,20 +133,19 @@ def max_content_length(session: Session, header: UploadHeader) -> int:
             )
         limit = params.m // 8 + HEADER_SLACK_BYTES
     else:
-        minhash = _minhash_parameters(session, header)
         if header.declared_count > MAX_CLUSTERS_PER_SUBMISSION:
             raise SketchRejectedError(
                 f"{header.declared_count} clusters exceed the limit of "
                 f"{MAX_CLUSTERS_PER_SUBMISSION} per submission"
             )
-        per_cluster = minhash.num_perm * 4 + 2 * MAX_CATEGORY_LENGTH + 128
+        per_cluster = params.num_perm * 4 + 2 * MAX_CATEGORY_LENGTH + 128
         limit = max(header.declared_count, 1) * per_cluster + HEADER_SLACK_BYTES
     if header.content_length > limit:
         raise SketchRejectedError(
             f"content_length {header.content_length} exceeds the {limit} bytes such a sketch "
             "can take"
         )
-    return limit
+    return UploadPlan(header=header, params=params, max_bytes=limit)
 
 
 def verify_content(header: UploadHeader, payload: bytes, sha256: bytes | None = None) -> None:
@@ -166,12 +171,17 @@ def submit_bloom(
     now: datetime,
     *,
     sha256: bytes | None = None,
+    plan: UploadPlan | None = None,
 ) -> SubmitOutcome:
-    """Verify and store a member's Bloom filter of one kind (``sha256``: see
-    :func:`verify_content`)."""
-    max_content_length(session, header)
+    """Verify and store a member's Bloom filter of one kind: the content (``sha256``: see
+    :func:`verify_content`), its format and every check of the sketch core, once. ``plan``:
+    the header's :func:`plan_upload`, when the caller checked it before receiving the data."""
+    if plan is None:
+        plan = plan_upload(session, header)
+    params = plan.params
+    if not isinstance(params, KindParameters):
+        raise InvalidArgumentError("a Bloom filter upload needs an indicator kind's plan")
     verify_content(header, payload, sha256)
-    params = _bloom_parameters(session, header)
     try:
         bloom = decode_bloom(payload, params.bloom_params())
         if bloom.count != header.declared_count:
@@ -183,18 +193,10 @@ def submit_bloom(
         raise PreconditionError(str(error)) from None
     except SketchError as error:
         raise SketchRejectedError(str(error)) from None
-    outcome = _store(
-        session,
-        member,
-        header,
-        payload,
-        family_kind=params.kind,
-        params=params,
-        retention_days=params.retention_days,
-        set_bits=health.set_bits,
-        now=now,
+    submission, duplicate = _store(
+        session, member, plan, payload, family_kind=params.kind, set_bits=health.set_bits, now=now
     )
-    return SubmitOutcome(submission=outcome[0], duplicate=outcome[1], health=health)
+    return SubmitOutcome(submission=submission, duplicate=duplicate, health=health)
 
 
 def submit_clusters(
@@ -205,14 +207,18 @@ def submit_clusters(
     signatures: SignatureSet,
     clusters: Sequence[ClusterInfo],
     now: datetime,
+    plan: UploadPlan | None = None,
 ) -> SubmitOutcome:
     """Verify and store a member's prompt-cluster sketches of one MinHash family.
 
     The transport has already checked the stream with :func:`verify_content` and decoded it.
     An empty set is valid: it withdraws the member's earlier clusters of the family.
     """
-    max_content_length(session, header)
-    params = _minhash_parameters(session, header)
+    if plan is None:
+        plan = plan_upload(session, header)
+    params = plan.params
+    if not isinstance(params, MinHashParameters):
+        raise InvalidArgumentError("a cluster upload needs a MinHash family's plan")
     expected = params.minhash_params()
     if (
         signatures.key_id != params.key_id
@@ -227,11 +233,9 @@ def submit_clusters(
     submission, duplicate = _store(
         session,
         member,
-        header,
+        plan,
         encode_signatures(signatures),
         family_kind=params.family_kind,
-        params=params,
-        retention_days=params.retention_days,
         set_bits=None,
         now=now,
         clusters=clusters,
@@ -269,25 +273,38 @@ def _check_clusters(
 def _store(
     session: Session,
     member: Principal,
-    header: UploadHeader,
+    plan: UploadPlan,
     payload: bytes,
     *,
     family_kind: str,
-    params: KindParameters | MinHashParameters,
-    retention_days: int,
     set_bits: int | None,
     now: datetime,
     clusters: Sequence[ClusterInfo] = (),
 ) -> tuple[Submission, bool]:
+    header, params = plan.header, plan.params
     submissions = SubmissionRepository(session)
     submissions.lock_family(family_kind)
+    # Under the lock: the parameters the upload was checked against are still the published ones.
+    repository = ParameterRepository(session)
+    current_params = (
+        repository.get_kind(params.kind)
+        if isinstance(params, KindParameters)
+        else repository.get_minhash_family(params.family)
+    )
+    if current_params != params:
+        raise PreconditionError(
+            f"{header.kind}: the hub's parameters changed during the upload; fetch them again "
+            "and rebuild the sketch"
+        )
     prepare(session, params, now)
-    expires_at = now + timedelta(days=retention_days)
+    expires_at = now + timedelta(days=params.retention_days)
     earlier = submissions.find(member.id, family_kind, header.content_sha256)
     if earlier is not None and earlier.status is SubmissionStatus.ACTIVE:
         # Re-sending unchanged data re-asserts it: the retention window starts again.
         return submissions.extend(earlier.id, expires_at), True
     current = submissions.active_of(member.id, family_kind)
+    if current is not None and isinstance(params, KindParameters):
+        _require_replace_interval(params, current, now)
     if current is not None:
         submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)
     if earlier is not None:
@@ -314,7 +331,7 @@ def _store(
         )
     if clusters:
         ClusterRepository(session).add(stored.id, clusters)
-    FamilyRepository(session).record_change(family_kind, members_delta=0, at=now)
+    FamilyRepository(session).record_change(family_kind, at=now)
     AuditRepository(session).append(
         member.name,
         "submission.add",
@@ -329,6 +346,23 @@ def _store(
         at=now,
     )
     return stored, False
+
+
+def _require_replace_interval(params: KindParameters, current: Submission, now: datetime) -> None:
+    """A member replaces its filter of a kind at most once per the kind's replace interval.
+
+    Each new filter brings a new query budget (its declared count); the interval, with the
+    per-day budget, bounds how fast a member can cycle claimed values through its filter.
+    """
+    interval = timedelta(seconds=params.replace_interval_seconds)
+    if now - current.created_at < interval:
+        allowed = (current.created_at + interval).isoformat(timespec="seconds")
+        raise PreconditionError(
+            f"{params.kind}: your filter was last replaced at "
+            f"{current.created_at.isoformat(timespec='seconds')}; the forum allows one "
+            f"replacement per {params.replace_interval_seconds} s. Resend the current filter, or "
+            f"send this one after {allowed}"
+        )
 
 
 def family_of(header: UploadHeader) -> str:

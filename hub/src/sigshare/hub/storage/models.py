@@ -33,7 +33,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -112,17 +111,22 @@ class KindParametersRow(Base):
     __table_args__ = (
         CheckConstraint("quorum >= 2", name="quorum_at_least_two"),
         CheckConstraint("retention_days >= 1", name="retention_positive"),
+        CheckConstraint("max_members >= 2", name="max_members_at_least_two"),
+        CheckConstraint("replace_interval_seconds >= 0", name="replace_interval_non_negative"),
     )
 
     kind: Mapped[str] = mapped_column(String(64), primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32))
     capacity: Mapped[int] = mapped_column(BigInteger)
-    target_fpr: Mapped[float] = mapped_column(Double)
+    forum_fpr: Mapped[float] = mapped_column(Double)
+    """Forum-level false-shared rate; filters are sized for forum_fpr / (max_members − 1)."""
+    max_members: Mapped[int] = mapped_column(Integer)
     m: Mapped[int] = mapped_column(BigInteger)
     k: Mapped[int] = mapped_column(Integer)
     quorum: Mapped[int] = mapped_column(Integer)
     retention_days: Mapped[int] = mapped_column(Integer)
     reveal_members: Mapped[bool]
+    replace_interval_seconds: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime]
 
 
@@ -173,9 +177,8 @@ class SubmissionRow(Base):
     byte_size: Mapped[int] = mapped_column(BigInteger)
     set_bits: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
-    counted: Mapped[bool] = mapped_column(server_default=false())
-    """Bloom filters: folded into the kind's count vector. An ended submission that is still
-    counted keeps its payload until the next fold subtracts it."""
+    tokens_asked: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    """Bloom filters: distinct tokens the member asked about against this submission."""
     created_at: Mapped[datetime]
     superseded_at: Mapped[datetime | None]
     expires_at: Mapped[datetime]
@@ -216,44 +219,43 @@ class AuditLogRow(Base):
 
 
 class FamilyStateRow(Base):
-    """Per indicator kind or MinHash family: what its aggregates were computed from.
+    """Per indicator kind or MinHash family: the parameters its active submissions were made
+    under, and a version that grows with every change to that set.
 
-    ``version`` grows with every change to the family's set of active submissions; for MinHash
-    families ``derived_version`` is the version the stored campaigns were computed at. Bloom kinds
-    keep their count vector in :class:`CountSliceRow` rows.
+    For MinHash families ``derived_version`` is the version the stored campaigns were computed at.
     """
 
     __tablename__ = "family_state"
     __table_args__ = (
         CheckConstraint(_sha256_length("params_digest"), name="params_digest_length"),
-        CheckConstraint("members >= 0", name="members_non_negative"),
     )
 
     family_kind: Mapped[str] = mapped_column(String(80), primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32))
     params_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
     m: Mapped[int | None] = mapped_column(BigInteger)
-    members: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(BigInteger)
     derived_version: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
 
 
-class CountSliceRow(Base):
-    """One slice of a kind's count vector ``C`` (one unsigned byte per filter bit).
+class QueryLedgerRow(Base):
+    """The distinct tokens a member asked about for one kind, each with when it was last asked
+    (``sigshare.hub.engine.query_ledger``): what the query budgets are counted from.
 
-    Sliced so that no single value approaches the backends' blob limits and reads stream; stored
-    uncompressed (``STORAGE EXTERNAL`` on PostgreSQL) because counts are near-random bytes that
-    compress poorly and slowly.
+    Tokens of the member's own values only — the hub answers nothing else — kept sorted as the
+    member sent them (16 bytes each), times as little-endian int64 Unix seconds.
     """
 
-    __tablename__ = "count_slices"
+    __tablename__ = "query_ledgers"
+    __table_args__ = (CheckConstraint("entries >= 0", name="entries_non_negative"),)
 
-    family_kind: Mapped[str] = mapped_column(
-        ForeignKey("family_state.family_kind", ondelete="CASCADE"), primary_key=True
-    )
-    slice_no: Mapped[int] = mapped_column(Integer, primary_key=True)
-    counts: Mapped[bytes] = mapped_column(LargeBinary)
+    member_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entries: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[bytes] = mapped_column(LargeBinary)
+    asked_at: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime]
 
 
 class ConfirmationRow(Base):

@@ -111,7 +111,7 @@ def _submission(row: SubmissionRow) -> Submission:
         byte_size=row.byte_size,
         set_bits=row.set_bits,
         status=SubmissionStatus(row.status),
-        counted=row.counted,
+        tokens_asked=row.tokens_asked,
         created_at=row.created_at,
         superseded_at=row.superseded_at,
         expires_at=row.expires_at,
@@ -287,12 +287,12 @@ class SubmissionRepository:
     def lock_family(self, family_kind: str, *, shared: bool = False) -> None:
         """Serialise writers of one family/kind until the transaction ends (PostgreSQL).
 
-        Replicas that add a submission and update that family's aggregates (``C += new − old``)
-        must not interleave, or one's read of the aggregate is lost; readers that combine the
-        aggregate with a member's filter take the lock ``shared`` so they see one consistent
-        state. On PostgreSQL this is a transaction-scoped advisory lock keyed by the family; on
-        SQLite it does nothing, because every transaction already holds the database's single
-        write lock (``BEGIN IMMEDIATE``).
+        Replicas that change a family's set of active submissions (a submission, an expiry, a
+        parameter change) must not interleave, or one's view of the current submission is stale
+        when it writes. Readers take no lock: they read a consistent list of active submissions
+        and key everything derived by exactly that list. On PostgreSQL this is a
+        transaction-scoped advisory lock keyed by the family; on SQLite it does nothing, because
+        every transaction already holds the database's single write lock (``BEGIN IMMEDIATE``).
         """
         if _backend(self._session) == "postgresql":
             function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
@@ -328,29 +328,21 @@ class SubmissionRepository:
     ) -> Submission:
         """Store a new active submission and supersede the member's previous active one.
 
-        Writers that also maintain the family's aggregates call :meth:`lock_family` first.
-        :class:`AlreadyExistsError` if the member already submitted these bytes (use
-        :meth:`find` first); :class:`ConflictError` if a concurrent writer added an active
-        submission for the same member and family first.
+        The service has verified the submission (parameters, key epoch, content); the schema
+        keeps the invariants (digest lengths, one active row per member and family, unique
+        content per member and family, a real member). :class:`ConflictError` when a constraint
+        refuses the row: a concurrent writer got there first, or the content was stored before
+        (look it up with :meth:`find` first).
         """
         if not family_kind or len(family_kind) > MAX_FAMILY_KIND_LENGTH:
             raise InvalidArgumentError(
                 f"family/kind must be 1-{MAX_FAMILY_KIND_LENGTH} characters, got {family_kind!r}"
             )
-        if not is_valid_key_id(key_id):
-            raise InvalidArgumentError(KEY_ID_RULE)
-        _require_sha256("parameters digest", params_digest)
-        _require_sha256("content digest", content_sha256)
         if declared_count < 0 or (set_bits is not None and set_bits < 0):
             raise InvalidArgumentError("declared count and set bits cannot be negative")
         created, expires = utc(created_at), utc(expires_at)
         if expires <= created:
             raise InvalidArgumentError("a submission must expire after it was created")
-        if self._session.get(PrincipalRow, member_id) is None:
-            raise NotFoundError("principal", member_id)
-        if self.find(member_id, family_kind, content_sha256) is not None:
-            raise AlreadyExistsError("this member already submitted identical content")
-
         row = SubmissionRow(
             member_id=member_id,
             family_kind=family_kind,
@@ -361,7 +353,7 @@ class SubmissionRepository:
             byte_size=len(payload),
             set_bits=set_bits,
             status=SubmissionStatus.ACTIVE.value,
-            counted=False,
+            tokens_asked=0,
             created_at=created,
             expires_at=expires,
         )
@@ -389,7 +381,8 @@ class SubmissionRepository:
             # The savepoint's rollback does not undo what the UPDATE wrote into loaded rows.
             self._session.expire_all()
             raise ConflictError(
-                f"a concurrent submission of {family_kind!r} by member {member_id} won: retry"
+                f"a submission of {family_kind!r} by member {member_id} was refused by the "
+                "database (a concurrent submission won, or this content was stored before): retry"
             ) from exc
         return _submission(row)
 
@@ -470,13 +463,45 @@ class SubmissionRepository:
         )
         return [_submission(row) for row in rows]
 
-    def end(self, submission_id: int, status: SubmissionStatus, at: datetime) -> None:
-        """Take an active submission out of service.
+    def any_due(self, family_kind: str, key_id: str, params_digest: bytes, now: datetime) -> bool:
+        """Whether an active submission of the family is past its expiry or was made under
+        other parameters than ``(key_id, params_digest)``: what ``prepare`` would end."""
+        found = self._session.scalar(
+            select(SubmissionRow.id)
+            .where(
+                SubmissionRow.family_kind == family_kind,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                (SubmissionRow.expires_at <= utc(now))
+                | (SubmissionRow.key_id != key_id)
+                | (SubmissionRow.params_digest != params_digest),
+            )
+            .limit(1)
+        )
+        return found is not None
 
-        Its payload and clusters are dropped at once unless the submission is still counted in
-        the kind's count vector, in which case the next fold subtracts it and drops them.
-        Ended sketches are never read otherwise (a member re-sending old content revives the
-        row with the bytes it sends), so the hub keeps only their metadata.
+    def active_of_live_members(
+        self, family_kind: str, key_id: str, now: datetime
+    ) -> builtins.list[Submission]:
+        """:meth:`active` without the submissions of members whose credential is revoked."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
+            .join(PrincipalRow, PrincipalRow.id == SubmissionRow.member_id)
+            .where(
+                SubmissionRow.family_kind == family_kind,
+                SubmissionRow.key_id == key_id,
+                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                PrincipalRow.role == Role.MEMBER.value,
+                (PrincipalRow.revoked_at.is_(None)) | (PrincipalRow.revoked_at > utc(now)),
+            )
+            .order_by(SubmissionRow.member_id)
+        )
+        return [_submission(row) for row in rows]
+
+    def end(self, submission_id: int, status: SubmissionStatus, at: datetime) -> None:
+        """Take an active submission out of service and drop its payload and clusters.
+
+        Ended sketches are never read again (a member re-sending old content revives the row
+        with the bytes it sends), so the hub keeps only their metadata.
         """
         if status is SubmissionStatus.ACTIVE:
             raise InvalidArgumentError("end() moves a submission out of the active state")
@@ -490,49 +515,30 @@ class SubmissionRepository:
         )
         if cast(CursorResult[Any], result).rowcount != 1:
             raise ConflictError(f"submission {submission_id} is no longer active")
-        ended = self.get(submission_id)
-        if ended is not None and not ended.counted:
-            self.drop_payload(submission_id)
+        self.drop_payload(submission_id)
 
-    def pending_fold(self, family_kind: str) -> tuple[list[Submission], list[Submission]]:
-        """``(to add, to subtract)``: active filters not yet counted, ended ones still counted."""
-        rows = self._session.scalars(
-            select(SubmissionRow)
-            .where(
-                SubmissionRow.family_kind == family_kind,
-                (SubmissionRow.status == SubmissionStatus.ACTIVE.value) != SubmissionRow.counted,
-            )
-            .order_by(SubmissionRow.id)
-        )
-        pending = [_submission(row) for row in rows]
-        return (
-            [s for s in pending if s.status is SubmissionStatus.ACTIVE],
-            [s for s in pending if s.status is not SubmissionStatus.ACTIVE],
-        )
-
-    def set_counted(self, submission_id: int, counted: bool) -> None:
-        self._session.execute(
-            update(SubmissionRow).where(SubmissionRow.id == submission_id).values(counted=counted)
-        )
-
-    def uncount_family(self, family_kind: str) -> None:
-        """The count vector was reset: nothing is counted, ended payloads are not needed."""
-        ended = list(
-            self._session.scalars(
-                select(SubmissionRow.id).where(
-                    SubmissionRow.family_kind == family_kind,
-                    SubmissionRow.counted.is_(True),
-                    SubmissionRow.status != SubmissionStatus.ACTIVE.value,
-                )
-            )
-        )
+    def set_tokens_asked(self, submission_id: int, tokens: int) -> None:
+        """Record how many distinct tokens were asked about against an active submission."""
         self._session.execute(
             update(SubmissionRow)
-            .where(SubmissionRow.family_kind == family_kind, SubmissionRow.counted.is_(True))
-            .values(counted=False)
+            .where(SubmissionRow.id == submission_id)
+            .values(tokens_asked=tokens)
         )
-        for submission_id in ended:
-            self.drop_payload(submission_id)
+
+    def previous_of(self, submission: Submission) -> Submission | None:
+        """The member's submission of the same family/kind made before ``submission``."""
+        row = self._session.scalars(
+            select(SubmissionRow)
+            .where(
+                SubmissionRow.member_id == submission.member_id,
+                SubmissionRow.family_kind == submission.family_kind,
+                SubmissionRow.id != submission.id,
+                SubmissionRow.created_at <= utc(submission.created_at),
+            )
+            .order_by(SubmissionRow.created_at.desc(), SubmissionRow.id.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else _submission(row)
 
     def extend(self, submission_id: int, expires_at: datetime) -> Submission:
         """Move an active submission's expiry to ``expires_at`` (never earlier)."""
@@ -597,8 +603,6 @@ class SubmissionRepository:
                 )
                 if cast(CursorResult[Any], result).rowcount != 1:
                     raise ConflictError(f"submission {submission_id} cannot be revived")
-                # Still counted (not folded out yet): the payload is there, and identical.
-                self.drop_payload(submission_id)
                 self._session.execute(
                     insert(SubmissionPayloadRow).values(
                         submission_id=submission_id, payload=payload

@@ -515,6 +515,8 @@ class _Console:
                 "campaign_counts": counts[RecordType.CAMPAIGN],
                 "statuses": list(ReviewStatus),
                 "exports": EXPORT_FORMATS,
+                "flag_label": views.FLAG_LABELS,
+                "flag_help": views.FLAG_HELP,
             }
 
         return self._show(request, build)

@@ -14,7 +14,7 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from sigshare.hub.domain import ReviewEvent, Submission
-from sigshare.hub.services.review import SubmissionView
+from sigshare.hub.services.review import DEFAULT_FLAG_FACTOR, SubmissionFlag, SubmissionView
 
 MAX_NEXT_LENGTH = 2000
 
@@ -100,6 +100,21 @@ class Pager:
         return self.page < self.pages
 
 
+FLAG_LABELS = {
+    SubmissionFlag.DECLARED_COUNT_JUMP.value: "count jumped",
+    SubmissionFlag.QUERY_VOLUME_JUMP.value: "queries jumped",
+}
+FLAG_HELP = {
+    SubmissionFlag.DECLARED_COUNT_JUMP.value: (
+        f"declared count over {DEFAULT_FLAG_FACTOR:g}× the member's previous submission: "
+        "a member claiming values it does not hold to probe for them looks like this"
+    ),
+    SubmissionFlag.QUERY_VOLUME_JUMP.value: (
+        f"distinct tokens asked about over {DEFAULT_FLAG_FACTOR:g}× the previous submission's"
+    ),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SubmissionHealth:
     """One active submission as the overview shows it, with its filter's health figures."""
@@ -111,6 +126,8 @@ class SubmissionHealth:
     expected_fill: float | None
     fpr_at_fill: float | None
     target_fpr: float | None
+    flags: tuple[str, ...] = ()
+    """Probing flags (``review.SubmissionFlag`` values)."""
 
     @property
     def healthy(self) -> bool | None:
@@ -126,7 +143,7 @@ def submission_health(view: SubmissionView) -> SubmissionHealth:
     submission, params = view.submission, view.params
     kind = submission.family_kind
     if params is None or submission.set_bits is None:
-        return SubmissionHealth(view.member, kind, submission, None, None, None, None)
+        return SubmissionHealth(view.member, kind, submission, None, None, None, None, view.flags)
     bloom = params.bloom_params()
     fill = submission.set_bits / bloom.m
     return SubmissionHealth(
@@ -137,6 +154,7 @@ def submission_health(view: SubmissionView) -> SubmissionHealth:
         expected_fill=bloom.expected_fill(submission.declared_count),
         fpr_at_fill=bloom.fpr_at_fill(fill),
         target_fpr=params.target_fpr,
+        flags=view.flags,
     )
 
 

@@ -1,0 +1,208 @@
+"""Which members' filters hold a token: a bit-sliced index over one kind's active filters.
+
+For every bit position ``p`` the index keeps one word of member bits — bit ``j`` is set when
+member slot ``j``'s filter sets bit ``p`` — so the members whose *own* filter holds a token
+are the AND of the words at its ``k`` positions: one gather per position whatever the number
+of members. This is the per-member membership test of resolution: a token counts for member
+``j`` only if ``j``'s own filter holds all ``k`` of its positions, so the false-shared rate is
+about ``(members − 1) ×`` the per-filter false-positive rate. (Thresholding a per-position count
+vector instead lets different members cover different positions: ``(union fill)^k``.)
+
+Words are 1, 2, 4 or 8 bytes wide (up to 8, 16, 32 or 64 members) and ``lanes`` words per
+position beyond 64 members. A mask of member bits is handed out as bytes, little-endian: bit
+``j`` is bit ``j & 7`` of byte ``j >> 3``.
+
+:class:`IndexCache` keeps recently built indexes per process, keyed by exactly the submissions
+they were built from, so a replica never answers from an index of another set of filters; it is
+a cache only — any replica rebuilds what it lacks from the database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from sigshare.sketch.bloom import bit_positions
+from sigshare.sketch.prf import TokenArray
+
+Bits = npt.NDArray[np.uint8]
+Masks = npt.NDArray[np.uint8]
+"""Shape ``(n, mask_bytes)``: per token, the member slots holding it."""
+
+_SLICE_BYTES = 1 << 19  # packed filter bytes per build step: 4 Mi positions, temporaries in L2/L3
+_TOKEN_CHUNK = 1 << 14  # tokens per gather step: the (k, chunk, lanes) gather stays in cache
+_WORD_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def mask_bytes_for(members: int) -> int:
+    """Bytes of one position's word for ``members`` slots: 1, 2, 4, or a multiple of 8."""
+    need = max(1, -(-members // 8))
+    for width in (1, 2, 4):
+        if need <= width:
+            return width
+    return -(-need // 8) * 8
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipIndex:
+    """Member bits per position of one kind's active filters (all with the same ``m``, ``k``)."""
+
+    m: int
+    k: int
+    slots: tuple[int, ...]
+    """Member ids in slot order: bit ``j`` of a word belongs to ``slots[j]``."""
+    words: npt.NDArray[np.uint8]
+    """Shape ``(m, mask_bytes)``."""
+
+    @classmethod
+    def build(cls, m: int, k: int, filters: Sequence[tuple[int, Bits]]) -> MembershipIndex:
+        """Transpose ``(member id, packed bits)`` filters into per-position member words."""
+        width = mask_bytes_for(len(filters))
+        words = np.zeros((m, width), dtype=np.uint8)
+        nbytes = m // 8
+        for member_id, bits in filters:
+            if bits.dtype != np.uint8 or bits.shape != (nbytes,):
+                raise ValueError(f"filter of member {member_id} is not {nbytes} packed bytes")
+        plane = np.empty(8 * min(_SLICE_BYTES, nbytes), dtype=np.uint8)
+        unpacked = np.empty_like(plane)
+        for start in range(0, nbytes, _SLICE_BYTES):
+            stop = min(start + _SLICE_BYTES, nbytes)
+            span = 8 * (stop - start)
+            for group in range(-(-len(filters) // 8)):
+                plane[:span] = 0
+                for bit, (_, bits) in enumerate(filters[8 * group : 8 * group + 8]):
+                    unpacked[:span] = np.unpackbits(bits[start:stop], bitorder="little")
+                    if bit:
+                        np.left_shift(unpacked[:span], bit, out=unpacked[:span])
+                    np.bitwise_or(plane[:span], unpacked[:span], out=plane[:span])
+                words[8 * start : 8 * stop, group] = plane[:span]
+        words.setflags(write=False)
+        return cls(m=m, k=k, slots=tuple(member for member, _ in filters), words=words)
+
+    @property
+    def mask_bytes(self) -> int:
+        return int(self.words.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.words.nbytes)
+
+    def slot_of(self, member_id: int) -> int | None:
+        try:
+            return self.slots.index(member_id)
+        except ValueError:
+            return None
+
+    def _typed(self) -> npt.NDArray[np.unsignedinteger]:
+        """The words as one unsigned integer per position, or ``lanes`` uint64 per position."""
+        width = self.mask_bytes
+        if width in _WORD_TYPES:
+            typed: npt.NDArray[np.unsignedinteger] = self.words.view(_WORD_TYPES[width])
+            return typed
+        lanes: npt.NDArray[np.unsignedinteger] = self.words.view(np.uint64)
+        return lanes
+
+    def holders(self, tokens: TokenArray) -> Masks:
+        """Per token, the slots whose filter holds all ``k`` of its positions."""
+        n = len(tokens)
+        typed = self._typed()
+        lanes = typed.shape[1]
+        out = np.empty((n, lanes), dtype=typed.dtype)
+        for start in range(0, n, _TOKEN_CHUNK):
+            chunk = tokens[start : start + _TOKEN_CHUNK]
+            positions = bit_positions(chunk, self.m, self.k)
+            np.bitwise_and.reduce(typed[positions], axis=0, out=out[start : start + len(chunk)])
+        masks: Masks = out.view(np.uint8).reshape(n, self.mask_bytes)
+        return masks
+
+
+def holder_counts(masks: Masks) -> npt.NDArray[np.int64]:
+    """Number of slots set in each mask."""
+    counts: npt.NDArray[np.int64] = (
+        np.bitwise_count(masks).sum(axis=1, dtype=np.int64)
+        if masks.size
+        else np.zeros(len(masks), dtype=np.int64)
+    )
+    return counts
+
+
+def has_slot(masks: Masks, slot: int) -> npt.NDArray[np.bool_]:
+    """Whether slot ``slot`` is set in each mask."""
+    return ((masks[:, slot >> 3] >> (slot & 7)) & 1).astype(np.bool_)
+
+
+def without_slot(masks: Masks, slot: int) -> Masks:
+    """The masks with slot ``slot`` cleared (a copy)."""
+    cleared = masks.copy()
+    cleared[:, slot >> 3] &= np.uint8(0xFF ^ (1 << (slot & 7)))
+    return cleared
+
+
+def select_slots(masks: Masks, slots: Sequence[int]) -> Masks:
+    """Masks re-packed to cover only ``slots``, in that order (bit ``i`` ↔ ``slots[i]``)."""
+    if not slots:
+        return np.zeros((len(masks), 0), dtype=np.uint8)
+    unpacked = np.unpackbits(masks, axis=1, bitorder="little")[:, list(slots)]
+    selected: Masks = np.packbits(unpacked, axis=1, bitorder="little")
+    return selected
+
+
+class IndexCache:
+    """Recently built indexes, least recently used dropped first once ``max_bytes`` is exceeded.
+
+    ``get(key, build)`` returns the cached index for ``key`` or builds it; concurrent callers
+    asking for the same missing key wait for one build instead of building it twice. An index
+    larger than the whole cache is returned without being kept.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        if max_bytes < 0:
+            raise ValueError("cache size cannot be negative")
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, MembershipIndex] = OrderedDict()
+        self._lock = threading.Lock()
+        self._building: dict[Hashable, threading.Lock] = {}
+        self.builds = 0
+        """Indexes built so far (for tests and benchmarks)."""
+
+    def get(self, key: Hashable, build: Callable[[], MembershipIndex]) -> MembershipIndex:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+            gate = self._building.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                found = self._entries.get(key)
+                if found is not None:
+                    self._entries.move_to_end(key)
+                    return found
+            index = build()
+            with self._lock:
+                self.builds += 1
+                self._building.pop(key, None)
+                if index.nbytes <= self.max_bytes:
+                    self._entries[key] = index
+                    self._evict()
+        return index
+
+    def _evict(self) -> None:
+        total = sum(entry.nbytes for entry in self._entries.values())
+        while total > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            total -= dropped.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(entry.nbytes for entry in self._entries.values())

@@ -1,0 +1,202 @@
+"""Query budgets: the distinct tokens a member asked the hub about, per kind, and when.
+
+Every member holds the forum secret, so any answer about a token is an answer about a value the
+member can name. Resolution answers only tokens the member's own filter holds, and this ledger
+bounds how many distinct tokens it may ask about:
+
+- per submission: at most the submission's declared count (the values it says it holds);
+- per kind and rolling 24 hours: at most the kind's capacity, whatever the number of
+  submissions (a member replacing its filter every hour with new values gets no more).
+
+Repeating a token costs nothing. A request is charged in order of the tokens' first occurrence:
+the longest prefix that fits both budgets is answered, and after it only tokens that cost
+nothing; the rest are over budget and leave no trace. The ledger keeps, per distinct token, when
+it was last asked, sorted by token so that a request is merged in ``O(n log n)`` without Python
+loops; entries older than both the window and the current submission are dropped.
+
+Pure computation: the storage layer keeps the encoded ledger (:meth:`QueryLedger.encode`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from sigshare.sketch.prf import TOKEN_BYTES, TokenArray
+
+DAY_SECONDS = 86_400
+_U64 = npt.NDArray[np.uint64]
+_I64 = npt.NDArray[np.int64]
+
+
+class LedgerFormatError(ValueError):
+    """Stored ledger bytes do not decode (storage corruption)."""
+
+
+def _sorted_order(hi: _U64, lo: _U64) -> _I64:
+    """A stable order of ``(hi, lo)`` pairs, ascending.
+
+    Sorting by ``hi`` alone is exact unless two rows share it; those rows (rare for PRF outputs,
+    but a request can be crafted) are re-sorted by ``(hi, lo)`` among themselves. Both sorts are
+    stable, so equal tokens keep their input order.
+    """
+    order: _I64 = np.argsort(hi, kind="stable")
+    sorted_hi = hi[order]
+    tie = np.zeros(len(order), dtype=np.bool_)
+    if len(order) > 1:
+        same = sorted_hi[1:] == sorted_hi[:-1]
+        tie[1:] |= same
+        tie[:-1] |= same
+    if tie.any():
+        at = np.flatnonzero(tie)
+        rows = order[at]
+        order[at] = rows[np.lexsort((lo[rows], hi[rows]))]
+    return order
+
+
+def _halves(tokens: TokenArray) -> tuple[_U64, _U64]:
+    words = np.ascontiguousarray(tokens, dtype="<u8").reshape(-1, 2)
+    return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a request may be answered for, and the ledger after answering it."""
+
+    answered: npt.NDArray[np.bool_]
+    """Per request token, in request order: within budget (or free)."""
+    distinct: int
+    """Distinct tokens in the request."""
+    submission_tokens: int
+    """Distinct tokens asked against the submission, this request included."""
+    day_tokens: int
+    """Distinct tokens asked in the 24 hours up to now, this request included."""
+    day_frees_at: int | None
+    """When refused tokens exceeded the 24-hour budget: when its oldest entry leaves it."""
+    ledger: QueryLedger
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLedger:
+    """Distinct tokens with the time (Unix seconds) each was last asked, sorted by token."""
+
+    hi: _U64
+    lo: _U64
+    asked_at: _I64
+
+    @classmethod
+    def empty(cls) -> QueryLedger:
+        return cls(
+            np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64), np.zeros(0, np.int64)
+        )
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def encode(self) -> tuple[bytes, bytes]:
+        """``(tokens, asked_at)``: 16 bytes per token as sent, 8 bytes (int64 LE) per time."""
+        tokens = np.empty((len(self), 2), dtype="<u8")
+        tokens[:, 0] = self.hi
+        tokens[:, 1] = self.lo
+        return tokens.tobytes(), self.asked_at.astype("<i8").tobytes()
+
+    @classmethod
+    def decode(cls, tokens: bytes, asked_at: bytes) -> QueryLedger:
+        if len(tokens) % TOKEN_BYTES or len(asked_at) != len(tokens) // 2:
+            raise LedgerFormatError(
+                f"query ledger of {len(tokens)} token bytes and {len(asked_at)} time bytes"
+            )
+        words = np.frombuffer(tokens, dtype="<u8").reshape(-1, 2)
+        ledger = cls(
+            words[:, 0].astype(np.uint64),
+            words[:, 1].astype(np.uint64),
+            np.frombuffer(asked_at, dtype="<i8").astype(np.int64),
+        )
+        if len(ledger) > 1:
+            order_ok = (ledger.hi[1:] > ledger.hi[:-1]) | (
+                (ledger.hi[1:] == ledger.hi[:-1]) & (ledger.lo[1:] > ledger.lo[:-1])
+            )
+            if not order_ok.all():
+                raise LedgerFormatError("query ledger tokens are not sorted and distinct")
+        return ledger
+
+    def count_since(self, since: int) -> int:
+        return int(np.count_nonzero(self.asked_at >= since))
+
+    def charge(
+        self,
+        tokens: TokenArray,
+        *,
+        now: int,
+        submission_since: int,
+        submission_budget: int,
+        day_budget: int,
+    ) -> Charge:
+        """Charge the request ``tokens`` (in request order, repeats allowed) to both budgets.
+
+        ``submission_since`` is when the current submission started: tokens last asked since
+        then are already counted for it. The returned ledger holds every token asked since
+        ``min(submission_since, now − 24 h)``, with ``now`` for the tokens answered here.
+        """
+        day_since = now - DAY_SECONDS + 1
+        n_old = len(self)
+        req_hi, req_lo = _halves(tokens)
+        hi = np.concatenate([self.hi, req_hi])
+        lo = np.concatenate([self.lo, req_lo])
+        order = _sorted_order(hi, lo)
+        hi, lo = hi[order], lo[order]
+        new_group = np.ones(len(order), dtype=np.bool_)
+        if len(order) > 1:
+            new_group[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        group = np.cumsum(new_group) - 1
+        groups = int(group[-1]) + 1 if len(group) else 0
+        first_row = np.flatnonzero(new_group)
+        # The ledger's rows are distinct and come first in every group they belong to (stable).
+        from_ledger = order[first_row] < n_old
+        last_asked = np.full(groups, np.iinfo(np.int64).min, dtype=np.int64)
+        last_asked[from_ledger] = self.asked_at[order[first_row[from_ledger]]]
+
+        is_request = order >= n_old
+        request_rows = np.flatnonzero(is_request)
+        request_index = order[request_rows] - n_old
+        request_group = np.empty(len(tokens), dtype=np.int64)
+        request_group[request_index] = group[request_rows]
+        # The first occurrence of each asked group, in request order.
+        first_index = np.full(groups, len(tokens), dtype=np.int64)
+        np.minimum.at(first_index, request_group, np.arange(len(tokens), dtype=np.int64))
+        asked_groups = np.flatnonzero(first_index < len(tokens))
+        asked_groups = asked_groups[np.argsort(first_index[asked_groups], kind="stable")]
+
+        sub_used = int(np.count_nonzero(last_asked >= submission_since))
+        day_used = int(np.count_nonzero(last_asked >= day_since))
+        sub_cost = (last_asked[asked_groups] < submission_since).astype(np.int64)
+        day_cost = (last_asked[asked_groups] < day_since).astype(np.int64)
+        fits = (sub_used + np.cumsum(sub_cost) <= submission_budget) & (
+            day_used + np.cumsum(day_cost) <= day_budget
+        )
+        free = (sub_cost == 0) & (day_cost == 0)
+        granted = fits | free
+        answered_group = np.zeros(groups, dtype=np.bool_)
+        answered_group[asked_groups[granted]] = True
+        answered = answered_group[request_group]
+
+        day_limited = bool((~granted & (day_used + np.cumsum(day_cost) > day_budget)).any())
+        new_asked = last_asked.copy()
+        new_asked[answered_group] = now
+        keep_since = min(submission_since, day_since)
+        keep = new_asked >= keep_since
+        ledger = QueryLedger(hi[first_row][keep], lo[first_row][keep], new_asked[keep])
+        frees_at = None
+        if day_limited:
+            in_window = ledger.asked_at[ledger.asked_at >= day_since]
+            frees_at = int(in_window.min()) + DAY_SECONDS if len(in_window) else now
+        return Charge(
+            answered=answered,
+            distinct=len(asked_groups),
+            submission_tokens=ledger.count_since(submission_since),
+            day_tokens=ledger.count_since(day_since),
+            day_frees_at=frees_at,
+            ledger=ledger,
+        )

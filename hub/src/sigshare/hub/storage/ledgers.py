@@ -1,0 +1,70 @@
+"""Members' query ledgers: the tokens each member asked about per kind, and when.
+
+One row per member and kind holds the whole ledger (``sigshare.hub.engine.query_ledger``), read
+with a row lock and rewritten once per request: a member's requests for a kind are serialised,
+different members' requests are not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from sigshare.hub.domain import utc
+from sigshare.hub.engine.query_ledger import LedgerFormatError, QueryLedger
+from sigshare.hub.errors import ConflictError
+from sigshare.hub.storage.models import QueryLedgerRow
+
+
+class QueryLedgerRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get_for_update(self, member_id: int, kind: str) -> QueryLedger:
+        """The member's ledger for ``kind`` (empty if none), locked until the transaction ends."""
+        row = self._session.execute(
+            select(QueryLedgerRow.tokens, QueryLedgerRow.asked_at)
+            .where(QueryLedgerRow.member_id == member_id, QueryLedgerRow.kind == kind)
+            .with_for_update()
+        ).one_or_none()
+        if row is None:
+            return QueryLedger.empty()
+        try:
+            return QueryLedger.decode(row.tokens, row.asked_at)
+        except LedgerFormatError as error:
+            raise ConflictError(f"query ledger of {kind!r} is unreadable: {error}") from None
+
+    def put(self, member_id: int, kind: str, ledger: QueryLedger, at: datetime) -> None:
+        tokens, asked_at = ledger.encode()
+        values = {
+            "member_id": member_id,
+            "kind": kind,
+            "entries": len(ledger),
+            "tokens": tokens,
+            "asked_at": asked_at,
+            "updated_at": utc(at),
+        }
+        dialect = self._session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(QueryLedgerRow).values(values)
+        self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["member_id", "kind"],
+                set_={
+                    name: statement.excluded[name]
+                    for name in ("entries", "tokens", "asked_at", "updated_at")
+                },
+            )
+        )
+
+    def entries(self, member_id: int, kind: str) -> int:
+        """How many distinct tokens the member's ledger for ``kind`` holds (0 if none)."""
+        found = self._session.scalar(
+            select(QueryLedgerRow.entries).where(
+                QueryLedgerRow.member_id == member_id, QueryLedgerRow.kind == kind
+            )
+        )
+        return int(found or 0)
