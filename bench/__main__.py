@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from bench import hub_bench, load_bench, sketch_bench, sync_bench, web_bench
+from bench import hub_bench, load_bench, resolution_bench, sketch_bench, sync_bench, web_bench
 
 BENCHMARKS = {
     **sketch_bench.BENCHMARKS,
     **hub_bench.BENCHMARKS,
+    **resolution_bench.BENCHMARKS,
     **sync_bench.BENCHMARKS,
     **web_bench.BENCHMARKS,
     **load_bench.BENCHMARKS,
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "goals": (
             sketch_bench.goals(results)
             + hub_bench.goals(results)
+            + resolution_bench.goals(results)
             + sync_bench.goals(results)
             + web_bench.goals(results)
             + load_bench.goals(results)
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             sketch_bench.print_table(document)
         if any(name in hub_bench.BENCHMARKS for name in names):
             hub_bench.print_table(results)
+        resolution_bench.print_table(results)
         sync_bench.print_table(results)
         web_bench.print_table(results)
         load_bench.print_table(results)

@@ -1,4 +1,5 @@
-"""Hub benchmarks over real loopback gRPC: upload, aggregate-and-resolve, cross-member LSH.
+"""Hub benchmarks over real loopback gRPC: upload and cross-member LSH (resolution:
+``bench.resolution_bench``).
 
 Each benchmark starts a hub on 127.0.0.1 with a fresh database (an SQLite file, and PostgreSQL
 when ``--pg URL`` or ``SIGSHARE_BENCH_PG`` names a server), drives it with the member SDK, and
@@ -47,6 +48,7 @@ from sigshare.v1 import hub_pb2_grpc as pb_grpc
 
 KEY_ID = "bench-1"
 FPR = 1e-3
+MAX_MEMBERS = 32
 PG_ENV = "SIGSHARE_BENCH_PG"
 
 
@@ -176,7 +178,7 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
     """One member uploads a filter of 64 MiB (8 MiB quick); best of three distinct filters."""
     target_bytes = (8 if quick else 64) << 20
     capacity = int(target_bytes * 8 / 14.4)
-    params = BloomParams.for_capacity("email", KEY_ID, capacity, FPR)
+    params = BloomParams.for_forum("email", KEY_ID, capacity, FPR, MAX_MEMBERS)
     count = int(capacity * 0.95)
     payloads = [encode_bloom(_random_filter(params, count, seed)) for seed in range(3)]
     size = len(payloads[0])
@@ -189,7 +191,8 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
             kind="email",
             key_id=KEY_ID,
             capacity=capacity,
-            target_fpr=FPR,
+            forum_fpr=FPR,
+            max_members=MAX_MEMBERS,
             now=now,
         )
 
@@ -214,64 +217,6 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
     raw = _raw_grpc_seconds(payloads[0], 1 << 20)
     out["raw_grpc_mb_per_s"] = size / raw / 1e6
     out["sqlite_fraction_of_raw_grpc"] = out["sqlite_mb_per_s"] / out["raw_grpc_mb_per_s"]
-    return out
-
-
-# --- aggregate and resolve ---------------------------------------------------------------------
-
-
-def bench_resolve(*, quick: bool) -> dict[str, Any]:
-    """20 members × 10M-capacity filters (quick: 20 × 1M): submit all, then time the first
-    resolution (folds all 20 into the count vector) and a second one (vector already current)."""
-    members = 20
-    capacity = 1_000_000 if quick else 10_000_000
-    params = BloomParams.for_capacity("email", KEY_ID, capacity, FPR)
-    payloads = [encode_bloom(_random_filter(params, capacity, seed)) for seed in range(members)]
-    out: dict[str, Any] = {
-        "members": members,
-        "capacity": capacity,
-        "m": params.m,
-        "filter_bytes": len(payloads[0]),
-    }
-
-    def setup(session: Any, now: datetime) -> None:
-        parameters.set_kind_parameters(
-            session,
-            actor="bench",
-            kind="email",
-            key_id=KEY_ID,
-            capacity=capacity,
-            target_fpr=FPR,
-            now=now,
-        )
-
-    for backend in _backends():
-        with _hub(backend, members, setup) as hub:
-            clients = [hub.client(f"m{i:02d}") for i in range(members)]
-            digest = clients[0].get_parameters().bloom["email"].digest
-            started = time.perf_counter()
-            for client, payload in zip(clients, payloads, strict=True):
-                client.submit(
-                    sketch_format="bloom",
-                    kind="email",
-                    key_id=KEY_ID,
-                    params_digest=digest,
-                    declared_count=capacity,
-                    payload=payload,
-                )
-            out[f"{backend}_submit_all_seconds"] = time.perf_counter() - started
-            started = time.perf_counter()
-            first = clients[0].download_resolution("email", KEY_ID)
-            out[f"{backend}_fold_and_resolve_seconds"] = time.perf_counter() - started
-            assert first.members == members
-            timings = []
-            for client in clients[1:4]:
-                started = time.perf_counter()
-                client.download_resolution("email", KEY_ID)
-                timings.append(time.perf_counter() - started)
-            out[f"{backend}_resolve_seconds"] = min(timings)
-            for client in clients:
-                client.close()
     return out
 
 
@@ -378,7 +323,6 @@ def bench_campaigns(*, quick: bool) -> dict[str, Any]:
 
 BENCHMARKS = {
     "hub_upload": bench_upload,
-    "hub_resolve": bench_resolve,
     "hub_campaigns": bench_campaigns,
 }
 
@@ -387,14 +331,6 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         ("hub_upload", "sqlite_mb_per_s", "upload MB/s over loopback (SQLite)", 200.0, 1),
         ("hub_upload", "postgresql_mb_per_s", "upload MB/s over loopback (PostgreSQL)", 200.0, 1),
-        ("hub_resolve", "sqlite_resolve_seconds", "resolution, 20 × 10M (SQLite) s", 5.0, -1),
-        (
-            "hub_resolve",
-            "postgresql_resolve_seconds",
-            "resolution, 20 × 10M (PostgreSQL) s",
-            5.0,
-            -1,
-        ),
         (
             "hub_campaigns",
             "sqlite_match_seconds",
@@ -445,22 +381,6 @@ def print_table(results: dict[str, Any]) -> None:
             "raw gRPC",
             f"{r['raw_grpc_mb_per_s']:,.0f} MB/s",
         )
-    if "hub_resolve" in results:
-        r = results["hub_resolve"]
-        label = f"{r['members']} members × {r['capacity']:,} capacity"
-        for backend in ("sqlite", "postgresql"):
-            if f"{backend}_resolve_seconds" in r:
-                table.add_row(
-                    f"{label}: submit all", backend, f"{r[f'{backend}_submit_all_seconds']:.1f} s"
-                )
-                table.add_row(
-                    f"{label}: fold + first resolution",
-                    backend,
-                    f"{r[f'{backend}_fold_and_resolve_seconds']:.2f} s",
-                )
-                table.add_row(
-                    f"{label}: resolution", backend, f"{r[f'{backend}_resolve_seconds']:.2f} s"
-                )
     if "hub_campaigns" in results:
         r = results["hub_campaigns"]
         label = f"LSH campaigns, {r['signatures']:,} signatures / {r['members']} members"

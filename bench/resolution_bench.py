@@ -65,7 +65,7 @@ def forum_tokens(members: int, capacity: int, seed: int) -> list[Tokens]:
     counts = np.zeros(members, dtype=np.int64)
     for index in range(pool_size):
         open_members = np.flatnonzero(counts < shared_each)
-        if len(open_members) < 2:  # noqa: PLR2004 - a shared value needs two holders
+        if len(open_members) < 2:
             break
         size = min(int(sizes[index]), len(open_members))
         for member in rng.choice(open_members, size=size, replace=False):
@@ -95,7 +95,9 @@ def _truth(tokens: list[Tokens]) -> list[npt.NDArray[np.int64]]:
     return [counts[np.searchsorted(unique, k)].astype(np.int64) - 1 for k in keys]
 
 
-def _score(reported: list[npt.NDArray[np.bool_]], shared: list[npt.NDArray[np.bool_]]) -> dict[str, float]:
+def _score(
+    reported: list[npt.NDArray[np.bool_]], shared: list[npt.NDArray[np.bool_]]
+) -> dict[str, float]:
     reported_n = sum(int(r.sum()) for r in reported)
     shared_n = sum(int(s.sum()) for s in shared)
     hits = sum(int((r & s).sum()) for r, s in zip(reported, shared, strict=True))
@@ -108,7 +110,9 @@ def _score(reported: list[npt.NDArray[np.bool_]], shared: list[npt.NDArray[np.bo
     }
 
 
-def _position_wise(filters: list[BloomFilter], tokens: list[Tokens], quorum: int) -> list[npt.NDArray[np.bool_]]:
+def _position_wise(
+    filters: list[BloomFilter], tokens: list[Tokens], quorum: int
+) -> list[npt.NDArray[np.bool_]]:
     """The first release's rule: each position set by ≥ quorum − 1 *other* members."""
     params = filters[0].params
     counts = np.zeros(params.m, dtype=np.uint8)
@@ -128,7 +132,9 @@ def _position_wise(filters: list[BloomFilter], tokens: list[Tokens], quorum: int
     return out
 
 
-def _per_member(filters: list[BloomFilter], tokens: list[Tokens], quorum: int) -> tuple[list[npt.NDArray[np.bool_]], list[npt.NDArray[np.int64]]]:
+def _per_member(
+    filters: list[BloomFilter], tokens: list[Tokens], quorum: int
+) -> tuple[list[npt.NDArray[np.bool_]], list[npt.NDArray[np.int64]]]:
     """The hub's rule: other members whose own filter holds all k positions."""
     params = filters[0].params
     index = MembershipIndex.build(params.m, params.k, [(i, f.bits) for i, f in enumerate(filters)])
@@ -214,7 +220,9 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _engine_figures(params: BloomParams, filters: list[BloomFilter], probe: Tokens) -> dict[str, float]:
+def _engine_figures(
+    params: BloomParams, filters: list[BloomFilter], probe: Tokens
+) -> dict[str, float]:
     started = time.perf_counter()
     index = MembershipIndex.build(params.m, params.k, [(i, f.bits) for i, f in enumerate(filters)])
     build = time.perf_counter() - started
@@ -224,7 +232,11 @@ def _engine_figures(params: BloomParams, filters: list[BloomFilter], probe: Toke
     started = time.perf_counter()
     each = np.stack([f.contains_tokens(probe) for f in filters], axis=1)
     per_member = time.perf_counter() - started
-    same = bool(np.array_equal(np.unpackbits(masks, axis=1, bitorder="little")[:, : len(filters)].astype(bool), each))
+    same = bool(
+        np.array_equal(
+            np.unpackbits(masks, axis=1, bitorder="little")[:, : len(filters)].astype(bool), each
+        )
+    )
     assert same, "index and per-member tests disagree"
     assert has_slot(masks, 0).all()
     return {
@@ -242,7 +254,7 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
     params = BloomParams.for_forum("email", KEY_ID, capacity, FORUM_FPR, MAX_MEMBERS)
     tokens = forum_tokens(members, capacity, seed=2026)
     filters = _filters(params, tokens)
-    from sigshare.sketch.codec import encode_bloom  # noqa: PLC0415
+    from sigshare.sketch.codec import encode_bloom
 
     payloads = [encode_bloom(f) for f in filters]
     out: dict[str, Any] = {
@@ -289,7 +301,12 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
                     timings.append(time.perf_counter() - started)
                     assert result.count(TokenStatus.ANSWERED) == capacity
                     if i == 0:
-                        exact = float(np.mean(result.others.astype(np.int64) == np.where(truth[0] >= 1, truth[0], 0)))
+                        exact = float(
+                            np.mean(
+                                result.others.astype(np.int64)
+                                == np.where(truth[0] >= 1, truth[0], 0)
+                            )
+                        )
                         out[f"{backend}_other_members_exact"] = exact
                 started = time.perf_counter()
                 clients[0].resolve("email", KEY_ID, raw[0])
@@ -381,8 +398,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from rich.console import Console
+    from rich.table import Table
 
     console = Console()
     accuracy = results.get("resolution_accuracy")
@@ -420,20 +437,50 @@ def print_table(results: dict[str, Any]) -> None:
         table.add_column("figure")
         table.add_column("backend")
         table.add_column("value", justify="right")
-        table.add_row("build the membership index", "engine", f"{hub['engine_index_build_seconds']:.2f} s ({hub['engine_index_mib']:.0f} MiB)")
+        table.add_row(
+            "build the membership index",
+            "engine",
+            f"{hub['engine_index_build_seconds']:.2f} s ({hub['engine_index_mib']:.0f} MiB)",
+        )
         table.add_row(
             f"answer {hub['capacity']:,} tokens: index vs each member's filter in turn",
             "engine",
-            f"{hub['engine_index_answer_seconds']:.2f} s vs {hub['engine_per_member_contains_seconds']:.2f} s ({hub['engine_speedup']:.1f}×)",
+            (
+                f"{hub['engine_index_answer_seconds']:.2f} s vs "
+                f"{hub['engine_per_member_contains_seconds']:.2f} s "
+                f"({hub['engine_speedup']:.1f}×)"
+            ),
         )
         for backend in ("sqlite", "postgresql"):
             if f"{backend}_resolve_seconds" not in hub:
                 continue
-            table.add_row("submit all filters", backend, f"{hub[f'{backend}_submit_all_seconds']:.1f} s")
-            table.add_row("first resolution (builds the index)", backend, f"{hub[f'{backend}_first_resolve_seconds']:.2f} s")
-            table.add_row("one member, all its tokens (median)", backend, f"{hub[f'{backend}_resolve_seconds']:.2f} s")
-            table.add_row("the same request again (all repeats)", backend, f"{hub[f'{backend}_repeat_resolve_seconds']:.2f} s")
-            table.add_row("all members back to back", backend, f"{hub[f'{backend}_all_members_seconds']:.1f} s")
-            table.add_row("hub process peak memory", backend, f"{hub[f'{backend}_hub_peak_mib']:.0f} MiB")
-            table.add_row("other_members exact (m00)", backend, f"{hub[f'{backend}_other_members_exact']:.4%}")
+            table.add_row(
+                "submit all filters", backend, f"{hub[f'{backend}_submit_all_seconds']:.1f} s"
+            )
+            table.add_row(
+                "first resolution (builds the index)",
+                backend,
+                f"{hub[f'{backend}_first_resolve_seconds']:.2f} s",
+            )
+            table.add_row(
+                "one member, all its tokens (median)",
+                backend,
+                f"{hub[f'{backend}_resolve_seconds']:.2f} s",
+            )
+            table.add_row(
+                "the same request again (all repeats)",
+                backend,
+                f"{hub[f'{backend}_repeat_resolve_seconds']:.2f} s",
+            )
+            table.add_row(
+                "all members back to back",
+                backend,
+                f"{hub[f'{backend}_all_members_seconds']:.1f} s",
+            )
+            table.add_row(
+                "hub process peak memory", backend, f"{hub[f'{backend}_hub_peak_mib']:.0f} MiB"
+            )
+            table.add_row(
+                "other_members exact (m00)", backend, f"{hub[f'{backend}_other_members_exact']:.4%}"
+            )
         console.print(table)

@@ -1,7 +1,7 @@
 """Shared pieces of the member-client end-to-end tests: the installed console scripts run as
 subprocesses, the hub provisioned through its own CLI, input files written from the synthetic
-forum, exact ground truth from the forum's plan, and the false-positive allowance of a Bloom
-resolution.
+forum, exact ground truth from the forum's plan, and the false-positive rates of the members'
+own filters that a resolution's over-counts are allowed from.
 
 Nothing here is a fixture. Every subprocess run goes through :func:`run` / :func:`run_all`, which
 also assert that no secret (hub credential, forum secret) ever appears in stdout or stderr.
@@ -32,7 +32,7 @@ from sigshare.client.synthetic import (
     account_phone,
 )
 from sigshare.hub.cli import cli as hub_cli_group
-from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter, popcount
+from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.kinds import get_kind
 from sigshare.sketch.prf import KeyedPRF
@@ -334,15 +334,15 @@ def poisson_allowance(expected: float, alpha: float = FALSE_POSITIVE_ALPHA) -> i
     return allowance
 
 
-def union_fill(
-    secret: ForumSecret, params: BloomParams, value_sets: Iterable[Iterable[str]]
-) -> float:
-    """Fraction of bits set in the union of the filters of ``value_sets`` (canonical values):
-    where a resolution vector is non-zero at quorum 2."""
-    prf = KeyedPRF(secret.derive(KeyPurpose.BLOOM_TOKEN, params.kind))
-    union = None
-    for values in value_sets:
-        bloom = KeyedBloomFilter(params, prf)
-        bloom.add(sorted(values))
-        union = bloom.bits.copy() if union is None else union | bloom.bits
-    return 0.0 if union is None else popcount(union) / params.m
+def own_filter(secret: ForumSecret, params: BloomParams, values: Iterable[str]) -> KeyedBloomFilter:
+    """The filter a member builds from its canonical ``values``, as its sync job does."""
+    bloom = KeyedBloomFilter(params, KeyedPRF(secret.derive(KeyPurpose.BLOOM_TOKEN, params.kind)))
+    bloom.add(sorted(values))
+    return bloom
+
+
+def filter_fpr(secret: ForumSecret, params: BloomParams, values: Iterable[str]) -> float:
+    """The false-positive rate of the member's own filter of ``values`` at its fill: the
+    probability that a value the member does not hold has all ``k`` positions set in it."""
+    bloom = own_filter(secret, params, values)
+    return params.fpr_at_fill(bloom.fill())

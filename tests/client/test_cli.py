@@ -20,7 +20,9 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def test_keygen_writes_owner_only_secret_and_never_prints_it(runner: CliRunner, tmp_path: Path):
+def test_keygen_writes_owner_only_secret_and_never_prints_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
     target = tmp_path / "forum.secret"
     result = runner.invoke(cli, ["keygen", "--out", str(target), "--key-id", "k2026a", "--json"])
     assert result.exit_code == 0, result.output
@@ -34,7 +36,9 @@ def test_keygen_writes_owner_only_secret_and_never_prints_it(runner: CliRunner, 
     assert "secret =" not in result.output
 
 
-def test_keygen_refuses_to_replace_a_secret_without_force(runner: CliRunner, tmp_path: Path):
+def test_keygen_refuses_to_replace_a_secret_without_force(
+    runner: CliRunner, tmp_path: Path
+) -> None:
     target = tmp_path / "forum.secret"
     assert runner.invoke(cli, ["keygen", "--out", str(target), "--key-id", "a1"]).exit_code == 0
     before = target.read_bytes()
@@ -47,14 +51,14 @@ def test_keygen_refuses_to_replace_a_secret_without_force(runner: CliRunner, tmp
     assert load_secret_file(target).key_id == "b2"
 
 
-def test_keygen_rejects_a_bad_key_id_with_config_exit(runner: CliRunner, tmp_path: Path):
+def test_keygen_rejects_a_bad_key_id_with_config_exit(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(cli, ["keygen", "--out", str(tmp_path / "s"), "--key-id", "bad id!"])
     assert result.exit_code == ExitCode.CONFIG
     assert "key id" in result.stderr
     assert not (tmp_path / "s").exists()
 
 
-def test_kinds_lists_every_kind_as_json(runner: CliRunner):
+def test_kinds_lists_every_kind_as_json(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["kinds", "--json"])
     assert result.exit_code == 0
     names = [kind["name"] for kind in json.loads(result.stdout)["kinds"]]
@@ -71,7 +75,7 @@ def test_kinds_lists_every_kind_as_json(runner: CliRunner):
     ]
 
 
-def test_kinds_canonicalises_values_and_reports_rejects(runner: CliRunner):
+def test_kinds_canonicalises_values_and_reports_rejects(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["kinds", "email", " Alice@Example.COM ", "not-an-email", "--json"])
     assert result.exit_code == 0
     results = json.loads(result.stdout)["results"]
@@ -80,7 +84,7 @@ def test_kinds_canonicalises_values_and_reports_rejects(runner: CliRunner):
     assert "not-an-email" not in results[1]["detail"]
 
 
-def test_kinds_reads_values_from_stdin(runner: CliRunner):
+def test_kinds_reads_values_from_stdin(runner: CliRunner) -> None:
     result = runner.invoke(
         cli, ["kinds", "ip", "--json"], input="::FFFF:192.0.2.1\n2001:DB8::0:1\n"
     )
@@ -89,22 +93,24 @@ def test_kinds_reads_values_from_stdin(runner: CliRunner):
     assert canonical == ["192.0.2.1", "2001:db8::1"]
 
 
-def test_kinds_unknown_kind_is_a_usage_error(runner: CliRunner):
+def test_kinds_unknown_kind_is_a_usage_error(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["kinds", "fax", "123"])
     assert result.exit_code == ExitCode.USAGE
     assert "unknown kind 'fax'" in result.stderr
 
 
-def test_demo_json_matches_ground_truth(runner: CliRunner):
+def test_demo_json_matches_ground_truth(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["demo", "--json", "--accounts", "600", "--seed", "11"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     scores = document["scores"]
     # Items held by 2+ firms are never missed: Bloom filters have no false negatives.
     assert scores["indicator_recall"] == 1.0
-    # A false positive needs all k = 10 positions of an item set in the other firms' filters:
-    # with 600 of 10,000 capacity each, the union of two is ~8 % full, so the expected number
-    # over all 5,400 items is 5,400 * 0.08^10 ≈ 6e-8; any miss would be a bug.
+    # An item is reported as shared only when another firm's own filter holds all k = 15 of its
+    # positions. With 600 items of a 10,000 capacity sized for a forum rate of 1e-3 among 32
+    # members (m = 215,296), a filter is ~4.1 % full: fill^k ≈ 1.5e-21 per other filter, so the
+    # expected number of false positives over all 5,400 items and 2 other firms is ≈ 1.6e-17;
+    # any would be a bug.
     assert scores["indicator_precision"] == 1.0
     assert scores["campaign_recall"] == 1.0
     assert scores["campaign_precision"] == 1.0
@@ -128,13 +134,57 @@ def test_demo_json_matches_ground_truth(runner: CliRunner):
     assert document["coordinator"]["shared_indicator_records"] > 0
 
 
-def test_demo_human_output_ends_with_the_ground_truth_check(runner: CliRunner):
+def test_demo_human_output_ends_with_the_ground_truth_check(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["demo", "--accounts", "300"])
     assert result.exit_code == 0
     assert "check against ground truth: indicator recall 100.00%" in result.stdout
 
 
-def test_demo_rejects_out_of_range_sizes(runner: CliRunner):
+def test_demo_rejects_out_of_range_sizes(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["demo", "--accounts", "5"])
     assert result.exit_code == ExitCode.USAGE
     assert "--accounts" in result.stderr
+
+
+def test_demo_runs_a_forum_of_more_firms(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["demo", "--json", "--firms", "5", "--accounts", "300"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["config"]["firms"] == 5
+    # With five firms the false-positive expectation is still negligible (see above: fewer
+    # items per filter, four other filters per item): every score is exact.
+    assert document["scores"] == {
+        "indicator_recall": 1.0,
+        "indicator_precision": 1.0,
+        "campaign_recall": 1.0,
+        "campaign_precision": 1.0,
+    }
+    scores = document["indicators"]
+    assert len({score["firm"] for score in scores}) == 5
+    assert sorted({score["kind"] for score in scores}) == ["email", "ip", "phone"]
+    assert len(scores) == 15
+    for score in scores:
+        assert score["accepted"] == 300
+        assert score["reported_shared"] == score["truly_shared"] == score["true_positives"]
+    overlap = document["coordinator"]["overlap"]
+    assert len(overlap["firms"]) == 5
+    truth, estimate, stderr = overlap["truth"], overlap["estimate"], overlap["stderr"]
+    for i in range(5):
+        for j in range(5):
+            if i != j:
+                assert abs(estimate[i][j] - truth[i][j]) <= 5 * stderr[i][j] + 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--firms", "1"], "'--firms': 1 is not in the range 2<=x<=24"),
+        (["--firms", "5", "--accounts", "5000"], "lower --accounts"),
+    ],
+)
+def test_demo_rejects_forums_it_cannot_build(
+    runner: CliRunner, args: list[str], message: str
+) -> None:
+    result = runner.invoke(cli, ["demo", *args])
+    assert result.exit_code == ExitCode.USAGE
+    assert message in result.stderr

@@ -82,14 +82,14 @@ state_dir = "/var/lib/sigshare"
 def refusal(path: Path | None) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert caught.value.exit_code == ExitCode.CONFIG == 3
+    assert caught.value.exit_code == int(ExitCode.CONFIG) == 3
     return caught.value
 
 
 # ---------------------------------------------------------------------------------- round trip
 
 
-def test_write_then_load_gives_the_same_configuration(tmp_path: Path):
+def test_write_then_load_gives_the_same_configuration(tmp_path: Path) -> None:
     config = full_config(tmp_path)
     path = tmp_path / "conf" / "config.toml"
     assert write_config(path, config) == path
@@ -98,7 +98,7 @@ def test_write_then_load_gives_the_same_configuration(tmp_path: Path):
     assert location == path
 
 
-def test_defaults_fill_the_job_settings_and_rejects_live_in_the_state_dir(tmp_path: Path):
+def test_defaults_fill_the_job_settings_and_rejects_live_in_the_state_dir(tmp_path: Path) -> None:
     loaded, _ = load_config(write_toml(tmp_path / "config.toml", MINIMAL))
     assert loaded == ClientConfig(
         hub="127.0.0.1:50051",
@@ -115,7 +115,7 @@ def test_defaults_fill_the_job_settings_and_rejects_live_in_the_state_dir(tmp_pa
     assert loaded.transport == "plaintext (loopback only)"
 
 
-def test_awkward_strings_survive_the_hand_written_toml(tmp_path: Path):
+def test_awkward_strings_survive_the_hand_written_toml(tmp_path: Path) -> None:
     awkward = 'we"ird\\dir\twith\nnewline\x7f\x01 ünï ✓ #not-a-comment'
     config = ClientConfig(
         hub="[::1]:7000",
@@ -129,7 +129,7 @@ def test_awkward_strings_survive_the_hand_written_toml(tmp_path: Path):
     assert load_config(path)[0] == config
 
 
-def test_a_path_that_is_not_utf8_cannot_be_written(tmp_path: Path):
+def test_a_path_that_is_not_utf8_cannot_be_written(tmp_path: Path) -> None:
     config = ClientConfig(
         hub="localhost:1",
         credential_file=tmp_path / "bad\udcff",
@@ -143,7 +143,7 @@ def test_a_path_that_is_not_utf8_cannot_be_written(tmp_path: Path):
 
 def test_relative_paths_resolve_against_the_config_files_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path
-):
+) -> None:
     path = write_toml(
         tmp_path / "etc" / "sigshare" / "config.toml",
         'hub = "hub.example.org:443"\n'
@@ -163,7 +163,7 @@ def test_relative_paths_resolve_against_the_config_files_directory(
     assert loaded.transport == f"TLS, CA {loaded.ca_cert}"
 
 
-def test_neither_ca_cert_nor_insecure_means_tls_with_system_roots(tmp_path: Path):
+def test_neither_ca_cert_nor_insecure_means_tls_with_system_roots(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace("insecure = true\n", ""))
     loaded, _ = load_config(path)
     assert not loaded.insecure
@@ -176,7 +176,7 @@ def test_neither_ca_cert_nor_insecure_means_tls_with_system_roots(tmp_path: Path
 
 def test_location_explicit_then_environment_then_xdg_then_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path
-):
+) -> None:
     assert config_path(None) == home / ".config" / "sigshare" / "config.toml"
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")  # the XDG spec says so
     assert config_path(None) == home / ".config" / "sigshare" / "config.toml"
@@ -191,7 +191,7 @@ def test_location_explicit_then_environment_then_xdg_then_home(
 
 def test_load_uses_the_environment_variable_when_no_path_is_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     path = write_toml(tmp_path / "env.toml", MINIMAL)
     monkeypatch.setenv("SIGSHARE_CONFIG", str(path))
     assert load_config(None)[1] == path
@@ -199,7 +199,7 @@ def test_load_uses_the_environment_variable_when_no_path_is_given(
 
 def test_default_state_dir_respects_xdg_state_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path
-):
+) -> None:
     assert default_state_dir() == home / ".local" / "state" / "sigshare"
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     assert default_state_dir() == tmp_path / "state" / "sigshare"
@@ -208,7 +208,7 @@ def test_default_state_dir_respects_xdg_state_home(
 # ---------------------------------------------------------------------------------- refusals
 
 
-def test_a_missing_file_says_to_run_init(home: Path):
+def test_a_missing_file_says_to_run_init(home: Path) -> None:
     error = refusal(None)
     expected = home / ".config" / "sigshare" / "config.toml"
     assert str(error) == (
@@ -217,25 +217,25 @@ def test_a_missing_file_says_to_run_init(home: Path):
     )
 
 
-def test_a_directory_is_not_a_config_file(tmp_path: Path):
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     assert "is a directory" in str(refusal(tmp_path))
 
 
-def test_toml_syntax_errors_name_the_line(tmp_path: Path):
+def test_toml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL + "retries = = 3\n")
     message = str(refusal(path))
     assert message.startswith(f"{path}: not valid TOML: ")
     assert "line 6" in message
 
 
-def test_text_that_is_not_utf8_is_refused(tmp_path: Path):
+def test_text_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_bytes(b'hub = "\xff"\n')
     path.chmod(0o600)
     assert str(refusal(path)) == f"{path}: not UTF-8 text; not a sigshare configuration"
 
 
-def test_unknown_keys_are_refused_and_listed(tmp_path: Path):
+def test_unknown_keys_are_refused_and_listed(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL + "retires = 3\ninsecur = true\n[job]\n")
     message = str(refusal(path))
     assert message.startswith(f"{path}: unknown settings insecur, job, retires (known: ")
@@ -263,12 +263,12 @@ def test_unknown_keys_are_refused_and_listed(tmp_path: Path):
         ("prompt_family = ' '", "prompt_family must not be empty"),
     ],
 )
-def test_wrong_types_and_values_are_refused(tmp_path: Path, line: str, message: str):
+def test_wrong_types_and_values_are_refused(tmp_path: Path, line: str, message: str) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL + line + "\n")
     assert str(refusal(path)).startswith(f"{path}: {message}")
 
 
-def test_a_wrong_type_for_a_replaced_setting_is_refused(tmp_path: Path):
+def test_a_wrong_type_for_a_replaced_setting_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace("insecure = true", 'insecure = "yes"'))
     assert str(refusal(path)) == f"{path}: insecure must be true or false, not a string"
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace('"127.0.0.1:50051"', "50051"))
@@ -276,20 +276,20 @@ def test_a_wrong_type_for_a_replaced_setting_is_refused(tmp_path: Path):
 
 
 @pytest.mark.parametrize("key", ["hub", "credential_file", "secret_file", "state_dir"])
-def test_required_settings_must_be_present(tmp_path: Path, key: str):
+def test_required_settings_must_be_present(tmp_path: Path, key: str) -> None:
     text = "".join(line + "\n" for line in MINIMAL.splitlines() if not line.startswith(key))
     path = write_toml(tmp_path / "c.toml", text)
     assert str(refusal(path)) == f"{path}: {key} is missing"
 
 
 @pytest.mark.parametrize("hub", ["hub.example.org", "::1:50051", "host:0", "host:70000", ":5"])
-def test_a_malformed_hub_address_is_refused(tmp_path: Path, hub: str):
+def test_a_malformed_hub_address_is_refused(tmp_path: Path, hub: str) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace("127.0.0.1:50051", hub))
     assert "is not HOST:PORT (IPv6 as [ADDR]:PORT)" in str(refusal(path))
 
 
 @pytest.mark.parametrize("hub", ["10.0.0.5:50051", "hub.example.org:443", "[2001:db8::1]:443"])
-def test_insecure_to_a_hub_off_loopback_is_refused(tmp_path: Path, hub: str):
+def test_insecure_to_a_hub_off_loopback_is_refused(tmp_path: Path, hub: str) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace("127.0.0.1:50051", hub))
     assert str(refusal(path)) == (
         f"{path}: insecure (plaintext) is refused for hub {hub}: plaintext is allowed only to "
@@ -298,12 +298,12 @@ def test_insecure_to_a_hub_off_loopback_is_refused(tmp_path: Path, hub: str):
 
 
 @pytest.mark.parametrize("hub", ["127.0.0.1:1", "127.8.9.10:2", "[::1]:3", "localhost:4"])
-def test_insecure_to_loopback_is_accepted(tmp_path: Path, hub: str):
+def test_insecure_to_loopback_is_accepted(tmp_path: Path, hub: str) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL.replace("127.0.0.1:50051", hub))
     assert load_config(path)[0].hub == hub
 
 
-def test_insecure_with_tls_files_is_refused(tmp_path: Path):
+def test_insecure_with_tls_files_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL + 'ca_cert = "ca.pem"\n')
     assert str(refusal(path)) == (
         f"{path}: insecure (plaintext) conflicts with the TLS files ca_cert: "
@@ -314,7 +314,9 @@ def test_insecure_with_tls_files_is_refused(tmp_path: Path):
 @pytest.mark.parametrize(
     ("given", "missing"), [("client_cert", "client_key"), ("client_key", "client_cert")]
 )
-def test_half_a_client_certificate_pair_is_refused(tmp_path: Path, given: str, missing: str):
+def test_half_a_client_certificate_pair_is_refused(
+    tmp_path: Path, given: str, missing: str
+) -> None:
     text = MINIMAL.replace("insecure = true\n", "") + f'{given} = "x.pem"\n'
     path = write_toml(tmp_path / "c.toml", text)
     assert str(refusal(path)) == (
@@ -322,7 +324,7 @@ def test_half_a_client_certificate_pair_is_refused(tmp_path: Path, given: str, m
     )
 
 
-def test_a_config_others_can_change_is_refused(tmp_path: Path):
+def test_a_config_others_can_change_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "c.toml", MINIMAL)
     path.chmod(0o664)
     assert str(refusal(path)) == (
@@ -336,7 +338,7 @@ def test_a_config_others_can_change_is_refused(tmp_path: Path):
 # ---------------------------------------------------------------------------------- writing
 
 
-def test_write_creates_a_private_directory_and_an_owner_only_file(tmp_path: Path):
+def test_write_creates_a_private_directory_and_an_owner_only_file(tmp_path: Path) -> None:
     path = tmp_path / "new" / "sigshare" / "config.toml"
     write_config(path, full_config(tmp_path))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -344,7 +346,7 @@ def test_write_creates_a_private_directory_and_an_owner_only_file(tmp_path: Path
     assert sorted(p.name for p in path.parent.iterdir()) == ["config.toml"]  # no temp files
 
 
-def test_write_leaves_an_existing_directory_mode_alone(tmp_path: Path):
+def test_write_leaves_an_existing_directory_mode_alone(tmp_path: Path) -> None:
     directory = tmp_path / "shared"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
@@ -352,7 +354,7 @@ def test_write_leaves_an_existing_directory_mode_alone(tmp_path: Path):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o755
 
 
-def test_write_refuses_to_overwrite_unless_forced(tmp_path: Path):
+def test_write_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     write_config(path, full_config(tmp_path))
     before = path.read_bytes()
@@ -370,7 +372,7 @@ def test_write_refuses_to_overwrite_unless_forced(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_the_written_file_is_flat_and_commented(tmp_path: Path):
+def test_the_written_file_is_flat_and_commented(tmp_path: Path) -> None:
     text = render_config(full_config(tmp_path))
     assert text.startswith("# sigshare member client configuration")
     assert "version = 1\n" in text
@@ -378,7 +380,7 @@ def test_the_written_file_is_flat_and_commented(tmp_path: Path):
     assert "[" not in text  # no tables
 
 
-def test_constructing_an_invalid_config_raises_config_error(tmp_path: Path):
+def test_constructing_an_invalid_config_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="plaintext is allowed only to loopback"):
         ClientConfig(
             hub="192.0.2.1:1",
@@ -389,7 +391,7 @@ def test_constructing_an_invalid_config_raises_config_error(tmp_path: Path):
         )
 
 
-def test_ensure_state_dir_creates_mode_0700_once(tmp_path: Path):
+def test_ensure_state_dir_creates_mode_0700_once(tmp_path: Path) -> None:
     directory = tmp_path / "a" / "state"
     assert ensure_state_dir(directory) is True
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
@@ -412,13 +414,13 @@ def config_with_credential(tmp_path: Path, credential_file: Path) -> ClientConfi
     )
 
 
-def test_read_credential_strips_whitespace(tmp_path: Path):
+def test_read_credential_strips_whitespace(tmp_path: Path) -> None:
     path = owner_only(tmp_path / "cred", f"\n  {CREDENTIAL}\r\n\n")
     assert read_credential(config_with_credential(tmp_path, path)) == CREDENTIAL
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o602])
-def test_read_credential_refuses_a_file_others_can_reach(tmp_path: Path, mode: int):
+def test_read_credential_refuses_a_file_others_can_reach(tmp_path: Path, mode: int) -> None:
     path = owner_only(tmp_path / "cred", CREDENTIAL)
     path.chmod(mode)
     with pytest.raises(ConfigError) as caught:
@@ -445,7 +447,7 @@ def test_read_credential_refuses_a_file_others_can_reach(tmp_path: Path, mode: i
 )
 def test_read_credential_refuses_bad_content_without_echoing_it(
     tmp_path: Path, content: str, message: str
-):
+) -> None:
     path = owner_only(tmp_path / "cred", content)
     with pytest.raises(ConfigError) as caught:
         read_credential(config_with_credential(tmp_path, path))
@@ -454,7 +456,7 @@ def test_read_credential_refuses_bad_content_without_echoing_it(
     assert "s3cr3t" not in str(caught.value)
 
 
-def test_read_credential_refuses_missing_and_special_files(tmp_path: Path):
+def test_read_credential_refuses_missing_and_special_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         read_credential(config_with_credential(tmp_path, tmp_path / "absent"))
     with pytest.raises(ConfigError, match="not a regular file"):
@@ -465,7 +467,7 @@ def test_read_credential_refuses_missing_and_special_files(tmp_path: Path):
         read_credential(config_with_credential(tmp_path, fifo))
 
 
-def test_hub_connection_carries_the_settings_and_hides_the_credential(tmp_path: Path):
+def test_hub_connection_carries_the_settings_and_hides_the_credential(tmp_path: Path) -> None:
     path = owner_only(tmp_path / "cred", CREDENTIAL + "\n")
     config = ClientConfig(
         hub="hub.example.org:443",
@@ -489,7 +491,7 @@ def test_hub_connection_carries_the_settings_and_hides_the_credential(tmp_path: 
     assert CREDENTIAL not in repr(config)
 
 
-def test_retries_and_timeout_map_onto_the_sdk(tmp_path: Path):
+def test_retries_and_timeout_map_onto_the_sdk(tmp_path: Path) -> None:
     config = full_config(tmp_path)
     assert retry_policy(config).attempts == 1  # retries = 0: one attempt
     assert timeouts(config).unary == 12.5

@@ -783,52 +783,61 @@ def test_a_transiently_failed_resolve_is_sent_again_whole(
     assert result.status.tolist() == [planned_answer(i).status for i in range(COUNT)]
 
 
-@pytest.mark.parametrize(
-    ("code", "details", "error_class", "exit_code"),
-    [
-        (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "submit a filter of kind email before resolving it: members learn only about "
-            "values they hold themselves",
-            HubRejectedError,
-            ExitCode.REJECTED,
-        ),
-        (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "email: 800 distinct tokens your filter holds in one request, more than the 700 "
-            "values it declares: ask only about your own values",
-            HubRejectedError,
-            ExitCode.REJECTED,
-        ),
-        (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "1001 tokens in one request; email members hold at most 1000 values",
-            HubRejectedError,
-            ExitCode.REJECTED,
-        ),
-        (grpc.StatusCode.PERMISSION_DENIED, "members only", HubAuthError, ExitCode.AUTH),
-        (grpc.StatusCode.UNAUTHENTICATED, "credential revoked", HubAuthError, ExitCode.AUTH),
-        (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", HubProtocolError, ExitCode.FAILURE),
-    ],
-)
-def test_a_refused_resolve_maps_to_its_error_class_without_retry(  # noqa: PLR0917 (parameters)
-    client: HubClient,
-    fake: FakeMemberService,
-    sleeps: Sleeps,
-    code: grpc.StatusCode,
-    details: str,
-    error_class: type[HubClientError],
-    exit_code: ExitCode,
+@dataclass(frozen=True)
+class Refusal:
+    code: grpc.StatusCode
+    details: str
+    error_class: type[HubClientError]
+    exit_code: ExitCode
+
+
+REFUSALS = {
+    "no own filter": Refusal(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "submit a filter of kind email before resolving it: members learn only about values "
+        "they hold themselves",
+        HubRejectedError,
+        ExitCode.REJECTED,
+    ),
+    "more held tokens than declared": Refusal(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "email: 800 distinct tokens your filter holds in one request, more than the 700 values "
+        "it declares: ask only about your own values",
+        HubRejectedError,
+        ExitCode.REJECTED,
+    ),
+    "more tokens than the capacity": Refusal(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1001 tokens in one request; email members hold at most 1000 values",
+        HubRejectedError,
+        ExitCode.REJECTED,
+    ),
+    "not a member": Refusal(
+        grpc.StatusCode.PERMISSION_DENIED, "members only", HubAuthError, ExitCode.AUTH
+    ),
+    "revoked": Refusal(
+        grpc.StatusCode.UNAUTHENTICATED, "credential revoked", HubAuthError, ExitCode.AUTH
+    ),
+    "a hub without Resolve": Refusal(
+        grpc.StatusCode.UNIMPLEMENTED, "Method not found!", HubProtocolError, ExitCode.FAILURE
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_a_refused_resolve_maps_to_its_error_class_without_retry(
+    client: HubClient, fake: FakeMemberService, sleeps: Sleeps, case: str
 ) -> None:
-    fake.failures["Resolve"] = [(code, details)]
+    refusal = REFUSALS[case]
+    fake.failures["Resolve"] = [(refusal.code, refusal.details)]
     with pytest.raises(HubClientError) as caught:
         client.resolve("email", "k2026a", tokens_of(range(COUNT)))
-    assert type(caught.value) is error_class
-    assert caught.value.exit_code == exit_code
-    assert caught.value.status == code.name
-    assert details in str(caught.value)
-    if error_class is HubRejectedError:
-        assert str(caught.value) == details  # written by the hub for users
+    assert type(caught.value) is refusal.error_class
+    assert caught.value.exit_code == refusal.exit_code
+    assert caught.value.status == refusal.code.name
+    assert refusal.details in str(caught.value)
+    if refusal.error_class is HubRejectedError:
+        assert str(caught.value) == refusal.details  # written by the hub for users
     assert fake.calls["Resolve"] == 1
     assert sleeps == []
     assert fake.resolves == []

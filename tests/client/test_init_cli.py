@@ -60,7 +60,7 @@ def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
                 kind=kind,
                 key_id=KEY_ID,
                 capacity=10_000,
-                target_fpr=1e-3,
+                forum_fpr=1e-3,
                 now=now,
             )
         parameters.set_minhash_parameters(
@@ -170,7 +170,7 @@ def mode_of(path: Path) -> int:
 
 def test_no_check_writes_an_owner_only_config_and_a_private_state_dir(
     runner: CliRunner, member: Member
-):
+) -> None:
     result = runner.invoke(
         cli, [*member.args("127.0.0.1:50051", "--insecure"), "--no-check", "--json"]
     )
@@ -205,7 +205,7 @@ def test_no_check_writes_an_owner_only_config_and_a_private_state_dir(
     assert base64.b64encode(member.secret.secret).decode() not in text
 
 
-def test_human_output_summarises_without_secrets(runner: CliRunner, member: Member):
+def test_human_output_summarises_without_secrets(runner: CliRunner, member: Member) -> None:
     result = runner.invoke(cli, [*member.args("localhost:7", "--insecure"), "--no-check"])
     assert result.exit_code == 0, result.output
     member.assert_private(result)
@@ -222,7 +222,7 @@ def test_human_output_summarises_without_secrets(runner: CliRunner, member: Memb
 
 def test_relative_paths_are_written_absolute_to_the_chosen_config(
     runner: CliRunner, member: Member, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     monkeypatch.chdir(member.tmp)
     args = [
         "init",
@@ -253,7 +253,7 @@ def test_relative_paths_are_written_absolute_to_the_chosen_config(
 
 def test_the_config_location_comes_from_the_environment(
     runner: CliRunner, member: Member, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     target = member.tmp / "env" / "member.toml"
     monkeypatch.setenv("SIGSHARE_CONFIG", str(target))
     result = runner.invoke(cli, [*member.args("[::1]:9", "--insecure"), "--no-check", "--json"])
@@ -262,12 +262,12 @@ def test_the_config_location_comes_from_the_environment(
     assert load_config(None)[0].hub == "[::1]:9"
 
 
-def test_an_existing_config_is_kept_without_force(runner: CliRunner, member: Member):
+def test_an_existing_config_is_kept_without_force(runner: CliRunner, member: Member) -> None:
     first = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check"])
     assert first.exit_code == 0, first.output
     before = member.default_config.read_bytes()
     again = runner.invoke(cli, [*member.args("127.0.0.1:2", "--insecure"), "--no-check", "--json"])
-    assert again.exit_code == ExitCode.CONFIG == 3
+    assert again.exit_code == int(ExitCode.CONFIG) == 3
     assert json.loads(again.stdout) == {
         "error": f"{member.default_config} already exists; use --force to replace it",
         "exit_code": 3,
@@ -299,28 +299,28 @@ def test_an_existing_config_is_kept_without_force(runner: CliRunner, member: Mem
 )
 def test_conflicting_flags_are_usage_errors(
     runner: CliRunner, member: Member, extra: list[str], message: str
-):
+) -> None:
     result = runner.invoke(cli, [*member.args("127.0.0.1:1", *extra), "--no-check"])
-    assert result.exit_code == ExitCode.USAGE == 2
+    assert result.exit_code == int(ExitCode.USAGE) == 2
     assert message in result.stderr
     assert not member.default_config.exists()
     assert not member.default_state.exists()
 
 
-def test_plaintext_to_a_remote_hub_is_refused(runner: CliRunner, member: Member):
+def test_plaintext_to_a_remote_hub_is_refused(runner: CliRunner, member: Member) -> None:
     result = runner.invoke(cli, [*member.args("hub.example.org:443", "--insecure"), "--no-check"])
     assert result.exit_code == ExitCode.CONFIG
     assert "plaintext is allowed only to loopback" in result.stderr
     assert not member.default_config.exists()
 
 
-def test_a_malformed_hub_address_is_a_config_error(runner: CliRunner, member: Member):
+def test_a_malformed_hub_address_is_a_config_error(runner: CliRunner, member: Member) -> None:
     result = runner.invoke(cli, [*member.args("::1:50051", "--insecure"), "--no-check"])
     assert result.exit_code == ExitCode.CONFIG
     assert "is not HOST:PORT (IPv6 as [ADDR]:PORT)" in result.stderr
 
 
-def test_a_secret_file_others_can_read_is_refused(runner: CliRunner, member: Member):
+def test_a_secret_file_others_can_read_is_refused(runner: CliRunner, member: Member) -> None:
     member.secret_file.chmod(0o644)
     result = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check"])
     assert result.exit_code == ExitCode.CONFIG
@@ -329,7 +329,7 @@ def test_a_secret_file_others_can_read_is_refused(runner: CliRunner, member: Mem
     assert not member.default_config.exists()
 
 
-def test_a_credential_file_others_can_read_is_refused(runner: CliRunner, member: Member):
+def test_a_credential_file_others_can_read_is_refused(runner: CliRunner, member: Member) -> None:
     member.credential_file.chmod(0o640)
     result = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check", "--json"])
     assert result.exit_code == ExitCode.CONFIG
@@ -341,14 +341,14 @@ def test_a_credential_file_others_can_read_is_refused(runner: CliRunner, member:
     assert not member.default_config.exists()
 
 
-def test_a_missing_credential_file_is_refused(runner: CliRunner, member: Member):
+def test_a_missing_credential_file_is_refused(runner: CliRunner, member: Member) -> None:
     member.credential_file.unlink()
     result = runner.invoke(cli, [*member.args("127.0.0.1:1", "--insecure"), "--no-check"])
     assert result.exit_code == ExitCode.CONFIG
     assert f"hub credential file {member.credential_file}: no such file" in result.stderr
 
 
-def test_a_missing_ca_certificate_is_refused(runner: CliRunner, member: Member):
+def test_a_missing_ca_certificate_is_refused(runner: CliRunner, member: Member) -> None:
     missing = member.tmp / "ca.pem"
     result = runner.invoke(
         cli, [*member.args("hub.example.org:443", "--ca-cert", str(missing)), "--no-check"]
@@ -357,7 +357,7 @@ def test_a_missing_ca_certificate_is_refused(runner: CliRunner, member: Member):
     assert f"CA certificate {missing}: no such file" in result.stderr
 
 
-def test_a_state_dir_that_is_a_file_is_refused(runner: CliRunner, member: Member):
+def test_a_state_dir_that_is_a_file_is_refused(runner: CliRunner, member: Member) -> None:
     blocker = member.tmp / "state-file"
     blocker.write_text("")
     args = [*member.args("127.0.0.1:1", "--insecure"), "--state-dir", str(blocker), "--no-check"]
@@ -372,7 +372,7 @@ def test_a_state_dir_that_is_a_file_is_refused(runner: CliRunner, member: Member
 
 def test_check_against_a_real_hub_lists_its_kinds_and_families(
     runner: CliRunner, member: Member, local_hub: LocalHub
-):
+) -> None:
     member.set_credential(local_hub.credential)
     result = runner.invoke(cli, [*member.args(local_hub.target, "--insecure"), "--json"])
     assert result.exit_code == 0, result.output
@@ -387,7 +387,7 @@ def test_check_against_a_real_hub_lists_its_kinds_and_families(
     assert load_config(None)[0].hub == local_hub.target
 
 
-def test_check_in_human_form(runner: CliRunner, member: Member, local_hub: LocalHub):
+def test_check_in_human_form(runner: CliRunner, member: Member, local_hub: LocalHub) -> None:
     member.set_credential(local_hub.credential)
     result = runner.invoke(cli, member.args(local_hub.target, "--insecure"))
     assert result.exit_code == 0, result.output
@@ -402,7 +402,7 @@ def test_check_in_human_form(runner: CliRunner, member: Member, local_hub: Local
 
 def test_check_warns_when_the_secret_is_for_another_key_epoch(
     runner: CliRunner, member: Member, local_hub: LocalHub
-):
+) -> None:
     other = make_member(member.tmp, key_id="epoch-8")
     other.set_credential(local_hub.credential)
     result = runner.invoke(cli, [*other.args(local_hub.target, "--insecure"), "--json"])
@@ -417,10 +417,10 @@ def test_check_warns_when_the_secret_is_for_another_key_epoch(
 
 def test_a_wrong_credential_is_an_auth_error_and_writes_nothing(
     runner: CliRunner, member: Member, local_hub: LocalHub
-):
+) -> None:
     member.set_credential(UNKNOWN_CREDENTIAL)
     result = runner.invoke(cli, [*member.args(local_hub.target, "--insecure"), "--json"])
-    assert result.exit_code == ExitCode.AUTH == 4
+    assert result.exit_code == int(ExitCode.AUTH) == 4
     document = json.loads(result.stdout)
     assert document["status"] == "auth"
     assert document["error"].startswith("not authorised by the hub")
@@ -431,11 +431,11 @@ def test_a_wrong_credential_is_an_auth_error_and_writes_nothing(
 
 def test_an_unreachable_hub_is_a_network_error_quickly(
     runner: CliRunner, member: Member, closed_port: int
-):
+) -> None:
     started = time.monotonic()
     result = runner.invoke(cli, member.args(f"127.0.0.1:{closed_port}", "--insecure"))
     elapsed = time.monotonic() - started
-    assert result.exit_code == ExitCode.NETWORK == 6
+    assert result.exit_code == int(ExitCode.NETWORK) == 6
     assert f"hub at 127.0.0.1:{closed_port} unavailable for GetParameters" in result.stderr
     assert elapsed < 10, f"took {elapsed:.1f} s"
     member.assert_private(result)
@@ -444,7 +444,7 @@ def test_an_unreachable_hub_is_a_network_error_quickly(
 
 def test_state_dir_permissions_are_reported_not_changed(
     runner: CliRunner, member: Member, tmp_path: Path
-):
+) -> None:
     state = tmp_path / "open-state"
     state.mkdir()
     state.chmod(0o755)

@@ -58,7 +58,7 @@ EXPECTED_ROWS = [
 ]
 
 
-def test_csv_rows_are_canonicalised_with_their_sources(tmp_path: Path):
+def test_csv_rows_are_canonicalised_with_their_sources(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "export.csv",
         [
@@ -77,7 +77,7 @@ def test_csv_rows_are_canonicalised_with_their_sources(tmp_path: Path):
     ]
 
 
-def test_jsonl_gives_the_same_rows_as_csv(tmp_path: Path):
+def test_jsonl_gives_the_same_rows_as_csv(tmp_path: Path) -> None:
     documents: list[dict[str, Any]] = [
         {"kind": "email", "value": "Alice@Example.COM", "category": None},
         {
@@ -103,7 +103,7 @@ def test_jsonl_gives_the_same_rows_as_csv(tmp_path: Path):
     assert [row.source for row in rows] == [f"{path}:1", f"{path}:2", f"{path}:3"]
 
 
-def test_crlf_line_ends_a_byte_order_mark_blank_lines_and_extra_columns(tmp_path: Path):
+def test_crlf_line_ends_a_byte_order_mark_blank_lines_and_extra_columns(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "excel.csv",
         ["\ufeffValue,Notes,Kind", "", "a@example.com,anything,email", "   ", 'b@x.org,"q",email'],
@@ -119,35 +119,35 @@ def test_crlf_line_ends_a_byte_order_mark_blank_lines_and_extra_columns(tmp_path
 
 
 @pytest.mark.parametrize("name", ["export.csv.gz", "export.CSV.GZ", "export.csv"])
-def test_gzip_is_recognised_by_its_magic_bytes(tmp_path: Path, name: str):
+def test_gzip_is_recognised_by_its_magic_bytes(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(gzip.compress(f"{HEADER}\nemail,a@example.com,,,\n".encode()))
     assert [row.canonical for row in indicators([path])] == ["a@example.com"]
 
 
 @pytest.mark.parametrize("name", ["export.jsonl.gz", "export.ndjson", "export.ndjson.gz"])
-def test_jsonl_spellings(tmp_path: Path, name: str):
+def test_jsonl_spellings(tmp_path: Path, name: str) -> None:
     data = b'{"kind": "email", "value": "a@example.com"}\n'
     path = tmp_path / name
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     assert [row.canonical for row in indicators([path])] == ["a@example.com"]
 
 
-def test_several_files_are_read_in_order(tmp_path: Path):
+def test_several_files_are_read_in_order(tmp_path: Path) -> None:
     first = write_lines(tmp_path / "a.csv", ["kind,value", "email,a@example.com"])
     second = write_lines(tmp_path / "b.jsonl", ['{"kind": "email", "value": "b@example.com"}'])
     rows = indicators([first, second])
     assert [row.source for row in rows] == [f"{first}:2", f"{second}:1"]
 
 
-def test_an_explicit_format_overrides_the_file_name(tmp_path: Path):
+def test_an_explicit_format_overrides_the_file_name(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "export.txt", ["kind,value", "email,a@example.com"])
     assert [row.canonical for row in indicators([path], fmt="csv")] == ["a@example.com"]
     jsonl = write_lines(tmp_path / "export.log", ['{"kind": "email", "value": "a@example.com"}'])
     assert [row.canonical for row in indicators([jsonl], fmt="ndjson")] == ["a@example.com"]
 
 
-def test_configured_kinds_are_used_instead_of_the_registry_defaults(tmp_path: Path):
+def test_configured_kinds_are_used_instead_of_the_registry_defaults(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "x.csv", ["kind,value", "email,A.B+tag@gmail.com"])
     assert [row.canonical for row in indicators([path])] == ["a.b+tag@gmail.com"]
     configured = {"email": get_kind("email", provider_rules=True)}
@@ -157,7 +157,7 @@ def test_configured_kinds_are_used_instead_of_the_registry_defaults(tmp_path: Pa
 # --- default kind --------------------------------------------------------------------------
 
 
-def test_default_kind_lets_the_kind_column_be_omitted(tmp_path: Path):
+def test_default_kind_lets_the_kind_column_be_omitted(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "emails.csv", ["value", "a@example.com", "B@Example.com"])
     rows = indicators([path], default_kind="email")
     assert [(row.kind, row.canonical) for row in rows] == [
@@ -166,7 +166,7 @@ def test_default_kind_lets_the_kind_column_be_omitted(tmp_path: Path):
     ]
 
 
-def test_with_a_default_kind_a_kind_column_must_agree(tmp_path: Path):
+def test_with_a_default_kind_a_kind_column_must_agree(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "mixed.csv",
         ["kind,value", "email,a@example.com", ",b@example.com", "phone,+14155550100"],
@@ -186,7 +186,7 @@ def test_with_a_default_kind_a_kind_column_must_agree(tmp_path: Path):
     ]
 
 
-def test_an_unknown_default_kind_fails_at_the_call(tmp_path: Path):
+def test_an_unknown_default_kind_fails_at_the_call(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "x.csv", ["value", "a"])
     with pytest.raises(UnknownKindError, match="emial"):
         read_indicators([path], default_kind="emial", rejects=RejectSink())
@@ -214,7 +214,7 @@ def test_an_unknown_default_kind_fails_at_the_call(tmp_path: Path):
 )
 def test_a_csv_header_without_the_required_columns_fails_the_file(
     tmp_path: Path, lines: list[str | bytes], default_kind: str | None, message: str
-):
+) -> None:
     path = write_lines(tmp_path / "bad.csv", lines)
     with pytest.raises(InputFormatError, match=message) as caught:
         indicators([path], default_kind=default_kind)
@@ -223,7 +223,7 @@ def test_a_csv_header_without_the_required_columns_fails_the_file(
     assert caught.value.exit_code == ExitCode.INPUT
 
 
-def test_unknown_extensions_and_formats_fail_before_any_row_is_read(tmp_path: Path):
+def test_unknown_extensions_and_formats_fail_before_any_row_is_read(tmp_path: Path) -> None:
     good = write_lines(tmp_path / "good.csv", ["kind,value", "email,a@example.com"])
     odd = write_lines(tmp_path / "export.tsv", ["kind\tvalue"])
     with pytest.raises(
@@ -238,13 +238,13 @@ def test_unknown_extensions_and_formats_fail_before_any_row_is_read(tmp_path: Pa
         read_prompts([good], rejects=RejectSink(), fmt="csv")
 
 
-def test_a_missing_file_fails_before_any_row_is_read(tmp_path: Path):
+def test_a_missing_file_fails_before_any_row_is_read(tmp_path: Path) -> None:
     good = write_lines(tmp_path / "good.csv", ["kind,value", "email,a@example.com"])
     with pytest.raises(InputFormatError, match=r"missing\.csv: does not exist"):
         read_indicators([good, tmp_path / "missing.csv"], rejects=RejectSink())
 
 
-def test_a_directory_or_a_truncated_gzip_file_fails_naming_the_file(tmp_path: Path):
+def test_a_directory_or_a_truncated_gzip_file_fails_naming_the_file(tmp_path: Path) -> None:
     directory = tmp_path / "dir.csv"
     directory.mkdir()
     with pytest.raises(InputFormatError, match=r"dir\.csv: cannot be opened"):
@@ -370,7 +370,7 @@ def _without_kind_details(
     return out
 
 
-def test_csv_rejects_each_reason_with_exact_counts_and_records(tmp_path: Path):
+def test_csv_rejects_each_reason_with_exact_counts_and_records(tmp_path: Path) -> None:
     good = "email,ok@example.com,,,"
     path = write_lines(
         tmp_path / "rows.csv", [HEADER, good, *[line for line, _, _ in CSV_CASES], good]
@@ -385,7 +385,7 @@ def test_csv_rejects_each_reason_with_exact_counts_and_records(tmp_path: Path):
     assert _without_kind_details(records, CSV_CASES) == _expected_rejects(path, CSV_CASES, 3)
 
 
-def test_jsonl_rejects_each_reason_with_exact_counts_and_records(tmp_path: Path):
+def test_jsonl_rejects_each_reason_with_exact_counts_and_records(tmp_path: Path) -> None:
     good = '{"value": "ok@example.com", "kind": "email"}'
     path = write_lines(tmp_path / "rows.jsonl", [good, *[line for line, _, _ in JSONL_CASES], ""])
     rejects_path = tmp_path / "rejects.jsonl"
@@ -397,7 +397,7 @@ def test_jsonl_rejects_each_reason_with_exact_counts_and_records(tmp_path: Path)
     assert _without_kind_details(records, JSONL_CASES) == _expected_rejects(path, JSONL_CASES, 2)
 
 
-def test_the_tables_cover_every_reason():
+def test_the_tables_cover_every_reason() -> None:
     covered = {reason for _, reason, _ in CSV_CASES + JSONL_CASES}
     # kind_not_enabled depends on the hub's parameters: the sync job finds it after reading
     # (tests/client/test_sync_robustness.py covers it).
@@ -405,12 +405,12 @@ def test_the_tables_cover_every_reason():
     assert covered == {reason.value for reason in InputRejectReason} - after_reading
 
 
-def test_the_kinds_reject_reasons_keep_their_strings():
+def test_the_kinds_reject_reasons_keep_their_strings() -> None:
     assert {r.value for r in RejectReason} <= {r.value for r in InputRejectReason}
-    assert InputRejectReason.BAD_SYNTAX == "bad_syntax"
+    assert str(InputRejectReason.BAD_SYNTAX) == "bad_syntax"  # a StrEnum: the text itself
 
 
-def test_a_bad_utf8_line_in_the_middle_costs_that_line_only(tmp_path: Path):
+def test_a_bad_utf8_line_in_the_middle_costs_that_line_only(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "x.csv",
         [
@@ -428,7 +428,7 @@ def test_a_bad_utf8_line_in_the_middle_costs_that_line_only(tmp_path: Path):
     assert sink.counts == Counter({"bad_encoding": 1})
 
 
-def test_an_oversized_line_is_skipped_without_being_held_whole(tmp_path: Path):
+def test_an_oversized_line_is_skipped_without_being_held_whole(tmp_path: Path) -> None:
     path = tmp_path / "huge.csv"
     with path.open("wb") as out:
         out.write(b"kind,value\nemail,before@example.com\nemail,")
@@ -456,7 +456,7 @@ def test_an_oversized_line_is_skipped_without_being_held_whole(tmp_path: Path):
     }
 
 
-def test_a_line_exactly_at_the_limit_is_read(tmp_path: Path):
+def test_a_line_exactly_at_the_limit_is_read(tmp_path: Path) -> None:
     value = "a@" + "b" * 20 + ".com"
     line = f"email,{value}"
     path = write_lines(tmp_path / "x.csv", ["kind,value", line, line + "x"])
@@ -485,7 +485,9 @@ def test_a_line_exactly_at_the_limit_is_read(tmp_path: Path):
         ("", None),
     ],
 )
-def test_dates_become_aware_utc_datetimes(tmp_path: Path, text: str, expected: datetime | None):
+def test_dates_become_aware_utc_datetimes(
+    tmp_path: Path, text: str, expected: datetime | None
+) -> None:
     path = write_lines(tmp_path / "d.csv", [HEADER, f"email,a@example.com,,{text},{text}"])
     (row,) = indicators([path])
     assert row.first_seen == expected
@@ -507,14 +509,14 @@ def test_dates_become_aware_utc_datetimes(tmp_path: Path, text: str, expected: d
         "2026-01-02T03:04+25:00",
     ],
 )
-def test_bad_dates_are_rejected(tmp_path: Path, text: str):
+def test_bad_dates_are_rejected(tmp_path: Path, text: str) -> None:
     path = write_lines(tmp_path / "d.csv", [HEADER, f"email,a@example.com,,,{text}"])
     sink = RejectSink()
     assert indicators([path], sink) == []
     assert sink.counts == Counter({"bad_date": 1})
 
 
-def test_repeated_dates_are_parsed_consistently(tmp_path: Path):
+def test_repeated_dates_are_parsed_consistently(tmp_path: Path) -> None:
     zone = timezone(timedelta(hours=2))
     stamp = datetime(2026, 1, 2, 3, tzinfo=zone).isoformat()
     path = write_lines(
@@ -526,7 +528,7 @@ def test_repeated_dates_are_parsed_consistently(tmp_path: Path):
 # --- the rejects file ----------------------------------------------------------------------
 
 
-def test_the_rejects_file_is_private_and_appended_to(tmp_path: Path):
+def test_the_rejects_file_is_private_and_appended_to(tmp_path: Path) -> None:
     target = tmp_path / "rejects.jsonl"
     target.write_text('{"earlier": "run"}\n')
     target.chmod(0o644)
@@ -542,7 +544,7 @@ def test_the_rejects_file_is_private_and_appended_to(tmp_path: Path):
     assert fresh.read_text() == ""
 
 
-def test_a_sink_without_a_path_only_counts(tmp_path: Path):
+def test_a_sink_without_a_path_only_counts(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "x.csv", ["kind,value", "email,nope", "email,", "email,x@y.io"])
     sink = RejectSink()
     assert len(indicators([path], sink)) == 1
@@ -555,7 +557,7 @@ def test_a_sink_without_a_path_only_counts(tmp_path: Path):
 
 
 @pytest.mark.slow  # tracemalloc hooks every allocation of 200k rows
-def test_reading_streams_rows_instead_of_building_a_list(tmp_path: Path):
+def test_reading_streams_rows_instead_of_building_a_list(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     with path.open("w") as out:
         out.write("kind,value,category\n")
@@ -578,7 +580,7 @@ def test_reading_streams_rows_instead_of_building_a_list(tmp_path: Path):
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_progress_reports_add_up_to_the_size_on_disk(tmp_path: Path, compress: bool):
+def test_progress_reports_add_up_to_the_size_on_disk(tmp_path: Path, compress: bool) -> None:
     body = f"{HEADER}\n" + "".join(f"email,u{i}@example.com,,,\n" for i in range(10_000))
     path = tmp_path / ("p.csv.gz" if compress else "p.csv")
     path.write_bytes(gzip.compress(body.encode()) if compress else body.encode())
@@ -593,7 +595,7 @@ def test_progress_reports_add_up_to_the_size_on_disk(tmp_path: Path, compress: b
 # --- prompts -------------------------------------------------------------------------------
 
 
-def test_prompt_rows(tmp_path: Path):
+def test_prompt_rows(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "prompts.jsonl",
         [
@@ -640,7 +642,7 @@ PROMPT_CASES: list[tuple[str | bytes, str, str | None]] = [
 ]
 
 
-def test_prompt_rejects_with_exact_counts_and_records(tmp_path: Path):
+def test_prompt_rejects_with_exact_counts_and_records(tmp_path: Path) -> None:
     good = '{"text": "fine"}'
     path = write_lines(tmp_path / "p.jsonl", [*[line for line, _, _ in PROMPT_CASES], good])
     rejects_path = tmp_path / "rejects.jsonl"
@@ -651,7 +653,7 @@ def test_prompt_rejects_with_exact_counts_and_records(tmp_path: Path):
     assert read_rejects(rejects_path) == _expected_rejects(path, PROMPT_CASES, 1)
 
 
-def test_prompt_lines_up_to_a_mebibyte_are_read_by_default(tmp_path: Path):
+def test_prompt_lines_up_to_a_mebibyte_are_read_by_default(tmp_path: Path) -> None:
     text = "word " * 200_000
     path = write_lines(tmp_path / "p.jsonl", [json.dumps({"text": text})])
     (row,) = read_prompts([path], rejects=RejectSink())

@@ -1,7 +1,9 @@
 """The member job when things go wrong: a second run while one holds the lock, a crash or an
 outage in the middle of an upload, an unreachable hub, bad credentials, refusals by the hub,
 broken configuration and broken input — each leaves through its documented exit code, resumes
-cleanly, keeps its local files private and never prints a secret.
+cleanly, keeps its local files private and never prints a secret. Also what is merely
+unwelcome: a pull after the member's query budget is spent keeps its earlier answers and says
+so, and a state file of the previous client is upgraded in place.
 
 The hub runs in this process (the real servicers and authentication, over an SQLite file) with
 one extra outermost interceptor that lets a test make ``Submit`` fail, hang after committing, or
@@ -14,19 +16,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import random
 import secrets
 import signal
 import socket
+import sqlite3
 import stat
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -55,8 +59,22 @@ from sqlalchemy import Engine
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
 from sigshare.client.inputs import INDICATOR_LINE_LIMIT, RejectSink
-from sigshare.client.state import CampaignMatchRecord, LocalState, SketchRecord
-from sigshare.client.sync import LOCK_FILE, PushReport, RunLock, SyncJob, classify_inputs
+from sigshare.client.state import (
+    SCHEMA_VERSION,
+    STATE_FILE,
+    CampaignMatchRecord,
+    LocalState,
+    SketchRecord,
+    StateError,
+)
+from sigshare.client.sync import (
+    LOCK_FILE,
+    PullReport,
+    PushReport,
+    RunLock,
+    SyncJob,
+    classify_inputs,
+)
 from sigshare.client.synthetic import CAMPAIGN_TEMPLATES, WORDS
 from sigshare.hub.domain import Role, Submission
 from sigshare.hub.rpc import app
@@ -74,8 +92,19 @@ from sigshare.sketch.keys import ForumSecret, write_secret_file
 
 ACTOR = "test-setup"
 SUBMIT = "/sigshare.v1.MemberService/Submit"
-CAPACITIES = {"email": 1_000, "phone": 1_000, "ip": 1_000, "username": 1_000, "device_id": 8}
-TARGET_FPR = 1e-3
+BUDGET_KIND = "payment_fingerprint"
+CAPACITIES = {
+    "email": 1_000,
+    "phone": 1_000,
+    "ip": 1_000,
+    "username": 1_000,
+    "device_id": 8,
+    BUDGET_KIND: 8,
+}
+"""Each kind's capacity; a member's daily query budget of a kind is its capacity."""
+REPLACE_INTERVALS = {BUDGET_KIND: 0}
+"""Kinds whose filters a member may replace at once (others keep the hub's default)."""
+FORUM_FPR = 1e-3
 MEMBERS = (
     "peer",
     "lock",
@@ -91,6 +120,9 @@ MEMBERS = (
     "epoch",
     "withdraw-a",
     "withdraw-b",
+    "not-enabled",
+    "budget",
+    "budget-peer",
 )
 SHARED = tuple(f"Shared.{i:02d}@Example.org" for i in range(30))
 """Addresses the peer holds; each test member that needs matches holds its own slice of them
@@ -285,8 +317,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                 kind=kind,
                 key_id=KEY_ID,
                 capacity=capacity,
-                target_fpr=TARGET_FPR,
+                forum_fpr=FORUM_FPR,
                 quorum=2,
+                replace_interval_seconds=REPLACE_INTERVALS.get(kind),
                 now=now,
             )
         parameter_service.set_minhash_parameters(
@@ -573,7 +606,7 @@ def test_parameters_changed_mid_upload_exit_7_and_the_next_run_rebuilds(hub: Hub
                 kind="username",
                 key_id=KEY_ID,
                 capacity=2 * CAPACITIES["username"],
-                target_fpr=TARGET_FPR,
+                forum_fpr=FORUM_FPR,
                 now=datetime.now(UTC),
             )
         return inner(requests, context)
@@ -816,7 +849,7 @@ def test_secrets_never_appear_in_any_output(hub: Hub, peer: Member) -> None:
 
 
 def test_rows_of_a_kind_the_hub_does_not_enable_are_counted_per_row_and_kept(hub: Hub) -> None:
-    member = hub.member("input", label="not-enabled")
+    member = hub.member("not-enabled")
     rows = [
         ("domain", "example.org", ""),
         ("domain", "Example.ORG", ""),
@@ -904,3 +937,355 @@ def test_a_campaign_the_member_no_longer_sees_is_withdrawn_at_the_hub(
         ("minhash:prompt", 0)
     ]
     assert withdrawal.peer_after == []
+
+
+# ---------------------------------------------------------------------------------- query budgets
+
+PEER_FINGERPRINTS = (
+    "fp_a_shared_1",
+    "fp_a_shared_2",
+    "fp_b_shared_new",
+    "fp_c_shared_1",
+    "fp_c_shared_2",
+    "fp_peer_own_1",
+    "fp_peer_own_2",
+    "fp_peer_own_3",
+)
+FIRST_FINGERPRINTS = (
+    "fp_a_shared_1",
+    "fp_a_shared_2",
+    "fp_c_shared_1",
+    "fp_c_shared_2",
+    "fp_d_own_1",
+    "fp_d_own_2",
+    "fp_d_own_3",
+    "fp_d_own_4",
+)
+"""Eight values: the first pull spends the member's whole daily budget (the capacity, 8)."""
+SECOND_FINGERPRINTS = (
+    "fp_a_shared_1",
+    "fp_a_shared_2",
+    "fp_b_own_new",
+    "fp_b_shared_new",
+    "fp_c_shared_1",
+    "fp_c_shared_2",
+)
+"""The replacing filter's values, in the order the pull asks about them (canonical order).
+
+The hub answers the longest prefix of a request that fits both budgets, and after it only
+tokens that cost nothing. ``fp_a_*`` cost only the new submission's budget (6): answered.
+``fp_b_*`` would be the day's 9th and 10th distinct tokens: over budget, and so is every token
+behind them — ``fp_c_*`` too, which therefore keep what the first pull learned about them.
+``fp_b_shared_new``, which the peer holds, is not learned yet."""
+KEPT_AND_NEW = {
+    (BUDGET_KIND, value): 1
+    for value in ("fp_a_shared_1", "fp_a_shared_2", "fp_c_shared_1", "fp_c_shared_2")
+}
+"""What the member knows after the second pull: every value answered, by one other holder."""
+
+
+def _next_second() -> None:
+    """Wait until the clock's whole second changes. The hub keeps query and submission times in
+    whole seconds: a filter replaced within the second of the last pull would count that pull's
+    tokens as asked about it already, and answer them for free."""
+    now = time.time()
+    time.sleep(math.floor(now) + 1.01 - now)
+
+
+@dataclass
+class BudgetRun:
+    first: Outcome
+    """``sigshare sync --json`` of the first values (push and pull)."""
+    first_pull: tuple[datetime, datetime]
+    """Around the first sync: the hub's daily budget frees a day after that pull."""
+    report: PullReport
+    """The pull after the filter was replaced: the daily budget is spent."""
+    resolved: dict[tuple[str, str], int]
+    pull_json: Outcome
+    pull_human: Outcome
+    matches: Outcome
+
+
+@pytest.fixture(scope="module")
+def budget_run(hub: Hub) -> BudgetRun:
+    def fingerprints(name: str, values: Sequence[str]) -> Path:
+        return write_indicator_csv(
+            hub.directory / f"{name}.csv", [(BUDGET_KIND, value, "carding") for value in values]
+        )
+
+    hub.push_in_process(hub.member("budget-peer"), fingerprints("budget-peer", PEER_FINGERPRINTS))
+    member = hub.member("budget")
+    before = datetime.now(UTC)
+    first = member.run("sync", "--json", fingerprints("budget-1", FIRST_FINGERPRINTS)).ok()
+    after = datetime.now(UTC)
+    _next_second()
+    hub.push_in_process(member, fingerprints("budget-2", SECOND_FINGERPRINTS))
+    with hub.job(member) as (job, _):
+        report = job.pull()
+    return BudgetRun(
+        first=first,
+        first_pull=(before, after),
+        report=report,
+        resolved=member.resolved(),
+        pull_json=member.run("pull", "--json").ok(),
+        pull_human=member.run("pull").ok(),
+        matches=member.run("matches", "--json").ok(),
+    )
+
+
+def test_a_pull_within_the_daily_budget_answers_every_value(budget_run: BudgetRun) -> None:
+    pull = budget_run.first.json()["pull"]
+    assert pull["shared_indicators"] == {BUDGET_KIND: 4}
+
+
+def test_values_over_the_query_budget_keep_their_earlier_answers(budget_run: BudgetRun) -> None:
+    report = budget_run.report
+    assert report.over_budget == {BUDGET_KIND: 4}  # fp_b_* and fp_c_*
+    assert report.not_held == {}
+    assert report.shared_indicators == {BUDGET_KIND: len(KEPT_AND_NEW)}
+    before, after = budget_run.first_pull
+    frees_at = report.budget_frees_at[BUDGET_KIND]
+    assert frees_at is not None
+    # The hub keeps whole seconds: a day after the first pull, which ran in [before, after].
+    assert before.replace(microsecond=0) + timedelta(days=1) <= frees_at
+    assert frees_at <= after + timedelta(days=1)
+    assert budget_run.resolved == KEPT_AND_NEW
+
+
+def test_pull_and_matches_show_the_kept_answers(budget_run: BudgetRun) -> None:
+    assert budget_run.pull_json.json()["shared_indicators"] == {BUDGET_KIND: len(KEPT_AND_NEW)}
+    assert budget_run.pull_human.stdout.startswith(
+        f"pulled: {len(KEPT_AND_NEW)} shared indicators, 0 campaigns ("
+    )
+    assert budget_run.matches.json() == {
+        "indicators": [
+            {"kind": kind, "value": value, "category": "carding", "other_members": others}
+            for (kind, value), others in sorted(KEPT_AND_NEW.items())
+        ],
+        "campaigns": [],
+    }
+
+
+def test_pull_says_which_values_the_budget_left_unanswered(budget_run: BudgetRun) -> None:
+    frees_at = budget_run.report.budget_frees_at[BUDGET_KIND]
+    assert frees_at is not None
+    document = budget_run.pull_json.json()
+    assert document["over_budget"] == {BUDGET_KIND: 4}
+    assert document["budget_frees_at"] == {BUDGET_KIND: frees_at.isoformat()}
+    assert document["not_held"] == {}
+    assert budget_run.pull_json.stderr == ""  # --json: the document says it all
+    assert budget_run.pull_human.stderr.splitlines() == [
+        f"warning: {BUDGET_KIND}: the hub's query budget is spent: 4 values were not asked about "
+        "this time (earlier answers kept); the next pull after "
+        f"{frees_at.isoformat(timespec='minutes')} asks again"
+    ]
+
+
+# ---------------------------------------------------------------------------------- older state
+
+STATE_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE indicators (
+    kind TEXT NOT NULL,
+    canonical TEXT NOT NULL,
+    value TEXT NOT NULL,
+    token BLOB NOT NULL,
+    category TEXT NOT NULL,
+    first_seen TEXT,
+    last_seen TEXT,
+    PRIMARY KEY (kind, canonical)
+) WITHOUT ROWID;
+CREATE TABLE sketches (
+    name TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    params_digest BLOB NOT NULL,
+    input_digest BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    declared_count INTEGER NOT NULL,
+    built_at TEXT NOT NULL,
+    submission_id INTEGER,
+    submitted_at TEXT
+);
+CREATE TABLE prompts (
+    family TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    category TEXT NOT NULL,
+    account TEXT,
+    ts TEXT,
+    cluster_id TEXT,
+    PRIMARY KEY (family, id)
+);
+CREATE INDEX ix_prompts_cluster ON prompts (family, cluster_id);
+CREATE TABLE clusters (
+    family TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    volume INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    first_seen TEXT,
+    last_seen TEXT,
+    PRIMARY KEY (family, cluster_id)
+);
+CREATE TABLE resolved (
+    kind TEXT NOT NULL,
+    canonical TEXT NOT NULL,
+    others INTEGER NOT NULL,
+    PRIMARY KEY (kind, canonical)
+) WITHOUT ROWID;
+CREATE TABLE resolutions (
+    kind TEXT PRIMARY KEY,
+    members INTEGER NOT NULL,
+    quorum INTEGER NOT NULL,
+    fill_ratio REAL NOT NULL,
+    computed_at TEXT NOT NULL
+);
+CREATE TABLE campaign_matches (
+    family TEXT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    campaign_id TEXT NOT NULL,
+    similarity REAL NOT NULL,
+    other_members INTEGER NOT NULL,
+    other_member_names TEXT NOT NULL,
+    PRIMARY KEY (family, cluster_id)
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    command TEXT NOT NULL,
+    outcome TEXT,
+    summary TEXT
+);
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+"""The state file of the previous client (schema version 1), as it created it."""
+V1_INDICATORS = (
+    ("email", "alice@example.org", "Alice@Example.org", "fraud"),
+    ("email", "bob@example.org", "bob@example.org", ""),
+    ("email", "carol@example.org", "carol@example.org", "fraud"),
+    ("phone", "+442079460123", "+44 20 7946 0123", "sim-farm"),
+)
+V1_RESOLVED = (
+    ("email", "alice@example.org", 2),
+    ("email", "bob@example.org", 1),
+    ("phone", "+442079460123", 1),
+)
+
+
+def write_v1_state(state_dir: Path) -> Path:
+    """A private state directory holding a schema-1 file with indicators and a resolution."""
+    state_dir.mkdir(mode=0o700)
+    path = state_dir / STATE_FILE
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode = WAL")  # as the previous client opened it
+        db.executescript(STATE_V1_SCHEMA)
+        db.executemany(
+            "INSERT INTO indicators VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+            [
+                (kind, canonical_value, value, secrets.token_bytes(16), category)
+                for kind, canonical_value, value, category in V1_INDICATORS
+            ],
+        )
+        db.executemany("INSERT INTO resolved VALUES (?, ?, ?)", V1_RESOLVED)
+        db.execute(
+            "INSERT INTO resolutions VALUES ('email', 3, 2, 0.42, '2026-01-05T00:00:00+00:00')"
+        )
+        db.commit()
+    return path
+
+
+def _schema(path: Path) -> tuple[str, list[str], list[str]]:
+    """The file's schema version and the columns of ``resolved`` and ``resolutions``."""
+    with closing(sqlite3.connect(path)) as db:
+        (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        resolved = [row[1] for row in db.execute("PRAGMA table_info(resolved)")]
+        resolutions = [row[1] for row in db.execute("PRAGMA table_info(resolutions)")]
+    return version, resolved, resolutions
+
+
+def test_a_state_file_of_the_previous_client_is_upgraded_and_keeps_its_matches(hub: Hub) -> None:
+    member = hub.member("v1-state", credential=fake_credential())  # nothing here calls the hub
+    hub.watch.add_credential("v1-state", member.credential)
+    path = write_v1_state(member.state_dir)
+
+    matches = member.run("matches", "--json").ok().json()
+    # The shape the previous client printed, with the rows it had resolved.
+    assert matches == {
+        "indicators": [
+            {
+                "kind": "email",
+                "value": "Alice@Example.org",
+                "category": "fraud",
+                "other_members": 2,
+            },
+            {"kind": "email", "value": "bob@example.org", "category": "", "other_members": 1},
+            {
+                "kind": "phone",
+                "value": "+44 20 7946 0123",
+                "category": "sim-farm",
+                "other_members": 1,
+            },
+        ],
+        "campaigns": [],
+    }
+    assert _schema(path) == (
+        str(SCHEMA_VERSION),
+        ["kind", "canonical", "others", "names"],
+        ["kind", "members", "quorum", "answered", "over_budget", "computed_at"],
+    )
+    assert SCHEMA_VERSION == 2
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    with LocalState.open(member.state_dir) as state:  # opening again changes nothing
+        assert [(i.kind, i.canonical, i.others, i.other_names) for i in state.resolved()] == [
+            (kind, value, others, ()) for kind, value, others in V1_RESOLVED
+        ]
+        # The upgraded file takes the new client's answers; an unanswered value keeps its row.
+        state.replace_resolved(
+            "email",
+            members=4,
+            quorum=2,
+            others=[("alice@example.org", 3, ("m1", "m2", "m3")), ("carol@example.org", 0, ())],
+            unanswered=["bob@example.org"],
+            at=datetime.now(UTC),
+        )
+        assert [(i.canonical, i.others, i.other_names) for i in state.resolved("email")] == [
+            ("alice@example.org", 3, ("m1", "m2", "m3")),
+            ("bob@example.org", 1, ()),
+        ]
+    assert _schema(path)[0] == str(SCHEMA_VERSION)
+
+
+@pytest.mark.xfail(
+    reason="client bug: LocalState.open reads schema_version outside the write transaction, "
+    "so two processes opening a schema-1 file at once (e.g. `sigshare status` during a sync) "
+    "both run _upgrade; the second fails with 'state file … is unusable: duplicate column "
+    "name: names' (exit 3)"
+)
+def test_two_commands_opening_an_old_state_file_at_once_both_succeed(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    path = write_v1_state(state_dir)
+    outcomes: list[str] = []
+
+    def open_state() -> None:
+        try:
+            LocalState.open(state_dir).close()
+            outcomes.append("ok")
+        except StateError as error:
+            outcomes.append(str(error))
+
+    # A writer holds the file while both open it: each reads the old version, then waits.
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        threads = [threading.Thread(target=open_state) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        writer.execute("COMMIT")
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == ["ok", "ok"]
+    assert _schema(path)[0] == str(SCHEMA_VERSION)

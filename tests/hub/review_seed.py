@@ -6,8 +6,12 @@ texts are kept here so that tests can assert none of them reaches a page or an e
 exact answers (reporters, categories, dates, campaign members and volumes) so that tests can
 assert exports to the byte.
 
-Nothing here is a fixture: test modules call :func:`seed_forum` on the engine of a database
-fixture.
+A second, separate seed (:func:`seed_probing`) gives members submission histories with known
+declared counts and numbers of tokens asked about, so that coordinators' probing flags have exact
+expected values.
+
+Nothing here is a fixture: test modules call :func:`seed_forum` or :func:`seed_probing` on the
+engine of a database fixture.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from hubtest import (
 )
 from sqlalchemy import Engine
 
-from sigshare.hub.domain import ClusterInfo
+from sigshare.hub.domain import ClusterInfo, Principal, Submission
 from sigshare.hub.engine.membership import IndexCache
-from sigshare.hub.services import member_views
+from sigshare.hub.services import member_views, resolution
 from sigshare.hub.services.exports import refresh_campaigns
 from sigshare.hub.services.parameters import minhash_parameters
 from sigshare.hub.services.submissions import (
@@ -47,6 +51,7 @@ from sigshare.hub.services.submissions import (
 )
 from sigshare.hub.storage import PrincipalRepository, session_scope
 from sigshare.hub.storage.results import IndicatorRepository, TokenConfirmation
+from sigshare.sketch.prf import TokenArray
 
 SEEN = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 """Member i confirms with first seen SEEN + i days and last seen SEEN + 10 + i days."""
@@ -262,3 +267,71 @@ def seed_forum(
 def expected_categories(holders: Sequence[str]) -> list[str]:
     """The categories of a shared indicator its ``holders`` all confirmed."""
     return sorted({CATEGORIES[m] for m in holders})
+
+
+# ---------------------------------------------------------------------------------- probing
+
+PROBES: dict[str, tuple[tuple[int, int], ...]] = {
+    "m1": ((40, 0), (250, 0)),
+    "m2": ((60, 10), (61, 61)),
+    "m3": ((50, 20), (55, 30)),
+    "m4": ((45, 45),),
+}
+"""Member → its e-mail submissions in order, each as (values it holds, how many of them it then
+asks the hub about). Each submission holds the previous one's values and more. Against the
+previous submission, at the default flag factor 5: m1 declares 6.25× as many values; m2 asks
+about 6.1× as many tokens; m3 rises 1.1× and 1.5×; m4 has no previous submission."""
+PROBE_FLAGS: dict[str, tuple[str, ...]] = {
+    "m1": ("declared_count_jump",),
+    "m2": ("query_volume_jump",),
+    "m3": (),
+    "m4": (),
+}
+
+
+def probe_values(member: str, count: int) -> list[str]:
+    return [f"{member}.probe{i:04d}.rawvalue@example.com" for i in range(count)]
+
+
+def seed_probing(
+    engine: Engine, *, now: datetime = SEEDED_AT, provisioned: bool = False
+) -> dict[str, Submission]:
+    """Provision the hub (unless ``provisioned``), then play :data:`PROBES` through the hub's
+    services, one second apart: submissions with ``submit_bloom``, questions with
+    ``resolution.resolve``. Returns each member's current submission (as stored when it was
+    accepted: ``tokens_asked`` is counted afterwards)."""
+    if not provisioned:
+        provision(engine, now=now)
+    prf = email_prf(forum_secret())
+    cache = IndexCache()
+    with session_scope(engine) as session:
+        principals = {m: PrincipalRepository(session).get_by_name(m) for m in PROBES}
+    current: dict[str, Submission] = {}
+    moment = now
+    for member, steps in PROBES.items():
+        principal = principals[member]
+        assert principal is not None
+        for held, asked in steps:
+            values = probe_values(member, held)
+            forum = EmailForum({member: frozenset(values)}, prf)
+            moment += timedelta(seconds=1)
+            with session_scope(engine) as session:
+                outcome = submit_bloom(
+                    session, principal, _bloom_header(forum, member), forum.payload(member), moment
+                )
+            assert not outcome.duplicate
+            current[member] = outcome.submission
+            if asked:
+                moment += timedelta(seconds=1)
+                _ask(engine, cache, principal, prf.tokens(values[:asked]), moment)
+    return current
+
+
+def _ask(
+    engine: Engine, cache: IndexCache, member: Principal, tokens: TokenArray, now: datetime
+) -> None:
+    with session_scope(engine) as session:
+        answers = resolution.resolve(
+            session, cache, member, kind=EMAIL, key_id=KEY_ID, tokens=tokens, now=now
+        )
+    assert answers.count(resolution.TokenStatus.ANSWERED) == len(tokens)

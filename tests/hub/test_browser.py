@@ -44,7 +44,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import Engine
-from stix2validator import ValidationOptions, validate_string
+from stix2validator import ValidationOptions, validate_string  # type: ignore[import-untyped]
 
 from sigshare.hub.domain import ReviewStatus
 from sigshare.hub.services import review_workflow
@@ -586,11 +586,11 @@ def test_campaign_open_and_assign(browser: Browser, console: Console) -> None:
         "the assignment",
     )
     assert browser.flash() == f"Assigned to {COORDINATOR}."
-    facts = {
+    assigned = {
         fact.find_element(By.TAG_NAME, "dt").text: fact.find_element(By.TAG_NAME, "dd").text
         for fact in browser.driver.find_elements(By.CSS_SELECTOR, "dl.facts > div")
     }
-    assert facts["Assignee"] == COORDINATOR
+    assert assigned["Assignee"] == COORDINATOR
     newest = browser.driver.find_elements(By.CSS_SELECTOR, "ol.history > li")[0]
     assert newest.get_attribute("class") == "step-assign"
     assert f"assigned to {COORDINATOR}" in newest.text

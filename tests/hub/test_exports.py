@@ -27,7 +27,7 @@ from review_seed import (
     seed_forum,
 )
 from sqlalchemy import Engine
-from stix2validator import ValidationOptions, validate_string
+from stix2validator import ValidationOptions, validate_string  # type: ignore[import-untyped]
 
 from sigshare.hub.domain import ReviewStatus
 from sigshare.hub.errors import InvalidArgumentError

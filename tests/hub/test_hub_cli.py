@@ -32,11 +32,22 @@ from sigshare.hub.services.credentials import parse_credential
 from sigshare.hub.services.principals import authenticate
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.database import DATABASE_URL_ENV
-from sigshare.sketch.bloom import BloomParams
+from sigshare.sketch.bloom import MAX_FORUM_MEMBERS, BloomParams
+from sigshare.sketch.estimators import false_shared_probability
 from sigshare.sketch.kinds import KIND_NAMES
 from sigshare.sketch.lsh import optimal_banding
 
 EMAIL_SET = ["params", "set", "email", "--key-id", "k1", "--capacity", "1000000", "--fpr", "0.001"]
+EMAIL_BLOOM = BloomParams.for_forum("email", "k1", 1_000_000, 0.001, 32)
+"""What ``EMAIL_SET`` publishes: the forum rate 0.001 kept for the default 32 members."""
+NO_FILTERS_NO_MEMBERS = {
+    "filters": 0,
+    "members": 0,
+    "current": 0.0,
+    "at_capacity": 0.0,
+    "over_forum_size": False,
+}
+"""The false-shared rate of a kind before anyone joined or submitted: nothing can be shared."""
 PROMPT_SET = ["params", "set-minhash", "prompt", "--key-id", "k1", "--threshold", "0.5"]
 COMMANDS_NEEDING_A_CURRENT_SCHEMA = [
     ["db", "status"],
@@ -46,6 +57,7 @@ COMMANDS_NEEDING_A_CURRENT_SCHEMA = [
     EMAIL_SET,
     PROMPT_SET,
     ["params", "show"],
+    ["review", "submissions"],
     ["audit", "verify"],
     ["audit", "show"],
 ]
@@ -238,8 +250,8 @@ def test_member_add_prints_only_the_credential_and_it_authenticates(database_url
 def test_member_add_json_and_the_credential_is_never_shown_again(sqlite_url: str) -> None:
     document = hub_json(sqlite_url, "member", "add", "ops", "--role", "admin")
 
-    assert set(document) == {"name", "role", "created_at", "credential"}
-    assert (document["name"], document["role"]) == ("ops", "admin")
+    assert set(document) == {"name", "role", "created_at", "credential", "warnings"}
+    assert (document["name"], document["role"], document["warnings"]) == ("ops", "admin", [])
     # The secret part may itself contain "_" (URL-safe base64): parse it the hub's way.
     parsed = parse_credential(document["credential"])
     assert parsed is not None
@@ -253,6 +265,54 @@ def test_member_add_json_and_the_credential_is_never_shown_again(sqlite_url: str
     assert principal is not None
     assert principal.role is Role.ADMIN
     assert principal.created_at.isoformat() == document["created_at"]
+
+
+def _forum_size_warning(members: int, at_capacity: float) -> str:
+    return (
+        f"the forum now has {members} members; email filters are sized for 3 (false-shared rate "
+        f"at capacity {at_capacity:.3g}): raise it with "
+        f"`sigshare-hub params set email … --max-members {members}`"
+    )
+
+
+def test_member_add_warns_once_the_members_exceed_a_kinds_forum_size(sqlite_url: str) -> None:
+    assert hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--max-members", "3").exit_code == 0
+    assert hub(sqlite_url, *PROMPT_SET).exit_code == 0  # MinHash families have no forum size
+    for name in ("m1", "m2"):
+        assert hub_json(sqlite_url, "member", "add", name)["warnings"] == []
+    third = hub(sqlite_url, "member", "add", "m3")
+    assert third.exit_code == 0, third.output
+    assert third.stderr == (
+        "registered member m3; its credential (above) is shown this once: the hub keeps only a "
+        "hash of it\n"
+    )
+    assert hub(sqlite_url, "params", "show").stderr == ""  # at the forum size: no warning
+
+    # Four members, filters sized for three: a value no other member holds is reported as
+    # shared when any of the three other filters (each at 0.01/2 at capacity) misfires.
+    four = false_shared_probability([0.01 / 2] * 3, 1)
+    assert f"{four:.3g}" == "0.0149"  # 1 − 0.995³
+    fourth = hub(sqlite_url, "member", "add", "m4")
+    assert fourth.exit_code == 0, fourth.output
+    credential = fourth.stdout.removesuffix("\n")
+    assert fourth.stdout == f"{credential}\n"  # still the credential alone on stdout
+    assert _authenticate(sqlite_url, credential) is not None
+    assert fourth.stderr == (
+        f"warning: {_forum_size_warning(4, four)}\n"
+        "registered member m4; its credential (above) is shown this once: the hub keeps only a "
+        "hash of it\n"
+    )
+    five = false_shared_probability([0.01 / 2] * 4, 1)
+    assert hub_json(sqlite_url, "member", "add", "m5")["warnings"] == [_forum_size_warning(5, five)]
+    shown = hub(sqlite_url, "params", "show")
+    assert shown.exit_code == 0
+    assert shown.stderr == (
+        "warning: email: the forum has 5 members but its filters are sized for 3: the "
+        f"false-shared rate at capacity is {five:.3g}, above the published rate; raise "
+        "--max-members (members then rebuild their filters)\n"
+    )
+    rate = hub_json(sqlite_url, "params", "show")["kinds"][0]["false_shared_rate"]
+    assert (rate["members"], rate["at_capacity"], rate["over_forum_size"]) == (5, five, True)
 
 
 def test_member_add_refuses_a_duplicate_and_prints_no_credential(sqlite_url: str) -> None:
@@ -339,19 +399,22 @@ def test_member_revoke_of_an_unknown_name_is_an_input_error(sqlite_url: str) -> 
 def test_params_set_publishes_derived_bloom_parameters(database_url: str) -> None:
     document = hub_json(database_url, *EMAIL_SET)
 
-    bloom = BloomParams.for_capacity("email", "k1", 1_000_000, 0.001)
     updated_at = document.pop("updated_at")
     assert document == {
         "kind": "email",
         "key_id": "k1",
         "capacity": 1_000_000,
-        "target_fpr": 0.001,
-        "m": bloom.m,
-        "k": bloom.k,
+        "forum_fpr": 0.001,
+        "max_members": 32,
+        "target_fpr": 0.001 / 31,
+        "m": EMAIL_BLOOM.m,
+        "k": EMAIL_BLOOM.k,
         "quorum": 2,
         "retention_days": 30,
         "reveal_members": False,
-        "digest": bloom.digest().hex(),
+        "replace_interval_seconds": 3600,
+        "digest": EMAIL_BLOOM.digest().hex(),
+        "false_shared_rate": NO_FILTERS_NO_MEMBERS,
         "members_must_resubmit": False,
     }
     del document["members_must_resubmit"]
@@ -361,15 +424,102 @@ def test_params_set_publishes_derived_bloom_parameters(database_url: str) -> Non
     }
 
 
+def test_params_set_sizes_filters_for_the_forum_rate_and_size(database_url: str) -> None:
+    for name in ("m1", "m2", "m3"):
+        assert hub(database_url, "member", "add", name).exit_code == 0
+    forum = [*EMAIL_SET[:-2], "--fpr", "0.002", "--max-members", "8", "--quorum", "3"]
+    document = hub_json(database_url, *forum, "--replace-interval", "30m")
+
+    bloom = BloomParams.for_forum("email", "k1", 1_000_000, 0.002, 8)
+    assert bloom.target_fpr == 0.002 / 7
+    assert {key: document[key] for key in ("forum_fpr", "max_members", "target_fpr")} == {
+        "forum_fpr": 0.002,
+        "max_members": 8,
+        "target_fpr": 0.002 / 7,
+    }
+    assert (document["m"], document["k"], document["digest"]) == (
+        bloom.m,
+        bloom.k,
+        bloom.digest().hex(),
+    )
+    assert (document["quorum"], document["replace_interval_seconds"]) == (3, 1800)
+    # No filter yet: nothing is reported as shared now. At capacity a value no other member
+    # holds needs quorum − 1 = 2 of the other 2 members' filters to misfire: (0.002/7)².
+    at_capacity = false_shared_probability([0.002 / 7] * 2, 2)
+    assert at_capacity == (0.002 / 7) ** 2
+    assert document["false_shared_rate"] == {
+        "filters": 0,
+        "members": 3,
+        "current": 0.0,
+        "at_capacity": at_capacity,
+        "over_forum_size": False,
+    }
+    [shown] = hub_json(database_url, "params", "show")["kinds"]
+    assert shown == {
+        key: value for key, value in document.items() if key != "members_must_resubmit"
+    }
+
+    # Options left out keep their value: the interval and the forum size stay as published.
+    kept = hub_json(database_url, *EMAIL_SET[:-2], "--fpr", "0.002")
+    assert (kept["max_members"], kept["replace_interval_seconds"], kept["m"]) == (8, 1800, bloom.m)
+    for interval, seconds in [("0", 0), ("2h", 7200), ("45", 45), ("7d", 604_800)]:
+        changed = hub_json(database_url, *EMAIL_SET, "--replace-interval", interval)
+        assert changed["replace_interval_seconds"] == seconds, interval
+
+
 def test_params_set_plain_output_is_the_kind_row_and_its_digest(sqlite_url: str) -> None:
     result = hub(sqlite_url, *EMAIL_SET, "--quorum", "3", "--reveal-members")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert cells(result.stdout) == [
-        ["email", "k1", "1,000,000", "0.001", "14,377,600", "10", "1.71", "3", "30", "yes"]
+        [
+            "email",
+            "k1",
+            "1,000,000",
+            "0.001",
+            "32",
+            "3.23e-05",
+            "21,524,992",
+            "15",
+            "2.57",
+            "3",
+            "30",
+            "3600 s",
+            "yes",
+        ]
     ]
-    digest = BloomParams.for_capacity("email", "k1", 1_000_000, 0.001).digest().hex()
-    assert result.stdout.endswith(f"\ndigest {digest}\n")
+    assert (EMAIL_BLOOM.m, EMAIL_BLOOM.k) == (21_524_992, 15)
+    assert result.stdout.endswith(f"\ndigest {EMAIL_BLOOM.digest().hex()}\n")
+
+    eight = hub(sqlite_url, *EMAIL_SET, "--max-members", "8", "--replace-interval", "30m")
+    assert eight.exit_code == 0, eight.output
+    bloom = BloomParams.for_forum("email", "k1", 1_000_000, 0.001, 8)
+    assert cells(eight.stdout) == [
+        [
+            "email",
+            "k1",
+            "1,000,000",
+            "0.001",
+            "8",
+            "0.000143",
+            f"{bloom.m:,}",
+            str(bloom.k),
+            f"{bloom.m / 8 / (1 << 20):.2f}",
+            "3",
+            "30",
+            "1800 s",
+            "yes",
+        ]
+    ]
+
+
+def test_params_set_refuses_a_malformed_replace_interval_as_usage(sqlite_url: str) -> None:
+    result = hub(sqlite_url, *EMAIL_SET, "--replace-interval", "soon")
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stdout == ""
+    assert "'soon' is not a duration such as 3600, 90m, 1h or 0" in result.stderr
+    assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
+    assert _actions(sqlite_url) == []
 
 
 def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
@@ -377,6 +527,8 @@ def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
 
     policy_only = hub(sqlite_url, *EMAIL_SET, "--quorum", "4", "--retention-days", "7")
     assert (policy_only.exit_code, policy_only.stderr) == (0, "")
+    interval_only = hub(sqlite_url, *EMAIL_SET, "--replace-interval", "0")
+    assert (interval_only.exit_code, interval_only.stderr) == (0, "")
 
     result = hub(sqlite_url, "params", "set", "email", "--key-id", "k2", "--capacity", "5000")
     assert result.exit_code == ExitCode.USAGE  # --fpr is required
@@ -394,13 +546,23 @@ def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
         "0.01",
     )
     assert new_epoch.exit_code == 0
-    bloom = BloomParams.for_capacity("email", "k2", 5000, 0.01)
+    bloom = BloomParams.for_forum("email", "k2", 5000, 0.01, 32)
     assert new_epoch.stderr == (
-        "warning: email filters change from key_id k1, m=14377600, k=10, capacity 1000000 to "
+        "warning: email filters change from key_id k1, m=21524992, k=15, capacity 1000000 to "
         f"key_id k2, m={bloom.m}, k={bloom.k}, capacity 5000: members must resubmit\n"
     )
+    resized = hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--max-members", "8")
+    assert resized.exit_code == 0
+    smaller = BloomParams.for_forum("email", "k1", 1_000_000, 0.01, 8)
+    assert resized.stderr == (
+        f"warning: email filters change from key_id k2, m={bloom.m}, k={bloom.k}, capacity 5000 "
+        f"to key_id k1, m={smaller.m}, k={smaller.k}, capacity 1000000: members must resubmit\n"
+    )
     kinds = hub_json(sqlite_url, "params", "show")["kinds"]
-    assert [(p["key_id"], p["quorum"], p["retention_days"]) for p in kinds] == [("k2", 4, 7)]
+    assert [
+        (p["key_id"], p["quorum"], p["retention_days"], p["replace_interval_seconds"])
+        for p in kinds
+    ] == [("k1", 4, 7, 0)]
 
 
 def test_params_set_refuses_an_unknown_kind(sqlite_url: str) -> None:
@@ -418,9 +580,25 @@ def test_params_set_refuses_an_unknown_kind(sqlite_url: str) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--fpr", "1.5"], "target FPR must be in (0, 1), got 1.5"),
+        (["--fpr", "1.5"], "forum FPR must be in (0, 1), got 1.5"),
         (["--fpr", "0.1", "--capacity", "0"], "capacity must be positive, got 0"),
         (["--fpr", "0.1", "--quorum", "1"], "quorum must be at least 2, got 1"),
+        (
+            ["--fpr", "0.1", "--max-members", "1"],
+            f"max_members must be between 2 and {MAX_FORUM_MEMBERS}, got 1",
+        ),
+        (
+            ["--fpr", "0.1", "--max-members", str(MAX_FORUM_MEMBERS + 1)],
+            f"max_members must be between 2 and {MAX_FORUM_MEMBERS}, got {MAX_FORUM_MEMBERS + 1}",
+        ),
+        (
+            ["--fpr", "0.1", "--max-members", "3", "--quorum", "4"],
+            "quorum 4 exceeds the forum size of 3 members",
+        ),
+        (
+            ["--fpr", "0.1", "--replace-interval", "8d"],
+            "replace interval must be 0 to 604800 seconds, got 691200",
+        ),
     ],
 )
 def test_params_set_refuses_invalid_values_as_input_errors(
@@ -430,7 +608,8 @@ def test_params_set_refuses_invalid_values_as_input_errors(
         sqlite_url, "params", "set", "email", "--key-id", "k1", "--capacity", "9", *options
     )
     assert result.exit_code == ExitCode.INPUT
-    assert result.stderr == f"error: {message}\n"
+    assert (result.stdout, result.stderr) == ("", f"error: {message}\n")
+    assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
 
 
 def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) -> None:
@@ -464,32 +643,36 @@ def test_params_show_tables(sqlite_url: str) -> None:
         "no indicator kinds configured: use `sigshare-hub params set KIND …`\n"
         "no MinHash families configured: use `sigshare-hub params set-minhash …`\n"
     )
-    hub(sqlite_url, *EMAIL_SET)
+    hub(sqlite_url, *EMAIL_SET, "--max-members", "8", "--quorum", "3")
     hub(
         sqlite_url,
         *["params", "set", "payment_fingerprint", "--key-id", "k1", "--capacity", "1000"],
-        *["--fpr", "0.01", "--retention-days", "90"],
+        *["--fpr", "0.01", "--retention-days", "90", "--replace-interval", "0"],
     )
     hub(sqlite_url, *PROMPT_SET, "--num-perm", "64", "--quorum", "3")
+    for name in ("m1", "m2", "m3"):
+        hub(sqlite_url, "member", "add", name)
+    hub(sqlite_url, "member", "add", "ops", "--role", "admin")  # not a member: not counted
 
     result = hub(sqlite_url, "params", "show")
-    assert result.exit_code == 0
+    assert (result.exit_code, result.stderr) == (0, "")
     banding = optimal_banding(0.5, 64)
-    small = BloomParams.for_capacity("payment_fingerprint", "k1", 1000, 0.01)
+    email = BloomParams.for_forum("email", "k1", 1_000_000, 0.001, 8)
+    small = BloomParams.for_forum("payment_fingerprint", "k1", 1000, 0.01, 32)
+    email_row = ["email", "k1", "1,000,000", "0.001", "8", "0.000143", f"{email.m:,}"]
+    email_row += [str(email.k), "2.20", "3", "30", "3600 s", "no"]
+    small_row = ["payment_fingerprint", "k1", "1,000", "0.01", "32", "0.000323", f"{small.m:,}"]
+    small_row += [str(small.k), "0.00", "2", "90", "0 s", "no"]
+    # With 3 members, a value no other member holds is shared at quorum 3 when both other
+    # filters misfire, at quorum 2 when either does (each at its filter FPR at capacity).
+    email_rate = false_shared_probability([0.001 / 7] * 2, 2)
+    small_rate = false_shared_probability([0.01 / 31] * 2, 1)
+    assert (f"{email_rate:.3g}", f"{small_rate:.3g}") == ("2.04e-08", "0.000645")
     assert cells(result.stdout) == [
-        ["email", "k1", "1,000,000", "0.001", "14,377,600", "10", "1.71", "2", "30", "no"],
-        [
-            "payment_fingerprint",
-            "k1",
-            "1,000",
-            "0.01",
-            f"{small.m:,}",
-            str(small.k),
-            "0.00",
-            "2",
-            "90",
-            "no",
-        ],
+        email_row,
+        small_row,
+        ["email", "0", "3 of 8", "0", "2.04e-08"],
+        ["payment_fingerprint", "0", "3 of 32", "0", "0.000645"],
         [
             "prompt",
             "k1",
@@ -501,6 +684,30 @@ def test_params_show_tables(sqlite_url: str) -> None:
             "30",
             "no",
         ],
+    ]
+    assert "false-shared rate (a value no other member holds, reported as shared)" in result.stdout
+    kinds = hub_json(sqlite_url, "params", "show")["kinds"]
+    assert [(p["kind"], p["false_shared_rate"]) for p in kinds] == [
+        (
+            "email",
+            {
+                "filters": 0,
+                "members": 3,
+                "current": 0.0,
+                "at_capacity": email_rate,
+                "over_forum_size": False,
+            },
+        ),
+        (
+            "payment_fingerprint",
+            {
+                "filters": 0,
+                "members": 3,
+                "current": 0.0,
+                "at_capacity": small_rate,
+                "over_forum_size": False,
+            },
+        ),
     ]
 
 

@@ -2,14 +2,15 @@
 the member SDK and the raw stubs, every outcome compared with exact answers computed from plain
 sets (see ``hubtest``).
 
-Filters are small (capacity 20,000, FPR 10⁻³) and sets hold a few dozen items, so a false
-positive has probability ≈ fill^k ≈ 10⁻²⁷ per item: the allowance derived from it is zero and
-every count is asserted exactly.
+Filters are small (capacity 20,000, forum FPR 10⁻³ over 32 members: k = 15) and sets hold a few
+dozen items, so a false positive has probability ≈ fill^k ≈ 10⁻⁴⁵ per filter and item: the
+allowance derived from it is zero and every count is asserted exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from hubtest import (
     EMAIL_CAPACITY,
     EMAIL_FPR,
     KEY_ID,
+    MAX_MEMBERS,
     MEMBERS,
     PROMPT,
     ClusterUpload,
@@ -42,6 +44,7 @@ from hubtest import (
     overlapping_sets,
     prompt_forum,
     provision,
+    resolve_email,
     resolved_counts,
     running_hub,
     set_email_policy,
@@ -50,23 +53,39 @@ from hubtest import (
     submit_email,
 )
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from sigshare.client.errors import HubRejectedError
 from sigshare.client.hub_client import HubClient
-from sigshare.client.hub_types import ConfirmedToken, ConfirmResult, SharedIndicatorView
+from sigshare.client.hub_types import (
+    ConfirmedToken,
+    ConfirmResult,
+    ResolveResult,
+    SharedIndicatorView,
+    TokenStatus,
+)
 from sigshare.hub.domain import ClusterInfo as ClusterRecord
+from sigshare.hub.domain import Principal
+from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import PreconditionError
-from sigshare.hub.services import member_views, parameters, review
+from sigshare.hub.services import member_views, parameters, resolution, review
 from sigshare.hub.services.audit import verify_audit_log
 from sigshare.hub.services.credentials import new_credential
 from sigshare.hub.services.submissions import SketchFormat, UploadHeader, submit_bloom
 from sigshare.hub.services.submissions import submit_clusters as submit_cluster_set
-from sigshare.hub.storage import AuditRepository, make_engine, session_scope
+from sigshare.hub.storage import (
+    AuditRepository,
+    PrincipalRepository,
+    make_engine,
+    session_scope,
+)
+from sigshare.hub.storage.ledgers import QueryLedgerRepository
 from sigshare.hub.storage.models import ClusterRow, SubmissionPayloadRow, SubmissionRow
-from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter, resolve_tokens
+from sigshare.hub.storage.results import TokenConfirmation
+from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter
 from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
 from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
-from sigshare.sketch.resolution import decode_resolution
+from sigshare.sketch.prf import TokenArray, tokens_to_bytes
 from sigshare.v1 import hub_pb2 as pb
 
 TIMEOUT = 30.0
@@ -105,6 +124,82 @@ def by_true_count(forum: EmailForum, member: str, counts: Mapping[str, int]) -> 
     for value, count in counts.items():
         seen[forum.others(member, value)].add(count)
     return dict(seen)
+
+
+def answers_of(result: ResolveResult) -> tuple[object, ...]:
+    """Everything a Resolve answer tells the member, except when it was computed."""
+    return (
+        result.kind,
+        result.key_id,
+        result.quorum,
+        result.members,
+        result.status.tolist(),
+        result.others.tolist(),
+        result.holder_names,
+        None if result.holders is None else result.holders.tolist(),
+        result.submission_tokens,
+        result.submission_budget,
+        result.day_tokens,
+        result.day_budget,
+        result.budget_frees_at,
+    )
+
+
+def token_bytes(forum: EmailForum, values: Sequence[str]) -> bytes:
+    """The concatenated tokens of ``values``, in order (what a Resolve stream carries)."""
+    return b"".join(tokens_to_bytes(forum.prf.tokens(list(values))))
+
+
+def resolve_stream(
+    tokens: bytes = b"",
+    *,
+    kind: str = EMAIL,
+    key_id: str = KEY_ID,
+    token_count: int | None = None,
+) -> list[pb.ResolveRequest]:
+    """A Resolve header announcing ``token_count`` tokens (default: those sent), then
+    ``tokens`` in chunks of three tokens."""
+    count = len(tokens) // 16 if token_count is None else token_count
+    header = pb.ResolveRequest(header=pb.ResolveHeader(kind=kind, key_id=key_id, token_count=count))
+    return [
+        header,
+        *(pb.ResolveRequest(tokens=tokens[i : i + 48]) for i in range(0, len(tokens), 48)),
+    ]
+
+
+def raw_resolve(hub: RunningHub, member: str, chunks: Sequence[pb.ResolveRequest]) -> object:
+    return list(
+        hub.member_stub.Resolve(iter(chunks), metadata=hub.metadata(member), timeout=TIMEOUT)
+    )
+
+
+def submissions_listed(hub: RunningHub) -> dict[tuple[str, int], pb.SubmissionInfo]:
+    """Every submission by (member, id), as a coordinator sees it."""
+    listed = hub.review_stub.ListSubmissions(
+        pb.ListSubmissionsRequest(), metadata=hub.metadata(COORDINATOR), timeout=TIMEOUT
+    )
+    return {(s.member, s.id): s for s in listed.submissions}
+
+
+def principal_named(engine: Engine, name: str) -> Principal:
+    with session_scope(engine) as session:
+        found = PrincipalRepository(session).get_by_name(name)
+    assert found is not None, name
+    return found
+
+
+def ledger_entries(hub: RunningHub, member: str) -> int:
+    """Distinct tokens in ``member``'s query ledger of ``email``."""
+    principal = hub.principal(member)
+    with session_scope(hub.engine) as session:
+        return QueryLedgerRepository(session).entries(principal.id, EMAIL)
+
+
+def resolution_reads(hub: RunningHub) -> list[dict[str, Any]]:
+    """The details of every audited resolution, oldest first."""
+    with session_scope(hub.engine) as session:
+        entries = AuditRepository(session).search(action="resolution.read", limit=1000)
+    return [entry.details for entry in reversed(entries)]
 
 
 def offer(member: str, values: Sequence[str], forum: EmailForum) -> list[ConfirmedToken]:
@@ -200,9 +295,9 @@ def test_resolutions_match_the_exact_oracle_at_quorum_2_then_3(hub: RunningHub) 
         assert false_positive_allowance(forum, member) == 0  # fill^k ≈ 1e-27 per item
 
     for member in MEMBERS:
-        resolution = clients[member].download_resolution(EMAIL, KEY_ID)
-        assert resolution.members == len(MEMBERS)
-        counts = resolved_counts(forum, member, resolution, quorum=2)
+        result = resolve_email(clients[member], forum, member)
+        assert result.members == len(MEMBERS)
+        counts = resolved_counts(forum, member, result, quorum=2)
         # Items nobody else holds resolve to 0, the others to exactly their other holders.
         assert by_true_count(forum, member, counts) == {0: {0}, 1: {1}, 2: {2}, 3: {3}}
 
@@ -212,9 +307,9 @@ def test_resolutions_match_the_exact_oracle_at_quorum_2_then_3(hub: RunningHub) 
         assert clients[member].get_parameters().bloom[EMAIL].quorum == 3
         assert submit_email(clients[member], forum, member).duplicate
     for member in MEMBERS:
-        resolution = clients[member].download_resolution(EMAIL, KEY_ID)
-        assert resolution.members == len(MEMBERS)
-        counts = resolved_counts(forum, member, resolution, quorum=3)
+        result = resolve_email(clients[member], forum, member)
+        assert result.members == len(MEMBERS)
+        counts = resolved_counts(forum, member, result, quorum=3)
         # Items held by one other member (2 in all) now fall below the quorum and read 0.
         assert by_true_count(forum, member, counts) == {0: {0}, 1: {0}, 2: {2}, 3: {3}}
 
@@ -232,16 +327,19 @@ def test_confirmations_give_exactly_the_oracle_shared_indicators(
     for member in MEMBERS:
         submit_email(clients[member], forum, member)
     counts = {
-        m: resolved_counts(forum, m, clients[m].download_resolution(EMAIL, KEY_ID), quorum)
-        for m in MEMBERS
+        m: resolved_counts(forum, m, resolve_email(clients[m], forum, m), quorum) for m in MEMBERS
     }
 
-    # Probes are refused: an item only m1 holds, and items m1 does not hold at all.
-    own_only = sorted(v for v in forum.sets["m1"] if forum.others("m1", v) == 0)[:2]
+    # Probes are refused: values m1's own filter does not hold, however many others hold them...
     not_held = sorted(v for v in forum.sets["m2"] if forum.holders(v) == {"m2", "m3", "m4"})
     assert not forum.bloom("m1").contains(not_held).any()
-    probes = offer("m1", own_only + not_held, forum)
-    assert clients["m1"].confirm(EMAIL, KEY_ID, probes) == ConfirmResult(0, 0, len(probes))
+    refused = ConfirmResult(accepted=0, shared=0, not_resolved=len(not_held), over_budget=0)
+    assert clients["m1"].confirm(EMAIL, KEY_ID, offer("m1", not_held, forum)) == refused
+    # ...and values m1 holds that fewer than quorum − 1 others' own filters hold.
+    below = sorted(v for v in forum.sets["m1"] if forum.others("m1", v) < quorum - 1)
+    assert len(below) == 8 + (3 * 3 if quorum == 3 else 0)  # m1's own block, and the pairs
+    refused = ConfirmResult(accepted=0, shared=0, not_resolved=len(below), over_budget=0)
+    assert clients["m1"].confirm(EMAIL, KEY_ID, offer("m1", below, forum)) == refused
 
     # Round 1: m1-m3 confirm everything they resolved, m4 every other item of it.
     confirmers: dict[str, set[str]] = defaultdict(set)
@@ -448,10 +546,8 @@ def member_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
         "Submit": lambda md: stub.Submit(
             iter([pb.SubmitChunk(header=pb.SubmitHeader())]), metadata=md, timeout=TIMEOUT
         ),
-        "DownloadResolution": lambda md: list(
-            stub.DownloadResolution(
-                pb.ResolutionRequest(kind=EMAIL, key_id=KEY_ID), metadata=md, timeout=TIMEOUT
-            )
+        "Resolve": lambda md: list(
+            stub.Resolve(iter(resolve_stream()), metadata=md, timeout=TIMEOUT)
         ),
         "Confirm": lambda md: stub.Confirm(
             pb.ConfirmRequest(kind=EMAIL, key_id=KEY_ID), metadata=md, timeout=TIMEOUT
@@ -499,7 +595,7 @@ def admin_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
             pb.SetParametersRequest(
                 bloom=[
                     pb.BloomParameters(
-                        kind=EMAIL, key_id="epoch-9", capacity=EMAIL_CAPACITY, target_fpr=0.5
+                        kind=EMAIL, key_id="epoch-9", capacity=EMAIL_CAPACITY, forum_fpr=0.5
                     )
                 ]
             ),
@@ -534,12 +630,12 @@ def test_every_rpc_refuses_missing_malformed_unknown_and_revoked_credentials(
     ]
     for name, call in calls.items():
         for metadata in missing:
-            assert refusal(lambda c=call, md=metadata: c(md)) == (
+            assert refusal(partial(call, metadata)) == (
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing bearer credential",
             ), (name, metadata)
         for metadata in refused:
-            assert refusal(lambda c=call, md=metadata: c(md)) == (
+            assert refusal(partial(call, metadata)) == (
                 grpc.StatusCode.UNAUTHENTICATED,
                 "unknown or revoked credential",
             ), (name, metadata)
@@ -555,7 +651,7 @@ def test_every_rpc_refuses_missing_malformed_unknown_and_revoked_credentials(
         )
     for revoked, own_calls in (("m3", member_calls(hub)), (COORDINATOR, review_calls(hub))):
         for name, call in own_calls.items():
-            assert refusal(lambda c=call, p=revoked: c(hub.metadata(p))) == (
+            assert refusal(partial(call, hub.metadata(revoked))) == (
                 grpc.StatusCode.UNAUTHENTICATED,
                 "unknown or revoked credential",
             ), (revoked, name)
@@ -582,7 +678,7 @@ def test_roles_are_confined_to_their_services(hub: RunningHub) -> None:
     roles = {"m1": "member", COORDINATOR: "coordinator", ADMIN: "admin"}
     for principal, calls in denied.items():
         for name, call in calls.items():
-            code, message = refusal(lambda c=call, p=principal: c(hub.metadata(p)))
+            code, message = refusal(partial(call, hub.metadata(principal)))
             assert code == grpc.StatusCode.PERMISSION_DENIED, (principal, name)
             assert message == f"role {roles[principal]!r} may not call this service"
     principals = hub.admin_stub.ListPrincipals(
@@ -591,16 +687,22 @@ def test_roles_are_confined_to_their_services(hub: RunningHub) -> None:
     assert [p.name for p in principals] == [ADMIN, COORDINATOR, *MEMBERS]
     assert not any(p.HasField("revoked_at") for p in principals)
     parameters = hub.client("m1").get_parameters().bloom[EMAIL]
-    assert (parameters.key_id, parameters.target_fpr) == (KEY_ID, EMAIL_FPR)
+    assert (parameters.key_id, parameters.forum_fpr, parameters.max_members) == (
+        KEY_ID,
+        EMAIL_FPR,
+        MAX_MEMBERS,
+    )
+    assert parameters.capacity == EMAIL_CAPACITY
 
 
 def test_health_is_open_and_reflection_needs_a_credential(hub: RunningHub) -> None:
     for service in ("", "sigshare.v1.MemberService", "sigshare.v1.ReviewService"):
-        response = hub.health_stub.Check(
+        health: Any = hub.health_stub  # grpc_health ships no type stubs
+        response = health.Check(
             health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT
         )
         assert response.status == health_pb2.HealthCheckResponse.SERVING
-    reflection = reflection_pb2_grpc.ServerReflectionStub(hub.channel)
+    reflection: Any = reflection_pb2_grpc.ServerReflectionStub(hub.channel)  # no type stubs
 
     def list_services(metadata: tuple[tuple[str, str], ...]) -> list[str]:
         request = reflection_pb2.ServerReflectionRequest(list_services="")
@@ -617,17 +719,11 @@ def test_a_member_learns_only_about_its_own_submission(hub: RunningHub) -> None:
     submit_email(m1, forum, "m1")
     shared_token = forum.token(sorted(forum.shared(2))[0])
 
-    # m2 has submitted nothing: no resolution (there is no way to name another member's) and
-    # no confirmation.
-    code, message = refusal(
-        lambda: list(
-            hub.member_stub.DownloadResolution(
-                pb.ResolutionRequest(kind=EMAIL, key_id=KEY_ID), metadata=hub.metadata("m2")
-            )
-        )
-    )
+    # m2 has submitted nothing: no resolution (answers are only about a member's own values)
+    # and no confirmation.
+    code, message = refusal(lambda: raw_resolve(hub, "m2", resolve_stream(shared_token)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "submit a filter of kind email before asking for its resolution" in message
+    assert "submit a filter of kind email before resolving it" in message
     code, message = refusal(
         lambda: hub.member_stub.Confirm(
             pb.ConfirmRequest(
@@ -640,22 +736,18 @@ def test_a_member_learns_only_about_its_own_submission(hub: RunningHub) -> None:
     assert "submit a filter of kind email" in message
     # Another key epoch or an unknown kind is refused for m1 too.
     code, message = refusal(
-        lambda: list(
-            hub.member_stub.DownloadResolution(
-                pb.ResolutionRequest(kind=EMAIL, key_id="epoch-0"), metadata=hub.metadata("m1")
-            )
-        )
+        lambda: raw_resolve(hub, "m1", resolve_stream(shared_token, key_id="epoch-0"))
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "'epoch-0' is not the forum's current key id 'epoch-1'" in message
     with pytest.raises(HubRejectedError, match="indicator kind 'phone' is not enabled"):
-        m1.download_resolution("phone", KEY_ID)
+        m1.resolve("phone", KEY_ID, shared_token)
 
     # Once both submitted and confirmed, members get their tokens back, coordinators never.
     submit_email(m2, forum, "m2")
     confirmers: dict[str, set[str]] = defaultdict(set)
     for member, client in (("m1", m1), ("m2", m2)):
-        counts = resolved_counts(forum, member, client.download_resolution(EMAIL, KEY_ID), 2)
+        counts = resolved_counts(forum, member, resolve_email(client, forum, member), 2)
         resolved = sorted(v for v, c in counts.items() if c)
         assert client.confirm(EMAIL, KEY_ID, offer(member, resolved, forum)).accepted == len(
             resolved
@@ -744,7 +836,7 @@ def test_every_rejected_submission_leaves_no_trace(
     digest = published.bloom[EMAIL].digest
     prompt_digest = published.minhash[PROMPT].digest
     params = email_params()
-    before_resolution = m2.download_resolution(EMAIL, KEY_ID).counts.copy()
+    before = answers_of(resolve_email(m2, forum, "m2"))
 
     # A filter the hub would accept: m1's set and one more address.
     bloom = KeyedBloomFilter(params, forum.prf)
@@ -950,14 +1042,18 @@ def test_every_rejected_submission_leaves_no_trace(
     for name, (chunks, code, fragment) in cases.items():
         with subtests.test(msg=name):
             got_code, message = refusal(
-                lambda c=chunks: hub.member_stub.Submit(
-                    iter(c), metadata=hub.metadata("m1"), timeout=TIMEOUT
+                partial(
+                    hub.member_stub.Submit,
+                    iter(chunks),
+                    metadata=hub.metadata("m1"),
+                    timeout=TIMEOUT,
                 )
             )
             assert got_code == code
             assert fragment in message
             assert footprint(hub, m1) == baseline
-    assert np.array_equal(m2.download_resolution(EMAIL, KEY_ID).counts, before_resolution)
+    # Nothing a member can observe changed: m2's answers about its own values are the same.
+    assert answers_of(resolve_email(m2, forum, "m2")) == before
     # The good filter itself is accepted: the cases failed for their defect alone.
     accepted = hub.member_stub.Submit(
         iter(submit_stream(good, count=n, digest=digest)),
@@ -978,11 +1074,13 @@ def test_resubmission_is_idempotent_and_older_content_can_return(hub: RunningHub
     with_second = email_forum({"m1": second, "m2": other})
     m1, m2 = hub.client("m1"), hub.client("m2")
 
-    def m2_resolution(forum: EmailForum) -> np.ndarray:
-        resolution = m2.download_resolution(EMAIL, KEY_ID)
-        assert resolution.members == 2
-        resolved_counts(forum, "m2", resolution, 2)
-        return resolution.counts.copy()
+    def m2_resolution(forum: EmailForum) -> list[int]:
+        """m2's answers about its own values (the same tokens every time: they cost nothing)."""
+        result = resolve_email(m2, forum, "m2")
+        assert result.members == 2
+        resolved_counts(forum, "m2", result, 2)
+        assert result.submission_tokens == len(forum.sets["m2"])
+        return list(result.others.tolist())
 
     def m1_active() -> list[int]:
         _, own = m1.status()
@@ -995,28 +1093,28 @@ def test_resubmission_is_idempotent_and_older_content_can_return(hub: RunningHub
 
     again = submit_email(m1, with_first, "m1")
     assert (again.duplicate, again.submission_id) == (True, original.submission_id)
-    assert np.array_equal(m2_resolution(with_first), counts_first)
+    assert m2_resolution(with_first) == counts_first
     assert m1_active() == [original.submission_id]
 
     replaced = submit_email(m1, with_second, "m1")
     assert not replaced.duplicate
     assert replaced.submission_id != original.submission_id
     counts_second = m2_resolution(with_second)
-    assert not np.array_equal(counts_second, counts_first)
+    assert counts_second != counts_first
     assert m1_active() == [replaced.submission_id]
 
     # Re-sending the older content makes it current again (folded in between)...
     back = submit_email(m1, with_first, "m1")
     assert (back.duplicate, back.submission_id) == (False, original.submission_id)
     assert m1_active() == [original.submission_id]
-    assert np.array_equal(m2_resolution(with_first), counts_first)
+    assert m2_resolution(with_first) == counts_first
 
     # ...and when the hub never folded the newer one in between.
     assert submit_email(m1, with_second, "m1").submission_id == replaced.submission_id
     assert submit_email(m1, with_first, "m1").submission_id == original.submission_id
-    assert np.array_equal(m2_resolution(with_first), counts_first)
+    assert m2_resolution(with_first) == counts_first
     assert submit_email(m1, with_second, "m1").submission_id == replaced.submission_id
-    assert np.array_equal(m2_resolution(with_second), counts_second)
+    assert m2_resolution(with_second) == counts_second
     listed = hub.review_stub.ListSubmissions(
         pb.ListSubmissionsRequest(kind=EMAIL), metadata=hub.metadata(COORDINATOR), timeout=TIMEOUT
     )
@@ -1029,7 +1127,7 @@ def test_resubmission_is_idempotent_and_older_content_can_return(hub: RunningHub
 def test_a_filter_resent_after_a_parameter_change_that_keeps_its_bytes_stays_active(
     hub: RunningHub,
 ) -> None:
-    """Capacity 19,996-20,000 all give m = 287,552 and k = 10: after such a change a member's
+    """Capacity 19,999 and 20,000 both give m = 430,528 and k = 15: after such a change a member's
     rebuilt filter is byte for byte the one it sent before, under a new parameter digest. The
     hub must accept it as current, not revive the old row under the retired digest."""
     forum = email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2")})
@@ -1043,19 +1141,19 @@ def test_a_filter_resent_after_a_parameter_change_that_keeps_its_bytes_stays_act
             kind=EMAIL,
             key_id=KEY_ID,
             capacity=EMAIL_CAPACITY - 1,
-            target_fpr=EMAIL_FPR,
+            forum_fpr=EMAIL_FPR,
             now=datetime.now(UTC),
         )
-    forum.params = BloomParams.for_capacity(EMAIL, KEY_ID, EMAIL_CAPACITY - 1, EMAIL_FPR)
-    assert (forum.params.m, forum.params.k) == (email_params().m, email_params().k)
+    forum.params = BloomParams.for_forum(EMAIL, KEY_ID, EMAIL_CAPACITY - 1, EMAIL_FPR, MAX_MEMBERS)
+    assert (forum.params.m, forum.params.k) == (email_params().m, email_params().k) == (430_528, 15)
     for member, client in (("m1", m1), ("m2", m2)):
         resent = submit_email(client, forum, member)
         assert not resent.duplicate
     _, own = m1.status()
     assert [s.id for s in own] == [first.submission_id]
-    resolution = m1.download_resolution(EMAIL, KEY_ID)
-    assert resolution.members == 2
-    resolved_counts(forum, "m1", resolution, quorum=2)
+    result = resolve_email(m1, forum, "m1")
+    assert result.members == 2
+    resolved_counts(forum, "m1", result, quorum=2)
 
 
 # ---------------------------------------------------------------------------------- 6. expiry
@@ -1094,13 +1192,25 @@ def test_an_expired_filter_no_longer_counts(hub: RunningHub) -> None:
         )
     shared_tokens = forum.prf.tokens(sorted(forum.shared(2)))
     assert len(shared_tokens) == 3 + 2 * 3 + 5  # from the blocks of m1-m2, two triples, all four
+    cache = IndexCache()
+
+    def resolve_at(member: str, tokens: TokenArray, at: datetime) -> resolution.Answers:
+        with session_scope(hub.engine) as session:
+            return resolution.resolve(
+                session,
+                cache,
+                hub.principal(member),
+                kind=EMAIL,
+                key_id=KEY_ID,
+                tokens=tokens,
+                now=at,
+            )
 
     def shared_counts(at: datetime) -> tuple[int, list[int]]:
-        """Members counted for m2 at ``at``, and m2's resolved counts of the shared items."""
-        with session_scope(hub.engine) as session:
-            result = member_views.resolution(session, m2, EMAIL, KEY_ID, at)
-        counts = decode_resolution(result.content, forum.params.m)
-        return result.members, resolve_tokens(counts, forum.params, shared_tokens).tolist()
+        """Members with a live filter at ``at``, and m2's answers about the shared items."""
+        answers = resolve_at("m2", shared_tokens, at)
+        assert answers.count(resolution.TokenStatus.ANSWERED) == len(shared_tokens)
+        return answers.members, answers.others.tolist()
 
     assert shared_counts(start + timedelta(hours=13)) == (2, [1] * len(shared_tokens))
     expired = start + timedelta(days=1, hours=1)
@@ -1108,8 +1218,8 @@ def test_an_expired_filter_no_longer_counts(hub: RunningHub) -> None:
     with session_scope(hub.engine) as session:
         assert member_views.status(session, m1) == []
         assert [s.family_kind for s in member_views.status(session, m2)] == [EMAIL]
-        with pytest.raises(PreconditionError, match="submit a filter of kind email"):
-            member_views.resolution(session, m1, EMAIL, KEY_ID, expired)
+    with pytest.raises(PreconditionError, match="submit a filter of kind email"):
+        resolve_at("m1", forum.prf.tokens(sorted(forum.sets["m1"])), expired)
 
     # Sending the same filter again after expiry brings it back, under its old id.
     with session_scope(hub.engine) as session:
@@ -1119,8 +1229,8 @@ def test_an_expired_filter_no_longer_counts(hub: RunningHub) -> None:
     assert (outcome.duplicate, outcome.submission.id) == (False, submitted.submission_id)
     assert shared_counts(expired + timedelta(minutes=1)) == (2, [1] * len(shared_tokens))
     # Past m2's own expiry, m2 has nothing left to resolve against.
-    with session_scope(hub.engine) as session, pytest.raises(PreconditionError):
-        member_views.resolution(session, m2, EMAIL, KEY_ID, start + timedelta(days=1, hours=13))
+    with pytest.raises(PreconditionError, match="submit a filter of kind email"):
+        resolve_at("m2", shared_tokens, start + timedelta(days=1, hours=13))
 
 
 # ---------------------------------------------------------------------------------- 7. replicas
@@ -1160,24 +1270,22 @@ def test_two_replicas_on_one_postgresql_database_agree(
                 submit_email(clients[member, index % 2], decoys, member)
                 return submit_email(clients[member, (index + 1) % 2], forum, member).submission_id
 
-            final_ids = _in_parallel([lambda i=i, m=m: upload(i, m) for i, m in enumerate(MEMBERS)])
+            final_ids = _in_parallel([partial(upload, i, m) for i, m in enumerate(MEMBERS)])
             for member, submission_id in zip(MEMBERS, final_ids, strict=True):
                 for replica in range(2):
                     _, own = clients[member, replica].status()
                     assert [s.id for s in own] == [submission_id]
 
-            downloads = _in_parallel(
-                [
-                    lambda m=m, r=r: clients[m, r].download_resolution(EMAIL, KEY_ID)
-                    for m in MEMBERS
-                    for r in range(2)
-                ]
+            # Each member asks both replicas at once: identical answers and figures.
+            resolved_on = _in_parallel(
+                [partial(resolve_email, clients[m, r], forum, m) for m in MEMBERS for r in range(2)]
             )
             counts: dict[str, dict[str, int]] = {}
             for index, member in enumerate(MEMBERS):
-                on_first, on_second = downloads[2 * index], downloads[2 * index + 1]
-                assert on_first.members == on_second.members == len(MEMBERS)
-                assert np.array_equal(on_first.counts, on_second.counts)
+                on_first, on_second = resolved_on[2 * index], resolved_on[2 * index + 1]
+                assert on_first.members == len(MEMBERS)
+                assert answers_of(on_first) == answers_of(on_second)
+                assert on_first.submission_tokens == len(forum.sets[member])
                 counts[member] = resolved_counts(forum, member, on_first, quorum=2)
                 assert by_true_count(forum, member, counts[member]) == {
                     0: {0},
@@ -1191,8 +1299,11 @@ def test_two_replicas_on_one_postgresql_database_agree(
             for round_ in range(2):
                 results = _in_parallel(
                     [
-                        lambda i=i, m=m, n=round_: clients[m, (i + n) % 2].confirm(
-                            EMAIL, KEY_ID, offer(m, resolved[m], forum)
+                        partial(
+                            clients[m, (i + round_) % 2].confirm,
+                            EMAIL,
+                            KEY_ID,
+                            offer(m, resolved[m], forum),
                         )
                         for i, m in enumerate(MEMBERS)
                     ]
@@ -1238,6 +1349,62 @@ def test_two_replicas_on_one_postgresql_database_agree(
     assert verified[0] == verified[1]
 
 
+def test_members_confirming_one_token_at_once_make_it_shared_on_postgresql(
+    postgres_engine: Engine,
+) -> None:
+    """Two replicas take two members' confirmations of the same token at the same moment.
+
+    Each transaction must see the other's confirmation once it counts reporters: the second
+    waits for the first, or the token is never shared (each saw one reporter) or both create
+    its record (a unique violation).
+    """
+    forum = email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2")})
+    provision(postgres_engine)
+    now = datetime.now(UTC)
+    members = {m: principal_named(postgres_engine, m) for m in ("m1", "m2")}
+    for member, principal in members.items():
+        with session_scope(postgres_engine) as session:
+            submit_bloom(
+                session, principal, upload_header(forum, member), forum.payload(member), now
+            )
+    value = sorted(forum.shared(2))[0]
+    cache = IndexCache()
+
+    def confirm(session: Session, member: str) -> member_views.ConfirmOutcome:
+        return member_views.confirm(
+            session,
+            cache,
+            members[member],
+            kind=EMAIL,
+            key_id=KEY_ID,
+            confirmations=[
+                TokenConfirmation(
+                    token=forum.token(value), category="", first_seen=None, last_seen=None
+                )
+            ],
+            now=now,
+        )
+
+    second: list[member_views.ConfirmOutcome] = []
+
+    def confirm_second() -> None:
+        with session_scope(postgres_engine) as session:
+            second.append(confirm(session, "m2"))
+
+    with session_scope(postgres_engine) as session:
+        first = confirm(session, "m1")
+        assert (first.accepted, first.shared) == (1, 0)  # m2 has not confirmed yet
+        thread = threading.Thread(target=confirm_second)
+        thread.start()
+        thread.join(timeout=1.0)  # runs up to the first transaction's locks
+    thread.join(timeout=TIMEOUT)
+    assert not thread.is_alive()
+    assert [(o.accepted, o.shared) for o in second] == [(1, 1)]
+    with session_scope(postgres_engine) as session:
+        records, _ = review.shared_indicators(session, EMAIL, 100, "")
+    assert [(r.token, r.reporters) for r in records] == [(forum.token(value), 2)]
+
+
 # ---------------------------------------------------------------------------------- 8. audit
 
 
@@ -1249,7 +1416,7 @@ def test_reads_and_admin_actions_are_audited_in_an_intact_chain(hub: RunningHub)
 
     first = submit_email(m1, forum, "m1")
     submit_email(m2, forum, "m2")
-    counts = resolved_counts(forum, "m1", m1.download_resolution(EMAIL, KEY_ID), 2)
+    counts = resolved_counts(forum, "m1", resolve_email(m1, forum, "m1"), 2)
     m1.list_matches()
     m2.list_matches(EMAIL)
     resolved = sorted(v for v, c in counts.items() if c)
@@ -1269,7 +1436,7 @@ def test_reads_and_admin_actions_are_audited_in_an_intact_chain(hub: RunningHub)
         pb.SetParametersRequest(
             bloom=[
                 pb.BloomParameters(
-                    kind=EMAIL, key_id=KEY_ID, capacity=EMAIL_CAPACITY, target_fpr=EMAIL_FPR
+                    kind=EMAIL, key_id=KEY_ID, capacity=EMAIL_CAPACITY, forum_fpr=EMAIL_FPR
                 )
             ]
         ),
@@ -1299,7 +1466,17 @@ def test_reads_and_admin_actions_are_audited_in_an_intact_chain(hub: RunningHub)
     details = entries[setup_entries:]
     assert details[0].details["submission"] == first.submission_id
     assert details[0].details["replaces"] is None
-    assert details[5].details == {"accepted": len(resolved), "refused": 0}
+    own = len(forum.sets["m1"])
+    assert details[2].details == {
+        "tokens": own,
+        "answered": own,
+        "not_held": 0,
+        "over_budget": 0,
+        "shared": len(resolved),
+        "submission_tokens": own,
+        "day_tokens": own,
+    }
+    assert details[5].details == {"accepted": len(resolved), "refused": 0, "over_budget": 0}
     assert details[10].details == {"role": "member"}
     assert verification.entries == len(entries)
     assert verification.head == entries[-1]
@@ -1325,7 +1502,7 @@ def test_set_parameters_over_grpc_keeps_the_policy_it_does_not_name(hub: Running
         pb.SetParametersRequest(
             bloom=[
                 pb.BloomParameters(
-                    kind=EMAIL, key_id=KEY_ID, capacity=EMAIL_CAPACITY, target_fpr=EMAIL_FPR
+                    kind=EMAIL, key_id=KEY_ID, capacity=EMAIL_CAPACITY, forum_fpr=EMAIL_FPR
                 )
             ]
         ),
@@ -1335,11 +1512,13 @@ def test_set_parameters_over_grpc_keeps_the_policy_it_does_not_name(hub: Running
     published = response.bloom[0]
     assert (published.quorum, published.retention_days) == (3, 7)
     assert published.reveal_members
+    assert (published.max_members, published.replace_interval_seconds) == (MAX_MEMBERS, 0)
+    assert (published.forum_fpr, published.target_fpr) == (EMAIL_FPR, EMAIL_FPR / 31)
 
 
 @pytest.mark.parametrize(
     ("method", "kind"),
-    [("DownloadResolution", ""), ("ListMatches", "x" * 300)],
+    [("Resolve", ""), ("ListMatches", "x" * 300)],
     ids=["resolution-empty-kind", "matches-long-kind"],
 )
 def test_a_malformed_kind_is_refused_with_a_message_about_the_kind(
@@ -1347,9 +1526,9 @@ def test_a_malformed_kind_is_refused_with_a_message_about_the_kind(
 ) -> None:
     metadata = hub.metadata("m1")
     calls: dict[str, Callable[[], object]] = {
-        "DownloadResolution": lambda: list(
-            hub.member_stub.DownloadResolution(
-                pb.ResolutionRequest(kind=kind, key_id=KEY_ID), metadata=metadata, timeout=TIMEOUT
+        "Resolve": lambda: list(
+            hub.member_stub.Resolve(
+                iter(resolve_stream(kind=kind)), metadata=metadata, timeout=TIMEOUT
             )
         ),
         "ListMatches": lambda: hub.member_stub.ListMatches(
@@ -1360,3 +1539,437 @@ def test_a_malformed_kind_is_refused_with_a_message_about_the_kind(
     assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
     assert "audit" not in message
     assert "kind" in message
+
+
+# ---------------------------------------------------------------------------------- 9. resolution
+
+
+def three_member_forum() -> EmailForum:
+    return email_forum({m: s for m, s in overlapping_sets().items() if m in ("m1", "m2", "m3")})
+
+
+def test_resolve_refuses_a_kind_not_enabled_another_key_epoch_and_a_member_without_a_filter(
+    hub: RunningHub,
+) -> None:
+    forum = three_member_forum()
+    submit_email(hub.client("m1"), forum, "m1")
+    own = token_bytes(forum, sorted(forum.sets["m1"]))
+    cases = {
+        "kind not enabled": ("m1", "phone", KEY_ID, "indicator kind 'phone' is not enabled"),
+        "unknown kind": ("m1", "no-such-kind", KEY_ID, "kind 'no-such-kind' is not enabled"),
+        "another key epoch": (
+            "m1",
+            EMAIL,
+            "epoch-0",
+            "key id 'epoch-0' is not the forum's current key id 'epoch-1'",
+        ),
+        # m1's own tokens: only the member's own active filter can make them answerable.
+        "no filter of the kind": ("m2", EMAIL, KEY_ID, "submit a filter of kind email"),
+    }
+    for name, (member, kind, key_id, fragment) in cases.items():
+        code, message = refusal(
+            lambda m=member, k=kind, i=key_id: raw_resolve(
+                hub, m, resolve_stream(own, kind=k, key_id=i)
+            )
+        )
+        assert (code, fragment in message) == (grpc.StatusCode.FAILED_PRECONDITION, True), name
+
+    # A filter made under parameters that are no longer published is no filter either.
+    with session_scope(hub.engine) as session:
+        parameters.set_kind_parameters(
+            session,
+            actor="test",
+            kind=EMAIL,
+            key_id=KEY_ID,
+            capacity=EMAIL_CAPACITY // 2,
+            forum_fpr=EMAIL_FPR,
+            now=datetime.now(UTC),
+        )
+    code, message = refusal(lambda: raw_resolve(hub, "m1", resolve_stream(own)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "submit a filter of kind email before resolving it" in message
+    # Refused requests are charged nothing and answered nothing.
+    assert (ledger_entries(hub, "m1"), ledger_entries(hub, "m2")) == (0, 0)
+    assert resolution_reads(hub) == []
+
+
+def test_tokens_the_members_own_filter_does_not_hold_are_not_answered(hub: RunningHub) -> None:
+    forum = three_member_forum()
+    clients = {m: hub.client(m) for m in ("m1", "m2", "m3")}
+    submitted = {m: submit_email(c, forum, m) for m, c in clients.items()}
+    own = sorted(forum.sets["m1"])
+    # Values the other two hold (some of them both) and values nobody holds.
+    foreign = sorted((forum.sets["m2"] | forum.sets["m3"]) - forum.sets["m1"])
+    nobody = [f"nobody{i}@example.com" for i in range(5)]
+    assert len(foreign) == 8 + 8 + 4 * 3  # m2's and m3's own blocks, and the blocks without m1
+    assert not forum.bloom("m1").contains(foreign + nobody).any()
+    # Interleaved, so that answers are checked position by position.
+    strangers = foreign + nobody
+    assert len(strangers) > len(own)
+    asked = [v for pair in zip(own, strangers, strict=False) for v in pair]
+    asked += strangers[len(own) :]
+    result = clients["m1"].resolve(EMAIL, KEY_ID, token_bytes(forum, asked))
+
+    expected_status = [
+        TokenStatus.ANSWERED if v in forum.sets["m1"] else TokenStatus.NOT_HELD for v in asked
+    ]
+    assert result.status.tolist() == expected_status
+    assert result.others.tolist() == [
+        forum.others("m1", v) if v in forum.sets["m1"] else 0 for v in asked
+    ]
+    assert result.count(TokenStatus.NOT_HELD) == len(foreign) + len(nobody)
+    # Only tokens the member's own filter holds are charged to its budgets.
+    assert (result.submission_tokens, result.submission_budget) == (len(own), len(own))
+    assert (result.day_tokens, result.day_budget) == (len(own), EMAIL_CAPACITY)
+    assert result.budget_frees_at is None
+    assert ledger_entries(hub, "m1") == len(own)
+    assert submissions_listed(hub)["m1", submitted["m1"].submission_id].tokens_asked == len(own)
+    assert resolution_reads(hub)[-1] == {
+        "tokens": len(asked),
+        "answered": len(own),
+        "not_held": len(foreign) + len(nobody),
+        "over_budget": 0,
+        "shared": sum(1 for v in own if forum.others("m1", v)),
+        "submission_tokens": len(own),
+        "day_tokens": len(own),
+    }
+
+
+def test_repeated_tokens_cost_nothing(hub: RunningHub) -> None:
+    forum = three_member_forum()
+    clients = {m: hub.client(m) for m in ("m1", "m2", "m3")}
+    submitted = {m: submit_email(c, forum, m) for m, c in clients.items()}
+    own = sorted(forum.sets["m1"])
+    first = resolve_email(clients["m1"], forum, "m1")
+    counts = resolved_counts(forum, "m1", first, quorum=2)
+
+    # Every token three times in one request, then the same request again.
+    tripled = token_bytes(forum, own * 3)
+    for _ in range(2):
+        again = clients["m1"].resolve(EMAIL, KEY_ID, tripled)
+        assert again.status.tolist() == [TokenStatus.ANSWERED] * (3 * len(own))
+        assert again.others.tolist() == [counts[v] for v in own] * 3
+        assert (again.submission_tokens, again.day_tokens) == (len(own), len(own))
+    assert ledger_entries(hub, "m1") == len(own)
+    assert submissions_listed(hub)["m1", submitted["m1"].submission_id].tokens_asked == len(own)
+
+
+def test_a_request_announcing_more_tokens_than_capacity_is_refused_before_its_stream_is_read(
+    hub: RunningHub,
+) -> None:
+    forum = three_member_forum()
+    submit_email(hub.client("m1"), forum, "m1")
+    release = threading.Event()
+    sent_tokens: list[int] = []
+
+    def requests() -> Iterator[pb.ResolveRequest]:
+        yield resolve_stream(token_count=EMAIL_CAPACITY + 1)[0]
+        # A hub that waited for the tokens would wait here until the call's deadline.
+        release.wait(timeout=3 * TIMEOUT)
+        sent_tokens.append(1)
+        yield pb.ResolveRequest(tokens=bytes(16))
+
+    try:
+        code, message = refusal(
+            lambda: list(
+                hub.member_stub.Resolve(requests(), metadata=hub.metadata("m1"), timeout=TIMEOUT)
+            )
+        )
+        assert sent_tokens == []
+    finally:
+        release.set()
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{EMAIL_CAPACITY + 1} tokens in one request; email members hold at most" in message
+    assert ledger_entries(hub, "m1") == 0
+    assert resolution_reads(hub) == []
+
+
+def test_resolve_streams_must_carry_exactly_the_announced_tokens(hub: RunningHub) -> None:
+    forum = three_member_forum()
+    submit_email(hub.client("m1"), forum, "m1")
+    own = token_bytes(forum, sorted(forum.sets["m1"]))
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    cases: dict[str, tuple[list[pb.ResolveRequest], str]] = {
+        "fewer tokens than announced": (
+            resolve_stream(own[:-16], token_count=len(own) // 16),
+            f"stream ended after {len(own) - 16} of {len(own)} bytes announced",
+        ),
+        "more tokens than announced": (
+            resolve_stream(own, token_count=len(own) // 16 - 1),
+            f"stream carries more than the {len(own) - 16} bytes announced",
+        ),
+        "a ragged token": (
+            resolve_stream(own[:-1], token_count=len(own) // 16),
+            f"stream ended after {len(own) - 1} of {len(own)} bytes announced",
+        ),
+        "tokens before the header": (
+            [pb.ResolveRequest(tokens=own), *resolve_stream(own)],
+            "a resolve stream starts with its header",
+        ),
+        "a second header": (
+            [*resolve_stream(own), resolve_stream()[0]],
+            "only token chunks may follow the header",
+        ),
+        "empty stream": ([], "a resolve stream starts with its header"),
+    }
+    for name, (chunks, fragment) in cases.items():
+        code, message = refusal(lambda c=chunks: raw_resolve(hub, "m1", c))
+        assert (code, fragment in message) == (invalid, True), (name, message)
+    assert ledger_entries(hub, "m1") == 0
+    assert resolution_reads(hub) == []
+
+
+def test_more_distinct_held_tokens_than_the_filter_declares_are_refused_and_change_nothing(
+    hub: RunningHub,
+) -> None:
+    """The per-request rule: a member asks about at most the values its filter says it holds.
+
+    A filter of 1,200 values declaring 1,199 passes the fill check (one item moves the fill by
+    about one standard deviation), so its owner can ask about 1,200 held tokens at once.
+    """
+    values = [f"bulk{i:05d}@example.com" for i in range(1200)]
+    forum = email_forum({"m1": frozenset(values)})
+    m1 = hub.client("m1")
+    params = email_params()
+    full = forum.bloom("m1")
+    underdeclared = BloomFilter(params, full.bits, full.count - 1)
+    published = m1.get_parameters().bloom[EMAIL]
+    accepted = m1.submit(
+        sketch_format="bloom",
+        kind=EMAIL,
+        key_id=KEY_ID,
+        params_digest=published.digest,
+        declared_count=len(values) - 1,
+        payload=encode_bloom(underdeclared),
+    )
+    everything = token_bytes(forum, values)
+
+    with pytest.raises(HubRejectedError) as caught:
+        m1.resolve(EMAIL, KEY_ID, everything)
+    assert caught.value.status == "FAILED_PRECONDITION"
+    assert (
+        "1200 distinct tokens your filter holds in one request, more than the 1199 values it "
+        "declares"
+    ) in caught.value.message
+    assert ledger_entries(hub, "m1") == 0
+    assert submissions_listed(hub)["m1", accepted.submission_id].tokens_asked == 0
+    assert resolution_reads(hub) == []
+
+    # Within the declared count it is answered; the one token beyond is over budget.
+    most = m1.resolve(EMAIL, KEY_ID, everything[:-16])
+    assert most.count(TokenStatus.ANSWERED) == len(values) - 1
+    assert (most.submission_tokens, most.submission_budget) == (1199, 1199)
+    last = m1.resolve(EMAIL, KEY_ID, everything[-16:])
+    assert last.status.tolist() == [TokenStatus.OVER_BUDGET]
+    assert last.budget_frees_at is None  # the submission's budget, not the day's
+    assert ledger_entries(hub, "m1") == 1199
+    assert submissions_listed(hub)["m1", accepted.submission_id].tokens_asked == 1199
+
+
+DAY = timedelta(days=1)
+SMALL_CAPACITY = 60
+
+
+def test_the_day_budget_caps_distinct_tokens_across_filters_and_frees_up_24_hours_later(
+    hub: RunningHub,
+) -> None:
+    """Service layer, with a clock of our choosing: a member replacing its filter with new
+    values gets no more than ``capacity`` distinct answers per rolling 24 hours."""
+    t0 = datetime.now(UTC).replace(microsecond=0) + DAY  # the ledger keeps whole seconds
+    with session_scope(hub.engine) as session:
+        small = parameters.set_kind_parameters(
+            session,
+            actor="test",
+            kind=EMAIL,
+            key_id=KEY_ID,
+            capacity=SMALL_CAPACITY,
+            forum_fpr=EMAIL_FPR,
+            now=t0,
+        )
+    assert small.replace_interval_seconds == 0  # as provisioned: replace at will
+    first = [f"first{i:02d}@example.com" for i in range(40)]
+    second = [f"second{i:02d}@example.com" for i in range(40)]
+    sets = {"m1": frozenset(first), "m2": frozenset(first[::2] + second[::2])}
+    forum_first = email_forum(sets)
+    forum_second = email_forum(sets | {"m1": frozenset(second)})
+    for forum in (forum_first, forum_second):
+        forum.params = small.bloom_params()
+    m1 = hub.principal("m1")
+    cache = IndexCache()
+
+    def submit(forum: EmailForum, member: str, at: datetime) -> int:
+        with session_scope(hub.engine) as session:
+            outcome = submit_bloom(
+                session,
+                hub.principal(member),
+                upload_header(forum, member),
+                forum.payload(member),
+                at,
+            )
+        assert not outcome.duplicate
+        return outcome.submission.id
+
+    def ask(values: Sequence[str], at: datetime) -> resolution.Answers:
+        with session_scope(hub.engine) as session:
+            return resolution.resolve(
+                session,
+                cache,
+                m1,
+                kind=EMAIL,
+                key_id=KEY_ID,
+                tokens=forum_first.prf.tokens(list(values)),
+                now=at,
+            )
+
+    def others(forum: EmailForum, values: Sequence[str]) -> list[int]:
+        return [forum.others("m1", v) for v in values]
+
+    submit(forum_first, "m2", t0)
+    submit(forum_first, "m1", t0)
+    asked_first = t0 + timedelta(minutes=1)
+    answers = ask(first, asked_first)
+    assert answers.status.tolist() == [TokenStatus.ANSWERED] * 40
+    assert answers.others.tolist() == others(forum_first, first) == [1, 0] * 20
+    assert (answers.day_tokens, answers.day_budget) == (40, SMALL_CAPACITY)
+
+    # A new filter with 40 new values: a new submission budget, but only 20 left of the day's.
+    replaced = submit(forum_second, "m1", t0 + timedelta(hours=1))
+    asked_second = t0 + timedelta(hours=1, minutes=1)
+    answers = ask(second, asked_second)
+    half = [TokenStatus.ANSWERED] * 20 + [TokenStatus.OVER_BUDGET] * 20
+    assert answers.status.tolist() == half  # the first 20 in request order
+    assert answers.others.tolist() == others(forum_second, second[:20]) + [0] * 20
+    assert (answers.submission_tokens, answers.submission_budget) == (20, 40)
+    assert (answers.day_tokens, answers.day_budget) == (60, SMALL_CAPACITY)
+    assert answers.budget_frees_at == asked_first + DAY
+    # Over-budget tokens leave no trace, and asking again changes nothing until then.
+    assert ledger_entries(hub, "m1") == 60
+    for at in (asked_second + timedelta(hours=1), asked_first + DAY - timedelta(seconds=1)):
+        again = ask(second, at)
+        assert again.status.tolist() == half
+        assert (again.submission_tokens, again.day_tokens) == (20, 60)
+    assert ledger_entries(hub, "m1") == 60
+
+    # 24 hours after the first filter's tokens were asked they leave the window.
+    answers = ask(second, asked_first + DAY)
+    assert answers.status.tolist() == [TokenStatus.ANSWERED] * 40
+    assert answers.others.tolist() == others(forum_second, second)
+    assert (answers.submission_tokens, answers.day_tokens) == (40, 40)
+    assert answers.budget_frees_at is None
+    assert submissions_listed(hub)["m1", replaced].tokens_asked == 40
+    reads = resolution_reads(hub)
+    assert [(r["answered"], r["over_budget"]) for r in reads] == [
+        (40, 0),
+        (20, 20),
+        (20, 20),
+        (20, 20),
+        (40, 0),
+    ]
+
+
+def test_a_filter_is_replaced_at_most_once_per_replace_interval(hub: RunningHub) -> None:
+    with session_scope(hub.engine) as session:
+        parameters.set_kind_parameters(
+            session,
+            actor="test",
+            kind=EMAIL,
+            key_id=KEY_ID,
+            capacity=EMAIL_CAPACITY,
+            forum_fpr=EMAIL_FPR,
+            replace_interval_seconds=3600,
+            now=datetime.now(UTC),
+        )
+    first = email_forum({"m1": frozenset(f"a{i}@example.com" for i in range(10))})
+    second = email_forum({"m1": frozenset(f"b{i}@example.com" for i in range(10))})
+    m1 = hub.client("m1")
+    current = submit_email(m1, first, "m1")
+    _, own = m1.status()
+    created = own[0].created_at
+    assert created is not None
+
+    with pytest.raises(HubRejectedError) as caught:
+        submit_email(m1, second, "m1")
+    allowed = (created + timedelta(hours=1)).isoformat(timespec="seconds")
+    assert caught.value.status == "FAILED_PRECONDITION"
+    assert "the forum allows one replacement per 3600 s" in caught.value.message
+    assert f"send this one after {allowed}" in caught.value.message
+    # Resending the current filter is free: it is a duplicate, not a replacement.
+    again = submit_email(m1, first, "m1")
+    assert (again.duplicate, again.submission_id) == (True, current.submission_id)
+    assert [(s.id, s.created_at) for s in m1.status()[1]] == [(current.submission_id, created)]
+
+    # At the service layer, with a clock of our choosing: not a second early, then accepted.
+    member = hub.principal("m1")
+    header, payload = upload_header(second, "m1"), second.payload("m1")
+    with (
+        session_scope(hub.engine) as session,
+        pytest.raises(PreconditionError, match=re.escape(allowed)),
+    ):
+        submit_bloom(session, member, header, payload, created + timedelta(seconds=3599))
+    with session_scope(hub.engine) as session:
+        replaced = submit_bloom(session, member, header, payload, created + timedelta(hours=1))
+    assert not replaced.duplicate
+    assert replaced.submission.id != current.submission_id
+    assert [s.id for s in m1.status()[1]] == [replaced.submission.id]
+
+
+def test_a_revoked_members_filter_no_longer_counts_for_others(hub: RunningHub) -> None:
+    forum = three_member_forum()
+    clients = {m: hub.client(m) for m in ("m1", "m2", "m3")}
+    for member, client in clients.items():
+        submit_email(client, forum, member)
+    before = resolve_email(clients["m1"], forum, "m1")
+    assert before.members == 3
+    counts = resolved_counts(forum, "m1", before, quorum=2)
+    assert by_true_count(forum, "m1", counts) == {0: {0}, 1: {1}, 2: {2}}
+
+    hub.admin_stub.RevokePrincipal(
+        pb.RevokePrincipalRequest(name="m2"), metadata=hub.metadata(ADMIN), timeout=TIMEOUT
+    )
+    without_m2 = email_forum({m: forum.sets[m] for m in ("m1", "m3")})
+    after = resolve_email(clients["m1"], forum, "m1")
+    assert after.members == 2
+    counts = resolved_counts(without_m2, "m1", after, quorum=2)
+    assert by_true_count(without_m2, "m1", counts) == {0: {0}, 1: {1}}
+    # Exactly the values m2 holds lost one holder.
+    own = sorted(forum.sets["m1"])
+    lost = before.others.astype(int) - after.others.astype(int)
+    assert {v for v, n in zip(own, lost.tolist(), strict=True) if n} == {
+        v for v in own if "m2" in forum.holders(v)
+    }
+    assert set(lost.tolist()) == {0, 1}
+
+
+def holder_names_by_value(
+    forum: EmailForum, member: str, result: ResolveResult
+) -> dict[str, tuple[str, ...]]:
+    return {v: result.names_of(i) for i, v in enumerate(sorted(forum.sets[member]))}
+
+
+def test_holder_names_are_exactly_the_other_holders_where_the_forum_reveals_them(
+    hub: RunningHub,
+) -> None:
+    forum = email_forum()
+    clients = {m: hub.client(m) for m in MEMBERS}
+    for member, client in clients.items():
+        submit_email(client, forum, member)
+    for member, client in clients.items():
+        hidden = resolve_email(client, forum, member)
+        resolved_counts(forum, member, hidden, quorum=2)
+        assert (hidden.holder_names, hidden.holders) == ((), None)
+        assert set(holder_names_by_value(forum, member, hidden).values()) == {()}
+
+    set_email_policy(hub.engine, quorum=3, reveal_members=True)
+    for member, client in clients.items():
+        revealed = resolve_email(client, forum, member)
+        counts = resolved_counts(forum, member, revealed, quorum=3)
+        names = holder_names_by_value(forum, member, revealed)
+        # Names only where the count is shown (quorum − 1 = 2 others or more), and then all.
+        expected = {
+            v: tuple(sorted(forum.holders(v) - {member})) if counts[v] else () for v in names
+        }
+        assert names == expected
+        assert set(revealed.holder_names) == {n for who in expected.values() for n in who}
+        assert set(revealed.holder_names) == set(MEMBERS) - {member}
+        assert revealed.holders is not None
+        assert revealed.holders.shape == (len(forum.sets[member]), 1)

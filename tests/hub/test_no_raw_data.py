@@ -77,6 +77,7 @@ from sigshare.client.sync import SyncJob
 from sigshare.client.wire import resolve_from_stream, resolve_requests
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import ReviewStatus
+from sigshare.hub.engine.query_ledger import QueryLedger
 from sigshare.hub.services import parameters, review_workflow
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.database import DATABASE_URL_ENV
@@ -310,8 +311,8 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
             outcome = job.confirm(resolved)
             assert all(accepted for accepted, _, _ in outcome.values()), outcome
         for member, job in jobs.items():
-            report = job.pull()
-            assert report.campaigns >= 1, f"{member} is in no campaign"
+            pulled = job.pull()
+            assert pulled.campaigns >= 1, f"{member} is in no campaign"
             for kind in KINDS:
                 values, kind_tokens = job.state.indicator_tokens(kind)
                 canonicals.update(values)
@@ -654,8 +655,9 @@ def _run_cli(flowed: Flowed, documents: Documents, tmp_path: Path, records: Iter
     assert hub("params", "show", kind="params (table)").stderr == ""
     hub("params", "show", "--json", kind="params --json")
     added = hub("member", "add", NEWCOMER, "--json", kind="member --json")
-    assert [w.split(";")[0] for w in json.loads(added.stdout)["warnings"]] == [
-        f"the forum now has {len(MEMBERS) + 1} members"
+    assert [w.split(" (")[0] for w in json.loads(added.stdout)["warnings"]] == [
+        f"the forum now has {len(MEMBERS) + 1} members; {CROWDED_KIND} filters are sized for "
+        f"{len(MEMBERS)}"
     ]
     assert hub("params", "show", kind="params (table)").stderr.startswith(f"warning: {crowded}")
     shown = json.loads(hub("params", "show", "--json", kind="params --json").stdout)
@@ -715,6 +717,26 @@ def _database_cells(db_path: Path) -> Iterator[tuple[str, bytes]]:
         connection.close()
 
 
+def _query_ledgers(flowed: Flowed) -> dict[tuple[str, str], tuple[int, set[bytes]]]:
+    """``(member, kind)`` → the ledger row's entry count and the tokens its ``tokens`` column
+    holds, cut into 16-byte pieces (the row must also decode as a ledger of that many entries)."""
+    names = {member_id: name for name, member_id in flowed.member_ids.items()}
+    connection = sqlite3.connect(f"file:{flowed.db_path}?mode=ro", uri=True)
+    try:
+        rows = connection.execute(
+            "SELECT member_id, kind, entries, tokens, asked_at FROM query_ledgers"
+        ).fetchall()
+    finally:
+        connection.close()
+    ledgers = {}
+    for member_id, kind, entries, tokens, asked_at in rows:
+        assert len(QueryLedger.decode(tokens, asked_at)) == entries
+        pieces = [tokens[i : i + TOKEN_BYTES] for i in range(0, len(tokens), TOKEN_BYTES)]
+        assert len(pieces) * TOKEN_BYTES == len(tokens)
+        ledgers[(names[member_id], kind)] = (len(pieces), set(pieces))
+    return ledgers
+
+
 # ---------------------------------------------------------------------------------- the test
 
 
@@ -736,6 +758,9 @@ def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
     assert indicator_ids == {i.id for i in shared.items}
     assert campaign_ids == {c.id for c in campaigns.items}
     _run_cli(flowed, documents, tmp_path, indicator_ids | campaign_ids)
+    for label, messages in flowed.resolve_answers.items():
+        for number, message in enumerate(messages):
+            documents.add(f"{label}, message {number}", message, "Resolve answer")
 
     text_needles = _text_needles(flowed)
     secret_needles = _secret_needles(flowed)
@@ -755,13 +780,18 @@ def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
     # The hub database: no raw value or prompt word in any cell, nor in the file's bytes.
     flowed.engine.dispose()  # the last connection folds the WAL into the file
     database = Searcher(text_needles)
-    cells = 0
+    cells: Counter[str] = Counter()
     in_cells: dict[str, list[str]] = {}
     for where, value in _database_cells(flowed.db_path):
-        cells += 1
+        cells[where] += 1
         if found := database.find(value):
             in_cells.setdefault(where, []).extend(found)
     assert not in_cells, f"raw data stored by the hub: {in_cells}"
+    ledger_rows = len(flowed.own_tokens)
+    assert cells["query_ledgers.tokens"] == ledger_rows, cells
+    assert _query_ledgers(flowed) == {
+        key: (len(tokens), tokens) for key, tokens in flowed.own_tokens.items()
+    }
     files = [p for p in flowed.db_path.parent.glob("hub.db*") if p.is_file()]
     in_files = {p.name: found for p in files if (found := database.find(p.read_bytes()))}
     assert not in_files, f"raw data in the hub's database files: {in_files}"
@@ -776,7 +806,10 @@ def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
         "needles": dict(Counter(n.what.split(" of ")[0] for n in [*text_needles, *secret_needles])),
         "distinct_needles": len({n.text.lower() for n in [*text_needles, *secret_needles]}),
         "token_byte_needles": len(flowed.tokens),
-        "database_cells": cells,
+        "resolve_streams": len(flowed.resolve_answers),
+        "query_ledger_rows": ledger_rows,
+        "database_cells": cells.total(),
+        "database_cells_by_column": dict(sorted(cells.items())),
         "database_files": sorted(p.name for p in files),
     }
     COVERAGE.write_text(json.dumps(summary, indent=2) + "\n")

@@ -108,6 +108,7 @@ def test_charge_matches_the_one_token_at_a_time_oracle(
     )
     assert charge.answered.tolist() == answered
     assert _as_dict(charge.ledger) == after
+    assert charge.tokens_changed == (set(after) != set(existing))
     assert charge.distinct == len(set(request))
     assert charge.submission_tokens == sum(1 for at in after.values() if at >= since)
     day_since = NOW - DAY_SECONDS + 1
@@ -128,6 +129,7 @@ def test_repeating_tokens_costs_nothing() -> None:
     )
     assert again.answered.all()
     assert (again.submission_tokens, again.day_tokens) == (3, 3)
+    assert not again.tokens_changed  # only the times move: storage rewrites 4 bytes a token
 
 
 def test_a_new_submission_gets_a_new_budget_but_the_day_budget_remains() -> None:
@@ -186,7 +188,7 @@ def test_encode_decode_round_trip_and_corruption_is_refused() -> None:
     )
     tokens, asked = charge.ledger.encode()
     assert len(tokens) == 4 * 16
-    assert len(asked) == 4 * 8
+    assert len(asked) == 4 * 4
     decoded = QueryLedger.decode(tokens, asked)
     assert _as_dict(decoded) == _as_dict(charge.ledger)
     assert [(int(h), int(lo)) for h, lo in zip(decoded.hi, decoded.lo, strict=True)] == [
@@ -198,10 +200,12 @@ def test_encode_decode_round_trip_and_corruption_is_refused() -> None:
     with pytest.raises(LedgerFormatError, match="token bytes"):
         QueryLedger.decode(tokens[:-1], asked)
     with pytest.raises(LedgerFormatError, match="token bytes"):
-        QueryLedger.decode(tokens, asked[:-8])
+        QueryLedger.decode(tokens, asked[:-4])
     swapped = tokens[16:32] + tokens[:16] + tokens[32:]
     with pytest.raises(LedgerFormatError, match="not sorted"):
         QueryLedger.decode(swapped, asked)
+    with pytest.raises(LedgerFormatError, match="1970-2106"):
+        QueryLedger(decoded.hi, decoded.lo, decoded.asked_at + 2**32).encode()
 
 
 def test_a_crafted_request_sharing_one_half_is_charged_exactly() -> None:

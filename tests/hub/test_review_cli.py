@@ -15,12 +15,22 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from hubtest import EMAIL, PROMPT
-from review_seed import EMAILS, SeededForum, expected_categories, seed_forum
-from stix2validator import ValidationOptions, validate_string
+from hubtest import EMAIL, PROMPT, email_prf, forum_secret
+from review_seed import (
+    EMAILS,
+    PROBE_FLAGS,
+    PROBES,
+    SeededForum,
+    expected_categories,
+    probe_values,
+    seed_forum,
+    seed_probing,
+)
+from stix2validator import ValidationOptions, validate_string  # type: ignore[import-untyped]
 
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli import cli
+from sigshare.hub.domain import Submission
 from sigshare.hub.services import review_workflow
 from sigshare.hub.services.exports import (
     TLP_MARKING_IDS,
@@ -30,6 +40,7 @@ from sigshare.hub.services.exports import (
 )
 from sigshare.hub.storage import make_engine, session_scope
 from sigshare.hub.storage.database import DATABASE_URL_ENV
+from sigshare.sketch.prf import tokens_to_bytes
 
 OPERATOR = "cli:alice"
 
@@ -214,6 +225,122 @@ def test_review_overlaps(seeded: Seeded) -> None:
     assert refused(seeded.url, "review", "overlaps", "--kind", "phone", code=ExitCode.INPUT) == (
         "indicator kind 'phone' not found"
     )
+
+
+@dataclass(frozen=True)
+class Probed:
+    url: str
+    current: dict[str, Submission]
+    """Each member's current e-mail submission."""
+
+    def document(self, member: str, flags: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """What `review submissions --json` must say about ``member``'s current submission."""
+        submission = self.current[member]
+        declared, asked = PROBES[member][-1]
+        return {
+            "member": member,
+            "kind": EMAIL,
+            "submission": submission.id,
+            "created_at": submission.created_at.isoformat(),
+            "declared_count": declared,
+            "tokens_asked": asked,
+            "flags": list(PROBE_FLAGS[member] if flags is None else flags),
+        }
+
+
+@pytest.fixture
+def probed(database_url: str) -> Probed:
+    engine = make_engine(database_url)
+    try:
+        return Probed(database_url, seed_probing(engine))
+    finally:
+        engine.dispose()
+
+
+def test_review_submissions_lists_counts_and_probing_flags(probed: Probed) -> None:
+    url = probed.url
+    assert hub_json(url, "review", "submissions") == {
+        "submissions": [probed.document(member) for member in PROBES]
+    }
+    assert hub_json(url, "review", "submissions", "--flagged") == {
+        "submissions": [probed.document("m1"), probed.document("m2")]
+    }
+    assert hub_json(url, "review", "submissions", "--kind", EMAIL) == hub_json(
+        url, "review", "submissions"
+    )
+    assert hub_json(url, "review", "submissions", "--kind", PROMPT) == {"submissions": []}
+
+    table = hub(url, "review", "submissions")
+    assert (table.exit_code, table.stderr) == (0, "")
+    assert table.stdout.startswith("current submissions\n")
+    created = {m: s.created_at.strftime("%Y-%m-%d %H:%M:%SZ") for m, s in probed.current.items()}
+    assert cells(table.stdout) == [
+        ["m1", EMAIL, created["m1"], "250", "0", "declared_count_jump"],
+        ["m2", EMAIL, created["m2"], "61", "61", "query_volume_jump"],
+        ["m3", EMAIL, created["m3"], "55", "30", "-"],
+        ["m4", EMAIL, created["m4"], "45", "45", "-"],
+    ]
+    flagged = hub(url, "review", "submissions", "--flagged")
+    assert [row[0] for row in cells(flagged.stdout)] == ["m1", "m2"]
+
+
+def test_review_submissions_flag_factor(probed: Probed) -> None:
+    url = probed.url
+    # m3 asked about 30 tokens after 20 (×1.5) and declares 55 after 50 (×1.1); m2 declares 61
+    # after 60 and asked 61 after 10; m1 declares 250 after 40 and asked nothing either time.
+    cases: list[tuple[str, dict[str, tuple[str, ...]]]] = [
+        ("1.5", {"m1": ("declared_count_jump",), "m2": ("query_volume_jump",)}),
+        ("1.4", {"m1": ("declared_count_jump",), "m2": ("query_volume_jump",),
+                 "m3": ("query_volume_jump",)}),
+        ("1.05", {"m1": ("declared_count_jump",), "m2": ("query_volume_jump",),
+                  "m3": ("declared_count_jump", "query_volume_jump")}),
+        ("6.1", {"m1": ("declared_count_jump",)}),
+        ("6.25", {}),
+    ]  # fmt: skip
+    for factor, expected in cases:
+        document = hub_json(url, "review", "submissions", "--flag-factor", factor, "--flagged")
+        assert document == {
+            "submissions": [probed.document(member, flags) for member, flags in expected.items()]
+        }, factor
+    for factor in ("1", "0.5", "-3"):
+        message = refused(
+            url, "review", "submissions", "--flag-factor", factor, code=ExitCode.INPUT
+        )
+        assert message == f"the flag factor must be above 1, got {float(factor)}"
+    assert hub(url, "review", "submissions", "--flag-factor", "five").exit_code == ExitCode.USAGE
+    assert refused(url, "review", "submissions", "--kind", "Bad Kind", code=ExitCode.INPUT) == (
+        "kind 'Bad Kind' is not a valid name: 1-64 characters of a-z, 0-9, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )
+
+
+def test_review_submissions_is_audited_and_shows_no_values_or_tokens(probed: Probed) -> None:
+    url = probed.url
+    outputs = [
+        hub(url, "review", "submissions", *options).stdout
+        for options in ([], ["--json"], ["--flagged"], ["--kind", EMAIL, "--json"])
+    ]
+    assert audit_actions(url) == [
+        ("review.submissions", "*", {}),
+        ("review.submissions", "*", {}),
+        ("review.submissions", "*", {}),
+        ("review.submissions", EMAIL, {}),
+    ]
+    prf = email_prf(forum_secret())
+    for member, steps in PROBES.items():
+        values = probe_values(member, steps[-1][0])
+        tokens = tokens_to_bytes(prf.tokens(values))
+        for output in outputs:
+            assert "rawvalue" not in output
+            assert not [t for t in tokens if t.hex() in output]
+
+
+def test_review_submissions_without_submissions(database_url: str) -> None:
+    assert hub(database_url, "review", "submissions").stdout == "no active submissions\n"
+    assert hub(database_url, "review", "submissions", "--flagged").stdout == (
+        "no flagged submissions\n"
+    )
+    assert hub_json(database_url, "review", "submissions") == {"submissions": []}
 
 
 # ---------------------------------------------------------------------------------- workflow

@@ -1,7 +1,8 @@
 """``sigshare-hub serve`` end to end: the real console script in subprocesses, as an operator runs
 it — provision with `db upgrade`, `member add` and `params set`, serve in the background on a
-free loopback port, probe health, call it with the member SDK, read its JSON logs, stop it with
-SIGTERM. Plus the refusals that happen before anything listens."""
+free loopback port, probe health, call it with the member SDK (submit a filter and resolve its
+tokens), read its JSON logs, stop it with SIGTERM. Plus the refusals that happen before anything
+listens."""
 
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sigshare.client.errors import HubAuthError
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy, Timeouts
+from sigshare.client.hub_types import TokenStatus
+from sigshare.hub.cli import cli
 from sigshare.hub.storage.database import DATABASE_URL_ENV
+from sigshare.sketch.bloom import KeyedBloomFilter
+from sigshare.sketch.codec import encode_bloom
+from sigshare.sketch.keys import ForumSecret, KeyPurpose
+from sigshare.sketch.prf import KeyedPRF, tokens_to_bytes
 
 HUB = Path(sys.executable).with_name("sigshare-hub")
 """The installed console script, next to this interpreter in the virtualenv."""
@@ -134,6 +142,9 @@ def served(provisioned: Provisioned, tmp_path: Path) -> Iterator[Served]:
                 "--port-file",
                 str(port_file),
                 "--log-json",
+                # No cache at all: every Resolve builds its membership index afresh.
+                "--index-cache-mib",
+                "0",
             ],
             cwd=provisioned.directory,
             env=_environment(),
@@ -172,10 +183,31 @@ def test_serve_end_to_end(provisioned: Provisioned, served: Served) -> None:
     assert _health(served.port, "") == health_pb2.HealthCheckResponse.SERVING
     assert _health(served.port, MEMBER_SERVICE) == health_pb2.HealthCheckResponse.SERVING
 
+    values = [f"user{i:03d}@example.com" for i in range(50)]
+    secret = ForumSecret(key_id=KEY_ID, secret=bytes(range(32)))
+    prf = KeyedPRF(secret.derive(KeyPurpose.BLOOM_TOKEN, "email"))
     with _sdk(served.port, provisioned.credential) as member:
         published = member.get_parameters()
-    assert set(published.bloom) == {"email"}
-    assert published.bloom["email"].key_id == KEY_ID
+        assert set(published.bloom) == {"email"}
+        email = published.bloom["email"]
+        assert (email.key_id, email.forum_fpr, email.max_members) == (KEY_ID, 0.001, 32)
+        bloom = KeyedBloomFilter(email.bloom_params(), prf)
+        bloom.add(values)
+        member.submit(
+            sketch_format="bloom",
+            kind="email",
+            key_id=KEY_ID,
+            params_digest=email.digest,
+            declared_count=bloom.count,
+            payload=encode_bloom(bloom),
+        )
+        tokens = b"".join(tokens_to_bytes(prf.tokens(values)))
+        answers = [member.resolve("email", KEY_ID, tokens) for _ in range(2)]
+    for result in answers:  # the only member: every value answered, nobody else holds it
+        assert (result.members, result.quorum) == (1, 2)
+        assert result.status.tolist() == [TokenStatus.ANSWERED] * len(values)
+        assert result.others.tolist() == [0] * len(values)
+        assert (result.submission_tokens, result.submission_budget) == (50, 50)
 
     wrong = "sgs1_0000000000000000_not-a-credential-of-this-hub"
     with _sdk(served.port, wrong) as stranger, pytest.raises(HubAuthError):
@@ -199,6 +231,7 @@ def test_serve_end_to_end(provisioned: Provisioned, served: Served) -> None:
     messages = [record["message"] for record in records]
     assert any(f"port={served.port}" in m and "serving" in m for m in messages), messages
     assert any("GetParameters" in m and "principal=acme" in m for m in messages), messages
+    assert sum("Resolve" in m and "principal=acme" in m for m in messages) == 2, messages
     assert any("bad-credential" in m for m in messages), messages
     assert messages[-1] == "stopped", messages
     everything = served.stderr.read_text() + stdout
@@ -231,6 +264,10 @@ def refusals(
         "cert-without-key": (
             provisioned.url,
             ["--listen", "127.0.0.1:0", "--tls-cert", str(directory / "hub.crt")],
+        ),
+        "negative-index-cache": (
+            provisioned.url,
+            ["--insecure", "--listen", "127.0.0.1:0", "--index-cache-mib", "-1"],
         ),
     }
     started = {}
@@ -281,3 +318,24 @@ def test_tls_cert_without_key_is_a_usage_error(refusals: dict[str, Refusal]) -> 
     assert refusal.result.returncode == 2, refusal.result.stderr  # ExitCode.USAGE (click's)
     assert "--tls-key" in refusal.result.stderr
     assert not refusal.port_file.exists()
+
+
+def test_a_negative_index_cache_is_a_usage_error(refusals: dict[str, Refusal]) -> None:
+    refusal = refusals["negative-index-cache"]
+    assert refusal.result.returncode == ExitCode.USAGE, refusal.result.stderr
+    assert refusal.result.stdout == ""
+    assert refusal.result.stderr.endswith(
+        "Error: Invalid value for '--index-cache-mib': -1 is not in the range x>=0.\n"
+    )
+    assert not refusal.port_file.exists()
+
+
+def test_serve_help_documents_the_index_cache() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
+    flowing = " ".join(result.stdout.split())
+    assert (
+        "--index-cache-mib INTEGER RANGE Memory for cached membership indexes (per kind: "
+        "m × ⌈members/8⌉ bytes, rounded up to 1, 2, 4 or a multiple of 8); 0 rebuilds the index "
+        "for every request. [default: 1024; x>=0]"
+    ) in flowing

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, event, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -22,7 +23,9 @@ from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
     GENESIS_HASH,
+    MAX_REPLACE_INTERVAL_SECONDS,
     AuditEntry,
+    ClusterInfo,
     KindParameters,
     MinHashParameters,
     Principal,
@@ -32,6 +35,7 @@ from sigshare.hub.domain import (
     audit_entry_hash,
     minhash_family_kind,
 )
+from sigshare.hub.engine.query_ledger import QueryLedger
 from sigshare.hub.errors import (
     AlreadyExistsError,
     AuditChainError,
@@ -48,7 +52,10 @@ from sigshare.hub.storage import (
     make_engine,
     session_scope,
 )
+from sigshare.hub.storage.aggregates import FamilyRepository
+from sigshare.hub.storage.ledgers import QueryLedgerRepository
 from sigshare.hub.storage.models import AuditLogRow
+from sigshare.hub.storage.results import ClusterRepository
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.errors import ParameterError
 
@@ -76,12 +83,13 @@ def _submit(
     key_id: str = "epoch-1",
     created_at: datetime = T0,
     payload: bytes | None = None,
+    params: str = "params",
 ) -> Submission:
     return SubmissionRepository(session).add(
         member_id=member.id,
         family_kind=family_kind,
         key_id=key_id,
-        params_digest=_digest("params"),
+        params_digest=_digest(params),
         content_sha256=_digest(content),
         declared_count=1000,
         set_bits=6500,
@@ -316,9 +324,21 @@ def test_timestamps_in_other_zones_are_stored_as_the_same_instant_in_utc(engine:
 # --- parameters -------------------------------------------------------------------------------
 
 
-def _kind(kind: str = "email", capacity: int = 1_000_000, **policy: Any) -> KindParameters:
-    bloom = BloomParams.for_capacity(kind, "epoch-1", capacity, 1e-4)
-    return KindParameters.from_bloom(bloom, updated_at=T0, **policy)
+FORUM_FPR = 1e-4
+
+
+def _kind(
+    kind: str = "email", capacity: int = 1_000_000, max_members: int = 32, **policy: Any
+) -> KindParameters:
+    return KindParameters.for_forum(
+        kind=kind,
+        key_id="epoch-1",
+        capacity=capacity,
+        forum_fpr=FORUM_FPR,
+        max_members=max_members,
+        updated_at=T0,
+        **policy,
+    )
 
 
 def _family(family: str = "prompt", **changes: Any) -> MinHashParameters:
@@ -332,7 +352,14 @@ def _family(family: str = "prompt", **changes: Any) -> MinHashParameters:
 
 
 def test_kind_parameters_round_trip_and_upsert_replaces_them(engine: Engine) -> None:
-    email = _kind("email", quorum=3, retention_days=14, reveal_members=True)
+    email = _kind(
+        "email",
+        max_members=10,
+        quorum=3,
+        retention_days=14,
+        reveal_members=True,
+        replace_interval_seconds=600,
+    )
     with session_scope(engine) as session:
         assert ParameterRepository(session).set_kind(email) == email
     bigger = dataclasses.replace(
@@ -352,6 +379,26 @@ def test_kind_parameters_round_trip_and_upsert_replaces_them(engine: Engine) -> 
         assert parameters.get_kind("wallet") is None
     assert bigger.bloom_params().m > email.bloom_params().m
     assert (bigger.quorum, bigger.retention_days, bigger.reveal_members) == (2, 30, False)
+    assert (bigger.max_members, bigger.replace_interval_seconds) == (32, 3600)
+    assert (email.max_members, email.replace_interval_seconds) == (10, 600)
+
+
+@pytest.mark.parametrize("max_members", [2, 10, 32, 250])
+def test_kind_filters_are_sized_for_the_per_filter_rate_of_the_forum(max_members: int) -> None:
+    parameters = _kind(max_members=max_members)
+    assert parameters.forum_fpr == FORUM_FPR
+    assert parameters.target_fpr == FORUM_FPR / (max_members - 1)
+    per_filter = BloomParams.for_capacity(
+        "email", "epoch-1", 1_000_000, FORUM_FPR / (max_members - 1)
+    )
+    assert parameters.bloom_params() == per_filter
+    assert (parameters.m, parameters.k) == (per_filter.m, per_filter.k)
+    assert parameters.digest() == per_filter.digest()
+
+
+@pytest.mark.parametrize("seconds", [0, 1, MAX_REPLACE_INTERVAL_SECONDS])
+def test_replace_intervals_from_none_to_a_week_are_accepted(seconds: int) -> None:
+    assert _kind(replace_interval_seconds=seconds).replace_interval_seconds == seconds
 
 
 def test_minhash_parameters_round_trip_and_upsert_replaces_them(engine: Engine) -> None:
@@ -381,6 +428,22 @@ def test_minhash_parameters_round_trip_and_upsert_replaces_them(engine: Engine) 
         (lambda: _kind("Email"), "name 'Email' is invalid"),
         (lambda: dataclasses.replace(_kind(), m=100), "multiple of 64"),
         (lambda: dataclasses.replace(_kind(), key_id="bad key"), "key id"),
+        (lambda: _kind(max_members=1), "max_members must be between 2 and 250, got 1"),
+        (lambda: _kind(max_members=251), "max_members must be between 2 and 250, got 251"),
+        # Built directly, quorum ≥ 2 refuses a forum of one before anything else can.
+        (
+            lambda: dataclasses.replace(_kind(), max_members=1),
+            "quorum 2 exceeds the forum size of 1 members",
+        ),
+        (lambda: _kind(max_members=4, quorum=5), "quorum 5 exceeds the forum size of 4 members"),
+        (
+            lambda: _kind(replace_interval_seconds=-1),
+            f"replace interval must be 0 to {MAX_REPLACE_INTERVAL_SECONDS} seconds, got -1",
+        ),
+        (
+            lambda: _kind(replace_interval_seconds=MAX_REPLACE_INTERVAL_SECONDS + 1),
+            "replace interval must be 0 to 604800 seconds",
+        ),
         (lambda: _family(threshold=1.0), "threshold must be in"),
         (lambda: _family(num_perm=4), "num_perm"),
         (lambda: _family("minhash:prompt"), "is invalid"),
@@ -391,13 +454,16 @@ def test_invalid_parameters_cannot_be_built(build: Callable[[], object], message
         build()
 
 
-def test_database_refuses_a_quorum_below_two_written_behind_the_repository(
-    engine: Engine,
+@pytest.mark.parametrize(
+    "assignment", ["quorum = 1", "max_members = 1", "replace_interval_seconds = -1"]
+)
+def test_database_refuses_invalid_policy_written_behind_the_repository(
+    engine: Engine, assignment: str
 ) -> None:
     with session_scope(engine) as session:
         ParameterRepository(session).set_kind(_kind())
     with pytest.raises(IntegrityError), engine.begin() as connection:
-        connection.execute(text("UPDATE kind_parameters SET quorum = 1"))
+        connection.execute(text(f"UPDATE kind_parameters SET {assignment}"))
 
 
 # --- submissions ------------------------------------------------------------------------------
@@ -417,16 +483,28 @@ def test_submission_round_trips_and_find_is_the_idempotency_lookup(engine: Engin
         assert submissions.get(added.id + 1) is None
     assert added.status is SubmissionStatus.ACTIVE
     assert (added.declared_count, added.set_bits, added.byte_size) == (1000, 6500, 8)
+    assert added.tokens_asked == 0
     assert (added.created_at, added.expires_at) == (T0, T0 + RETENTION)
     assert added.superseded_at is None
 
 
-def test_submitting_identical_content_twice_is_refused(engine: Engine) -> None:
+def test_identical_content_twice_is_refused_by_the_database_and_nothing_changes(
+    engine: Engine,
+) -> None:
+    # add() does not look first (the service does, with find()): the unique constraint on
+    # (member, family, content) refuses the row, and the savepoint undoes the supersede.
     with session_scope(engine) as session:
         acme = _add_member(session, "acme")
-        _submit(session, acme, "filter-1")
-        with pytest.raises(AlreadyExistsError, match="identical content"):
+        first = _submit(session, acme, "filter-1")
+        with pytest.raises(ConflictError, match="refused by the database"):
             _submit(session, acme, "filter-1", created_at=T0 + timedelta(hours=1))
+        submissions = SubmissionRepository(session)
+        assert submissions.active("email", "epoch-1") == [first]
+        assert submissions.payload(first.id) == b"filter-1"
+        _submit(session, acme, "filter-2")  # the transaction is still usable
+    with session_scope(engine) as session:
+        listed = SubmissionRepository(session).all_active("email")
+        assert [s.content_sha256 for s in listed] == [_digest("filter-2")]
 
 
 def test_new_submission_supersedes_the_members_previous_one_of_that_family(
@@ -552,17 +630,43 @@ def test_deleting_a_submission_cascades_to_its_payload(engine: Engine) -> None:
         assert remaining.scalar() == 0
 
 
-def test_submission_for_an_unknown_member_is_not_found(engine: Engine) -> None:
-    ghost = Principal(
-        id=999,
-        name="ghost",
-        role=Role.MEMBER,
-        credential_id="g" * 16,
-        credential_hash=bytes(32),
-        created_at=T0,
-    )
-    with session_scope(engine) as session, pytest.raises(NotFoundError, match="principal 999"):
-        _submit(session, ghost, "filter-1")
+def _submission_fields(member_id: int) -> dict[str, Any]:
+    return {
+        "member_id": member_id,
+        "family_kind": "email",
+        "key_id": "epoch-1",
+        "params_digest": _digest("params"),
+        "content_sha256": _digest("content"),
+        "declared_count": 10,
+        "set_bits": None,
+        "payload": b"bits",
+        "created_at": T0,
+        "expires_at": T0 + RETENTION,
+    }
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"member_id": 999},  # no such principal: the foreign key
+        {"params_digest": b"short"},  # the length checks of the digests
+        {"content_sha256": bytes(33)},
+    ],
+    ids=["unknown-member", "short-params-digest", "long-content-digest"],
+)
+def test_the_database_refuses_what_add_no_longer_checks_itself(
+    engine: Engine, changes: dict[str, Any]
+) -> None:
+    with session_scope(engine) as session:
+        acme = _add_member(session, "acme")
+        submissions = SubmissionRepository(session)
+        with pytest.raises(ConflictError, match="refused by the database") as caught:
+            submissions.add(**(_submission_fields(acme.id) | changes))
+        assert isinstance(caught.value.__cause__, IntegrityError)
+        assert submissions.all_active("email") == []
+        kept = submissions.add(**_submission_fields(acme.id))  # the transaction is usable
+    with session_scope(engine) as session:
+        assert SubmissionRepository(session).all_active("email") == [kept]
 
 
 @pytest.mark.parametrize(
@@ -570,9 +674,6 @@ def test_submission_for_an_unknown_member_is_not_found(engine: Engine) -> None:
     [
         ({"family_kind": ""}, "family/kind must be 1-80"),
         ({"family_kind": "x" * 81}, "family/kind must be 1-80"),
-        ({"key_id": "bad key"}, "key id must be"),
-        ({"params_digest": b"short"}, "parameters digest must be 32 bytes"),
-        ({"content_sha256": bytes(33)}, "content digest must be 32 bytes"),
         ({"declared_count": -1}, "cannot be negative"),
         ({"set_bits": -1}, "cannot be negative"),
         ({"expires_at": T0}, "expire after it was created"),
@@ -583,20 +684,8 @@ def test_bad_submission_fields_are_refused(
 ) -> None:
     with session_scope(engine) as session:
         acme = _add_member(session, "acme")
-        fields: dict[str, Any] = {
-            "member_id": acme.id,
-            "family_kind": "email",
-            "key_id": "epoch-1",
-            "params_digest": _digest("params"),
-            "content_sha256": _digest("content"),
-            "declared_count": 10,
-            "set_bits": None,
-            "payload": b"bits",
-            "created_at": T0,
-            "expires_at": T0 + RETENTION,
-        }
         with pytest.raises(InvalidArgumentError, match=message):
-            SubmissionRepository(session).add(**(fields | changes))
+            SubmissionRepository(session).add(**(_submission_fields(acme.id) | changes))
 
 
 def test_due_for_expiry_lists_active_submissions_past_their_window(engine: Engine) -> None:
@@ -615,27 +704,39 @@ def test_due_for_expiry_lists_active_submissions_past_their_window(engine: Engin
         assert [s.id for s in submissions.due_for_expiry("email", later)] == [old.id, newer.id]
 
 
-def test_end_drops_the_payload_of_an_uncounted_submission_and_keeps_a_counted_one(
-    engine: Engine,
+@pytest.mark.parametrize("status", [SubmissionStatus.EXPIRED, SubmissionStatus.SUPERSEDED])
+def test_end_takes_a_submission_out_of_service_and_drops_its_payload_and_clusters(
+    engine: Engine, status: SubmissionStatus
 ) -> None:
+    ended_at = T0 + timedelta(days=1)
     with session_scope(engine) as session:
         acme = _add_member(session, "acme")
-        first = _submit(session, acme, "acme-1")
+        bloom = _submit(session, acme, "acme-1")
+        prompts = _submit(session, acme, "acme-prompts", family_kind="minhash:prompt")
+        ClusterRepository(session).add(
+            prompts.id,
+            [
+                ClusterInfo(
+                    cluster_id="ab" * 16, volume=3, category="", first_seen=None, last_seen=None
+                )
+            ],
+        )
+    with session_scope(engine) as session:
         submissions = SubmissionRepository(session)
-        submissions.end(first.id, SubmissionStatus.EXPIRED, T0 + RETENTION)
-        with pytest.raises(NotFoundError):
-            submissions.payload(first.id)
-        second = _submit(session, acme, "acme-2")
-        submissions.set_counted(second.id, True)
-        submissions.end(second.id, SubmissionStatus.SUPERSEDED, T0 + RETENTION)
-        assert submissions.payload(second.id) == b"acme-2"  # the next fold subtracts it
-        to_add, to_remove = submissions.pending_fold("email")
-        assert (to_add, [s.id for s in to_remove]) == ([], [second.id])
-        with pytest.raises(ConflictError, match="no longer active"):
-            submissions.end(second.id, SubmissionStatus.EXPIRED, T0 + RETENTION)
-        ended = submissions.get(first.id)
-        assert ended is not None
-        assert (ended.status, ended.superseded_at) == (SubmissionStatus.EXPIRED, T0 + RETENTION)
+        for submission in (bloom, prompts):
+            submissions.end(submission.id, status, ended_at)
+            with pytest.raises(NotFoundError):
+                submissions.payload(submission.id)
+            ended = submissions.get(submission.id)
+            assert ended is not None
+            assert (ended.status, ended.superseded_at) == (status, ended_at)
+            with pytest.raises(ConflictError, match="no longer active"):
+                submissions.end(submission.id, SubmissionStatus.EXPIRED, ended_at)
+        with pytest.raises(InvalidArgumentError, match="out of the active state"):
+            submissions.end(bloom.id, SubmissionStatus.ACTIVE, ended_at)
+    with engine.connect() as connection:
+        for table in ("submission_payloads", "clusters"):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
 
 
 def test_revive_makes_old_content_current_again(engine: Engine) -> None:
@@ -671,6 +772,117 @@ def test_revive_makes_old_content_current_again(engine: Engine) -> None:
             )
 
 
+def test_any_due_says_whether_prepare_would_end_an_active_submission(engine: Engine) -> None:
+    params, key = _digest("params"), "epoch-1"
+    with session_scope(engine) as session:
+        acme, beta = _add_member(session, "acme"), _add_member(session, "beta")
+        submissions = SubmissionRepository(session)
+        assert not submissions.any_due("email", key, params, T0)
+        _submit(session, acme, "acme-1")
+        later = _submit(session, beta, "beta-1", created_at=T0 + timedelta(days=5))
+        _submit(session, acme, "acme-phone", family_kind="phone", key_id="epoch-0")
+        # Current parameters, within retention: nothing to do.
+        assert not submissions.any_due("email", key, params, T0 + RETENTION - timedelta(seconds=1))
+        # Expiry is due at expires_at itself.
+        assert submissions.any_due("email", key, params, T0 + RETENTION)
+        # Another key epoch or parameter digest retires the family's filters.
+        assert submissions.any_due("email", "epoch-2", params, T0)
+        assert submissions.any_due("email", key, _digest("other params"), T0)
+        # Only the family asked about, and only active submissions, count.
+        assert not submissions.any_due("domain", "epoch-2", params, T0 + 10 * RETENTION)
+        assert submissions.any_due("phone", key, params, T0)
+        submissions.end(later.id, SubmissionStatus.SUPERSEDED, T0 + timedelta(days=6))
+        first = submissions.active_of(acme.id, "email")
+        assert first is not None
+        submissions.end(first.id, SubmissionStatus.EXPIRED, T0 + RETENTION)
+        assert not submissions.any_due("email", "epoch-2", _digest("x"), T0 + 10 * RETENTION)
+
+
+def test_active_of_live_members_leaves_out_revoked_members_and_other_roles(
+    engine: Engine,
+) -> None:
+    revoked_at = T0 + timedelta(days=2)
+    with session_scope(engine) as session:
+        beta = _add_member(session, "beta")
+        acme = _add_member(session, "acme")
+        gone = _add_member(session, "gone")
+        coordinator = _add_member(session, "coord", Role.COORDINATOR)
+        # Submitted in another order than the members were registered: listed by member.
+        theirs = _submit(session, gone, "gone-1")
+        ours = _submit(session, acme, "acme-1")
+        _submit(session, coordinator, "coord-1")
+        first = _submit(session, beta, "beta-1")
+        _submit(session, beta, "beta-old-epoch", family_kind="phone", key_id="epoch-0")
+        PrincipalRepository(session).revoke("gone", revoked_at)
+    with session_scope(engine) as session:
+        submissions = SubmissionRepository(session)
+        before = submissions.active_of_live_members(
+            "email", "epoch-1", revoked_at - timedelta(seconds=1)
+        )
+        assert [s.id for s in before] == [first.id, ours.id, theirs.id]
+        after = submissions.active_of_live_members("email", "epoch-1", revoked_at)
+        assert after == [first, ours]
+        assert submissions.active_of_live_members("email", "epoch-2", T0) == []
+        assert submissions.active_of_live_members("phone", "epoch-1", T0) == []
+        # active() itself is unchanged: revocation is a reader's concern.
+        assert len(submissions.active("email", "epoch-1")) == 4
+
+
+def test_previous_of_is_the_members_submission_before_it_in_that_family(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        acme, beta = _add_member(session, "acme"), _add_member(session, "beta")
+        first = _submit(session, acme, "acme-1")
+        _submit(session, beta, "beta-1", created_at=T0 + timedelta(hours=1))
+        _submit(
+            session, acme, "acme-phone", family_kind="phone", created_at=T0 + timedelta(hours=2)
+        )
+        second = _submit(session, acme, "acme-2", created_at=T0 + timedelta(hours=3))
+        third = _submit(session, acme, "acme-3", created_at=T0 + timedelta(hours=4))
+    with session_scope(engine) as session:
+        submissions = SubmissionRepository(session)
+        assert submissions.previous_of(first) is None
+        previous = submissions.previous_of(second)
+        assert previous is not None
+        assert (previous.id, previous.status) == (first.id, SubmissionStatus.SUPERSEDED)
+        assert submissions.previous_of(third) == submissions.get(second.id)
+
+
+def test_set_tokens_asked_is_recorded_per_submission(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        acme, beta = _add_member(session, "acme"), _add_member(session, "beta")
+        ours, theirs = _submit(session, acme, "acme-1"), _submit(session, beta, "beta-1")
+        SubmissionRepository(session).set_tokens_asked(ours.id, 17)
+    with session_scope(engine) as session:
+        submissions = SubmissionRepository(session)
+        assert [s.tokens_asked for s in submissions.all_active("email")] == [17, 0]
+        submissions.set_tokens_asked(ours.id, 40)
+        recorded = submissions.get(ours.id)
+        assert recorded is not None
+        assert recorded.tokens_asked == 40
+        assert submissions.get(theirs.id) == theirs
+
+
+def test_family_state_is_reset_then_versioned_by_each_change(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        families = FamilyRepository(session)
+        assert families.get("email") is None
+        with pytest.raises(ConflictError, match="reset it first"):
+            families.record_change("email", at=T0)
+        reset = families.reset(
+            "email", key_id="epoch-1", params_digest=_digest("params"), m=1024, at=T0
+        )
+        assert (reset.version, reset.derived_version, reset.m) == (1, 0, 1024)
+        changed = families.record_change("email", at=T0 + timedelta(hours=1))
+        assert (changed.version, changed.updated_at) == (2, T0 + timedelta(hours=1))
+    with session_scope(engine) as session:
+        families = FamilyRepository(session)
+        assert families.get("email") == changed
+        again = families.reset(
+            "email", key_id="epoch-2", params_digest=_digest("new"), m=2048, at=T0
+        )
+        assert (again.version, again.key_id, again.m) == (3, "epoch-2", 2048)
+
+
 def _lock_family_within(engine: Engine, family_kind: str, timeout: str) -> None:
     with session_scope(engine) as session:
         session.execute(text(f"SET LOCAL lock_timeout = '{timeout}'"))
@@ -687,6 +899,134 @@ def test_lock_family_serialises_writers_of_one_family_on_postgresql(
         with pytest.raises(OperationalError, match="lock timeout"):
             _lock_family_within(postgres_engine, "email", "200ms")
     _lock_family_within(postgres_engine, "email", "5s")  # released by the holder's commit
+
+
+# --- query ledgers ----------------------------------------------------------------------------
+
+
+def _ledger(*entries: tuple[int, int, int]) -> QueryLedger:
+    """A ledger of ``(hi, lo, asked_at)`` rows, in the order given (sorted by the caller)."""
+    return QueryLedger(
+        np.array([e[0] for e in entries], dtype=np.uint64),
+        np.array([e[1] for e in entries], dtype=np.uint64),
+        np.array([e[2] for e in entries], dtype=np.int64),
+    )
+
+
+def _same_ledger(a: QueryLedger, b: QueryLedger) -> bool:
+    return a.encode() == b.encode()
+
+
+def test_query_ledger_round_trips_per_member_and_kind_and_put_replaces_it(
+    engine: Engine,
+) -> None:
+    first = _ledger((1, 2, 100), (1, 3, 90), (2**64 - 1, 0, 80))
+    second = _ledger((5, 5, 200))
+    with session_scope(engine) as session:
+        acme, beta = _add_member(session, "acme"), _add_member(session, "beta")
+        ledgers = QueryLedgerRepository(session)
+        assert len(ledgers.get_for_update(acme.id, "email", T0)) == 0
+        assert ledgers.entries(acme.id, "email") == 0
+        ledgers.put(acme.id, "email", first, T0)
+        ledgers.put(acme.id, "phone", second, T0)  # no row read first: inserted
+    with session_scope(engine) as session:
+        ledgers = QueryLedgerRepository(session)
+        assert _same_ledger(ledgers.get_for_update(acme.id, "email", T0), first)
+        assert _same_ledger(ledgers.get_for_update(acme.id, "phone", T0), second)
+        assert len(ledgers.get_for_update(beta.id, "email", T0)) == 0
+        assert (ledgers.entries(acme.id, "email"), ledgers.entries(acme.id, "phone")) == (3, 1)
+        ledgers.put(acme.id, "email", second, T0 + timedelta(hours=1))  # an upsert
+        assert _same_ledger(ledgers.get_for_update(acme.id, "email", T0), second)
+        ledgers.put(acme.id, "phone", QueryLedger.empty(), T0 + timedelta(hours=1))
+    with session_scope(engine) as session:
+        ledgers = QueryLedgerRepository(session)
+        assert ledgers.entries(acme.id, "email") == 1
+        assert len(ledgers.get_for_update(acme.id, "phone", T0)) == 0
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT member_id, kind, entries, length(tokens), length(asked_at)"
+                " FROM query_ledgers"
+            )
+        ).all()
+    per_time = len(second.encode_times())
+    assert sorted(tuple(row) for row in rows) == [
+        (acme.id, "email", 1, 16, per_time),
+        (acme.id, "phone", 0, 0, 0),
+        (beta.id, "email", 0, 0, 0),  # a first read creates the row it locks
+    ]
+
+
+def test_query_ledger_put_can_rewrite_only_the_times(engine: Engine) -> None:
+    asked = _ledger((1, 2, 100), (1, 3, 90))
+    again = _ledger((1, 2, 300), (1, 3, 90))
+    with session_scope(engine) as session:
+        acme = _add_member(session, "acme")
+        ledgers = QueryLedgerRepository(session)
+        # Without a row to update, the whole ledger is written all the same.
+        ledgers.put(acme.id, "email", asked, T0, tokens_changed=False)
+    with session_scope(engine) as session:
+        ledgers = QueryLedgerRepository(session)
+        assert _same_ledger(ledgers.get_for_update(acme.id, "email", T0), asked)
+        ledgers.put(acme.id, "email", again, T0 + timedelta(hours=1), tokens_changed=False)
+    with session_scope(engine) as session:
+        ledgers = QueryLedgerRepository(session)
+        assert _same_ledger(ledgers.get_for_update(acme.id, "email", T0), again)
+        assert ledgers.entries(acme.id, "email") == 2
+
+
+def test_an_unreadable_query_ledger_is_a_conflict(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        acme = _add_member(session, "acme")
+        QueryLedgerRepository(session).put(acme.id, "email", _ledger((1, 1, 1), (2, 2, 2)), T0)
+    with engine.begin() as connection:  # out of order, as no ledger is ever written
+        connection.execute(
+            text("UPDATE query_ledgers SET tokens = :tokens"),
+            {"tokens": np.array([[2, 2], [1, 1]], dtype="<u8").tobytes()},
+        )
+    with session_scope(engine) as session, pytest.raises(ConflictError, match="unreadable"):
+        QueryLedgerRepository(session).get_for_update(acme.id, "email", T0)
+
+
+def test_a_query_ledger_needs_a_real_member(engine: Engine) -> None:
+    with session_scope(engine) as session, pytest.raises(IntegrityError):
+        QueryLedgerRepository(session).put(999, "email", QueryLedger.empty(), T0)
+
+
+def _ledger_within(engine: Engine, member_id: int, timeout: str) -> None:
+    with session_scope(engine) as session:
+        session.execute(text(f"SET LOCAL lock_timeout = '{timeout}'"))
+        QueryLedgerRepository(session).get_for_update(member_id, "email", T0)
+
+
+def test_a_members_query_ledger_is_locked_until_the_reader_commits_on_postgresql(
+    postgres_engine: Engine,
+) -> None:
+    # SQLite serialises every transaction anyway (BEGIN IMMEDIATE).
+    with session_scope(postgres_engine) as session:
+        acme, beta = _add_member(session, "acme"), _add_member(session, "beta")
+        for member in (acme, beta):
+            QueryLedgerRepository(session).put(member.id, "email", QueryLedger.empty(), T0)
+    with session_scope(postgres_engine) as holder:
+        QueryLedgerRepository(holder).get_for_update(acme.id, "email", T0)
+        _ledger_within(postgres_engine, beta.id, "5s")  # another member's: no wait
+        with pytest.raises(OperationalError, match="lock timeout"):
+            _ledger_within(postgres_engine, acme.id, "200ms")
+    _ledger_within(postgres_engine, acme.id, "5s")  # released by the holder's commit
+
+
+def test_a_members_first_query_ledger_read_is_locked_too_on_postgresql(
+    postgres_engine: Engine,
+) -> None:
+    # Before a member's first request there is no row to lock: without a lock of its own,
+    # concurrent first requests are each charged against an empty ledger and the last put
+    # overwrites the others' tokens (more answers than the budgets allow, tokens_asked too low).
+    with session_scope(postgres_engine) as session:
+        acme = _add_member(session, "acme")
+    with session_scope(postgres_engine) as holder:
+        assert len(QueryLedgerRepository(holder).get_for_update(acme.id, "email", T0)) == 0
+        with pytest.raises(OperationalError, match="lock timeout"):
+            _ledger_within(postgres_engine, acme.id, "200ms")
 
 
 # --- audit log --------------------------------------------------------------------------------

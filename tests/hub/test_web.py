@@ -31,7 +31,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from hubtest import ADMIN, COORDINATOR, EMAIL, KEY_ID, MEMBERS, PROMPT, provision, set_email_policy
-from review_seed import SEEDED_AT, SeededForum, seed_forum
+from review_seed import PROBE_FLAGS, PROBES, SEEDED_AT, SeededForum, seed_forum, seed_probing
 from sqlalchemy import Engine
 
 from sigshare.client.exit_codes import ExitCode
@@ -85,7 +85,7 @@ class Console:
     def sign_in(self, name: str = COORDINATOR, next_path: str | None = None) -> httpx.Response:
         form = self.client.get("/login", params={"next": next_path} if next_path else None)
         assert form.status_code == 200, form.text
-        return self.client.post(
+        response: httpx.Response = self.client.post(
             "/login",
             data={
                 "credential": self.credentials[name],
@@ -94,6 +94,7 @@ class Console:
             },
             follow_redirects=False,
         )
+        return response
 
     def csrf(self) -> str:
         match = CSRF_FIELD.search(self.client.get("/export").text)
@@ -105,11 +106,14 @@ class Console:
     ) -> httpx.Response:
         """POST a form with the session's CSRF token (or ``csrf``), not following redirects."""
         form = {"csrf": self.csrf() if csrf is None else csrf, **data}
-        return self.client.post(path, data=form, follow_redirects=False, **kwargs)
+        response: httpx.Response = self.client.post(
+            path, data=form, follow_redirects=False, **kwargs
+        )
+        return response
 
-    def audit(self, **filters: str) -> list[AuditEntry]:
+    def audit(self, *, actor: str | None = None, action: str | None = None) -> list[AuditEntry]:
         with session_scope(self.engine) as session:
-            return AuditRepository(session).search(limit=1000, **filters)
+            return AuditRepository(session).search(actor=actor, action=action, limit=1000)
 
     def status_of(self, record_id: str) -> tuple[ReviewStatus, str | None, int]:
         """Status, assignee and number of history events of a record."""
@@ -732,7 +736,8 @@ def test_listing_parameters_are_checked(signed_in: Console) -> None:
 
 def test_campaign_filters_sorting_and_pages_return_exact_rows(signed_in: Console) -> None:
     records = seed_campaigns(signed_in.engine)
-    for query, keep, key, descending, size, page in [
+    cases: list[tuple[str, Callable[[BulkCampaign], bool], Callable[[Any], Any], bool, int, int]]
+    cases = [
         ("", lambda c: True, lambda c: c.index, True, 50, 1),
         ("sort=volume&order=asc&size=10&page=2", lambda c: True, lambda c: c.volume, False, 10, 2),
         ("sort=similarity&size=7&page=4", lambda c: True, lambda c: c.similarity, True, 7, 4),
@@ -740,7 +745,8 @@ def test_campaign_filters_sorting_and_pages_return_exact_rows(signed_in: Console
          lambda c: c.members, False, 50, 1),
         ("family=prompt&status=new&sort=created&order=asc&size=25", lambda c: True,
          lambda c: c.index, False, 25, 1),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for query, keep, key, descending, size, page in cases:
         matching = ordered([c for c in records if keep(c)], key, descending=descending)
         expected = matching[(page - 1) * size : page * size]
         response = signed_in.client.get(f"/campaigns?{query}")
@@ -811,6 +817,37 @@ def test_overview_shows_members_submission_health_and_counts(
     assert f'<span class="count">{indicators_new}</span>' in page.text
     for fmt in ("csv", "json", "stix"):
         assert f'href="/export/{fmt}"' in page.text
+
+
+OVERVIEW_ROW = re.compile(r'<tr>\s*<th scope="row">(m\d)(.*?)</tr>', re.DOTALL)
+FLAG_BADGES = {
+    "declared_count_jump": '<span class="badge badge-warn" title="declared count over 5× the ',
+    "query_volume_jump": '<span class="badge badge-warn" title="distinct tokens asked about ',
+}
+"""The start of each probing flag's badge (its title explains it, its text is the label)."""
+FLAG_TEXTS = {
+    "declared_count_jump": ">count jumped</span>",
+    "query_volume_jump": ">queries jumped</span>",
+}
+
+
+def test_overview_shows_probing_flags_as_badges_on_the_flagged_members_only(
+    signed_in: Console,
+) -> None:
+    seed_probing(signed_in.engine, provisioned=True)
+    page = signed_in.client.get("/")
+    assert page.status_code == 200
+    rows = dict(OVERVIEW_ROW.findall(page.text))
+    assert sorted(rows) == sorted(PROBES)
+    for member, row in rows.items():
+        shown = {
+            flag for flag in FLAG_BADGES if FLAG_BADGES[flag] in row and FLAG_TEXTS[flag] in row
+        }
+        assert shown == set(PROBE_FLAGS[member]), member
+        assert '<span class="badge badge-ok">ok</span>' in row  # healthy filters all the same
+    for flag, text in FLAG_TEXTS.items():
+        flagged = [m for m, flags in PROBE_FLAGS.items() if flag in flags]
+        assert page.text.count(text) == len(flagged) == 1, flag
 
 
 def test_overview_with_nothing_submitted_shows_empty_states(signed_in: Console) -> None:

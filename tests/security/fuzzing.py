@@ -52,9 +52,10 @@ from hypothesis import HealthCheck, settings
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "hub"))  # hubtest: the integration tests' hub helpers
 
-import hubtest  # noqa: E402
+import hubtest as hubtest  # noqa: E402, PLC0414 (an explicit re-export for the fuzz modules)
 from sqlalchemy import Engine, func, select  # noqa: E402
 
+from sigshare.client.hub_client import HubClient  # noqa: E402
 from sigshare.hub.storage import make_engine, migrate, session_scope  # noqa: E402
 from sigshare.hub.storage.models import (  # noqa: E402
     AuditLogRow,
@@ -64,11 +65,10 @@ from sigshare.hub.storage.models import (  # noqa: E402
     KindParametersRow,
     MinHashParametersRow,
     PrincipalRow,
+    QueryLedgerRow,
     SharedIndicatorRow,
     SubmissionRow,
 )
-from sigshare.client.hub_client import HubClient  # noqa: E402
-from sigshare.hub.storage.models import QueryLedgerRow  # noqa: E402
 from sigshare.sketch.prf import TOKEN_BYTES  # noqa: E402
 from sigshare.v1 import hub_pb2 as pb  # noqa: E402
 
@@ -384,11 +384,13 @@ class FuzzHub:
         if who is None:
             return ()
         if who in self.hub.credentials:
-            return self.hub.metadata(who)
+            metadata: tuple[tuple[str, str], ...] = self.hub.metadata(who)
+            return metadata
         return (("authorization", who),)  # a raw (hostile) authorization value
 
     def role_for(self, method: str) -> str:
-        return ROLE_OF_SERVICE[method.strip("/").split("/")[0]]
+        role: str = ROLE_OF_SERVICE[method.strip("/").split("/")[0]]
+        return role
 
     def call_raw(
         self,
@@ -410,27 +412,27 @@ class FuzzHub:
         responses: list[bytes] = []
         try:
             if cardinality == "stream" and method in SERVER_STREAMING:
-                bidi = channel.stream_stream(
+                bidi: grpc.StreamStreamMultiCallable[Any, Any] = channel.stream_stream(
                     method, request_serializer=None, response_deserializer=None
                 )
-                stream = bidi(iter(payloads), timeout=timeout, metadata=metadata)
-                for index, response in enumerate(stream):
+                replies = bidi(iter(payloads), timeout=timeout, metadata=metadata)
+                for index, response in enumerate(replies):
                     responses.append(response)
                     if cancel_after is not None and index + 1 >= cancel_after:
-                        stream.cancel()
+                        replies.cancel()
                         return Outcome(
                             grpc.StatusCode.CANCELLED, "cancelled", tuple(responses), caller
                         )
             elif cardinality == "stream":
-                call = channel.stream_unary(
+                upload: grpc.StreamUnaryMultiCallable[Any, Any] = channel.stream_unary(
                     method, request_serializer=None, response_deserializer=None
                 )
-                responses.append(call(iter(payloads), timeout=timeout, metadata=metadata))
+                responses.append(upload(iter(payloads), timeout=timeout, metadata=metadata))
             elif method in SERVER_STREAMING:
-                call = channel.unary_stream(
+                download: grpc.UnaryStreamMultiCallable[Any, Any] = channel.unary_stream(
                     method, request_serializer=None, response_deserializer=None
                 )
-                stream = call(payloads[0], timeout=timeout, metadata=metadata)
+                stream = download(payloads[0], timeout=timeout, metadata=metadata)
                 for index, response in enumerate(stream):
                     responses.append(response)
                     if cancel_after is not None and index + 1 >= cancel_after:
@@ -439,10 +441,10 @@ class FuzzHub:
                             grpc.StatusCode.CANCELLED, "cancelled", tuple(responses), caller
                         )
             else:
-                call = channel.unary_unary(
+                unary: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
                     method, request_serializer=None, response_deserializer=None
                 )
-                responses.append(call(payloads[0], timeout=timeout, metadata=metadata))
+                responses.append(unary(payloads[0], timeout=timeout, metadata=metadata))
         except grpc.RpcError as error:
             failed: Any = error
             return Outcome(failed.code(), failed.details() or "", tuple(responses), caller)
@@ -459,7 +461,7 @@ class FuzzHub:
             yield from payloads
             release.wait(RPC_TIMEOUT)
 
-        bidi = self.hub.channel.stream_stream(
+        bidi: grpc.StreamStreamMultiCallable[Any, Any] = self.hub.channel.stream_stream(
             method, request_serializer=None, response_deserializer=None
         )
         stream = bidi(requests(), timeout=RPC_TIMEOUT, metadata=self.metadata(who))

@@ -392,9 +392,13 @@ def _submit(hub: FuzzHub, data: st.DataObject) -> None:
     payload = mutate(base, how, data)
     sha = hashlib.sha256(payload).digest()
     header = pb.SubmitHeader(
-        format=data.draw(
-            st.sampled_from([pb.SKETCH_FORMAT_BLOOM_V1 if bloom else pb.SKETCH_FORMAT_CLUSTERS_V1])
-            | st.integers(0, 2**31 - 1)
+        format=pb.SketchFormat.ValueType(
+            data.draw(
+                st.sampled_from(
+                    [pb.SKETCH_FORMAT_BLOOM_V1 if bloom else pb.SKETCH_FORMAT_CLUSTERS_V1]
+                )
+                | st.integers(0, 2**31 - 1)
+            )
         ),
         kind=data.draw(st.sampled_from([hubtest.EMAIL if bloom else hubtest.PROMPT]) | kinds),
         key_id=data.draw(st.sampled_from([hubtest.KEY_ID]) | key_ids),
@@ -530,9 +534,7 @@ def token_material(draw: st.DrawFn, hub: FuzzHub) -> bytes:
     bytes, repeats, and sometimes a bulk of pseudo-random tokens up to past the capacity."""
     own = {m: hub.own_tokens(m) for m in fuzzing.SUBMITTERS}
     pick = st.sampled_from(fuzzing.SUBMITTERS).flatmap(
-        lambda m: st.integers(0, len(own[m]) // 16 - 1).map(
-            lambda i: own[m][16 * i : 16 * i + 16]  # noqa: B023 (m is the flatmap's own)
-        )
+        lambda m: st.integers(0, len(own[m]) // 16 - 1).map(lambda i: own[m][16 * i : 16 * i + 16])
     )
     pieces = draw(
         st.lists(
@@ -559,7 +561,7 @@ def token_material(draw: st.DrawFn, hub: FuzzHub) -> bytes:
     return material
 
 
-def resolve_stream(
+def resolve_stream(  # noqa: PLR0911 (one return per shape)
     data: st.DataObject, header: pb.ResolveHeader, material: bytes, shape: str
 ) -> list[pb.ResolveRequest]:
     head = pb.ResolveRequest(header=header)
@@ -612,8 +614,9 @@ def check_resolve_effect(
     Returns whether the ledger was updated."""
     after = hub.snapshot()
     assert after.queries_of_others(who) == before.queries_of_others(who)
-    rest = dict(ledgers=(), asked=())
-    assert dataclasses.replace(after, **rest) == dataclasses.replace(before, **rest)
+    assert dataclasses.replace(after, ledgers=(), asked=()) == dataclasses.replace(
+        before, ledgers=(), asked=()
+    )
     old = fuzzing.ledger_times(before, who)
     new = fuzzing.ledger_times(after, who)
     if new == old:
@@ -665,7 +668,8 @@ def _resolve(hub: FuzzHub, data: st.DataObject) -> None:
     assert (answers.status, answers.others) == (status, others)
     summary = answers.summary
     assert (summary.kind, summary.key_id, summary.quorum) == (hubtest.EMAIL, hubtest.KEY_ID, 2)
-    assert summary.answered == status.count(0) and summary.not_held == status.count(1)
+    assert summary.answered == status.count(0)
+    assert summary.not_held == status.count(1)
     assert summary.over_budget == 0
     assert summary.submission_tokens <= summary.submission_budget == len(hub.forum.sets[who])
     assert summary.day_tokens <= summary.day_budget == hubtest.EMAIL_CAPACITY

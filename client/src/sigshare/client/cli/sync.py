@@ -143,6 +143,12 @@ def _pull_document(report: PullReport) -> dict[str, Any]:
         "shared_indicators": report.shared_indicators,
         "campaigns": report.campaigns,
         "campaign_clusters": report.campaign_clusters,
+        "over_budget": report.over_budget,
+        "budget_frees_at": {
+            kind: None if moment is None else moment.isoformat()
+            for kind, moment in report.budget_frees_at.items()
+        },
+        "not_held": report.not_held,
     }
 
 
@@ -161,6 +167,24 @@ def _push_line(report: PushReport) -> str:
 def _pull_line(report: PullReport) -> str:
     shared = sum(report.shared_indicators.values())
     return f"{shared:,} shared indicators, {report.campaigns:,} campaigns"
+
+
+def _warn_unanswered(console: Console, report: PullReport) -> None:
+    """Tell the member about values the hub did not answer this time (never silently)."""
+    if console.json_output:
+        return
+    for kind, count in sorted(report.over_budget.items()):
+        frees = report.budget_frees_at.get(kind)
+        when = f" after {frees.isoformat(timespec='minutes')}" if frees else ""
+        console.warn(
+            f"{kind}: the hub's query budget is spent: {count:,} values were not asked about "
+            f"this time (earlier answers kept); the next pull{when} asks again"
+        )
+    for kind, count in sorted(report.not_held.items()):
+        console.warn(
+            f"{kind}: the hub's copy of your filter does not hold {count:,} of your values: "
+            "run `sigshare push` (or `sync` with your files) to send the current filter"
+        )
 
 
 def _run_push(
@@ -216,6 +240,7 @@ def pull(config_file: Path | None, json_output: bool) -> None:
     started = time.perf_counter()
     with _session(console, config_file, "pull") as session:
         report = session.job.pull()
+    _warn_unanswered(console, report)
     document = _pull_document(report)
     document["seconds"] = round(time.perf_counter() - started, 2)
     _emit(console, document, f"pulled: {_pull_line(report)} ({document['seconds']} s)")
@@ -243,6 +268,7 @@ def sync(
         pulled = session.job.pull()
         timings = dict(session.job.timer.seconds)
         rejects = session.config.rejects_path
+    _warn_unanswered(console, pulled)
     document = {
         "push": _push_document(pushed, rejects),
         "pull": _pull_document(pulled),
@@ -293,7 +319,10 @@ def matches(kind: str | None, config_file: Path | None, json_output: bool) -> No
     console.table(
         "shared indicators (your values other members hold too)",
         ["kind", "value", "category", "other members"],
-        [[i.kind, i.value, i.category or "-", str(i.others)] for i in indicators],
+        [
+            [i.kind, i.value, i.category or "-", ", ".join(i.other_names) or str(i.others)]
+            for i in indicators
+        ],
     )
     console.table(
         "shared campaigns (your prompt clusters other members see too)",

@@ -12,7 +12,9 @@ Repeating a token costs nothing. A request is charged in order of the tokens' fi
 the longest prefix that fits both budgets is answered, and after it only tokens that cost
 nothing; the rest are over budget and leave no trace. The ledger keeps, per distinct token, when
 it was last asked, sorted by token so that a request is merged in ``O(n log n)`` without Python
-loops; entries older than both the window and the current submission are dropped.
+loops; entries older than both the window and the current submission are dropped. A request
+that only repeats earlier tokens changes their times, not the tokens, so storage rewrites only
+the times (4 bytes a token) then.
 
 Pure computation: the storage layer keeps the encoded ledger (:meth:`QueryLedger.encode`).
 """
@@ -27,6 +29,7 @@ import numpy.typing as npt
 from sigshare.sketch.prf import TOKEN_BYTES, TokenArray
 
 DAY_SECONDS = 86_400
+_MAX_TIME = 2**32 - 1
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
 
@@ -35,22 +38,27 @@ class LedgerFormatError(ValueError):
     """Stored ledger bytes do not decode (storage corruption)."""
 
 
-def _sorted_order(hi: _U64, lo: _U64) -> _I64:
-    """A stable order of ``(hi, lo)`` pairs, ascending.
+def _sorted_order(hi: _U64, lo: _U64, presorted: int = 0) -> _I64:
+    """A stable order of ``(hi, lo)`` pairs, ascending; the first ``presorted`` rows are
+    already in order (the ledger), so sorting the rest and merging the two runs is linear.
 
-    Sorting by ``hi`` alone is exact unless two rows share it; those rows (rare for PRF outputs,
-    but a request can be crafted) are re-sorted by ``(hi, lo)`` among themselves. Both sorts are
-    stable, so equal tokens keep their input order.
+    Sorting by ``hi`` alone is exact unless rows that share it differ in ``lo``; only those runs
+    (rare for PRF outputs, but a request can be crafted) are re-sorted by ``(hi, lo)``. Both
+    sorts are stable, so equal tokens keep their input order (the ledger's row first).
     """
-    order: _I64 = np.argsort(hi, kind="stable")
-    sorted_hi = hi[order]
-    tie = np.zeros(len(order), dtype=np.bool_)
-    if len(order) > 1:
-        same = sorted_hi[1:] == sorted_hi[:-1]
-        tie[1:] |= same
-        tie[:-1] |= same
-    if tie.any():
-        at = np.flatnonzero(tie)
+    rest = presorted + np.argsort(hi[presorted:], kind="stable")
+    order: _I64 = np.concatenate([np.arange(presorted, dtype=np.int64), rest])
+    order = order[np.argsort(hi[order], kind="stable")]  # two sorted runs: a merge
+    sorted_hi, sorted_lo = hi[order], lo[order]
+    if len(order) < 2:
+        return order
+    starts = np.flatnonzero(np.r_[True, sorted_hi[1:] != sorted_hi[:-1]])
+    if len(starts) == len(order):
+        return order
+    mixed = np.minimum.reduceat(sorted_lo, starts) != np.maximum.reduceat(sorted_lo, starts)
+    if mixed.any():
+        run = np.cumsum(np.r_[True, sorted_hi[1:] != sorted_hi[:-1]]) - 1
+        at = np.flatnonzero(mixed[run])
         rows = order[at]
         order[at] = rows[np.lexsort((lo[rows], hi[rows]))]
     return order
@@ -76,6 +84,8 @@ class Charge:
     day_frees_at: int | None
     """When refused tokens exceeded the 24-hour budget: when its oldest entry leaves it."""
     ledger: QueryLedger
+    tokens_changed: bool
+    """Whether the ledger's tokens changed (entries added or dropped), not only their times."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +105,26 @@ class QueryLedger:
     def __len__(self) -> int:
         return len(self.hi)
 
-    def encode(self) -> tuple[bytes, bytes]:
-        """``(tokens, asked_at)``: 16 bytes per token as sent, 8 bytes (int64 LE) per time."""
+    def encode_tokens(self) -> bytes:
+        """16 bytes per token, as sent, in ledger order."""
         tokens = np.empty((len(self), 2), dtype="<u8")
         tokens[:, 0] = self.hi
         tokens[:, 1] = self.lo
-        return tokens.tobytes(), self.asked_at.astype("<i8").tobytes()
+        return tokens.tobytes()
+
+    def encode_times(self) -> bytes:
+        """4 bytes (uint32 LE Unix seconds, good until 2106) per token, in ledger order."""
+        if len(self) and (self.asked_at.min() < 0 or self.asked_at.max() > _MAX_TIME):
+            raise LedgerFormatError("a query time outside 1970-2106")
+        return self.asked_at.astype("<u4").tobytes()
+
+    def encode(self) -> tuple[bytes, bytes]:
+        """``(tokens, asked_at)``: :meth:`encode_tokens` and :meth:`encode_times`."""
+        return self.encode_tokens(), self.encode_times()
 
     @classmethod
     def decode(cls, tokens: bytes, asked_at: bytes) -> QueryLedger:
-        if len(tokens) % TOKEN_BYTES or len(asked_at) != len(tokens) // 2:
+        if len(tokens) % TOKEN_BYTES or len(asked_at) != len(tokens) // 4:
             raise LedgerFormatError(
                 f"query ledger of {len(tokens)} token bytes and {len(asked_at)} time bytes"
             )
@@ -112,7 +132,7 @@ class QueryLedger:
         ledger = cls(
             words[:, 0].astype(np.uint64),
             words[:, 1].astype(np.uint64),
-            np.frombuffer(asked_at, dtype="<i8").astype(np.int64),
+            np.frombuffer(asked_at, dtype="<u4").astype(np.int64),
         )
         if len(ledger) > 1:
             order_ok = (ledger.hi[1:] > ledger.hi[:-1]) | (
@@ -145,7 +165,7 @@ class QueryLedger:
         req_hi, req_lo = _halves(tokens)
         hi = np.concatenate([self.hi, req_hi])
         lo = np.concatenate([self.lo, req_lo])
-        order = _sorted_order(hi, lo)
+        order = _sorted_order(hi, lo, presorted=n_old)
         hi, lo = hi[order], lo[order]
         new_group = np.ones(len(order), dtype=np.bool_)
         if len(order) > 1:
@@ -188,6 +208,7 @@ class QueryLedger:
         keep_since = min(submission_since, day_since)
         keep = new_asked >= keep_since
         ledger = QueryLedger(hi[first_row][keep], lo[first_row][keep], new_asked[keep])
+        tokens_changed = bool(keep.sum() != n_old or (~from_ledger & keep).any())
         frees_at = None
         if day_limited:
             in_window = ledger.asked_at[ledger.asked_at >= day_since]
@@ -199,4 +220,5 @@ class QueryLedger:
             day_tokens=ledger.count_since(day_since),
             day_frees_at=frees_at,
             ledger=ledger,
+            tokens_changed=tokens_changed,
         )

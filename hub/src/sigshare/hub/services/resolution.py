@@ -175,7 +175,7 @@ def _answer(
     counts = holder_counts(others_masks)
 
     ledger_repository = QueryLedgerRepository(session)
-    ledger = ledger_repository.get_for_update(member.id, params.kind)
+    ledger = ledger_repository.get_for_update(member.id, params.kind, now)
     held_at = np.flatnonzero(held)
     unix_now = int(now.timestamp())
     charge = ledger.charge(
@@ -191,7 +191,9 @@ def _answer(
             f"more than the {snapshot.own.declared_count} values it declares: ask only about "
             "your own values"
         )
-    ledger_repository.put(member.id, params.kind, charge.ledger, now)
+    ledger_repository.put(
+        member.id, params.kind, charge.ledger, now, tokens_changed=charge.tokens_changed
+    )
     SubmissionRepository(session).set_tokens_asked(snapshot.own.id, charge.submission_tokens)
 
     status = np.full(len(tokens), TokenStatus.NOT_HELD, dtype=np.uint8)

@@ -1,15 +1,16 @@
 """Members' query ledgers: the tokens each member asked about per kind, and when.
 
 One row per member and kind holds the whole ledger (``sigshare.hub.engine.query_ledger``), read
-with a row lock and rewritten once per request: a member's requests for a kind are serialised,
-different members' requests are not.
+with a row lock and rewritten once per request (only its times when no token was added or
+dropped): a member's requests for a kind are serialised, different members' requests are not.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,30 +24,64 @@ class QueryLedgerRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def get_for_update(self, member_id: int, kind: str) -> QueryLedger:
-        """The member's ledger for ``kind`` (empty if none), locked until the transaction ends."""
+    def get_for_update(self, member_id: int, kind: str, at: datetime) -> QueryLedger:
+        """The member's ledger for ``kind`` (empty if none), locked until the transaction ends.
+
+        The row is created first if missing, so two first requests of one member lock the same
+        row (one waits for the other's insert) instead of both starting from an empty ledger.
+        """
+        empty = QueryLedger.empty()
+        dialect = self._session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._session.execute(
+            insert(QueryLedgerRow)
+            .values(
+                member_id=member_id,
+                kind=kind,
+                entries=0,
+                tokens=empty.encode_tokens(),
+                asked_at=empty.encode_times(),
+                updated_at=utc(at),
+            )
+            .on_conflict_do_nothing(index_elements=["member_id", "kind"])
+        )
         row = self._session.execute(
             select(QueryLedgerRow.tokens, QueryLedgerRow.asked_at)
             .where(QueryLedgerRow.member_id == member_id, QueryLedgerRow.kind == kind)
             .with_for_update()
         ).one_or_none()
-        if row is None:
-            return QueryLedger.empty()
+        if row is None:  # only if a concurrent transaction deleted it: nothing does
+            return empty
         try:
             return QueryLedger.decode(row.tokens, row.asked_at)
         except LedgerFormatError as error:
             raise ConflictError(f"query ledger of {kind!r} is unreadable: {error}") from None
 
-    def put(self, member_id: int, kind: str, ledger: QueryLedger, at: datetime) -> None:
-        tokens, asked_at = ledger.encode()
-        values = {
-            "member_id": member_id,
-            "kind": kind,
+    def put(
+        self,
+        member_id: int,
+        kind: str,
+        ledger: QueryLedger,
+        at: datetime,
+        *,
+        tokens_changed: bool = True,
+    ) -> None:
+        """Store the member's ledger for ``kind``; ``tokens_changed=False`` rewrites only the
+        times (the caller read the row with :meth:`get_for_update` and added no token)."""
+        values: dict[str, object] = {
             "entries": len(ledger),
-            "tokens": tokens,
-            "asked_at": asked_at,
+            "asked_at": ledger.encode_times(),
             "updated_at": utc(at),
         }
+        if not tokens_changed:
+            result = self._session.execute(
+                update(QueryLedgerRow)
+                .where(QueryLedgerRow.member_id == member_id, QueryLedgerRow.kind == kind)
+                .values(values)
+            )
+            if cast(CursorResult[Any], result).rowcount == 1:
+                return
+        values.update(member_id=member_id, kind=kind, tokens=ledger.encode_tokens())
         dialect = self._session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(QueryLedgerRow).values(values)
