@@ -267,11 +267,14 @@ def test_member_add_json_and_the_credential_is_never_shown_again(sqlite_url: str
     assert principal.created_at.isoformat() == document["created_at"]
 
 
-def _forum_size_warning(members: int, at_capacity: float) -> str:
+def _forum_size_warning(members: int, at_capacity: float, compared: str = "above") -> str:
+    """The warning for ``email`` published with --fpr 0.01 --max-members 3."""
     return (
-        f"the forum now has {members} members; email filters are sized for 3 (false-shared rate "
-        f"at capacity {at_capacity:.3g}): raise it with "
-        f"`sigshare-hub params set email … --max-members {members}`"
+        f"email: the forum has {members} members but its filters are sized for 3: with every "
+        "filter full, a value no other member holds would be reported as shared at a rate of "
+        f"{at_capacity:.3g}, {compared} the published 0.01; raise it with "
+        f"`sigshare-hub params set email … --max-members {members}` (members then rebuild "
+        "their filters)"
     )
 
 
@@ -291,7 +294,7 @@ def test_member_add_warns_once_the_members_exceed_a_kinds_forum_size(sqlite_url:
     # Four members, filters sized for three: a value no other member holds is reported as
     # shared when any of the three other filters (each at 0.01/2 at capacity) misfires.
     four = false_shared_probability([0.01 / 2] * 3, 1)
-    assert f"{four:.3g}" == "0.0149"  # 1 − 0.995³
+    assert f"{four:.3g}" == "0.0149"  # 1 − 0.995³, above the published 0.01
     fourth = hub(sqlite_url, "member", "add", "m4")
     assert fourth.exit_code == 0, fourth.output
     credential = fourth.stdout.removesuffix("\n")
@@ -305,14 +308,15 @@ def test_member_add_warns_once_the_members_exceed_a_kinds_forum_size(sqlite_url:
     five = false_shared_probability([0.01 / 2] * 4, 1)
     assert hub_json(sqlite_url, "member", "add", "m5")["warnings"] == [_forum_size_warning(5, five)]
     shown = hub(sqlite_url, "params", "show")
-    assert shown.exit_code == 0
-    assert shown.stderr == (
-        "warning: email: the forum has 5 members but its filters are sized for 3: the "
-        f"false-shared rate at capacity is {five:.3g}, above the published rate; raise "
-        "--max-members (members then rebuild their filters)\n"
-    )
+    assert (shown.exit_code, shown.stderr) == (0, f"warning: {_forum_size_warning(5, five)}\n")
     rate = hub_json(sqlite_url, "params", "show")["kinds"][0]["false_shared_rate"]
     assert (rate["members"], rate["at_capacity"], rate["over_forum_size"]) == (5, five, True)
+
+    # At quorum 3 two of the four other filters must misfire: 5 members stay within the rate.
+    quorum_three = hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--quorum", "3")
+    within = false_shared_probability([0.01 / 2] * 4, 2)
+    assert within < 0.01
+    assert quorum_three.stderr == f"warning: {_forum_size_warning(5, within, 'still within')}\n"
 
 
 def test_member_add_refuses_a_duplicate_and_prints_no_credential(sqlite_url: str) -> None:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import grpc
@@ -295,9 +296,9 @@ def test_resolutions_match_the_exact_oracle_at_quorum_2_then_3(hub: RunningHub) 
         assert false_positive_allowance(forum, member) == 0  # fill^k ≈ 1e-27 per item
 
     for member in MEMBERS:
-        result = resolve_email(clients[member], forum, member)
-        assert result.members == len(MEMBERS)
-        counts = resolved_counts(forum, member, result, quorum=2)
+        answers = resolve_email(clients[member], forum, member)
+        assert answers.members == len(MEMBERS)
+        counts = resolved_counts(forum, member, answers, quorum=2)
         # Items nobody else holds resolve to 0, the others to exactly their other holders.
         assert by_true_count(forum, member, counts) == {0: {0}, 1: {1}, 2: {2}, 3: {3}}
 
@@ -307,9 +308,9 @@ def test_resolutions_match_the_exact_oracle_at_quorum_2_then_3(hub: RunningHub) 
         assert clients[member].get_parameters().bloom[EMAIL].quorum == 3
         assert submit_email(clients[member], forum, member).duplicate
     for member in MEMBERS:
-        result = resolve_email(clients[member], forum, member)
-        assert result.members == len(MEMBERS)
-        counts = resolved_counts(forum, member, result, quorum=3)
+        answers = resolve_email(clients[member], forum, member)
+        assert answers.members == len(MEMBERS)
+        counts = resolved_counts(forum, member, answers, quorum=3)
         # Items held by one other member (2 in all) now fall below the quorum and read 0.
         assert by_true_count(forum, member, counts) == {0: {0}, 1: {0}, 2: {2}, 3: {3}}
 
@@ -698,9 +699,7 @@ def test_roles_are_confined_to_their_services(hub: RunningHub) -> None:
 def test_health_is_open_and_reflection_needs_a_credential(hub: RunningHub) -> None:
     for service in ("", "sigshare.v1.MemberService", "sigshare.v1.ReviewService"):
         health: Any = hub.health_stub  # grpc_health ships no type stubs
-        response = health.Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT
-        )
+        response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
         assert response.status == health_pb2.HealthCheckResponse.SERVING
     reflection: Any = reflection_pb2_grpc.ServerReflectionStub(hub.channel)  # no type stubs
 
@@ -1567,11 +1566,8 @@ def test_resolve_refuses_a_kind_not_enabled_another_key_epoch_and_a_member_witho
         "no filter of the kind": ("m2", EMAIL, KEY_ID, "submit a filter of kind email"),
     }
     for name, (member, kind, key_id, fragment) in cases.items():
-        code, message = refusal(
-            lambda m=member, k=kind, i=key_id: raw_resolve(
-                hub, m, resolve_stream(own, kind=k, key_id=i)
-            )
-        )
+        chunks = resolve_stream(own, kind=kind, key_id=key_id)
+        code, message = refusal(partial(raw_resolve, hub, member, chunks))
         assert (code, fragment in message) == (grpc.StatusCode.FAILED_PRECONDITION, True), name
 
     # A filter made under parameters that are no longer published is no filter either.
@@ -1713,7 +1709,7 @@ def test_resolve_streams_must_carry_exactly_the_announced_tokens(hub: RunningHub
         "empty stream": ([], "a resolve stream starts with its header"),
     }
     for name, (chunks, fragment) in cases.items():
-        code, message = refusal(lambda c=chunks: raw_resolve(hub, "m1", c))
+        code, message = refusal(partial(raw_resolve, hub, "m1", chunks))
         assert (code, fragment in message) == (invalid, True), (name, message)
     assert ledger_entries(hub, "m1") == 0
     assert resolution_reads(hub) == []
@@ -1724,8 +1720,8 @@ def test_more_distinct_held_tokens_than_the_filter_declares_are_refused_and_chan
 ) -> None:
     """The per-request rule: a member asks about at most the values its filter says it holds.
 
-    A filter of 1,200 values declaring 1,199 passes the fill check (one item moves the fill by
-    about one standard deviation), so its owner can ask about 1,200 held tokens at once.
+    A filter of 1,200 values declaring 1,199 passes the fill check (one item is k = 15 bits,
+    under one standard deviation of the fill), so its owner can ask about 1,200 held tokens.
     """
     values = [f"bulk{i:05d}@example.com" for i in range(1200)]
     forum = email_forum({"m1": frozenset(values)})

@@ -11,6 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, Table, func, insert, inspect, select
+from sqlalchemy.pool import QueuePool
 
 from sigshare.hub.domain import KindParameters, SubmissionStatus
 from sigshare.hub.errors import DatabaseNotMigratedError
@@ -145,7 +146,9 @@ def test_sqlite_foreign_keys_are_back_on_after_migrating(tmp_path: Path) -> None
     migrate.upgrade(engine)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    assert engine.pool.checkedin() == 1  # the very connection the migration used
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    assert pool.checkedin() == 1  # the very connection the migration used
     engine.dispose()
 
 

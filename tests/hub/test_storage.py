@@ -146,7 +146,9 @@ def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path: Path)
         holder.exec_driver_sql("SELECT 1")  # a read, yet BEGIN IMMEDIATE took the write lock
         with second.connect() as waiter:
             # Set before the connection begins, or BEGIN would wait the full 30 s.
-            waiter.connection.driver_connection.execute("PRAGMA busy_timeout = 0")
+            driver = waiter.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA busy_timeout = 0")
             with pytest.raises(OperationalError, match="locked"):
                 waiter.exec_driver_sql("SELECT 1")
     first.dispose()
@@ -1083,7 +1085,7 @@ def test_audit_hash_covers_every_field() -> None:
         "details": {"x": 1},
     }
     reference = audit_entry_hash(GENESIS_HASH, **base)
-    variants = [
+    variants: list[dict[str, Any]] = [
         {"at": T0 + timedelta(microseconds=1)},
         {"actor": "admin2"},
         {"action": "b"},

@@ -56,6 +56,7 @@ import hubtest as hubtest  # noqa: E402, PLC0414 (an explicit re-export for the 
 from sqlalchemy import Engine, func, select  # noqa: E402
 
 from sigshare.client.hub_client import HubClient  # noqa: E402
+from sigshare.hub.engine.query_ledger import QueryLedger  # noqa: E402
 from sigshare.hub.storage import make_engine, migrate, session_scope  # noqa: E402
 from sigshare.hub.storage.models import (  # noqa: E402
     AuditLogRow,
@@ -611,13 +612,17 @@ def fuzz_hub(tmp: Path) -> Iterator[FuzzHub]:
 
 
 def ledger_times(snapshot: Snapshot, member: str) -> dict[bytes, int]:
-    """``member``'s e-mail query ledger in ``snapshot``: token → when it was last asked."""
+    """``member``'s e-mail query ledger in ``snapshot``: token → when it was last asked (Unix
+    seconds), decoded as the hub decodes it."""
     for name, kind, entries, tokens, asked_at, _ in snapshot.ledgers:
         if (name, kind) == (member, hubtest.EMAIL):
-            times = np.frombuffer(asked_at, dtype="<i8").tolist()
+            ledger = QueryLedger.decode(tokens, asked_at)
+            words = np.empty((len(ledger), 2), dtype="<u8")
+            words[:, 0], words[:, 1] = ledger.hi, ledger.lo
+            raw = words.tobytes()
             found = {
-                tokens[i : i + TOKEN_BYTES]: int(t)
-                for i, t in zip(range(0, len(tokens), TOKEN_BYTES), times, strict=True)
+                raw[TOKEN_BYTES * i : TOKEN_BYTES * (i + 1)]: int(t)
+                for i, t in enumerate(ledger.asked_at.tolist())
             }
             assert len(found) == entries
             return found

@@ -15,7 +15,16 @@ lines), gzip-compressed and gzip garbage. Invariants:
 
 Codecs (``sigshare.sketch.codec``): ``decode_bloom`` and ``decode_signatures`` on mutated valid
 encodings (bit flips, truncation, extension, splices, random) raise only ``SketchError``
-subclasses (``FormatError`` among them).
+subclasses (``FormatError`` among them); a version-1 Bloom encoding (the old bit positions) is
+refused, never read with the new positions.
+
+Resolve answers (``sigshare.client.wire.resolve_from_stream``): what a hostile or broken hub
+sends back for a Resolve — no or a second summary, the wrong kind, chunks whose fields differ in
+length, more or fewer answers than tokens asked, unknown statuses, counts for unanswered tokens,
+tallies that disagree, holder masks too narrow for the names — is refused with
+``HubProtocolError`` and nothing else; a well-formed stream is read exactly. Findings F5 and F6
+(a holder-mask width or a timestamp out of range crashing the client instead) are kept as strict
+expected failures until the client refuses them.
 
 Case budgets: the CI defaults below, or ``SIGSHARE_FUZZ_EXAMPLES=N`` examples per test::
 
@@ -28,7 +37,9 @@ Counts of cases run go to ``test-output/fuzz-cases.json``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
+import itertools
 import json
 import os
 import tempfile
@@ -37,9 +48,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sigshare.client import wire
+from sigshare.client.errors import HubProtocolError
+from sigshare.client.hub_types import ResolveResult
 from sigshare.client.inputs import (
     InputFormatError,
     InputRejectReason,
@@ -55,9 +70,10 @@ from sigshare.sketch.codec import (
     encode_bloom,
     encode_signatures,
 )
-from sigshare.sketch.errors import SketchError
+from sigshare.sketch.errors import FormatError, SketchError
 from sigshare.sketch.kinds import KIND_NAMES, get_kind
 from sigshare.sketch.prf import KeyedPRF
+from sigshare.v1 import hub_pb2 as pb
 
 from . import fuzzing
 from .fuzzing import counted, fuzz_settings
@@ -457,9 +473,14 @@ def test_prompt_files_of_arbitrary_unicode(workdir: Path) -> None:
 BLOOM = BloomParams.for_capacity("email", "epoch-1", 2_000, 1e-3)
 
 
-def _bloom_encodings() -> list[bytes]:
+def _bloom() -> KeyedBloomFilter:
     bloom = KeyedBloomFilter(BLOOM, KeyedPRF(b"k" * 32))
     bloom.add([f"user{i}@example.org" for i in range(150)])
+    return bloom
+
+
+def _bloom_encodings() -> list[bytes]:
+    bloom = _bloom()
     return [encode_bloom(bloom, compress=True), encode_bloom(bloom, compress=False)]
 
 
@@ -520,6 +541,199 @@ def _decode_signatures(data: st.DataObject) -> None:
 
 def test_decode_signatures_mutated() -> None:
     _decode_signatures()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_version_1_bloom_encoding_is_refused(compress: bool) -> None:
+    """v1 filters set different bits for the same tokens: reading one would be silently wrong."""
+    blob = bytearray(encode_bloom(_bloom(), compress=compress))
+    assert blob[:5] == b"SGBF\x02"
+    blob[4] = 1
+    with pytest.raises(FormatError, match="version 1 uses the old bit positions"):
+        decode_bloom(bytes(blob), BLOOM)
+
+
+# ---------------------------------------------------------------------------------- Resolve answers
+
+KIND, KEY_ID = "email", "epoch-1"
+
+
+@dataclasses.dataclass
+class AnswerStream:
+    """A drawn Resolve answer stream and whether a correct client must accept it."""
+
+    messages: list[pb.ResolveResponse]
+    count: int
+    well_formed: bool
+    lenient: bool
+    """Well-formed but for holder masks wider than the names need: accepting or refusing it are
+    both correct (the hub sends the exact width)."""
+    status: bytes
+    others: bytes
+    holders: bytes
+    mask_bytes: int
+    names: tuple[str, ...]
+
+
+def _counts(status: bytes) -> tuple[int, int, int]:
+    return status.count(0), status.count(1), status.count(2)
+
+
+@st.composite
+def answer_streams(draw: st.DrawFn) -> AnswerStream:
+    count = draw(st.integers(0, 40), label="count")
+    names = tuple(draw(st.lists(st.sampled_from(["m2", "m3", "m4", "x" * 9]), max_size=10)))
+    needed = -(-len(names) // 8)
+    mask_bytes = draw(
+        st.sampled_from([needed, needed, needed, 0, needed + 1, max(needed - 1, 0), 3]),
+        label="mask bytes",
+    )
+    total = draw(st.sampled_from([count] * 6 + [count + 1, max(count - 1, 0)]), label="total")
+    status = bytearray(draw(st.lists(st.sampled_from([0, 1, 2]), min_size=total, max_size=total)))
+    if draw(st.integers(0, 7), label="bad status?") == 0 and status:
+        status[draw(st.integers(0, len(status) - 1))] = draw(st.integers(3, 255))
+    others = bytearray(draw(st.integers(0, 31)) if code == 0 else 0 for code in status)
+    if draw(st.integers(0, 7), label="stray count?") == 0 and others:
+        others[draw(st.integers(0, len(others) - 1))] = draw(st.integers(1, 255))
+    holders = bytearray(draw(st.binary(min_size=total * mask_bytes, max_size=total * mask_bytes)))
+    answered, not_held, over = _counts(bytes(status))
+    tallies = draw(
+        st.sampled_from(["right"] * 5 + ["wrong"]).flatmap(
+            lambda how: (
+                st.just((answered, not_held, over))
+                if how == "right"
+                else st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(0, 50))
+            )
+        ),
+        label="tallies",
+    )
+    summary = pb.ResolveSummary(
+        kind=draw(st.sampled_from([KIND] * 8 + ["ip"]), label="kind"),
+        key_id=draw(st.sampled_from([KEY_ID] * 8 + ["epoch-2"]), label="key id"),
+        quorum=draw(st.integers(0, 40)),
+        members=draw(st.integers(0, 300)),
+        answered=tallies[0],
+        not_held=tallies[1],
+        over_budget=tallies[2],
+        holder_names=names,
+        holder_mask_bytes=mask_bytes,
+        computed_at=Timestamp(
+            seconds=draw(st.integers(0, 2**33)), nanos=draw(st.integers(0, 999_999_999))
+        ),
+    )
+    # Split the answers into chunks; sometimes one chunk's fields disagree in length.
+    cuts = sorted(draw(st.lists(st.integers(0, total), max_size=4)))
+    bounds = [0, *cuts, total]
+    chunks = [
+        pb.ResolveAnswers(
+            status=bytes(status[a:b]),
+            others=bytes(others[a:b]),
+            holders=bytes(holders[a * mask_bytes : b * mask_bytes]),
+        )
+        for a, b in itertools.pairwise(bounds)
+    ]
+    ragged = draw(st.integers(0, 7), label="ragged?") == 0 and bool(chunks)
+    if ragged:
+        chunk = chunks[draw(st.integers(0, len(chunks) - 1))]
+        field = draw(st.sampled_from(["status", "others", "holders"]))
+        setattr(chunk, field, getattr(chunk, field) + b"\x00")
+    shape = draw(
+        st.sampled_from(["normal"] * 6 + ["no-summary", "second-summary", "summary-last"]),
+        label="shape",
+    )
+    head = pb.ResolveResponse(summary=summary)
+    body = [pb.ResolveResponse(answers=c) for c in chunks]
+    if shape == "normal":
+        messages = [head, *body]
+    elif shape == "no-summary":
+        messages = body
+    elif shape == "second-summary":
+        messages = [head, *body, head]
+    else:
+        messages = [*body, head]
+    bad_status = any(code > 2 for code in status)
+    well_formed = (
+        shape == "normal"
+        and (summary.kind, summary.key_id) == (KIND, KEY_ID)
+        and total == count
+        and mask_bytes >= needed
+        and not ragged
+        and not bad_status
+        and tallies == (answered, not_held, over)
+        and all(o == 0 for code, o in zip(status, others, strict=True) if code != 0)
+    )
+    return AnswerStream(
+        messages=messages,
+        count=count,
+        well_formed=well_formed and mask_bytes == needed,
+        lenient=well_formed and mask_bytes > needed,
+        status=bytes(status),
+        others=bytes(others),
+        holders=bytes(holders),
+        mask_bytes=mask_bytes,
+        names=names,
+    )
+
+
+@fuzz_settings(600)
+@given(stream=answer_streams())
+@counted(f"{MODULE}::test_resolve_answer_streams")
+def _answer_streams(stream: AnswerStream) -> None:
+    result: ResolveResult | None = None
+    try:
+        result = wire.resolve_from_stream(
+            stream.messages, kind=KIND, key_id=KEY_ID, count=stream.count
+        )
+    except HubProtocolError:
+        assert not stream.well_formed, "refused a well-formed answer stream"
+        return
+    assert stream.well_formed or stream.lenient, "accepted a malformed answer stream"
+    assert result.status.tobytes() == stream.status
+    assert result.others.tobytes() == stream.others
+    assert result.holder_names == stream.names
+    if stream.mask_bytes:
+        assert result.holders is not None
+        assert result.holders.shape == (stream.count, stream.mask_bytes)
+        assert result.holders.tobytes() == stream.holders
+    else:
+        assert result.holders is None
+
+
+def test_resolve_answer_streams() -> None:
+    _answer_streams()
+
+
+def _summary_only(summary: pb.ResolveSummary) -> list[pb.ResolveResponse]:
+    summary.kind, summary.key_id = KIND, KEY_ID
+    return [pb.ResolveResponse(summary=summary)]
+
+
+@pytest.mark.xfail(
+    raises=MemoryError,
+    reason="finding F5: the client sizes its holder buffer by the hub's holder_mask_bytes "
+    "without an upper bound (fix: require holder_mask_bytes == ceil(len(holder_names) / 8))",
+)
+def test_finding_f5_a_holder_mask_wider_than_the_names_need_is_refused() -> None:
+    messages = _summary_only(pb.ResolveSummary(holder_names=["m2"], holder_mask_bytes=2**32 - 1))
+    with pytest.raises(HubProtocolError):
+        wire.resolve_from_stream(messages, kind=KIND, key_id=KEY_ID, count=100_000)
+
+
+@pytest.mark.xfail(
+    raises=ValueError,
+    reason="finding F6: wire.from_timestamp lets protobuf's ValueError for an out-of-range "
+    "Timestamp escape (fix: turn it into HubProtocolError)",
+)
+@pytest.mark.parametrize(
+    "stamp",
+    [Timestamp(seconds=2**62), Timestamp(seconds=-(2**62)), Timestamp(seconds=0, nanos=-5)],
+    ids=["far-future", "far-past", "negative-nanos"],
+)
+def test_finding_f6_a_timestamp_out_of_range_is_refused(stamp: Timestamp) -> None:
+    with pytest.raises(HubProtocolError):
+        wire.resolve_from_stream(
+            _summary_only(pb.ResolveSummary(computed_at=stamp)), kind=KIND, key_id=KEY_ID, count=0
+        )
 
 
 _BLOOMS = _bloom_encodings()

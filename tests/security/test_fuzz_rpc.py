@@ -526,6 +526,9 @@ RESOLVE_SHAPES = (
     "empty",
 )
 VALID_SHAPES = frozenset({"normal", "empty-chunks"})
+MAX_CHUNKS = 512
+"""Chunks per drawn stream at most: a bulk of 20,000 tokens in 1-byte chunks would take longer
+than the call's deadline to send (the client's cost, not the hub's)."""
 
 
 @st.composite
@@ -566,6 +569,7 @@ def resolve_stream(  # noqa: PLR0911 (one return per shape)
 ) -> list[pb.ResolveRequest]:
     head = pb.ResolveRequest(header=header)
     size = data.draw(st.integers(1, 70_000) | st.sampled_from([16, 1 << 20]), label="chunk")
+    size = max(size, len(material) // MAX_CHUNKS)
     parts = [pb.ResolveRequest(tokens=c) for c in chunked(material, size) if c]
     if shape == "empty-chunks":
         for _ in range(data.draw(st.integers(1, 4), label="empties")):

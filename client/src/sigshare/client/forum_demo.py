@@ -366,7 +366,7 @@ def run_forum_demo(config: DemoConfig) -> DemoReport:
             job.pull()
         for job in jobs:  # and confirms the tokens of what it resolved
             confirmed = job.confirm(job.state.resolved())
-            report.confirmed += sum(accepted for accepted, _, _ in confirmed.values())
+            report.confirmed += sum(result.accepted for result in confirmed.values())
         _score_indicators(report, forum, firms, jobs, rejects)
         _score_campaigns(report, forum, firms, jobs)
         _coordinator_view(report, engine, forum)

@@ -322,6 +322,8 @@ class HubClient:
         safe: a repeated token costs no budget. ``on_progress`` receives the number of tokens
         sent in each chunk; a retry reports again.
         """
+        if len(tokens) % TOKEN_BYTES:
+            raise ValueError(f"tokens are {TOKEN_BYTES} bytes each; got {len(tokens)} bytes")
         count = len(tokens) // TOKEN_BYTES
         timeout = self._timeouts.stream(3 * len(tokens))
         chunk = self._chunk_size(None)

@@ -198,6 +198,11 @@ def _upgrade(connection: sqlite3.Connection, version: int) -> None:
     """Bring a state file of an older client up to :data:`SCHEMA_VERSION`, in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
     try:
+        # Another process may have upgraded the file since we read its version.
+        current = connection.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        version = int(current[0])
         if version < 2:
             # Resolution moved from downloaded count vectors to answers per token; the old
             # summary table had nothing a newer client reads.

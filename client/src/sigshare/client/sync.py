@@ -35,6 +35,7 @@ from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import (
     ClusterInfo,
     ConfirmedToken,
+    ConfirmResult,
     HubParameters,
     PublishedBloom,
     PublishedMinHash,
@@ -617,9 +618,9 @@ class SyncJob:
 
     # -- confirm ----------------------------------------------------------------------------
 
-    def confirm(self, chosen: Sequence[ResolvedIndicator]) -> dict[str, tuple[int, int, int]]:
-        """Offer the tokens of chosen resolved items; per kind ``(accepted, shared, refused)``."""
-        results: dict[str, tuple[int, int, int]] = {}
+    def confirm(self, chosen: Sequence[ResolvedIndicator]) -> dict[str, ConfirmResult]:
+        """Offer the tokens of chosen resolved items; the hub's answer per kind."""
+        results: dict[str, ConfirmResult] = {}
         published = self.parameters()
         for kind in sorted({item.kind for item in chosen}):
             bloom = published.bloom.get(kind)
@@ -635,6 +636,5 @@ class SyncJob:
                 for item in chosen
                 if item.kind == kind
             ]
-            outcome = self.client.confirm(kind, bloom.key_id, tokens)
-            results[kind] = (outcome.accepted, outcome.shared, outcome.not_resolved)
+            results[kind] = self.client.confirm(kind, bloom.key_id, tokens)
         return results

@@ -260,9 +260,9 @@ def resolve_from_stream(
         )
     names = tuple(summary.holder_names)
     mask_bytes = summary.holder_mask_bytes
-    if (names or mask_bytes) and mask_bytes < -(-len(names) // 8):
+    if (names and mask_bytes != -(-len(names) // 8)) or (not names and mask_bytes):
         raise HubProtocolError(
-            f"holder masks of {mask_bytes} bytes cannot name {len(names)} members"
+            f"holder masks of {mask_bytes} bytes do not fit {len(names)} member names"
         )
     status = np.empty(count, dtype=np.uint8)
     others = np.empty(count, dtype=np.uint8)

@@ -51,10 +51,11 @@ def demo(seed: int, firms: int, accounts: int | None, keep: Path | None, json_ou
         accounts = min(3000, SYNTHETIC_ACCOUNTS * 4 // 5 // firms)
     if not 100 <= accounts <= 5000:
         console.abort("--accounts must be between 100 and 5000", ExitCode.USAGE)
-    if accounts * firms > SYNTHETIC_ACCOUNTS * 4 // 5:
+    limit = SYNTHETIC_ACCOUNTS * 4 // 5  # room for the accounts several firms share
+    if accounts * firms > limit:
         console.abort(
-            f"{firms} firms × {accounts} accounts need more than the {SYNTHETIC_ACCOUNTS:,} "
-            "synthetic accounts there are: lower --accounts",
+            f"{firms} firms × {accounts} accounts exceed the {limit:,} the synthetic forum can "
+            f"give (at most {limit // firms:,} per firm): lower --accounts",
             ExitCode.USAGE,
         )
     started = time.perf_counter()

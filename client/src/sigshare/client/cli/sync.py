@@ -177,7 +177,7 @@ def _warn_unanswered(console: Console, report: PullReport) -> None:
         frees = report.budget_frees_at.get(kind)
         when = f" after {frees.isoformat(timespec='minutes')}" if frees else ""
         console.warn(
-            f"{kind}: the hub's query budget is spent: {count:,} values were not asked about "
+            f"{kind}: the hub's query budget is spent: {count:,} values were not answered "
             f"this time (earlier answers kept); the next pull{when} asks again"
         )
     for kind, count in sorted(report.not_held.items()):
@@ -235,7 +235,8 @@ def push(
 @config_option
 @json_option
 def pull(config_file: Path | None, json_output: bool) -> None:
-    """Download this member's resolutions and campaign matches, and resolve them locally."""
+    """Ask the hub which of this member's own values other members hold, and fetch its
+    campaign matches."""
     console = Console(json_output=json_output)
     started = time.perf_counter()
     with _session(console, config_file, "pull") as session:
@@ -375,18 +376,25 @@ def confirm(
         ]
         results = session.job.confirm(chosen)
     document = {
-        kind_name: {"accepted": a, "shared": s, "not_resolved": r}
-        for kind_name, (a, s, r) in results.items()
+        kind_name: {
+            "accepted": r.accepted,
+            "shared": r.shared,
+            "not_resolved": r.not_resolved,
+            "over_budget": r.over_budget,
+        }
+        for kind_name, r in results.items()
     }
-    accepted = sum(a for a, _, _ in results.values())
-    shared = sum(s for _, s, _ in results.values())
-    refused = sum(r for _, _, r in results.values())
-    _emit(
-        console,
-        {"kinds": document, "chosen": len(chosen)},
+    accepted = sum(r.accepted for r in results.values())
+    shared = sum(r.shared for r in results.values())
+    over_budget = sum(r.over_budget for r in results.values())
+    refused = sum(r.not_resolved for r in results.values()) - over_budget
+    line = (
         f"confirmed {accepted:,} of {len(chosen):,} chosen items; {shared:,} are shared "
-        f"indicators now; {refused:,} no longer resolved",
+        f"indicators now; {refused:,} no longer resolved"
     )
+    if over_budget:
+        line += f"; {over_budget:,} not answered (query budget spent: try again later)"
+    _emit(console, {"kinds": document, "chosen": len(chosen)}, line)
 
 
 @click.command()

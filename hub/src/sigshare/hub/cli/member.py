@@ -8,6 +8,7 @@ from rich.text import Text
 from sigshare.client.console import Console
 from sigshare.hub.cli import render
 from sigshare.hub.cli.context import HubContext, format_time, json_option, pass_hub
+from sigshare.hub.cli.params import forum_size_warning
 from sigshare.hub.domain import Principal, Role
 from sigshare.hub.services import parameters, principals
 
@@ -53,26 +54,18 @@ def add(hub: HubContext, name: str, role: str, json_output: bool) -> None:
                 "role": principal.role.value,
                 "created_at": principal.created_at.isoformat(),
                 "credential": credential.token,
-                "warnings": [_oversized(rate) for rate in oversized],
+                "warnings": [forum_size_warning(rate) for rate in oversized],
             }
         )
         return
     console.print(Text(credential.token))
     for rate in oversized:
-        console.warn(_oversized(rate))
+        console.warn(forum_size_warning(rate))
     console.err.print(
         Text(
             f"registered {principal.role.value} {principal.name}; its credential (above) is "
             "shown this once: the hub keeps only a hash of it"
         )
-    )
-
-
-def _oversized(rate: parameters.FalseSharedRate) -> str:
-    return (
-        f"the forum now has {rate.members} members; {rate.kind} filters are sized for "
-        f"{rate.max_members} (false-shared rate at capacity {rate.at_capacity:.3g}): raise it "
-        f"with `sigshare-hub params set {rate.kind} … --max-members {rate.members}`"
     )
 
 

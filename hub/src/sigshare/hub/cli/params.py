@@ -255,12 +255,19 @@ def _kind_document(
 def _warn_forum_size(console: Console, rates: Iterable[service.FalseSharedRate]) -> None:
     for rate in rates:
         if rate.over_forum_size:
-            console.warn(
-                f"{rate.kind}: the forum has {rate.members} members but its filters are sized "
-                f"for {rate.max_members}: the false-shared rate at capacity is "
-                f"{rate.at_capacity:.3g}, above the published rate; raise --max-members "
-                "(members then rebuild their filters)"
-            )
+            console.warn(forum_size_warning(rate))
+
+
+def forum_size_warning(rate: service.FalseSharedRate) -> str:
+    """What ``params`` and ``member add`` say when a forum outgrows a kind's ``max_members``."""
+    compared = "above" if rate.over_published_rate else "still within"
+    return (
+        f"{rate.kind}: the forum has {rate.members} members but its filters are sized for "
+        f"{rate.max_members}: with every filter full, a value no other member holds would be "
+        f"reported as shared at a rate of {rate.at_capacity:.3g}, {compared} the published "
+        f"{rate.forum_fpr:g}; raise it with `sigshare-hub params set {rate.kind} … "
+        f"--max-members {rate.members}` (members then rebuild their filters)"
+    )
 
 
 def _rates_table(console: Console, rates: list[service.FalseSharedRate]) -> None:

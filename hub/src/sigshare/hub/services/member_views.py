@@ -82,6 +82,7 @@ def confirm(
     ok, over_budget = confirmable(session, cache, member, params, tokens=tokens, now=now)
     accepted = [c for c, keep in zip(confirmations, ok.tolist(), strict=True) if keep]
     indicators = IndicatorRepository(session)
+    indicators.lock_kind(params.kind)  # answers above took no lock; recording them does
     indicators.confirm(
         kind=params.kind, key_id=params.key_id, member_id=member.id, confirmations=accepted, at=now
     )

@@ -261,6 +261,8 @@ class FalseSharedRate:
     members: int
     """Registered members whose credential is not revoked."""
     max_members: int
+    forum_fpr: float
+    """The published rate (at capacity with ``max_members`` members)."""
     current: float
     """The worst member's expected rate with the filters' current fills (0 without filters)."""
     at_capacity: float
@@ -270,6 +272,12 @@ class FalseSharedRate:
     @property
     def over_forum_size(self) -> bool:
         return self.members > self.max_members
+
+    @property
+    def over_published_rate(self) -> bool:
+        """Whether full filters of every member would exceed the published rate (with quorum
+        above 2 a forum can outgrow ``max_members`` and still stay below it)."""
+        return self.at_capacity > self.forum_fpr
 
 
 def false_shared_rates(session: Session, now: datetime) -> list[FalseSharedRate]:
@@ -306,6 +314,7 @@ def false_shared_rates(session: Session, now: datetime) -> list[FalseSharedRate]
                 filters=len(fprs),
                 members=members,
                 max_members=params.max_members,
+                forum_fpr=params.forum_fpr,
                 current=current,
                 at_capacity=at_capacity,
             )

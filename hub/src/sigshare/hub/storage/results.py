@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,19 @@ class IndicatorRepository:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+
+    def lock_kind(self, kind: str) -> None:
+        """Serialise confirmations of one kind until the transaction ends (PostgreSQL).
+
+        Two members confirming the same token at once must see each other's confirmation, or
+        neither turns it into a shared indicator (or both try to insert it). On SQLite every
+        transaction already holds the database's write lock.
+        """
+        if self._session.get_bind().dialect.name == "postgresql":
+            self._session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"sigshare/indicators/{kind}"},
+            )
 
     def confirm(
         self,

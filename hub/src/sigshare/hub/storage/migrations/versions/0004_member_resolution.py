@@ -2,7 +2,8 @@
 
 - ``kind_parameters``: the stated rate becomes the forum-level false-shared rate ``forum_fpr``;
   filters are sized for ``forum_fpr / (max_members − 1)`` (``max_members`` 32 for existing
-  kinds), so ``m`` and ``k`` are recomputed; ``replace_interval_seconds`` (default one hour)
+  kinds, or the largest forum down to the quorum whose filters fit in 2³² bits), so ``m`` and
+  ``k`` are recomputed; ``replace_interval_seconds`` (default one hour)
   limits how often a member may replace its filter.
 - ``submissions.counted`` and ``count_slices`` go (resolution no longer uses count vectors);
   ``submissions.tokens_asked`` counts the distinct tokens asked against a submission.
@@ -80,17 +81,24 @@ def upgrade() -> None:
         sa.column("capacity", sa.BigInteger()),
         sa.column("forum_fpr", sa.Double()),
         sa.column("max_members", sa.Integer()),
+        sa.column("quorum", sa.Integer()),
         sa.column("m", sa.BigInteger()),
         sa.column("k", sa.Integer()),
     )
-    for kind, capacity, forum_fpr in bind.execute(
-        sa.select(kinds.c.kind, kinds.c.capacity, kinds.c.forum_fpr)
+    for kind, capacity, forum_fpr, quorum, m, k in bind.execute(
+        sa.select(
+            kinds.c.kind, kinds.c.capacity, kinds.c.forum_fpr, kinds.c.quorum, kinds.c.m, kinds.c.k
+        )
     ).all():
-        members = DEFAULT_MAX_MEMBERS
-        sized = _sized(capacity, forum_fpr / (members - 1))
-        if sized is None:  # too large for 2^32 bits at 32 members: keep the old filter size
-            members, sized = 2, _sized(capacity, forum_fpr)
-        assert sized is not None
+        # The largest forum, from 32 (or the quorum) down to the quorum, whose filters fit in
+        # 2^32 bits; if none does, the old filter size (quorum members keep it loadable).
+        fewest = max(2, quorum)
+        members, sized = fewest, (m, k)
+        for candidate in range(max(DEFAULT_MAX_MEMBERS, quorum), fewest - 1, -1):
+            fits = _sized(capacity, forum_fpr / (candidate - 1))
+            if fits is not None:
+                members, sized = candidate, fits
+                break
         bind.execute(
             sa.update(kinds)
             .where(kinds.c.kind == kind)
