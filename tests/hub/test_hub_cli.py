@@ -521,7 +521,10 @@ def test_params_set_refuses_a_malformed_replace_interval_as_usage(sqlite_url: st
     result = hub(sqlite_url, *EMAIL_SET, "--replace-interval", "soon")
     assert result.exit_code == ExitCode.USAGE
     assert result.stdout == ""
-    assert "'soon' is not a duration such as 3600, 90m, 1h or 0" in result.stderr
+    assert (
+        "Invalid value for '--replace-interval': 'soon' is not a duration such as 3600, 90m, "
+        "1h or 0"
+    ) in result.stderr
     assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
     assert _actions(sqlite_url) == []
 

@@ -1806,8 +1806,9 @@ def test_the_day_budget_caps_distinct_tokens_across_filters_and_frees_up_24_hour
         return outcome.submission.id
 
     def ask(values: Sequence[str], at: datetime) -> resolution.Answers:
+        """What the Resolve servicer does: answer, then audit the read in its own transaction."""
         with session_scope(hub.engine) as session:
-            return resolution.resolve(
+            answers = resolution.resolve(
                 session,
                 cache,
                 m1,
@@ -1816,6 +1817,9 @@ def test_the_day_budget_caps_distinct_tokens_across_filters_and_frees_up_24_hour
                 tokens=forum_first.prf.tokens(list(values)),
                 now=at,
             )
+        with session_scope(hub.engine) as session:
+            resolution.audit_answers(session, m1, answers, at)
+        return answers
 
     def others(forum: EmailForum, values: Sequence[str]) -> list[int]:
         return [forum.others("m1", v) for v in values]

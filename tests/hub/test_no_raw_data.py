@@ -309,7 +309,7 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
             resolved = job.state.resolved()
             assert resolved, f"{member} resolved nothing"
             outcome = job.confirm(resolved)
-            assert all(accepted for accepted, _, _ in outcome.values()), outcome
+            assert all(result.accepted for result in outcome.values()), outcome
         for member, job in jobs.items():
             pulled = job.pull()
             assert pulled.campaigns >= 1, f"{member} is in no campaign"

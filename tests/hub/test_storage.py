@@ -746,6 +746,7 @@ def test_revive_makes_old_content_current_again(engine: Engine) -> None:
         acme = _add_member(session, "acme")
         submissions = SubmissionRepository(session)
         first = _submit(session, acme, "acme-1")
+        submissions.set_tokens_asked(first.id, 30)
         submissions.end(first.id, SubmissionStatus.SUPERSEDED, T0 + timedelta(days=1))
         _submit(session, acme, "acme-2", created_at=T0 + timedelta(days=1))
         current = submissions.active_of(acme.id, "email")
@@ -761,6 +762,8 @@ def test_revive_makes_old_content_current_again(engine: Engine) -> None:
             expires_at=later + RETENTION,
         )
         assert (revived.status, revived.created_at) == (SubmissionStatus.ACTIVE, later)
+        # A new life: the questions of its first life do not count against it (nor flag it).
+        assert revived.tokens_asked == 0
         assert submissions.payload(first.id) == b"acme-1"
         assert [s.id for s in submissions.all_active("email")] == [first.id]
         with pytest.raises(ConflictError):

@@ -40,12 +40,17 @@ def add(hub: HubContext, name: str, role: str, json_output: bool) -> None:
         principal, credential = principals.add_principal(
             session, actor=hub.actor, name=name, role=Role(role), now=hub.now()
         )
-    with hub.session(console) as session:
-        oversized = [
-            rate
-            for rate in parameters.false_shared_rates(session, hub.now())
-            if rate.over_forum_size
-        ]
+        # In the same transaction: a failure here must not leave a principal whose
+        # credential was never shown.
+        oversized = (
+            [
+                rate
+                for rate in parameters.false_shared_rates(session, hub.now())
+                if rate.over_forum_size
+            ]
+            if principal.role is Role.MEMBER
+            else []
+        )
     # Shown only after the commit, so it is never printed for a principal that was not stored.
     if json_output:
         console.emit_json(

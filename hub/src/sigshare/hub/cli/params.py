@@ -48,8 +48,8 @@ _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
-def _duration(value: str | None) -> int | None:
-    """``"3600"``, ``"90m"``, ``"1h"``, ``"0"`` → seconds."""
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``"3600"``, ``"90m"``, ``"1h"``, ``"0"`` → seconds (a click callback)."""
     if value is None:
         return None
     match = _DURATION.fullmatch(value.strip().lower())
@@ -110,6 +110,7 @@ def show(hub: HubContext, json_output: bool) -> None:
     "--replace-interval",
     default=None,
     metavar="DURATION",
+    callback=_duration,
     help="Shortest time between two replacements of a member's filter, e.g. 1h, 30m or 0 "
     "(default: the current value, else 1h).",
 )
@@ -124,7 +125,7 @@ def set_kind(
     capacity: int,
     fpr: float,
     max_members: int | None,
-    replace_interval: str | None,
+    replace_interval: int | None,
     quorum: int | None,
     retention_days: int | None,
     reveal_members: bool | None,
@@ -133,7 +134,6 @@ def set_kind(
     """Publish Bloom parameters for indicator KIND (m and k are derived from --capacity, --fpr
     and --max-members). Options left out keep their current value."""
     console = Console(json_output=json_output)
-    interval = _duration(replace_interval)
     with hub.session(console) as session:
         before = service.kind_parameters(session, kind)
         after = service.set_kind_parameters(
@@ -147,7 +147,7 @@ def set_kind(
             quorum=quorum,
             retention_days=retention_days,
             reveal_members=reveal_members,
-            replace_interval_seconds=interval,
+            replace_interval_seconds=replace_interval,
             now=hub.now(),
         )
         rates = [r for r in service.false_shared_rates(session, hub.now()) if r.kind == kind]

@@ -157,6 +157,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
             _receive_tokens(request_iterator, header.token_count * TOKEN_BYTES)
         )
         received = time.perf_counter()
+        now = _now()
         with session_scope(self._engine) as session:
             answers = resolution.resolve(
                 session,
@@ -165,8 +166,10 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
                 kind=header.kind,
                 key_id=header.key_id,
                 tokens=tokens,
-                now=_now(),
+                now=now,
             )
+        with session_scope(self._engine) as session:  # before anything is sent
+            resolution.audit_answers(session, member, answers, now)
         log.info(
             "resolution member=%s kind=%s tokens=%d answered=%d receive_s=%.3f answer_s=%.3f",
             member.name,

@@ -241,17 +241,25 @@ def resolve(
     tokens: TokenArray,
     now: datetime,
 ) -> Answers:
-    """Answer the member's tokens of ``kind``; audited with the request's figures."""
+    """Answer the member's tokens of ``kind`` and charge its query budgets.
+
+    The caller records the read with :func:`audit_answers` in its own short transaction before
+    anything is sent: the audit chain's lock is then held for one small insert, not for the
+    commit of the member's ledger.
+    """
     params = kind_parameters(session, kind, key_id)
     require_token_count(params, len(tokens))
-    answers = _answer(session, cache, member, params, tokens=tokens, now=now)
-    # Last: the audit chain's lock is held only from here to the commit.
+    return _answer(session, cache, member, params, tokens=tokens, now=now)
+
+
+def audit_answers(session: Session, member: Principal, answers: Answers, now: datetime) -> None:
+    """Record a resolution read and its figures in the audit log."""
     AuditRepository(session).append(
         member.name,
         "resolution.read",
-        params.kind,
+        answers.params.kind,
         {
-            "tokens": len(tokens),
+            "tokens": len(answers.status),
             "answered": answers.count(TokenStatus.ANSWERED),
             "not_held": answers.count(TokenStatus.NOT_HELD),
             "over_budget": answers.count(TokenStatus.OVER_BUDGET),
@@ -261,7 +269,6 @@ def resolve(
         },
         at=now,
     )
-    return answers
 
 
 def confirmable(

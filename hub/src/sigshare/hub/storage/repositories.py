@@ -599,6 +599,7 @@ class SubmissionRepository:
                         superseded_at=None,
                         expires_at=expires,
                         byte_size=len(payload),
+                        tokens_asked=0,  # a new life: its questions are counted afresh
                     )
                 )
                 if cast(CursorResult[Any], result).rowcount != 1:
