@@ -1,6 +1,6 @@
 """``python -m bench.attacks [--json] [--seed N]``: privacy attack simulations and their figures.
 
-Four attacks on the design, each measured and printed (see docs/threat-model.md):
+Six attacks on the design, each measured and printed (see docs/threat-model.md):
 
 1. **Curious hub, dictionary attack without the forum secret.** Members build keyed Bloom filters
    of their true values; the "hub" holds the filters, the public parameters (``m``, ``k``, key id,
@@ -13,15 +13,29 @@ Four attacks on the design, each measured and printed (see docs/threat-model.md)
    that chance level at ``p < 10⁻⁶``.
 2. **Collusion** (the hub plus one member, i.e. with the secret): the same attack recovers every
    true value (recall 1.0): collusion costs the whole forum its token secrecy.
-3. **Member probing** against a real hub on loopback (quorum 3): a member without a submission
-   gets no resolution; a member that inserts guesses into its own filter learns counts only for
-   values at least ``quorum − 1`` others hold; the hub refuses confirmations of tokens outside the
-   member's own filter.
-4. **Poisoning**: saturated, over-capacity, under-declared and crafted-pattern filters are refused
+3. **Insider enumeration** over a real hub on loopback: three members each hold 2,000 IPv4
+   addresses of 198.18.0.0/16 (the RFC 2544 benchmarking range: strings only, never contacted);
+   a fourth member — holding the forum secret, as every member does — submits an ordinary filter
+   of its own 2,000 addresses and then tries every member-facing RPC to learn which of the
+   65,536 addresses the others hold: one Resolve of all of them, Resolve in batches within its
+   budget, Confirm of every token, ListMatches, GetStatus. *Before* (the old resolution vector
+   ``R = C − B_own``) it tokenised the /16 offline and read every other member's address off
+   ``R``; *now* it gets a non-zero answer only for addresses its own filter holds — its own and
+   its filter's false positives — and for those exactly what a member legitimately holding them
+   learns.
+4. **Claiming**: the same insider replaces its filter with 2,000 addresses it does not hold, again
+   and again (allowed: intersection is the service, and a claim cannot be told from a holding).
+   It learns about the claimed addresses only, at most ``capacity`` distinct tokens per kind and
+   rolling 24 hours across all its submissions; measured at the default parameters with quorum 2
+   and 3 against the exact expectation (hypergeometric) and the hard bound.
+5. **Differential observation**: two hubs whose states differ only in other members' values that
+   are not in the requester's filter give byte-identical Resolve answers — an answer depends only
+   on the requester's own filter and the holders of the token.
+6. **Poisoning**: saturated, over-capacity, under-declared and crafted-pattern filters are refused
    by :func:`sigshare.sketch.checks.check_filter` and by the hub's Submit (INVALID_ARGUMENT),
-   leaving no submission behind and every other member's resolution unchanged.
+   leaving no submission behind and every other member's answers unchanged.
 
-Everything is derived from fixed seeds; the hub runs on a temporary SQLite file and 127.0.0.1.
+Everything is derived from fixed seeds; every hub runs on a temporary SQLite file on 127.0.0.1.
 The test suite (tests/security/test_privacy_attacks.py) asserts on the same functions.
 """
 
@@ -30,6 +44,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import sys
@@ -40,44 +55,45 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 import mmh3
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Engine, func, select
 
+from sigshare.client import wire
 from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
-from sigshare.client.hub_types import ConfirmedToken
+from sigshare.client.hub_types import ConfirmedToken, ResolveResult, TokenStatus
 from sigshare.hub.domain import Role
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.server import BoundServer, parse_listen
-from sigshare.hub.services import parameters, principals
+from sigshare.hub.services import parameters, principals, review
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.models import SubmissionRow
-from sigshare.sketch.bloom import (
-    BloomFilter,
-    BloomParams,
-    KeyedBloomFilter,
-    resolve_tokens,
-)
+from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter, bit_positions
 from sigshare.sketch.checks import check_filter
 from sigshare.sketch.codec import encode_bloom
 from sigshare.sketch.errors import SketchError
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.kinds import get_kind
-from sigshare.sketch.prf import KeyedPRF, TokenArray, tokens_to_bytes
+from sigshare.sketch.prf import TOKEN_BYTES, KeyedPRF, TokenArray
 
 ALPHA = 1e-6
 """Chance a correct (secret-less) attacker exceeds the Binomial bound: the test's false alarm."""
 KEY_ID = "epoch-1"
 KIND = "email"
+IP = "ip"
 MEMBERS = ("m1", "m2", "m3", "m4")
-PROBER = "prober"
-QUORUM = 3
+INSIDER = "insider"
+DEFAULT_CAPACITY = 20_000
+DEFAULT_FORUM_FPR = 1e-3
+DEFAULT_MAX_MEMBERS = 32
 SEED = 20_250_301
 _SETUP = "attack-setup"
-_TIMEOUT = 30.0
+_T = TypeVar("_T")
 
 # ---------------------------------------------------------------------------------- statistics
 
@@ -119,6 +135,33 @@ def binomial_bound(n: int, p: float, alpha: float = ALPHA) -> int:
     return t
 
 
+def _log_choose(n: int, r: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+
+
+def hypergeometric_interval(
+    population: int, successes: int, draws: int, alpha: float = ALPHA
+) -> tuple[int, int]:
+    """``(low, high)``: ``P(X < low) ≤ alpha`` and ``P(X > high) ≤ alpha`` for the number of
+    successes ``X`` in ``draws`` drawn without replacement from ``population`` items of which
+    ``successes`` are successes."""
+    lowest, highest = max(0, draws - (population - successes)), min(draws, successes)
+    total = _log_choose(population, draws)
+    pmf = [
+        math.exp(_log_choose(successes, x) + _log_choose(population - successes, draws - x) - total)
+        for x in range(lowest, highest + 1)
+    ]
+    low, below = lowest, 0.0
+    while low < highest and below + pmf[low - lowest] <= alpha:
+        below += pmf[low - lowest]
+        low += 1
+    high, above = highest, 0.0
+    while high > lowest and above + pmf[high - lowest] <= alpha:
+        above += pmf[high - lowest]
+        high -= 1
+    return low, high
+
+
 # ---------------------------------------------------------------------------------- the forum
 
 
@@ -130,14 +173,20 @@ class Setting:
     per_member: int
     dictionary: int
     capacity: int
-    target_fpr: float
+    forum_fpr: float
+    max_members: int = DEFAULT_MAX_MEMBERS
     members: tuple[str, ...] = MEMBERS
 
+    def params(self, kind: str = KIND) -> BloomParams:
+        return BloomParams.for_forum(kind, KEY_ID, self.capacity, self.forum_fpr, self.max_members)
 
-FORUM = Setting("forum default", 2_000, 20_000, 20_000, 1e-3)
-"""The parameters a forum would publish (capacity 20,000 at FPR 10⁻³), members at 10 % of it."""
-DENSE = Setting("dense: filters at capacity", 2_000, 20_000, 2_000, 1e-2)
-"""Worst case for the members: every filter full, fill ≈ 0.5, chance level ≈ 0.8 % per value."""
+
+FORUM = Setting("forum default", 2_000, 20_000, DEFAULT_CAPACITY, DEFAULT_FORUM_FPR)
+"""The parameters a forum would publish (capacity 20,000, forum false-shared rate 10⁻³ for up
+to 32 members: 3.2·10⁻⁵ per filter), members at 10 % of capacity."""
+DENSE = Setting("dense: filters at capacity", 2_000, 20_000, 2_000, 0.31)
+"""Worst case for the members: every filter full at a per-filter rate of 1 % (0.31 / 31),
+fill ≈ 0.5, chance level ≈ 1 % per value."""
 
 
 @dataclass
@@ -163,6 +212,11 @@ class Forum:
     def prf(self) -> KeyedPRF:
         return KeyedPRF(self.secret.derive(KeyPurpose.BLOOM_TOKEN, KIND))
 
+    def tokens_of(self, name: str) -> bytes:
+        """The tokens of ``name``'s values, concatenated (what it asks the hub about)."""
+        held = [self.canonical[i] for i in np.flatnonzero(self.holdings[name])]
+        return self.prf().tokens(held).astype("<u8").tobytes()
+
 
 def forum_secret(seed: int) -> ForumSecret:
     return ForumSecret(
@@ -182,7 +236,7 @@ def make_forum(setting: Setting, seed: int = SEED) -> Forum:
     canonical = [email.canonicalise(value) for value in raw]
     assert len(set(canonical)) == len(canonical), "dictionary entries must be distinct"
     secret = forum_secret(seed)
-    params = BloomParams.for_capacity(KIND, KEY_ID, setting.capacity, setting.target_fpr)
+    params = setting.params()
     forum = Forum(setting, secret, params, raw, canonical, {})
     prf = forum.prf()
     for name in setting.members:
@@ -359,13 +413,13 @@ class LoopbackHub:
     credentials: dict[str, str]
     clients: list[HubClient] = field(default_factory=list)
 
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
     def client(self, name: str) -> HubClient:
         client = HubClient(
-            HubConnection(
-                target=f"127.0.0.1:{self.server.port}",
-                credential=self.credentials[name],
-                insecure=True,
-            ),
+            HubConnection(target=self.target, credential=self.credentials[name], insecure=True),
             retry=RetryPolicy(attempts=1),
         )
         self.clients.append(client)
@@ -375,12 +429,27 @@ class LoopbackHub:
         with session_scope(self.engine) as session:
             return int(session.scalar(select(func.count()).select_from(SubmissionRow)) or 0)
 
+    def review_flags(self, kind: str, member: str) -> tuple[str, ...]:
+        """What a coordinator's submission review shows for ``member``'s active filter."""
+        with session_scope(self.engine) as session:
+            views = review.submissions(session, kind)
+        return tuple(flag for view in views if view.member == member for flag in view.flags)
+
 
 @contextmanager
 def loopback_hub(
-    directory: Path, setting: Setting, names: Sequence[str], quorum: int = QUORUM
+    directory: Path,
+    names: Sequence[str],
+    *,
+    kind: str = KIND,
+    capacity: int,
+    forum_fpr: float,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    quorum: int = 2,
+    replace_interval_seconds: int | None = None,
 ) -> Iterator[LoopbackHub]:
-    """A migrated SQLite hub on 127.0.0.1 with ``names`` as members and ``email`` published."""
+    """A migrated SQLite hub on 127.0.0.1 with ``names`` as members and ``kind`` published
+    (``replace_interval_seconds`` ``None``: the default interval)."""
     url = f"sqlite:///{directory / 'hub.db'}"
     migrate.upgrade(url)
     engine = make_engine(url)
@@ -395,11 +464,13 @@ def loopback_hub(
         parameters.set_kind_parameters(
             session,
             actor=_SETUP,
-            kind=KIND,
+            kind=kind,
             key_id=KEY_ID,
-            capacity=setting.capacity,
-            target_fpr=setting.target_fpr,
+            capacity=capacity,
+            forum_fpr=forum_fpr,
+            max_members=max_members,
             quorum=quorum,
+            replace_interval_seconds=replace_interval_seconds,
             now=now,
         )
     server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
@@ -414,11 +485,11 @@ def loopback_hub(
         engine.dispose()
 
 
-def submit_filter(client: HubClient, bloom: BloomFilter) -> None:
-    published = client.get_parameters().bloom[KIND]
+def submit_filter(client: HubClient, bloom: BloomFilter, kind: str = KIND) -> None:
+    published = client.get_parameters().bloom[kind]
     client.submit(
         sketch_format="bloom",
-        kind=KIND,
+        kind=kind,
         key_id=KEY_ID,
         params_digest=published.digest,
         declared_count=bloom.count,
@@ -426,107 +497,615 @@ def submit_filter(client: HubClient, bloom: BloomFilter) -> None:
     )
 
 
+def _attempt(call: Callable[[], _T]) -> tuple[str, _T | None]:
+    """The gRPC status name of the call (``"OK"``) and its result when it succeeded."""
+    try:
+        return "OK", call()
+    except HubClientError as error:
+        return error.status or type(error).__name__, None
+
+
 def _refusal(call: Callable[[], object]) -> str:
     """The gRPC status name of a refused call, or ``"OK"``."""
-    try:
-        call()
-    except HubClientError as error:
-        return error.status or type(error).__name__
-    return "OK"
+    return _attempt(call)[0]
 
 
-# ---------------------------------------------------------------------------------- probing
+# ---------------------------------------------------------------------------------- a /16
+
+
+SPACE = "198.18.0.0/16"
+"""RFC 2544 benchmarking addresses: the attack handles them as strings, never contacts them."""
+OTHERS = ("m1", "m2", "m3")
+PER_MEMBER = 2_000
+DENSE_CAPACITY, DENSE_FORUM_FPR = 2_000, 0.31
+"""Filters at capacity at 1 % per filter: the insider's filter has false positives in the /16."""
+ALL_THREE = 150
+"""Addresses all three other members hold (a campaign every one of them sees)."""
+EACH_PAIR = 150
+"""Addresses each pair of them holds besides."""
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass
+class AddressForum:
+    """Three members' and the insider's addresses of the /16, their tokens and filters."""
+
+    params: BloomParams
+    addresses: list[str]
+    tokens: TokenArray
+    """The tokens of every address of the /16, in address order."""
+    holdings: dict[str, Mask]
+    """Member → which addresses of the /16 it holds (the insider's are its own values)."""
+    filters: dict[str, BloomFilter] = field(default_factory=dict)
+
+    def token_bytes(self, index: int | npt.NDArray[np.int64] | slice) -> bytes:
+        return self.tokens[index].astype("<u8").tobytes()
+
+    def holders(self) -> npt.NDArray[np.int64]:
+        """Per address: how many of the three other members hold it."""
+        counts: npt.NDArray[np.int64] = np.sum(
+            [self.holdings[name] for name in OTHERS], axis=0, dtype=np.int64
+        )
+        return counts
+
+    def filter_holders(self) -> npt.NDArray[np.int64]:
+        """Per address: how many of the three other members' *filters* hold its token — what
+        the hub counts (the holders, plus those filters' false positives)."""
+        counts: npt.NDArray[np.int64] = np.sum(
+            [self.filters[name].contains_tokens(self.tokens) for name in OTHERS],
+            axis=0,
+            dtype=np.int64,
+        )
+        return counts
+
+    def filter_of(self, held: Mask) -> BloomFilter:
+        bloom = BloomFilter(self.params)
+        bloom.add_tokens(self.tokens[held])
+        bloom.count = int(held.sum())
+        return bloom
+
+
+def address_forum(params: BloomParams, seed: int) -> AddressForum:
+    """Three members' 2,000 addresses each (150 all three hold, 150 per pair, 1,550 their own)
+    and the insider's 2,000, drawn independently (so some are also the others')."""
+    rng = np.random.default_rng(seed)
+    addresses = [str(address) for address in ipaddress.ip_network(SPACE)]
+    canonicalise = get_kind(IP).canonicalise
+    assert all(canonicalise(a) == a for a in addresses[::4099])
+    order = rng.permutation(len(addresses))
+    holdings = {name: np.zeros(len(addresses), dtype=np.bool_) for name in OTHERS}
+    at = 0
+
+    def take(count: int, names: Sequence[str]) -> None:
+        nonlocal at
+        for name in names:
+            holdings[name][order[at : at + count]] = True
+        at += count
+
+    take(ALL_THREE, OTHERS)
+    for pair in ((0, 1), (0, 2), (1, 2)):
+        take(EACH_PAIR, [OTHERS[i] for i in pair])
+    for name in OTHERS:
+        take(PER_MEMBER - ALL_THREE - 2 * EACH_PAIR, [name])
+    own = np.zeros(len(addresses), dtype=np.bool_)
+    own[rng.choice(len(addresses), size=PER_MEMBER, replace=False)] = True
+    holdings[INSIDER] = own
+    secret = forum_secret(seed)
+    tokens = KeyedPRF(secret.derive(KeyPurpose.BLOOM_TOKEN, IP)).tokens(addresses)
+    forum = AddressForum(params, addresses, tokens, holdings)
+    for name, held in holdings.items():
+        forum.filters[name] = forum.filter_of(held)
+    return forum
+
+
+def old_vector_flags(forum: AddressForum, needed: int) -> Mask:
+    """What the removed design gave the insider: ``R = C − B_own``, the other members' bits
+    counted per position; an address is read off as held by ≥ ``needed`` others when all its
+    ``k`` positions count at least ``needed``."""
+    counts = np.zeros(forum.params.m, dtype=np.int32)
+    for name in OTHERS:
+        counts += np.unpackbits(forum.filters[name].bits, bitorder="little")
+    positions = bit_positions(forum.tokens, forum.params.m, forum.params.k)
+    flags: Mask = counts[positions].min(axis=0) >= needed
+    return flags
+
+
+def resolve_all(client: HubClient, tokens: bytes, batch: int) -> ResolveResult | None:
+    """Ask about ``tokens`` in requests of ``batch`` tokens; one result for them all."""
+    parts = []
+    for start in range(0, len(tokens), batch * TOKEN_BYTES):
+        parts.append(client.resolve(IP, KEY_ID, tokens[start : start + batch * TOKEN_BYTES]))
+    if not parts:
+        return None
+    return ResolveResult(
+        kind=IP,
+        key_id=KEY_ID,
+        quorum=parts[-1].quorum,
+        members=parts[-1].members,
+        status=np.concatenate([p.status for p in parts]),
+        others=np.concatenate([p.others for p in parts]),
+        holder_names=(),
+        holders=None,
+        submission_tokens=parts[-1].submission_tokens,
+        submission_budget=parts[-1].submission_budget,
+        day_tokens=parts[-1].day_tokens,
+        day_budget=parts[-1].day_budget,
+        budget_frees_at=parts[-1].budget_frees_at,
+        computed_at=parts[-1].computed_at,
+    )
+
+
+def honest_members(hub: LoopbackHub, forum: AddressForum) -> None:
+    """The three members submit, resolve their own addresses and confirm the shared ones."""
+    for name in OTHERS:
+        submit_filter(hub.client(name), forum.filters[name], IP)
+    for name in OTHERS:
+        client = hub.client(name)
+        own = np.flatnonzero(forum.holdings[name])
+        answers = client.resolve(IP, KEY_ID, forum.token_bytes(own))
+        shared = own[answers.others > 0]
+        client.confirm(
+            IP, KEY_ID, [ConfirmedToken(token=forum.token_bytes(i)) for i in shared.tolist()]
+        )
+
+
+# ---------------------------------------------------------------------------------- enumeration
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeClass:
-    others: int
-    """How many other members really hold these guesses."""
-    guesses: int
-    resolved_nonzero: int
-    """Guesses whose resolved count is above 0: what the prober learns."""
-    resolved_exact: int
-    """Guesses whose resolved count equals ``others`` (0 below quorum − 1)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeReport:
+class EnumerationReport:
+    capacity: int
+    forum_fpr: float
+    max_members: int
+    m: int
+    k: int
     quorum: int
-    no_submission_resolution: str
+    space: int
+    others_distinct: int
+    """Addresses at least one of the three others holds."""
+    learnable: int
+    """Addresses held by ≥ quorum − 1 others: what a member holding them would be told."""
+    own: int
+    own_false_positives: int
+    """Other addresses of the /16 the insider's own filter holds."""
+    before_recovered: int
+    """Old design: addresses held by ≥ quorum − 1 others the insider read off its vector."""
+    before_false_flags: int
+    no_submission_resolve: str
     no_submission_confirm: str
-    classes: list[ProbeClass]
-    confirm_own_resolved: tuple[int, int]
-    """(offered, accepted): guesses in the prober's filter that ≥ quorum − 1 others hold."""
-    confirm_own_unresolved: tuple[int, int]
-    """(offered, accepted): guesses in the prober's filter that fewer others hold."""
-    confirm_not_in_filter: tuple[int, int]
-    """(offered, accepted): tokens of values ≥ quorum − 1 others hold, absent from its filter."""
+    whole_space: str
+    """Status of one Resolve of all 65,536 tokens."""
+    whole_space_answered: int
+    batch: int
+    answered: int
+    not_held: int
+    over_budget: int
+    answered_most: int
+    """Most distinct tokens answered against one submission (≤ its declared count)."""
+    declared: int
+    nonzero: int
+    """Addresses the insider got a non-zero answer for, all RPCs together."""
+    nonzero_own: int
+    nonzero_beyond_own: int
+    nonzero_beyond_own_and_false_positives: int
+    """Must be 0: anything here is a leak."""
+    answers_exact: bool
+    """Every answer equals the oracle: the other filters holding the token, 0 below quorum − 1."""
+    other_filter_false_positives: int
+    """Answered addresses where another member's filter holds a token it was not given."""
+    others_fpr: float
+    """The largest false-positive rate among the other members' filters (``fpr_at_fill``)."""
+    confirm_offered: int
+    confirm_accepted: int
+    confirm_equals_resolve: bool
+    """Each Confirm batch accepted exactly its tokens with a non-zero Resolve answer."""
+    matches: int
+    matches_outside_nonzero: int
+    status_member: str
+    status_submissions: int
+    status_foreign: int
+    replace_within_interval: str
 
 
-def probe_attack(directory: Path, seed: int = SEED, per_class: int = 200) -> ProbeReport:
-    """A member (``prober``) guesses dictionary values, inserts them into its own filter, and
-    reads what its resolution and the confirm step reveal, class by class of true holders."""
-    forum = make_forum(FORUM, seed)
+def enumeration_attack(
+    directory: Path,
+    seed: int = SEED,
+    *,
+    capacity: int = DEFAULT_CAPACITY,
+    forum_fpr: float = DEFAULT_FORUM_FPR,
+    quorum: int = 2,
+    batch: int = 4_096,
+) -> EnumerationReport:
+    """The insider with its own 2,000 addresses tries every member RPC on the whole /16
+    (Resolve and Confirm in batches of ``batch`` tokens, at most the capacity)."""
+    batch = min(batch, capacity)
+    params = BloomParams.for_forum(IP, KEY_ID, capacity, forum_fpr, DEFAULT_MAX_MEMBERS)
+    forum = address_forum(params, seed)
     holders = forum.holders()
-    rng = np.random.default_rng(seed + 1)
-    guesses: list[int] = []
-    for others in range(len(MEMBERS) + 1):
-        pool = np.flatnonzero(holders == others)
-        take = min(per_class, pool.size)
-        guesses += rng.choice(pool, size=take, replace=False).tolist()
-    guessed = set(guesses)
-    prf = forum.prf()
-    with loopback_hub(directory, FORUM, [*MEMBERS, PROBER]) as hub:
-        prober = hub.client(PROBER)
-        no_resolution = _refusal(lambda: prober.download_resolution(KIND, KEY_ID))
-        absent = [i for i in np.flatnonzero(holders >= QUORUM - 1).tolist() if i not in guessed]
-        absent_tokens = [ConfirmedToken(token=prf.token_bytes(forum.canonical[i])) for i in absent]
-        no_confirm = _refusal(lambda: prober.confirm(KIND, KEY_ID, absent_tokens[:10]))
-        for name in MEMBERS:
-            submit_filter(hub.client(name), forum.filters[name])
-        bloom = KeyedBloomFilter(forum.params, prf)
-        tokens = bloom.add([forum.canonical[i] for i in guesses])
-        submit_filter(prober, bloom)
-        resolution = prober.download_resolution(KIND, KEY_ID)
-        counts = resolve_tokens(resolution.counts, forum.params, tokens)
-        truth = holders[guesses]
-        expected = np.where(truth >= QUORUM - 1, truth, 0)
-        classes = [
-            ProbeClass(
-                others=others,
-                guesses=int((truth == others).sum()),
-                resolved_nonzero=int(((truth == others) & (counts > 0)).sum()),
-                resolved_exact=int(((truth == others) & (counts == expected)).sum()),
+    filter_holders = forum.filter_holders()
+    own = forum.holdings[INSIDER]
+    own_filter = forum.filters[INSIDER]
+    false_positive = own_filter.contains_tokens(forum.tokens) & ~own
+    truth = holders >= quorum - 1
+    every = forum.token_bytes(slice(None))
+    n = len(forum.addresses)
+    with loopback_hub(
+        directory,
+        [*OTHERS, INSIDER],
+        kind=IP,
+        capacity=capacity,
+        forum_fpr=forum_fpr,
+        quorum=quorum,
+    ) as hub:
+        insider = hub.client(INSIDER)
+        assert insider.get_parameters().bloom[IP].bloom_params() == params
+        honest_members(hub, forum)
+        no_resolve = _refusal(lambda: insider.resolve(IP, KEY_ID, every[: 100 * TOKEN_BYTES]))
+        no_confirm = _refusal(
+            lambda: insider.confirm(IP, KEY_ID, [ConfirmedToken(token=every[:TOKEN_BYTES])])
+        )
+        submit_filter(insider, own_filter, IP)
+
+        whole, whole_result = _attempt(lambda: insider.resolve(IP, KEY_ID, every))
+        result = resolve_all(insider, every, batch)
+        assert result is not None
+        confirmed = 0
+        confirm_equal = True
+        for start in range(0, n, batch):
+            chunk = range(start, min(start + batch, n))
+            outcome = insider.confirm(
+                IP, KEY_ID, [ConfirmedToken(token=forum.token_bytes(i)) for i in chunk]
             )
-            for others in range(len(MEMBERS) + 1)
-        ]
-        token_bytes = tokens_to_bytes(tokens)
-        resolved = [
-            ConfirmedToken(token=t)
-            for t, c in zip(token_bytes, truth, strict=True)
-            if c >= QUORUM - 1
-        ]
-        unresolved = [
-            ConfirmedToken(token=t)
-            for t, c in zip(token_bytes, truth, strict=True)
-            if c < QUORUM - 1
-        ]
-        not_in_filter = [
-            t
-            for t, i in zip(absent_tokens, absent, strict=True)
-            if not bloom.contains_tokens(prf.tokens([forum.canonical[i]]))[0]
-        ]
-        outcome_unresolved = prober.confirm(KIND, KEY_ID, unresolved)
-        outcome_absent = prober.confirm(KIND, KEY_ID, not_in_filter)
-        outcome_resolved = prober.confirm(KIND, KEY_ID, resolved)
-    return ProbeReport(
-        quorum=QUORUM,
-        no_submission_resolution=no_resolution,
+            confirmed += outcome.accepted
+            confirm_equal &= outcome.accepted == int(np.count_nonzero(result.others[chunk]))
+        matches = insider.list_matches(IP).indicators
+        name, own_submissions = insider.status()
+        rng = np.random.default_rng(seed + 1)
+        claims = np.zeros(n, dtype=np.bool_)
+        claims[rng.choice(np.flatnonzero(~own), PER_MEMBER, replace=False)] = True
+        replaced = _refusal(lambda: submit_filter(insider, forum.filter_of(claims), IP))
+
+    answers = [result] + ([whole_result] if whole_result is not None else [])
+    nonzero = np.zeros(n, dtype=np.bool_)
+    exact = True
+    answered_most = 0
+    for answer in answers:
+        nonzero |= answer.others > 0
+        answered = answer.status == TokenStatus.ANSWERED
+        expected = np.where(answered & (filter_holders >= quorum - 1), filter_holders, 0)
+        exact &= bool(np.array_equal(answer.others, expected))
+        exact &= bool(np.all(answered <= own_filter.contains_tokens(forum.tokens)))
+        answered_most = max(answered_most, answer.submission_tokens)
+    answered = result.status == TokenStatus.ANSWERED
+    index = {forum.token_bytes(i): i for i in np.flatnonzero(nonzero).tolist()}
+    return EnumerationReport(
+        capacity=capacity,
+        forum_fpr=forum_fpr,
+        max_members=DEFAULT_MAX_MEMBERS,
+        m=params.m,
+        k=params.k,
+        quorum=quorum,
+        space=n,
+        others_distinct=int(np.count_nonzero(holders)),
+        learnable=int(np.count_nonzero(truth)),
+        own=int(own.sum()),
+        own_false_positives=int(false_positive.sum()),
+        before_recovered=int(np.count_nonzero(old_vector_flags(forum, quorum - 1) & truth)),
+        before_false_flags=int(np.count_nonzero(old_vector_flags(forum, quorum - 1) & ~truth)),
+        no_submission_resolve=no_resolve,
         no_submission_confirm=no_confirm,
+        whole_space=whole,
+        whole_space_answered=0
+        if whole_result is None
+        else whole_result.count(TokenStatus.ANSWERED),
+        batch=batch,
+        answered=int(answered.sum()),
+        not_held=result.count(TokenStatus.NOT_HELD),
+        over_budget=result.count(TokenStatus.OVER_BUDGET),
+        answered_most=answered_most,
+        declared=own_filter.count,
+        nonzero=int(nonzero.sum()),
+        nonzero_own=int((nonzero & own).sum()),
+        nonzero_beyond_own=int((nonzero & ~own).sum()),
+        nonzero_beyond_own_and_false_positives=int((nonzero & ~own & ~false_positive).sum()),
+        answers_exact=exact,
+        other_filter_false_positives=int(np.count_nonzero(answered & (filter_holders != holders))),
+        others_fpr=max(params.fpr_at_fill(forum.filters[name].fill()) for name in OTHERS),
+        confirm_offered=n,
+        confirm_accepted=confirmed,
+        confirm_equals_resolve=confirm_equal,
+        matches=len(matches),
+        matches_outside_nonzero=sum(1 for match in matches if match.token not in index),
+        status_member=name,
+        status_submissions=len(own_submissions),
+        status_foreign=sum(1 for s in own_submissions if s.member != INSIDER),
+        replace_within_interval=replaced,
+    )
+
+
+# ---------------------------------------------------------------------------------- claiming
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRound:
+    declared: int
+    replace_status: str
+    answered: int
+    over_budget: int
+    learned: int
+    """Claimed addresses answered with a non-zero count: the others' addresses learned."""
+    submission_tokens: int
+    day_tokens: int
+    budget_frees_in: float | None
+    """Seconds from the first question of the day to ``budget_frees_at`` (≈ 86,400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimClass:
+    others: int
+    """How many other members really hold these claimed, answered addresses."""
+    claims: int
+    nonzero: int
+    exact: int
+    """Answered with the true number of other holders (0 below quorum − 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReport:
+    capacity: int
+    quorum: int
+    m: int
+    k: int
+    claim_size: int
+    own_answered: int
+    rounds: list[ClaimRound]
+    day_answered: int
+    """Distinct tokens answered in the day, own and claimed, across every submission."""
+    claims_answered: int
+    learned: int
+    """Others' addresses (not its own) the insider learned in the day by claiming."""
+    learnable: int
+    """Addresses outside its own held by ≥ quorum − 1 others."""
+    population: int
+    """Addresses outside its own (what claims are drawn from)."""
+    expected: float
+    low: int
+    high: int
+    """Hypergeometric interval of ``learned`` at p < ALPHA."""
+    hard_bound: int
+    """``capacity`` − own answered: no day can exceed it, whatever the claims."""
+    answers_exact: bool
+    classes: list[ClaimClass]
+    days_for_space: int
+    """Days to have every address of the /16 answered once at this rate."""
+    review_flags: tuple[str, ...]
+
+
+def claiming_attack(
+    directory: Path,
+    seed: int = SEED,
+    *,
+    capacity: int = DEFAULT_CAPACITY,
+    quorum: int = 2,
+    claim_size: int = PER_MEMBER,
+) -> ClaimReport:
+    """After asking about its own 2,000 addresses, the insider replaces its filter with
+    ``claim_size`` fresh addresses it does not hold and asks about them, round after round,
+    until a round is refused for the day's budget (replace interval 0: no other limit)."""
+    params = BloomParams.for_forum(IP, KEY_ID, capacity, DEFAULT_FORUM_FPR, DEFAULT_MAX_MEMBERS)
+    forum = address_forum(params, seed)
+    holders = forum.holders()
+    filter_holders = forum.filter_holders()
+    own = forum.holdings[INSIDER]
+    rng = np.random.default_rng(seed + 2)
+    order = rng.permutation(np.flatnonzero(~own))
+    rounds: list[ClaimRound] = []
+    learned = np.zeros(len(forum.addresses), dtype=np.bool_)
+    answered = np.zeros(len(forum.addresses), dtype=np.bool_)
+    exact = True
+    first_asked: datetime | None = None
+    with loopback_hub(
+        directory,
+        [*OTHERS, INSIDER],
+        kind=IP,
+        capacity=capacity,
+        forum_fpr=DEFAULT_FORUM_FPR,
+        quorum=quorum,
+        replace_interval_seconds=0,
+    ) as hub:
+        honest_members(hub, forum)
+        insider = hub.client(INSIDER)
+        submit_filter(insider, forum.filters[INSIDER], IP)
+        mine = np.flatnonzero(own)
+        first_asked = datetime.now(UTC)
+        answer = insider.resolve(IP, KEY_ID, forum.token_bytes(mine))
+        own_answered = answer.count(TokenStatus.ANSWERED)
+        for start in range(0, len(order), claim_size):
+            claims = order[start : start + claim_size]
+            held = np.zeros(len(forum.addresses), dtype=np.bool_)
+            held[claims] = True
+            status = _refusal(lambda held=held: submit_filter(insider, forum.filter_of(held), IP))  # type: ignore[misc]
+            answer = insider.resolve(IP, KEY_ID, forum.token_bytes(claims))
+            ok = answer.status == TokenStatus.ANSWERED
+            expected = np.where(
+                ok & (filter_holders[claims] >= quorum - 1), filter_holders[claims], 0
+            )
+            exact &= bool(np.array_equal(answer.others, expected))
+            answered[claims[ok]] = True
+            learned[claims[answer.others > 0]] = True
+            frees = answer.budget_frees_at
+            rounds.append(
+                ClaimRound(
+                    declared=len(claims),
+                    replace_status=status,
+                    answered=int(ok.sum()),
+                    over_budget=answer.count(TokenStatus.OVER_BUDGET),
+                    learned=int(np.count_nonzero(answer.others)),
+                    submission_tokens=answer.submission_tokens,
+                    day_tokens=answer.day_tokens,
+                    budget_frees_in=(
+                        None if frees is None else (frees - first_asked).total_seconds()
+                    ),
+                )
+            )
+            if not ok.any():
+                break  # the day's budget is spent: one refused round shows it
+        flags = hub.review_flags(IP, INSIDER)
+    truth = holders >= quorum - 1
+    learnable = int(np.count_nonzero(truth & ~own))
+    population = int(np.count_nonzero(~own))
+    claims_answered = int(answered.sum())
+    low, high = hypergeometric_interval(population, learnable, claims_answered)
+    expected_others = np.where(holders >= quorum - 1, holders, 0)
+    classes = [
+        ClaimClass(
+            others=c,
+            claims=int(np.count_nonzero(answered & (holders == c))),
+            nonzero=int(np.count_nonzero(answered & (holders == c) & learned)),
+            exact=int(
+                np.count_nonzero(
+                    answered
+                    & (holders == c)
+                    & (np.where(learned, filter_holders, 0) == expected_others)
+                )
+            ),
+        )
+        for c in range(len(OTHERS) + 1)
+    ]
+    return ClaimReport(
+        capacity=capacity,
+        quorum=quorum,
+        m=params.m,
+        k=params.k,
+        claim_size=claim_size,
+        own_answered=own_answered,
+        rounds=rounds,
+        day_answered=own_answered + claims_answered,
+        claims_answered=claims_answered,
+        learned=int(learned.sum()),
+        learnable=learnable,
+        population=population,
+        expected=claims_answered * learnable / population,
+        low=low,
+        high=high,
+        hard_bound=capacity - own_answered,
+        answers_exact=exact,
         classes=classes,
-        confirm_own_resolved=(len(resolved), outcome_resolved.accepted),
-        confirm_own_unresolved=(len(unresolved), outcome_unresolved.accepted),
-        confirm_not_in_filter=(len(not_in_filter), outcome_absent.accepted),
+        days_for_space=math.ceil(population / (capacity - own_answered)),
+        review_flags=flags,
+    )
+
+
+# ---------------------------------------------------------------------------- differential
+
+
+@dataclass(frozen=True, slots=True)
+class DifferentialReport:
+    asked: int
+    changed_values: int
+    """Addresses held in one hub state and not the other (none in the requester's filter)."""
+    precondition: bool
+    """The other filters agree on every token the requester's filter holds in both states."""
+    answered: int
+    identical: bool
+    """The two Resolve response streams are byte for byte the same (computation time aside)."""
+    control_changed_values: int
+    """The control: a third state where another member also holds some of the requester's own
+    addresses."""
+    control_differs: bool
+    """…whose answers do differ: the comparison can see a change where there is one."""
+
+
+def raw_resolve(target: str, credential: str, tokens: bytes, batch: int) -> list[bytes]:
+    """Every response message of Resolve requests of ``batch`` tokens, serialized, with the
+    summary's ``computed_at`` cleared (the only field a clock sets)."""
+    out: list[bytes] = []
+    with grpc.insecure_channel(target) as channel:
+        stub = wire.member_stub(channel)
+        metadata = (("authorization", f"Bearer {credential}"),)
+        for start in range(0, len(tokens), batch * TOKEN_BYTES):
+            requests = wire.resolve_requests(
+                IP, KEY_ID, tokens[start : start + batch * TOKEN_BYTES], 1 << 20
+            )
+            for message in stub.Resolve(requests, metadata=metadata, timeout=60):
+                if message.WhichOneof("part") == "summary":
+                    message.summary.ClearField("computed_at")
+                out.append(message.SerializeToString(deterministic=True))
+    return out
+
+
+def _answers_of(directory: Path, forum: AddressForum, batch: int) -> tuple[list[bytes], int]:
+    """The insider's raw answers for the whole /16 from a hub holding ``forum``'s filters, and
+    how many of its first batch were answered."""
+    every = forum.token_bytes(slice(None))
+    with loopback_hub(
+        directory,
+        [*OTHERS, INSIDER],
+        kind=IP,
+        capacity=DEFAULT_CAPACITY,
+        forum_fpr=DEFAULT_FORUM_FPR,
+    ) as hub:
+        for name in (*OTHERS, INSIDER):
+            submit_filter(hub.client(name), forum.filters[name], IP)
+        stream = raw_resolve(hub.target, hub.credentials[INSIDER], every, batch)
+        first = hub.client(INSIDER).resolve(IP, KEY_ID, every[: batch * TOKEN_BYTES])
+    return stream, first.count(TokenStatus.ANSWERED)
+
+
+def differential_attack(
+    directory: Path, seed: int = SEED, batch: int = 8_192
+) -> DifferentialReport:
+    """Hub A and hub B differ only in other members' values outside the insider's filter: the
+    insider asks both the same questions (the whole /16) and compares the answers byte for
+    byte. Hub C (the control) differs from A in values inside it."""
+    params = BloomParams.for_forum(
+        IP, KEY_ID, DEFAULT_CAPACITY, DEFAULT_FORUM_FPR, DEFAULT_MAX_MEMBERS
+    )
+    forum_a, forum_b, forum_c = (address_forum(params, seed) for _ in range(3))
+    insider_holds = forum_a.filters[INSIDER].contains_tokens(forum_a.tokens)
+    rng = np.random.default_rng(seed + 3)
+    outside = np.flatnonzero(~insider_holds)
+    # m2 gains 500 addresses; m3 trades 300 of its own for others: none in the insider's filter.
+    gained = rng.choice(outside[~forum_b.holdings["m2"][outside]], size=500, replace=False)
+    forum_b.holdings["m2"][gained] = True
+    mine = np.flatnonzero(forum_b.holdings["m3"] & ~insider_holds)
+    dropped = rng.choice(mine, size=300, replace=False)
+    added = rng.choice(outside[~forum_b.holdings["m3"][outside]], size=300, replace=False)
+    forum_b.holdings["m3"][dropped] = False
+    forum_b.holdings["m3"][added] = True
+    # The control: m2 also holds 50 of the insider's own addresses it did not hold.
+    inside = np.flatnonzero(forum_c.holdings[INSIDER] & ~forum_c.holdings["m2"])
+    forum_c.holdings["m2"][rng.choice(inside, size=50, replace=False)] = True
+    for forum in (forum_b, forum_c):
+        for name in ("m2", "m3"):
+            forum.filters[name] = forum.filter_of(forum.holdings[name])
+
+    def changed(forum: AddressForum) -> int:
+        return sum(
+            int(np.count_nonzero(forum_a.holdings[name] != forum.holdings[name])) for name in OTHERS
+        )
+
+    precondition = all(
+        np.array_equal(
+            forum_a.filters[name].contains_tokens(forum_a.tokens)[insider_holds],
+            forum_b.filters[name].contains_tokens(forum_b.tokens)[insider_holds],
+        )
+        for name in OTHERS
+    )
+    streams = []
+    answered = 0
+    for label, forum in (("a", forum_a), ("b", forum_b), ("c", forum_c)):
+        (directory / label).mkdir()
+        stream, answered = _answers_of(directory / label, forum, batch)
+        streams.append(stream)
+    return DifferentialReport(
+        asked=len(forum_a.addresses),
+        changed_values=changed(forum_b),
+        precondition=precondition,
+        answered=answered,
+        identical=streams[0] == streams[1],
+        control_changed_values=changed(forum_c),
+        control_differs=streams[0] != streams[2],
     )
 
 
@@ -617,7 +1196,7 @@ class PoisonResult:
     hub_status: str
     """The hub's gRPC status for Submit (INVALID_ARGUMENT expected)."""
     trace_left: bool
-    """Whether the refused upload changed the submissions or another member's resolution."""
+    """Whether the refused upload changed the submissions or another member's answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,11 +1211,19 @@ def poison_attack(directory: Path, seed: int = SEED, declared: int = 2_000) -> P
     params = forum.params
     cases = poison_filters(params, declared, seed)
     results: list[PoisonResult] = []
-    with loopback_hub(directory, FORUM, MEMBERS, quorum=2) as hub:
+    with loopback_hub(
+        directory, MEMBERS, capacity=FORUM.capacity, forum_fpr=FORUM.forum_fpr, quorum=2
+    ) as hub:
         for name in MEMBERS[:3]:
             submit_filter(hub.client(name), forum.filters[name])
         observer, attacker = hub.client(MEMBERS[0]), hub.client(MEMBERS[3])
-        before = observer.download_resolution(KIND, KEY_ID).counts.copy()
+        asked = forum.tokens_of(MEMBERS[0])
+
+        def answers() -> tuple[bytes, bytes]:
+            result = observer.resolve(KIND, KEY_ID, asked)
+            return result.status.tobytes(), result.others.tobytes()
+
+        before = answers()
         submissions = hub.submissions()
         for case, bloom in cases.items():
             try:
@@ -645,8 +1232,7 @@ def poison_attack(directory: Path, seed: int = SEED, declared: int = 2_000) -> P
             except SketchError as error:
                 verdict = f"rejected: {error}"
             status = _refusal(lambda bloom=bloom: submit_filter(attacker, bloom))  # type: ignore[misc]
-            after = observer.download_resolution(KIND, KEY_ID).counts
-            trace = hub.submissions() != submissions or not np.array_equal(before, after)
+            trace = hub.submissions() != submissions or answers() != before
             results.append(
                 PoisonResult(
                     case=case,
@@ -669,22 +1255,32 @@ def run(seed: int = SEED) -> dict[str, Any]:
     dictionary = [dictionary_attack(setting, seed) for setting in (FORUM, DENSE)]
     with tempfile.TemporaryDirectory(prefix="sigshare-attacks-") as temporary:
         base = Path(temporary)
-        (base / "probe").mkdir()
-        (base / "poison").mkdir()
-        probe = probe_attack(base / "probe", seed)
+        for name in ("enumeration", "dense", "claim-2", "claim-3", "differential", "poison"):
+            (base / name).mkdir()
+        enumeration = [
+            enumeration_attack(base / "enumeration", seed),
+            enumeration_attack(
+                base / "dense", seed, capacity=DENSE_CAPACITY, forum_fpr=DENSE_FORUM_FPR
+            ),
+        ]
+        claims = [
+            claiming_attack(base / f"claim-{quorum}", seed, quorum=quorum) for quorum in (2, 3)
+        ]
+        differential = differential_attack(base / "differential", seed)
         poison = poison_attack(base / "poison", seed)
     return {
         "seed": seed,
         "alpha": ALPHA,
         "dictionary": [asdict(report) for report in dictionary],
-        "probe": asdict(probe),
+        "enumeration": [asdict(report) for report in enumeration],
+        "claiming": [asdict(report) for report in claims],
+        "differential": asdict(differential),
         "poison": asdict(poison),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
 
-def _print_table(document: dict[str, Any]) -> None:
-    print(f"Privacy attack simulations (seed {document['seed']}, chance bound p < {ALPHA:g})")
+def _print_dictionary(document: dict[str, Any]) -> None:
     for report in document["dictionary"]:
         print()
         print(
@@ -708,24 +1304,105 @@ def _print_table(document: dict[str, Any]) -> None:
                 f"{row['bound_true']:>6} {row['p_value']:>8.2g} {row['recall']:>7.3f} "
                 f"{row['beyond_chance']:>6}"
             )
-    probe = document["probe"]
+
+
+def _print_enumeration(e: dict[str, Any]) -> None:
     print()
-    print(f"== Member probing (real hub on loopback, quorum {probe['quorum']})")
-    print(f"   resolution without a submission: {probe['no_submission_resolution']}")
-    print(f"   confirm without a submission:    {probe['no_submission_confirm']}")
-    print(f"   {'others holding':>14} {'guesses':>8} {'count > 0':>10} {'exact':>6}")
-    for row in probe["classes"]:
+    print(
+        f"== Insider enumeration of {SPACE} ({e['space']:,} addresses; real hub on loopback; "
+        f"capacity {e['capacity']:,}, forum FPR {e['forum_fpr']:g}, {e['max_members']} members "
+        f"max, m={e['m']:,} k={e['k']}, quorum {e['quorum']})"
+    )
+    print(
+        f"   3 members x {PER_MEMBER:,} addresses: {e['others_distinct']:,} distinct, "
+        f"{e['learnable']:,} held by >= quorum-1 others; the insider holds {e['own']:,} "
+        f"(its filter's false positives in the /16: {e['own_false_positives']})"
+    )
+    print(
+        f"   before (resolution vector, tokenise the /16 offline): {e['before_recovered']:,} of "
+        f"{e['learnable']:,} others' addresses read off (+{e['before_false_flags']} false flags)"
+    )
+    print(
+        f"   now: addresses with a non-zero answer {e['nonzero']:,} = own {e['nonzero_own']:,} "
+        f"+ beyond own {e['nonzero_beyond_own']} (not own and not a false positive: "
+        f"{e['nonzero_beyond_own_and_false_positives']}); answers exact: {e['answers_exact']} "
+        f"(other filters' false positives among them: {e['other_filter_false_positives']}, "
+        f"their FPR <= {e['others_fpr']:.2g})"
+    )
+    print(
+        f"   without a submission: Resolve {e['no_submission_resolve']}, Confirm "
+        f"{e['no_submission_confirm']}; Resolve of all {e['space']:,} tokens at once: "
+        f"{e['whole_space']} ({e['whole_space_answered']} answered)"
+    )
+    print(
+        f"   Resolve in batches of {e['batch']:,}: answered {e['answered']:,} (at most "
+        f"{e['answered_most']:,} per submission, declared {e['declared']:,}), not held "
+        f"{e['not_held']:,}, over budget {e['over_budget']}"
+    )
+    print(
+        f"   Confirm of all {e['confirm_offered']:,} tokens: {e['confirm_accepted']} accepted "
+        f"(= its non-zero Resolve answers, batch by batch: {e['confirm_equals_resolve']}); "
+        f"ListMatches: {e['matches']} indicators, {e['matches_outside_nonzero']} outside them; "
+        f"GetStatus: {e['status_submissions']} submission(s), {e['status_foreign']} not its own"
+    )
+    print(f"   replacing its filter within the replace interval: {e['replace_within_interval']}")
+
+
+def _print_insider(document: dict[str, Any]) -> None:
+    for e in document["enumeration"]:
+        _print_enumeration(e)
+    for c in document["claiming"]:
+        print()
         print(
-            f"   {row['others']:>14} {row['guesses']:>8} {row['resolved_nonzero']:>10} "
-            f"{row['resolved_exact']:>6}"
+            f"== Claiming, quorum {c['quorum']} (capacity {c['capacity']:,}, rounds of "
+            f"{c['claim_size']:,} claimed addresses, replace interval 0)"
         )
-    for label, key in (
-        ("own guesses held by ≥ quorum-1 others", "confirm_own_resolved"),
-        ("own guesses held by < quorum-1 others", "confirm_own_unresolved"),
-        ("tokens not in its own filter", "confirm_not_in_filter"),
-    ):
-        offered, accepted = probe[key]
-        print(f"   confirm {label}: {accepted} of {offered} accepted")
+        print(
+            f"   own addresses answered first: {c['own_answered']:,}; claims answered in the day: "
+            f"{c['claims_answered']:,} (hard bound {c['hard_bound']:,}); day total "
+            f"{c['day_answered']:,} <= capacity {c['capacity']:,}"
+        )
+        print(
+            f"   others' addresses learned in 24 h: {c['learned']:,} (expected "
+            f"{c['expected']:.1f}, interval {c['low']}-{c['high']} at p<{ALPHA:g}; "
+            f"{c['learnable']:,} learnable of {c['population']:,}); whole /16: "
+            f"{c['days_for_space']} days; answers exact: {c['answers_exact']}; review flags: "
+            f"{', '.join(c['review_flags']) or 'none'}"
+        )
+        print(
+            f"   {'round':>5} {'replace':>8} {'answered':>9} {'over':>6} {'learned':>8} "
+            f"{'submission':>10} {'day':>7} {'frees in':>9}"
+        )
+        for number, r in enumerate(c["rounds"], start=1):
+            frees = "" if r["budget_frees_in"] is None else f"{r['budget_frees_in'] / 3600:.2f} h"
+            print(
+                f"   {number:>5} {r['replace_status']:>8} {r['answered']:>9,} "
+                f"{r['over_budget']:>6,} {r['learned']:>8,} {r['submission_tokens']:>10,} "
+                f"{r['day_tokens']:>7,} {frees:>9}"
+            )
+        print(f"   {'others holding':>14} {'claims':>7} {'count > 0':>10} {'exact':>6}")
+        for row in c["classes"]:
+            print(
+                f"   {row['others']:>14} {row['claims']:>7,} {row['nonzero']:>10,} "
+                f"{row['exact']:>6,}"
+            )
+    d = document["differential"]
+    print()
+    print(
+        f"== Differential: two hubs differing in {d['changed_values']} other-member values "
+        f"outside the insider's filter (precondition holds: {d['precondition']}); "
+        f"{d['asked']:,} tokens asked; Resolve answers byte-identical: {d['identical']}"
+    )
+    print(
+        f"   control: {d['control_changed_values']} values inside it changed; answers differ: "
+        f"{d['control_differs']}"
+    )
+
+
+def _print_table(document: dict[str, Any]) -> None:
+    print(f"Privacy attack simulations (seed {document['seed']}, chance bound p < {ALPHA:g})")
+    _print_dictionary(document)
+    _print_insider(document)
     poison = document["poison"]
     print()
     print(

@@ -68,6 +68,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from bench.replicas import serve_replicas
 from sigshare.client.config import ClientConfig, write_config
 from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
@@ -111,7 +112,6 @@ PARALLEL_GOAL = 1.5
 serialised on a lock the ratio would stay near 1; without one, only the audit chain's lock is
 serial — about 5 ms of a 60 ms call (fraction s ≈ 0.08, measured on the development machine) —
 so two processes reach at most 1 / (s + (1 − s)/2) ≈ 1.85."""
-START_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 900.0
 BIN = Path(sys.executable).parent
 _LOCKS = text(
@@ -187,55 +187,6 @@ def _database(server_url: str) -> Iterator[str]:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
-
-
-@contextmanager
-def _replicas(url: str, directory: Path, count: int) -> Iterator[list[int]]:
-    """``count`` ``sigshare-hub serve`` processes on one database; their ports."""
-    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
-    try:
-        for index in range(count):
-            port_file = directory / f"replica-{index}.port"
-            log = (directory / f"replica-{index}.log").open("wb")
-            process = subprocess.Popen(
-                [
-                    str(BIN / "sigshare-hub"),
-                    "--db",
-                    url,
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--insecure",
-                    "--port-file",
-                    str(port_file),
-                    "--log-level",
-                    "warning",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            log.close()
-            processes.append((process, port_file))
-        ports = []
-        deadline = time.monotonic() + START_TIMEOUT
-        for process, port_file in processes:
-            while not (port_file.exists() and port_file.read_text().strip()):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_text = port_file.with_suffix(".log").read_text(errors="replace")
-                    raise RuntimeError(f"hub replica did not start:\n{log_text}")
-                time.sleep(0.05)
-            ports.append(int(port_file.read_text()))
-        yield ports
-    finally:
-        for process, _ in processes:
-            process.terminate()
-        for process, _ in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @dataclass
@@ -509,7 +460,8 @@ def bench_load(*, quick: bool) -> dict[str, Any]:
             credentials, bloom = _publish(engine, names, datetime.now(UTC))
             secret_file = directory / "forum.secret"
             write_secret_file(secret_file, ForumSecret.generate(KEY_ID))
-            with _replicas(url, directory, REPLICAS) as ports:
+            with serve_replicas(url, directory, REPLICAS) as replicas:
+                ports = [replica.port for replica in replicas]
                 configs: list[Path] = []
                 inputs: list[tuple[Path, Path]] = []
                 truths: list[dict[str, int]] = []

@@ -21,12 +21,8 @@ alternative of testing each member's filter in turn (``BloomFilter.contains_toke
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.hub_bench import PG_ENV, _database
+from bench.replicas import serve_replicas
 from sigshare.client.hub_client import HubClient, HubConnection
 from sigshare.client.hub_types import TokenStatus
 from sigshare.hub.domain import Role
@@ -42,13 +39,12 @@ from sigshare.hub.engine.membership import MembershipIndex, has_slot, holder_cou
 from sigshare.hub.services import parameters, principals
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.sketch.bloom import BloomFilter, BloomParams, bit_positions
+from sigshare.sketch.codec import encode_bloom
 
 KEY_ID = "bench-1"
 FORUM_FPR = 1e-3
 MAX_MEMBERS = 32
 SHARED_SHARE = 0.3
-BIN = Path(sys.executable).parent
-START_TIMEOUT = 60.0
 
 Tokens = npt.NDArray[np.uint64]
 
@@ -181,45 +177,6 @@ def bench_accuracy(*, quick: bool) -> dict[str, Any]:
 # --- the hub -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _hub_process(url: str, directory: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    port_file = directory / "hub.port"
-    log = (directory / "hub.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(BIN / "sigshare-hub"),
-            "--db",
-            url,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure",
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((directory / "hub.log").read_text(errors="replace")[-2000:])
-            time.sleep(0.05)
-        yield int(port_file.read_text()), process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _engine_figures(
     params: BloomParams, filters: list[BloomFilter], probe: Tokens
 ) -> dict[str, float]:
@@ -254,8 +211,6 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
     params = BloomParams.for_forum("email", KEY_ID, capacity, FORUM_FPR, MAX_MEMBERS)
     tokens = forum_tokens(members, capacity, seed=2026)
     filters = _filters(params, tokens)
-    from sigshare.sketch.codec import encode_bloom
-
     payloads = [encode_bloom(f) for f in filters]
     out: dict[str, Any] = {
         "members": members,
@@ -270,7 +225,8 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
     for backend in backends:
         with _database(backend) as url, tempfile.TemporaryDirectory(prefix="sigshare-rb-") as tmp:
             credentials = _provision(url, members, capacity)
-            with _hub_process(url, Path(tmp)) as (port, process):
+            with serve_replicas(url, Path(tmp), 1) as (replica,):
+                port = replica.port
                 clients = [
                     HubClient(
                         HubConnection(
@@ -315,7 +271,7 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
                 out[f"{backend}_resolve_seconds"] = float(np.median(timings[1:]))
                 out[f"{backend}_resolve_max_seconds"] = max(timings[1:])
                 out[f"{backend}_all_members_seconds"] = sum(timings)
-                out[f"{backend}_hub_peak_mib"] = _peak_rss_mib(process.pid)
+                out[f"{backend}_hub_peak_mib"] = replica.peak_rss_mib()
                 for client in clients:
                     client.close()
     return out

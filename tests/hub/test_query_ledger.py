@@ -9,13 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigshare.hub.engine.query_ledger import (
-    DAY_SECONDS,
+    DAY,
     LedgerFormatError,
     QueryLedger,
 )
 from sigshare.sketch.prf import TokenArray
 
-NOW = 1_800_000_000
+NOW = 1_800_000_000_000_000
+"""Microseconds since the epoch, the ledger's unit."""
+HOUR = 3_600_000_000
 
 
 def _tokens(values: list[tuple[int, int]]) -> TokenArray:
@@ -33,7 +35,7 @@ def _oracle(
     day_budget: int,
 ) -> tuple[list[bool], dict[tuple[int, int], int]]:
     """Charge in order of first occurrence; the longest fitting prefix, then free tokens only."""
-    day_since = now - DAY_SECONDS + 1
+    day_since = now - DAY + 1
     sub_used = sum(1 for t in ledger.values() if t >= since)
     day_used = sum(1 for t in ledger.values() if t >= day_since)
     granted: dict[tuple[int, int], bool] = {}
@@ -82,9 +84,9 @@ _token = st.tuples(st.integers(0, 6), st.integers(0, 3))
 
 @settings(max_examples=300, deadline=None)
 @given(
-    existing=st.dictionaries(_token, st.integers(NOW - 3 * DAY_SECONDS, NOW), max_size=20),
+    existing=st.dictionaries(_token, st.integers(NOW - 3 * DAY, NOW), max_size=20),
     request=st.lists(_token, max_size=40),
-    since_ago=st.integers(0, 3 * DAY_SECONDS),
+    since_ago=st.integers(0, 3 * DAY),
     sub_budget=st.integers(0, 30),
     day_budget=st.integers(0, 30),
 )
@@ -111,7 +113,7 @@ def test_charge_matches_the_one_token_at_a_time_oracle(
     assert charge.tokens_changed == (set(after) != set(existing))
     assert charge.distinct == len(set(request))
     assert charge.submission_tokens == sum(1 for at in after.values() if at >= since)
-    day_since = NOW - DAY_SECONDS + 1
+    day_since = NOW - DAY + 1
     assert charge.day_tokens == sum(1 for at in after.values() if at >= day_since)
     assert charge.submission_tokens <= max(
         sub_budget, sum(1 for at in existing.values() if at >= since)
@@ -125,11 +127,11 @@ def test_repeating_tokens_costs_nothing() -> None:
     assert first.answered.all()
     assert first.distinct == 3
     again = first.ledger.charge(
-        request, now=NOW + 60, submission_since=NOW, submission_budget=3, day_budget=3
+        request, now=NOW + 60_000_000, submission_since=NOW, submission_budget=3, day_budget=3
     )
     assert again.answered.all()
     assert (again.submission_tokens, again.day_tokens) == (3, 3)
-    assert not again.tokens_changed  # only the times move: storage rewrites 4 bytes a token
+    assert not again.tokens_changed  # only the times move: storage rewrites 8 bytes a token
 
 
 def test_a_new_submission_gets_a_new_budget_but_the_day_budget_remains() -> None:
@@ -139,16 +141,16 @@ def test_a_new_submission_gets_a_new_budget_but_the_day_budget_remains() -> None
         _tokens(old), now=NOW, submission_since=NOW, submission_budget=5, day_budget=8
     )
     # An hour later the member replaced its filter (new submission) with other values.
-    later = NOW + 3600
+    later = NOW + HOUR
     second = first.ledger.charge(
         _tokens(new), now=later, submission_since=later, submission_budget=5, day_budget=8
     )
     assert second.answered.tolist() == [True, True, True, False, False]
     assert second.day_tokens == 8
     assert second.submission_tokens == 3
-    assert second.day_frees_at == NOW + DAY_SECONDS
+    assert second.day_frees_at == NOW + DAY
     # Once the first request has left the window, the rest is answered.
-    after_a_day = NOW + DAY_SECONDS
+    after_a_day = NOW + DAY
     third = second.ledger.charge(
         _tokens(new), now=after_a_day, submission_since=later, submission_budget=5, day_budget=8
     )
@@ -166,8 +168,8 @@ def test_request_order_decides_which_tokens_fit() -> None:
 
 
 def test_old_entries_are_dropped_only_when_neither_budget_needs_them() -> None:
-    entries = {(1, 0): NOW - 2 * DAY_SECONDS, (2, 0): NOW - DAY_SECONDS // 2}
-    since_long_ago = NOW - 3 * DAY_SECONDS
+    entries = {(1, 0): NOW - 2 * DAY, (2, 0): NOW - DAY // 2}
+    since_long_ago = NOW - 3 * DAY
     kept = _from_dict(entries).charge(
         _tokens([]), now=NOW, submission_since=since_long_ago, submission_budget=9, day_budget=9
     )
@@ -175,7 +177,7 @@ def test_old_entries_are_dropped_only_when_neither_budget_needs_them() -> None:
     pruned = _from_dict(entries).charge(
         _tokens([]), now=NOW, submission_since=NOW, submission_budget=9, day_budget=9
     )
-    assert _as_dict(pruned.ledger) == {(2, 0): NOW - DAY_SECONDS // 2}
+    assert _as_dict(pruned.ledger) == {(2, 0): NOW - DAY // 2}
 
 
 def test_encode_decode_round_trip_and_corruption_is_refused() -> None:
@@ -188,7 +190,7 @@ def test_encode_decode_round_trip_and_corruption_is_refused() -> None:
     )
     tokens, asked = charge.ledger.encode()
     assert len(tokens) == 4 * 16
-    assert len(asked) == 4 * 4
+    assert len(asked) == 4 * 8
     decoded = QueryLedger.decode(tokens, asked)
     assert _as_dict(decoded) == _as_dict(charge.ledger)
     assert [(int(h), int(lo)) for h, lo in zip(decoded.hi, decoded.lo, strict=True)] == [
@@ -200,12 +202,12 @@ def test_encode_decode_round_trip_and_corruption_is_refused() -> None:
     with pytest.raises(LedgerFormatError, match="token bytes"):
         QueryLedger.decode(tokens[:-1], asked)
     with pytest.raises(LedgerFormatError, match="token bytes"):
-        QueryLedger.decode(tokens, asked[:-4])
+        QueryLedger.decode(tokens, asked[:-8])
     swapped = tokens[16:32] + tokens[:16] + tokens[32:]
     with pytest.raises(LedgerFormatError, match="not sorted"):
         QueryLedger.decode(swapped, asked)
-    with pytest.raises(LedgerFormatError, match="1970-2106"):
-        QueryLedger(decoded.hi, decoded.lo, decoded.asked_at + 2**32).encode()
+    with pytest.raises(LedgerFormatError, match="before 1970"):
+        QueryLedger(decoded.hi, decoded.lo, decoded.asked_at - NOW - 1).encode()
 
 
 def test_a_crafted_request_sharing_one_half_is_charged_exactly() -> None:

@@ -1239,3 +1239,23 @@ def test_concurrent_appends_from_two_engines_keep_one_unbroken_chain(
                 assert len(audit.search(actor=name, limit=per_writer + 1)) == per_writer
     finally:
         engine.dispose()
+
+
+def test_count_made_within_counts_the_members_own_submissions_of_the_kind(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        acme, beta = _add_member(session, "acme"), _add_member(session, "beta")
+        made = [
+            _submit(session, acme, f"acme-{hours}", created_at=T0 + timedelta(hours=hours))
+            for hours in (0, 10, 20, 23, 30)
+        ]
+        _submit(session, beta, "beta-1", created_at=T0 + timedelta(hours=21))
+        _submit(
+            session, acme, "acme-phone", family_kind="phone", created_at=T0 + timedelta(hours=22)
+        )
+        submissions = SubmissionRepository(session)
+        day = timedelta(days=1)
+        # The window is (created_at − 24 h, created_at]: superseded ones count, other members'
+        # and other kinds' do not.
+        assert [submissions.count_made_within(s, day) for s in made] == [1, 2, 3, 4, 4]
+        assert submissions.count_made_within(made[4], timedelta(hours=7)) == 1  # 23 h is out
+        assert submissions.count_made_within(made[4], timedelta(hours=8)) == 2

@@ -523,7 +523,7 @@ def test_hub_killed_mid_upload_the_rerun_stores_exactly_one_submission(tmp_path:
 
 BULK = 8
 """Members with large filters: the first Resolve builds the membership index over all of them
-(a second or more of hub CPU)."""
+(about half a second of hub CPU: see CPU_BEFORE_KILL)."""
 BULK_CAPACITY = 2_000_000
 BULK_ITEMS = 1_000_000
 SHARED_ITEMS = 50_000

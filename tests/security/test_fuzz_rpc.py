@@ -212,7 +212,7 @@ def minhash_params(  # noqa: PLR0917 (st.builds passes positionally)
 
 
 # Never the baseline's own kind and family: changing them is a legitimate admin act that would
-# (rightly) change the baseline resolution.
+# (rightly) change the baseline answers.
 param_kinds = (
     st.sampled_from(["phone", "ip", "domain", "username", "wallet"]) | hostile_text
 ).filter(lambda k: k.strip().lower() != "email")
@@ -453,7 +453,7 @@ def _submit(hub: FuzzHub, data: st.DataObject) -> None:
     else:
         stream = []
     # Submitting as m1 (whose baseline is the reference): a mutation the hub accepts can only
-    # re-encode m1's own bits (SGBF's CRC-32 covers them), so its resolution stays the same.
+    # re-encode m1's own bits (SGBF's CRC-32 covers them), so its answers stay the same.
     before = hub.snapshot()
     outcome = hub.call(SUBMIT, *stream, who="m1")
     hub.check_refusal(outcome, before, allowed=ALLOWED)
@@ -695,7 +695,7 @@ def own_stream(hub: FuzzHub, member: str, extra: bytes, chunk: int) -> list[byte
     return [m.SerializeToString() for m in stream]
 
 
-@fuzz_settings(60)
+@fuzz_settings(60, long_cap=2000)
 @given(
     after=st.integers(1, 3),
     member=st.sampled_from(fuzzing.SUBMITTERS),

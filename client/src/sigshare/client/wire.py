@@ -69,7 +69,10 @@ def from_timestamp(message: Message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
     timestamp: Timestamp = getattr(message, field)
-    return timestamp.ToDatetime(tzinfo=UTC)
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise HubProtocolError(f"the hub sent an impossible {field}: {error}") from None
 
 
 def _health(message: hub_pb2.SubmitResponse | hub_pb2.SubmissionInfo) -> FilterHealthInfo | None:

@@ -14,7 +14,7 @@ nothing; the rest are over budget and leave no trace. The ledger keeps, per dist
 it was last asked, sorted by token so that a request is merged in ``O(n log n)`` without Python
 loops; entries older than both the window and the current submission are dropped. A request
 that only repeats earlier tokens changes their times, not the tokens, so storage rewrites only
-the times (4 bytes a token) then.
+the times (8 bytes a token) then.
 
 Pure computation: the storage layer keeps the encoded ledger (:meth:`QueryLedger.encode`).
 """
@@ -28,8 +28,8 @@ import numpy.typing as npt
 
 from sigshare.sketch.prf import TOKEN_BYTES, TokenArray
 
-DAY_SECONDS = 86_400
-_MAX_TIME = 2**32 - 1
+DAY = 86_400 * 1_000_000
+"""The rolling window, in the ledger's unit: microseconds since the Unix epoch."""
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
 
@@ -90,7 +90,8 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class QueryLedger:
-    """Distinct tokens with the time (Unix seconds) each was last asked, sorted by token."""
+    """Distinct tokens with the time each was last asked (microseconds since the Unix epoch:
+    exact enough that requests around a replacement never share a time), sorted by token."""
 
     hi: _U64
     lo: _U64
@@ -113,10 +114,10 @@ class QueryLedger:
         return tokens.tobytes()
 
     def encode_times(self) -> bytes:
-        """4 bytes (uint32 LE Unix seconds, good until 2106) per token, in ledger order."""
-        if len(self) and (self.asked_at.min() < 0 or self.asked_at.max() > _MAX_TIME):
-            raise LedgerFormatError("a query time outside 1970-2106")
-        return self.asked_at.astype("<u4").tobytes()
+        """8 bytes (int64 LE microseconds) per token, in ledger order."""
+        if len(self) and self.asked_at.min() < 0:
+            raise LedgerFormatError("a query time before 1970")
+        return self.asked_at.astype("<i8").tobytes()
 
     def encode(self) -> tuple[bytes, bytes]:
         """``(tokens, asked_at)``: :meth:`encode_tokens` and :meth:`encode_times`."""
@@ -124,7 +125,7 @@ class QueryLedger:
 
     @classmethod
     def decode(cls, tokens: bytes, asked_at: bytes) -> QueryLedger:
-        if len(tokens) % TOKEN_BYTES or len(asked_at) != len(tokens) // 4:
+        if len(tokens) % TOKEN_BYTES or len(asked_at) != len(tokens) // 2:
             raise LedgerFormatError(
                 f"query ledger of {len(tokens)} token bytes and {len(asked_at)} time bytes"
             )
@@ -132,7 +133,7 @@ class QueryLedger:
         ledger = cls(
             words[:, 0].astype(np.uint64),
             words[:, 1].astype(np.uint64),
-            np.frombuffer(asked_at, dtype="<u4").astype(np.int64),
+            np.frombuffer(asked_at, dtype="<i8").astype(np.int64),
         )
         if len(ledger) > 1:
             order_ok = (ledger.hi[1:] > ledger.hi[:-1]) | (
@@ -156,11 +157,12 @@ class QueryLedger:
     ) -> Charge:
         """Charge the request ``tokens`` (in request order, repeats allowed) to both budgets.
 
-        ``submission_since`` is when the current submission started: tokens last asked since
-        then are already counted for it. The returned ledger holds every token asked since
-        ``min(submission_since, now − 24 h)``, with ``now`` for the tokens answered here.
+        Times are microseconds since the Unix epoch. ``submission_since`` is when the current
+        submission started: tokens last asked since then are already counted for it. The
+        returned ledger holds every token asked since ``min(submission_since, now − 24 h)``, with
+        ``now`` for the tokens answered here.
         """
-        day_since = now - DAY_SECONDS + 1
+        day_since = now - DAY + 1
         n_old = len(self)
         req_hi, req_lo = _halves(tokens)
         hi = np.concatenate([self.hi, req_hi])
@@ -212,7 +214,7 @@ class QueryLedger:
         frees_at = None
         if day_limited:
             in_window = ledger.asked_at[ledger.asked_at >= day_since]
-            frees_at = int(in_window.min()) + DAY_SECONDS if len(in_window) else now
+            frees_at = int(in_window.min()) + DAY if len(in_window) else now
         return Charge(
             answered=answered,
             distinct=len(asked_groups),

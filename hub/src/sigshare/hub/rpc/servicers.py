@@ -157,6 +157,8 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
             _receive_tokens(request_iterator, header.token_count * TOKEN_BYTES)
         )
         received = time.perf_counter()
+        if not context.is_active():  # cancelled after sending: nobody would get the answers
+            return
         now = _now()
         with session_scope(self._engine) as session:
             answers = resolution.resolve(

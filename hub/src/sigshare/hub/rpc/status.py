@@ -63,6 +63,10 @@ def abort(context: grpc.ServicerContext, error: BaseException, method: str) -> N
     ):
         log.warning("database unavailable method=%s error=%s", method, type(error).__name__)
         context.abort(grpc.StatusCode.UNAVAILABLE, "hub database unavailable; retry shortly")
+    if isinstance(error, grpc.RpcError) and not context.is_active():
+        # The caller cancelled or went away mid-stream: nothing went wrong here.
+        log.info("rpc cancelled by the client method=%s", method)
+        context.abort(grpc.StatusCode.CANCELLED, "cancelled by the client")
     reference = secrets.token_hex(6)
     log.exception("internal error method=%s reference=%s", method, reference)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")

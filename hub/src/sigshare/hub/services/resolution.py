@@ -17,7 +17,7 @@ keyed by exactly the submissions it was built from (:class:`IndexCache`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 
 import numpy as np
@@ -55,6 +55,14 @@ class TokenStatus(IntEnum):
     """The requester's own filter does not hold the token: not answered, nothing recorded."""
     OVER_BUDGET = 2
     """A query budget is spent: not answered, nothing recorded."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _microseconds(moment: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (the query ledger's time unit)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def tokens_from_buffer(data: bytes) -> TokenArray:
@@ -177,11 +185,12 @@ def _answer(
     ledger_repository = QueryLedgerRepository(session)
     ledger = ledger_repository.get_for_update(member.id, params.kind, now)
     held_at = np.flatnonzero(held)
-    unix_now = int(now.timestamp())
+    since = _microseconds(snapshot.own.created_at)
+    unix_now = max(_microseconds(now), since)
     charge = ledger.charge(
         tokens[held_at],
         now=unix_now,
-        submission_since=int(snapshot.own.created_at.timestamp()),
+        submission_since=since,
         submission_budget=snapshot.own.declared_count,
         day_budget=params.capacity,
     )
@@ -225,7 +234,7 @@ def _answer(
         budget_frees_at=(
             None
             if charge.day_frees_at is None
-            else datetime.fromtimestamp(charge.day_frees_at, UTC)
+            else _EPOCH + timedelta(microseconds=charge.day_frees_at)
         ),
         computed_at=now,
     )

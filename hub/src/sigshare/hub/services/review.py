@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 import numpy as np
@@ -118,9 +118,16 @@ DEFAULT_FLAG_FACTOR = 5.0
 its predecessor's: the shape of a member claiming values it does not hold to probe for them."""
 
 
+REPLACEMENT_BURST = 4
+"""A submission is flagged when it is at least the member's fourth filter of the kind within
+24 hours: a member cycling claimed values through its filter to probe for them replaces it
+often, even when each filter looks ordinary (nightly syncs replace it once a day)."""
+
+
 class SubmissionFlag(StrEnum):
     DECLARED_COUNT_JUMP = "declared_count_jump"
     QUERY_VOLUME_JUMP = "query_volume_jump"
+    FREQUENT_REPLACEMENT = "frequent_replacement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,16 +141,23 @@ class SubmissionView:
 
 
 def probing_flags(
-    current: Submission, previous: Submission | None, factor: float = DEFAULT_FLAG_FACTOR
+    current: Submission,
+    previous: Submission | None,
+    factor: float = DEFAULT_FLAG_FACTOR,
+    *,
+    recent: int = 1,
 ) -> tuple[str, ...]:
-    """Flags for ``current`` against the member's previous submission of the same kind."""
-    if previous is None:
-        return ()
+    """Flags for ``current`` against the member's previous submission of the same kind;
+    ``recent`` counts the member's submissions of the kind in the 24 hours up to ``current``'s
+    (``current`` included)."""
     flags = []
-    if previous.declared_count and current.declared_count > factor * previous.declared_count:
-        flags.append(SubmissionFlag.DECLARED_COUNT_JUMP.value)
-    if previous.tokens_asked and current.tokens_asked > factor * previous.tokens_asked:
-        flags.append(SubmissionFlag.QUERY_VOLUME_JUMP.value)
+    if previous is not None:
+        if previous.declared_count and current.declared_count > factor * previous.declared_count:
+            flags.append(SubmissionFlag.DECLARED_COUNT_JUMP.value)
+        if previous.tokens_asked and current.tokens_asked > factor * previous.tokens_asked:
+            flags.append(SubmissionFlag.QUERY_VOLUME_JUMP.value)
+    if recent >= REPLACEMENT_BURST:
+        flags.append(SubmissionFlag.FREQUENT_REPLACEMENT.value)
     return tuple(flags)
 
 
@@ -164,7 +178,12 @@ def submissions(
         params = parameters.get(family_kind)
         for submission in repository.all_active(family_kind):
             flags = (
-                probing_flags(submission, repository.previous_of(submission), flag_factor)
+                probing_flags(
+                    submission,
+                    repository.previous_of(submission),
+                    flag_factor,
+                    recent=repository.count_made_within(submission, timedelta(days=1)),
+                )
                 if params is not None
                 else ()
             )

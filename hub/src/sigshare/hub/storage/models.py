@@ -244,7 +244,7 @@ class QueryLedgerRow(Base):
     (``sigshare.hub.engine.query_ledger``): what the query budgets are counted from.
 
     Tokens of the member's own values only — the hub answers nothing else — kept sorted as the
-    member sent them (16 bytes each), times as little-endian int64 Unix seconds.
+    member sent them (16 bytes each), times as little-endian int64 microseconds since the epoch.
     """
 
     __tablename__ = "query_ledgers"

@@ -20,10 +20,10 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Select, delete, insert, select, text, update
+from sqlalchemy import CursorResult, Select, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -523,6 +523,24 @@ class SubmissionRepository:
             update(SubmissionRow)
             .where(SubmissionRow.id == submission_id)
             .values(tokens_asked=tokens)
+        )
+
+    def count_made_within(self, submission: Submission, window: timedelta) -> int:
+        """The member's submissions of the same family/kind made in ``window`` up to
+        ``submission``'s creation, ``submission`` included (superseded ones too)."""
+        until = utc(submission.created_at)
+        return int(
+            self._session.scalar(
+                select(func.count())
+                .select_from(SubmissionRow)
+                .where(
+                    SubmissionRow.member_id == submission.member_id,
+                    SubmissionRow.family_kind == submission.family_kind,
+                    SubmissionRow.created_at > until - window,
+                    SubmissionRow.created_at <= until,
+                )
+            )
+            or 0
         )
 
     def previous_of(self, submission: Submission) -> Submission | None:

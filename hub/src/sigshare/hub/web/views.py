@@ -14,7 +14,12 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from sigshare.hub.domain import ReviewEvent, Submission
-from sigshare.hub.services.review import DEFAULT_FLAG_FACTOR, SubmissionFlag, SubmissionView
+from sigshare.hub.services.review import (
+    DEFAULT_FLAG_FACTOR,
+    REPLACEMENT_BURST,
+    SubmissionFlag,
+    SubmissionView,
+)
 
 MAX_NEXT_LENGTH = 2000
 
@@ -103,6 +108,7 @@ class Pager:
 FLAG_LABELS = {
     SubmissionFlag.DECLARED_COUNT_JUMP.value: "count jumped",
     SubmissionFlag.QUERY_VOLUME_JUMP.value: "queries jumped",
+    SubmissionFlag.FREQUENT_REPLACEMENT.value: "replaced often",
 }
 FLAG_HELP = {
     SubmissionFlag.DECLARED_COUNT_JUMP.value: (
@@ -111,6 +117,10 @@ FLAG_HELP = {
     ),
     SubmissionFlag.QUERY_VOLUME_JUMP.value: (
         f"distinct tokens asked about over {DEFAULT_FLAG_FACTOR:g}× the previous submission's"
+    ),
+    SubmissionFlag.FREQUENT_REPLACEMENT.value: (
+        f"at least the member's {REPLACEMENT_BURST}th filter of this kind within 24 hours: "
+        "cycling claimed values through a filter to probe for them looks like this"
     ),
 }
 
