@@ -267,6 +267,29 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
                 started = time.perf_counter()
                 clients[0].resolve("email", KEY_ID, raw[0])
                 out[f"{backend}_repeat_resolve_seconds"] = time.perf_counter() - started
+                # A night: each member in turn sends a filter with 1 % new values, then asks
+                # about all its values — the index changes by one filter each time.
+                nightly = []
+                for i, client in enumerate(clients):
+                    changed = tokens[i].copy()
+                    fresh = np.random.default_rng(10_000 + i).integers(
+                        0, 2**64, size=(capacity // 100, 2), dtype=np.uint64
+                    )
+                    changed[: len(fresh)] = fresh
+                    client.submit(
+                        sketch_format="bloom",
+                        kind="email",
+                        key_id=KEY_ID,
+                        params_digest=digest,
+                        declared_count=capacity,
+                        payload=encode_bloom(_filters(params, [changed])[0]),
+                    )
+                    started = time.perf_counter()
+                    result = client.resolve("email", KEY_ID, changed.astype("<u8").tobytes())
+                    nightly.append(time.perf_counter() - started)
+                    assert result.count(TokenStatus.ANSWERED) == capacity
+                out[f"{backend}_after_one_new_filter_seconds"] = float(np.median(nightly))
+                out[f"{backend}_after_one_new_filter_max_seconds"] = max(nightly)
                 out[f"{backend}_first_resolve_seconds"] = timings[0]
                 out[f"{backend}_resolve_seconds"] = float(np.median(timings[1:]))
                 out[f"{backend}_resolve_max_seconds"] = max(timings[1:])
@@ -432,6 +455,12 @@ def print_table(results: dict[str, Any]) -> None:
                 "all members back to back",
                 backend,
                 f"{hub[f'{backend}_all_members_seconds']:.1f} s",
+            )
+            table.add_row(
+                "right after one member's new filter (median / max, index patched)",
+                backend,
+                f"{hub[f'{backend}_after_one_new_filter_seconds']:.2f} s / "
+                f"{hub[f'{backend}_after_one_new_filter_max_seconds']:.2f} s",
             )
             table.add_row(
                 "hub process peak memory", backend, f"{hub[f'{backend}_hub_peak_mib']:.0f} MiB"

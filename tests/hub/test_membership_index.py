@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigshare.hub.engine.membership import (
+    FREE,
     IndexCache,
     MembershipIndex,
     has_slot,
@@ -135,24 +137,48 @@ def _index(size_bytes: int, tag: int) -> MembershipIndex:
     return MembershipIndex(m=size_bytes, k=1, slots=(tag,), words=words)
 
 
+def _no_base(index: MembershipIndex) -> Callable[[MembershipIndex | None], MembershipIndex]:
+    def build(base: MembershipIndex | None) -> MembershipIndex:
+        return index
+
+    return build
+
+
 def test_cache_returns_what_it_built_and_evicts_least_recently_used() -> None:
     cache = IndexCache(max_bytes=3000)
-    first = cache.get("a", lambda: _index(1000, 1))
-    assert cache.get("a", lambda: pytest.fail("rebuilt a cached index")) is first
-    cache.get("b", lambda: _index(1000, 2))
-    cache.get("a", lambda: pytest.fail("rebuilt a cached index"))  # a is now the newest
-    cache.get("c", lambda: _index(1500, 3))  # 3500 bytes: b, the least recently used, goes
+    first = cache.get("email", "a", _no_base(_index(1000, 1)))
+    assert cache.get("email", "a", lambda base: pytest.fail("rebuilt a cached index")) is first
+    cache.get("email", "b", _no_base(_index(1000, 2)))
+    cache.get("email", "a", lambda base: pytest.fail("rebuilt a cached index"))  # a is newest
+    cache.get("email", "c", _no_base(_index(1500, 3)))  # 3500 bytes: b, least recently used, goes
     assert cache.nbytes == 2500
-    rebuilt = cache.get("b", lambda: _index(1000, 4))
+    rebuilt = cache.get("email", "b", _no_base(_index(1000, 4)))
     assert rebuilt.slots == (4,)
     assert cache.builds == 4
 
 
+def test_a_build_gets_the_most_recent_index_of_its_family_as_base() -> None:
+    cache = IndexCache()
+    older = cache.get("email", "v1", _no_base(_index(10, 1)))
+    newer = cache.get("email", "v2", _no_base(_index(10, 2)))
+    other = cache.get("phone", "v1", _no_base(_index(10, 3)))
+    bases: list[MembershipIndex | None] = []
+
+    def build(base: MembershipIndex | None) -> MembershipIndex:
+        bases.append(base)
+        return _index(10, 4)
+
+    cache.get("email", "v3", build)
+    cache.get("ip", "v1", build)
+    assert bases == [newer, None]
+    assert older is not newer is not other
+
+
 def test_cache_keeps_nothing_larger_than_itself_and_zero_disables_it() -> None:
     cache = IndexCache(max_bytes=100)
-    cache.get("big", lambda: _index(1000, 1))
+    cache.get("email", "big", _no_base(_index(1000, 1)))
     assert cache.nbytes == 0
-    cache.get("big", lambda: _index(1000, 1))
+    cache.get("email", "big", _no_base(_index(1000, 1)))
     assert cache.builds == 2
     with pytest.raises(ValueError, match="negative"):
         IndexCache(max_bytes=-1)
@@ -160,16 +186,14 @@ def test_cache_keeps_nothing_larger_than_itself_and_zero_disables_it() -> None:
 
 def test_concurrent_requests_for_a_missing_index_build_it_once() -> None:
     cache = IndexCache()
-    started = threading.Event()
 
-    def slow_build() -> MembershipIndex:
-        started.set()
+    def slow_build(base: MembershipIndex | None) -> MembershipIndex:
         time.sleep(0.2)
         return _index(100, 9)
 
     results: list[MembershipIndex] = []
     threads = [
-        threading.Thread(target=lambda: results.append(cache.get("k", slow_build)))
+        threading.Thread(target=lambda: results.append(cache.get("email", "k", slow_build)))
         for _ in range(4)
     ]
     for thread in threads:
@@ -179,3 +203,101 @@ def test_concurrent_requests_for_a_missing_index_build_it_once() -> None:
     assert len(results) == 4
     assert all(result is results[0] for result in results)
     assert cache.builds == 1
+
+
+# ------------------------------------------------------------------------------ patching
+
+
+def _masks_by_member(index: MembershipIndex, probes: TokenArray) -> dict[int, np.ndarray]:
+    bits = np.unpackbits(index.holders(probes), axis=1, bitorder="little")
+    return {member: bits[:, slot] for slot, member in enumerate(index.slots) if member != FREE}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    start=st.integers(1, 20),
+    gone=st.integers(0, 5),
+    changed=st.integers(0, 5),
+    added=st.integers(0, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_patched_index_answers_exactly_like_a_full_build(
+    start: int, gone: int, changed: int, added: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    params = BloomParams(kind="email", key_id="k1", m=64 * 32, k=4, capacity=50, target_fpr=0.01)
+
+    def bloom(n: int) -> BloomFilter:
+        made = BloomFilter(params)
+        made.add_tokens(_tokens(rng, n))
+        return made
+
+    filters = {member: bloom(60) for member in range(start)}
+    sources = [(member, ("v1", member)) for member in filters]
+    base = MembershipIndex.build(
+        params.m, params.k, [(m, f.bits) for m, f in filters.items()], sources
+    )
+    gone_ids = list(filters)[: min(gone, start)]
+    changed_ids = list(filters)[len(gone_ids) : len(gone_ids) + changed]
+    added_ids = list(range(100, 100 + added))
+    for member in gone_ids:
+        del filters[member]
+    for member in [*changed_ids, *added_ids]:
+        filters[member] = bloom(60)
+    new_sources = [
+        (m, ("v2", m) if m in changed_ids or m in added_ids else ("v1", m)) for m in filters
+    ]
+    loaded: list[int] = []
+
+    def load(member: int) -> np.ndarray:
+        loaded.append(member)
+        return filters[member].bits
+
+    patched = base.patched(new_sources, load)
+    full = MembershipIndex.build(
+        params.m, params.k, [(m, f.bits) for m, f in filters.items()], new_sources
+    )
+    probes = _tokens(rng, 400)
+    if patched is None:
+        # Refused only when most members changed or a newcomer has no free slot.
+        free = 8 * base.mask_bytes - start + len(gone_ids)
+        assert 2 * (len(gone_ids) + len(changed_ids) + len(added_ids)) > max(len(filters), 1) or (
+            len(added_ids) > free
+        )
+        return
+    assert sorted(loaded) == sorted([*changed_ids, *added_ids])  # only what changed is read
+    assert patched.sources == full.sources
+    assert _masks_by_member(patched, probes).keys() == _masks_by_member(full, probes).keys()
+    for member, column in _masks_by_member(full, probes).items():
+        assert np.array_equal(_masks_by_member(patched, probes)[member], column), member
+    assert not base.words.flags.writeable
+    assert not patched.words.flags.writeable
+    for member in gone_ids:
+        assert patched.slot_of(member) is None
+
+
+def test_one_members_new_filter_is_patched_in_and_a_newcomer_takes_a_free_slot() -> None:
+    filters, probes = _forum(9, items=200, seed=5)
+    sources = [(i, ("v1", i)) for i in range(9)]
+    base = MembershipIndex.build(
+        filters[0].params.m, 5, [(i, f.bits) for i, f in enumerate(filters)], sources
+    )
+    assert base.mask_bytes == 2
+    replacement, _ = _forum(1, items=200, seed=6)
+    # Member 3 sends a new filter, member 8 leaves, member 42 joins in the slot 8 left.
+    after = {**{i: f for i, f in enumerate(filters) if i != 8}, 3: replacement[0], 42: filters[8]}
+    new_sources = [(i, ("v2", i) if i in (3, 42) else ("v1", i)) for i in after]
+    loaded: list[int] = []
+    patched = base.patched(new_sources, lambda member: loaded.append(member) or after[member].bits)
+    assert patched is not None
+    assert sorted(loaded) == [3, 42]
+    assert patched.slot_of(42) == 8
+    assert patched.slot_of(8) is None
+    got = np.unpackbits(patched.holders(probes), axis=1, bitorder="little")
+    for member, bloom in after.items():
+        slot = patched.slot_of(member)
+        assert slot is not None
+        assert np.array_equal(got[:, slot].astype(bool), bloom.contains_tokens(probes)), member
+    # Most members changed: a full build is the better deal.
+    everyone = [(i, ("v3", i)) for i in range(9)]
+    assert base.patched(everyone, lambda member: filters[member].bits) is None

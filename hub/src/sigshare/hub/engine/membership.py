@@ -14,7 +14,9 @@ position beyond 64 members. A mask of member bits is handed out as bytes, little
 
 :class:`IndexCache` keeps recently built indexes per process, keyed by exactly the submissions
 they were built from, so a replica never answers from an index of another set of filters; it is
-a cache only — any replica rebuilds what it lacks from the database.
+a cache only — any replica rebuilds what it lacks from the database. When the filters change by
+a few members, the previous index is patched (:meth:`MembershipIndex.patched`): only the changed
+filters are read.
 """
 
 from __future__ import annotations
@@ -32,11 +34,24 @@ from sigshare.sketch.prf import TokenArray
 
 Bits = npt.NDArray[np.uint8]
 Masks = npt.NDArray[np.uint8]
+Source = tuple[int, Hashable]
+"""``(member id, identity of the filter)`` — e.g. its submission id and content digest."""
+FREE = -1
 """Shape ``(n, mask_bytes)``: per token, the member slots holding it."""
 
 _SLICE_BYTES = 1 << 19  # packed filter bytes per build step: 4 Mi positions, temporaries in L2/L3
 _TOKEN_CHUNK = 1 << 14  # tokens per gather step: the (k, chunk, lanes) gather stays in cache
 _WORD_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _check_bits(member_id: int, bits: Bits, nbytes: int) -> None:
+    if bits.dtype != np.uint8 or bits.shape != (nbytes,):
+        raise ValueError(f"filter of member {member_id} is not {nbytes} packed bytes")
+
+
+def _clear_slot(words: npt.NDArray[np.uint8], slot: int) -> None:
+    column = words[:, slot >> 3]
+    np.bitwise_and(column, np.uint8(0xFF ^ (1 << (slot & 7))), out=column)
 
 
 def mask_bytes_for(members: int) -> int:
@@ -55,19 +70,27 @@ class MembershipIndex:
     m: int
     k: int
     slots: tuple[int, ...]
-    """Member ids in slot order: bit ``j`` of a word belongs to ``slots[j]``."""
+    """Member ids in slot order: bit ``j`` of a word belongs to ``slots[j]``; :data:`FREE`
+    marks a slot no member uses (left by a member that is gone)."""
     words: npt.NDArray[np.uint8]
     """Shape ``(m, mask_bytes)``."""
+    sources: tuple[Source, ...] = ()
+    """What each member's bits were built from (for :meth:`patched`), by member id."""
 
     @classmethod
-    def build(cls, m: int, k: int, filters: Sequence[tuple[int, Bits]]) -> MembershipIndex:
+    def build(
+        cls,
+        m: int,
+        k: int,
+        filters: Sequence[tuple[int, Bits]],
+        sources: Sequence[Source] = (),
+    ) -> MembershipIndex:
         """Transpose ``(member id, packed bits)`` filters into per-position member words."""
         width = mask_bytes_for(len(filters))
         words = np.zeros((m, width), dtype=np.uint8)
         nbytes = m // 8
         for member_id, bits in filters:
-            if bits.dtype != np.uint8 or bits.shape != (nbytes,):
-                raise ValueError(f"filter of member {member_id} is not {nbytes} packed bytes")
+            _check_bits(member_id, bits, nbytes)
         plane = np.empty(8 * min(_SLICE_BYTES, nbytes), dtype=np.uint8)
         unpacked = np.empty_like(plane)
         for start in range(0, nbytes, _SLICE_BYTES):
@@ -82,7 +105,60 @@ class MembershipIndex:
                     np.bitwise_or(plane[:span], unpacked[:span], out=plane[:span])
                 words[8 * start : 8 * stop, group] = plane[:span]
         words.setflags(write=False)
-        return cls(m=m, k=k, slots=tuple(member for member, _ in filters), words=words)
+        return cls(
+            m=m,
+            k=k,
+            slots=tuple(member for member, _ in filters),
+            words=words,
+            sources=tuple(sorted(sources)),
+        )
+
+    def patched(
+        self,
+        sources: Sequence[Source],
+        load: Callable[[int], Bits],
+    ) -> MembershipIndex | None:
+        """This index brought to ``sources``: members gone are cleared, new or changed members'
+        filters (``load(member id)``) written into their slot — or ``None`` when a full build is
+        the better deal (most members changed, or no free slot for a newcomer).
+
+        Only the changed filters are read, so after one member's nightly submission the next
+        answer costs one filter and a copy of the words instead of every filter.
+        """
+        before = dict(self.sources)
+        after = dict(sources)
+        gone = [member for member in before if member not in after]
+        changed = [member for member, source in after.items() if before.get(member) != source]
+        if 2 * (len(gone) + len(changed)) > max(len(after), 1):
+            return None
+        slots = [FREE if member in gone else member for member in self.slots]
+        slots += [FREE] * (8 * self.mask_bytes - len(slots))
+        for member in changed:
+            if member not in before:
+                if FREE not in slots:
+                    return None
+                slots[slots.index(FREE)] = member
+        words = self.words.copy()
+        nbytes = self.m // 8
+        for member in gone:
+            _clear_slot(words, self.slots.index(member))
+        for member in changed:
+            slot = slots.index(member)
+            bits = load(member)
+            _check_bits(member, bits, nbytes)
+            _clear_slot(words, slot)
+            for start in range(0, nbytes, _SLICE_BYTES):
+                stop = min(start + _SLICE_BYTES, nbytes)
+                column = words[8 * start : 8 * stop, slot >> 3]
+                unpacked = np.unpackbits(bits[start:stop], bitorder="little")
+                np.left_shift(unpacked, slot & 7, out=unpacked)
+                np.bitwise_or(column, unpacked, out=column)
+        words.setflags(write=False)
+        while slots and slots[-1] == FREE:
+            slots.pop()
+        return MembershipIndex(
+            m=self.m, k=self.k, slots=tuple(slots), words=words, sources=tuple(sorted(sources))
+        )
 
     @property
     def mask_bytes(self) -> int:
@@ -93,6 +169,8 @@ class MembershipIndex:
         return int(self.words.nbytes)
 
     def slot_of(self, member_id: int) -> int | None:
+        if member_id == FREE:
+            return None
         try:
             return self.slots.index(member_id)
         except ValueError:
@@ -155,40 +233,51 @@ def select_slots(masks: Masks, slots: Sequence[int]) -> Masks:
 class IndexCache:
     """Recently built indexes, least recently used dropped first once ``max_bytes`` is exceeded.
 
-    ``get(key, build)`` returns the cached index for ``key`` or builds it; concurrent callers
-    asking for the same missing key wait for one build instead of building it twice. An index
-    larger than the whole cache is returned without being kept.
+    ``get(family, key, build)`` returns the cached index for ``(family, key)`` or builds it with
+    ``build(base)``, ``base`` being the most recently used index of the same family (to patch)
+    or ``None``; concurrent callers asking for the same missing key wait for one build instead
+    of building it twice. An index larger than the whole cache is returned without being kept.
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         if max_bytes < 0:
             raise ValueError("cache size cannot be negative")
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, MembershipIndex] = OrderedDict()
+        self._entries: OrderedDict[tuple[Hashable, Hashable], MembershipIndex] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[Hashable, threading.Lock] = {}
+        self._building: dict[tuple[Hashable, Hashable], threading.Lock] = {}
         self.builds = 0
-        """Indexes built so far (for tests and benchmarks)."""
+        """Indexes built (or patched) so far (for tests and benchmarks)."""
 
-    def get(self, key: Hashable, build: Callable[[], MembershipIndex]) -> MembershipIndex:
+    def get(
+        self,
+        family: Hashable,
+        key: Hashable,
+        build: Callable[[MembershipIndex | None], MembershipIndex],
+    ) -> MembershipIndex:
+        full = (family, key)
         with self._lock:
-            found = self._entries.get(key)
+            found = self._entries.get(full)
             if found is not None:
-                self._entries.move_to_end(key)
+                self._entries.move_to_end(full)
                 return found
-            gate = self._building.setdefault(key, threading.Lock())
+            gate = self._building.setdefault(full, threading.Lock())
         with gate:
             with self._lock:
-                found = self._entries.get(key)
+                found = self._entries.get(full)
                 if found is not None:
-                    self._entries.move_to_end(key)
+                    self._entries.move_to_end(full)
                     return found
-            index = build()
+                base = next(
+                    (index for (fam, _), index in reversed(self._entries.items()) if fam == family),
+                    None,
+                )
+            index = build(base)
             with self._lock:
                 self.builds += 1
-                self._building.pop(key, None)
+                self._building.pop(full, None)
                 if index.nbytes <= self.max_bytes:
-                    self._entries[key] = index
+                    self._entries[full] = index
                     self._evict()
         return index
 

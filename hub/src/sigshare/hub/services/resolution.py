@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import KindParameters, Principal, Submission
 from sigshare.hub.engine.membership import (
+    Bits,
     IndexCache,
     MembershipIndex,
     has_slot,
@@ -117,26 +118,26 @@ def _snapshot(
             f"submit a filter of kind {params.kind} before resolving it: members learn only "
             "about values they hold themselves"
         )
-    key = (
-        params.kind,
-        params.digest(),
-        tuple((s.member_id, s.id, s.content_sha256) for s in active),
-    )
+    sources = [(s.member_id, (s.id, s.content_sha256)) for s in active]
+    by_member = {s.member_id: s for s in active}
+    bloom = params.bloom_params()
 
-    def build() -> MembershipIndex:
-        bloom = params.bloom_params()
-        filters = []
-        for submission in active:
-            try:
-                payload = submissions.payload(submission.id)
-                filters.append((submission.member_id, decode_bloom(payload, bloom).bits))
-            except SketchError as error:  # verified when accepted: storage corruption
-                raise ConflictError(
-                    f"stored filter {submission.id} is unreadable: {error}"
-                ) from None
-        return MembershipIndex.build(params.m, params.k, filters)
+    def bits_of(member_id: int) -> Bits:
+        submission = by_member[member_id]
+        try:
+            return decode_bloom(submissions.payload(submission.id), bloom).bits
+        except SketchError as error:  # verified when accepted: storage corruption
+            raise ConflictError(f"stored filter {submission.id} is unreadable: {error}") from None
 
-    index = cache.get(key, build)
+    def build(base: MembershipIndex | None) -> MembershipIndex:
+        if base is not None:
+            patched = base.patched(sources, bits_of)
+            if patched is not None:
+                return patched
+        filters = [(member_id, bits_of(member_id)) for member_id, _ in sources]
+        return MembershipIndex.build(params.m, params.k, filters, sources)
+
+    index = cache.get((params.kind, params.digest()), tuple(sources), build)
     slot = index.slot_of(member.id)
     assert slot is not None, "the requester's submission is one the index was built from"
     return _Snapshot(params, active, own, index, slot)
