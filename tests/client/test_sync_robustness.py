@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import os
 import random
 import secrets
@@ -972,24 +971,15 @@ SECOND_FINGERPRINTS = (
 )
 """The replacing filter's values, in the order the pull asks about them (canonical order).
 
-The hub answers the longest prefix of a request that fits both budgets, and after it only
-tokens that cost nothing. ``fp_a_*`` cost only the new submission's budget (6): answered.
-``fp_b_*`` would be the day's 9th and 10th distinct tokens: over budget, and so is every token
-behind them — ``fp_c_*`` too, which therefore keep what the first pull learned about them.
-``fp_b_shared_new``, which the peer holds, is not learned yet."""
+The hub charges a request token by token: a token is answered when every budget it costs has
+room. ``fp_a_*`` and ``fp_c_*``, asked within the day under the previous filter, cost only the
+new submission's budget (6): answered. ``fp_b_*`` would be the day's 9th and 10th distinct
+tokens: over budget — ``fp_b_shared_new``, which the peer holds, is not learned yet."""
 KEPT_AND_NEW = {
     (BUDGET_KIND, value): 1
     for value in ("fp_a_shared_1", "fp_a_shared_2", "fp_c_shared_1", "fp_c_shared_2")
 }
-"""What the member knows after the second pull: every value answered, by one other holder."""
-
-
-def _next_second() -> None:
-    """Wait until the clock's whole second changes. The hub keeps query and submission times in
-    whole seconds: a filter replaced within the second of the last pull would count that pull's
-    tokens as asked about it already, and answer them for free."""
-    now = time.time()
-    time.sleep(math.floor(now) + 1.01 - now)
+"""What the member knows after the second pull: its shared values, each held by one other."""
 
 
 @dataclass
@@ -1020,7 +1010,6 @@ def budget_run(hub: Hub) -> BudgetRun:
     before = datetime.now(UTC)
     first = member.run("sync", "--json", fingerprints("budget-1", FIRST_FINGERPRINTS)).ok()
     after = datetime.now(UTC)
-    _next_second()
     hub.push_in_process(member, fingerprints("budget-2", SECOND_FINGERPRINTS))
     with hub.job(member) as (job, _):
         report = job.pull()
@@ -1043,14 +1032,14 @@ def test_a_pull_within_the_daily_budget_answers_every_value(budget_run: BudgetRu
 
 def test_values_over_the_query_budget_keep_their_earlier_answers(budget_run: BudgetRun) -> None:
     report = budget_run.report
-    assert report.over_budget == {BUDGET_KIND: 4}  # fp_b_* and fp_c_*
+    assert report.over_budget == {BUDGET_KIND: 2}  # fp_b_*
     assert report.not_held == {}
     assert report.shared_indicators == {BUDGET_KIND: len(KEPT_AND_NEW)}
     before, after = budget_run.first_pull
     frees_at = report.budget_frees_at[BUDGET_KIND]
     assert frees_at is not None
-    # The hub keeps whole seconds: a day after the first pull, which ran in [before, after].
-    assert before.replace(microsecond=0) + timedelta(days=1) <= frees_at
+    # A day after the first pull, which ran in [before, after].
+    assert before + timedelta(days=1) <= frees_at
     assert frees_at <= after + timedelta(days=1)
     assert budget_run.resolved == KEPT_AND_NEW
 
@@ -1073,7 +1062,7 @@ def test_pull_says_which_values_the_budget_left_unanswered(budget_run: BudgetRun
     frees_at = budget_run.report.budget_frees_at[BUDGET_KIND]
     assert frees_at is not None
     document = budget_run.pull_json.json()
-    assert document["over_budget"] == {BUDGET_KIND: 4}
+    assert document["over_budget"] == {BUDGET_KIND: 2}
     assert document["budget_frees_at"] == {BUDGET_KIND: frees_at.isoformat()}
     assert document["not_held"] == {}
     assert budget_run.pull_json.stderr == ""  # --json: the document says it all
@@ -1081,7 +1070,7 @@ def test_pull_says_which_values_the_budget_left_unanswered(budget_run: BudgetRun
     pulled = {key: value for key, value in document.items() if key != "seconds"}
     assert budget_run.sync_json.json()["pull"] == pulled
     assert budget_run.pull_human.stderr.splitlines() == [
-        f"warning: {BUDGET_KIND}: the hub's query budget is spent: 4 values were not answered "
+        f"warning: {BUDGET_KIND}: the hub's query budget is spent: 2 values were not answered "
         "this time (earlier answers kept); the next pull after "
         f"{frees_at.isoformat(timespec='minutes')} asks again"
     ]

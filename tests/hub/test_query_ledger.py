@@ -34,25 +34,26 @@ def _oracle(
     sub_budget: int,
     day_budget: int,
 ) -> tuple[list[bool], dict[tuple[int, int], int]]:
-    """Charge in order of first occurrence; the longest fitting prefix, then free tokens only."""
+    """Charge token by token in order of first occurrence: granted when every budget the token
+    costs has room (costing nothing, it is always granted)."""
     day_since = now - DAY + 1
     sub_used = sum(1 for t in ledger.values() if t >= since)
     day_used = sum(1 for t in ledger.values() if t >= day_since)
     granted: dict[tuple[int, int], bool] = {}
-    prefix = True
     for token in request:
         if token in granted:
             continue
         last = ledger.get(token)
         sub_cost = 0 if last is not None and last >= since else 1
         day_cost = 0 if last is not None and last >= day_since else 1
-        if prefix and sub_used + sub_cost <= sub_budget and day_used + day_cost <= day_budget:
+        if (sub_cost == 0 or sub_used + 1 <= sub_budget) and (
+            day_cost == 0 or day_used + 1 <= day_budget
+        ):
             sub_used += sub_cost
             day_used += day_cost
             granted[token] = True
         else:
-            prefix = False
-            granted[token] = sub_cost == 0 and day_cost == 0
+            granted[token] = False
     after = dict(ledger)
     for token, ok in granted.items():
         if ok:
@@ -156,6 +157,24 @@ def test_a_new_submission_gets_a_new_budget_but_the_day_budget_remains() -> None
     )
     assert third.answered.all()
     assert third.day_frees_at is None
+
+
+def test_values_asked_yesterday_fit_a_new_filter_when_new_ones_exceed_the_day() -> None:
+    """A member at capacity replaces its filter with a few new values and asks about all of
+    them: the old values (asked under the previous filter within the day) cost only the new
+    filter's budget and are answered; the new ones exceed the day's budget and wait."""
+    old = [(i, 0) for i in range(8)]
+    first = QueryLedger.empty().charge(
+        _tokens(old), now=NOW, submission_since=NOW, submission_budget=8, day_budget=8
+    )
+    later = NOW + HOUR
+    request = [(100, 1), (101, 1), *old[2:]]  # two new values first, in request order
+    second = first.ledger.charge(
+        _tokens(request), now=later, submission_since=later, submission_budget=8, day_budget=8
+    )
+    assert second.answered.tolist() == [False, False] + [True] * 6
+    assert second.submission_tokens == 6
+    assert second.day_frees_at == NOW + DAY
 
 
 def test_request_order_decides_which_tokens_fit() -> None:

@@ -8,9 +8,10 @@ bounds how many distinct tokens it may ask about:
 - per kind and rolling 24 hours: at most the kind's capacity, whatever the number of
   submissions (a member replacing its filter every hour with new values gets no more).
 
-Repeating a token costs nothing. A request is charged in order of the tokens' first occurrence:
-the longest prefix that fits both budgets is answered, and after it only tokens that cost
-nothing; the rest are over budget and leave no trace. The ledger keeps, per distinct token, when
+Repeating a token costs nothing. A request is charged token by token in order of first
+occurrence: a token is answered when both budgets still have room for what it costs (a token
+asked under an earlier filter costs the new filter's budget, not the day's again); the rest are
+over budget and leave no trace. The ledger keeps, per distinct token, when
 it was last asked, sorted by token so that a request is merged in ``O(n log n)`` without Python
 loops; entries older than both the window and the current submission are dropped. A request
 that only repeats earlier tokens changes their times, not the tokens, so storage rewrites only
@@ -62,6 +63,34 @@ def _sorted_order(hi: _U64, lo: _U64, presorted: int = 0) -> _I64:
         rows = order[at]
         order[at] = rows[np.lexsort((lo[rows], hi[rows]))]
     return order
+
+
+def _greedy(sub_cost: _I64, day_cost: _I64, sub_room: int, day_room: int) -> npt.NDArray[np.bool_]:
+    """Charge 0/1 costs to two budgets token by token, in order: a token is granted when every
+    budget it costs still has room (a token costing nothing is always granted). Vectorised:
+    until the first refusal every token fits (the cumulative costs); from then on one budget is
+    full, so a token costing both is refused and one costing a single budget is granted while
+    that budget has room left — the first ``room`` such tokens.
+    """
+    fits = ((sub_cost == 0) | (np.cumsum(sub_cost) <= sub_room)) & (
+        (day_cost == 0) | (np.cumsum(day_cost) <= day_room)
+    )
+    first_refusal = int(np.argmin(fits)) if not fits.all() else len(fits)
+    granted = fits.copy()
+    if first_refusal == len(fits):
+        return granted
+    used_sub = int(sub_cost[:first_refusal].sum())
+    used_day = int(day_cost[:first_refusal].sum())
+    tail = slice(first_refusal, None)
+    sub_only = (sub_cost[tail] == 1) & (day_cost[tail] == 0)
+    day_only = (sub_cost[tail] == 0) & (day_cost[tail] == 1)
+    free = (sub_cost[tail] == 0) & (day_cost[tail] == 0)
+    granted[tail] = (
+        free
+        | (sub_only & (np.cumsum(sub_only) <= sub_room - used_sub))
+        | (day_only & (np.cumsum(day_only) <= day_room - used_day))
+    )
+    return granted
 
 
 def _halves(tokens: TokenArray) -> tuple[_U64, _U64]:
@@ -195,16 +224,15 @@ class QueryLedger:
         day_used = int(np.count_nonzero(last_asked >= day_since))
         sub_cost = (last_asked[asked_groups] < submission_since).astype(np.int64)
         day_cost = (last_asked[asked_groups] < day_since).astype(np.int64)
-        fits = (sub_used + np.cumsum(sub_cost) <= submission_budget) & (
-            day_used + np.cumsum(day_cost) <= day_budget
-        )
-        free = (sub_cost == 0) & (day_cost == 0)
-        granted = fits | free
+        granted = _greedy(sub_cost, day_cost, submission_budget - sub_used, day_budget - day_used)
         answered_group = np.zeros(groups, dtype=np.bool_)
         answered_group[asked_groups[granted]] = True
         answered = answered_group[request_group]
 
-        day_limited = bool((~granted & (day_used + np.cumsum(day_cost) > day_budget)).any())
+        day_limited = bool(
+            (~granted & (day_cost == 1)).any()
+            and day_used + int(day_cost[granted].sum()) >= day_budget
+        )
         new_asked = last_asked.copy()
         new_asked[answered_group] = now
         keep_since = min(submission_since, day_since)
