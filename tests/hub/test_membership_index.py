@@ -174,6 +174,18 @@ def test_a_build_gets_the_most_recent_index_of_its_family_as_base() -> None:
     assert older is not newer is not other
 
 
+def test_cache_keeps_the_two_newest_versions_of_a_family() -> None:
+    cache = IndexCache()
+    for version in range(5):
+        cache.get("email", version, _no_base(_index(10, version)))
+    cache.get("phone", 0, _no_base(_index(10, 9)))
+    assert cache.nbytes == 3 * 10
+    cache.get("email", 4, lambda base: pytest.fail("the newest version was dropped"))
+    cache.get("email", 3, lambda base: pytest.fail("the previous version was dropped"))
+    rebuilt = cache.get("email", 0, _no_base(_index(10, 7)))
+    assert rebuilt.slots == (7,)
+
+
 def test_cache_keeps_nothing_larger_than_itself_and_zero_disables_it() -> None:
     cache = IndexCache(max_bytes=100)
     cache.get("email", "big", _no_base(_index(1000, 1)))

@@ -239,6 +239,8 @@ class IndexCache:
     of building it twice. An index larger than the whole cache is returned without being kept.
     """
 
+    VERSIONS_KEPT = 2
+
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         if max_bytes < 0:
             raise ValueError("cache size cannot be negative")
@@ -278,8 +280,16 @@ class IndexCache:
                 self._building.pop(full, None)
                 if index.nbytes <= self.max_bytes:
                     self._entries[full] = index
+                    self._drop_older_versions(family)
                     self._evict()
         return index
+
+    def _drop_older_versions(self, family: Hashable) -> None:
+        """Keep the newest :data:`VERSIONS_KEPT` indexes of a family: an older set of filters
+        is asked about only by a request that read the database just before it changed."""
+        of_family = [key for key in self._entries if key[0] == family]
+        for key in of_family[: -self.VERSIONS_KEPT]:
+            del self._entries[key]
 
     def _evict(self) -> None:
         total = sum(entry.nbytes for entry in self._entries.values())

@@ -76,7 +76,7 @@ def _greedy(sub_cost: _I64, day_cost: _I64, sub_room: int, day_room: int) -> npt
         (day_cost == 0) | (np.cumsum(day_cost) <= day_room)
     )
     first_refusal = int(np.argmin(fits)) if not fits.all() else len(fits)
-    granted = fits.copy()
+    granted: npt.NDArray[np.bool_] = fits.copy()
     if first_refusal == len(fits):
         return granted
     used_sub = int(sub_cost[:first_refusal].sum())
