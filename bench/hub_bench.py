@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -86,25 +86,28 @@ def _database(backend: str) -> Iterator[str]:
         admin.dispose()
 
 
+def provision(engine: Engine, members: int, setup: Any) -> dict[str, str]:
+    """Migrate, register members ``m00``… and a coordinator ``coord``, run ``setup(session,
+    now)`` (publishing parameters) in the same transaction; the credentials by name."""
+    migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    credentials = {}
+    roles = [(f"m{index:02d}", Role.MEMBER) for index in range(members)]
+    with session_scope(engine) as session:
+        for name, role in [*roles, ("coord", Role.COORDINATOR)]:
+            _, credential = principals.add_principal(
+                session, actor="bench", name=name, role=role, now=now
+            )
+            credentials[name] = credential.token
+        setup(session, now)
+    return credentials
+
+
 @contextmanager
 def _hub(backend: str, members: int, setup: Any) -> Iterator[Hub]:
     with _database(backend) as url:
         engine = make_engine(url)
-        migrate.upgrade(engine)
-        now = datetime.now(UTC)
-        credentials = {}
-        with session_scope(engine) as session:
-            for index in range(members):
-                name = f"m{index:02d}"
-                _, credential = principals.add_principal(
-                    session, actor="bench", name=name, role=Role.MEMBER, now=now
-                )
-                credentials[name] = credential.token
-            _, credential = principals.add_principal(
-                session, actor="bench", name="coord", role=Role.COORDINATOR, now=now
-            )
-            credentials["coord"] = credential.token
-            setup(session, now)
+        credentials = provision(engine, members, setup)
         server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
         server.server.start()
         try:
@@ -193,6 +196,7 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
             capacity=capacity,
             forum_fpr=FPR,
             max_members=MAX_MEMBERS,
+            replace_interval_seconds=0,  # one member replaces its filter, upload after upload
             now=now,
         )
 

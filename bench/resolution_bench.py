@@ -23,21 +23,20 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bench.hub_bench import PG_ENV, _database
+from bench.hub_bench import PG_ENV, _database, provision
 from bench.replicas import serve_replicas
 from sigshare.client.hub_client import HubClient, HubConnection
 from sigshare.client.hub_types import TokenStatus
-from sigshare.hub.domain import Role
 from sigshare.hub.engine.membership import MembershipIndex, has_slot, holder_counts, without_slot
-from sigshare.hub.services import parameters, principals
-from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.hub.services import parameters
+from sigshare.hub.storage import make_engine
 from sigshare.sketch.bloom import BloomFilter, BloomParams, bit_positions
 from sigshare.sketch.codec import encode_bloom
 
@@ -304,32 +303,24 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
 
 
 def _provision(url: str, members: int, capacity: int) -> dict[str, str]:
+    def setup(session: Any, now: datetime) -> None:
+        parameters.set_kind_parameters(
+            session,
+            actor="bench",
+            kind="email",
+            key_id=KEY_ID,
+            capacity=capacity,
+            forum_fpr=FORUM_FPR,
+            max_members=MAX_MEMBERS,
+            replace_interval_seconds=0,
+            now=now,
+        )
+
     engine = make_engine(url)
-    migrate.upgrade(engine)
-    now = datetime.now(UTC)
-    credentials = {}
     try:
-        with session_scope(engine) as session:
-            for index in range(members):
-                name = f"m{index:02d}"
-                _, credential = principals.add_principal(
-                    session, actor="bench", name=name, role=Role.MEMBER, now=now
-                )
-                credentials[name] = credential.token
-            parameters.set_kind_parameters(
-                session,
-                actor="bench",
-                kind="email",
-                key_id=KEY_ID,
-                capacity=capacity,
-                forum_fpr=FORUM_FPR,
-                max_members=MAX_MEMBERS,
-                replace_interval_seconds=0,
-                now=now,
-            )
+        return provision(engine, members, setup)
     finally:
         engine.dispose()
-    return credentials
 
 
 BENCHMARKS = {"resolution_accuracy": bench_accuracy, "hub_resolve": bench_hub_resolve}

@@ -615,7 +615,7 @@ def test_listing_and_lookup_never_read_payloads(engine: Engine) -> None:
         submissions.active("email", "epoch-1")
         submissions.find(acme.id, "email", _digest("filter-1"))
         submissions.get(added.id)
-        submissions.due_for_expiry("email", T0)
+        submissions.due("email", "epoch-1", _digest("params"), T0)
         assert len(statements) >= 4
         assert not any("submission_payloads" in statement for statement in statements)
         submissions.payload(added.id)
@@ -690,7 +690,7 @@ def test_bad_submission_fields_are_refused(
             SubmissionRepository(session).add(**(_submission_fields(acme.id) | changes))
 
 
-def test_due_for_expiry_lists_active_submissions_past_their_window(engine: Engine) -> None:
+def test_due_lists_active_submissions_past_their_window(engine: Engine) -> None:
     with session_scope(engine) as session:
         acme, beta, gamma = (_add_member(session, n) for n in ("acme", "beta", "gamma"))
         old = _submit(session, acme, "acme-1")
@@ -700,10 +700,11 @@ def test_due_for_expiry_lists_active_submissions_past_their_window(engine: Engin
         _submit(session, gamma, "phone-1", family_kind="phone")
     with session_scope(engine) as session:
         submissions = SubmissionRepository(session)
-        assert submissions.due_for_expiry("email", T0 + RETENTION - timedelta(microseconds=1)) == []
-        assert [s.id for s in submissions.due_for_expiry("email", T0 + RETENTION)] == [old.id]
+        current = ("email", "epoch-1", _digest("params"))
+        assert submissions.due(*current, T0 + RETENTION - timedelta(microseconds=1)) == []
+        assert [s.id for s in submissions.due(*current, T0 + RETENTION)] == [old.id]
         later = T0 + RETENTION + timedelta(days=10)
-        assert [s.id for s in submissions.due_for_expiry("email", later)] == [old.id, newer.id]
+        assert [s.id for s in submissions.due(*current, later)] == [old.id, newer.id]
 
 
 @pytest.mark.parametrize("status", [SubmissionStatus.EXPIRED, SubmissionStatus.SUPERSEDED])

@@ -54,6 +54,18 @@ def _clear_slot(words: npt.NDArray[np.uint8], slot: int) -> None:
     np.bitwise_and(column, np.uint8(0xFF ^ (1 << (slot & 7))), out=column)
 
 
+def _set_slot(words: npt.NDArray[np.uint8], slot: int, bits: Bits) -> None:
+    """OR one filter's bits into slot ``slot`` of every position's word (a build writes eight
+    slots at a time instead: one pass over the column per byte of members)."""
+    nbytes = len(bits)
+    for start in range(0, nbytes, _SLICE_BYTES):
+        stop = min(start + _SLICE_BYTES, nbytes)
+        column = words[8 * start : 8 * stop, slot >> 3]
+        unpacked = np.unpackbits(bits[start:stop], bitorder="little")
+        np.left_shift(unpacked, slot & 7, out=unpacked)
+        np.bitwise_or(column, unpacked, out=column)
+
+
 def mask_bytes_for(members: int) -> int:
     """Bytes of one position's word for ``members`` slots: 1, 2, 4, or a multiple of 8."""
     need = max(1, -(-members // 8))
@@ -147,12 +159,7 @@ class MembershipIndex:
             bits = load(member)
             _check_bits(member, bits, nbytes)
             _clear_slot(words, slot)
-            for start in range(0, nbytes, _SLICE_BYTES):
-                stop = min(start + _SLICE_BYTES, nbytes)
-                column = words[8 * start : 8 * stop, slot >> 3]
-                unpacked = np.unpackbits(bits[start:stop], bitorder="little")
-                np.left_shift(unpacked, slot & 7, out=unpacked)
-                np.bitwise_or(column, unpacked, out=column)
+            _set_slot(words, slot, bits)
         words.setflags(write=False)
         while slots and slots[-1] == FREE:
             slots.pop()
@@ -296,10 +303,6 @@ class IndexCache:
         while total > self.max_bytes and self._entries:
             _, dropped = self._entries.popitem(last=False)
             total -= dropped.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
     @property
     def nbytes(self) -> int:

@@ -61,15 +61,10 @@ def prepare(session: Session, params: Parameters, now: datetime) -> FamilyState:
     state = families.get(family_kind)
     if state is None or state.params_digest != digest or state.key_id != key_id:
         state = families.reset(family_kind, key_id=key_id, params_digest=digest, m=m, at=now)
-    ended = 0
-    for submission in submissions.all_active(family_kind):
-        if submission.params_digest != digest or submission.key_id != key_id:
-            submissions.end(submission.id, SubmissionStatus.EXPIRED, now)
-            ended += 1
-    for submission in submissions.due_for_expiry(family_kind, now):
+    due = submissions.due(family_kind, key_id, digest, now)
+    for submission in due:
         submissions.end(submission.id, SubmissionStatus.EXPIRED, now)
-        ended += 1
-    if ended:
+    if due:
         state = families.record_change(family_kind, at=now)
     return state
 

@@ -108,12 +108,13 @@ def _snapshot(
     session: Session, cache: IndexCache, member: Principal, params: KindParameters, now: datetime
 ) -> _Snapshot:
     submissions = SubmissionRepository(session)
+    digest = params.digest()
     if not is_prepared(session, params, now):
         submissions.lock_family(params.kind)
         prepare(session, params, now)
     active = submissions.active_of_live_members(params.kind, params.key_id, now)
     own = next((s for s in active if s.member_id == member.id), None)
-    if own is None or own.params_digest != params.digest():
+    if own is None or own.params_digest != digest:
         raise PreconditionError(
             f"submit a filter of kind {params.kind} before resolving it: members learn only "
             "about values they hold themselves"
@@ -137,7 +138,7 @@ def _snapshot(
         filters = [(member_id, bits_of(member_id)) for member_id, _ in sources]
         return MembershipIndex.build(params.m, params.k, filters, sources)
 
-    index = cache.get((params.kind, params.digest()), tuple(sources), build)
+    index = cache.get((params.kind, digest), tuple(sources), build)
     slot = index.slot_of(member.id)
     assert slot is not None, "the requester's submission is one the index was built from"
     return _Snapshot(params, active, own, index, slot)

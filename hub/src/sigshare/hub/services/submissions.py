@@ -4,8 +4,8 @@ A submission is verified completely before anything is written — the stream's 
 SHA-256, the parameters it was made under, the format, and for Bloom filters every saturation,
 fill and uniformity check of the sketch core — so a rejected upload leaves no trace. Accepted
 sketches are stored as the member's current one; the next reader builds what it needs from
-them. Re-sending the current content changes nothing;
-re-sending older content makes it current again (within the kind's replace interval).
+them. Re-sending the current content changes nothing; re-sending older content makes it current
+again (within the kind's replace interval).
 """
 
 from __future__ import annotations

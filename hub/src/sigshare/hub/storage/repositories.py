@@ -23,7 +23,18 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Select, delete, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -450,31 +461,36 @@ class SubmissionRepository:
         )
         return [_submission(row) for row in rows]
 
-    def due_for_expiry(self, family_kind: str, now: datetime) -> list[Submission]:
-        """Active submissions of this family/kind whose ``expires_at`` is at or before ``now``."""
+    @staticmethod
+    def _due(
+        family_kind: str, key_id: str, params_digest: bytes, now: datetime
+    ) -> ColumnElement[bool]:
+        return and_(
+            SubmissionRow.family_kind == family_kind,
+            SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+            (SubmissionRow.expires_at <= utc(now))
+            | (SubmissionRow.key_id != key_id)
+            | (SubmissionRow.params_digest != params_digest),
+        )
+
+    def due(
+        self, family_kind: str, key_id: str, params_digest: bytes, now: datetime
+    ) -> builtins.list[Submission]:
+        """Active submissions of the family that ``prepare`` ends, by id: past their expiry
+        (``expires_at`` at or before ``now``) or made under other parameters than
+        ``(key_id, params_digest)``."""
         rows = self._session.scalars(
             select(SubmissionRow)
-            .where(
-                SubmissionRow.family_kind == family_kind,
-                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
-                SubmissionRow.expires_at <= utc(now),
-            )
+            .where(self._due(family_kind, key_id, params_digest, now))
             .order_by(SubmissionRow.id)
         )
         return [_submission(row) for row in rows]
 
     def any_due(self, family_kind: str, key_id: str, params_digest: bytes, now: datetime) -> bool:
-        """Whether an active submission of the family is past its expiry or was made under
-        other parameters than ``(key_id, params_digest)``: what ``prepare`` would end."""
+        """Whether :meth:`due` would list anything (one probe, no rows loaded)."""
         found = self._session.scalar(
             select(SubmissionRow.id)
-            .where(
-                SubmissionRow.family_kind == family_kind,
-                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
-                (SubmissionRow.expires_at <= utc(now))
-                | (SubmissionRow.key_id != key_id)
-                | (SubmissionRow.params_digest != params_digest),
-            )
+            .where(self._due(family_kind, key_id, params_digest, now))
             .limit(1)
         )
         return found is not None
