@@ -36,7 +36,11 @@ import uvicorn
 from hubtest import COORDINATOR, EMAIL, KEY_ID, MEMBERS, provision
 from review_seed import SEEDED_AT, SeededForum, seed_forum
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -335,12 +339,21 @@ class Browser:
         return path
 
 
+_DETACHED = "Node with given id does not belong to the document"
+"""What Chromium answers, instead of a stale-element error, when asked about a node while its
+document is being replaced."""
+
+
 def _stale(element: WebElement) -> bool:
     """Whether ``element``'s page has been replaced (the navigation happened)."""
     try:
         element.is_enabled()
     except StaleElementReferenceException:
         return True
+    except WebDriverException as error:
+        if _DETACHED in str(error):
+            return True
+        raise
     return False
 
 
