@@ -29,6 +29,16 @@ from sigshare.sketch.lsh import (
 from sigshare.sketch.minhash import SaltedMinHasher, ShingleValues, Signatures
 
 _MEDOID_SAMPLE = 64
+BOILERPLATE_SHARE = 0.25
+"""Core rules 2: a shingle in at least this share of a member's cluster cores is boilerplate."""
+BOILERPLATE_MIN_CLUSTERS = 3
+"""... and in at least this many of them (fewer clusters cannot tell boilerplate from a genre)."""
+MIN_CORE_SHINGLES = 4
+"""A core that removing boilerplate would leave smaller than this keeps its boilerplate."""
+MIN_MATCHABLE_CORE = 8
+"""Core rules 2: clusters whose core has fewer shingles are not shared. At the low thresholds
+rewording needs, two unrelated handfuls of words match by chance (two 6-word cores sharing 3
+words have Jaccard 0.33); distillation templates are far longer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,8 @@ class Clustering:
     empty_prompts: int
     """Prompts with no words at all (not clustered)."""
     banding: Banding
+    short_cores: int = 0
+    """Clusters left out because their core is too short to match reliably (core rules 2)."""
 
 
 def cluster_prompts(
@@ -96,6 +108,13 @@ def cluster_prompts(
     groups.sort(key=lambda group: (-len(group), int(group[0])))
 
     cores = [_template_core(flat, offsets, signatures, group) for group in groups]
+    short_cores = 0
+    if hasher.params.core_rules == 2:
+        cores = without_boilerplate(cores)
+        matchable = [len(core) >= MIN_MATCHABLE_CORE for core in cores]
+        short_cores = matchable.count(False)
+        groups = [group for group, keep in zip(groups, matchable, strict=True) if keep]
+        cores = [core for core, keep in zip(cores, matchable, strict=True) if keep]
     core_offsets = np.zeros(len(cores) + 1, dtype=np.int64)
     np.cumsum([len(core) for core in cores], out=core_offsets[1:])
     core_flat = np.concatenate(cores) if cores else np.zeros(0, dtype=np.uint32)
@@ -109,7 +128,12 @@ def cluster_prompts(
         )
         for index, (group, core) in enumerate(zip(groups, cores, strict=True))
     ]
-    return Clustering(clusters=clusters, empty_prompts=int((~has_shingles).sum()), banding=banding)
+    return Clustering(
+        clusters=clusters,
+        empty_prompts=int((~has_shingles).sum()),
+        banding=banding,
+        short_cores=short_cores,
+    )
 
 
 def _distinct_shingles(
@@ -133,6 +157,30 @@ def _template_core(
     if core.size:
         return core
     return per_prompt[_medoid(signatures, group)]
+
+
+def without_boilerplate(cores: Sequence[ShingleValues]) -> list[ShingleValues]:
+    """Cores less the shingles that many of them share (core rules 2).
+
+    A front-end or an operator's tool that puts the same system prompt before every templated
+    prompt it sends puts those words in every cluster's core, where they differ from firm to firm
+    and drown the template's own words. A template's words are in one core (a genre's shared
+    words in a few), so a shingle in at least :data:`BOILERPLATE_SHARE` of the cores, and in at
+    least :data:`BOILERPLATE_MIN_CLUSTERS` of them, is dropped from all — unless that would
+    leave a core with fewer than :data:`MIN_CORE_SHINGLES` shingles, which then stays whole.
+    """
+    if len(cores) < BOILERPLATE_MIN_CLUSTERS:
+        return list(cores)
+    values, counts = np.unique(np.concatenate(cores), return_counts=True)
+    floor = max(BOILERPLATE_MIN_CLUSTERS, int(np.ceil(BOILERPLATE_SHARE * len(cores))))
+    boilerplate = values[counts >= floor]
+    if not boilerplate.size:
+        return list(cores)
+    out = []
+    for core in cores:
+        kept = core[~np.isin(core, boilerplate, assume_unique=True)]
+        out.append(kept if kept.size >= MIN_CORE_SHINGLES else core)
+    return out
 
 
 def _medoid(signatures: Signatures, group: npt.NDArray[np.int64]) -> int:

@@ -33,6 +33,8 @@ from sigshare.sketch.errors import ParameterError
 from sigshare.sketch.keys import KEY_ID_RULE, ForumSecret, KeyPurpose, is_valid_key_id
 from sigshare.sketch.prf import KeyedPRF
 from sigshare.sketch.text import (
+    STOPWORDS,
+    STOPWORDS_VERSION,
     TEXT_RULES_VERSION,
     WordBlocks,
     canonical_text,
@@ -43,6 +45,7 @@ from sigshare.sketch.text import (
 EMPTY = np.uint32(0xFFFFFFFF)
 """Signature value of a text without shingles (every position)."""
 MAX_SHINGLE_SIZE = 16
+CORE_RULES = frozenset({1, 2})
 _CHUNK_TEXTS = 512  # texts per batch: the batch temporaries stay in cache
 _CHUNK_SHINGLES = 4096  # shingles per permutation step: (P × 4096) uint32 stays in L2
 _FMIX_1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -61,6 +64,12 @@ class MinHashParams:
     num_perm: int = 128
     shingle_unit: Literal["word", "char"] = "word"
     shingle_size: int = 3
+    drop_stopwords: bool = False
+    """Drop English function words (:data:`~sigshare.sketch.text.STOPWORDS`) before shingling."""
+    core_rules: int = 1
+    """How a member sketches a cluster (:mod:`sigshare.sketch.cluster`): 1 — the shingles in a
+    strict majority of its prompts; 2 — the same, less the shingles the member's other clusters
+    share (its front-end's boilerplate)."""
 
     def __post_init__(self) -> None:
         if not is_valid_key_id(self.key_id):
@@ -73,10 +82,16 @@ class MinHashParams:
             )
         if not 1 <= self.shingle_size <= MAX_SHINGLE_SIZE:
             raise ParameterError(f"shingle size must be between 1 and {MAX_SHINGLE_SIZE}")
+        if self.drop_stopwords and self.shingle_unit != "word":
+            raise ParameterError("stopwords can only be dropped from word shingles")
+        if self.core_rules not in CORE_RULES:
+            raise ParameterError(
+                f"core rules must be one of {sorted(CORE_RULES)}, got {self.core_rules}"
+            )
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of the parameters (includes the text rules version)."""
-        document = {
+        document: dict[str, object] = {
             "format": "sigshare/minhash-params/v1",
             "key_id": self.key_id,
             "num_perm": self.num_perm,
@@ -84,6 +99,11 @@ class MinHashParams:
             "shingle_unit": self.shingle_unit,
             "text_rules": TEXT_RULES_VERSION,
         }
+        # Added only when set, so the digests of families published before they existed stand.
+        if self.drop_stopwords:
+            document["stopwords"] = STOPWORDS_VERSION
+        if self.core_rules != 1:
+            document["core_rules"] = self.core_rules
         return hashlib.sha256(
             json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
         ).digest()
@@ -107,7 +127,7 @@ def _key_words(prf: KeyedPRF, label: str, count: int) -> npt.NDArray[np.uint64]:
 class SaltedMinHasher:
     """Computes keyed MinHash signatures; the same key and parameters give the same signatures."""
 
-    __slots__ = ("_a", "_b", "_multipliers", "_prf", "params")
+    __slots__ = ("_a", "_b", "_multipliers", "_prf", "_stopword_hashes", "params")
 
     def __init__(self, params: MinHashParams, salt_key: bytes) -> None:
         self.params = params
@@ -119,6 +139,14 @@ class SaltedMinHasher:
         self._b = (_key_words(self._prf, "perm-b", params.num_perm) >> np.uint64(32)).astype(
             np.uint32
         )
+        self._stopword_hashes = np.zeros(0, dtype=np.uint64)
+        if params.drop_stopwords:
+            blocks = b"".join(word_block(word) for word in sorted(STOPWORDS))
+            self._stopword_hashes = np.sort(
+                self._prf.encrypt_blocks(
+                    np.frombuffer(blocks, dtype=np.uint8).reshape(-1, 16)
+                )[:, 0]
+            )
 
     @classmethod
     def from_secret(
@@ -147,9 +175,16 @@ class SaltedMinHasher:
 
     def _word_shingles(self, batch: WordBlocks) -> tuple[ShingleValues, Offsets]:
         n = self.params.shingle_size
-        starts, ends = batch.offsets[:-1], batch.offsets[1:]
-        lengths = ends - starts
         word_hashes = self._prf.encrypt_blocks(batch.blocks)[:, 0]
+        offsets_in = batch.offsets
+        if self._stopword_hashes.size and word_hashes.size:
+            keep = ~np.isin(word_hashes, self._stopword_hashes)
+            owner = np.repeat(np.arange(len(offsets_in) - 1), np.diff(offsets_in))
+            offsets_in = np.zeros_like(offsets_in)
+            np.cumsum(np.bincount(owner[keep], minlength=len(offsets_in) - 1), out=offsets_in[1:])
+            word_hashes = word_hashes[keep]
+        starts, ends = offsets_in[:-1], offsets_in[1:]
+        lengths = ends - starts
         total_words = len(word_hashes)
 
         counts = np.where(lengths >= n, lengths - n + 1, np.minimum(lengths, 1))

@@ -67,6 +67,24 @@ def canonical_text(text: str) -> str:
     return " ".join(canonical_words(text))
 
 
+STOPWORDS_VERSION = 1
+STOPWORDS: frozenset[str] = frozenset(
+    """
+    a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each either else
+    ever every few for from further had has have having he her here hers herself him himself his
+    how i if in into is it its itself just me might more most must my myself neither no nor not
+    now of off on once only or other ought our ours ourselves out over own same shall she should
+    so some such than that the their theirs them themselves then there these they this those
+    through to too under until up upon us very was we were what when where whether which while
+    who whom whose why will with within without would yet you your yours yourself yourselves
+    """.split()
+)
+"""English function words. Families that drop them (``MinHashParams.drop_stopwords``) sketch a
+text by the words that carry its meaning: two different instructions of one genre share mostly
+function words, and a reworded template keeps most of its content words. The list is part of the
+signature definition (``STOPWORDS_VERSION``)."""
+
 BLOCK_BYTES = 16
 _SHORT_WORD_BYTES = BLOCK_BYTES - 1
 _LONG_WORD_MARK = 0xFF
