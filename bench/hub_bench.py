@@ -248,12 +248,16 @@ def _cluster_signatures(
     return blocks, shared
 
 
+CORE_SIZE = 24
+"""Distinct shingles stated for every generated cluster core (a distillation template's)."""
+
+
 def bench_campaigns(*, quick: bool) -> dict[str, Any]:
     """1M cluster signatures from 20 members (quick: 100k); time the coordinator's first
     campaign listing, which matches every member's clusters against every other member's."""
     members, total = 20, (100_000 if quick else 1_000_000)
     per_member, planted = total // members, 2_000
-    threshold = 0.5
+    threshold = 0.5  # the planted campaigns' similarity is set for it
     blocks, _ = _cluster_signatures(members, per_member, planted, 128, seed=7)
     payloads = []
     for block in blocks:
@@ -264,10 +268,11 @@ def bench_campaigns(*, quick: bool) -> dict[str, Any]:
                 category="distillation",
                 first_seen=None,
                 last_seen=None,
+                core_size=CORE_SIZE,
             )
             for _ in range(len(block))
         ]
-        signatures = SignatureSet(key_id=KEY_ID, shingle_unit="word", shingle_size=3, values=block)
+        signatures = SignatureSet(key_id=KEY_ID, shingle_unit="word", shingle_size=1, values=block)
         payloads.append(encode_cluster_set(signatures, clusters))
     out: dict[str, Any] = {"members": members, "signatures": total, "planted_campaigns": planted}
 

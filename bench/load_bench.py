@@ -262,7 +262,7 @@ def _publish(engine: Any, names: list[str], now: datetime) -> tuple[dict[str, st
             now=now,
         )
         parameters.set_minhash_parameters(
-            session, actor="bench", family="prompt", key_id=KEY_ID, threshold=0.5, now=now
+            session, actor="bench", family="prompt", key_id=KEY_ID, now=now
         )
         for name in names:
             _, issued = principals.add_principal(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import defaultdict
@@ -32,11 +31,11 @@ import numpy as np
 
 from bench.rewording_corpus import BENIGN, Scenario, generate, load_corpus
 from sigshare.hub.engine.campaigns import find_campaigns
-from sigshare.sketch.cluster import cluster_prompts
+from sigshare.sketch.cluster import MIN_SHARED_SHINGLES, cluster_prompts
 from sigshare.sketch.lsh import optimal_banding
 from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
 
-RATES = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30)
+RATES = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
 KEY = bytes(range(32))
 MIN_VOLUME = 3
 QUORUM = 2
@@ -52,6 +51,8 @@ class ParameterSet:
     core_rules: int = 1
     local_threshold: float | None = None
     """Members' own clustering threshold (default: the hub's)."""
+    default: bool = False
+    """The forum default (``RECOMMENDED_MINHASH``)."""
 
     def params(self) -> MinHashParams:
         return MinHashParams(
@@ -64,15 +65,19 @@ class ParameterSet:
 
 
 PARAMETER_SETS = (
-    ParameterSet("w3 θ.5 (old)", 3, 0.5),
-    ParameterSet("w1 θ.5", 1, 0.5),
-    ParameterSet("w1 θ.3", 1, 0.3),
-    ParameterSet("w1 θ.3 L.5", 1, 0.3, local_threshold=0.5),
-    ParameterSet("w1-s θ.3 L.5", 1, 0.3, drop_stopwords=True, local_threshold=0.5),
-    ParameterSet("w1-s-b θ.3 L.5", 1, 0.3, 128, True, 2, 0.5),
-    ParameterSet("w1-s-b θ.25 L.5", 1, 0.25, 128, True, 2, 0.5),
-    ParameterSet("w1-s-b θ.25 L.4", 1, 0.25, 128, True, 2, 0.4),
-    ParameterSet("w1-s-b θ.25 L.6", 1, 0.25, 128, True, 2, 0.6),
+    ParameterSet("old default: word 3-shingles, θ 0.5", 3, 0.5),
+    ParameterSet("word 1-shingles, θ 0.5", 1, 0.5),
+    ParameterSet("word 1-shingles, θ 0.3", 1, 0.3),
+    ParameterSet("1-shingles − stopwords, θ 0.25", 1, 0.25, drop_stopwords=True),
+    ParameterSet(
+        "new default: 1-shingles − stopwords, core rules 2, θ 0.25",
+        1,
+        0.25,
+        drop_stopwords=True,
+        core_rules=2,
+        local_threshold=0.5,
+        default=True,
+    ),
 )
 
 
@@ -107,6 +112,7 @@ def evaluate(scenario: Scenario, parameter_set: ParameterSet) -> Score:
     signatures = []
     owners: list[int] = []
     labels: list[int] = []
+    sizes: list[int] = []
     for index, firm in enumerate(scenario.firms):
         clustering = cluster_prompts(
             hasher,
@@ -120,6 +126,7 @@ def evaluate(scenario: Scenario, parameter_set: ParameterSet) -> Score:
             labels.append(int(values[np.argmax(counts)]))
             owners.append(index)
             signatures.append(cluster.signature)
+            sizes.append(len(cluster.core))
     score = Score(benign_clusters=sum(label == BENIGN for label in labels))
     components = find_campaigns(
         np.stack(signatures),
@@ -127,6 +134,9 @@ def evaluate(scenario: Scenario, parameter_set: ParameterSet) -> Score:
         optimal_banding(parameter_set.threshold, parameter_set.num_perm),
         parameter_set.threshold,
         QUORUM,
+        # As the hub does for families with core rules 2 (services/families.py).
+        core_sizes=np.asarray(sizes, dtype=np.int64) if parameter_set.core_rules == 2 else None,
+        min_shared=MIN_SHARED_SHINGLES,
     )
     found: set[tuple[int, int]] = set()
     merged: set[tuple[int, int]] = set()
@@ -160,85 +170,134 @@ def evaluate(scenario: Scenario, parameter_set: ParameterSet) -> Score:
     return score
 
 
+STRESS_SCENARIOS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("every firm rewords (no verbatim firm)", {"verbatim_first": False}),
+    ("8 firms", {"firms": 8}),
+    ("a system prompt per template (not per firm)", {"front_ends": "campaign"}),
+)
+"""Scenarios beyond the main one, run for the old and the new default."""
+
+
+def _sweep(
+    parameter_sets: tuple[ParameterSet, ...],
+    rates: tuple[float, ...],
+    trials: int,
+    options: dict[str, Any],
+) -> list[dict[str, Any]]:
+    totals = {(p.name, rate): Score() for p in parameter_sets for rate in rates}
+    per_trial: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for rate in rates:
+        for seed in range(trials):
+            scenario = generate(rate, seed=seed, **options)
+            for parameter_set in parameter_sets:
+                score = evaluate(scenario, parameter_set)
+                totals[parameter_set.name, rate].add(score)
+                per_trial[parameter_set.name, rate].append(score.found / score.pairs)
+    return [
+        {
+            "name": p.name,
+            "shingle_size": p.shingle_size,
+            "threshold": p.threshold,
+            "num_perm": p.num_perm,
+            "drop_stopwords": p.drop_stopwords,
+            "core_rules": p.core_rules,
+            "local_threshold": p.local_threshold or p.threshold,
+            "default": p.default,
+            "by_rate": [
+                {
+                    **totals[p.name, rate].document(),
+                    "recall_trial_sd": float(np.std(per_trial[p.name, rate])),
+                }
+                for rate in rates
+            ],
+        }
+        for p in parameter_sets
+    ]
+
+
 def run(
     quick: bool = False,
     parameter_sets: tuple[ParameterSet, ...] = PARAMETER_SETS,
     rates: tuple[float, ...] = RATES,
     seeds: int | None = None,
-    **scenario_options: Any,
+    stress: bool = True,
 ) -> dict[str, Any]:
+    """The main scenario for every parameter set, then the stress scenarios for the old and the
+    new default; ``seeds`` trials per rate (default 8, quick 2)."""
     trials = seeds if seeds is not None else (2 if quick else 8)
-    totals = {(p.name, rate): Score() for p in parameter_sets for rate in rates}
-    per_trial: dict[tuple[str, float], list[float]] = defaultdict(list)
     started = time.perf_counter()
-    for rate in rates:
-        for seed in range(trials):
-            scenario = generate(rate, seed=seed, **scenario_options)
-            for parameter_set in parameter_sets:
-                score = evaluate(scenario, parameter_set)
-                totals[parameter_set.name, rate].add(score)
-                per_trial[parameter_set.name, rate].append(score.found / score.pairs)
     corpus = load_corpus()
-    return {
+    document: dict[str, Any] = {
         "trials": trials,
-        "firms": scenario_options.get("firms", 4),
+        "firms": 4,
         "templates": len(corpus.templates),
         "genres": len(corpus.genres),
-        "scenario": {key: value for key, value in scenario_options.items()},
-        "seconds": round(time.perf_counter() - started, 1),
         "rates": list(rates),
-        "sets": [
-            {
-                "name": p.name,
-                "shingle_size": p.shingle_size,
-                "threshold": p.threshold,
-                "num_perm": p.num_perm,
-                "drop_stopwords": p.drop_stopwords,
-                "core_rules": p.core_rules,
-                "by_rate": [
-                    {
-                        **totals[p.name, rate].document(),
-                        "recall_trial_sd": float(np.std(per_trial[p.name, rate])),
-                    }
-                    for rate in rates
-                ],
-            }
-            for p in parameter_sets
-        ],
+        "sets": _sweep(parameter_sets, rates, trials, {}),
+        "stress": [],
     }
+    if stress:
+        compared = (parameter_sets[0], *(p for p in parameter_sets if p.default))
+        for name, options in STRESS_SCENARIOS:
+            document["stress"].append(
+                {
+                    "scenario": name,
+                    "options": options,
+                    "trials": max(1, trials // 2),
+                    "sets": _sweep(compared, rates, max(1, trials // 2), options),
+                }
+            )
+    document["seconds"] = round(time.perf_counter() - started, 1)
+    return document
 
 
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def print_table(results: dict[str, Any]) -> None:
-    from rich.console import Console
+def _table(title: str, rates: list[float], entries: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    document = results.get("rewording")
-    if not document:
-        return
-    table = Table(
-        title=(
-            f"campaign recall / hard-negative merges (%) under rewording: {document['firms']} "
-            f"firms, {document['templates']} templates in {document['genres']} genres, "
-            f"{document['trials']} trials per rate"
-        ),
-        title_justify="left",
-    )
+    table = Table(title=title, title_justify="left")
     table.add_column("parameters")
-    for rate in document["rates"]:
+    for rate in rates:
         table.add_column(f"r={round(100 * rate)}%", justify="right")
     table.add_column("benign", justify="right")
-    for entry in document["sets"]:
+    for entry in entries:
         cells = [
             f"{_percent(cell['recall'])} / {_percent(cell['hard_negative_rate'])}"
             for cell in entry["by_rate"]
         ]
         benign = sum(cell["benign_campaigns"] for cell in entry["by_rate"])
         table.add_row(entry["name"], *cells, str(benign))
-    Console().print(table)
+    return table
+
+
+def print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    document = results.get("rewording")
+    if not document:
+        return
+    console = Console(width=max(100, 24 + 14 * len(document["rates"])))
+    console.print(
+        _table(
+            f"campaign recall % / hard-negative pairs merged % under rewording r: "
+            f"{document['firms']} firms, {document['templates']} templates in "
+            f"{document['genres']} genres, {document['trials']} trials per rate; benign = "
+            "campaigns holding a firm's own benign prompts",
+            document["rates"],
+            document["sets"],
+        )
+    )
+    for stress in document.get("stress", []):
+        console.print(
+            _table(
+                f"stress: {stress['scenario']} ({stress['trials']} trials per rate)",
+                document["rates"],
+                stress["sets"],
+            )
+        )
 
 
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:

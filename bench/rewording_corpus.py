@@ -12,14 +12,14 @@ tests. Ingredients:
 - **system prompts** (same JSON): each firm's front-end prepends its own to every prompt it logs.
 
 A scenario gives every template to a random subset of at least two firms. Firm 0 sees the
-templates as written (unless ``verbatim_first`` is off); every other firm words each template its own way at rate ``r``: ``round(r
-· n)`` edits to the template's ``n`` words — substitutions, insertions, deletions and swaps of
-neighbours — fixed for all of that firm's prompts of the template, as one operator's edit would
-be. Each prompt fills the slot with 5–40 words of documentation text. With ``front_ends="firm"``
-(the default), every firm but the first also receives its campaign prompts behind a system prompt
-of its own (5–40 words, one per firm: the operator's front-end for the fleet that hits that
-firm); with ``"campaign"``, behind a different system prompt for every template; with
-``"none"``, bare.
+templates as written (unless ``verbatim_first`` is off); every other firm words each template
+its own way at rate ``r``: ``round(r · n)`` edits to the template's ``n`` words — substitutions,
+insertions, deletions and swaps of neighbours — fixed for all of that firm's prompts of the
+template, as one operator's edit would be. Each prompt fills the slot with 5–40 words of
+documentation text. With ``front_ends="firm"`` (the default), every firm but the first also
+receives its campaign prompts behind a system prompt of its own (5–40 words, one per firm: the
+operator's front-end for the fleet that hits that firm); with ``"campaign"``, behind a
+different system prompt for every template; with ``"none"``, bare.
 """
 
 from __future__ import annotations
@@ -105,21 +105,23 @@ def _documentation_sentences() -> tuple[str, ...]:
     kept: list[str] = []
     holders: dict[str, list[int]] = defaultdict(list)
     for sentence in sorted(by_ending.values()):
-        words = {word.lower() for word in _WORD.findall(sentence) if len(word) > 3}
+        long_words = {word.lower() for word in _WORD.findall(sentence) if len(word) > 3}
         overlap: dict[int, int] = defaultdict(int)
-        for word in words:
+        for word in long_words:
             for other in holders[word]:
                 overlap[other] += 1
-        if any(2 * count >= min(len(words), sizes[other]) for other, count in overlap.items()):
+        if any(2 * n >= min(len(long_words), sizes[other]) for other, n in overlap.items()):
             continue
-        for word in words:
+        for word in long_words:
             holders[word].append(len(kept))
-        sizes.append(len(words))
+        sizes.append(len(long_words))
         kept.append(sentence)
     return tuple(kept)
 
 
-def reword(words: list[str], rate: float, rng: random.Random, vocabulary: tuple[str, ...]) -> list[str]:
+def reword(
+    words: list[str], rate: float, rng: random.Random, vocabulary: tuple[str, ...]
+) -> list[str]:
     """``words`` with ``round(rate · len(words))`` edits at distinct positions: substitutions
     (40 %), insertions (20 %), deletions (20 %) and swaps with the next word (20 %)."""
     edits = round(rate * len(words))
@@ -144,7 +146,7 @@ def reword_template(
     """The template reworded around its slot (the slot itself stays, at its place)."""
     before, _, after = template.partition(SLOT)
     head, tail = before.split(), after.split()
-    edited = reword(head + [SLOT] + tail, rate, rng, vocabulary)
+    edited = reword([*head, SLOT, *tail], rate, rng, vocabulary)
     if SLOT not in edited:  # a deletion took the slot: put it back where it was
         edited.insert(min(len(head), len(edited)), SLOT)
     return " ".join(edited)
@@ -188,17 +190,17 @@ def generate(
     for template_index, template in enumerate(corpus.templates):
         size = rng.randint(2, firms)
         holders[template_index] = frozenset(rng.sample(range(firms), size))
-        for firm in sorted(holders[template_index]):
+        for holder in sorted(holders[template_index]):
             wording = (
                 template
-                if firm == 0 and verbatim_first
+                if holder == 0 and verbatim_first
                 else reword_template(template, rate, edits, corpus.vocabulary)
             )
-            if front_ends == "campaign" and firm > 0:  # the operator's own, per template
+            if front_ends == "campaign" and holder > 0:  # the operator's own, per template
                 wording = f"{rng.choice(corpus.system_prompts)} {wording}"
             for _ in range(rng.randint(*prompts_per_template)):
-                out[firm].prompts.append(wording.replace(SLOT, _filler(rng, corpus)))
-                out[firm].labels.append(template_index)
+                out[holder].prompts.append(wording.replace(SLOT, _filler(rng, corpus)))
+                out[holder].labels.append(template_index)
     for index, firm in enumerate(out):
         # Benign traffic is unrelated across firms: each draws from its own share of sentences.
         own_sentences = corpus.sentences[index::firms]
@@ -230,4 +232,3 @@ def _filler(rng: random.Random, corpus: Corpus) -> str:
     while len(words) < target:
         words += rng.choice(corpus.sentences).split()
     return " ".join(words[:target])
-

@@ -132,7 +132,7 @@ def bench_sync(*, quick: bool) -> dict[str, Any]:
                 now=now,
             )
             parameters.set_minhash_parameters(
-                session, actor="bench", family="prompt", key_id=KEY_ID, threshold=0.5, now=now
+                session, actor="bench", family="prompt", key_id=KEY_ID, now=now
             )
             for name in ("member", "other"):
                 _, credential = principals.add_principal(

@@ -110,7 +110,7 @@ def _principals(engine: Engine, now: datetime) -> tuple[str, list[int]]:
                 now=now,
             )
         parameters.set_minhash_parameters(
-            session, actor=ACTOR, family=FAMILY, key_id=KEY_ID, threshold=0.5, now=now
+            session, actor=ACTOR, family=FAMILY, key_id=KEY_ID, now=now
         )
         members = [
             principals.add_principal(

@@ -8,6 +8,8 @@ sets and the prompt templates are the same on every run.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import math
 import random
@@ -451,8 +453,7 @@ class ClusterUpload:
         return ClusterUpload(
             signatures=self.signatures,
             clusters=tuple(
-                ClusterInfo(cluster_id=renamed[c.cluster_id], volume=c.volume, category=c.category)
-                for c in self.clusters
+                dataclasses.replace(c, cluster_id=renamed[c.cluster_id]) for c in self.clusters
             ),
             template_of={renamed[cid]: t for cid, t in self.template_of.items()},
         )
@@ -492,7 +493,10 @@ def cluster_upload(
         template = found.pop()
         assert cluster.volume == labels.count(template), f"{member}: template {template} split"
         info = ClusterInfo(
-            cluster_id=new_cluster_id(), volume=cluster.volume, category=f"t{template}"
+            cluster_id=new_cluster_id(),
+            volume=cluster.volume,
+            category=f"t{template}",
+            core_size=len(cluster.core),
         )
         clusters.append(info)
         template_of[info.cluster_id] = template

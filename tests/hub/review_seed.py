@@ -246,6 +246,7 @@ def seed_forum(
                         ),
                         first_seen=None,
                         last_seen=None,
+                        core_size=c.core_size,
                     )
                     for c in upload.clusters
                 ],

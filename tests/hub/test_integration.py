@@ -846,12 +846,13 @@ def test_every_rejected_submission_leaves_no_trace(
     heavy = 1500  # enough items for the pattern checks to have statistical power
     heavy_bits = round(params.expected_fill(heavy) * params.m)
     other_params = BloomParams.for_capacity(EMAIL, KEY_ID, EMAIL_CAPACITY // 2, EMAIL_FPR)
-    hasher = SaltedMinHasher.from_secret(forum_secret(), MinHashParams(key_id=KEY_ID))
+    prompt_params = published.minhash[PROMPT].minhash_params()
+    hasher = SaltedMinHasher.from_secret(forum_secret(), prompt_params)
     signatures = encode_signatures(
         SignatureSet(
             key_id=KEY_ID,
             shingle_unit="word",
-            shingle_size=3,
+            shingle_size=prompt_params.shingle_size,
             values=hasher.signatures(["one two three four five", "six seven eight nine ten"]),
         )
     )

@@ -97,6 +97,14 @@ class PublishedMinHash:
     digest: bytes
     bands: int
     rows: int
+    drop_stopwords: bool = False
+    core_rules: int = 1
+    cluster_threshold: float | None = None
+    """The threshold to cluster this member's own prompts at (``None``: :attr:`threshold`)."""
+
+    @property
+    def member_threshold(self) -> float:
+        return self.threshold if self.cluster_threshold is None else self.cluster_threshold
 
     def minhash_params(self) -> MinHashParams:
         """The sketch-core parameters, checked against the hub's digest (see ``bloom_params``)."""
@@ -115,6 +123,8 @@ class PublishedMinHash:
                 num_perm=self.num_perm,
                 shingle_unit=unit,
                 shingle_size=self.shingle_size,
+                drop_stopwords=self.drop_stopwords,
+                core_rules=self.core_rules,
             )
         except ParameterError as error:
             raise HubProtocolError(
@@ -177,8 +187,12 @@ class ClusterInfo:
     category: str
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+    core_size: int = 0
+    """Distinct shingles in the cluster's template core (0: not stated)."""
 
     def __post_init__(self) -> None:
+        if self.core_size < 0:
+            raise ValueError("cluster core size must not be negative")
         if not _CLUSTER_ID.fullmatch(self.cluster_id):
             raise ValueError("cluster id must be 32 lowercase hex digits (use new_cluster_id())")
         if self.volume < 0:

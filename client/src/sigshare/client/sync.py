@@ -434,7 +434,7 @@ class SyncJob:
         self._require_epoch(published.key_id, published.family)
         input_digest = _digest(
             published.digest,
-            str(self.min_cluster_volume).encode(),
+            f"{self.min_cluster_volume}/{published.member_threshold!r}".encode(),
             *(f"{p.category}\x1f{p.text}".encode() for p in prompts),
         )
         stored = self.state.sketch(name)
@@ -448,7 +448,7 @@ class SyncJob:
             clustering = cluster_prompts(
                 hasher,
                 [p.text for p in prompts],
-                published.threshold,
+                published.member_threshold,
                 min_volume=self.min_cluster_volume,
             )
             ids = self._stable_cluster_ids(published.family, prompts, clustering.clusters)
@@ -464,6 +464,7 @@ class SyncJob:
                     category=category[0][0] if category else "",
                     first_seen=min(stamps) if stamps else None,
                     last_seen=max(stamps) if stamps else None,
+                    core_size=len(cluster.core),
                 )
                 infos.append(info)
                 records.append(

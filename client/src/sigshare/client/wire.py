@@ -130,6 +130,9 @@ def parameters_from_proto(response: hub_pb2.GetParametersResponse) -> HubParamet
             digest=h.digest,
             bands=h.bands,
             rows=h.rows,
+            drop_stopwords=h.drop_stopwords,
+            core_rules=h.core_rules if h.HasField("core_rules") else 1,
+            cluster_threshold=(h.cluster_threshold if h.HasField("cluster_threshold") else None),
         )
     return HubParameters(
         bloom=bloom,
@@ -207,7 +210,10 @@ def encode_cluster_set(signatures: SignatureSet, clusters: Sequence[ClusterInfo]
     message = hub_pb2.ClusterSketchSet(signatures=encode_signatures(signatures))
     for cluster in clusters:
         entry = message.clusters.add(
-            cluster_id=cluster.cluster_id, volume=cluster.volume, category=cluster.category
+            cluster_id=cluster.cluster_id,
+            volume=cluster.volume,
+            category=cluster.category,
+            core_size=cluster.core_size,
         )
         if cluster.first_seen is not None:
             entry.first_seen.CopyFrom(to_timestamp(cluster.first_seen))

@@ -26,7 +26,7 @@ from sigshare.sketch.lsh import (
     optimal_banding,
     pair_similarity,
 )
-from sigshare.sketch.minhash import SaltedMinHasher, ShingleValues, Signatures
+from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher, ShingleValues, Signatures
 
 _MEDOID_SAMPLE = 64
 BOILERPLATE_SHARE = 0.25
@@ -35,10 +35,16 @@ BOILERPLATE_MIN_CLUSTERS = 3
 """... and in at least this many of them (fewer clusters cannot tell boilerplate from a genre)."""
 MIN_CORE_SHINGLES = 4
 """A core that removing boilerplate would leave smaller than this keeps its boilerplate."""
-MIN_MATCHABLE_CORE = 8
-"""Core rules 2: clusters whose core has fewer shingles are not shared. At the low thresholds
-rewording needs, two unrelated handfuls of words match by chance (two 6-word cores sharing 3
-words have Jaccard 0.33); distillation templates are far longer."""
+GROUPING_SHINGLE_SIZE = 3
+"""Core rules 2: members group their own prompts by word 3-shingles (stopwords kept)."""
+MIN_SHARED_SHINGLES = 8
+"""Core rules 2: two clusters are one campaign only if, besides their Jaccard similarity reaching
+the family's threshold, they share at least this many shingles (estimated from the similarity
+and the two core sizes). At the low thresholds rewording needs, two short texts on one topic
+would match by chance — two 10-word cores sharing 4 words have Jaccard 0.25 — while two
+rewordings of a distillation template share 15 and more content words."""
+MIN_MATCHABLE_CORE = MIN_SHARED_SHINGLES
+"""Core rules 2: a cluster whose core has fewer shingles could never match, and is not shared."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,21 @@ def cluster_prompts(
         raise ParameterError("min_volume must be at least 1")
     banding = banding or optimal_banding(threshold, hasher.params.num_perm)
     flat, offsets = hasher.shingles(texts)
-    signatures = hasher.signatures_from_shingles(flat, offsets)
+    if hasher.params.core_rules == 2:
+        # Grouping looks for one firm's verbatim template, where word 3-shingles with every
+        # word kept are the sharp test: unrelated prompts share almost none, so the threshold
+        # can sit well below a template's share of its prompts without chaining prompts
+        # together. Cores and the shared signatures still use the family's shingles.
+        grouping = hasher.sibling(
+            MinHashParams(
+                key_id=hasher.params.key_id,
+                num_perm=hasher.params.num_perm,
+                shingle_size=GROUPING_SHINGLE_SIZE,
+            )
+        )
+        signatures = grouping.signatures(texts)
+    else:
+        signatures = hasher.signatures_from_shingles(flat, offsets)
     has_shingles = offsets[1:] > offsets[:-1]
     live = np.flatnonzero(has_shingles)
 

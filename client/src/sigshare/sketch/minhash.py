@@ -127,10 +127,11 @@ def _key_words(prf: KeyedPRF, label: str, count: int) -> npt.NDArray[np.uint64]:
 class SaltedMinHasher:
     """Computes keyed MinHash signatures; the same key and parameters give the same signatures."""
 
-    __slots__ = ("_a", "_b", "_multipliers", "_prf", "_stopword_hashes", "params")
+    __slots__ = ("_a", "_b", "_multipliers", "_prf", "_salt_key", "_stopword_hashes", "params")
 
     def __init__(self, params: MinHashParams, salt_key: bytes) -> None:
         self.params = params
+        self._salt_key = bytes(salt_key)
         self._prf = KeyedPRF(salt_key)
         self._multipliers = _key_words(self._prf, "shingle", params.shingle_size) | np.uint64(1)
         self._a = (_key_words(self._prf, "perm-a", params.num_perm) >> np.uint64(32)).astype(
@@ -143,9 +144,9 @@ class SaltedMinHasher:
         if params.drop_stopwords:
             blocks = b"".join(word_block(word) for word in sorted(STOPWORDS))
             self._stopword_hashes = np.sort(
-                self._prf.encrypt_blocks(
-                    np.frombuffer(blocks, dtype=np.uint8).reshape(-1, 16)
-                )[:, 0]
+                self._prf.encrypt_blocks(np.frombuffer(blocks, dtype=np.uint8).reshape(-1, 16))[
+                    :, 0
+                ]
             )
 
     @classmethod
@@ -161,6 +162,11 @@ class SaltedMinHasher:
 
     def __repr__(self) -> str:
         return f"SaltedMinHasher({self.params!r}, <key hidden>)"
+
+    def sibling(self, params: MinHashParams) -> SaltedMinHasher:
+        """A hasher with the same salt key and other parameters (for a member's own use, such
+        as grouping its prompts: its signatures are never compared with another member's)."""
+        return SaltedMinHasher(params, self._salt_key)
 
     # -- shingles ---------------------------------------------------------------------------
 

@@ -68,8 +68,7 @@ def canonical_text(text: str) -> str:
 
 
 STOPWORDS_VERSION = 1
-STOPWORDS: frozenset[str] = frozenset(
-    """
+_STOPWORD_TEXT = """
     a about above after again against all also am an and any are as at be because been before
     being below between both but by can could did do does doing down during each either else
     ever every few for from further had has have having he her here hers herself him himself his
@@ -78,8 +77,8 @@ STOPWORDS: frozenset[str] = frozenset(
     so some such than that the their theirs them themselves then there these they this those
     through to too under until up upon us very was we were what when where whether which while
     who whom whose why will with within without would yet you your yours yourself yourselves
-    """.split()
-)
+"""
+STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
 """English function words. Families that drop them (``MinHashParams.drop_stopwords``) sketch a
 text by the words that carry its meaning: two different instructions of one genre share mostly
 function words, and a reworded template keeps most of its content words. The list is part of the

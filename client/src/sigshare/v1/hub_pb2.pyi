@@ -171,6 +171,9 @@ class MinHashParameters(_message.Message):
     DIGEST_FIELD_NUMBER: _builtins.int
     BANDS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    DROP_STOPWORDS_FIELD_NUMBER: _builtins.int
+    CORE_RULES_FIELD_NUMBER: _builtins.int
+    CLUSTER_THRESHOLD_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     key_id: _builtins.str
     num_perm: _builtins.int
@@ -186,6 +189,19 @@ class MinHashParameters(_message.Message):
     """MinHashParams.digest()"""
     bands: _builtins.int
     rows: _builtins.int
+    drop_stopwords: _builtins.bool
+    """Members drop English function words before shingling (part of the digest when set). In
+    SetParameters, leaving it out keeps the current value (a new family: the recommended one).
+    """
+    core_rules: _builtins.int
+    """How members sketch a cluster: 1 strict-majority core, 2 the same without the shingles many
+    of the member's clusters share (part of the digest when 2). SetParameters: as above.
+    """
+    cluster_threshold: _builtins.float
+    """Jaccard similarity from which members join their own prompts into one cluster (responses:
+    always set). SetParameters: as above. (threshold 0 and an empty key_id also keep the
+    current values there.)
+    """
     def __init__(
         self,
         *,
@@ -201,13 +217,29 @@ class MinHashParameters(_message.Message):
         digest: _builtins.bytes = ...,
         bands: _builtins.int = ...,
         rows: _builtins.int = ...,
+        drop_stopwords: _builtins.bool | None = ...,
+        core_rules: _builtins.int | None = ...,
+        cluster_threshold: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "reveal_members", b"reveal_members"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cluster_threshold", b"_cluster_threshold", "_core_rules", b"_core_rules", "_drop_stopwords", b"_drop_stopwords", "_reveal_members", b"_reveal_members", "cluster_threshold", b"cluster_threshold", "core_rules", b"core_rules", "drop_stopwords", b"drop_stopwords", "reveal_members", b"reveal_members"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members", "bands", b"bands", "digest", b"digest", "family", b"family", "key_id", b"key_id", "num_perm", b"num_perm", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "rows", b"rows", "shingle_size", b"shingle_size", "shingle_unit", b"shingle_unit", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cluster_threshold", b"_cluster_threshold", "_core_rules", b"_core_rules", "_drop_stopwords", b"_drop_stopwords", "_reveal_members", b"_reveal_members", "bands", b"bands", "cluster_threshold", b"cluster_threshold", "core_rules", b"core_rules", "digest", b"digest", "drop_stopwords", b"drop_stopwords", "family", b"family", "key_id", b"key_id", "num_perm", b"num_perm", "quorum", b"quorum", "retention_days", b"retention_days", "reveal_members", b"reveal_members", "rows", b"rows", "shingle_size", b"shingle_size", "shingle_unit", b"shingle_unit", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cluster_threshold: _TypeAlias = _typing.Literal["cluster_threshold"]  # noqa: Y015
+    _WhichOneofArgType__cluster_threshold: _TypeAlias = _typing.Literal["_cluster_threshold", b"_cluster_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__core_rules: _TypeAlias = _typing.Literal["core_rules"]  # noqa: Y015
+    _WhichOneofArgType__core_rules: _TypeAlias = _typing.Literal["_core_rules", b"_core_rules"]  # noqa: Y015
+    _WhichOneofReturnType__drop_stopwords: _TypeAlias = _typing.Literal["drop_stopwords"]  # noqa: Y015
+    _WhichOneofArgType__drop_stopwords: _TypeAlias = _typing.Literal["_drop_stopwords", b"_drop_stopwords"]  # noqa: Y015
     _WhichOneofReturnType__reveal_members: _TypeAlias = _typing.Literal["reveal_members"]  # noqa: Y015
     _WhichOneofArgType__reveal_members: _TypeAlias = _typing.Literal["_reveal_members", b"_reveal_members"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cluster_threshold) -> _WhichOneofReturnType__cluster_threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__core_rules) -> _WhichOneofReturnType__core_rules | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__drop_stopwords) -> _WhichOneofReturnType__drop_stopwords | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__reveal_members) -> _WhichOneofReturnType__reveal_members | None: ...
 
 Global___MinHashParameters: _TypeAlias = MinHashParameters  # noqa: Y015
@@ -390,10 +422,16 @@ class ClusterSketch(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     FIRST_SEEN_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
+    CORE_SIZE_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
     """Random id chosen by the member (128 bits, hex); never derived from content."""
     volume: _builtins.int
     category: _builtins.str
+    core_size: _builtins.int
+    """Distinct shingles in the cluster's template core (0: not stated). Families with core
+    rules 2 require it: the hub then also asks two clusters to share enough shingles, which
+    it estimates from their Jaccard similarity and these sizes.
+    """
     @_builtins.property
     def first_seen(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -406,10 +444,11 @@ class ClusterSketch(_message.Message):
         category: _builtins.str = ...,
         first_seen: _timestamp_pb2.Timestamp | None = ...,
         last_seen: _timestamp_pb2.Timestamp | None = ...,
+        core_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cluster_id", b"cluster_id", "first_seen", b"first_seen", "last_seen", b"last_seen", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cluster_id", b"cluster_id", "core_size", b"core_size", "first_seen", b"first_seen", "last_seen", b"last_seen", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

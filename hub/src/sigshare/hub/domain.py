@@ -216,8 +216,15 @@ class MinHashParameters:
     num_perm: int = 128
     shingle_unit: ShingleUnit = "word"
     shingle_size: int = 3
+    drop_stopwords: bool = False
+    """Members drop English function words before shingling (see ``MinHashParams``)."""
+    core_rules: int = 1
+    """How members sketch a cluster: 1 strict-majority core, 2 without shared boilerplate."""
     threshold: float
     """Jaccard similarity from which two clusters count as the same campaign."""
+    cluster_threshold: float | None = None
+    """Jaccard similarity from which a member joins two of its own prompts into one cluster
+    (``None``: :attr:`threshold`, as families published before it existed do)."""
     quorum: int = 2
     retention_days: int = 30
     reveal_members: bool = False
@@ -228,6 +235,15 @@ class MinHashParameters:
         self.minhash_params()
         if not 0.0 < self.threshold < 1.0:
             raise ParameterError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.cluster_threshold is not None and not 0.0 < self.cluster_threshold < 1.0:
+            raise ParameterError(
+                f"cluster threshold must be in (0, 1), got {self.cluster_threshold}"
+            )
+
+    @property
+    def member_threshold(self) -> float:
+        """The threshold members cluster their own prompts at."""
+        return self.threshold if self.cluster_threshold is None else self.cluster_threshold
 
     @property
     def family_kind(self) -> str:
@@ -239,12 +255,15 @@ class MinHashParameters:
             num_perm=self.num_perm,
             shingle_unit=self.shingle_unit,
             shingle_size=self.shingle_size,
+            drop_stopwords=self.drop_stopwords,
+            core_rules=self.core_rules,
         )
 
     def digest(self) -> bytes:
         """What members' signatures must match to be compared (see :meth:`MinHashParams.digest`).
 
-        The threshold is not part of it: it only decides how the hub bands signatures.
+        The thresholds are not part of it: they decide how the hub bands signatures and how
+        members cluster, not what a signature is.
         """
         return self.minhash_params().digest()
 
@@ -380,6 +399,8 @@ class ClusterInfo:
     category: str
     first_seen: datetime | None
     last_seen: datetime | None
+    core_size: int = 0
+    """Distinct shingles in the cluster's template core (0: not stated)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

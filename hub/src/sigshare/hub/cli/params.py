@@ -170,18 +170,45 @@ def set_kind(
 
 @params.command("set-minhash")
 @click.argument("family")
-@click.option("--key-id", required=True, help="Key epoch of the forum secret members sketch with.")
 @click.option(
-    "--threshold", type=float, required=True, help="Jaccard similarity that makes a match."
+    "--key-id",
+    default=None,
+    help="Key epoch of the forum secret members sketch with (required for a new family).",
 )
-@click.option("--num-perm", type=int, default=None, help="Minima per signature (default 128).")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help=f"Jaccard similarity from which two members' clusters are one campaign "
+    f"(recommended {service.RECOMMENDED_MINHASH.threshold:g}).",
+)
+@click.option(
+    "--cluster-threshold",
+    type=float,
+    default=None,
+    help=f"Jaccard similarity from which a member joins its own prompts into one cluster "
+    f"(recommended {service.RECOMMENDED_MINHASH.cluster_threshold:g}).",
+)
+@click.option("--num-perm", type=int, default=None, help="Minima per signature.")
 @click.option(
     "--shingle-unit",
     type=click.Choice(["word", "char"]),
     default=None,
-    help="Shingle words or characters (default word).",
+    help="Shingle words or characters.",
 )
-@click.option("--shingle-size", type=int, default=None, help="Units per shingle (default 3).")
+@click.option("--shingle-size", type=int, default=None, help="Units per shingle.")
+@click.option(
+    "--drop-stopwords/--keep-stopwords",
+    default=None,
+    help="Whether members drop English function words before shingling.",
+)
+@click.option(
+    "--core-rules",
+    type=click.IntRange(1, 2),
+    default=None,
+    help="How members sketch a cluster: 1 strict-majority core; 2 without the boilerplate "
+    "many of the member's clusters share.",
+)
 @_policy_options
 @json_option
 @pass_hub
@@ -189,18 +216,22 @@ def set_minhash(
     hub: HubContext,
     *,
     family: str,
-    key_id: str,
-    threshold: float,
+    key_id: str | None,
+    threshold: float | None,
+    cluster_threshold: float | None,
     num_perm: int | None,
     shingle_unit: ShingleUnit | None,
     shingle_size: int | None,
+    drop_stopwords: bool | None,
+    core_rules: int | None,
     quorum: int | None,
     retention_days: int | None,
     reveal_members: bool | None,
     json_output: bool,
 ) -> None:
     """Publish MinHash parameters for fingerprint FAMILY (the LSH banding is derived from
-    --threshold). Options left out keep their current value, else the defaults."""
+    --threshold). Options left out keep their current value; a new family starts from the
+    recommended profile (`params upgrade-minhash` moves an existing one to it)."""
     console = Console(json_output=json_output)
     with hub.session(console) as session:
         before = service.minhash_parameters(session, family)
@@ -210,21 +241,65 @@ def set_minhash(
             family=family,
             key_id=key_id,
             threshold=threshold,
+            cluster_threshold=cluster_threshold,
             num_perm=num_perm,
             shingle_unit=shingle_unit,
             shingle_size=shingle_size,
+            drop_stopwords=drop_stopwords,
+            core_rules=core_rules,
             quorum=quorum,
             retention_days=retention_days,
             reveal_members=reveal_members,
             now=hub.now(),
         )
+    _report_minhash_change(console, before, after, json_output)
+
+
+@params.command("upgrade-minhash")
+@click.argument("family")
+@json_option
+@pass_hub
+def upgrade_minhash(hub: HubContext, *, family: str, json_output: bool) -> None:
+    """Move MinHash family FAMILY to the recommended profile (word 1-shingles without stopwords,
+    boilerplate-free cores, campaigns from Jaccard 0.25), keeping its key epoch and policy.
+
+    Members resubmit under the new parameters at their next sync; until then the family has no
+    campaigns. Campaign ids and review decisions carry over through the members' cluster ids."""
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        before = service.minhash_parameters(session, family)
+        if before is None:
+            raise click.UsageError(
+                f"MinHash family {family!r} does not exist: publish it with `params set-minhash`"
+            )
+        after = service.set_minhash_parameters(
+            session,
+            actor=hub.actor,
+            family=family,
+            profile=service.RECOMMENDED_MINHASH,
+            now=hub.now(),
+        )
+    if service.MinHashProfile.of(before) == service.MinHashProfile.of(after):
+        console.print(f"{family} already uses the recommended profile: nothing changed")
+    _report_minhash_change(console, before, after, json_output)
+
+
+def _report_minhash_change(
+    console: Console,
+    before: MinHashParameters | None,
+    after: MinHashParameters,
+    json_output: bool,
+) -> None:
     resubmit = service.invalidates_sketches(before, after)
     if resubmit:
         assert before is not None
         console.warn(
-            f"{family} signatures change from key_id {before.key_id}, P={before.num_perm}, "
+            f"{after.family} signatures change from key_id {before.key_id}, P={before.num_perm}, "
             f"{_shingles(before)} to key_id {after.key_id}, P={after.num_perm}, "
-            f"{_shingles(after)}: members must resubmit"
+            f"{_shingles(after)}: members must resubmit. Tell them: \"the forum's "
+            f"{after.family} parameters changed; your next `sigshare sync` (tonight's run) "
+            "resubmits your clusters — nothing to do unless you pinned an old client, which "
+            'refuses the new digest: upgrade it first." Campaigns reappear as members resubmit.'
         )
     if json_output:
         console.emit_json({**_minhash_document(after), "members_must_resubmit": resubmit})
@@ -301,7 +376,8 @@ def _yes_no(flag: bool) -> str:
 
 
 def _shingles(parameters: MinHashParameters) -> str:
-    return f"{parameters.shingle_unit} {parameters.shingle_size}-grams"
+    stopwords = " without stopwords" if parameters.drop_stopwords else ""
+    return f"{parameters.shingle_unit} {parameters.shingle_size}-grams{stopwords}"
 
 
 def _banding(parameters: MinHashParameters) -> str:
@@ -358,7 +434,9 @@ def _families_table(console: Console, families: list[MinHashParameters]) -> None
             "key_id",
             "P",
             "shingles",
+            "core",
             "θ",
+            "cluster θ",
             "bands×rows",
             "quorum",
             "retention days",
@@ -370,7 +448,9 @@ def _families_table(console: Console, families: list[MinHashParameters]) -> None
                 p.key_id,
                 str(p.num_perm),
                 _shingles(p),
+                "majority − boilerplate" if p.core_rules == 2 else "majority",
                 f"{p.threshold:g}",
+                f"{p.member_threshold:g}",
                 _banding(p),
                 str(p.quorum),
                 str(p.retention_days),

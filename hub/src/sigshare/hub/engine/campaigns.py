@@ -27,18 +27,35 @@ class Component:
     members: int
 
 
+def estimated_shared(
+    similarity: npt.NDArray[np.float64],
+    first_sizes: npt.NDArray[np.int64],
+    second_sizes: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """Shingles two sets have in common, from their Jaccard similarity ``J`` and sizes ``a``,
+    ``b``: shared ``s = J·(a + b − s)`` (the union is ``a + b − s``), so
+    ``s = J·(a + b)/(1 + J)``."""
+    shared: npt.NDArray[np.float64] = similarity * (first_sizes + second_sizes) / (1.0 + similarity)
+    return shared
+
+
 def find_campaigns(
     signatures: npt.NDArray[np.uint32],
     members: npt.NDArray[np.int64],
     banding: Banding,
     threshold: float,
     quorum: int,
+    *,
+    core_sizes: npt.NDArray[np.int64] | None = None,
+    min_shared: float = 0.0,
 ) -> list[Component]:
     """Components of the cross-member match graph that span ≥ ``quorum`` members.
 
     ``members[i]`` is the member that shared signature ``i``. Only pairs from different members
     are compared: a member's own near-duplicates were merged by its local clustering, and an
-    edge inside one member says nothing about sharing.
+    edge inside one member says nothing about sharing. An edge needs estimated Jaccard ≥
+    ``threshold`` over the full signatures (the verification of the LSH candidates) and, with
+    ``core_sizes``, at least ``min_shared`` shingles in common (:func:`estimated_shared`).
     """
     count = len(signatures)
     if count == 0:
@@ -46,6 +63,11 @@ def find_campaigns(
     pairs = candidate_pairs(signatures, banding, groups=members)
     similarity = pair_similarity(signatures, pairs)
     keep = similarity >= threshold
+    if core_sizes is not None:
+        keep &= (
+            estimated_shared(similarity, core_sizes[pairs[:, 0]], core_sizes[pairs[:, 1]])
+            >= min_shared
+        )
     edges, similarity = pairs[keep], similarity[keep]
     if not len(edges):
         return []

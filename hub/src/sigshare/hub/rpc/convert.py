@@ -107,7 +107,10 @@ def minhash_parameters(params: MinHashParameters) -> pb.MinHashParameters:
         num_perm=params.num_perm,
         shingle_unit=params.shingle_unit,
         shingle_size=params.shingle_size,
+        drop_stopwords=params.drop_stopwords,
+        core_rules=params.core_rules,
         threshold=params.threshold,
+        cluster_threshold=params.member_threshold,
         quorum=params.quorum,
         retention_days=params.retention_days,
         reveal_members=params.reveal_members,
@@ -150,6 +153,7 @@ def cluster_set(payload: bytes) -> tuple[SignatureSet, list[ClusterInfo]]:
             category=c.category,
             first_seen=moment(c.first_seen, c.HasField("first_seen")),
             last_seen=moment(c.last_seen, c.HasField("last_seen")),
+            core_size=c.core_size,
         )
         for c in message.clusters
     ]

@@ -411,11 +411,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     session,
                     actor=admin.name,
                     family=h.family,
-                    key_id=h.key_id,
-                    threshold=h.threshold,
+                    key_id=h.key_id or None,
+                    threshold=h.threshold or None,
                     num_perm=h.num_perm or None,
                     shingle_unit=convert.shingle_unit(h.shingle_unit),
                     shingle_size=h.shingle_size or None,
+                    drop_stopwords=h.drop_stopwords if h.HasField("drop_stopwords") else None,
+                    core_rules=h.core_rules if h.HasField("core_rules") else None,
+                    cluster_threshold=(
+                        h.cluster_threshold if h.HasField("cluster_threshold") else None
+                    ),
                     quorum=h.quorum or None,
                     retention_days=h.retention_days or None,
                     reveal_members=h.reveal_members if h.HasField("reveal_members") else None,

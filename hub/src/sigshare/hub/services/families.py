@@ -12,7 +12,7 @@ lock hands the work to one, the other then finds it done).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from sigshare.hub.errors import ConflictError
 from sigshare.hub.storage.aggregates import FamilyRepository
 from sigshare.hub.storage.repositories import SubmissionRepository
 from sigshare.hub.storage.results import CampaignDraft, ClusterRepository
+from sigshare.sketch.cluster import MIN_SHARED_SHINGLES
 from sigshare.sketch.codec import decode_signatures
 
 Parameters = KindParameters | MinHashParameters
@@ -92,8 +93,17 @@ def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime
     if len(signatures) != len(active):
         raise ConflictError(f"{params.family_kind!r}: signatures and clusters disagree")
     owners = np.fromiter((c.member_id for c in active), dtype=np.int64, count=len(active))
+    sizes = None
+    if params.core_rules == 2:
+        sizes = np.fromiter((c.info.core_size for c in active), dtype=np.int64, count=len(active))
     components = find_campaigns(
-        signatures, owners, params.banding(), params.threshold, params.quorum
+        signatures,
+        owners,
+        params.banding(),
+        params.threshold,
+        params.quorum,
+        core_sizes=sizes,
+        min_shared=MIN_SHARED_SHINGLES,
     )
     drafts = []
     for component in components:
@@ -112,11 +122,14 @@ def refresh_campaigns(session: Session, params: MinHashParameters, now: datetime
                 ),
             )
         )
+    # Campaigns that went inactive within the retention window can be recognised again: after
+    # a parameter change every submission retires and members resubmit the next night.
+    since = now - timedelta(days=params.retention_days)
     inherited = inherit_ids(
         [[(member, cluster) for member, cluster, _ in draft.clusters] for draft in drafts],
         [draft.signature for draft in drafts],
-        clusters.campaign_memberships(params.family),
-        clusters.campaign_signatures(params.family),
+        clusters.campaign_memberships(params.family, since),
+        clusters.campaign_signatures(params.family, since),
         banding=params.banding(),
         threshold=params.threshold,
     )

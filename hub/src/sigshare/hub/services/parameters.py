@@ -41,9 +41,47 @@ from sigshare.sketch.kinds import KIND_NAMES, KIND_TYPES
 DEFAULT_QUORUM = 2
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_REVEAL_MEMBERS = False
-DEFAULT_NUM_PERM = 128
-DEFAULT_SHINGLE_UNIT: ShingleUnit = "word"
-DEFAULT_SHINGLE_SIZE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MinHashProfile:
+    """What a MinHash family's signatures and matching are made of (everything but the key epoch
+    and the forum policy)."""
+
+    num_perm: int
+    shingle_unit: ShingleUnit
+    shingle_size: int
+    drop_stopwords: bool
+    core_rules: int
+    threshold: float
+    cluster_threshold: float | None
+
+    @classmethod
+    def of(cls, parameters: MinHashParameters) -> MinHashProfile:
+        return cls(
+            num_perm=parameters.num_perm,
+            shingle_unit=parameters.shingle_unit,
+            shingle_size=parameters.shingle_size,
+            drop_stopwords=parameters.drop_stopwords,
+            core_rules=parameters.core_rules,
+            threshold=parameters.threshold,
+            cluster_threshold=parameters.cluster_threshold,
+        )
+
+
+RECOMMENDED_MINHASH = MinHashProfile(
+    num_perm=128,
+    shingle_unit="word",
+    shingle_size=1,
+    drop_stopwords=True,
+    core_rules=2,
+    threshold=0.25,
+    cluster_threshold=0.5,
+)
+"""New families' defaults, chosen with the rewording benchmark (``bench/rewording_bench.py``,
+docs/decisions/0006-rewording-robust-campaigns.md): word 1-shingles without stopwords, cores
+without a member's shared boilerplate, campaigns from Jaccard 0.25 and 8 shared words, members'
+own clusters from Jaccard 0.5 of word 3-shingles."""
 
 _T = TypeVar("_T")
 
@@ -112,7 +150,10 @@ def minhash_public_values(parameters: MinHashParameters) -> dict[str, Any]:
         "num_perm": parameters.num_perm,
         "shingle_unit": parameters.shingle_unit,
         "shingle_size": parameters.shingle_size,
+        "drop_stopwords": parameters.drop_stopwords,
+        "core_rules": parameters.core_rules,
         "threshold": parameters.threshold,
+        "cluster_threshold": parameters.member_threshold,
         "bands": banding.bands,
         "rows": banding.rows,
         "quorum": parameters.quorum,
@@ -200,34 +241,44 @@ def set_minhash_parameters(
     *,
     actor: str,
     family: str,
-    key_id: str,
-    threshold: float,
+    key_id: str | None = None,
+    threshold: float | None = None,
     num_perm: int | None = None,
     shingle_unit: ShingleUnit | None = None,
     shingle_size: int | None = None,
+    drop_stopwords: bool | None = None,
+    core_rules: int | None = None,
+    cluster_threshold: float | None = None,
     quorum: int | None = None,
     retention_days: int | None = None,
     reveal_members: bool | None = None,
+    profile: MinHashProfile | None = None,
     now: datetime,
 ) -> MinHashParameters:
-    """Publish MinHash parameters for fingerprint family ``family`` (similarity ``threshold``);
-    shingling options left out keep their stored value, else the defaults (P=128, word 3-grams)."""
+    """Publish MinHash parameters for fingerprint family ``family``.
+
+    Options left out keep their stored value, else :data:`RECOMMENDED_MINHASH`; ``profile``
+    replaces every signature and matching option at once (``upgrade``: the recommended one).
+    The key id is required for a new family."""
     repository = ParameterRepository(session)
     current = repository.get_minhash_family(family)
     policy = _policy(current, quorum, retention_days, reveal_members)
-    shingling = (
-        (DEFAULT_NUM_PERM, DEFAULT_SHINGLE_UNIT, DEFAULT_SHINGLE_SIZE)
-        if current is None
-        else (current.num_perm, current.shingle_unit, current.shingle_size)
-    )
+    base = profile or (RECOMMENDED_MINHASH if current is None else MinHashProfile.of(current))
+    if key_id is None:
+        if current is None:
+            raise InvalidArgumentError(f"MinHash family {family!r} is new: give its key id")
+        key_id = current.key_id
     parameters = _validated(
         lambda: MinHashParameters(
             family=family,
             key_id=key_id,
-            num_perm=_or(num_perm, shingling[0]),
-            shingle_unit=_or(shingle_unit, shingling[1]),
-            shingle_size=_or(shingle_size, shingling[2]),
-            threshold=threshold,
+            num_perm=_or(num_perm, base.num_perm),
+            shingle_unit=_or(shingle_unit, base.shingle_unit),
+            shingle_size=_or(shingle_size, base.shingle_size),
+            drop_stopwords=_or(drop_stopwords, base.drop_stopwords),
+            core_rules=_or(core_rules, base.core_rules),
+            threshold=_or(threshold, base.threshold),
+            cluster_threshold=_or(cluster_threshold, base.cluster_threshold),
             quorum=policy.quorum,
             retention_days=policy.retention_days,
             reveal_members=policy.reveal_members,

@@ -230,6 +230,13 @@ def submit_clusters(
             f"signatures were made with other parameters than {params.family}'s: fetch them again"
         )
     _check_clusters(header, signatures, clusters)
+    if params.core_rules == 2:
+        unsized = next((c.cluster_id for c in clusters if c.core_size < 1), None)
+        if unsized is not None:
+            raise SketchRejectedError(
+                f"cluster {unsized} states no core size, which {params.family} needs (core rules "
+                "2): upgrade the client"
+            )
     submission, duplicate = _store(
         session,
         member,

@@ -142,7 +142,10 @@ class MinHashParametersRow(Base):
     num_perm: Mapped[int] = mapped_column(Integer)
     shingle_unit: Mapped[str] = mapped_column(String(8))
     shingle_size: Mapped[int] = mapped_column(Integer)
+    drop_stopwords: Mapped[bool] = mapped_column(default=False)
+    core_rules: Mapped[int] = mapped_column(Integer, default=1)
     threshold: Mapped[float] = mapped_column(Double)
+    cluster_threshold: Mapped[float | None] = mapped_column(Double)
     quorum: Mapped[int] = mapped_column(Integer)
     retention_days: Mapped[int] = mapped_column(Integer)
     reveal_members: Mapped[bool]
@@ -323,6 +326,8 @@ class ClusterRow(Base):
     category: Mapped[str] = mapped_column(String(64))
     first_seen: Mapped[datetime | None]
     last_seen: Mapped[datetime | None]
+    core_size: Mapped[int] = mapped_column(Integer, default=0)
+    """Distinct shingles in the template core (0: not stated, clusters sent before core rules 2)."""
 
 
 class CampaignRow(Base):

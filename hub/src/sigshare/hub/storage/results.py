@@ -292,6 +292,7 @@ class ClusterRepository:
                 "category": c.category,
                 "first_seen": None if c.first_seen is None else utc(c.first_seen),
                 "last_seen": None if c.last_seen is None else utc(c.last_seen),
+                "core_size": c.core_size,
             }
             for index, c in enumerate(clusters)
         ]
@@ -322,33 +323,46 @@ class ClusterRepository:
                     category=row.category,
                     first_seen=row.first_seen,
                     last_seen=row.last_seen,
+                    core_size=row.core_size,
                 ),
             )
             for row, member_id in rows
         ]
 
-    def campaign_memberships(self, family: str) -> dict[tuple[int, str], int]:
-        """``(member id, cluster id)`` → campaign id, over the family's active campaigns."""
-        return {
-            (member_id, cluster_id): campaign_id
-            for member_id, cluster_id, campaign_id in self._session.execute(
-                select(
-                    CampaignClusterRow.member_id,
-                    CampaignClusterRow.cluster_id,
-                    CampaignClusterRow.campaign_id,
-                )
-                .join(CampaignRow, CampaignRow.id == CampaignClusterRow.campaign_id)
-                .where(CampaignRow.family == family, CampaignRow.active.is_(True))
-            )
-        }
+    @staticmethod
+    def _inheritable(family: str, since: datetime) -> Any:
+        """The family's active campaigns and those that went inactive at ``since`` or later."""
+        return (CampaignRow.family == family) & (
+            CampaignRow.active.is_(True) | (CampaignRow.updated_at >= utc(since))
+        )
 
-    def campaign_signatures(self, family: str) -> dict[int, npt.NDArray[np.uint32]]:
-        """Campaign id → representative signature, over the family's active campaigns."""
+    def campaign_memberships(self, family: str, since: datetime) -> dict[tuple[int, str], int]:
+        """``(member id, cluster id)`` → campaign id, over the family's active campaigns and
+        those inactive since ``since`` (their last memberships). A pair in several campaigns
+        maps to an active one, else to the one that was active last."""
+        rows = self._session.execute(
+            select(
+                CampaignClusterRow.member_id,
+                CampaignClusterRow.cluster_id,
+                CampaignClusterRow.campaign_id,
+            )
+            .join(CampaignRow, CampaignRow.id == CampaignClusterRow.campaign_id)
+            .where(self._inheritable(family, since))
+            .order_by(CampaignRow.active, CampaignRow.updated_at, CampaignRow.id)
+        )
+        # Ascending (inactive first, oldest first): the preferred campaign is written last.
+        return {(member_id, cluster_id): campaign_id for member_id, cluster_id, campaign_id in rows}
+
+    def campaign_signatures(
+        self, family: str, since: datetime
+    ) -> dict[int, npt.NDArray[np.uint32]]:
+        """Campaign id → representative signature, over the family's active campaigns and those
+        inactive since ``since``."""
         return {
             campaign_id: np.frombuffer(signature, dtype="<u4").astype(np.uint32)
             for campaign_id, signature in self._session.execute(
                 select(CampaignRow.id, CampaignRow.signature).where(
-                    CampaignRow.family == family, CampaignRow.active.is_(True)
+                    self._inheritable(family, since)
                 )
             )
         }
@@ -362,9 +376,11 @@ class ClusterRepository:
     ) -> None:
         """Store the family's current components as its active campaigns.
 
-        ``inherited`` maps a draft's index to the stored campaign whose id (and review status)
-        it keeps; other drafts become new campaigns, and stored active campaigns nobody
-        inherits become inactive. Memberships are rewritten.
+        ``inherited`` maps a draft's index to the stored campaign (active, or inactive and
+        revived) whose id and review status it keeps; other drafts become new campaigns, and
+        stored active campaigns nobody inherits become inactive, keeping their last memberships
+        (so they can be recognised again, e.g. after members resubmit under new parameters).
+        Inherited campaigns' memberships are rewritten.
         """
         moment = utc(at)
         stored = set(
@@ -381,7 +397,7 @@ class ClusterRepository:
                 .where(CampaignRow.id.in_(chunk))
                 .values(active=False, updated_at=moment)
             )
-        for chunk in _chunks(sorted(stored)):
+        for chunk in _chunks(sorted(set(inherited.values()))):
             self._session.execute(
                 delete(CampaignClusterRow).where(CampaignClusterRow.campaign_id.in_(chunk))
             )
