@@ -9,7 +9,6 @@ sets and the prompt templates are the same on every run.
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import math
 import random

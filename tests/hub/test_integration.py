@@ -85,7 +85,7 @@ from sigshare.hub.storage.models import ClusterRow, SubmissionPayloadRow, Submis
 from sigshare.hub.storage.results import TokenConfirmation
 from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter
 from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
-from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
+from sigshare.sketch.minhash import SaltedMinHasher
 from sigshare.sketch.prf import TokenArray, tokens_to_bytes
 from sigshare.v1 import hub_pb2 as pb
 
