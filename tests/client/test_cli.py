@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import stat
+from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from sigshare.client.cli import cli
 from sigshare.client.exit_codes import ExitCode
+from sigshare.client.synthetic import firm_names, generate_forum
 from sigshare.sketch.keys import load_secret_file
 
 
@@ -132,11 +135,57 @@ def test_demo_json_matches_ground_truth(runner: CliRunner) -> None:
     # Every planned campaign of two or more firms reached the coordinators exactly once.
     assert sorted(len(c["members"]) for c in document["coordinator"]["campaigns"]) == [2, 2, 2, 3]
     assert document["coordinator"]["shared_indicator_records"] > 0
+    # ... although every firm but the first worded its templates its own way.
+    assert document["config"]["reword_rate"] == 0.2
+    assert document["minhash"]["threshold"] == 0.25
+    assert document["minhash"]["drop_stopwords"] is True
+    assert_campaigns_found_although_reworded(document)
+
+
+def assert_campaigns_found_although_reworded(document: dict[str, Any]) -> None:
+    """Each campaign several firms see is reported with their wordings, which really differ (every
+    holder but the verbatim firm edited a fifth of the template's words), and every holder was
+    told about it: checked against the synthetic forum the demo was built from."""
+    config = document["config"]
+    forum = generate_forum(
+        config["seed"],
+        firm_names=firm_names(config["firms"]),
+        accounts_per_firm=config["accounts_per_firm"],
+        reword_rate=config["reword_rate"],
+    )
+    names = [firm.name for firm in forum.firms]
+    rewording = document["rewording"]
+    assert rewording["rate"] == config["reword_rate"] == 0.2
+    assert rewording["verbatim_firm"] == names[0]
+    shared = rewording["shared_campaigns"]
+    assert [c["template"] for c in shared] == [
+        campaign for campaign, owners in sorted(forum.campaign_firms.items()) if len(owners) >= 2
+    ]
+    for campaign in shared:
+        holders = sorted(forum.campaign_firms[campaign["template"]])
+        firms = [names[holder] for holder in holders]
+        assert campaign["firms"] == firms
+        assert campaign["wordings"] == {
+            names[holder]: forum.campaign_wordings[campaign["template"]][holder]
+            for holder in holders
+        }
+        assert campaign["reworded_by"] == [firm for firm in firms if firm != names[0]]
+        # The rewording really happened: no two holders word the template alike.
+        pairs = campaign["wording_similarity"]
+        assert [pair["firms"] for pair in pairs] == [list(p) for p in combinations(firms, 2)]
+        assert all(0.0 < pair["similarity"] < 1.0 for pair in pairs)
+        assert campaign["lowest_wording_similarity"] == min(p["similarity"] for p in pairs)
+        # ... and the hub joined all holders' clusters into one campaign all of them were told of.
+        assert campaign["found_by"] == firms
+        assert len(campaign["hub_campaigns"]) == 1
 
 
 def test_demo_human_output_ends_with_the_ground_truth_check(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["demo", "--accounts", "300"])
     assert result.exit_code == 0
+    assert "every firm but alpha-labs edited 20% of each template's words" in result.stdout
+    assert "shared campaigns found although worded differently" in result.stdout
+    assert "campaign recall 100.00% (9/9 firm-campaign pairs), precision 100.00%" in result.stdout
     assert "check against ground truth: indicator recall 100.00%" in result.stdout
 
 
@@ -173,6 +222,7 @@ def test_demo_runs_a_forum_of_more_firms(runner: CliRunner) -> None:
         for j in range(5):
             if i != j:
                 assert abs(estimate[i][j] - truth[i][j]) <= 5 * stderr[i][j] + 1
+    assert_campaigns_found_although_reworded(document)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +230,7 @@ def test_demo_runs_a_forum_of_more_firms(runner: CliRunner) -> None:
     [
         (["--firms", "1"], "'--firms': 1 is not in the range 2<=x<=24"),
         (["--firms", "5", "--accounts", "5000"], "lower --accounts"),
+        (["--reword", "0.6"], "'--reword': 0.6 is not in the range 0.0<=x<=0.5"),
     ],
 )
 def test_demo_rejects_forums_it_cannot_build(

@@ -11,6 +11,8 @@ changed bytes. ``bloom_v1_*.bin`` are no longer produced (the current code write
 they are kept, frozen, to prove that version 1 filters are refused.
 ``minhash_signatures_stopwords_v1.txt`` pins the signatures of the forum defaults of issue 11;
 its texts are duplicated in tests/sketch/test_rewording_core.py.
+``cluster_set_v1.bin`` pins a clusters submission's payload (``ClusterSketchSet``, with
+``core_size``); its inputs are duplicated in tests/hub/test_campaign_verification.py.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from sigshare.client.hub_types import ClusterInfo
+from sigshare.client.wire import encode_cluster_set
 from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter, bit_positions
 from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
 from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
@@ -125,6 +130,39 @@ def golden_minhash_stopwords() -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
+def golden_cluster_set() -> bytes:
+    """A clusters submission's payload: three clusters with fixed ids, volumes, categories,
+    first/last-seen times (some absent) and core sizes (one absent), over 3 signatures of P = 8."""
+    values = ((np.arange(24, dtype=np.uint64) * 2246822519 + 777) % 2**32).astype(np.uint32)
+    signatures = SignatureSet(
+        key_id="golden-1", shingle_unit="word", shingle_size=1, values=values.reshape(3, 8)
+    )
+    clusters = [
+        ClusterInfo(
+            cluster_id="0123456789abcdef0123456789abcdef",
+            volume=1500,
+            category="jailbreak",
+            first_seen=datetime(2026, 11, 1, 8, 30, tzinfo=UTC),
+            last_seen=datetime(2026, 12, 2, 23, 59, 59, 250000, tzinfo=UTC),
+            core_size=23,
+        ),
+        ClusterInfo(
+            cluster_id="fedcba9876543210fedcba9876543210",
+            volume=3,
+            category="",
+            first_seen=datetime(2026, 12, 1, tzinfo=UTC),
+            last_seen=None,
+            core_size=300,
+        ),
+        ClusterInfo(
+            cluster_id="00000000000000000000000000000001",
+            volume=70000,
+            category="distillation/math",
+        ),
+    ]
+    return encode_cluster_set(signatures, clusters)
+
+
 def golden_files() -> dict[str, bytes]:
     bloom = golden_bloom()
     return {
@@ -133,6 +171,7 @@ def golden_files() -> dict[str, bytes]:
         "bloom_positions_v2.json": golden_positions(),
         "signatures_v1.bin": encode_signatures(golden_signatures()),
         "minhash_signatures_stopwords_v1.txt": golden_minhash_stopwords(),
+        "cluster_set_v1.bin": golden_cluster_set(),
     }
 
 

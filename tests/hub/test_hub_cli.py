@@ -628,8 +628,11 @@ def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) ->
         "key_id": "k1",
         "num_perm": 128,
         "shingle_unit": "word",
-        "shingle_size": 3,
+        "shingle_size": 1,
+        "drop_stopwords": True,
+        "core_rules": 2,
         "threshold": 0.5,
+        "cluster_threshold": 0.5,
         "bands": banding.bands,
         "rows": banding.rows,
         "quorum": 2,
@@ -640,8 +643,11 @@ def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) ->
     reshingled = hub(database_url, *PROMPT_SET, "--shingle-unit", "char", "--shingle-size", "5")
     assert reshingled.exit_code == 0
     assert reshingled.stderr == (
-        "warning: prompt signatures change from key_id k1, P=128, word 3-grams to key_id k1, "
-        "P=128, char 5-grams: members must resubmit\n"
+        "warning: prompt signatures change from key_id k1, P=128, word 1-grams without "
+        'stopwords to key_id k1, P=128, char 5-grams: members must resubmit. Tell them: "the '
+        "forum's prompt parameters changed; your next `sigshare sync` (tonight's run) resubmits "
+        "your clusters — nothing to do unless you pinned an old client, which refuses the new "
+        'digest: upgrade it first." Campaigns reappear as members resubmit.\n'
     )
 
 
@@ -684,7 +690,9 @@ def test_params_show_tables(sqlite_url: str) -> None:
             "prompt",
             "k1",
             "64",
-            "word 3-grams",
+            "word 1-grams without stopwords",
+            "majority − boilerplate",
+            "0.5",
             "0.5",
             f"{banding.bands}×{banding.rows}",
             "3",

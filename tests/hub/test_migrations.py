@@ -3,6 +3,8 @@ and the data migrations carry existing rows over."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, Table, func, insert, inspect, select
 from sqlalchemy.pool import QueuePool
 
-from sigshare.hub.domain import KindParameters, SubmissionStatus
+from sigshare.hub.domain import KindParameters, MinHashParameters, SubmissionStatus
 from sigshare.hub.errors import DatabaseNotMigratedError
 from sigshare.hub.storage import (
     ParameterRepository,
@@ -363,3 +365,160 @@ def test_0004_keeps_every_kind_loadable_whatever_its_quorum(
     assert phone is not None
     assert phone.quorum == quorum <= phone.max_members
     assert phone.m <= MAX_BITS
+
+
+# --- 0005: rewording-robust MinHash families ----------------------------------------------------
+
+BEFORE_REWORDING = "0004"
+OLD_PROMPT_DIGEST = hashlib.sha256(
+    json.dumps(
+        {
+            "format": "sigshare/minhash-params/v1",
+            "key_id": "epoch-1",
+            "num_perm": 64,
+            "shingle_size": 4,
+            "shingle_unit": "word",
+            "text_rules": 1,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+).digest()
+"""What members' signatures of ``prompt`` were made under before 0005: the digest document as
+it was then, with no stopword or core-rules key."""
+CLUSTER_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _seed_before_rewording(engine: Engine) -> None:
+    """Rows as a hub at revision 0004 wrote them: MinHash family ``prompt`` (P = 64, word
+    4-shingles, θ 0.6) and one member's active cluster submission under its digest."""
+    tables = _reflected(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(tables["principals"]).values(
+                id=1,
+                name="acme",
+                role="member",
+                credential_id="a" * 16,
+                credential_hash=bytes(32),
+                created_at=T0,
+            )
+        )
+        connection.execute(
+            insert(tables["minhash_parameters"]).values(
+                family="prompt",
+                key_id="epoch-1",
+                num_perm=64,
+                shingle_unit="word",
+                shingle_size=4,
+                threshold=0.6,
+                quorum=3,
+                retention_days=14,
+                reveal_members=True,
+                updated_at=T0,
+            )
+        )
+        connection.execute(
+            insert(tables["submissions"]).values(
+                id=1,
+                member_id=1,
+                family_kind="minhash:prompt",
+                key_id="epoch-1",
+                params_digest=OLD_PROMPT_DIGEST,
+                content_sha256=b"\x02" * 32,
+                declared_count=1,
+                byte_size=7,
+                status="active",
+                created_at=T0,
+                expires_at=T0 + timedelta(days=14),
+            )
+        )
+        connection.execute(
+            insert(tables["submission_payloads"]).values(submission_id=1, payload=b"minhash")
+        )
+        connection.execute(
+            insert(tables["clusters"]).values(
+                id=1,
+                submission_id=1,
+                row_index=0,
+                cluster_id=CLUSTER_ID,
+                volume=40,
+                category="jailbreak",
+                first_seen=T0 - timedelta(days=3),
+                last_seen=T0,
+            )
+        )
+
+
+def _rows(engine: Engine, table: str) -> list[dict[str, object]]:
+    with engine.connect() as connection:
+        found = connection.execute(select(_reflected(engine)[table])).mappings().all()
+    return [dict(row) for row in found]
+
+
+def _check_rewording_rows(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        prompt = ParameterRepository(session).get_minhash_family("prompt")
+        due = SubmissionRepository(session).due(
+            "minhash:prompt", "epoch-1", OLD_PROMPT_DIGEST, T0 + timedelta(days=1)
+        )
+    assert prompt == MinHashParameters(
+        family="prompt",
+        key_id="epoch-1",
+        num_perm=64,
+        shingle_unit="word",
+        shingle_size=4,
+        drop_stopwords=False,
+        core_rules=1,
+        threshold=0.6,
+        cluster_threshold=None,
+        quorum=3,
+        retention_days=14,
+        reveal_members=True,
+        updated_at=T0,
+    )
+    # Members' signatures stay valid: the digest is exactly the one they were made under, so
+    # the family is not reset and their submission is not retired.
+    assert prompt.digest() == OLD_PROMPT_DIGEST
+    assert prompt.member_threshold == 0.6
+    assert due == []
+    clusters = _rows(engine, "clusters")
+    assert [(c["cluster_id"], c["volume"], c["core_size"]) for c in clusters] == [
+        (CLUSTER_ID, 40, 0)
+    ]
+
+
+def test_0005_keeps_old_families_digests_and_downgrades_keeping_rows(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_REWORDING)
+    _seed_before_rewording(empty_engine)
+    assert not {"drop_stopwords", "core_rules", "cluster_threshold"} & _columns(
+        empty_engine, "minhash_parameters"
+    )
+
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0005"
+    assert _schema_differences(empty_engine) == []
+    _check_rewording_rows(empty_engine)
+    # Sent before core sizes existed: the column holds 0 (not stated), not NULL.
+    assert [row["core_size"] for row in _rows(empty_engine, "clusters")] == [0]
+
+    migrate.downgrade(empty_engine, BEFORE_REWORDING)
+    assert migrate.current_revision(empty_engine) == BEFORE_REWORDING
+    assert not {"drop_stopwords", "core_rules", "cluster_threshold"} & _columns(
+        empty_engine, "minhash_parameters"
+    )
+    assert "core_size" not in _columns(empty_engine, "clusters")
+    families = _rows(empty_engine, "minhash_parameters")
+    assert [(f["family"], f["num_perm"], f["shingle_size"], f["threshold"]) for f in families] == [
+        ("prompt", 64, 4, 0.6)
+    ]
+    clusters = _rows(empty_engine, "clusters")
+    assert [(c["cluster_id"], c["volume"], c["category"]) for c in clusters] == [
+        (CLUSTER_ID, 40, "jailbreak")
+    ]
+
+    migrate.upgrade(empty_engine)
+    assert _schema_differences(empty_engine) == []
+    _check_rewording_rows(empty_engine)

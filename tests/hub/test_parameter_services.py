@@ -230,10 +230,14 @@ def test_a_stored_quorum_above_a_new_forum_size_is_refused(engine: Engine) -> No
 def test_set_minhash_applies_defaults_and_derives_the_banding(engine: Engine) -> None:
     stored = _set_minhash(engine, threshold=0.6)
 
-    assert (stored.num_perm, stored.shingle_unit, stored.shingle_size) == (128, "word", 3)
+    # A new family starts from the recommended profile; the threshold given replaces its own.
+    assert (stored.num_perm, stored.shingle_unit, stored.shingle_size) == (128, "word", 1)
+    assert (stored.drop_stopwords, stored.core_rules, stored.cluster_threshold) == (True, 2, 0.5)
     assert (stored.quorum, stored.retention_days, stored.reveal_members) == (2, 30, False)
     assert stored.banding() == optimal_banding(0.6, 128)
-    assert stored.digest() == MinHashParams(key_id="k2026a").digest()
+    assert stored.digest() == (
+        MinHashParams(key_id="k2026a", shingle_size=1, drop_stopwords=True, core_rules=2).digest()
+    )
     assert _listed(engine) == ([], [stored])
 
 
@@ -251,7 +255,10 @@ def test_set_minhash_audits_under_its_family_kind(engine: Engine) -> None:
                 "num_perm": 64,
                 "shingle_unit": "char",
                 "shingle_size": 5,
+                "drop_stopwords": False,  # character shingles keep every character
+                "core_rules": 2,
                 "threshold": 0.5,
+                "cluster_threshold": 0.5,
                 "bands": banding.bands,
                 "rows": banding.rows,
                 "quorum": 2,

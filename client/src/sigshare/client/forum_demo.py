@@ -3,10 +3,13 @@
 The hub is the real one (``sigshare.hub``: gRPC on a loopback port, an SQLite database in a
 temporary directory); each firm is the real member client (configuration, input files, local
 state, :class:`~sigshare.client.sync.SyncJob` over the hub SDK) fed with synthetic data whose
-overlaps are known. Firms push, then pull, then confirm what they resolved; coordinators read
-the overlap matrix, shared indicators and campaigns from the hub; finally every firm's results
-are scored against the exact ground truth. Everything lives in a temporary directory that is
-removed at the end.
+overlaps are known. Every firm but the first words each shared campaign template its own way
+(:func:`~sigshare.client.synthetic.reword_template`), and the prompt family uses the hub's
+recommended MinHash profile, which finds campaigns across such rewordings. Firms push, then pull,
+then confirm what they resolved; coordinators read the overlap matrix, shared indicators and
+campaigns from the hub; finally every firm's results are scored against the exact ground truth,
+and every shared campaign is shown with how differently its firms worded it. Everything lives in
+a temporary directory that is removed at the end.
 
 The demo needs the ``sigshare-hub`` distribution next to the client (the member side alone
 never does).
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +36,15 @@ from sigshare.client.inputs import RejectSink
 from sigshare.client.state import LocalState
 from sigshare.client.sync import SyncJob
 from sigshare.client.synthetic import (
+    DEFAULT_REWORD_RATE,
     SyntheticForum,
     account_email,
     account_ip,
     account_phone,
+    campaign_template,
     firm_names,
     generate_forum,
+    wording_similarity,
 )
 from sigshare.sketch.keys import ForumSecret, write_secret_file
 from sigshare.sketch.kinds import get_kind
@@ -62,8 +69,9 @@ class DemoConfig:
     """Forum-level false-shared rate (each filter gets ``forum_fpr / (max_members − 1)``)."""
     max_members: int = 32
     quorum: int = 2
-    threshold: float = 0.5
     min_cluster_volume: int = 5
+    reword_rate: float = DEFAULT_REWORD_RATE
+    """Share of each campaign template's words every firm but the first edits."""
     keep: Path | None = None
     """Keep the hub database and a coordinator credential here instead of removing everything,
     so coordinators can review the results (``sigshare-hub web``)."""
@@ -101,8 +109,60 @@ class CoordinatorCampaign:
 
 
 @dataclass
+class WordingPair:
+    firms: tuple[str, str]
+    similarity: float
+    """Jaccard similarity of the two firms' wordings' word sets (the synthetic truth)."""
+
+
+@dataclass
+class HubCampaign:
+    id: str
+    similarity: float
+    """The hub's estimated Jaccard similarity of the firms' template cores (word sets without
+    stopwords and boilerplate)."""
+
+
+@dataclass
+class SharedCampaign:
+    """A campaign two or more firms see, each in its own wording, and who was told about it."""
+
+    template: int
+    firms: list[str]
+    reworded_by: list[str]
+    """The holders whose wording is not the template as written."""
+    wording_pairs: list[WordingPair]
+    found_by: list[str]
+    """The holders whose cluster of this template the hub matched with another firm's."""
+    hub_campaigns: list[HubCampaign]
+    wordings: dict[str, str]
+    """Firm → the template as its prompts word it (``{slot}``: where each prompt's content goes)."""
+
+    @property
+    def lowest_wording_similarity(self) -> float:
+        return min(pair.similarity for pair in self.wording_pairs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "template": self.template,
+            "firms": self.firms,
+            "reworded_by": self.reworded_by,
+            "wording_similarity": [
+                {"firms": list(pair.firms), "similarity": pair.similarity}
+                for pair in self.wording_pairs
+            ],
+            "lowest_wording_similarity": self.lowest_wording_similarity,
+            "found_by": self.found_by,
+            "hub_campaigns": [c.__dict__ for c in self.hub_campaigns],
+            "wordings": self.wordings,
+        }
+
+
+@dataclass
 class DemoReport:
     config: DemoConfig
+    minhash: dict[str, Any] = field(default_factory=dict)
+    """The prompt family's parameters as the hub published them."""
     indicator_scores: list[IndicatorScore] = field(default_factory=list)
     overlap_firms: list[str] = field(default_factory=list)
     overlap_estimate: list[list[float]] = field(default_factory=list)
@@ -110,6 +170,9 @@ class DemoReport:
     overlap_truth: list[list[int]] = field(default_factory=list)
     firm_campaigns: list[FirmCampaign] = field(default_factory=list)
     coordinator_campaigns: list[CoordinatorCampaign] = field(default_factory=list)
+    verbatim_firm: str = ""
+    """The firm that sees every campaign template as written (the others reword them)."""
+    shared_campaigns: list[SharedCampaign] = field(default_factory=list)
     shared_indicator_records: int = 0
     campaign_pairs_truth: int = 0
     campaign_pairs_found: int = 0
@@ -145,8 +208,13 @@ class DemoReport:
         return correct / len(self.firm_campaigns)
 
     def to_json(self) -> dict[str, Any]:
+        config = {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in self.config.__dict__.items()
+        }
         return {
-            "config": self.config.__dict__,
+            "config": config,
+            "minhash": self.minhash,
             "scores": {
                 "indicator_recall": self.indicator_recall,
                 "indicator_precision": self.indicator_precision,
@@ -166,6 +234,11 @@ class DemoReport:
                 for s in self.indicator_scores
             ],
             "campaigns": [c.__dict__ for c in self.firm_campaigns],
+            "rewording": {
+                "rate": self.config.reword_rate,
+                "verbatim_firm": self.verbatim_firm,
+                "shared_campaigns": [c.to_json() for c in self.shared_campaigns],
+            },
             "coordinator": {
                 "overlap": {
                     "kind": "email",
@@ -202,7 +275,8 @@ def _hub_modules() -> Any:
 
 @contextmanager
 def _embedded_hub(directory: Path, config: DemoConfig, firms: list[str]) -> Iterator[Any]:
-    """A migrated SQLite hub with the demo's parameters and principals, serving on loopback."""
+    """A migrated SQLite hub with the demo's parameters and principals, serving on loopback;
+    the prompt family has the recommended MinHash profile."""
     _hub_modules()
     from sigshare.hub.domain import Role  # noqa: PLC0415
     from sigshare.hub.rpc.app import build_hub  # noqa: PLC0415
@@ -227,15 +301,16 @@ def _embedded_hub(directory: Path, config: DemoConfig, firms: list[str]) -> Iter
                 quorum=config.quorum,
                 now=now,
             )
-        parameters.set_minhash_parameters(
+        minhash = parameters.set_minhash_parameters(
             session,
             actor="demo",
             family="prompt",
             key_id=KEY_ID,
-            threshold=config.threshold,
+            profile=parameters.RECOMMENDED_MINHASH,
             quorum=config.quorum,
             now=now,
         )
+        published = parameters.minhash_public_values(minhash)
         for name in firms:
             _, credential = principals.add_principal(
                 session, actor="demo", name=name, role=Role.MEMBER, now=now
@@ -248,7 +323,7 @@ def _embedded_hub(directory: Path, config: DemoConfig, firms: list[str]) -> Iter
     server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
     server.server.start()
     try:
-        yield engine, server.port, credentials
+        yield engine, server.port, credentials, published
     finally:
         server.stop(2)
         engine.dispose()
@@ -339,15 +414,17 @@ def run_forum_demo(config: DemoConfig) -> DemoReport:
         config.seed,
         firm_names=firm_names(config.firms),
         accounts_per_firm=config.accounts_per_firm,
+        reword_rate=config.reword_rate,
     )
     names = [firm.name for firm in forum.firms]
     report = DemoReport(config=config)
     with (
         _workspace(config.keep) as directory,
-        _embedded_hub(directory, config, names) as (engine, port, credentials),
+        _embedded_hub(directory, config, names) as (engine, port, credentials, minhash),
         ExitStack() as stack,
     ):
         report.hub_port = port
+        report.minhash = minhash
         if config.keep is not None:
             coordinator = directory / "coordinator.cred"
             coordinator.write_text(credentials[COORDINATOR] + "\n")
@@ -370,6 +447,7 @@ def run_forum_demo(config: DemoConfig) -> DemoReport:
         _score_indicators(report, forum, firms, jobs, rejects)
         _score_campaigns(report, forum, firms, jobs)
         _coordinator_view(report, engine, forum)
+        _describe_rewording(report, forum)
     return report
 
 
@@ -489,3 +567,41 @@ def _coordinator_view(report: DemoReport, engine: Any, forum: SyntheticForum) ->
         )
         for c in campaigns
     ]
+
+
+def _describe_rewording(report: DemoReport, forum: SyntheticForum) -> None:
+    """Every campaign several firms see: how differently they worded it (from the synthetic
+    truth) and which of them the hub told about it."""
+    names = [firm.name for firm in forum.firms]
+    report.verbatim_firm = names[0]
+    hub_similarity = {c.id: c.similarity for c in report.coordinator_campaigns}
+    for template, holders in sorted(forum.campaign_firms.items()):
+        if len(holders) < 2:
+            continue
+        wordings = forum.campaign_wordings[template]
+        firms = sorted(holders)
+        matches = [c for c in report.firm_campaigns if c.true_campaign == template]
+        ids = sorted({c.campaign_id for c in matches})
+        report.shared_campaigns.append(
+            SharedCampaign(
+                template=template,
+                firms=[names[firm] for firm in firms],
+                reworded_by=[
+                    names[firm] for firm in firms if wordings[firm] != campaign_template(template)
+                ],
+                wording_pairs=[
+                    WordingPair(
+                        firms=(names[a], names[b]),
+                        similarity=round(wording_similarity(wordings[a], wordings[b]), 3),
+                    )
+                    for a, b in combinations(firms, 2)
+                ],
+                found_by=sorted({c.firm for c in matches}, key=names.index),
+                hub_campaigns=[
+                    HubCampaign(id=i, similarity=hub_similarity[i])
+                    for i in ids
+                    if i in hub_similarity
+                ],
+                wordings={names[firm]: wordings[firm] for firm in firms},
+            )
+        )

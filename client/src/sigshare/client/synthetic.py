@@ -4,6 +4,13 @@ Accounts overlap across firms in planned ways and are spelled differently by eac
 spacing, phone formats), so canonicalisation is exercised. Prompt campaigns are distillation-style
 templates whose slots each firm fills with its own varied content; some campaigns are seen by
 two or three firms, some by one, and every firm also has organic traffic.
+
+As in a real forum, firms do not see a campaign's template word for word alike: the operator
+adapts it for each target. The first firm sees every template as written; every other firm sees
+each template reworded its own way at rate ``r`` (:func:`reword_template`): ``round(r · n)``
+edits to the template's ``n`` words (substitutions, insertions, deletions, swaps of neighbours),
+fixed for all of that firm's prompts of the template. The ``{subject}`` and ``{slot}``
+placeholders are never edited.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from itertools import combinations
+
+from sigshare.sketch.text import canonical_words
 
 _WORD_TEXT = (
     "time year people way day man thing woman life child world school state family student "
@@ -74,6 +83,55 @@ class SyntheticForum:
     campaign_firms: dict[int, frozenset[int]]
     """Campaign index → the firms whose traffic contains it."""
     bad_rows_per_firm: int
+    reword_rate: float
+    """Share of a template's words each firm but the first edits (:func:`reword_template`)."""
+    campaign_wordings: dict[int, dict[int, str]] = field(default_factory=dict)
+    """Campaign index → firm → the template as that firm's prompts word it (``{subject}``
+    filled in, ``{slot}`` left as is)."""
+
+
+DEFAULT_REWORD_RATE = 0.2
+"""Rewording rate of :func:`generate_forum` (a fifth of a template's words edited per firm)."""
+SLOT = "{slot}"
+
+
+def _is_placeholder(word: str) -> bool:
+    return "{" in word
+
+
+def reword_template(template: str, rate: float, rng: random.Random) -> str:
+    """``template`` with ``round(rate · n)`` edits to its ``n`` words (placeholders not counted),
+    at distinct positions: substitutions (40 %), insertions (20 %), deletions (20 %) and swaps
+    with the next word (20 %), drawing new words from :data:`WORDS`. Placeholders (``{slot}``,
+    ``{subject}``, with any punctuation attached) are never substituted, deleted or moved; a swap
+    with one becomes a substitution."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"the rewording rate is between 0 and 1, got {rate}")
+    out = template.split()
+    editable = [index for index, word in enumerate(out) if not _is_placeholder(word)]
+    positions = sorted(rng.sample(editable, round(rate * len(editable))), reverse=True)
+    for position in positions:  # right to left: earlier positions stay valid
+        draw = rng.random()
+        swap = position + 1 < len(out) and not _is_placeholder(out[position + 1])
+        if draw < 0.4 or (draw >= 0.8 and not swap):
+            out[position] = rng.choice(WORDS)
+        elif draw < 0.6:
+            out.insert(position, rng.choice(WORDS))
+        elif draw < 0.8:
+            del out[position]
+        else:
+            out[position], out[position + 1] = out[position + 1], out[position]
+    return " ".join(out)
+
+
+def wording_similarity(first: str, second: str) -> float:
+    """Jaccard similarity of two wordings' sets of canonical words (``{slot}`` left out): 1.0 for
+    the same words, whatever their order."""
+    words_first, words_second = (
+        set(canonical_words(wording.replace(SLOT, " "))) for wording in (first, second)
+    )
+    union = words_first | words_second
+    return len(words_first & words_second) / len(union) if union else 1.0
 
 
 def _sentence(rng: random.Random, low: int, high: int) -> str:
@@ -197,19 +255,57 @@ def generate_forum(
     prompts_per_campaign: tuple[int, int] = (40, 120),
     organic_prompts: int = 300,
     bad_rows_per_firm: int = 5,
+    reword_rate: float = DEFAULT_REWORD_RATE,
 ) -> SyntheticForum:
-    """A forum of firms with planned account overlaps and prompt campaigns."""
+    """A forum of firms with planned account overlaps and prompt campaigns, every firm but the
+    first wording each campaign template its own way at ``reword_rate`` (module docstring)."""
+    if not 0.0 <= reword_rate <= 1.0:
+        raise ValueError(f"reword_rate is between 0 and 1, got {reword_rate}")
     rng = random.Random(seed)  # noqa: S311 (reproducible test data, not a secret)
     firms = [FirmData(name=name) for name in firm_names]
     holders = _plan_accounts(rng, len(firms), accounts_per_firm, shared_fraction)
     _write_indicators(rng, firms, holders, bad_rows_per_firm)
-    campaign_firms = _write_prompts(rng, firms, prompts_per_campaign, organic_prompts)
+    wordings = _campaign_wordings(seed, len(firms), reword_rate)
+    campaign_firms = _write_prompts(rng, firms, wordings, prompts_per_campaign, organic_prompts)
     return SyntheticForum(
         firms=firms,
         account_holders=holders,
         campaign_firms=campaign_firms,
         bad_rows_per_firm=bad_rows_per_firm,
+        reword_rate=reword_rate,
+        campaign_wordings={
+            campaign: {firm: wordings[firm][campaign] for firm in owners}
+            for campaign, owners in campaign_firms.items()
+        },
     )
+
+
+def campaign_template(campaign: int) -> str:
+    """Campaign ``campaign``'s template as written, its subject filled in (``{slot}`` left)."""
+    return CAMPAIGN_TEMPLATES[campaign].replace("{subject}", _subject(campaign))
+
+
+def _subject(campaign: int) -> str:
+    return SUBJECTS[campaign % len(SUBJECTS)]
+
+
+def _campaign_wordings(seed: int, firm_count: int, rate: float) -> list[list[str]]:
+    """Firm → campaign → the template as the firm sees it (:func:`campaign_template`).
+
+    Each (firm, template) pair edits with its own generator, seeded by the forum's seed and the
+    pair, so that the rest of the forum is the same at every rate (rate 0: the templates as
+    written)."""
+    out = []
+    for firm in range(firm_count):
+        wordings = []
+        for campaign, template in enumerate(CAMPAIGN_TEMPLATES):
+            wording = template
+            if firm > 0:
+                edits = random.Random(f"{seed}/reword/{firm}/{campaign}")  # noqa: S311
+                wording = reword_template(template, rate, edits)
+            wordings.append(wording.replace("{subject}", _subject(campaign)))
+        out.append(wordings)
+    return out
 
 
 _ALL_SUBSETS_UP_TO = 4
@@ -270,6 +366,7 @@ def _write_indicators(
 def _write_prompts(
     rng: random.Random,
     firms: list[FirmData],
+    wordings: list[list[str]],
     prompts_per_campaign: tuple[int, int],
     organic_prompts: int,
 ) -> dict[int, frozenset[int]]:
@@ -280,11 +377,10 @@ def _write_prompts(
     plan += [frozenset({firm}) for firm in range(firm_count)]
     campaign_firms = {index: plan[index % len(plan)] for index in range(len(CAMPAIGN_TEMPLATES))}
     for campaign, owners in campaign_firms.items():
-        template = CAMPAIGN_TEMPLATES[campaign]
-        subject = SUBJECTS[campaign % len(SUBJECTS)]
         for firm in owners:
+            wording = wordings[firm][campaign]
             for _ in range(rng.randint(*prompts_per_campaign)):
-                prompt = template.format(subject=subject, slot=_sentence(rng, 8, 14))
+                prompt = wording.replace(SLOT, _sentence(rng, 8, 14))
                 firms[firm].prompts.append(prompt)
                 firms[firm].prompt_campaign.append(campaign)
     for firm_data in firms:

@@ -69,7 +69,8 @@ class PromptCluster:
 class Clustering:
     clusters: list[PromptCluster]
     empty_prompts: int
-    """Prompts with no words at all (not clustered)."""
+    """Prompts without shingles (no words; with stopwords dropped, only stopwords): not
+    clustered."""
     banding: Banding
     short_cores: int = 0
     """Clusters left out because their core is too short to match reliably (core rules 2)."""

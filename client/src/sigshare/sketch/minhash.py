@@ -84,7 +84,7 @@ class MinHashParams:
             raise ParameterError(f"shingle size must be between 1 and {MAX_SHINGLE_SIZE}")
         if self.drop_stopwords and self.shingle_unit != "word":
             raise ParameterError("stopwords can only be dropped from word shingles")
-        if self.core_rules not in CORE_RULES:
+        if type(self.core_rules) is not int or self.core_rules not in CORE_RULES:
             raise ParameterError(
                 f"core rules must be one of {sorted(CORE_RULES)}, got {self.core_rules}"
             )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.forum_demo import DemoConfig, DemoReport, HubMissingError, run_forum_demo
-from sigshare.client.synthetic import FIRM_NAMES, SYNTHETIC_ACCOUNTS
+from sigshare.client.synthetic import DEFAULT_REWORD_RATE, FIRM_NAMES, SYNTHETIC_ACCOUNTS
+from sigshare.sketch.cluster import MIN_SHARED_SHINGLES
 
 
 @click.command()
@@ -30,6 +33,16 @@ from sigshare.client.synthetic import FIRM_NAMES, SYNTHETIC_ACCOUNTS
     f"come from reserved drama ranges, {SYNTHETIC_ACCOUNTS:,} accounts in all).",
 )
 @click.option(
+    "--reword",
+    "reword_rate",
+    type=click.FloatRange(0.0, 0.5),
+    default=DEFAULT_REWORD_RATE,
+    show_default=True,
+    metavar="RATE",
+    help="Share of each shared campaign template's words that every firm but the first edits "
+    "(substitutes, inserts, deletes or swaps), each firm its own way.",
+)
+@click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -37,13 +50,23 @@ from sigshare.client.synthetic import FIRM_NAMES, SYNTHETIC_ACCOUNTS
     "the results in the coordinator console (see docs/coordinator-guide.md).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
-def demo(seed: int, firms: int, accounts: int | None, keep: Path | None, json_output: bool) -> None:
+def demo(
+    *,
+    seed: int,
+    firms: int,
+    accounts: int | None,
+    reword_rate: float,
+    keep: Path | None,
+    json_output: bool,
+) -> None:
     """Run synthetic firms' nightly syncs against an embedded hub and check the results.
 
     Starts a hub on a loopback port with a temporary SQLite database, gives each firm its
     configuration, forum secret and input files, and runs each firm's push, pull and confirm
-    through the real client. Shows what each firm learns about its own accounts and prompt
-    campaigns, what coordinators see, and recall and precision against the ground truth.
+    through the real client. Every firm but the first words each campaign template its own way
+    (--reword). Shows what each firm learns about its own accounts and prompt campaigns, what
+    coordinators see, how differently the firms worded the campaigns found, and recall and
+    precision against the ground truth.
     Leaves nothing behind unless --keep is given.
     """
     console = Console(json_output=json_output)
@@ -62,7 +85,13 @@ def demo(seed: int, firms: int, accounts: int | None, keep: Path | None, json_ou
     try:
         with console.progress("running the forum", 1):
             report = run_forum_demo(
-                DemoConfig(seed=seed, firms=firms, accounts_per_firm=accounts, keep=keep)
+                DemoConfig(
+                    seed=seed,
+                    firms=firms,
+                    accounts_per_firm=accounts,
+                    reword_rate=reword_rate,
+                    keep=keep,
+                )
             )
     except HubMissingError as error:
         console.abort(str(error), ExitCode.CONFIG)
@@ -84,8 +113,8 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
         f"[bold]sigshare demo[/bold] — an embedded hub on 127.0.0.1:{report.hub_port} and "
         f"{config.firms} firms with {config.accounts_per_firm} accounts each; quorum "
         f"{config.quorum}, forum false-shared rate {config.forum_fpr:g}, MinHash "
-        f"θ={config.threshold}. Each firm pushed keyed sketches, then asked the hub which of its "
-        "own values other firms hold."
+        f"{_minhash_profile(report.minhash)}. Each firm pushed keyed sketches, then asked the "
+        "hub which of its own values other firms hold."
     )
     console.table(
         "what each firm learns: its own values other firms hold too",
@@ -118,6 +147,7 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
             for c in report.firm_campaigns
         ],
     )
+    _render_rewording(console, report)
     firms = report.overlap_firms
     console.table(
         "coordinators: overlap matrix, email (estimate ± stderr / truth)",
@@ -159,3 +189,60 @@ def _render(console: Console, report: DemoReport, elapsed: float) -> None:
             f"and sign in at http://127.0.0.1:8080/ with the credential in "
             f"{report.kept}/coordinator.cred"
         )
+
+
+def _minhash_profile(minhash: dict[str, Any]) -> str:
+    words = f"{minhash['shingle_unit']} {minhash['shingle_size']}-shingles"
+    if minhash["drop_stopwords"]:
+        words += " without stopwords"
+    campaigns = f"campaigns from Jaccard {minhash['threshold']:g}"
+    if minhash["core_rules"] == 2:
+        campaigns += f" and {MIN_SHARED_SHINGLES} shared shingles"
+    return f"{words}, {campaigns}"
+
+
+_WORDINGS_SHOWN = 3
+
+
+def _render_rewording(console: Console, report: DemoReport) -> None:
+    shared = report.shared_campaigns
+    console.print(
+        "The firms word the shared campaign templates differently: every firm but "
+        f"{report.verbatim_firm} "
+        f"edited {report.config.reword_rate:.0%} of each template's words its own way "
+        "(substituted, inserted, deleted or swapped)."
+    )
+    console.table(
+        "shared campaigns found although worded differently (wording similarity: Jaccard of the "
+        "firms' template words, from the synthetic truth)",
+        ["template", "firms", "reworded by", "wording similarity", "hub estimate", "found by"],
+        [
+            [
+                f"#{c.template}",
+                " + ".join(c.firms),
+                str(len(c.reworded_by)),
+                _span([pair.similarity for pair in c.wording_pairs]),
+                _span([h.similarity for h in c.hub_campaigns]),
+                f"{len(c.found_by)}/{len(c.firms)} firms",
+            ]
+            for c in shared
+        ],
+    )
+    if shared:
+        example = shared[0]
+        shown = min(len(example.firms), _WORDINGS_SHOWN)
+        of_its = "" if shown == len(example.firms) else f" of its {len(example.firms)}"
+        console.print(
+            f"template #{example.template} as {shown}{of_its} firms word it "
+            "({slot}: each prompt's own content):"
+        )
+        for firm, wording in list(example.wordings.items())[:_WORDINGS_SHOWN]:
+            console.print(f"  {firm}: {escape(wording)}")
+
+
+def _span(values: list[float]) -> str:
+    """``0.64`` for one value, ``0.64–0.83`` for several, ``-`` for none."""
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}"

@@ -268,6 +268,8 @@ def set_minhash_parameters(
         if current is None:
             raise InvalidArgumentError(f"MinHash family {family!r} is new: give its key id")
         key_id = current.key_id
+    if shingle_unit == "char" and drop_stopwords is None:
+        drop_stopwords = False  # stopwords are words: character shingles keep every character
     parameters = _validated(
         lambda: MinHashParameters(
             family=family,
