@@ -67,8 +67,14 @@ class ParameterSet:
 PARAMETER_SETS = (
     ParameterSet("old default: word 3-shingles, θ 0.5", 3, 0.5),
     ParameterSet("word 1-shingles, θ 0.5", 1, 0.5),
-    ParameterSet("word 1-shingles, θ 0.3", 1, 0.3),
-    ParameterSet("1-shingles − stopwords, θ 0.25", 1, 0.25, drop_stopwords=True),
+    ParameterSet("word 1-shingles, θ 0.25, members 0.5", 1, 0.25, local_threshold=0.5),
+    ParameterSet(
+        "1-shingles − stopwords, θ 0.25, members 0.5",
+        1,
+        0.25,
+        drop_stopwords=True,
+        local_threshold=0.5,
+    ),
     ParameterSet(
         "new default: 1-shingles − stopwords, core rules 2, θ 0.25",
         1,
@@ -342,7 +348,7 @@ def plot(document: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rates = [100 * rate for rate in document["rates"]]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5.6), sharex=True)
     for entry in document["sets"]:
         recall = [100 * cell["recall"] for cell in entry["by_rate"]]
         merges = [100 * cell["hard_negative_rate"] for cell in entry["by_rate"]]
@@ -356,13 +362,14 @@ def plot(document: dict[str, Any], path: Path) -> None:
     right.set(xlabel="rewording per firm, r (%)", ylabel="hard-negative pairs merged (%)")
     left.set_title("recall (goal ≥ 95 % at 20 %, ≥ 80 % at 30 %)", fontsize=10)
     right.set_title("false campaigns on same-genre templates (goal ≤ 1 %)", fontsize=10)
-    left.legend(fontsize=7, loc="lower left")
+    handles, names = left.get_legend_handles_labels()
+    figure.legend(handles, names, fontsize=8, loc="lower center", ncol=2, frameon=False)
     figure.suptitle(
         f"{document['firms']} firms, {document['templates']} templates in "
         f"{document['genres']} genres, {document['trials']} trials per point",
         fontsize=10,
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.14, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -61,8 +61,8 @@ def hasher() -> SaltedMinHasher:
 
 
 def test_the_forum_defaults_these_tests_assume() -> None:
-    assert (P, THETA, MIN_SHARED_SHINGLES) == (parameters.RECOMMENDED_MINHASH.num_perm, 0.25, 8)
-    assert BANDING == Banding(bands=42, rows=3)
+    assert (parameters.RECOMMENDED_MINHASH.num_perm, 0.25, 8) == (P, THETA, MIN_SHARED_SHINGLES)
+    assert Banding(bands=42, rows=3) == BANDING
 
 
 # ---------------------------------------------------------------------------------- the oracle
@@ -200,7 +200,8 @@ def campaign_pairs(
     for component in found:
         first = int(component.nodes[0])
         assert component.nodes.tolist() == [first, first + 1]
-        assert first % 2 == 0 and component.members == 2
+        assert first % 2 == 0
+        assert component.members == 2
         pairs.append(first // 2)
     return sorted(pairs)
 
@@ -210,8 +211,8 @@ def test_campaigns_need_enough_shared_shingles_not_just_jaccard(hasher: SaltedMi
     shapes = [PAIRS[name] for name in names]
     for name, (first, second, shared) in PAIRS.items():
         jaccard = shared / (first + second - shared)
-        with_sizes = campaign_probability(jaccard, first, second, sizes=True)
-        assert (with_sizes if name == "template" else 1 - with_sizes) > 1 - ODDS, name
+        sized = campaign_probability(jaccard, first, second, sizes=True)
+        assert (sized if name == "template" else 1 - sized) > 1 - ODDS, name
         if name != "short":
             assert campaign_probability(jaccard, first, second, sizes=False) > 1 - ODDS, name
     # "short" sits on θ itself: without sizes it is a coin flip, left unasserted below.
@@ -233,6 +234,12 @@ def test_campaigns_need_enough_shared_shingles_not_just_jaccard(hasher: SaltedMi
         (14, 14, 52, True),
         (8, 20, 51, False),
         (8, 20, 52, True),
+        # ŝ exactly 8 ("at least 8 shared"): X = 64 with a + b = 24, and X = 32 (Ĵ = θ too)
+        # with a + b = 40; one fewer shingle and it falls short.
+        (12, 12, 64, True),
+        (12, 11, 64, False),
+        (20, 20, 32, True),
+        (20, 19, 32, False),
         # a + b = 60: ŝ ≥ 8 from X = 20, so θ (X ≥ 32) decides.
         (30, 30, 31, False),
         (30, 30, 32, True),
@@ -292,7 +299,8 @@ def test_campaigns_near_eight_shared_shingles_follow_the_binomial_law(
         assert low <= observed[index] <= high, (shared, int(observed[index]), count * p)
     # The law the observations follow: rare below 8 shared, about even at 8 (E[Ĵ] = 0.4, just
     # under the bound 0.40625), near certain above.
-    assert expected[0] < 1e-3 and expected[-1] > 1 - 1e-3
+    assert expected[0] < 1e-3
+    assert expected[-1] > 1 - 1e-3
     assert 0.35 < expected[shared_counts.index(8)] < 0.55
 
 
@@ -451,4 +459,5 @@ def test_cluster_set_golden_bytes_encode_and_decode_every_field() -> None:
         for c in clusters
     ]
     assert [c.core_size for c in received] == [23, 300, 0]
-    assert received[1].last_seen is None and received[2].first_seen is None
+    assert received[1].last_seen is None
+    assert received[2].first_seen is None

@@ -46,6 +46,7 @@ from sigshare.client.synthetic import (
     generate_forum,
     wording_similarity,
 )
+from sigshare.sketch.cluster import MIN_SHARED_SHINGLES
 from sigshare.sketch.keys import ForumSecret, write_secret_file
 from sigshare.sketch.kinds import get_kind
 
@@ -311,6 +312,8 @@ def _embedded_hub(directory: Path, config: DemoConfig, firms: list[str]) -> Iter
             now=now,
         )
         published = parameters.minhash_public_values(minhash)
+        if minhash.core_rules == 2:  # the hub requires shared shingles only under core rules 2
+            published["min_shared_shingles"] = MIN_SHARED_SHINGLES
         for name in firms:
             _, credential = principals.add_principal(
                 session, actor="demo", name=name, role=Role.MEMBER, now=now

@@ -85,7 +85,7 @@ class SyntheticForum:
     bad_rows_per_firm: int
     reword_rate: float
     """Share of a template's words each firm but the first edits (:func:`reword_template`)."""
-    campaign_wordings: dict[int, dict[int, str]] = field(default_factory=dict)
+    campaign_wordings: dict[int, dict[int, str]]
     """Campaign index → firm → the template as that firm's prompts word it (``{subject}``
     filled in, ``{slot}`` left as is)."""
 

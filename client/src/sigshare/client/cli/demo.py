@@ -13,7 +13,6 @@ from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.forum_demo import DemoConfig, DemoReport, HubMissingError, run_forum_demo
 from sigshare.client.synthetic import DEFAULT_REWORD_RATE, FIRM_NAMES, SYNTHETIC_ACCOUNTS
-from sigshare.sketch.cluster import MIN_SHARED_SHINGLES
 
 
 @click.command()
@@ -196,8 +195,8 @@ def _minhash_profile(minhash: dict[str, Any]) -> str:
     if minhash["drop_stopwords"]:
         words += " without stopwords"
     campaigns = f"campaigns from Jaccard {minhash['threshold']:g}"
-    if minhash["core_rules"] == 2:
-        campaigns += f" and {MIN_SHARED_SHINGLES} shared shingles"
+    if "min_shared_shingles" in minhash:
+        campaigns += f" and {minhash['min_shared_shingles']} shared shingles"
     return f"{words}, {campaigns}"
 
 
@@ -208,19 +207,18 @@ def _render_rewording(console: Console, report: DemoReport) -> None:
     shared = report.shared_campaigns
     console.print(
         "The firms word the shared campaign templates differently: every firm but "
-        f"{report.verbatim_firm} "
-        f"edited {report.config.reword_rate:.0%} of each template's words its own way "
-        "(substituted, inserted, deleted or swapped)."
+        f"{report.verbatim_firm} edited {report.config.reword_rate:.0%} of each template's words "
+        "its own way (substituted, inserted, deleted or swapped)."
     )
     console.table(
-        "shared campaigns found although worded differently (wording similarity: Jaccard of the "
-        "firms' template words, from the synthetic truth)",
-        ["template", "firms", "reworded by", "wording similarity", "hub estimate", "found by"],
+        "shared campaigns found although worded differently (wording similarity: Jaccard of "
+        "the firms' template words, from the synthetic truth; hub estimate: from the firms' "
+        "sketches)",
+        ["template", "firms", "wording similarity", "hub estimate", "found by"],
         [
             [
                 f"#{c.template}",
                 " + ".join(c.firms),
-                str(len(c.reworded_by)),
                 _span([pair.similarity for pair in c.wording_pairs]),
                 _span([h.similarity for h in c.hub_campaigns]),
                 f"{len(c.found_by)}/{len(c.firms)} firms",
