@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from bench import hub_bench, load_bench, resolution_bench, sketch_bench, sync_bench, web_bench
+from bench import (
+    hub_bench,
+    load_bench,
+    resolution_bench,
+    rewording_bench,
+    sketch_bench,
+    sync_bench,
+    web_bench,
+)
 
 BENCHMARKS = {
     **sketch_bench.BENCHMARKS,
@@ -21,6 +29,7 @@ BENCHMARKS = {
     **sync_bench.BENCHMARKS,
     **web_bench.BENCHMARKS,
     **load_bench.BENCHMARKS,
+    **rewording_bench.BENCHMARKS,
 }
 
 
@@ -59,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             + sync_bench.goals(results)
             + web_bench.goals(results)
             + load_bench.goals(results)
+            + rewording_bench.goals(results)
         ),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         sync_bench.print_table(results)
         web_bench.print_table(results)
         load_bench.print_table(results)
+        rewording_bench.print_table(results)
         sketch_bench.print_goals(document)
     return 0
 

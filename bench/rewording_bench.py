@@ -319,8 +319,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "goal": f"campaign recall at r={round(100 * rate)}% ({chosen['name']})",
-                    "value": round(value, 4),
-                    "target": f">= {target}",
+                    "measured": round(value, 4),
+                    "target": f"≥ {target}",
                     "met": value >= target,
                 }
             )
@@ -328,14 +328,19 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     benign = sum(cell["benign_campaigns"] for cell in chosen["by_rate"])
     out.append(
         {
-            "goal": "false campaigns on hard negatives, worst rate",
-            "value": round(worst, 4),
-            "target": "<= 0.01",
+            "goal": "hard-negative pairs merged, worst rate over r (new default)",
+            "measured": round(worst, 4),
+            "target": "≤ 0.01",
             "met": worst <= 0.01,
         }
     )
     out.append(
-        {"goal": "campaigns on benign prompts", "value": benign, "target": "0", "met": benign == 0}
+        {
+            "goal": "campaigns on benign prompts (new default, every r)",
+            "measured": benign,
+            "target": "= 0",
+            "met": benign == 0,
+        }
     )
     return out
 
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(results)
         for goal in goals(results):
             mark = "met" if goal["met"] else "NOT met"
-            print(f"{goal['goal']}: {goal['value']} (target {goal['target']}) — {mark}")
+            print(f"{goal['goal']}: {goal['measured']} (target {goal['target']}) — {mark}")
     if args.png:
         plot(document, args.png)
         print(f"curves: {args.png}", file=sys.stderr)

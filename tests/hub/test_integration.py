@@ -520,6 +520,7 @@ def test_expired_cluster_submissions_leave_their_campaigns(hub: RunningHub) -> N
                         category=c.category,
                         first_seen=None,
                         last_seen=None,
+                        core_size=c.core_size,
                     )
                     for c in upload.clusters
                 ],
