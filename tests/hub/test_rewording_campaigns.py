@@ -325,12 +325,6 @@ def template_campaigns(
 def test_recommended_defaults_link_reworded_templates_and_keep_siblings_apart(
     hub: RunningHub, rate: float, seed: int
 ) -> None:
-    import sigshare.hub.services.families as fam
-    real = fam.find_campaigns
-    def patched(*a, **k):
-        k["core_sizes"] = None
-        return real(*a, **k)
-    fam.find_campaigns = patched
     publish_prompt_family(hub, profile=RECOMMENDED_MINHASH)
     clients = {member: hub.client(member) for member in MEMBERS}
     published = clients[MEMBERS[0]].get_parameters().minhash[PROMPT]

@@ -56,7 +56,7 @@ from sigshare.sketch.text import STOPWORDS, STOPWORDS_VERSION, canonical_words
 
 KEY = bytes(range(32))
 P = 128
-LOCAL_THRESHOLD = 0.6
+LOCAL_THRESHOLD = 0.5
 """The members' own clustering threshold of the forum defaults."""
 GOLDEN_FILE = Path(__file__).resolve().parents[1] / "golden" / "minhash_signatures_stopwords_v1.txt"
 OLD_DEFAULTS_DIGEST = "6ed838785a9f0f78d177350b305b4e90e30b17b82f77c8cb02628af1bec82208"
