@@ -253,8 +253,32 @@ def run(
                     "sets": _sweep(compared, rates, max(1, trials // 2), options),
                 }
             )
+    document["clustering"] = _clustering_cost(
+        parameter_sets[0], next(p for p in parameter_sets if p.default)
+    )
     document["seconds"] = round(time.perf_counter() - started, 1)
     return document
+
+
+def _clustering_cost(old: ParameterSet, new: ParameterSet, repeats: int = 3) -> dict[str, Any]:
+    """What a member's clustering costs under each profile: all four firms' prompts of one forum
+    (r = 20 %) clustered as one member's input; best of ``repeats``."""
+    scenario = generate(0.20, seed=0)
+    texts = [prompt for firm in scenario.firms for prompt in firm.prompts]
+    out: dict[str, Any] = {"prompts": len(texts)}
+    for label, parameter_set in (("old", old), ("new", new)):
+        hasher = SaltedMinHasher(parameter_set.params(), KEY)
+        threshold = parameter_set.local_threshold or parameter_set.threshold
+        best = float("inf")
+        for _ in range(repeats):
+            began = time.perf_counter()
+            cluster_prompts(hasher, texts, threshold, min_volume=MIN_VOLUME)
+            best = min(best, time.perf_counter() - began)
+        out[f"{label}_prompts_per_second"] = round(len(texts) / best)
+    out["new_over_old_time"] = round(
+        out["old_prompts_per_second"] / out["new_prompts_per_second"], 2
+    )
+    return out
 
 
 def _percent(value: float) -> str:
@@ -296,6 +320,14 @@ def print_table(results: dict[str, Any]) -> None:
             document["sets"],
         )
     )
+    cost = document.get("clustering")
+    if cost:
+        console.print(
+            f"members' clustering, {cost['prompts']:,} prompts: first release "
+            f"{cost['old_prompts_per_second']:,} prompts/s, recommended "
+            f"{cost['new_prompts_per_second']:,} prompts/s ({cost['new_over_old_time']}× the time: "
+            "grouping and cores use two shingle sets)"
+        )
     for stress in document.get("stress", []):
         console.print(
             _table(

@@ -19,16 +19,15 @@ before the hub, rather than the forum drawn, is to blame.
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from bench.rewording_corpus import BENIGN, Scenario, generate
 from hubtest import (
     COORDINATOR,
     KEY_ID,
@@ -42,10 +41,6 @@ from hubtest import (
     running_hub,
     submit_clusters,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: bench/
-
-from bench.rewording_corpus import BENIGN, Scenario, generate
 
 from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import ClusterInfo, PublishedMinHash, new_cluster_id

@@ -10,14 +10,9 @@ means.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: bench/
-
 from bench.attacks import (
     ALPHA,
     COLLUSION,

@@ -13,7 +13,6 @@ import json
 import math
 import random
 import string
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,12 +23,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from bench.rewording_corpus import SLOT, load_corpus, reword_template
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: bench/
-
-from bench.rewording_corpus import SLOT, load_corpus, reword_template
 
 from sigshare.sketch import minhash as minhash_module
 from sigshare.sketch.cluster import (
