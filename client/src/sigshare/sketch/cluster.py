@@ -7,6 +7,12 @@ prompts (a single prompt is its own core). The union of the prompts would be dom
 per-prompt fillers — two firms' clusters of one template would look unrelated — and fillers are
 where end users' content lives, so the core is both the accurate and the private choice.
 Cluster ids are random, never derived from content. See docs/decisions/0003-template-core.md.
+
+Families with **core rules 2** (the recommended profile, docs/decisions/0006-rewording-robust-
+campaigns.md) group prompts by word 3-shingles (every word kept) at the family's cluster
+threshold, whatever shingles the family shares; remove from every core the shingles many of the
+member's cores share (:func:`without_boilerplate`); and leave out clusters whose core has fewer
+than :data:`MIN_MATCHABLE_CORE` shingles.
 """
 
 from __future__ import annotations
