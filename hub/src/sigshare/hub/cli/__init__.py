@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "audit": "sigshare.hub.cli.audit:audit",
     "db": "sigshare.hub.cli.db:db",
     "export": "sigshare.hub.cli.export:export",
+    "health": "sigshare.hub.cli.health:health",
     "member": "sigshare.hub.cli.member:member",
     "params": "sigshare.hub.cli.params:params",
     "review": "sigshare.hub.cli.review:review",

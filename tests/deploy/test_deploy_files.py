@@ -1,0 +1,173 @@
+"""The deployment files, checked with the tools that consume them, offline.
+
+What cannot run on a CI machine (a systemd boot, a container engine, a cluster) is checked by
+the real validators: ``systemd-analyze verify`` for the units (with the executable pointed at a
+stand-in, since nothing is installed under /opt), the Kubernetes API schemas
+(``kubernetes-validate``, strict: unknown fields fail) for the manifests, the Compose
+specification's JSON schema (``check-jsonschema``) for the compose file, and ``haproxy -c`` for
+the load balancer's configuration. deploy/README.md says which files were run and which only
+validated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+UNITS = sorted((DEPLOY / "hub" / "systemd").glob("*.service")) + sorted(
+    (DEPLOY / "member" / "systemd").glob("*.[st]*")
+)
+MANIFESTS = sorted(DEPLOY.glob("*/kubernetes/*.yaml"))
+KUBERNETES_VERSION = "1.30"
+INSTALLED = ("/opt/sigshare/bin/sigshare-hub", "/opt/sigshare/bin/sigshare")
+
+
+def _tool(name: str) -> str:
+    """A system tool the check needs: skipped outside CI if missing, a failure in CI."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+def test_every_deploy_file_is_checked() -> None:
+    assert {unit.name for unit in UNITS} >= {
+        "sigshare-hub.service",
+        "sigshare-hub-web.service",
+        "sigshare-hub-migrate.service",
+        "sigshare-sync.service",
+        "sigshare-sync.timer",
+    }
+    assert {path.relative_to(DEPLOY).as_posix() for path in MANIFESTS} == {
+        "hub/kubernetes/hub.yaml",
+        "member/kubernetes/cronjob.yaml",
+    }
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda path: path.name)
+def test_systemd_units_verify_cleanly(unit: Path, tmp_path: Path) -> None:
+    analyze = _tool("systemd-analyze")
+    stand_in = tmp_path / "bin" / "sigshare-stand-in"
+    stand_in.parent.mkdir()
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    text = unit.read_text()
+    for path in INSTALLED:
+        text = text.replace(path, str(stand_in))
+    copy = tmp_path / unit.name
+    copy.write_text(text)
+    if unit.suffix == ".timer":  # a timer is verified with the service it starts
+        service = unit.with_suffix(".service")
+        (tmp_path / service.name).write_text(
+            service.read_text().replace(INSTALLED[1], str(stand_in))
+        )
+    result = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    # verify exits 0 on unknown keys and bad values too (it only warns): any output is a finding.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_systemd_verify_reports_a_broken_unit(tmp_path: Path) -> None:
+    """The check above can fail: a misspelt key is reported."""
+    analyze = _tool("systemd-analyze")
+    broken = tmp_path / "broken.service"
+    broken.write_text("[Service]\nExecStart=/bin/true\nProtectSystm=strict\n")
+    result = subprocess.run(
+        [analyze, "verify", str(broken)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "Unknown key 'ProtectSystm'" in result.stdout + result.stderr
+
+
+def _documents(path: Path) -> list[dict[str, object]]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda path: path.parent.parent.name)
+def test_kubernetes_manifests_match_the_api_schemas(manifest: Path) -> None:
+    documents = _documents(manifest)
+    assert documents
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_rejects_an_unknown_field() -> None:
+    document = _documents(DEPLOY / "hub" / "kubernetes" / "hub.yaml")[3]  # the hub Deployment
+    assert document["kind"] == "Deployment"
+    spec = dict(document["spec"])  # type: ignore[arg-type]
+    spec["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({**document, "spec": spec}, KUBERNETES_VERSION, strict=True)
+
+
+def test_hub_manifests_probe_and_protect_every_component() -> None:
+    kinds = {
+        (d["kind"], d["metadata"]["name"])
+        for d in _documents(  # type: ignore[index]
+            DEPLOY / "hub" / "kubernetes" / "hub.yaml"
+        )
+    }
+    assert kinds == {
+        ("Secret", "hub-db"),
+        ("Secret", "hub-tls"),
+        ("Job", "hub-migrate"),
+        ("Deployment", "hub"),
+        ("Deployment", "hub-web"),
+        ("Service", "hub"),
+        ("Service", "hub-web"),
+        ("PodDisruptionBudget", "hub"),
+        ("NetworkPolicy", "hub"),
+    }
+    for document in _documents(DEPLOY / "hub" / "kubernetes" / "hub.yaml"):
+        if document["kind"] != "Deployment":
+            continue
+        pod = document["spec"]["template"]["spec"]  # type: ignore[index]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert container["readinessProbe"]
+            assert container["livenessProbe"]
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    compose = DEPLOY / "hub" / "compose" / "compose.yaml"
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(compose)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(compose.read_text())["services"]
+    assert set(services) == {"postgres", "migrate", "hub-1", "hub-2", "lb", "web"}
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+
+
+def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(
+        "services:\n  hub:\n    image: x\n    healthcheck:\n      interval: often\n    imagee: y\n"
+    )
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
