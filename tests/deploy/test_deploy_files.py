@@ -171,3 +171,40 @@ def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0
+
+
+def test_haproxy_configuration_is_valid(tmp_path: Path) -> None:
+    """The compose file's HAProxy configuration, with its TLS files at a temporary path
+    (``haproxy -c`` loads them), passes HAProxy's own check; the replicas' names need not
+    resolve yet (``init-addr … none``)."""
+    haproxy = _tool("haproxy")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    key = tmp_path / "key.pem"
+    certificate = tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(certificate), "-days", "2", "-subj", "/CN=lb"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (tls / "lb.pem").write_bytes(certificate.read_bytes() + key.read_bytes())
+    (tls / "ca.crt").write_bytes(certificate.read_bytes())
+    config = tmp_path / "haproxy.cfg"
+    source = (DEPLOY / "hub" / "compose" / "haproxy.cfg").read_text()
+    config.write_text(source.replace("/etc/haproxy/tls", str(tls)))
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+def test_haproxy_health_check_sends_what_the_load_balancer_test_proves() -> None:
+    """The compose file's health check writes the same bytes as deploy/README.md documents and
+    tests/hub/test_load_balancer.py sends to real replicas (which checks the README)."""
+    readme = (DEPLOY / "README.md").read_text()
+    config = (DEPLOY / "hub" / "compose" / "haproxy.cfg").read_text()
+    sent = [line.split()[-1] for line in config.splitlines() if "tcp-check send-binary" in line]
+    assert len(sent) == 1
+    assert sent[0] in readme.split()
+    assert "tcp-check expect binary 00000000020801" in config

@@ -218,7 +218,10 @@ def test_an_unreachable_database_is_a_config_error_with_the_password_masked() ->
     [
         ("mysql://u:pw-1@db/hub", "unsupported database backend 'mysql' in mysql://u:***@db/hub"),
         ("not a url pw-1", "--db is not a valid database URL"),
-        ("postgresql://u:pw-1@db/hub", "cannot load the database driver for postgresql://u:***"),
+        (
+            "postgresql+pg8000://u:pw-1@db/hub",
+            "cannot load the database driver for postgresql+pg8000://u:***",
+        ),
     ],
 )
 def test_unusable_database_urls_are_config_errors(url: str, message: str) -> None:
@@ -826,6 +829,7 @@ def test_every_command_group_is_listed_in_help() -> None:
         "audit",
         "db",
         "export",
+        "health",
         "member",
         "params",
         "review",

@@ -593,6 +593,9 @@ def admin_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
         "RevokePrincipal": lambda md: stub.RevokePrincipal(
             pb.RevokePrincipalRequest(name="m1"), metadata=md, timeout=TIMEOUT
         ),
+        "RotatePrincipal": lambda md: stub.RotatePrincipal(
+            pb.RotatePrincipalRequest(name="m1"), metadata=md, timeout=TIMEOUT
+        ),
         "SetParameters": lambda md: stub.SetParameters(
             pb.SetParametersRequest(
                 bloom=[

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, MetaData, Table, func, insert, inspect, select
+from sqlalchemy import Engine, MetaData, Table, func, insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
 from sigshare.hub.domain import KindParameters, MinHashParameters, SubmissionStatus
@@ -165,7 +166,7 @@ def test_migrations_are_found_from_the_package_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0005"
+    assert migrate.head_revision() == "0006"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
 
@@ -498,7 +499,7 @@ def test_0005_keeps_old_families_digests_and_downgrades_keeping_rows(
     )
 
     migrate.upgrade(empty_engine)
-    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0005"
+    assert migrate.current_revision(empty_engine) == migrate.head_revision()
     assert _schema_differences(empty_engine) == []
     _check_rewording_rows(empty_engine)
     # Sent before core sizes existed: the column holds 0 (not stated), not NULL.
@@ -522,3 +523,63 @@ def test_0005_keeps_old_families_digests_and_downgrades_keeping_rows(
     migrate.upgrade(empty_engine)
     assert _schema_differences(empty_engine) == []
     _check_rewording_rows(empty_engine)
+
+
+# --- 0006: submissions withdrawn at revocation -------------------------------------------------
+
+BEFORE_WITHDRAWN = "0005"
+
+
+def test_0006_admits_withdrawn_submissions_and_downgrades_them_to_expired(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_WITHDRAWN)
+    tables = _reflected(empty_engine)
+    submissions = tables["submissions"]
+    with empty_engine.begin() as connection:
+        connection.execute(
+            insert(tables["principals"]).values(
+                id=1,
+                name="acme",
+                role="member",
+                credential_id="a" * 16,
+                credential_hash=bytes(32),
+                created_at=T0,
+            )
+        )
+        connection.execute(
+            insert(submissions).values(
+                id=1,
+                member_id=1,
+                family_kind="email",
+                key_id="epoch-1",
+                params_digest=b"\x01" * 32,
+                content_sha256=b"\x02" * 32,
+                declared_count=1,
+                byte_size=7,
+                status="active",
+                tokens_asked=0,
+                created_at=T0,
+                expires_at=T0 + timedelta(days=14),
+            )
+        )
+    withdraw = update(submissions).where(submissions.c.id == 1).values(status="withdrawn")
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(withdraw)
+
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0006"
+    assert _schema_differences(empty_engine) == []
+    with empty_engine.begin() as connection:
+        connection.execute(withdraw)
+    assert [row["status"] for row in _rows(empty_engine, "submissions")] == ["withdrawn"]
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(update(submissions).values(status="revoked"))
+
+    migrate.downgrade(empty_engine, BEFORE_WITHDRAWN)
+    assert migrate.current_revision(empty_engine) == BEFORE_WITHDRAWN
+    assert [row["status"] for row in _rows(empty_engine, "submissions")] == [
+        SubmissionStatus.EXPIRED.value
+    ]
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(withdraw)

@@ -272,6 +272,7 @@ requests: dict[str, st.SearchStrategy[Any]] = {
     ),
     ADMIN + "ListPrincipals": st.just(pb.ListPrincipalsRequest()),
     ADMIN + "RevokePrincipal": st.builds(pb.RevokePrincipalRequest, name=unprotected_names),
+    ADMIN + "RotatePrincipal": st.builds(pb.RotatePrincipalRequest, name=unprotected_names),
     ADMIN + "SetParameters": st.builds(
         lambda b, h: pb.SetParametersRequest(bloom=b, minhash=h),
         st.lists(bloom_messages, max_size=3),

@@ -537,6 +537,11 @@ class AdminServiceStub:
                 request_serializer=sigshare_dot_v1_dot_hub__pb2.RevokePrincipalRequest.SerializeToString,
                 response_deserializer=sigshare_dot_v1_dot_hub__pb2.RevokePrincipalResponse.FromString,
                 _registered_method=True)
+        self.RotatePrincipal = channel.unary_unary(
+                '/sigshare.v1.AdminService/RotatePrincipal',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.RotatePrincipalRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.RotatePrincipalResponse.FromString,
+                _registered_method=True)
         self.SetParameters = channel.unary_unary(
                 '/sigshare.v1.AdminService/SetParameters',
                 request_serializer=sigshare_dot_v1_dot_hub__pb2.SetParametersRequest.SerializeToString,
@@ -570,6 +575,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotatePrincipal(self, request, context):
+        """A new credential for an active principal; the old one is refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetParameters(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -599,6 +611,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokePrincipal,
                     request_deserializer=sigshare_dot_v1_dot_hub__pb2.RevokePrincipalRequest.FromString,
                     response_serializer=sigshare_dot_v1_dot_hub__pb2.RevokePrincipalResponse.SerializeToString,
+            ),
+            'RotatePrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotatePrincipal,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.RotatePrincipalRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.RotatePrincipalResponse.SerializeToString,
             ),
             'SetParameters': grpc.unary_unary_rpc_method_handler(
                     servicer.SetParameters,
@@ -692,6 +709,33 @@ class AdminService:
             '/sigshare.v1.AdminService/RevokePrincipal',
             sigshare_dot_v1_dot_hub__pb2.RevokePrincipalRequest.SerializeToString,
             sigshare_dot_v1_dot_hub__pb2.RevokePrincipalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotatePrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.AdminService/RotatePrincipal',
+            sigshare_dot_v1_dot_hub__pb2.RotatePrincipalRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.RotatePrincipalResponse.FromString,
             options,
             channel_credentials,
             insecure,

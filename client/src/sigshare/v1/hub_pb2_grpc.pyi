@@ -160,6 +160,8 @@ class AdminServiceStub:
     AddPrincipal: _grpc.UnaryUnaryMultiCallable[_hub_pb2.AddPrincipalRequest, _hub_pb2.AddPrincipalResponse]
     ListPrincipals: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListPrincipalsRequest, _hub_pb2.ListPrincipalsResponse]
     RevokePrincipal: _grpc.UnaryUnaryMultiCallable[_hub_pb2.RevokePrincipalRequest, _hub_pb2.RevokePrincipalResponse]
+    RotatePrincipal: _grpc.UnaryUnaryMultiCallable[_hub_pb2.RotatePrincipalRequest, _hub_pb2.RotatePrincipalResponse]
+    """A new credential for an active principal; the old one is refused from then on."""
     SetParameters: _grpc.UnaryUnaryMultiCallable[_hub_pb2.SetParametersRequest, _hub_pb2.SetParametersResponse]
     VerifyAudit: _grpc.UnaryUnaryMultiCallable[_hub_pb2.VerifyAuditRequest, _hub_pb2.VerifyAuditResponse]
 
@@ -169,6 +171,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     AddPrincipal: _aio.UnaryUnaryMultiCallable[_hub_pb2.AddPrincipalRequest, _hub_pb2.AddPrincipalResponse]  # type: ignore[assignment]
     ListPrincipals: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListPrincipalsRequest, _hub_pb2.ListPrincipalsResponse]  # type: ignore[assignment]
     RevokePrincipal: _aio.UnaryUnaryMultiCallable[_hub_pb2.RevokePrincipalRequest, _hub_pb2.RevokePrincipalResponse]  # type: ignore[assignment]
+    RotatePrincipal: _aio.UnaryUnaryMultiCallable[_hub_pb2.RotatePrincipalRequest, _hub_pb2.RotatePrincipalResponse]  # type: ignore[assignment]
+    """A new credential for an active principal; the old one is refused from then on."""
     SetParameters: _aio.UnaryUnaryMultiCallable[_hub_pb2.SetParametersRequest, _hub_pb2.SetParametersResponse]  # type: ignore[assignment]
     VerifyAudit: _aio.UnaryUnaryMultiCallable[_hub_pb2.VerifyAuditRequest, _hub_pb2.VerifyAuditResponse]  # type: ignore[assignment]
 
@@ -193,6 +197,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.RevokePrincipalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.RevokePrincipalResponse, _abc.Awaitable[_hub_pb2.RevokePrincipalResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RotatePrincipal(
+        self,
+        request: _hub_pb2.RotatePrincipalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.RotatePrincipalResponse, _abc.Awaitable[_hub_pb2.RotatePrincipalResponse]]:
+        """A new credential for an active principal; the old one is refused from then on."""
 
     @_abc_1.abstractmethod
     def SetParameters(

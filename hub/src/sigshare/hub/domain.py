@@ -53,6 +53,8 @@ class SubmissionStatus(StrEnum):
     """Replaced by a newer submission of the same member and family/kind."""
     EXPIRED = "expired"
     """Outlived the retention window without being replaced."""
+    WITHDRAWN = "withdrawn"
+    """Taken out of every aggregate when its member was revoked; never active again."""
 
 
 def is_valid_name(name: str) -> bool:

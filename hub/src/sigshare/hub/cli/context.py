@@ -11,7 +11,6 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 from sqlalchemy import Engine
@@ -22,11 +21,10 @@ from sqlalchemy.orm import Session
 from sigshare.client.console import Console
 from sigshare.hub.cli.errors import DatabaseMissingError, UnsupportedDatabaseError, exit_on_error
 from sigshare.hub.storage import make_engine, migrate, session_scope
-from sigshare.hub.storage.database import SUPPORTED_BACKENDS
+from sigshare.hub.storage.database import SUPPORTED_BACKENDS, normalize_url, sqlite_path
 
 CLI_ACTOR_PREFIX = "cli"
 MAX_ACTOR_LENGTH = 128  # the audit log's limit
-_IN_MEMORY = ("", ":memory:")
 POSTGRES_URL = "postgresql+psycopg2://USER@HOST/DATABASE"
 POSTGRES_HINT = f"the hub ships the psycopg2 driver: use {POSTGRES_URL}"
 
@@ -116,7 +114,7 @@ class HubContext:
 
     def _parse(self) -> URL:
         try:
-            url = make_url(self._url)
+            url = normalize_url(self._url)  # postgresql:// and postgres:// → psycopg2
         except (ArgumentError, ValueError) as exc:
             # Not quoted back: the text may hold a password.
             raise UnsupportedDatabaseError(
@@ -139,10 +137,8 @@ class HubContext:
 
 
 def _require_existing_sqlite_file(url: URL) -> None:
-    if url.get_backend_name() != "sqlite" or (url.database or "") in _IN_MEMORY:
-        return
-    path = Path(url.database or "")
-    if not path.exists():
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
         raise DatabaseMissingError(
             f"no hub database at {path}: check --db or $SIGSHARE_HUB_DB, "
             "or create it with `sigshare-hub db upgrade`"

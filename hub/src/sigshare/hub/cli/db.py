@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+from rich.markup import escape
 
 from sigshare.client.console import Console
 from sigshare.hub.cli.context import HubContext, json_option, pass_hub
+from sigshare.hub.cli.errors import DatabaseMissingError
+from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.storage import migrate
+from sigshare.hub.storage.backup import backup_sqlite
+from sigshare.hub.storage.database import PRIVATE_FILE_MODE, restrict_sqlite_files, sqlite_path
 
 _EMPTY = "<empty>"
 
@@ -22,7 +29,8 @@ def db() -> None:
 def upgrade(hub: HubContext, json_output: bool) -> None:
     """Migrate the database to the schema this hub needs (creates it when empty).
 
-    Runs in one transaction and is safe to repeat: a current database is left as it is.
+    Runs in one transaction and is safe to repeat: a current database is left as it is. An
+    SQLite file (and its -wal/-shm files) that group or others may access is narrowed to 0600.
     """
     console = Console(json_output=json_output)
     with hub.guard(console):
@@ -30,6 +38,12 @@ def upgrade(hub: HubContext, json_output: bool) -> None:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine)
         after = migrate.current_revision(engine)
+        path = sqlite_path(engine.url)
+        narrowed = [] if path is None else restrict_sqlite_files(path)
+    for file, mode in narrowed:
+        console.err.print(
+            escape(f"narrowed {file} from mode {mode:04o} to {PRIVATE_FILE_MODE:04o}")
+        )
     if json_output:
         console.emit_json(
             {"database": hub.database, "from": before, "to": after, "upgraded": before != after}
@@ -55,3 +69,48 @@ def status(hub: HubContext, json_output: bool) -> None:
         )
     else:
         console.print(f"{hub.database}: at revision {current} (head)")
+
+
+@db.command()
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The backup file to create (mode 0600; never overwritten).",
+)
+@json_option
+@pass_hub
+def backup(hub: HubContext, out: Path, json_output: bool) -> None:
+    """Copy an SQLite hub database to --out while hubs keep serving (SQLite's backup API).
+
+    The copy is a consistent snapshot; restore it by stopping the hub and putting it in place
+    of the database file. PostgreSQL databases are backed up with pg_dump instead.
+    """
+    console = Console(json_output=json_output)
+    with hub.guard(console):
+        source = sqlite_path(hub.engine(migrated=False).url)
+        if source is None:
+            raise InvalidArgumentError(
+                f"{hub.database} is not an SQLite file: back it up with pg_dump "
+                "(docs/operator-guide.md, section 7)"
+            )
+        if not source.is_file():
+            raise DatabaseMissingError(f"{hub.database}: no such database file")
+        made = backup_sqlite(source, out)
+    if json_output:
+        console.emit_json(
+            {
+                "database": hub.database,
+                "backup": str(made.path),
+                "bytes": made.size,
+                "revision": made.revision,
+            }
+        )
+    else:
+        console.print(
+            escape(
+                f"{hub.database}: backed up to {made.path} "
+                f"({made.size} bytes, revision {made.revision or _EMPTY})"
+            )
+        )

@@ -1,4 +1,5 @@
-"""``sigshare-hub member``: register principals, show their credential once, list and revoke."""
+"""``sigshare-hub member``: register principals, show their credential once, list, rotate and
+revoke."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sigshare.hub.services import parameters, principals
 
 @click.group()
 def member() -> None:
-    """Register, list and revoke members, coordinators and admins."""
+    """Register, list, rotate and revoke members, coordinators and admins."""
 
 
 @member.command()
@@ -102,8 +103,41 @@ def list_(hub: HubContext, json_output: bool) -> None:
 @click.argument("name")
 @json_option
 @pass_hub
+def rotate(hub: HubContext, name: str, json_output: bool) -> None:
+    """Give NAME a new bearer credential and print it — the only time it is ever shown.
+
+    The old credential is refused from this moment on and NAME's console sessions end. Plain
+    output is the credential alone on stdout, like `member add`. A revoked principal cannot
+    be rotated: register a new one.
+    """
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        principal, credential = principals.rotate_principal(
+            session, actor=hub.actor, name=name, now=hub.now()
+        )
+    # Shown only after the commit, so it is never printed for a credential that was not stored.
+    if json_output:
+        console.emit_json({**_document(principal), "credential": credential.token})
+        return
+    console.print(Text(credential.token))
+    console.err.print(
+        Text(
+            f"rotated the credential of {principal.role.value} {principal.name}: the old one is "
+            "refused from now on; the new one (above) is shown this once"
+        )
+    )
+
+
+@member.command()
+@click.argument("name")
+@json_option
+@pass_hub
 def revoke(hub: HubContext, name: str, json_output: bool) -> None:
-    """Revoke NAME's credential; the hub refuses it from this moment on."""
+    """Revoke NAME's credential; the hub refuses it from this moment on.
+
+    A member's active submissions are withdrawn at the same moment: no resolution, overlap,
+    campaign or count includes them any more. Shared indicators it already confirmed stay.
+    """
     console = Console(json_output=json_output)
     with hub.session(console) as session:
         principal = principals.revoke_principal(session, actor=hub.actor, name=name, now=hub.now())

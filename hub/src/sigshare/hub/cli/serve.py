@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -10,8 +11,15 @@ import click
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli.context import HubContext, pass_hub
-from sigshare.hub.cli.server_options import check_tls_flags, configure_logging, runtime_options
+from sigshare.hub.cli.server_options import (
+    check_certificate_dates,
+    check_tls_flags,
+    configure_logging,
+    native_logs_as_records,
+    runtime_options,
+)
 from sigshare.hub.rpc.app import build_hub
+from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import TlsConfig, parse_listen
 
 DEFAULT_LISTEN = "127.0.0.1:7443"
@@ -33,6 +41,13 @@ DEFAULT_LISTEN = "127.0.0.1:7443"
     "--client-ca",
     type=click.Path(dir_okay=False, path_type=Path),
     help="PEM CA bundle: require client certificates signed by it (mTLS).",
+)
+@click.option(
+    "--client-identity-map",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON object from client certificate identities (subject:…, cn:…, dns:…, uri:…) to "
+    "principal names. Without it, with --client-ca, a certificate's CN or a DNS/URI SAN must "
+    "equal the name of the principal whose credential it carries.",
 )
 @click.option(
     "--insecure",
@@ -57,6 +72,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     client_ca: Path | None,
+    client_identity_map: Path | None,
     insecure: bool,
     workers: int,
     index_cache_mib: int,
@@ -74,33 +90,48 @@ def serve(
     check_tls_flags(console, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)
     if client_ca is not None and tls_cert is None:
         console.abort("--client-ca (mTLS) needs --tls-cert and --tls-key", ExitCode.USAGE)
+    if client_identity_map is not None and client_ca is None:
+        console.abort("--client-identity-map needs --client-ca (mTLS)", ExitCode.USAGE)
     configure_logging(log_json, log_level)
     log = logging.getLogger("sigshare.hub")
     tls = None
     if tls_cert is not None and tls_key is not None:
         tls = TlsConfig(certificate=tls_cert, private_key=tls_key, client_ca=client_ca)
-    with hub.guard(console):
-        address = parse_listen(listen)
-        server = build_hub(
-            hub.engine(),
-            address,
-            tls=tls,
-            insecure=insecure,
-            max_workers=workers,
-            index_cache_bytes=index_cache_mib << 20,
-        )
-    transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
+    # gRPC's core logs refused TLS handshakes itself; with --log-json they become records too.
+    with native_logs_as_records() if log_json else nullcontext():
+        with hub.guard(console):
+            address = parse_listen(listen)
+            # With mTLS a certificate is always bound to a principal: by default by its names.
+            client_identities = None
+            if client_ca is not None:
+                client_identities = (
+                    ClientIdentityPolicy()
+                    if client_identity_map is None
+                    else ClientIdentityPolicy.from_file(client_identity_map)
+                )
+            if tls is not None and (expiring := check_certificate_dates(tls.certificate)):
+                log.warning(expiring)
+            server = build_hub(
+                hub.engine(),
+                address,
+                tls=tls,
+                insecure=insecure,
+                max_workers=workers,
+                index_cache_bytes=index_cache_mib << 20,
+                client_identities=client_identities,
+            )
+        transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
 
-    def announce() -> None:
-        log.info(
-            "serving address=%s port=%d transport=%s database=%s",
-            address.host,
-            server.port,
-            transport,
-            hub.database,
-        )
-        if port_file is not None:
-            port_file.write_text(f"{server.port}\n")
+        def announce() -> None:
+            log.info(
+                "serving address=%s port=%d transport=%s database=%s",
+                address.host,
+                server.port,
+                transport,
+                hub.database,
+            )
+            if port_file is not None:
+                port_file.write_text(f"{server.port}\n")
 
-    server.serve_until_signalled(on_serving=announce)
+        server.serve_until_signalled(on_serving=announce)
     log.info("stopped")

@@ -20,7 +20,12 @@ import uvicorn
 
 from sigshare.client.console import Console
 from sigshare.hub.cli.context import HubContext, pass_hub
-from sigshare.hub.cli.server_options import check_tls_flags, configure_logging, runtime_options
+from sigshare.hub.cli.server_options import (
+    check_certificate_dates,
+    check_tls_flags,
+    configure_logging,
+    runtime_options,
+)
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.rpc.server import ListenAddress, parse_listen
 from sigshare.hub.web import create_app
@@ -136,6 +141,8 @@ def web(
             )
         if tls_cert is not None and tls_key is not None:
             _check_tls(tls_cert, tls_key)
+            if expiring := check_certificate_dates(tls_cert):
+                log.warning(expiring)
         app = create_app(
             hub.engine(), secure_cookies=tls_cert is not None, session_hours=session_hours
         )

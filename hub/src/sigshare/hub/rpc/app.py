@@ -8,10 +8,12 @@ from sqlalchemy import Engine
 
 from sigshare.hub.domain import Principal
 from sigshare.hub.engine.membership import IndexCache
+from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.rpc.auth import AuthInterceptor
+from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import BoundServer, ListenAddress, TlsConfig, build_server
 from sigshare.hub.rpc.servicers import register
-from sigshare.hub.services.principals import authenticate
+from sigshare.hub.services.principals import authenticate, record_certificate_mismatch
 from sigshare.hub.storage.database import session_scope
 from sigshare.hub.storage.migrate import require_current
 
@@ -26,22 +28,37 @@ def build_hub(
     insecure: bool = False,
     max_workers: int = 16,
     index_cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES,
+    client_identities: ClientIdentityPolicy | None = None,
 ) -> BoundServer:
     """A hub server on ``address`` over ``engine``; refuses an un-migrated database.
 
     ``index_cache_bytes``: memory for the membership indexes resolutions are answered from.
+    ``client_identities`` (needs mTLS): bind client certificates to principals; a valid
+    credential over a certificate the policy does not allow it on is refused and audited.
     """
     require_current(engine)
+    if client_identities is not None and (tls is None or tls.client_ca is None):
+        raise InvalidArgumentError("binding client certificates to principals needs mTLS")
 
     def credential_owner(bearer: str) -> Principal | None:
         with session_scope(engine) as session:
             return authenticate(session, bearer, datetime.now(UTC))
+
+    def certificate_refused(principal: Principal, identities: tuple[str, ...]) -> None:
+        with session_scope(engine) as session:
+            record_certificate_mismatch(session, principal, identities, datetime.now(UTC))
 
     return build_server(
         address,
         lambda server: register(server, engine, IndexCache(index_cache_bytes)),
         tls=tls,
         insecure=insecure,
-        interceptors=[AuthInterceptor(credential_owner)],
+        interceptors=[
+            AuthInterceptor(
+                credential_owner,
+                client_identities=client_identities,
+                on_mismatch=certificate_refused,
+            )
+        ],
         max_workers=max_workers,
     )

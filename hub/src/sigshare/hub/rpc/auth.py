@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import grpc
 
 from sigshare.hub.domain import Principal, Role
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.rpc.client_identity import CertificateIdentity, ClientIdentityPolicy
 
 log = logging.getLogger("sigshare.hub.access")
 
@@ -38,6 +39,8 @@ UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 Authenticator = Callable[[str], Principal | None]
 """Returns the active principal for a bearer credential, or ``None`` (unknown or revoked)."""
+MismatchRecorder = Callable[[Principal, tuple[str, ...]], None]
+"""Audits a valid credential presented over a client certificate that is not its principal's."""
 
 
 def principal_of(context: grpc.ServicerContext) -> Principal:
@@ -47,6 +50,22 @@ def principal_of(context: grpc.ServicerContext) -> Principal:
     if principal is None:  # a servicer reached without the interceptor: a wiring bug
         raise RuntimeError("no authenticated principal for this call")
     return principal
+
+
+def certificate_identity(context: grpc.ServicerContext) -> CertificateIdentity:
+    """The client certificate's names as the TLS layer verified them (empty without mTLS)."""
+    # Each property holds a list of byte strings (the type stubs say one byte string).
+    properties = cast(Mapping[str, Sequence[bytes]], context.auth_context())
+
+    def values(key: str) -> tuple[str, ...]:
+        return tuple(v.decode("utf-8", errors="replace") for v in properties.get(key, ()))
+
+    return CertificateIdentity(
+        subject=values("x509_subject"),
+        common_names=values("x509_common_name"),
+        dns_names=values("peer_dns"),
+        uris=values("peer_uri"),
+    )
 
 
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
@@ -59,8 +78,19 @@ def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    def __init__(self, authenticate: Authenticator) -> None:
+    def __init__(
+        self,
+        authenticate: Authenticator,
+        *,
+        client_identities: ClientIdentityPolicy | None = None,
+        on_mismatch: MismatchRecorder | None = None,
+    ) -> None:
+        """``client_identities`` (mTLS): the policy binding client certificates to principals;
+        calls whose certificate may not carry the credential's principal are refused and
+        reported to ``on_mismatch``."""
         self._authenticate = authenticate
+        self._client_identities = client_identities
+        self._on_mismatch = on_mismatch
 
     def intercept_service(
         self,
@@ -95,6 +125,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if principal is None:
             log.warning("rpc refused method=%s reason=bad-credential", method)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked credential")
+        if self._client_identities is not None:
+            certificate = certificate_identity(context)
+            if not self._client_identities.allows(certificate, principal.name):
+                log.warning(
+                    "rpc refused method=%s principal=%s reason=certificate-mismatch",
+                    method,
+                    principal.name,
+                )
+                if self._on_mismatch is not None:
+                    self._on_mismatch(principal, certificate.identities())
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "the client certificate does not belong to the credential's principal",
+                )
         if allowed is None or principal.role not in allowed:
             log.warning("rpc refused method=%s principal=%s reason=role", method, principal.name)
             context.abort(

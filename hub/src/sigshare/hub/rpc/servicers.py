@@ -379,6 +379,19 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.RevokePrincipalResponse(principal=convert.principal(record))
 
     @translated
+    def RotatePrincipal(
+        self, request: pb.RotatePrincipalRequest, context: grpc.ServicerContext
+    ) -> pb.RotatePrincipalResponse:
+        admin = principal_of(context)
+        with session_scope(self._engine) as session:
+            record, credential = principals.rotate_principal(
+                session, actor=admin.name, name=request.name, now=_now()
+            )
+        return pb.RotatePrincipalResponse(
+            principal=convert.principal(record), credential=credential.token
+        )
+
+    @translated
     def SetParameters(
         self, request: pb.SetParametersRequest, context: grpc.ServicerContext
     ) -> pb.SetParametersResponse:

@@ -31,6 +31,7 @@ from sigshare.hub.domain import (
 )
 from sigshare.hub.errors import (
     InvalidArgumentError,
+    PermissionDeniedError,
     PreconditionError,
     SketchRejectedError,
 )
@@ -39,6 +40,7 @@ from sigshare.hub.storage.aggregates import FamilyRepository
 from sigshare.hub.storage.repositories import (
     AuditRepository,
     ParameterRepository,
+    PrincipalRepository,
     SubmissionRepository,
 )
 from sigshare.hub.storage.results import ClusterRepository
@@ -289,6 +291,13 @@ def _store(
     clusters: Sequence[ClusterInfo] = (),
 ) -> tuple[Submission, bool]:
     header, params = plan.header, plan.params
+    # Before the family lock (the order revocation takes them in): a member revoked, or whose
+    # credential was rotated, while its upload was in flight stores nothing.
+    holder = PrincipalRepository(session).lock_for_submission(member.id)
+    if holder is None or not holder.is_active(now) or holder.credential_id != member.credential_id:
+        raise PermissionDeniedError(
+            "the credential this upload was sent with was revoked or replaced meanwhile"
+        )
     submissions = SubmissionRepository(session)
     submissions.lock_family(family_kind)
     # Under the lock: the parameters the upload was checked against are still the published ones.

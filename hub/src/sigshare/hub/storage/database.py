@@ -11,20 +11,30 @@ repositories' concurrency rules hold without further thought:
   pysqlite driver's own transaction handling is switched off for this (SQLAlchemy's documented
   recipe), which also makes SAVEPOINT and transactional DDL behave.
 
+The SQLite file holds credential hashes, session tokens and the audit log, so it is private to
+the hub's user: the hub creates it 0600 (and any missing directory above it 0700) before SQLite
+opens it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. An existing file
+that group or others may read or write is used, with a warning, and ``db upgrade`` narrows it
+(see :func:`restrict_sqlite_files`).
+
 PostgreSQL (scale path 2: several hub replicas) gets ``pool_pre_ping`` so replicas survive
 database restarts; cross-process writers are serialised by advisory locks in the repositories.
+``postgresql://`` and ``postgres://`` URLs name the driver the hub ships, psycopg2.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from sigshare.hub.errors import InvalidArgumentError
@@ -33,6 +43,15 @@ DATABASE_URL_ENV = "SIGSHARE_HUB_DB"
 DEFAULT_SQLITE_FILE = "sigshare-hub.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+POSTGRES_DRIVER = "postgresql+psycopg2"
+_POSTGRES_ALIASES = ("postgresql", "postgres")
+"""Driverless spellings of a PostgreSQL URL (SQLAlchemy would pick psycopg 3, not shipped)."""
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIRECTORY_MODE = 0o700
+SQLITE_COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+_IN_MEMORY = ("", ":memory:")
+
+log = logging.getLogger("sigshare.hub.storage")
 
 
 def default_database_url() -> str:
@@ -43,12 +62,56 @@ def default_database_url() -> str:
     return f"sqlite:///{Path.cwd().resolve() / DEFAULT_SQLITE_FILE}"
 
 
+def normalize_url(url: str | URL) -> URL:
+    """``url`` parsed, with ``postgresql://`` and ``postgres://`` bound to psycopg2."""
+    parsed = make_url(url)
+    if parsed.drivername in _POSTGRES_ALIASES:
+        return parsed.set(drivername=POSTGRES_DRIVER)
+    return parsed
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of an SQLite URL; ``None`` for other backends, memory and ``file:`` URIs."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in _IN_MEMORY:
+        return None
+    if database.startswith("file:") or parsed.query.get("uri"):
+        return None  # SQLite parses these itself; the hub never writes them
+    return Path(database)
+
+
+def loose_sqlite_files(path: Path) -> list[tuple[Path, int]]:
+    """The database file and its companions that group or others may access, with their modes."""
+    loose = []
+    for candidate in (path, *(Path(f"{path}{suffix}") for suffix in SQLITE_COMPANION_SUFFIXES)):
+        try:
+            mode = stat.S_IMODE(candidate.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            loose.append((candidate, mode))
+    return loose
+
+
+def restrict_sqlite_files(path: Path) -> list[tuple[Path, int]]:
+    """Narrow the database file and its companions to 0600; those changed, with former modes."""
+    loose = loose_sqlite_files(path)
+    for candidate, _ in loose:
+        candidate.chmod(PRIVATE_FILE_MODE)
+    return loose
+
+
 def make_engine(url: str | URL) -> Engine:
     """An engine for ``url``, configured for the backend (see the module docstring)."""
-    parsed = make_url(url)
+    parsed = normalize_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(parsed)
+        path = sqlite_path(parsed)
+        if path is not None:
+            _warn_if_loose(path)
+            event.listen(engine, "do_connect", _private_file_creator(path))
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_immediate)
         return engine
@@ -57,6 +120,79 @@ def make_engine(url: str | URL) -> Engine:
     raise InvalidArgumentError(
         f"unsupported database backend {backend!r}: use one of {', '.join(SUPPORTED_BACKENDS)}"
     )
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether the database answers a read of its schema-version row (for health checks).
+
+    On the driver's connection, outside any transaction: through SQLAlchemy, SQLite would begin
+    with ``BEGIN IMMEDIATE`` and queue the probe behind writers for the busy timeout.
+    """
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        connection = engine.raw_connection()
+    except (SQLAlchemyError, dbapi_error) as error:
+        log.warning("health check: cannot connect to the database (%s)", type(error).__name__)
+        return False
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute("SELECT 1 FROM alembic_version")
+            cursor.fetchall()
+        finally:
+            cursor.close()
+    except dbapi_error as error:
+        log.warning("health check: the database does not answer (%s)", type(error).__name__)
+        return False
+    finally:
+        connection.close()  # back to the pool, which rolls back
+    return True
+
+
+def _warn_if_loose(path: Path) -> None:
+    for loose, mode in loose_sqlite_files(path):
+        log.warning(
+            "the hub database file %s is accessible to group or others (mode %04o): run "
+            "`sigshare-hub db upgrade` or `chmod 600 %s`",
+            loose,
+            mode,
+            loose,
+        )
+
+
+def _private_file_creator(path: Path) -> Callable[[Any, Any, Any, Any], None]:
+    """A ``do_connect`` hook creating the database file 0600 before SQLite would create it 0644
+    (less the umask); missing directories above it are created 0700."""
+
+    def create(dialect: Any, connection_record: Any, cargs: Any, cparams: Any) -> None:
+        if path.exists():
+            return
+        _make_private_directories(path.parent)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except FileExistsError:  # another connection or process created it first
+            return
+        try:
+            os.fchmod(descriptor, PRIVATE_FILE_MODE)  # exact, whatever the umask
+        finally:
+            os.close(descriptor)
+
+    return create
+
+
+def _make_private_directories(directory: Path) -> None:
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=PRIVATE_DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # created meanwhile by someone else: theirs, left as it is
+        created.chmod(PRIVATE_DIRECTORY_MODE)  # mkdir's mode is narrowed by the umask
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:

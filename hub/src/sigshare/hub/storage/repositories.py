@@ -61,6 +61,7 @@ from sigshare.hub.errors import (
     ConflictError,
     InvalidArgumentError,
     NotFoundError,
+    PreconditionError,
 )
 from sigshare.hub.storage.models import (
     AuditLogRow,
@@ -212,6 +213,49 @@ class PrincipalRepository:
         if principal is None:
             raise NotFoundError("principal", name)
         return principal
+
+    def rotate(self, name: str, credential_id: str, credential_hash: bytes) -> Principal:
+        """Replace the credential of ``name``, which must not be revoked: the old one matches
+        nothing from this statement on. :class:`NotFoundError` for an unknown name,
+        :class:`PreconditionError` for a revoked principal (both change nothing)."""
+        if not isinstance(credential_id, str) or not CREDENTIAL_ID_PATTERN.fullmatch(credential_id):
+            raise InvalidArgumentError(f"credential id must be {CREDENTIAL_ID_RULE}")
+        _require_sha256("credential hash", credential_hash)
+        if self.get_by_credential_id(credential_id) is not None:
+            raise AlreadyExistsError("that credential id is already in use")
+        try:
+            with self._session.begin_nested():
+                # Conditional, so a revocation committed first is never undone by a rotation.
+                result = self._session.execute(
+                    update(PrincipalRow)
+                    .where(PrincipalRow.name == name, PrincipalRow.revoked_at.is_(None))
+                    .values(credential_id=credential_id, credential_hash=credential_hash)
+                )
+        except IntegrityError as exc:  # a concurrent transaction took the credential id
+            raise AlreadyExistsError("that credential id is already in use") from exc
+        principal = self.get_by_name(name)
+        if principal is None:
+            raise NotFoundError("principal", name)
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise PreconditionError(
+                f"principal {name!r} is revoked: its credential cannot be rotated"
+            )
+        return principal
+
+    def lock_for_submission(self, principal_id: int) -> Principal | None:
+        """The principal, share-locked until the transaction ends (PostgreSQL), so that a
+        concurrent revocation waits for a submission in flight, or the submission sees it.
+
+        Writers that lock families take this lock first, as revocation does (it updates the
+        row, then locks the member's families): the same order everywhere, so no deadlock.
+        """
+        statement = select(PrincipalRow).where(PrincipalRow.id == principal_id)
+        if _backend(self._session) == "postgresql":
+            statement = statement.with_for_update(read=True)
+        row = self._session.scalars(
+            statement, execution_options={"populate_existing": True}
+        ).one_or_none()
+        return None if row is None else _principal(row)
 
     def _one(self, statement: Select[PrincipalRow]) -> PrincipalRow | None:
         return self._session.scalars(statement).one_or_none()
@@ -623,7 +667,10 @@ class SubmissionRepository:
                     update(SubmissionRow)
                     .where(
                         SubmissionRow.id == submission_id,
-                        SubmissionRow.status != SubmissionStatus.ACTIVE.value,
+                        # A withdrawn submission belonged to a revoked member: it stays out.
+                        SubmissionRow.status.not_in(
+                            [SubmissionStatus.ACTIVE.value, SubmissionStatus.WITHDRAWN.value]
+                        ),
                     )
                     .values(
                         status=SubmissionStatus.ACTIVE.value,

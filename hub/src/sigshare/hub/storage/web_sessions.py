@@ -119,6 +119,21 @@ class WebSessionRepository:
         )
         return cast(CursorResult[Any], ended).rowcount == 1
 
+    def end_all_of(self, principal_id: int, at: datetime) -> int:
+        """End every open session of the principal (its credential changed); how many."""
+        moment = utc(at)
+        ended = self._session.execute(
+            update(WebSessionRow)
+            .where(
+                WebSessionRow.principal_id == principal_id,
+                WebSessionRow.ended_at.is_(None),
+                WebSessionRow.expires_at > moment,
+            )
+            .values(ended_at=moment)
+            .execution_options(synchronize_session=False)
+        )
+        return cast(CursorResult[Any], ended).rowcount
+
     def purge(self, before: datetime) -> int:
         """Delete sessions that expired or ended before ``before``; how many."""
         moment = utc(before)

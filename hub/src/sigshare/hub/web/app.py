@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from sigshare.hub.domain import (
     NAME_RULE,
@@ -56,6 +56,7 @@ from sigshare.hub.services.parameters import list_parameters
 from sigshare.hub.services.principals import authenticate, list_principals
 from sigshare.hub.storage import AuditRepository, session_scope
 from sigshare.hub.storage.console_reads import ConsoleReadRepository
+from sigshare.hub.storage.database import database_reachable
 from sigshare.hub.storage.review import (
     MAX_PAGE_SIZE,
     CampaignSort,
@@ -302,6 +303,15 @@ class _Console:
         self.clock = clock
         self.cookies = CookieNames.for_transport(secure_cookies)
         self.templates = _templates()
+
+    # ------------------------------------------------------------------ health
+
+    def healthz(self) -> Response:
+        """For load balancers and orchestrators: no credential, no session, no audit entry;
+        200 while the database answers, 503 otherwise."""
+        if database_reachable(self.engine):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, status_code=503)
 
     # ------------------------------------------------------------------ sessions and guards
 
@@ -925,6 +935,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, console.on_http_error)
     app.add_exception_handler(RequestValidationError, console.on_validation_error)
 
+    app.api_route("/healthz", methods=["GET", "HEAD"])(console.healthz)
     app.get("/login")(console.login_form)
     app.post("/login")(console.login)
     app.post("/logout")(console.logout)
