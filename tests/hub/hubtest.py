@@ -13,7 +13,8 @@ import hashlib
 import math
 import random
 import string
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from sigshare.hub.domain import KindParameters, MinHashParameters, Principal, Ro
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.server import BoundServer, parse_listen
 from sigshare.hub.services import parameters, principals
+from sigshare.hub.services.refusals import RefusalPolicy
 from sigshare.hub.storage import PrincipalRepository, session_scope
 from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter
 from sigshare.sketch.cluster import cluster_prompts
@@ -219,10 +221,31 @@ class RunningHub:
         self.server.stop(0)
 
 
+LENIENT_REFUSALS = RefusalPolicy(burst=1_000_000, per_minute=1_000_000)
+"""The default limit on refused credentials of test hubs: tests of other behaviour (and the
+fuzzers) send many bad credentials, all from 127.0.0.1; the limit has tests of its own."""
+
+
 @contextmanager
-def running_hub(engine: Engine, credentials: Mapping[str, str]) -> Iterator[RunningHub]:
-    """A hub on a free loopback port over ``engine`` (already provisioned), stopped on exit."""
-    server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
+def running_hub(
+    engine: Engine,
+    credentials: Mapping[str, str],
+    *,
+    refusal_policy: RefusalPolicy = LENIENT_REFUSALS,
+    refusal_clock: Callable[[], float] = time.monotonic,
+) -> Iterator[RunningHub]:
+    """A hub on a free loopback port over ``engine`` (already provisioned), stopped on exit.
+
+    ``refusal_policy`` and ``refusal_clock``: the hub's limit on refused credentials (every
+    test client calls from 127.0.0.1, so they share one bucket)."""
+    server = build_hub(
+        engine,
+        parse_listen("127.0.0.1:0"),
+        tls=None,
+        insecure=True,
+        refusal_policy=refusal_policy,
+        refusal_clock=refusal_clock,
+    )
     server.server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     hub = RunningHub(engine=engine, server=server, credentials=dict(credentials), channel=channel)

@@ -404,9 +404,18 @@ def test_members_and_wrong_credentials_get_the_same_refusal(
     assert REFUSAL in response.text
     assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
     assert console.client.get("/", follow_redirects=False).status_code == 303
-    [entry] = console.audit(action="web.sign_in_refused")
+    [entry] = console.audit(action="auth.refused")
     assert entry.actor == "web"
-    assert entry.details == {"client": "testclient"}
+    assert entry.target == "source:testclient"
+    assert entry.details == {
+        "channel": "web",
+        "source": "testclient",
+        "kind": "first",
+        "refusals": 1,
+        "seconds": 0.0,
+        "limited": False,
+        "summary": "1 refusals from testclient in the last 0 s",
+    }
     everything = json.dumps([vars_of(e) for e in console.audit()])
     if presented:
         assert presented not in everything

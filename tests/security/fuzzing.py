@@ -198,6 +198,9 @@ READ_ACTIONS = frozenset(
     }
 )
 """Audit entries written for reads (before the read can fail): not state changes."""
+RECORD_ONLY_ACTIONS = READ_ACTIONS | {"auth.refused"}
+"""Audit entries that record an event rather than change state: reads, and the aggregated
+record of refused credentials (a refusal changes nothing, but is audited)."""
 
 METHODS: dict[str, tuple[str, type[Any]]] = {
     f"/{service.full_name}/{method.name}": (
@@ -514,7 +517,7 @@ class FuzzHub:
             ).scalars()
             audit = session.execute(
                 select(AuditLogRow.id, AuditLogRow.actor, AuditLogRow.action, AuditLogRow.target)
-                .where(AuditLogRow.action.not_in(sorted(READ_ACTIONS)))
+                .where(AuditLogRow.action.not_in(sorted(RECORD_ONLY_ACTIONS)))
                 .order_by(AuditLogRow.id)
             ).all()
             ledgers = session.execute(

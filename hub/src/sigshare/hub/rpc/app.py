@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -14,6 +16,12 @@ from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import BoundServer, ListenAddress, TlsConfig, build_server
 from sigshare.hub.rpc.servicers import register
 from sigshare.hub.services.principals import authenticate, record_certificate_mismatch
+from sigshare.hub.services.refusals import (
+    RefusalLimiter,
+    RefusalPolicy,
+    RefusalSummary,
+    audit_refusal,
+)
 from sigshare.hub.storage.database import session_scope
 from sigshare.hub.storage.migrate import require_current
 
@@ -29,12 +37,16 @@ def build_hub(
     max_workers: int = 16,
     index_cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES,
     client_identities: ClientIdentityPolicy | None = None,
+    refusal_policy: RefusalPolicy | None = None,
+    refusal_clock: Callable[[], float] = time.monotonic,
 ) -> BoundServer:
     """A hub server on ``address`` over ``engine``; refuses an un-migrated database.
 
     ``index_cache_bytes``: memory for the membership indexes resolutions are answered from.
     ``client_identities`` (needs mTLS): bind client certificates to principals; a valid
     credential over a certificate the policy does not allow it on is refused and audited.
+    ``refusal_policy``: the per-source limit on refused credentials (default
+    ``RefusalPolicy()``); ``refusal_clock`` (monotonic seconds) is for tests.
     """
     require_current(engine)
     if client_identities is not None and (tls is None or tls.client_ca is None):
@@ -48,6 +60,11 @@ def build_hub(
         with session_scope(engine) as session:
             record_certificate_mismatch(session, principal, identities, datetime.now(UTC))
 
+    def refusals_audited(summary: RefusalSummary) -> None:
+        with session_scope(engine) as session:
+            audit_refusal(session, summary, datetime.now(UTC))
+
+    refusals = RefusalLimiter("rpc", refusals_audited, refusal_policy, clock=refusal_clock)
     return build_server(
         address,
         lambda server: register(server, engine, IndexCache(index_cache_bytes)),
@@ -58,6 +75,7 @@ def build_hub(
                 credential_owner,
                 client_identities=client_identities,
                 on_mismatch=certificate_refused,
+                refusals=refusals,
             )
         ],
         max_workers=max_workers,

@@ -5,11 +5,15 @@ interceptor resolves the principal (through the service layer, on every call, so
 takes effect at once), checks the role the service requires, and hands the principal to the
 servicer through a context variable. The standard health service is the one exception: load
 balancers and orchestrators probe it without credentials, and it reveals only SERVING or not.
+
+Refused credentials are rate-limited per source address (``services.refusals``): a source that
+has run out of refusals is answered RESOURCE_EXHAUSTED before its credential is looked at.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +24,7 @@ import grpc
 from sigshare.hub.domain import Principal, Role
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.rpc.client_identity import CertificateIdentity, ClientIdentityPolicy
+from sigshare.hub.services.refusals import RefusalLimiter, source_key
 
 log = logging.getLogger("sigshare.hub.access")
 
@@ -68,6 +73,17 @@ def certificate_identity(context: grpc.ServicerContext) -> CertificateIdentity:
     )
 
 
+def peer_source(peer: str) -> str:
+    """The rate-limiting source of a gRPC peer: ``ipv4:1.2.3.4:5678`` → ``1.2.3.4``,
+    ``ipv6:[2001:db8::1]:5678`` → its /64, ``unix:/path`` → ``unix``."""
+    scheme, _, rest = peer.partition(":")
+    if scheme == "ipv4":
+        return source_key(rest.rsplit(":", 1)[0])
+    if scheme == "ipv6":
+        return source_key(rest.rsplit(":", 1)[0] if rest.startswith("[") else rest)
+    return source_key(scheme)
+
+
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
         if key.lower() == "authorization" and isinstance(value, str):
@@ -84,11 +100,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
         *,
         client_identities: ClientIdentityPolicy | None = None,
         on_mismatch: MismatchRecorder | None = None,
+        refusals: RefusalLimiter | None = None,
     ) -> None:
         """``client_identities`` (mTLS): the policy binding client certificates to principals;
         calls whose certificate may not carry the credential's principal are refused and
-        reported to ``on_mismatch``."""
+        reported to ``on_mismatch``. ``refusals``: the per-source limit on refused
+        credentials (none without it)."""
         self._authenticate = authenticate
+        self._refusals = refusals
         self._client_identities = client_identities
         self._on_mismatch = on_mismatch
 
@@ -121,9 +140,18 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if credential is None:
             log.warning("rpc refused method=%s reason=no-credential", method)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer credential")
+        source = peer_source(context.peer())
+        if self._refusals is not None and (wait := self._refusals.admit(source)) is not None:
+            log.warning("rpc refused method=%s source=%s reason=rate-limited", method, source)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many refused credentials from this address: retry in {math.ceil(wait)} s",
+            )
         principal = self._authenticate(credential)
         if principal is None:
-            log.warning("rpc refused method=%s reason=bad-credential", method)
+            log.warning("rpc refused method=%s source=%s reason=bad-credential", method, source)
+            if self._refusals is not None:
+                self._refusals.refused(source)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked credential")
         if self._client_identities is not None:
             certificate = certificate_identity(context)

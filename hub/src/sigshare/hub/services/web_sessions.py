@@ -5,8 +5,9 @@ SHA-256, the CSRF token of the session and its lifetime. Every request resolves 
 afresh, principal included, so ending a session or revoking its principal's credential takes
 effect at the next request. Only coordinators and admins may hold a session.
 
-Sign-ins, refused sign-ins and sign-outs are audited; refusals record no credential material
-and do not say why they were refused (an unknown credential and a member's look alike).
+Sign-ins and sign-outs are audited here; refused sign-ins are rate-limited and audited in
+aggregate per source address (``services.refusals``), with no credential material and no word
+of why they were refused (an unknown credential and a member's look alike).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from sigshare.hub.storage.web_sessions import WebSessionRepository
 CONSOLE_ROLES = frozenset({Role.COORDINATOR, Role.ADMIN})
 """Who may sign in to the console. Members never may."""
 TOKEN_BYTES = 32
-ANONYMOUS_ACTOR = "web"
-"""The audit actor of refused sign-ins: nobody was identified."""
 KEEP_CLOSED_SESSIONS = timedelta(days=1)
 """Ended or expired sessions are deleted this long after they closed (sign-ins purge them)."""
 MAX_SESSION_HOURS = 24 * 7
@@ -86,13 +85,6 @@ def start(
         at=now,
     )
     return token, csrf
-
-
-def refuse(session: Session, now: datetime, *, client: str = "") -> None:
-    """Audit a refused sign-in. Nothing about the credential presented is recorded."""
-    AuditRepository(session).append(
-        ANONYMOUS_ACTOR, "web.sign_in_refused", "*", {"client": client[:64]}, at=now
-    )
 
 
 def resolve(session: Session, token: str, now: datetime) -> tuple[Principal, str] | None:

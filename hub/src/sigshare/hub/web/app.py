@@ -13,8 +13,10 @@ audited once per page view, in the same transaction as the read.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -54,6 +56,13 @@ from sigshare.hub.services import exports, review, review_workflow, web_sessions
 from sigshare.hub.services.audit import search_audit_log
 from sigshare.hub.services.parameters import list_parameters
 from sigshare.hub.services.principals import authenticate, list_principals
+from sigshare.hub.services.refusals import (
+    RefusalLimiter,
+    RefusalPolicy,
+    RefusalSummary,
+    audit_refusal,
+    source_key,
+)
 from sigshare.hub.storage import AuditRepository, session_scope
 from sigshare.hub.storage.console_reads import ConsoleReadRepository
 from sigshare.hub.storage.database import database_reachable
@@ -94,6 +103,7 @@ EXPORT_FORMATS: dict[str, str] = {
 }
 REFUSAL = "unknown credential or not a coordinator"
 """The one answer to a failed sign-in: a wrong credential and a member's look the same."""
+LIMITED = "too many refused sign-ins from your address: try again in {seconds} s"
 LOGIN_FORM_SECONDS = 3600
 SECTIONS = (
     ("overview", "Overview", "/"),
@@ -296,8 +306,10 @@ class _Console:
         secure_cookies: bool,
         session_hours: float,
         clock: Callable[[], datetime],
+        refusals: RefusalLimiter,
     ) -> None:
         self.engine = engine
+        self.refusals = refusals
         self.secure = secure_cookies
         self.session_hours = session_hours
         self.clock = clock
@@ -470,13 +482,20 @@ class _Console:
         self._require_same_site(request)
         if not tokens_match(csrf, request.cookies.get(self.cookies.login, "")):
             raise RefusedError("the sign-in form expired: reload it and try again")
+        source = source_key(_client(request))
+        if (wait := self.refusals.admit(source)) is not None:
+            # Refused before the credential is looked at, so guessing is no faster than refill.
+            seconds = math.ceil(wait)
+            response = self._login_page(
+                request, views.safe_next(next_path), LIMITED.format(seconds=seconds), 429
+            )
+            response.headers["retry-after"] = str(seconds)
+            return response
         now = self.clock()
         opened: tuple[str, str] | None = None
         with session_scope(self.engine) as session:
             principal = authenticate(session, credential, now)
-            if principal is None or not web_sessions.may_sign_in(principal, now):
-                web_sessions.refuse(session, now, client=_client(request))
-            else:
+            if principal is not None and web_sessions.may_sign_in(principal, now):
                 previous = request.cookies.get(self.cookies.session)
                 if previous:
                     web_sessions.end(session, previous, now)
@@ -484,6 +503,7 @@ class _Console:
                     session, principal, now, self.session_hours, client=_client(request)
                 )
         if opened is None:
+            self.refusals.refused(source)  # audited in aggregate, in its own transaction
             return self._login_page(request, views.safe_next(next_path), REFUSAL, 401)
         response = RedirectResponse(views.safe_next(next_path), status_code=303)
         set_cookie(response, self.cookies.session, opened[0], secure=self.secure)
@@ -908,22 +928,32 @@ def create_app(
     secure_cookies: bool = True,
     session_hours: float = 12,
     clock: Callable[[], datetime] | None = None,
+    refusal_policy: RefusalPolicy | None = None,
+    refusal_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """The console over ``engine`` (already migrated).
 
     ``secure_cookies``: mark cookies ``Secure`` with the ``__Host-`` prefix — true whenever the
     console is served over TLS; false only for plaintext on loopback and tests. ``clock`` (UTC
-    now) is for tests of session expiry.
+    now) is for tests of session expiry. ``refusal_policy``: the per-source limit on refused
+    sign-ins (default ``RefusalPolicy()``); ``refusal_clock`` (monotonic seconds) is for tests.
     """
     if not 0 < session_hours <= web_sessions.MAX_SESSION_HOURS:
         raise InvalidArgumentError(
             f"session_hours must be more than 0 and at most {web_sessions.MAX_SESSION_HOURS}"
         )
+    now = clock or _utc_now
+
+    def refusals_audited(summary: RefusalSummary) -> None:
+        with session_scope(engine) as session:
+            audit_refusal(session, summary, now())
+
     console = _Console(
         engine,
         secure_cookies=secure_cookies,
         session_hours=session_hours,
-        clock=clock or _utc_now,
+        clock=now,
+        refusals=RefusalLimiter("web", refusals_audited, refusal_policy, clock=refusal_clock),
     )
     app = FastAPI(
         title="sigshare coordinator console", docs_url=None, redoc_url=None, openapi_url=None
