@@ -16,6 +16,8 @@ from sigshare.hub.cli.server_options import (
     check_tls_flags,
     configure_logging,
     native_logs_as_records,
+    refusal_options,
+    refusal_policy,
     runtime_options,
 )
 from sigshare.hub.rpc.app import build_hub
@@ -63,6 +65,7 @@ DEFAULT_LISTEN = "127.0.0.1:7443"
     help="Memory for cached membership indexes (per kind: m × ⌈members/8⌉ bytes, rounded up "
     "to 1, 2, 4 or a multiple of 8); 0 rebuilds the index for every request.",
 )
+@refusal_options
 @runtime_options
 @pass_hub
 def serve(
@@ -76,6 +79,8 @@ def serve(
     insecure: bool,
     workers: int,
     index_cache_mib: int,
+    refusal_burst: int,
+    refusals_per_minute: float,
     port_file: Path | None,
     log_json: bool,
     log_level: str,
@@ -119,6 +124,7 @@ def serve(
                 max_workers=workers,
                 index_cache_bytes=index_cache_mib << 20,
                 client_identities=client_identities,
+                refusal_policy=refusal_policy(refusal_burst, refusals_per_minute),
             )
         transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
 

@@ -22,6 +22,7 @@ from cryptography import x509
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.services.refusals import RefusalPolicy
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 CERTIFICATE_WARNING_DAYS = 30
@@ -147,6 +148,38 @@ def runtime_options(command: _F) -> _F:
     ):
         command = option(command)
     return command
+
+
+def refusal_options(command: _F) -> _F:
+    """``--refusal-burst`` and ``--refusals-per-minute``: the per-source limit on refused
+    credentials (``RefusalPolicy``), for both server commands."""
+    defaults = RefusalPolicy()
+    for option in reversed(
+        (
+            click.option(
+                "--refusal-burst",
+                type=click.IntRange(min=1),
+                default=defaults.burst,
+                show_default=True,
+                help="Refused credentials a source address may send at once before it is "
+                "refused unchecked.",
+            ),
+            click.option(
+                "--refusals-per-minute",
+                type=click.FloatRange(min=0, min_open=True),
+                default=defaults.per_minute,
+                show_default=True,
+                help="How fast a source's allowance of refused credentials refills (raise both "
+                "when every client arrives through one proxy address).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def refusal_policy(burst: int, per_minute: float) -> RefusalPolicy:
+    return RefusalPolicy(burst=burst, per_minute=per_minute)
 
 
 def check_tls_flags(

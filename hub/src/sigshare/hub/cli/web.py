@@ -24,6 +24,8 @@ from sigshare.hub.cli.server_options import (
     check_certificate_dates,
     check_tls_flags,
     configure_logging,
+    refusal_options,
+    refusal_policy,
     runtime_options,
 )
 from sigshare.hub.errors import InvalidArgumentError
@@ -106,6 +108,7 @@ class _Server(uvicorn.Server):
     type=click.FloatRange(min=0.1, max=168),
     help="How long a sign-in lasts.",
 )
+@refusal_options
 @runtime_options
 @pass_hub
 def web(
@@ -116,6 +119,8 @@ def web(
     tls_key: Path | None,
     insecure: bool,
     session_hours: float,
+    refusal_burst: int,
+    refusals_per_minute: float,
     port_file: Path | None,
     log_json: bool,
     log_level: str,
@@ -144,7 +149,10 @@ def web(
             if expiring := check_certificate_dates(tls_cert):
                 log.warning(expiring)
         app = create_app(
-            hub.engine(), secure_cookies=tls_cert is not None, session_hours=session_hours
+            hub.engine(),
+            secure_cookies=tls_cert is not None,
+            session_hours=session_hours,
+            refusal_policy=refusal_policy(refusal_burst, refusals_per_minute),
         )
         listener = _bind(address)
     port = listener.getsockname()[1]
