@@ -7,16 +7,14 @@ backed up, and those answers agree with the exact oracle."""
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import fresh_postgres_database
 from hubtest import (
     MEMBERS,
     EmailForum,
@@ -29,8 +27,7 @@ from hubtest import (
     running_hub,
     submit_email,
 )
-from sqlalchemy import URL, create_engine, make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy import URL, make_url
 
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli import cli
@@ -56,22 +53,6 @@ def answers(url: str, credentials: dict[str, str], forum: EmailForum) -> Answers
             }
     finally:
         engine.dispose()
-
-
-@contextmanager
-def new_postgres_database(server: URL) -> Iterator[URL]:
-    name = f"sigshare_restore_{secrets.token_hex(6)}"
-    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield server.set(database=name)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
 
 
 def libpq(url: URL) -> str:
@@ -137,7 +118,7 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
         assert answers(restored, credentials, forum) == before
         return
     server = request.getfixturevalue("postgres_server")
-    with new_postgres_database(server) as target:
+    with fresh_postgres_database(server) as target:
         restore = shutil.which("pg_restore")
         assert restore is not None, "pg_restore is not installed"
         run_tool(restore, "--no-owner", "--exit-on-error", f"--dbname={libpq(target)}", str(backup))
