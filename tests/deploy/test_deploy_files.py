@@ -103,8 +103,11 @@ def test_kubernetes_manifests_match_the_api_schemas(manifest: Path) -> None:
 
 
 def test_the_schema_check_rejects_an_unknown_field() -> None:
-    document = _documents(DEPLOY / "hub" / "kubernetes" / "hub.yaml")[3]  # the hub Deployment
-    assert document["kind"] == "Deployment"
+    document = next(
+        d
+        for d in _documents(DEPLOY / "hub" / "kubernetes" / "hub.yaml")
+        if d["kind"] == "Deployment"
+    )
     spec = dict(document["spec"])  # type: ignore[arg-type]
     spec["replica"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -122,6 +125,7 @@ def test_hub_manifests_probe_and_protect_every_component() -> None:
         ("Secret", "hub-db"),
         ("Secret", "hub-tls"),
         ("Job", "hub-migrate"),
+        ("PersistentVolumeClaim", "hub-blobs"),
         ("Deployment", "hub"),
         ("Deployment", "hub-web"),
         ("Service", "hub"),
@@ -139,6 +143,14 @@ def test_hub_manifests_probe_and_protect_every_component() -> None:
             assert container["livenessProbe"]
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            # Replicas and the console share one payload directory (ReadWriteMany claim).
+            blob_dir = {e["name"]: e.get("value") for e in container["env"]}[
+                "SIGSHARE_HUB_BLOB_DIR"
+            ]
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts[blob_dir] == "blobs"
+        claims = {v["name"]: v.get("persistentVolumeClaim") for v in pod["volumes"]}
+        assert claims["blobs"] == {"claimName": "hub-blobs"}
 
 
 def test_compose_file_matches_the_compose_specification() -> None:

@@ -1,6 +1,7 @@
-"""Backups restore to the same answers: an SQLite database copied online with
-``sigshare-hub db backup`` while the hub serves, a PostgreSQL database with ``pg_dump`` /
-``pg_restore`` (docs/operator-guide.md, section 7). After the backup the live forum changes;
+"""Backups restore to the same answers: an SQLite database (and its payload blobs) copied
+online with ``sigshare-hub db backup`` while the hub serves, a PostgreSQL database with
+``pg_dump`` / ``pg_restore`` and its blob directory copied after the dump (docs/operator-guide.md,
+section 7). After the backup the live forum changes;
 the restored database answers every member's resolution exactly as the forum did when it was
 backed up, and those answers agree with the exact oracle."""
 
@@ -42,9 +43,11 @@ def hub(url: str, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--db", url, *args])
 
 
-def answers(url: str, credentials: dict[str, str], forum: EmailForum) -> Answers:
+def answers(
+    url: str, credentials: dict[str, str], forum: EmailForum, blob_dir: Path | None = None
+) -> Answers:
     """Every member's resolution of its own values, as counts of other holders."""
-    engine = make_engine(url)
+    engine = make_engine(url, blob_dir=blob_dir)
     try:
         with running_hub(engine, credentials) as running:
             return {
@@ -70,7 +73,9 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
 ) -> None:
     url = empty_database_url
     migrate.upgrade(url)
-    engine = make_engine(url)
+    # PostgreSQL replicas share a blob directory the operator names; SQLite's is beside it.
+    blob_dir = None if url.startswith("sqlite") else tmp_path / "blobs"
+    engine = make_engine(url, blob_dir=blob_dir)
     credentials = provision(engine)
     forum = EmailForum(sets=overlapping_sets(), prf=email_prf(forum_secret()))
     backup = tmp_path / "hub-backup.db"
@@ -92,12 +97,17 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
                 assert document["bytes"] == backup.stat().st_size
                 assert document["revision"] == migrate.head_revision()
                 assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+                assert document["blob_dir"] == f"{backup}.blobs"
+                assert document["blobs"] == len(MEMBERS)  # one filter per member
+                assert document["blob_bytes"] > 0
             else:
                 dump = shutil.which("pg_dump")
                 assert dump is not None, "pg_dump is not installed"
                 run_tool(
                     dump, "--format=custom", f"--file={backup}", f"--dbname={libpq(make_url(url))}"
                 )
+                assert blob_dir is not None
+                shutil.copytree(blob_dir, tmp_path / "blobs-backup")  # the runbook: after the dump
 
             # The live forum moves on: m2 replaces its filter with values nobody else holds.
             changed = {**forum.sets, "m2": frozenset(f"new{i}@m2.example" for i in range(50))}
@@ -113,6 +123,7 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
         restored_path.parent.mkdir()
         shutil.copyfile(backup, restored_path)  # the runbook: `install -m 0600 BACKUP DB`
         restored_path.chmod(0o600)
+        shutil.copytree(f"{backup}.blobs", f"{restored_path}.blobs")
         restored = f"sqlite:///{restored_path}"
         assert hub(restored, "db", "upgrade").exit_code == 0
         assert answers(restored, credentials, forum) == before
@@ -124,7 +135,11 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
         run_tool(restore, "--no-owner", "--exit-on-error", f"--dbname={libpq(target)}", str(backup))
         restored = target.render_as_string(hide_password=False)
         assert hub(restored, "db", "upgrade").exit_code == 0
-        assert answers(restored, credentials, forum) == before
+        restored_blobs = tmp_path / "blobs-backup"
+        checked = hub(restored, "--blob-dir", str(restored_blobs), "db", "blobs", "--json")
+        assert checked.exit_code == 0, checked.output
+        assert json.loads(checked.stdout)["missing"] == []
+        assert answers(restored, credentials, forum, restored_blobs) == before
 
 
 def test_backup_refuses_without_changing_anything(

@@ -166,7 +166,7 @@ def test_migrations_are_found_from_the_package_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0006"
+    assert migrate.head_revision() == "0007"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
 
@@ -568,7 +568,7 @@ def test_0006_admits_withdrawn_submissions_and_downgrades_them_to_expired(
         connection.execute(withdraw)
 
     migrate.upgrade(empty_engine)
-    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0006"
+    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0007"
     assert _schema_differences(empty_engine) == []
     with empty_engine.begin() as connection:
         connection.execute(withdraw)
@@ -583,3 +583,67 @@ def test_0006_admits_withdrawn_submissions_and_downgrades_them_to_expired(
     ]
     with pytest.raises(IntegrityError), empty_engine.begin() as connection:
         connection.execute(withdraw)
+
+
+# --- 0007: payloads in the blob store ------------------------------------------------------------
+
+BEFORE_BLOBS = "0006"
+
+
+def test_0007_keeps_database_payloads_readable_and_refuses_to_downgrade_over_blobs(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_BLOBS)
+    tables = _reflected(empty_engine)
+    with empty_engine.begin() as connection:
+        connection.execute(
+            insert(tables["principals"]).values(
+                id=1,
+                name="acme",
+                role="member",
+                credential_id="a" * 16,
+                credential_hash=bytes(32),
+                created_at=T0,
+            )
+        )
+        for number in (1, 2):
+            connection.execute(
+                insert(tables["submissions"]).values(
+                    id=number,
+                    member_id=1,
+                    family_kind=f"kind{number}",
+                    key_id="epoch-1",
+                    params_digest=b"\x01" * 32,
+                    content_sha256=bytes([number]) * 32,
+                    declared_count=1,
+                    byte_size=7,
+                    status="active",
+                    tokens_asked=0,
+                    created_at=T0,
+                    expires_at=T0 + timedelta(days=14),
+                )
+            )
+        connection.execute(
+            insert(tables["submission_payloads"]).values(submission_id=1, payload=b"filter1")
+        )
+
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0007"
+    assert _schema_differences(empty_engine) == []
+    with session_scope(empty_engine) as session:
+        assert SubmissionRepository(session).payload(1) == b"filter1"  # stays in the database
+    payloads = _reflected(empty_engine)["submission_payloads"]
+    for neither_or_both in ({}, {"payload": b"x", "blob": "a" * 64 + "-" + "b" * 16}):
+        with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+            connection.execute(insert(payloads).values(submission_id=2, **neither_or_both))
+    with empty_engine.begin() as connection:
+        connection.execute(insert(payloads).values(submission_id=2, blob="a" * 64 + "-" + "b" * 16))
+
+    with pytest.raises(RuntimeError, match="1 submission payloads live in the blob store"):
+        migrate.downgrade(empty_engine, BEFORE_BLOBS)
+    assert migrate.current_revision(empty_engine) == "0007"
+    with empty_engine.begin() as connection:
+        connection.execute(payloads.delete().where(payloads.c.submission_id == 2))
+    migrate.downgrade(empty_engine, BEFORE_BLOBS)
+    assert migrate.current_revision(empty_engine) == BEFORE_BLOBS
+    assert [row["payload"] for row in _rows(empty_engine, "submission_payloads")] == [b"filter1"]

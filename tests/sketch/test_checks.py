@@ -14,6 +14,7 @@ from sigshare.sketch.checks import (
     MAX_FPR_FACTOR,
     UNIFORMITY_SIGMAS,
     FilterHealth,
+    _byte_popcount_histogram,
     check_filter,
     measure,
 )
@@ -304,3 +305,12 @@ def test_half_density_blocks_refused_as_crafted() -> None:
     assert health.block_chi2_z > UNIFORMITY_SIGMAS
     with pytest.raises(SaturationError, match="crafted pattern"):
         check_filter(bloom, PUBLISHED)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 7, 4096, (1 << 21) + 3])
+def test_byte_popcount_histogram_matches_counting_each_byte(size: int) -> None:
+    """The pairwise, chunked histogram equals the plain count of each byte's popcount, for odd
+    lengths and more than one chunk too."""
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    oracle = np.bincount(np.bitwise_count(data), minlength=9).astype(np.float64)
+    assert np.array_equal(_byte_popcount_histogram(data), oracle)

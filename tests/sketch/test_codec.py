@@ -238,6 +238,12 @@ def test_bloom_round_trip(bloom: BloomFilter, compress: bool | None) -> None:
     assert np.array_equal(decoded.bits, bloom.bits)
     assert decoded.count == bloom.count
     assert decoded.params == bloom.params
+    assert decoded.bits.flags.writeable
+    view = decode_bloom(data, bloom.params, copy=False)  # what the hub checks
+    assert np.array_equal(view.bits, bloom.bits)
+    if not header.compressed:
+        assert not view.bits.flags.writeable
+        assert np.shares_memory(view.bits, np.frombuffer(data, dtype=np.uint8))
     assert decoded.bits.flags.writeable  # a private copy, not a view of ``data``
 
 

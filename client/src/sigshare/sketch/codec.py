@@ -170,12 +170,14 @@ def read_bloom_header(data: bytes) -> BloomHeader:
     )
 
 
-def decode_bloom(data: bytes, params: BloomParams) -> BloomFilter:
+def decode_bloom(data: bytes, params: BloomParams, *, copy: bool = True) -> BloomFilter:
     """Decode a filter encoded for ``params``; anything else raises :class:`FormatError`.
 
     The parameters come from the caller (the forum's published ones), never from the bytes: a
     header that disagrees is refused before any payload is decompressed, and decompression is
     capped at the size ``m`` implies, so a compressed bomb cannot exhaust memory.
+    ``copy=False``: an uncompressed filter's bits are a read-only view of ``data`` (for
+    checking a filter without a second copy of it).
     """
     header = read_bloom_header(data)
     for name, got, want in (
@@ -202,8 +204,8 @@ def decode_bloom(data: bytes, params: BloomParams) -> BloomFilter:
         raise FormatError(f"payload is {len(raw)} bytes, m={params.m} needs {params.nbytes}")
     if zlib.crc32(raw) != header.crc32:
         raise FormatError("checksum mismatch: the filter is corrupted")
-    bits = np.frombuffer(raw, dtype=np.uint8).copy()
-    return BloomFilter(params, bits, header.count)
+    bits = np.frombuffer(raw, dtype=np.uint8)
+    return BloomFilter(params, bits.copy() if copy else bits, header.count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ an admin command does not pay for importing the gRPC stack and a new group is on
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import click
 
@@ -53,14 +54,23 @@ class _LazyGroup(click.Group):
     help="Database URL (default: $SIGSHARE_HUB_DB, else the SQLite file sigshare-hub.db in "
     "the current directory).",
 )
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SIGSHARE_HUB_BLOB_DIR",
+    default=None,
+    help="Directory of submission payloads, shared by every replica of this hub (default: "
+    "$SIGSHARE_HUB_BLOB_DIR, else DATABASE.blobs beside an SQLite file; PostgreSQL without "
+    "one keeps payloads in the database).",
+)
 @click.version_option(package_name="sigshare-hub", prog_name="sigshare-hub")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
+def cli(ctx: click.Context, database_url: str | None, blob_dir: Path | None) -> None:
     """sigshare-hub: administer and run the hub that intersects members' keyed sketches.
 
     Every command except `db upgrade` refuses a database whose schema is not current.
     """
-    hub = HubContext(database_url or default_database_url())
+    hub = HubContext(database_url or default_database_url(), blob_dir=blob_dir)
     ctx.obj = hub
     ctx.call_on_close(hub.close)
 

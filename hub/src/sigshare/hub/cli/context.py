@@ -11,6 +11,7 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from sqlalchemy import Engine
@@ -56,8 +57,9 @@ def format_time(moment: datetime | None) -> str:
 class HubContext:
     """The ``--db`` database of one invocation, opened lazily and disposed of on exit."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, blob_dir: Path | None = None) -> None:
         self._url = database_url
+        self._blob_dir = blob_dir
         self._engine: Engine | None = None
         self._schema_checked = False
         self.actor = cli_actor()
@@ -105,7 +107,7 @@ class HubContext:
         if not create:
             _require_existing_sqlite_file(url)  # connecting would create an empty file
         try:
-            return make_engine(url)
+            return make_engine(url, blob_dir=self._blob_dir)
         except (ImportError, ArgumentError) as exc:  # a driver unknown or not installed
             hint = f" ({POSTGRES_HINT})" if url.get_backend_name() == "postgresql" else ""
             raise UnsupportedDatabaseError(

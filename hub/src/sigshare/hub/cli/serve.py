@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sigshare.hub.cli.server_options import (
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import TlsConfig, parse_listen
+from sigshare.hub.services import payloads as payloads_module
 
 DEFAULT_LISTEN = "127.0.0.1:7443"
 
@@ -127,17 +129,24 @@ def serve(
                 refusal_policy=refusal_policy(refusal_burst, refusals_per_minute),
             )
         transport = "plaintext (loopback only)" if tls is None else ("mTLS" if client_ca else "TLS")
+        payloads = payloads_module.location(hub.engine())
+        stop_sweeping = threading.Event()
+        payloads_module.start_sweeper(hub.engine(), stop_sweeping)
 
         def announce() -> None:
             log.info(
-                "serving address=%s port=%d transport=%s database=%s",
+                "serving address=%s port=%d transport=%s database=%s payloads=%s",
                 address.host,
                 server.port,
                 transport,
                 hub.database,
+                payloads,
             )
             if port_file is not None:
                 port_file.write_text(f"{server.port}\n")
 
-        server.serve_until_signalled(on_serving=announce)
+        try:
+            server.serve_until_signalled(on_serving=announce)
+        finally:
+            stop_sweeping.set()
     log.info("stopped")

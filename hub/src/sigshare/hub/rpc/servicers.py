@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy import Engine
 
-from sigshare.hub.domain import NAME_RULE, is_valid_name
+from sigshare.hub.domain import NAME_RULE, Principal, is_valid_name
 from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import AuditChainError, InvalidArgumentError, SketchRejectedError
 from sigshare.hub.rpc import convert
@@ -27,11 +27,15 @@ from sigshare.hub.services import member_views, parameters, principals, resoluti
 from sigshare.hub.services.audit import verify_audit_log
 from sigshare.hub.services.submissions import (
     SketchFormat,
+    UploadHeader,
+    UploadPlan,
     plan_upload,
     submit_bloom,
     submit_clusters,
     verify_content,
 )
+from sigshare.hub.storage import blobs
+from sigshare.hub.storage.blobs import StagedBlob
 from sigshare.hub.storage.database import session_scope
 from sigshare.sketch.prf import TOKEN_BYTES
 from sigshare.v1 import hub_pb2 as pb
@@ -107,8 +111,28 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
             plan = plan_upload(session, header)
         if header.content_length > MAX_UPLOAD_BYTES:
             raise SketchRejectedError(f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
+        # Bloom filters are written to the blob store as they arrive (cluster sets are
+        # re-encoded after decoding, so the store gets the canonical bytes later).
+        store = blobs.store_for(self._engine)
+        staged = store.stage() if store and header.format is SketchFormat.BLOOM_V1 else None
+        try:
+            return self._submit(member, header, plan, request_iterator, staged)
+        finally:
+            if staged is not None:
+                staged.discard()  # nothing left behind once published or refused
+
+    def _submit(
+        self,
+        member: Principal,
+        header: UploadHeader,
+        plan: UploadPlan,
+        request_iterator: Iterator[pb.SubmitChunk],
+        staged: StagedBlob | None,
+    ) -> pb.SubmitResponse:
         started = time.perf_counter()
-        payload, sha256 = _receive(request_iterator, min(plan.max_bytes, header.content_length))
+        payload, sha256 = _receive(
+            request_iterator, min(plan.max_bytes, header.content_length), staged
+        )
         received = time.perf_counter()
         if header.format is SketchFormat.CLUSTERS_V1:
             verify_content(header, payload, sha256)
@@ -126,7 +150,14 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         else:
             with session_scope(self._engine) as session:
                 outcome = submit_bloom(
-                    session, member, header, payload, _now(), sha256=sha256, plan=plan
+                    session,
+                    member,
+                    header,
+                    payload,
+                    _now(),
+                    sha256=sha256,
+                    plan=plan,
+                    staged=staged,
                 )
         log.info(
             "submission member=%s kind=%s bytes=%d duplicate=%s receive_s=%.3f store_s=%.3f",
@@ -244,10 +275,13 @@ def _require_name(value: str, what: str) -> None:
         raise InvalidArgumentError(f"{what} {value[:64]!r} is not a valid name: {NAME_RULE}")
 
 
-def _receive(chunks: Iterator[pb.SubmitChunk], announced: int) -> tuple[bytes, bytes]:
+def _receive(
+    chunks: Iterator[pb.SubmitChunk], announced: int, staged: StagedBlob | None = None
+) -> tuple[bytes, bytes]:
     """The data of a submission and its SHA-256, refusing more than ``announced`` bytes.
 
-    Hashing chunk by chunk overlaps with gRPC receiving the next one.
+    Hashing (and writing to ``staged``) chunk by chunk overlaps with gRPC receiving the next
+    one; at the end, ``staged`` starts writing its tail back while the caller verifies.
     """
     parts: list[bytes] = []
     digest = hashlib.sha256()
@@ -255,12 +289,19 @@ def _receive(chunks: Iterator[pb.SubmitChunk], announced: int) -> tuple[bytes, b
     for chunk in chunks:
         if chunk.WhichOneof("part") != "data":
             raise InvalidArgumentError("only data chunks may follow the header")
-        parts.append(chunk.data)
-        digest.update(chunk.data)
-        received += len(chunk.data)
+        data = chunk.data
+        parts.append(data)
+        if staged is None:
+            digest.update(data)
+        else:
+            staged.write(data)  # hashes as it writes
+        received += len(data)
         if received > announced:
             raise SketchRejectedError(f"stream carries more than the {announced} bytes announced")
-    return b"".join(parts), digest.digest()  # the one copy of the payload
+    if staged is None:
+        return b"".join(parts), digest.digest()  # the one copy of the payload
+    staged.flush_soon()
+    return b"".join(parts), staged.sha256
 
 
 def _receive_tokens(chunks: Iterator[pb.ResolveRequest], announced: int) -> bytes:

@@ -37,6 +37,7 @@ from sigshare.hub.errors import (
 )
 from sigshare.hub.services.families import prepare
 from sigshare.hub.storage.aggregates import FamilyRepository
+from sigshare.hub.storage.blobs import StagedBlob
 from sigshare.hub.storage.repositories import (
     AuditRepository,
     ParameterRepository,
@@ -174,10 +175,13 @@ def submit_bloom(
     *,
     sha256: bytes | None = None,
     plan: UploadPlan | None = None,
+    staged: StagedBlob | None = None,
 ) -> SubmitOutcome:
     """Verify and store a member's Bloom filter of one kind: the content (``sha256``: see
     :func:`verify_content`), its format and every check of the sketch core, once. ``plan``:
-    the header's :func:`plan_upload`, when the caller checked it before receiving the data."""
+    the header's :func:`plan_upload`, when the caller checked it before receiving the data.
+    ``staged``: the blob the transport wrote ``payload`` into while receiving it, stored
+    instead of writing the bytes again (the caller discards it if this raises)."""
     if plan is None:
         plan = plan_upload(session, header)
     params = plan.params
@@ -185,7 +189,7 @@ def submit_bloom(
         raise InvalidArgumentError("a Bloom filter upload needs an indicator kind's plan")
     verify_content(header, payload, sha256)
     try:
-        bloom = decode_bloom(payload, params.bloom_params())
+        bloom = decode_bloom(payload, params.bloom_params(), copy=False)  # only checked
         if bloom.count != header.declared_count:
             raise SketchRejectedError(
                 f"header declares {header.declared_count} items, the filter {bloom.count}"
@@ -196,7 +200,13 @@ def submit_bloom(
     except SketchError as error:
         raise SketchRejectedError(str(error)) from None
     submission, duplicate = _store(
-        session, member, plan, payload, family_kind=params.kind, set_bits=health.set_bits, now=now
+        session,
+        member,
+        plan,
+        payload if staged is None else staged,
+        family_kind=params.kind,
+        set_bits=health.set_bits,
+        now=now,
     )
     return SubmitOutcome(submission=submission, duplicate=duplicate, health=health)
 
@@ -283,7 +293,7 @@ def _store(
     session: Session,
     member: Principal,
     plan: UploadPlan,
-    payload: bytes,
+    payload: bytes | StagedBlob,
     *,
     family_kind: str,
     set_bits: int | None,
@@ -355,7 +365,7 @@ def _store(
         {
             "submission": stored.id,
             "declared_count": header.declared_count,
-            "bytes": len(payload),
+            "bytes": stored.byte_size,
             "sha256": header.content_sha256.hex(),
             "replaces": None if current is None else current.id,
         },

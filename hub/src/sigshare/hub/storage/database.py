@@ -20,6 +20,12 @@ that group or others may read or write is used, with a warning, and ``db upgrade
 PostgreSQL (scale path 2: several hub replicas) gets ``pool_pre_ping`` so replicas survive
 database restarts; cross-process writers are serialised by advisory locks in the repositories.
 ``postgresql://`` and ``postgres://`` URLs name the driver the hub ships, psycopg2.
+
+Submission payloads live in a blob directory (:mod:`.blobs`) attached to the engine: the one
+given, else ``$SIGSHARE_HUB_BLOB_DIR``, else for an SQLite file ``<file>.blobs`` beside it.
+PostgreSQL without a configured directory (and in-memory SQLite) keeps payloads in the
+database: replicas on several hosts need a directory they all mount, which only the operator
+can name.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.storage import blobs
+from sigshare.hub.storage.files import (
+    PRIVATE_FILE_MODE,
+    make_private_directories,
+)
 
 DATABASE_URL_ENV = "SIGSHARE_HUB_DB"
 DEFAULT_SQLITE_FILE = "sigshare-hub.db"
@@ -46,8 +57,6 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 POSTGRES_DRIVER = "postgresql+psycopg2"
 _POSTGRES_ALIASES = ("postgresql", "postgres")
 """Driverless spellings of a PostgreSQL URL (SQLAlchemy would pick psycopg 3, not shipped)."""
-PRIVATE_FILE_MODE = 0o600
-PRIVATE_DIRECTORY_MODE = 0o700
 SQLITE_COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 _IN_MEMORY = ("", ":memory:")
 
@@ -102,8 +111,9 @@ def restrict_sqlite_files(path: Path) -> list[tuple[Path, int]]:
     return loose
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine for ``url``, configured for the backend (see the module docstring)."""
+def make_engine(url: str | URL, *, blob_dir: Path | None = None) -> Engine:
+    """An engine for ``url``, configured for the backend, with its payload store (see the
+    module docstring)."""
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -114,12 +124,30 @@ def make_engine(url: str | URL) -> Engine:
             event.listen(engine, "do_connect", _private_file_creator(path))
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_immediate)
-        return engine
-    if backend == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
-    raise InvalidArgumentError(
-        f"unsupported database backend {backend!r}: use one of {', '.join(SUPPORTED_BACKENDS)}"
-    )
+    elif backend == "postgresql":
+        engine = create_engine(parsed, pool_pre_ping=True)
+    else:
+        raise InvalidArgumentError(
+            f"unsupported database backend {backend!r}: use one of {', '.join(SUPPORTED_BACKENDS)}"
+        )
+    directory = blob_directory(parsed, blob_dir)
+    blobs.attach(engine, None if directory is None else blobs.BlobStore(directory))
+    return engine
+
+
+def blob_directory(url: str | URL, configured: Path | None = None) -> Path | None:
+    """Where the payloads of the hub at ``url`` live: ``configured``, else
+    ``$SIGSHARE_HUB_BLOB_DIR``, else ``<file>.blobs`` for an SQLite file; ``None``: in the
+    database."""
+    if configured is not None:
+        return configured
+    from_environment = os.environ.get(blobs.BLOB_DIR_ENV)
+    if from_environment:
+        return Path(from_environment)
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    return path.with_name(path.name + blobs.SQLITE_BLOB_SUFFIX)
 
 
 def database_reachable(engine: Engine) -> bool:
@@ -167,7 +195,7 @@ def _private_file_creator(path: Path) -> Callable[[Any, Any, Any, Any], None]:
     def create(dialect: Any, connection_record: Any, cargs: Any, cparams: Any) -> None:
         if path.exists():
             return
-        _make_private_directories(path.parent)
+        make_private_directories(path.parent)
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         except FileExistsError:  # another connection or process created it first
@@ -178,21 +206,6 @@ def _private_file_creator(path: Path) -> Callable[[Any, Any, Any, Any], None]:
             os.close(descriptor)
 
     return create
-
-
-def _make_private_directories(directory: Path) -> None:
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        if directory.parent == directory:
-            break
-        directory = directory.parent
-    for created in reversed(missing):
-        try:
-            created.mkdir(mode=PRIVATE_DIRECTORY_MODE)
-        except FileExistsError:
-            continue  # created meanwhile by someone else: theirs, left as it is
-        created.chmod(PRIVATE_DIRECTORY_MODE)  # mkdir's mode is narrowed by the umask
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:

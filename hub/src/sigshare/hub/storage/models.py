@@ -188,14 +188,19 @@ class SubmissionRow(Base):
 
 
 class SubmissionPayloadRow(Base):
-    """The encoded sketch, kept apart so that queries on submissions never load it."""
+    """The encoded sketch, kept apart so that queries on submissions never load it: its bytes,
+    or the name of its file in the hub's blob store (:mod:`.blobs`)."""
 
     __tablename__ = "submission_payloads"
+    __table_args__ = (
+        CheckConstraint("(payload IS NULL) <> (blob IS NULL)", name="payload_or_blob"),
+    )
 
     submission_id: Mapped[int] = mapped_column(
         ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True
     )
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    blob: Mapped[str | None] = mapped_column(String(81))
 
 
 class AuditLogRow(Base):

@@ -63,6 +63,8 @@ from sigshare.hub.errors import (
     NotFoundError,
     PreconditionError,
 )
+from sigshare.hub.storage import blobs
+from sigshare.hub.storage.blobs import BlobStore, StagedBlob
 from sigshare.hub.storage.models import (
     AuditLogRow,
     ClusterRow,
@@ -377,11 +379,14 @@ class SubmissionRepository:
         content_sha256: bytes,
         declared_count: int,
         set_bits: int | None,
-        payload: bytes,
+        payload: bytes | StagedBlob,
         created_at: datetime,
         expires_at: datetime,
     ) -> Submission:
         """Store a new active submission and supersede the member's previous active one.
+
+        ``payload``: the encoded sketch, or the staged blob it was received into (which is
+        published here, before the transaction can commit).
 
         The service has verified the submission (parameters, key epoch, content); the schema
         keeps the invariants (digest lengths, one active row per member and family, unique
@@ -405,7 +410,7 @@ class SubmissionRepository:
             params_digest=params_digest,
             content_sha256=content_sha256,
             declared_count=declared_count,
-            byte_size=len(payload),
+            byte_size=_payload_size(payload),
             set_bits=set_bits,
             status=SubmissionStatus.ACTIVE.value,
             tokens_asked=0,
@@ -430,7 +435,9 @@ class SubmissionRepository:
                 self._session.flush()
                 # Core INSERT: the payload is not kept in the session's identity map.
                 self._session.execute(
-                    insert(SubmissionPayloadRow).values(submission_id=row.id, payload=payload)
+                    insert(SubmissionPayloadRow).values(
+                        submission_id=row.id, **self._payload_values(payload)
+                    )
                 )
         except IntegrityError as exc:
             # The savepoint's rollback does not undo what the UPDATE wrote into loaded rows.
@@ -460,15 +467,44 @@ class SubmissionRepository:
         return [_submission(row) for row in rows]
 
     def payload(self, submission_id: int) -> bytes:
-        """The encoded sketch of one submission."""
-        payload = self._session.scalar(
-            select(SubmissionPayloadRow.payload).where(
+        """The encoded sketch of one submission, from the database or the blob store."""
+        row = self._session.execute(
+            select(SubmissionPayloadRow.payload, SubmissionPayloadRow.blob).where(
                 SubmissionPayloadRow.submission_id == submission_id
             )
-        )
-        if payload is None:
+        ).one_or_none()
+        if row is None:
             raise NotFoundError("submission", submission_id)
-        return payload
+        payload, blob = row
+        if payload is not None:
+            return bytes(payload)
+        return self._blob_store(f"submission {submission_id}'s payload").read(str(blob))
+
+    def blob_names(self) -> builtins.list[str]:
+        """Every blob the database references (for the blob store's census and sweep)."""
+        return list(
+            self._session.scalars(
+                select(SubmissionPayloadRow.blob).where(SubmissionPayloadRow.blob.is_not(None))
+            )
+        )
+
+    def _blob_store(self, needed_for: str) -> BlobStore:
+        store = blobs.store_for(self._session.get_bind())
+        if store is None:
+            raise PreconditionError(
+                f"{needed_for} is in a blob directory, and this hub was given none: set "
+                f"{blobs.BLOB_DIR_ENV} (or --blob-dir) to the directory the hub's replicas share"
+            )
+        return store
+
+    def _payload_values(self, payload: bytes | StagedBlob) -> dict[str, Any]:
+        """The columns of a payload row: the bytes, or the name of their published blob."""
+        if isinstance(payload, StagedBlob):
+            return {"blob": payload.publish()}
+        store = blobs.store_for(self._session.get_bind())
+        if store is None:
+            return {"payload": payload}
+        return {"blob": store.put(payload)}
 
     def active_of(self, member_id: int, family_kind: str) -> Submission | None:
         """The member's current submission of this family/kind, whatever its key epoch."""
@@ -635,16 +671,24 @@ class SubmissionRepository:
         return extended
 
     def drop_payload(self, submission_id: int) -> None:
-        self._session.execute(
-            delete(SubmissionPayloadRow).where(SubmissionPayloadRow.submission_id == submission_id)
-        )
+        """Drop a submission's payload and clusters; its blob file, if any, is retired (the
+        store's sweep deletes it after the grace period, see :mod:`.blobs`)."""
+        dropped = self._session.scalars(
+            delete(SubmissionPayloadRow)
+            .where(SubmissionPayloadRow.submission_id == submission_id)
+            .returning(SubmissionPayloadRow.blob)
+        ).all()
         self._session.execute(delete(ClusterRow).where(ClusterRow.submission_id == submission_id))
+        store = blobs.store_for(self._session.get_bind())
+        for name in dropped:
+            if name is not None and store is not None:
+                store.retire(name)
 
     def revive(
         self,
         submission_id: int,
         *,
-        payload: bytes,
+        payload: bytes | StagedBlob,
         key_id: str,
         params_digest: bytes,
         created_at: datetime,
@@ -679,7 +723,7 @@ class SubmissionRepository:
                         created_at=created,
                         superseded_at=None,
                         expires_at=expires,
-                        byte_size=len(payload),
+                        byte_size=_payload_size(payload),
                         tokens_asked=0,  # a new life: its questions are counted afresh
                     )
                 )
@@ -687,7 +731,7 @@ class SubmissionRepository:
                     raise ConflictError(f"submission {submission_id} cannot be revived")
                 self._session.execute(
                     insert(SubmissionPayloadRow).values(
-                        submission_id=submission_id, payload=payload
+                        submission_id=submission_id, **self._payload_values(payload)
                     )
                 )
         except IntegrityError as exc:
@@ -696,6 +740,10 @@ class SubmissionRepository:
         revived = self.get(submission_id)
         assert revived is not None
         return revived
+
+
+def _payload_size(payload: bytes | StagedBlob) -> int:
+    return payload.size if isinstance(payload, StagedBlob) else len(payload)
 
 
 class AuditRepository:
