@@ -28,8 +28,18 @@ class Replica:
 
 
 @contextmanager
-def serve_replicas(url: str, directory: Path, count: int) -> Iterator[list[Replica]]:
-    """``count`` hub processes on one database (logs in ``directory``), stopped on exit."""
+def serve_replicas(
+    url: str, directory: Path, count: int, *, tls: tuple[Path, Path] | None = None
+) -> Iterator[list[Replica]]:
+    """``count`` hub processes on one database (logs in ``directory``), stopped on exit.
+
+    Plaintext gRPC on loopback (``--insecure``) by default; with ``tls`` (certificate file, key
+    file) each serves TLS with them (``--tls-cert``/``--tls-key``), as replicas behind a load
+    balancer that verifies them do.
+    """
+    transport = (
+        ["--insecure"] if tls is None else ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    )
     processes: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for index in range(count):
@@ -43,7 +53,7 @@ def serve_replicas(url: str, directory: Path, count: int) -> Iterator[list[Repli
                     "serve",
                     "--listen",
                     "127.0.0.1:0",
-                    "--insecure",
+                    *transport,
                     "--port-file",
                     str(port_file),
                     "--log-level",

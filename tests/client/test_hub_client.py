@@ -846,6 +846,26 @@ def test_unavailable_is_retried_with_exponential_backoff_then_succeeds(
     assert sleeps == [0.5, 1.0, 2.0]
 
 
+def test_a_response_stream_cut_by_a_proxy_is_retried_and_other_unknown_errors_are_not(
+    client: HubClient, fake: FakeMemberService, sleeps: Sleeps
+) -> None:
+    """HAProxy ends the stream of a replica that died mid-answer without trailers; gRPC calls
+    that UNKNOWN "Stream removed". Any other UNKNOWN (a hub bug) is not retried."""
+    cut = (grpc.StatusCode.UNKNOWN, "Stream removed (Data frame with END_STREAM flag received)")
+    fake.failures["Resolve"] = [cut]
+    answer = client.resolve("email", "k2026a", tokens_of(range(COUNT)))
+    assert fake.calls["Resolve"] == 2
+    assert len(answer.others) == COUNT
+    assert len(sleeps) == 1
+
+    fake.failures["GetParameters"] = [(grpc.StatusCode.UNKNOWN, "Exception calling application")]
+    with pytest.raises(HubClientError) as caught:
+        client.get_parameters()
+    assert caught.value.status == "UNKNOWN"
+    assert fake.calls["GetParameters"] == 1
+    assert len(sleeps) == 1  # no further wait
+
+
 def test_a_submission_stream_is_resent_whole_on_retry(
     client: HubClient, fake: FakeMemberService, sleeps: Sleeps
 ) -> None:

@@ -1,18 +1,23 @@
 """Twenty members sync through HAProxy in front of two hub replicas, and one replica is killed.
 
-Everything runs on loopback: two ``sigshare-hub serve`` processes (``bench/replicas.py``) on a
-fresh PostgreSQL database, HAProxy (Debian's package) in front of them terminating TLS for the
-members (a forum CA's certificate for 127.0.0.1, ALPN h2) and speaking plaintext HTTP/2 to the
-replicas, and twenty members' ``sigshare sync`` as concurrent subprocesses pointed at the proxy
-and trusting the forum CA. Once five members' submissions are stored, replica 0 gets SIGKILL.
-Afterwards:
+Everything runs on loopback: two ``sigshare-hub serve`` processes (``bench/replicas.py``) on a fresh
+PostgreSQL database and one shared payload directory (``SIGSHARE_HUB_BLOB_DIR``), serving TLS with a
+forum CA's certificate for 127.0.0.1 and localhost; HAProxy (Debian's package) in front of them
+terminating TLS for the members (the forum CA's certificate for 127.0.0.1, ALPN h2) and speaking TLS
+and HTTP/2 to the replicas as the shipped ``deploy/hub/compose/haproxy.cfg`` does (``ssl verify
+required ca-file … alpn h2``, plus ``verifyhost``/``sni``/``check-sni localhost`` so that traffic
+and health checks alike verify the replica's name); and twenty members' ``sigshare sync`` as
+concurrent subprocesses pointed at the proxy and trusting the forum CA. Once five members'
+submissions are stored, replica 0 gets SIGKILL. Afterwards:
 
 * every sync exits 0 — requests in flight on the dead replica are retried, by HAProxy
   (``retries`` with ``option redispatch``, ``retry-on conn-failure empty-response``) or by the
-  member's SDK (transient gRPC failures, exponential backoff with jitter, 5 retries);
+  member's SDK (transient gRPC failures, and a response stream HAProxy ended without trailers
+  because the replica died mid-answer: exponential backoff with jitter, 5 retries);
 * HAProxy has replica 0 DOWN (connection refused) and replica 1 UP;
 * nothing is lost or duplicated: each member has exactly one active submission, the SHA-256 of
   its latest local sketch, and no submission stored twice (``check_hub`` of the fault tests);
+  every stored submission has its payload file, and a sweep leaves exactly those files;
 * a final pull through the proxy (replica 0 still dead) gives every member exactly the oracle:
   for each value it holds, the number of other members holding it (values held by one member
   alone not listed). The oracle is exact because the filters are at a tenth of their capacity,
@@ -25,15 +30,19 @@ a body-less POST is answered HTTP 200 with ``grpc-status`` 12 in the headers, so
 status would prove nothing), so the check is a ``tcp-check`` that speaks HTTP/2 itself: the
 client preface, an empty SETTINGS frame, a HEADERS frame for ``POST
 /grpc.health.v1.Health/Check`` and a DATA frame with the empty ``HealthCheckRequest``. It passes
-only when the answer carries the gRPC message ``HealthCheckResponse{status: SERVING}``; the
-second test shows a NOT_SERVING server taken out and put back when it serves again.
+only when the answer carries the gRPC message ``HealthCheckResponse{status: SERVING}``. The
+check runs over TLS with ALPN h2 (``tcp-check connect default`` takes ``ssl … alpn h2`` from the
+server line; ``check-ssl check-alpn h2`` say so outright): the hub's gRPC server answers a TLS
+connection without ALPN h2 with nothing at all. The second test shows a NOT_SERVING server taken
+out and put back when it serves again, and servers whose certificate another CA signed, or the
+forum CA for another name, kept out by the TLS handshake of the check itself.
 
-A run on 2 cores shared with other jobs: set up in 6.7 s; 20 syncs in 14.9 s, replica 0 SIGKILLed
-12.2 s in with 6 of 20 members submitted and 19 syncs running; every sync finished, after 5 SDK
-retries, 3 HAProxy retries and 16 redispatches (replica 0 had served 32 requests, replica 1 69);
-20 final pulls in 1.5 s without retries; 24.2 s in all, about 22 s of CPU. The figures of each
-run are in the assertion messages and printed. Without HAProxy the tests skip locally and fail
-in CI (``$CI`` set), where ``.ci/run`` installs it.
+A run on 2 cores shared with other jobs, TLS to the replicas: set up in 3.9 s; 20 syncs in
+18.2 s, replica 0 SIGKILLed 14.7 s in with 6 of 20 members submitted and 20 syncs running; every
+sync finished, after 7 SDK retries, 2 HAProxy retries and 12 redispatches (replica 0 had served
+35 requests, replica 1 64); 20 final pulls in 1.6 s without retries; 24.5 s in all. The figures
+of each run are in the assertion messages and printed. Without HAProxy the tests skip locally
+and fail in CI (``$CI`` set), where ``.ci/run`` installs it.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,11 +70,12 @@ from bench.replicas import serve_replicas
 from click.testing import CliRunner
 from conftest import fresh_postgres_database
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_health.v1.health_pb2 import HealthCheckResponse
 from sqlalchemy.engine import URL
-from test_tls import _ca, _leaf
+from test_tls import Issued, _ca, _leaf
 from tests.client.e2e_support import (
     Command,
     Outcome,
@@ -80,7 +91,9 @@ from tests.security.test_faults import FORUM_FPR, KEY_ID, KIND, check_hub, provi
 
 from sigshare.client.cli import cli as client_cli
 from sigshare.client.state import LocalState
+from sigshare.hub.services import payloads
 from sigshare.hub.storage import SubmissionRepository, make_engine, session_scope
+from sigshare.hub.storage.blobs import BLOB_DIR_ENV
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.keys import ForumSecret, write_secret_file
 from sigshare.sketch.kinds import get_kind
@@ -99,6 +112,8 @@ KILL_AFTER = 5
 """Replica 0 is killed once this many members' submissions are stored: both replicas have
 served by then, and most syncs are still in flight."""
 CHECK_INTERVAL_MS = 300
+REPLICA_NAME = "localhost"
+"""The name HAProxy verifies each replica's certificate for (and sends as SNI)."""
 START_TIMEOUT = 30.0
 UP = ("UP", "L7OK")
 SERVING = HealthCheckResponse.SERVING
@@ -154,27 +169,60 @@ def health_check_request() -> bytes:
     )
 
 
-def proxy_certificate(directory: Path) -> tuple[Path, Path]:
-    """A forum CA and the proxy's certificate for 127.0.0.1 signed by it: (CA certificate,
-    the PEM bundle of certificate and key that HAProxy's ``crt`` takes)."""
+@dataclass(frozen=True)
+class Pki:
+    """A forum CA and the server certificates of this test, two of them for HAProxy to refuse."""
+
+    ca: Path
+    """The forum CA's certificate: members trust it for the proxy, HAProxy for the replicas."""
+    proxy: Path
+    """The proxy's certificate for 127.0.0.1 and its key, one PEM bundle (HAProxy's ``crt``)."""
+    replica: Issued
+    """The replicas' certificate for 127.0.0.1 and localhost (``serve --tls-cert``)."""
+    stranger: Issued
+    """The replicas' names, signed by another CA: fails ``verify required``."""
+    misnamed: Issued
+    """Signed by the forum CA for 127.0.0.1 and another name: fails ``verifyhost``."""
+
+
+def issue_pki(directory: Path) -> Pki:
     now = datetime.now(UTC)
     ca, ca_cert, ca_key = _ca(directory, "forum-ca", now)
-    leaf = _leaf(
-        directory,
-        "proxy",
-        issuer=(ca_cert, ca_key),
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-        not_before=now - timedelta(hours=1),
-        not_after=now + timedelta(days=1),
+    _, other_cert, other_key = _ca(directory, "other-ca", now)
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+
+    def server(
+        stem: str,
+        names: list[x509.GeneralName],
+        issuer: tuple[x509.Certificate, EllipticCurvePrivateKey] = (ca_cert, ca_key),
+    ) -> Issued:
+        return _leaf(
+            directory,
+            stem,
+            issuer=issuer,
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            san=names,
+            not_before=now - timedelta(hours=1),
+            not_after=now + timedelta(days=1),
+        )
+
+    replica_names: list[x509.GeneralName] = [loopback, x509.DNSName(REPLICA_NAME)]
+    proxy = server("proxy", [loopback])
+    return Pki(
+        ca=ca.cert,
+        proxy=write_private(
+            directory / "proxy.pem", proxy.cert.read_text() + proxy.key.read_text()
+        ),
+        replica=server("replica", replica_names),
+        stranger=server("stranger", replica_names, (other_cert, other_key)),
+        misnamed=server("misnamed", [loopback, x509.DNSName("elsewhere.test")]),
     )
-    bundle = write_private(directory / "proxy.pem", leaf.cert.read_text() + leaf.key.read_text())
-    return ca.cert, bundle
 
 
-def haproxy_config(port: int, servers: list[int], stats_socket: Path, certificate: Path) -> str:
+def haproxy_config(port: int, servers: list[int], stats_socket: Path, pki: Pki) -> str:
     """Members' frontend with TLS (ALPN h2); a backend of ``servers`` (loopback ports) over
-    plaintext HTTP/2, checked with the gRPC health service, retrying and redispatching."""
+    TLS and HTTP/2, each replica's certificate verified against the forum CA for the name
+    ``localhost``, checked with the gRPC health service over TLS, retrying and redispatching."""
     lines = "\n".join(
         f"    server replica-{index} 127.0.0.1:{server}" for index, server in enumerate(servers)
     )
@@ -196,7 +244,7 @@ defaults
     retry-on conn-failure empty-response
 
 frontend members
-    bind 127.0.0.1:{port} ssl crt {certificate} alpn h2 ssl-min-ver TLSv1.2
+    bind 127.0.0.1:{port} ssl crt {pki.proxy} alpn h2 ssl-min-ver TLSv1.2
     default_backend hub
 
 backend hub
@@ -205,7 +253,9 @@ backend hub
     tcp-check connect default
     tcp-check send-binary {health_check_request().hex()}
     tcp-check expect binary {SERVING_MESSAGE.hex()}
-    default-server proto h2 check inter {CHECK_INTERVAL_MS}ms fall 2 rise 2
+    default-server proto h2 check inter {CHECK_INTERVAL_MS}ms fall 2 rise 2 \
+ssl verify required ca-file {pki.ca} verifyhost {REPLICA_NAME} sni str({REPLICA_NAME}) alpn h2 \
+check-ssl check-sni {REPLICA_NAME} check-alpn h2 ssl-min-ver TLSv1.2
 {lines}
 """
 
@@ -213,12 +263,12 @@ backend hub
 class HAProxy:
     """``haproxy -db`` in the foreground as a subprocess, with a stats socket to read."""
 
-    def __init__(self, binary: str, directory: Path, ports: list[int]) -> None:
+    def __init__(self, binary: str, directory: Path, ports: list[int], pki: Pki) -> None:
         self.port = _free_port()
         self.stats_socket = directory / "haproxy.sock"
         self.config = directory / "haproxy.cfg"
-        self.ca_cert, certificate = proxy_certificate(directory)
-        self.config.write_text(haproxy_config(self.port, ports, self.stats_socket, certificate))
+        self.ca_cert = pki.ca
+        self.config.write_text(haproxy_config(self.port, ports, self.stats_socket, pki))
         self.log = directory / "haproxy.log"
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
@@ -273,8 +323,8 @@ class HAProxy:
 
 
 @contextmanager
-def running_haproxy(binary: str, directory: Path, ports: list[int]) -> Iterator[HAProxy]:
-    proxy = HAProxy(binary, directory, ports)
+def running_haproxy(binary: str, directory: Path, ports: list[int], pki: Pki) -> Iterator[HAProxy]:
+    proxy = HAProxy(binary, directory, ports, pki)
     try:
         yield proxy
     finally:
@@ -365,7 +415,7 @@ def retries_in(outcome: Outcome) -> int:
 
 
 def test_twenty_members_sync_through_haproxy_while_a_replica_is_killed(
-    postgres_server: URL, tmp_path: Path
+    postgres_server: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     haproxy = _require_haproxy()
     began = time.monotonic()
@@ -385,12 +435,15 @@ def test_twenty_members_sync_through_haproxy_while_a_replica_is_killed(
     watch = SecretWatch()
     watch.add_forum_secret(secret)
     secret_file = write_secret_file(tmp_path / "forum.secret", secret)
+    pki = issue_pki(tmp_path)
+    # The replicas share one payload directory, as deployments do (the test's own engines too).
+    monkeypatch.setenv(BLOB_DIR_ENV, str(tmp_path / "blobs"))
     with fresh_postgres_database(postgres_server) as server_url:
         url = server_url.render_as_string(hide_password=False)
         credentials = provision(url, MEMBERS, CAPACITY)
         with (
-            serve_replicas(url, tmp_path, 2) as replicas,
-            running_haproxy(haproxy, tmp_path, [r.port for r in replicas]) as proxy,
+            serve_replicas(url, tmp_path, 2, tls=(pki.replica.cert, pki.replica.key)) as replicas,
+            running_haproxy(haproxy, tmp_path, [r.port for r in replicas], pki) as proxy,
         ):
             names = [f"replica-{index}" for index in range(len(replicas))]
             proxy.wait_until(dict.fromkeys(names, UP))
@@ -479,32 +532,68 @@ def test_twenty_members_sync_through_haproxy_while_a_replica_is_killed(
             latest[name] = record.payload
         recomputed = check_hub(url, latest)
         assert set(recomputed.filters) == set(MEMBERS)
+        # The killed replica left no submission without its file, and nothing but what a
+        # sweep removes (an upload it was receiving): afterwards exactly the referenced files.
+        engine = make_engine(url)
+        try:
+            census = payloads.census(engine)
+            assert census is not None
+            assert census.missing == frozenset()
+            assert len(census.referenced) == len(MEMBERS)
+            payloads.sweep(engine, grace_seconds=0)  # the replicas are stopped
+            swept = payloads.census(engine)
+            assert swept is not None
+            assert swept.present == swept.referenced
+            assert swept.staged == 0
+        finally:
+            engine.dispose()
     total = time.monotonic() - began
     print(f"{figures}; {total:.1f} s in all")
 
 
 def test_the_health_check_passes_only_a_serving_answer(tmp_path: Path) -> None:
-    """Two gRPC servers with the standard health service, one SERVING and one NOT_SERVING: the
-    first is UP, the second DOWN; when they swap, so do their states."""
+    """Four gRPC servers with the standard health service over TLS: SERVING and NOT_SERVING
+    with the replicas' certificate, and SERVING with another CA's certificate for the same
+    names and with the forum CA's for another name. The first is UP, the second DOWN (the
+    check reads no SERVING answer), the last two DOWN in the check's TLS handshake (``verify
+    required``, ``verifyhost``), each for its own reason. When the first two swap, so do their
+    states."""
     haproxy = _require_haproxy()
+    pki = issue_pki(tmp_path)
+    plan = [
+        (SERVING, pki.replica),
+        (NOT_SERVING, pki.replica),
+        (SERVING, pki.stranger),
+        (SERVING, pki.misnamed),
+    ]
     servicers = []
     servers = []
     ports = []
     try:
-        for status in (SERVING, NOT_SERVING):
+        for status, issued in plan:
             server = grpc.server(ThreadPoolExecutor(max_workers=2))
             servicer = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
             servicer.set("", status)
-            ports.append(server.add_insecure_port("127.0.0.1:0"))
+            credentials = grpc.ssl_server_credentials(
+                [(issued.key.read_bytes(), issued.cert.read_bytes())]
+            )
+            ports.append(server.add_secure_port("127.0.0.1:0", credentials))
             server.start()
             servers.append(server)
             servicers.append(servicer)
-        with running_haproxy(haproxy, tmp_path, ports) as proxy:
-            proxy.wait_until({"replica-0": UP, "replica-1": ("DOWN", "L7TOUT")})
+        refused = dict.fromkeys(("replica-2", "replica-3"), ("DOWN", "L6RSP"))
+        with running_haproxy(haproxy, tmp_path, ports, pki) as proxy:
+            proxy.wait_until({"replica-0": UP, "replica-1": ("DOWN", "L7TOUT"), **refused})
             servicers[0].set("", NOT_SERVING)
             servicers[1].set("", SERVING)
-            proxy.wait_until({"replica-0": ("DOWN", "L7TOUT"), "replica-1": UP})
+            stats = proxy.wait_until({"replica-0": ("DOWN", "L7TOUT"), "replica-1": UP, **refused})
+        reasons = {
+            "replica-2": "SSL handshake failure",  # an unknown CA
+            "replica-3": "Server presented an SSL certificate different from the expected one",
+        }
+        for name, reason in reasons.items():
+            assert stats[name]["last_chk"] == f"{reason} at step 1 of tcp-check (connect)", name
     finally:
         for server in servers:
             server.stop(None)

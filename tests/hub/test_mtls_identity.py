@@ -2,13 +2,20 @@
 may carry it — by default one whose CN or DNS/URI SAN is the principal's name, or as a
 ``--client-identity-map`` says. A mismatch is refused (UNAUTHENTICATED) and audited.
 
-Over real gRPC on loopback with a PKI generated per module, as in ``test_tls.py``.
+Over real gRPC on loopback with a PKI generated per module, as in ``test_tls.py``: in-process
+servers for the policy's cases, and the ``sigshare-hub serve`` console script in a subprocess with
+``--client-ca`` and ``--client-identity-map`` for the options' wiring.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,15 +31,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import Engine
 
+from sigshare.client.errors import HubAuthError
 from sigshare.client.exit_codes import ExitCode
+from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy, Timeouts
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import AuditEntry, Role
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import TlsConfig, parse_listen
+from sigshare.hub.services.parameters import set_kind_parameters
 from sigshare.hub.services.principals import add_principal
 from sigshare.hub.storage import AuditRepository, make_engine, session_scope
+from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc
 
@@ -303,3 +314,127 @@ def test_binding_needs_mtls(forum: Forum, pki: Pki) -> None:
     )
     assert result.exit_code == ExitCode.USAGE
     assert "--client-identity-map needs --client-ca" in result.stderr
+
+
+# ------------------------------------------------------------------ the real `serve` process
+
+HUB = Path(sys.executable).with_name("sigshare-hub")
+"""The installed console script, next to this interpreter in the virtualenv."""
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+@contextmanager
+def serve(
+    url: str, pki: Pki, identity_map: Path, directory: Path
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``sigshare-hub serve`` with mTLS and an identity map on a free loopback port, its log
+    in ``directory``/serve.log: the process and its port, once it serves; killed on exit."""
+    port_file = directory / "serve.port"
+    log = directory / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                str(HUB),
+                "--db",
+                url,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                str(pki.server.cert),
+                "--tls-key",
+                str(pki.server.key),
+                "--client-ca",
+                str(pki.ca.cert),
+                "--client-identity-map",
+                str(identity_map),
+                "--port-file",
+                str(port_file),
+            ],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (port_file.exists() and port_file.read_text().endswith("\n")):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"serve did not start (exit {process.poll()}):\n{log.read_text()}")
+            time.sleep(0.02)
+        yield process, int(port_file.read_text())
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(STOP_TIMEOUT)
+
+
+def test_serve_binds_certificates_to_principals_as_its_identity_map_says(
+    forum: Forum, pki: Pki, tmp_path: Path
+) -> None:
+    """The console script as an operator runs it: ``serve --tls-cert --tls-key --client-ca
+    --client-identity-map``, called with the member SDK over mTLS."""
+    with session_scope(forum.engine) as session:
+        set_kind_parameters(
+            session,
+            actor="test",
+            kind="email",
+            key_id="k1",
+            capacity=1000,
+            forum_fpr=1e-3,
+            now=datetime.now(UTC),
+        )
+    identity_map = tmp_path / "identities.json"
+    identity_map.write_text(
+        json.dumps(
+            {
+                f"subject:CN=acme,O={ORGANIZATION}": "acme",
+                "uri:spiffe://forum/acme": "acme",
+                "cn:globex": "globex",
+            }
+        )
+    )
+    acme = forum.credentials["acme"]
+
+    def member(port: int, certificate: str) -> HubClient:
+        client = pki.clients[certificate]
+        connection = HubConnection(
+            target=f"127.0.0.1:{port}",
+            credential=acme,
+            ca_cert=pki.ca.cert,
+            client_cert=client.cert,
+            client_key=client.key,
+        )
+        return HubClient(connection, retry=RetryPolicy(attempts=1), timeouts=Timeouts(unary=5.0))
+
+    url = forum.engine.url.render_as_string(hide_password=False)
+    with serve(url, pki, identity_map, tmp_path) as (process, port):
+        with member(port, "acme") as sdk:
+            assert set(sdk.get_parameters().bloom) == {"email"}
+            assert sdk.status() == ("acme", [])
+        # Only the map says a certificate with CN "workload" may carry acme's credential: the
+        # default rule (CN or DNS/URI SAN equal to "acme") would refuse it.
+        with member(port, "workload") as sdk:
+            assert sdk.status() == ("acme", [])
+        assert refusals(forum) == []
+        with member(port, "globex") as sdk, pytest.raises(HubAuthError) as refused:
+            sdk.get_parameters()
+        assert refused.value.status == grpc.StatusCode.UNAUTHENTICATED.name
+        assert acme not in str(refused.value)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_TIMEOUT) == 0, (tmp_path / "serve.log").read_text()
+    entries = refusals(forum)
+    assert [(e.actor, e.action, e.target, e.details) for e in entries] == [
+        (
+            "acme",
+            "rpc.certificate_refused",
+            "acme",
+            {"certificate": [f"subject:CN=globex,O={ORGANIZATION}", "cn:globex"]},
+        )
+    ]
+    assert acme not in json.dumps(entries[0].details)
+    assert acme not in (tmp_path / "serve.log").read_text()

@@ -1,11 +1,11 @@
 """The member-side SDK of the hub's MemberService: one channel, deadlines, retries, typed errors.
 
 Every call carries the member's bearer credential and a deadline, and is retried with exponential
-backoff and full jitter on transient status codes. Retrying is safe for every method here: the
-hub makes a submission idempotent per (member, kind, content digest), confirmations are
-idempotent, and the rest are reads. gRPC failures become :mod:`sigshare.client.errors` classes
-through one table, so callers never see ``grpc.RpcError``. Protobuf stays behind
-:mod:`sigshare.client.wire`; this module handles transport only.
+backoff and full jitter on transient status codes (and on a response stream a proxy cut short).
+Retrying is safe for every method here: the hub makes a submission idempotent per (member, kind,
+content digest), confirmations are idempotent, and the rest are reads. gRPC failures become
+:mod:`sigshare.client.errors` classes through one table, so callers never see ``grpc.RpcError``.
+Protobuf stays behind :mod:`sigshare.client.wire`; this module handles transport only.
 """
 
 from __future__ import annotations
@@ -75,6 +75,19 @@ TRANSIENT = frozenset(
     }
 )
 """Status codes worth another attempt: the same request may succeed a moment later."""
+
+CUT_STREAM_DETAILS = "Stream removed"
+"""What gRPC reports (as ``UNKNOWN``) for a response stream that ended without its trailers: a
+proxy in front of the hub (HAProxy) ends the stream that way when the replica serving it dies
+mid-answer. The request itself is as safe to repeat as after ``UNAVAILABLE``."""
+
+
+def is_transient(code: grpc.StatusCode, details: str) -> bool:
+    """Whether a call that failed with ``code`` and ``details`` is worth another attempt."""
+    return code in TRANSIENT or (
+        code is grpc.StatusCode.UNKNOWN and details.startswith(CUT_STREAM_DETAILS)
+    )
+
 
 STATUS_ERRORS: dict[grpc.StatusCode, type[HubClientError]] = {
     grpc.StatusCode.UNAUTHENTICATED: HubAuthError,
@@ -406,7 +419,7 @@ class HubClient:
                 return attempt()
             except grpc.RpcError as error:
                 code, details = _status_of(error)
-                if code not in TRANSIENT or number == policy.attempts:
+                if not is_transient(code, details) or number == policy.attempts:
                     raise self._translate(method, code, details, number) from error
                 wait = policy.backoff(number - 1, self._uniform)
                 _log.warning(
