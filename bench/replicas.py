@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +29,19 @@ class Replica:
 
 @contextmanager
 def serve_replicas(
-    url: str, directory: Path, count: int, *, tls: tuple[Path, Path] | None = None
+    url: str,
+    directory: Path,
+    count: int,
+    *,
+    tls: tuple[Path, Path] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[list[Replica]]:
     """``count`` hub processes on one database (logs in ``directory``), stopped on exit.
 
     Plaintext gRPC on loopback (``--insecure``) by default; with ``tls`` (certificate file, key
     file) each serves TLS with them (``--tls-cert``/``--tls-key``), as replicas behind a load
-    balancer that verifies them do.
+    balancer that verifies them do. ``env``: the processes' whole environment (default: this
+    one's).
     """
     transport = (
         ["--insecure"] if tls is None else ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
@@ -59,6 +65,7 @@ def serve_replicas(
                     "--log-level",
                     "warning",
                 ],
+                env=None if env is None else dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

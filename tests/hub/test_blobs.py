@@ -5,6 +5,7 @@ on top of it, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,9 +20,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from conftest import _empty_tables
+from hubtest import (
+    EmailForum,
+    email_prf,
+    forum_secret,
+    overlapping_sets,
+    provision,
+    running_hub,
+    submit_email,
+)
 from sqlalchemy import Engine, text
 from test_storage import T0, _add_member, _submit
 
+from sigshare.client.errors import HubRejectedError
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import SubmissionStatus
 from sigshare.hub.errors import InvalidArgumentError, NotFoundError, PreconditionError
@@ -35,6 +46,7 @@ from sigshare.hub.storage.blobs import (
     store_for,
 )
 from sigshare.hub.storage.database import blob_directory
+from sigshare.sketch.codec import encode_bloom
 
 NAME = re.compile(r"[0-9a-f]{64}-[0-9a-f]{16}")
 HOUR = 3600.0
@@ -240,7 +252,7 @@ def test_a_blob_staged_in_chunks_is_flushed_in_the_background_and_published_whol
     assert not staged._flusher.is_alive()
 
 
-def test_flush_soon_writes_back_a_small_blob_in_the_background(
+def test_finish_writes_back_a_small_blob_in_the_background_and_maps_it(
     tmp_path: Path, fdatasyncs: tuple[list[int], threading.Event]
 ) -> None:
     calls, called = fdatasyncs
@@ -249,10 +261,37 @@ def test_flush_soon_writes_back_a_small_blob_in_the_background(
         staged.write(b"small")
         time.sleep(0.05)
         assert calls == []  # well below FLUSH_EVERY_BYTES: no write-back yet
-        staged.flush_soon()
-        assert called.wait(10)
+        assert staged.finish() == hashlib.sha256(b"small").digest()
+        assert called.wait(10)  # the tail, while the caller reads it back
+        assert bytes(staged.contents()) == b"small"
+        with pytest.raises(InvalidArgumentError, match="finished"):
+            staged.write(b"more")
     finally:
         staged.discard()
+
+
+def test_observers_see_every_chunk_in_order_and_their_failure_fails_the_upload(
+    tmp_path: Path,
+) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    seen: list[bytes] = []
+    staged = store.stage([seen.append])
+    for part in (b"one", b"two", b"three"):
+        staged.write(part)
+    staged.finish()
+    assert seen == [b"one", b"two", b"three"]
+    staged.discard()
+
+    def broken(data: bytes) -> None:
+        raise ValueError("observer broke")
+
+    failing = store.stage([broken])
+    failing.write(b"x")
+    with pytest.raises(ValueError, match="observer broke"):
+        failing.finish()
+    failing.discard()
+    assert _staging_files(store) == []
+    assert list(store.names()) == []
 
 
 def test_a_failed_background_flush_fails_the_publish(
@@ -265,7 +304,8 @@ def test_a_failed_background_flush_fails_the_publish(
     store = BlobStore(tmp_path / "blobs")
     staged = store.stage()
     staged.write(b"x")
-    staged.flush_soon()
+    with contextlib.suppress(OSError):  # it may have failed already
+        staged.finish()  # the tail's write-back starts
     staged._flusher.join(10)  # the flusher records the error and stops
     with pytest.raises(OSError, match="Input/output error"):
         staged.publish()
@@ -875,3 +915,41 @@ def test_an_in_memory_sqlite_database_keeps_payloads_in_the_database(url: str) -
         assert payloads.location(engine) == "database"
     finally:
         engine.dispose()
+
+
+# --- over gRPC: what the transport stages ----------------------------------------------------
+
+
+def test_a_refused_upload_leaves_nothing_and_an_accepted_one_exactly_its_blob(
+    blob_engine: Engine,
+) -> None:
+    """The hub stages a filter as it arrives; one its checks refuse (here: a declared count the
+    bits do not bear out) leaves neither a blob nor a staging file; an accepted one, its blob,
+    byte for byte the filter sent."""
+    credentials = provision(blob_engine, members=["m1"])
+    forum = EmailForum(sets=overlapping_sets(), prf=email_prf(forum_secret()))
+    store = _store(blob_engine)
+    with running_hub(blob_engine, credentials) as running:
+        client = running.client("m1")
+        published = client.get_parameters().bloom["email"]
+        bloom = forum.bloom("m1")
+        payload = encode_bloom(bloom)
+        inflated = forum.bloom("m1")
+        inflated.count *= 20  # a budget twenty times what the bits hold
+        with pytest.raises(HubRejectedError, match="fewer bits set"):
+            client.submit(
+                sketch_format="bloom",
+                kind="email",
+                key_id=published.key_id,
+                params_digest=published.digest,
+                declared_count=inflated.count,
+                payload=encode_bloom(inflated),
+            )
+        assert list(store.names()) == []
+        assert _staging_files(store) == []
+        assert not submit_email(client, forum, "m1").duplicate
+    (name,) = store.names()
+    assert store.read(name) == payload
+    assert _staging_files(store) == []
+    with session_scope(blob_engine) as session:
+        assert SubmissionRepository(session).blob_names() == [name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import numpy.typing as npt
@@ -14,11 +15,13 @@ from sigshare.sketch.checks import (
     MAX_FPR_FACTOR,
     UNIFORMITY_SIGMAS,
     FilterHealth,
-    _byte_popcount_histogram,
+    StreamedFilter,
+    byte_popcount_histogram,
     check_filter,
     measure,
 )
-from sigshare.sketch.errors import ParameterError, SaturationError
+from sigshare.sketch.codec import decode_bloom, encode_bloom
+from sigshare.sketch.errors import FormatError, ParameterError, SaturationError
 from sigshare.sketch.prf import KeyedPRF
 
 KEY = bytes(range(32))
@@ -313,4 +316,42 @@ def test_byte_popcount_histogram_matches_counting_each_byte(size: int) -> None:
     lengths and more than one chunk too."""
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
     oracle = np.bincount(np.bitwise_count(data), minlength=9).astype(np.float64)
-    assert np.array_equal(_byte_popcount_histogram(data), oracle)
+    assert np.array_equal(byte_popcount_histogram(data), oracle)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_figures_counted_while_streaming_are_those_of_the_bits(compress: bool) -> None:
+    """Fed as an encoded filter in uneven chunks (boundaries inside the header too), the
+    streamed CRC-32 and histogram are those of the bits, and decoding and checking with them
+    gives exactly what they give alone. Compressed bits get no figures."""
+    params = STRICT
+    bloom = honest(params, 15_000)
+    encoded = encode_bloom(bloom, compress=compress)
+    streamed = StreamedFilter()
+    start = 0
+    for size in (1, 30, 65_537, 3, 1 << 14):
+        streamed.add(encoded[start : start + size])
+        start += size
+    streamed.add(encoded[start:])
+    figures = streamed.figures()
+    if compress:
+        assert figures is None
+        return
+    assert figures is not None
+    crc, histogram = figures
+    assert crc == zlib.crc32(bloom.bits.tobytes())
+    assert np.array_equal(histogram, byte_popcount_histogram(bloom.bits))
+    decoded = decode_bloom(encoded, params, copy=False, bits_crc32=crc)
+    assert np.array_equal(decoded.bits, bloom.bits)
+    assert check_filter(decoded, params, byte_histogram=histogram) == check_filter(bloom, params)
+    with pytest.raises(FormatError, match="checksum mismatch"):
+        decode_bloom(encoded, params, bits_crc32=crc ^ 1)
+
+
+def test_a_stream_whose_header_does_not_parse_gets_no_figures() -> None:
+    streamed = StreamedFilter()
+    streamed.add(b"not a filter" * 10)
+    assert streamed.figures() is None
+    short = StreamedFilter()
+    short.add(b"SGBF")
+    assert short.figures() is None

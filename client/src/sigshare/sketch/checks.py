@@ -10,13 +10,16 @@ checks bound; every rejection says which check failed.
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from sigshare.sketch.bloom import BloomFilter, BloomParams
-from sigshare.sketch.errors import ParameterError, SaturationError
+from sigshare.sketch.codec import BLOOM_HEADER_MAX_BYTES, read_bloom_header
+from sigshare.sketch.errors import FormatError, ParameterError, SaturationError
 
 FILL_TOLERANCE_SIGMAS = 6.0
 """How far (in standard deviations) the fill may stray from the one the declared count implies."""
@@ -55,33 +58,135 @@ _PAIR_LOW = np.arange(_PAIR_BINS) % 256
 _PAIR_HIGH = np.arange(_PAIR_BINS) // 256
 
 
-def _byte_popcount_histogram(bits: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
-    """How many bytes have 0, 1, …, 8 bits set.
-
-    The per-byte popcounts are read two at a time as ``uint16`` (``lo + 256 * hi``, at most
-    2,056), counted in cache-sized chunks and folded back to bytes: half the elements of one
-    bincount per byte, and a table that stays in cache (numpy widens every counted element to
-    intp, so a single bincount of the whole array would allocate eight bytes per byte).
-    """
-    counts = np.bitwise_count(bits)
-    even = counts.size - counts.size % 2
-    pairs = counts[:even].view(np.uint16)
+def _popcount_pairs(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Counts of ``data``'s byte pairs by their popcounts (``lo + 256 * hi``); an odd last
+    byte is left to :func:`_odd_byte`."""
     histogram = np.zeros(_PAIR_BINS, dtype=np.int64)
-    for start in range(0, pairs.size, _HISTOGRAM_CHUNK):
-        histogram += np.bincount(pairs[start : start + _HISTOGRAM_CHUNK], minlength=_PAIR_BINS)
-    weights = histogram.astype(np.float64)
+    even = data.size - data.size % 2
+    step = 2 * _HISTOGRAM_CHUNK
+    for start in range(0, even, step):
+        pairs = np.bitwise_count(data[start : min(start + step, even)]).view(np.uint16)
+        histogram += np.bincount(pairs, minlength=_PAIR_BINS)
+    return histogram
+
+
+def _fold_pairs(
+    pairs: npt.NDArray[np.int64], singles: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """Bytes by popcount from pair counts and the popcounts of bytes counted alone."""
+    weights = pairs.astype(np.float64)
     # Bins with a low byte above 8 are never hit; their zero weights fold past index 8.
     folded: npt.NDArray[np.float64] = (
         np.bincount(_PAIR_LOW, weights=weights, minlength=256)[:9]
         + np.bincount(_PAIR_HIGH, weights=weights, minlength=9)[:9]
+        + singles
     ).astype(np.float64)
-    if even != counts.size:
-        folded[int(counts[-1])] += 1.0
     return folded
 
 
-def measure(bloom: BloomFilter) -> FilterHealth:
-    """Compute every figure the checks use, without judging."""
+def _odd_byte(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    singles = np.zeros(9, dtype=np.int64)
+    if data.size % 2:
+        singles[int(np.bitwise_count(data[-1]))] += 1
+    return singles
+
+
+def byte_popcount_histogram(
+    bits: npt.NDArray[np.uint8] | bytes | memoryview,
+) -> npt.NDArray[np.float64]:
+    """How many bytes have 0, 1, …, 8 bits set.
+
+    The per-byte popcounts are read two at a time as ``uint16`` (``lo + 256 * hi``, at most
+    2,056), counted in cache-sized chunks and folded back to bytes: half the elements of one
+    bincount per byte, temporaries that stay in cache (numpy widens every counted element to
+    intp, so a single bincount of the whole array would allocate eight bytes per byte), and a
+    table that does too.
+    """
+    data = np.frombuffer(bits, dtype=np.uint8)
+    return _fold_pairs(_popcount_pairs(data), _odd_byte(data))
+
+
+class _BitsOfStream:
+    """The bits of an encoded filter arriving in chunks: the header is held back and parsed,
+    the rest passed on. ``usable`` turns false for a header that does not parse or
+    compressed bits."""
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self.offset: int | None = None
+        self.usable = True
+
+    def bits(self, chunk: bytes | memoryview) -> bytes | memoryview:
+        if not self.usable:
+            return b""
+        if self.offset is not None:
+            return chunk
+        self._head += chunk
+        if len(self._head) < BLOOM_HEADER_MAX_BYTES:
+            return b""
+        try:
+            header = read_bloom_header(bytes(self._head))
+        except FormatError:
+            self.usable = False
+            return b""
+        if header.compressed:
+            self.usable = False
+            return b""
+        self.offset = header.payload_offset
+        rest, self._head = bytes(self._head[self.offset :]), bytearray()
+        return rest
+
+
+class StreamedFilter:
+    """What the hub checks of an encoded filter that it can count while the filter streams in,
+    chunk by chunk: the CRC-32 and the :func:`byte_popcount_histogram` of its bits (see
+    :func:`~sigshare.sketch.codec.decode_bloom`'s ``bits_crc32`` and :func:`check_filter`'s
+    ``byte_histogram``). A stream whose header does not parse, or whose bits are compressed,
+    gets no figures: the decoder reports what is wrong with it.
+
+    :meth:`consumers` are two functions that may run on two threads, each fed every chunk in
+    order (the CRC releases the GIL, most of the histogram does not); :meth:`add` feeds both.
+    """
+
+    def __init__(self) -> None:
+        self._for_crc = _BitsOfStream()
+        self._for_histogram = _BitsOfStream()
+        self._crc = 0
+        self._pairs = np.zeros(_PAIR_BINS, dtype=np.int64)
+        self._singles = np.zeros(9, dtype=np.int64)
+
+    def _add_crc(self, chunk: bytes | memoryview) -> None:
+        bits = self._for_crc.bits(chunk)
+        if bits:
+            self._crc = zlib.crc32(bits, self._crc)
+
+    def _add_histogram(self, chunk: bytes | memoryview) -> None:
+        bits = self._for_histogram.bits(chunk)
+        if bits:
+            data = np.frombuffer(bits, dtype=np.uint8)
+            self._pairs += _popcount_pairs(data)
+            self._singles += _odd_byte(data)
+
+    def consumers(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+        return self._add_crc, self._add_histogram
+
+    def add(self, chunk: bytes | memoryview) -> None:
+        self._add_crc(chunk)
+        self._add_histogram(chunk)
+
+    def figures(self) -> tuple[int, npt.NDArray[np.float64]] | None:
+        """The bits' CRC-32 and byte-popcount histogram, or ``None`` (see the class)."""
+        streams = (self._for_crc, self._for_histogram)
+        if not all(stream.usable and stream.offset is not None for stream in streams):
+            return None
+        return self._crc, _fold_pairs(self._pairs, self._singles)
+
+
+def measure(
+    bloom: BloomFilter, *, byte_histogram: npt.NDArray[np.float64] | None = None
+) -> FilterHealth:
+    """Compute every figure the checks use, without judging. ``byte_histogram``: the
+    :func:`byte_popcount_histogram` of ``bloom.bits``, when the caller counted it already."""
     params = bloom.params
     set_bits = bloom.set_bits()
     fill = set_bits / params.m
@@ -99,7 +204,8 @@ def measure(bloom: BloomFilter) -> FilterHealth:
             deviations = block_counts - _BLOCK_BITS * fill
             block_stat = float((deviations**2).sum()) / (_BLOCK_BITS * variance_per_bit)
             block_z = _chi2_z(block_stat, blocks - 1)
-        byte_histogram = _byte_popcount_histogram(bloom.bits)
+        if byte_histogram is None:
+            byte_histogram = byte_popcount_histogram(bloom.bits)
         expected_histogram = bloom.bits.size * np.array(
             [math.comb(8, j) * fill**j * (1.0 - fill) ** (8 - j) for j in range(9)]
         )
@@ -123,8 +229,17 @@ def measure(bloom: BloomFilter) -> FilterHealth:
     )
 
 
-def check_filter(bloom: BloomFilter, published: BloomParams) -> FilterHealth:
-    """Accept ``bloom`` against the ``published`` parameters or raise a typed error saying why."""
+def check_filter(
+    bloom: BloomFilter,
+    published: BloomParams,
+    *,
+    byte_histogram: npt.NDArray[np.float64] | None = None,
+) -> FilterHealth:
+    """Accept ``bloom`` against the ``published`` parameters or raise a typed error saying why.
+
+    ``byte_histogram``: see :func:`measure`; only ever one the caller counted itself from the
+    same bytes (the hub, from the stream it received), never one a sender supplied.
+    """
     params = bloom.params
     for name in ("kind", "key_id", "m", "k"):
         got, want = getattr(params, name), getattr(published, name)
@@ -135,7 +250,7 @@ def check_filter(bloom: BloomFilter, published: BloomParams) -> FilterHealth:
             f"declared count {bloom.count} exceeds the capacity {published.capacity} for "
             f"{published.kind}"
         )
-    health = measure(bloom)
+    health = measure(bloom, byte_histogram=byte_histogram)
     if health.fpr_at_fill > MAX_FPR_FACTOR * published.target_fpr:
         raise SaturationError(
             f"filter is {health.fill:.1%} full: its false-positive rate {health.fpr_at_fill:.2e} "

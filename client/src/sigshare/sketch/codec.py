@@ -98,8 +98,8 @@ def _require_preamble(
         raise FormatError(f"unsupported {what} format version {version}")
 
 
-def _read_key_id(data: bytes, offset: int, length: int) -> str:
-    raw = data[offset : offset + length]
+def _read_key_id(data: bytes | memoryview, offset: int, length: int) -> str:
+    raw = bytes(data[offset : offset + length])
     if len(raw) != length:
         raise FormatError("truncated: key id runs past the end")
     try:
@@ -136,7 +136,7 @@ def encode_bloom(bloom: BloomFilter, *, compress: bool | None = None) -> bytes:
     return header + key_id + payload
 
 
-def read_bloom_header(data: bytes) -> BloomHeader:
+def read_bloom_header(data: bytes | memoryview) -> BloomHeader:
     """Parse and validate the header of an encoded filter."""
     if len(data) < _BLOOM_HEADER.size:
         raise FormatError(f"truncated: {len(data)} bytes is shorter than a filter header")
@@ -170,14 +170,25 @@ def read_bloom_header(data: bytes) -> BloomHeader:
     )
 
 
-def decode_bloom(data: bytes, params: BloomParams, *, copy: bool = True) -> BloomFilter:
+BLOOM_HEADER_MAX_BYTES = _BLOOM_HEADER.size + 32
+"""The longest a filter's header can be (the longest key id)."""
+
+
+def decode_bloom(
+    data: bytes | memoryview,
+    params: BloomParams,
+    *,
+    copy: bool = True,
+    bits_crc32: int | None = None,
+) -> BloomFilter:
     """Decode a filter encoded for ``params``; anything else raises :class:`FormatError`.
 
     The parameters come from the caller (the forum's published ones), never from the bytes: a
     header that disagrees is refused before any payload is decompressed, and decompression is
     capped at the size ``m`` implies, so a compressed bomb cannot exhaust memory.
     ``copy=False``: an uncompressed filter's bits are a read-only view of ``data`` (for
-    checking a filter without a second copy of it).
+    checking a filter without a second copy of it). ``bits_crc32``: the CRC-32 of an
+    uncompressed filter's bits, when the caller computed it from the same bytes already.
     """
     header = read_bloom_header(data)
     for name, got, want in (
@@ -202,7 +213,8 @@ def decode_bloom(data: bytes, params: BloomParams, *, copy: bool = True) -> Bloo
         raw = payload  # no intermediate copy: the array below is the only one
     if len(raw) != params.nbytes:
         raise FormatError(f"payload is {len(raw)} bytes, m={params.m} needs {params.nbytes}")
-    if zlib.crc32(raw) != header.crc32:
+    crc = bits_crc32 if bits_crc32 is not None and not header.compressed else zlib.crc32(raw)
+    if crc != header.crc32:
         raise FormatError("checksum mismatch: the filter is corrupted")
     bits = np.frombuffer(raw, dtype=np.uint8)
     return BloomFilter(params, bits.copy() if copy else bits, header.count)

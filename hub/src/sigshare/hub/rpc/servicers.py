@@ -37,6 +37,7 @@ from sigshare.hub.services.submissions import (
 from sigshare.hub.storage import blobs
 from sigshare.hub.storage.blobs import StagedBlob
 from sigshare.hub.storage.database import session_scope
+from sigshare.sketch.checks import StreamedFilter
 from sigshare.sketch.prf import TOKEN_BYTES
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc as pb_grpc
@@ -113,21 +114,27 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
             raise SketchRejectedError(f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
         # Bloom filters are written to the blob store as they arrive (cluster sets are
         # re-encoded after decoding, so the store gets the canonical bytes later).
+        # What the filter's checks count (its bits' CRC-32, byte popcounts) is counted on the
+        # blob's observer threads as it arrives, leaving less to do once the stream ends.
         store = blobs.store_for(self._engine)
-        staged = store.stage() if store and header.format is SketchFormat.BLOOM_V1 else None
+        staged, streamed = None, None
+        if store is not None and header.format is SketchFormat.BLOOM_V1:
+            streamed = StreamedFilter()
+            staged = store.stage(streamed.consumers())
         try:
-            return self._submit(member, header, plan, request_iterator, staged)
+            return self._submit(member, header, plan, request_iterator, staged, streamed)
         finally:
             if staged is not None:
                 staged.discard()  # nothing left behind once published or refused
 
-    def _submit(
+    def _submit(  # noqa: PLR0917 - private; the parts of one call
         self,
         member: Principal,
         header: UploadHeader,
         plan: UploadPlan,
         request_iterator: Iterator[pb.SubmitChunk],
         staged: StagedBlob | None,
+        streamed: StreamedFilter | None,
     ) -> pb.SubmitResponse:
         started = time.perf_counter()
         payload, sha256 = _receive(
@@ -136,7 +143,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         received = time.perf_counter()
         if header.format is SketchFormat.CLUSTERS_V1:
             verify_content(header, payload, sha256)
-            signatures, clusters = convert.cluster_set(payload)
+            signatures, clusters = convert.cluster_set(bytes(payload))  # not staged: bytes
             with session_scope(self._engine) as session:
                 outcome = submit_clusters(
                     session,
@@ -158,6 +165,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
                     sha256=sha256,
                     plan=plan,
                     staged=staged,
+                    streamed=streamed,
                 )
         log.info(
             "submission member=%s kind=%s bytes=%d duplicate=%s receive_s=%.3f store_s=%.3f",
@@ -277,11 +285,12 @@ def _require_name(value: str, what: str) -> None:
 
 def _receive(
     chunks: Iterator[pb.SubmitChunk], announced: int, staged: StagedBlob | None = None
-) -> tuple[bytes, bytes]:
+) -> tuple[bytes | memoryview, bytes]:
     """The data of a submission and its SHA-256, refusing more than ``announced`` bytes.
 
-    Hashing (and writing to ``staged``) chunk by chunk overlaps with gRPC receiving the next
-    one; at the end, ``staged`` starts writing its tail back while the caller verifies.
+    Without ``staged``, hashing chunk by chunk overlaps with gRPC receiving the next one. With
+    it, each chunk goes to the blob's writer thread (which hashes it), and the data comes back
+    mapped from the staged file: no copy of the payload is made in memory.
     """
     parts: list[bytes] = []
     digest = hashlib.sha256()
@@ -290,18 +299,17 @@ def _receive(
         if chunk.WhichOneof("part") != "data":
             raise InvalidArgumentError("only data chunks may follow the header")
         data = chunk.data
-        parts.append(data)
-        if staged is None:
-            digest.update(data)
-        else:
-            staged.write(data)  # hashes as it writes
         received += len(data)
         if received > announced:
             raise SketchRejectedError(f"stream carries more than the {announced} bytes announced")
+        if staged is None:
+            parts.append(data)
+            digest.update(data)
+        else:
+            staged.write(data)
     if staged is None:
         return b"".join(parts), digest.digest()  # the one copy of the payload
-    staged.flush_soon()
-    return b"".join(parts), staged.sha256
+    return staged.contents(), staged.finish()
 
 
 def _receive_tokens(chunks: Iterator[pb.ResolveRequest], announced: int) -> bytes:

@@ -45,7 +45,7 @@ from sigshare.hub.storage.repositories import (
     SubmissionRepository,
 )
 from sigshare.hub.storage.results import ClusterRepository
-from sigshare.sketch.checks import FilterHealth, check_filter
+from sigshare.sketch.checks import FilterHealth, StreamedFilter, check_filter
 from sigshare.sketch.codec import SignatureSet, decode_bloom, encode_signatures
 from sigshare.sketch.errors import ParameterError, SketchError
 from sigshare.sketch.minhash import EMPTY
@@ -151,7 +151,9 @@ def plan_upload(session: Session, header: UploadHeader) -> UploadPlan:
     return UploadPlan(header=header, params=params, max_bytes=limit)
 
 
-def verify_content(header: UploadHeader, payload: bytes, sha256: bytes | None = None) -> None:
+def verify_content(
+    header: UploadHeader, payload: bytes | memoryview, sha256: bytes | None = None
+) -> None:
     """The received bytes are exactly what the header announced.
 
     ``sha256`` is the payload's digest when the caller computed it while receiving.
@@ -170,18 +172,20 @@ def submit_bloom(
     session: Session,
     member: Principal,
     header: UploadHeader,
-    payload: bytes,
+    payload: bytes | memoryview,
     now: datetime,
     *,
     sha256: bytes | None = None,
     plan: UploadPlan | None = None,
     staged: StagedBlob | None = None,
+    streamed: StreamedFilter | None = None,
 ) -> SubmitOutcome:
     """Verify and store a member's Bloom filter of one kind: the content (``sha256``: see
     :func:`verify_content`), its format and every check of the sketch core, once. ``plan``:
     the header's :func:`plan_upload`, when the caller checked it before receiving the data.
     ``staged``: the blob the transport wrote ``payload`` into while receiving it, stored
-    instead of writing the bytes again (the caller discards it if this raises)."""
+    instead of writing the bytes again (the caller discards it if this raises). ``streamed``:
+    the figures the transport counted from exactly ``payload`` as it arrived."""
     if plan is None:
         plan = plan_upload(session, header)
     params = plan.params
@@ -189,12 +193,14 @@ def submit_bloom(
         raise InvalidArgumentError("a Bloom filter upload needs an indicator kind's plan")
     verify_content(header, payload, sha256)
     try:
-        bloom = decode_bloom(payload, params.bloom_params(), copy=False)  # only checked
+        figures = None if streamed is None else streamed.figures()
+        crc, histogram = (None, None) if figures is None else figures
+        bloom = decode_bloom(payload, params.bloom_params(), copy=False, bits_crc32=crc)
         if bloom.count != header.declared_count:
             raise SketchRejectedError(
                 f"header declares {header.declared_count} items, the filter {bloom.count}"
             )
-        health = check_filter(bloom, params.bloom_params())
+        health = check_filter(bloom, params.bloom_params(), byte_histogram=histogram)
     except ParameterError as error:
         raise PreconditionError(str(error)) from None
     except SketchError as error:
@@ -203,7 +209,7 @@ def submit_bloom(
         session,
         member,
         plan,
-        payload if staged is None else staged,
+        bytes(payload) if staged is None else staged,  # bytes(bytes) is the object itself
         family_kind=params.kind,
         set_bits=health.set_bits,
         now=now,

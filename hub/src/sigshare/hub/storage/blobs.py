@@ -28,16 +28,19 @@ SHA-256 in the name, so a damaged or swapped file is an error, never a wrong ans
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
+import mmap
 import os
+import queue
 import secrets
 import stat
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,12 +133,13 @@ class BlobStore:
             _make_private_directory(self.root / STAGING)
             self._ready = True
 
-    def stage(self) -> StagedBlob:
-        """A new, empty staged blob to write an arriving payload into."""
+    def stage(self, observers: Sequence[Callable[[bytes], None]] = ()) -> StagedBlob:
+        """A new, empty staged blob to write an arriving payload into; each of ``observers``
+        sees every chunk, in order, on a thread of its own (work that overlaps the receiving)."""
         self._prepare()
         path = self.root / STAGING / secrets.token_hex(16)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-        return StagedBlob(self, path, descriptor)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        return StagedBlob(self, path, descriptor, observers)
 
     def put(self, payload: bytes) -> str:
         """Write ``payload`` as a new published blob; its name."""
@@ -229,76 +233,160 @@ class BlobStore:
 
 
 class StagedBlob:
-    """A payload being written into the store's staging area.
+    """A payload being written into the store's staging area, off the receiving thread.
 
-    Writes go to the page cache; a background thread asks the kernel to write them back every
-    :data:`FLUSH_EVERY_BYTES`, so that :meth:`publish` mostly finds the data on disk already.
+    :meth:`write` hands each chunk to a writer thread (the page cache), a hashing thread and a
+    thread per observer; a flusher thread asks the
+    kernel to write back every :data:`FLUSH_EVERY_BYTES` (``fdatasync``), so the disk works
+    while the network does and :meth:`publish` mostly finds the data on disk already.
+    :meth:`finish` waits for the writer and the observer; :meth:`contents` then maps the file
+    for reading (no second copy in memory) while the flusher writes back the tail.
     """
 
-    def __init__(self, store: BlobStore, path: Path, descriptor: int) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        path: Path,
+        descriptor: int,
+        observers: Sequence[Callable[[bytes], None]] = (),
+    ) -> None:
         self._store = store
         self._path = path
         self._descriptor = descriptor
         self._digest = hashlib.sha256()
         self.size = 0
-        self._unflushed = 0
+        self._finished = False
+        self._written = threading.Event()
         self._flush_wanted = threading.Event()
-        self._done = False
-        self._flush_error: OSError | None = None
+        self._stopping = False
+        self._error: Exception | None = None
+        self._mapped: mmap.mmap | None = None
+        self._unflushed = 0
+        # Each consumer sees every chunk, in order, on its own thread: writing, hashing and
+        # counting release the GIL for most of their work, so they overlap one another.
+        consumers = [self._write_chunk, self._digest.update, *observers]
+        self._queues: list[queue.SimpleQueue[bytes | None]] = [
+            queue.SimpleQueue() for _ in consumers
+        ]
+        self._consumers = [
+            threading.Thread(
+                target=self._consume, args=(chunks, consume), name="blob-stage", daemon=True
+            )
+            for chunks, consume in zip(self._queues, consumers, strict=True)
+        ]
         self._flusher = threading.Thread(target=self._flush_loop, name="blob-flush", daemon=True)
-        self._flusher.start()
+        for thread in [*self._consumers, self._flusher]:
+            thread.start()
 
     def write(self, data: bytes) -> None:
+        """Queue ``data`` to be written (and hashed, and observed) after what came before."""
+        if self._finished:
+            raise InvalidArgumentError("the staged blob was finished: nothing more may be written")
+        if self._error is not None:
+            raise self._error
+        self.size += len(data)
+        for chunks in self._queues:
+            chunks.put(data)
+
+    def _end_of_data(self) -> None:
+        if not self._finished:
+            self._finished = True
+            for chunks in self._queues:
+                chunks.put(None)
+
+    def _write_chunk(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self._descriptor, view)
-            view = view[written:]
-        self._digest.update(data)
-        self.size += len(data)
+            view = view[os.write(self._descriptor, view) :]
         self._unflushed += len(data)
         if self._unflushed >= FLUSH_EVERY_BYTES:
             self._unflushed = 0
             self._flush_wanted.set()
 
-    @property
-    def sha256(self) -> bytes:
-        """The SHA-256 of everything written so far."""
-        return self._digest.digest()
-
-    def flush_soon(self) -> None:
-        """Start writing back what was written, in the background (the stream ended: the
-        caller verifies the payload meanwhile)."""
-        self._unflushed = 0
-        self._flush_wanted.set()
+    def _consume(
+        self, chunks: queue.SimpleQueue[bytes | None], consume: Callable[[bytes], None]
+    ) -> None:
+        try:
+            while (data := chunks.get()) is not None:
+                if self._error is None:  # else drain: the upload fails at finish()
+                    consume(data)
+        except Exception as error:  # reported by finish(), on the caller's thread
+            self._error = error
+            while chunks.get() is not None:
+                pass
+        finally:
+            if consume == self._write_chunk:
+                self._written.set()
+                self._flush_wanted.set()  # the tail
 
     def _flush_loop(self) -> None:
         while True:
             self._flush_wanted.wait()
             self._flush_wanted.clear()
-            if self._done:
+            if self._stopping:
                 return
             try:
                 os.fdatasync(self._descriptor)
             except OSError as error:
-                self._flush_error = error
+                self._error = error
                 return
+            if self._written.is_set() and not self._flush_wanted.is_set():
+                return  # everything written has been written back
 
-    def _stop_flusher(self) -> None:
-        self._done = True
-        self._flush_wanted.set()
-        self._flusher.join()
+    def finish(self) -> bytes:
+        """Wait until every chunk is written and hashed; the SHA-256 of them all. The tail's
+        write-back continues in the background."""
+        self._end_of_data()
+        for thread in self._consumers:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest.digest()
+
+    @property
+    def sha256(self) -> bytes:
+        return self.finish()
+
+    def contents(self) -> memoryview:
+        """What was written, read-only, mapped from the page cache (after :meth:`finish`)."""
+        self.finish()
+        if self.size == 0:
+            return memoryview(b"")
+        if self._mapped is None:
+            self._mapped = mmap.mmap(
+                self._descriptor,
+                self.size,
+                flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                prot=mmap.PROT_READ,
+            )
+        return memoryview(self._mapped)
+
+    def _stop(self) -> None:
+        """Stop every thread; the flusher's last ``fdatasync`` is waited for."""
+        self._end_of_data()
+        for thread in [*self._consumers, self._flusher]:
+            thread.join()
+
+    def _unmap(self) -> None:
+        if self._mapped is not None:
+            # A view of it still referenced: the map closes when the last one goes.
+            with contextlib.suppress(BufferError):
+                self._mapped.close()
+            self._mapped = None
 
     def publish(self, name: str | None = None) -> str:
         """Make the blob durable and visible under its name, which is returned: a new one,
         or ``name`` (a copy of another store's blob, which must carry this content's hash)."""
-        self._stop_flusher()
-        if self._flush_error is not None:
-            raise self._flush_error
+        digest = self.finish().hex()
+        self._flusher.join()  # everything written back
+        if self._error is not None:
+            raise self._error
         if name is None:
-            name = f"{self._digest.hexdigest()}-{secrets.token_hex(8)}"
-        elif not is_blob_name(name) or name[:64] != self._digest.hexdigest():
+            name = f"{digest}-{secrets.token_hex(8)}"
+        elif not is_blob_name(name) or name[:64] != digest:
             raise InvalidArgumentError(f"{name!r} is not the name of this content")
-        os.fsync(self._descriptor)
+        os.fsync(self._descriptor)  # metadata too; the data was written back by the flusher
+        self._unmap()
         os.close(self._descriptor)
         self._descriptor = -1
         target = self._store.path(name)
@@ -315,9 +403,12 @@ class StagedBlob:
         return name
 
     def discard(self) -> None:
-        """Drop what was written (a refused or broken upload); safe to call twice."""
-        if not self._done:
-            self._stop_flusher()
+        """Drop what was written (a refused or broken upload); safe to call twice, and after
+        :meth:`publish` (which it leaves alone)."""
+        self._stopping = True
+        self._flush_wanted.set()
+        self._stop()
+        self._unmap()
         if self._descriptor >= 0:
             os.close(self._descriptor)
             self._descriptor = -1
