@@ -44,6 +44,7 @@ from hubtest import (
 from sqlalchemy import Engine, select
 
 from sigshare.client.exit_codes import ExitCode
+from sigshare.client.hub_types import ConfirmedToken
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import AuditEntry, Role, SubmissionStatus, canonical_json
 from sigshare.hub.errors import NotFoundError, PermissionDeniedError, PreconditionError
@@ -59,6 +60,7 @@ from sigshare.hub.storage import (
 )
 from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.hub.storage.models import SubmissionPayloadRow, SubmissionRow
+from sigshare.hub.storage.results import IndicatorRepository
 from sigshare.hub.web import create_app
 from sigshare.sketch.codec import encode_bloom
 from sigshare.v1 import hub_pb2 as pb
@@ -227,6 +229,47 @@ def test_revocation_withdraws_the_member_from_every_count_at_once(hub: RunningHu
     first = revoke(hub)
     assert revoke(hub).revoked_at == first.revoked_at
     assert audit(hub.engine, "principal.revoke")[0].details["withdrawn_submissions"] == []
+
+
+def test_revocation_withdraws_the_member_from_shared_indicators_at_once(hub: RunningHub) -> None:
+    """Confirmations are a member's statements: a revoked member's stop counting among the
+    reporters of shared indicators (counts and names). A token it took below the quorum keeps
+    its record, and review history, with the count it has now."""
+    forum = email_forum()
+    submit_all_emails(hub, forum)
+    for member in MEMBERS_BEFORE:
+        client = hub.client(member)
+        counts = resolved_counts(forum, member, resolve_email(client, forum, member), 2)
+        resolved = sorted(v for v, c in counts.items() if c)
+        offered = [ConfirmedToken(token=forum.token(v), category="probe") for v in resolved]
+        assert client.confirm(EMAIL, KEY_ID, offered).accepted == len(resolved)
+
+    def reporters() -> dict[str, tuple[int, tuple[str, ...]]]:
+        """Each shared value's reporter count and names, as coordinators' records hold them."""
+        with session_scope(hub.engine) as session:
+            records, _ = IndicatorRepository(session).page(kind=EMAIL, limit=1000)
+        by_token = forum.value_of()
+        return {by_token[r.token]: (r.reporters, r.reporter_names) for r in records}
+
+    shared = forum.shared(2)
+    before = reporters()
+    assert set(before) == set(shared)  # every value held by two or more members
+    for value in shared:
+        holders = tuple(sorted(forum.holders(value)))
+        assert before[value] == (len(holders), holders)
+
+    revoke(hub)
+
+    after = reporters()
+    assert set(after) == set(before)  # no record is dropped
+    for value in shared:
+        holders = tuple(sorted(forum.holders(value) - {REVOKED}))
+        assert after[value] == (len(holders), holders)
+    assert any(len(forum.holders(v) - {REVOKED}) == 1 for v in shared)  # fell below quorum
+    [entry] = audit(hub.engine, "principal.revoke")
+    assert entry.details["withdrawn_confirmations"] == sum(
+        1 for v in shared if REVOKED in forum.holders(v)
+    )
 
 
 def test_an_upload_in_flight_when_its_member_is_revoked_or_rotated_stores_nothing(

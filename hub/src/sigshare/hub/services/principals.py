@@ -14,6 +14,7 @@ campaigns of the families it had clusters in are recomputed by their next reader
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -30,9 +31,11 @@ from sigshare.hub.services.credentials import (
 from sigshare.hub.storage.aggregates import FamilyRepository
 from sigshare.hub.storage.repositories import (
     AuditRepository,
+    ParameterRepository,
     PrincipalRepository,
     SubmissionRepository,
 )
+from sigshare.hub.storage.results import IndicatorRepository
 from sigshare.hub.storage.web_sessions import WebSessionRepository
 
 _UNKNOWN_ID_HASH = hash_secret(secrets.token_urlsafe(32))
@@ -69,6 +72,7 @@ def revoke_principal(session: Session, *, actor: str, name: str, now: datetime) 
     principal = PrincipalRepository(session).revoke(name, now)
     assert principal.revoked_at is not None  # revoke() sets it or raises
     withdrawn = _withdraw_submissions(session, principal, now)
+    confirmations = _withdraw_confirmations(session, principal, now)
     AuditRepository(session).append(
         actor,
         "principal.revoke",
@@ -77,10 +81,29 @@ def revoke_principal(session: Session, *, actor: str, name: str, now: datetime) 
             "role": principal.role.value,
             "revoked_at": principal.revoked_at.isoformat(),
             "withdrawn_submissions": [s.id for s in withdrawn],
+            "withdrawn_confirmations": confirmations,
         },
         at=now,
     )
     return principal
+
+
+def _withdraw_confirmations(session: Session, principal: Principal, now: datetime) -> int:
+    """Delete the revoked ``principal``'s confirmations and recount the shared indicators they
+    were part of: it is no longer among their reporters (names and counts), and a token it
+    took below its kind's quorum keeps its record (and review history) with the count it has
+    now. The kinds are locked in name order first, as confirming locks its kind."""
+    indicators = IndicatorRepository(session)
+    for kind in indicators.confirmed_kinds(principal.id):
+        indicators.lock_kind(kind)
+    withdrawn = indicators.withdraw_confirmations(principal.id)
+    kinds = ParameterRepository(session)
+    for (kind, key_id), tokens in sorted(withdrawn.items()):
+        params = kinds.get_kind(kind)
+        # A kind no longer published gets no new records, only recounts.
+        quorum = params.quorum if params is not None else sys.maxsize
+        indicators.refresh_shared(kind=kind, key_id=key_id, tokens=tokens, quorum=quorum, at=now)
+    return sum(len(tokens) for tokens in withdrawn.values())
 
 
 def _withdraw_submissions(

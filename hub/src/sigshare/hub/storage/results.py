@@ -127,7 +127,9 @@ class IndicatorRepository:
         self, *, kind: str, key_id: str, tokens: Sequence[bytes], quorum: int, at: datetime
     ) -> int:
         """Create or update the shared-indicator record of every token confirmed by at least
-        ``quorum`` members; the number of ``tokens`` that are shared indicators now."""
+        ``quorum`` members, and bring the record of any other of ``tokens`` up to date with
+        its confirmations (fewer after a member's were withdrawn); the number of ``tokens``
+        that are shared indicators now."""
         moment = utc(at)
         grouped: dict[bytes, list[ConfirmationRow]] = defaultdict(list)
         for chunk in _chunks(sorted(set(tokens))):
@@ -142,7 +144,7 @@ class IndicatorRepository:
         shared = {token: rows for token, rows in grouped.items() if len(rows) >= quorum}
         existing = {
             row.token: row
-            for chunk in _chunks(sorted(shared))
+            for chunk in _chunks(sorted(set(tokens)))
             for row in self._session.scalars(
                 select(SharedIndicatorRow).where(
                     SharedIndicatorRow.kind == kind,
@@ -151,7 +153,8 @@ class IndicatorRepository:
                 )
             )
         }
-        for token, rows in shared.items():
+        below = {token: grouped.get(token, []) for token in existing if token not in shared}
+        for token, rows in [*shared.items(), *below.items()]:
             firsts = [r.first_seen for r in rows if r.first_seen is not None]
             lasts = [r.last_seen for r in rows if r.last_seen is not None]
             values = {
@@ -179,6 +182,29 @@ class IndicatorRepository:
                     setattr(record, name, value)
         self._session.flush()
         return len(shared)
+
+    def confirmed_kinds(self, member_id: int) -> list[str]:
+        """The kinds of the member's confirmations, by name."""
+        return list(
+            self._session.scalars(
+                select(ConfirmationRow.kind)
+                .where(ConfirmationRow.member_id == member_id)
+                .distinct()
+                .order_by(ConfirmationRow.kind)
+            )
+        )
+
+    def withdraw_confirmations(self, member_id: int) -> dict[tuple[str, str], list[bytes]]:
+        """Delete the member's confirmations; the tokens they were of, by (kind, key id). The
+        caller refreshes those tokens' records (:meth:`refresh_shared`)."""
+        withdrawn: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        for kind, key_id, token in self._session.execute(
+            delete(ConfirmationRow)
+            .where(ConfirmationRow.member_id == member_id)
+            .returning(ConfirmationRow.kind, ConfirmationRow.key_id, ConfirmationRow.token)
+        ):
+            withdrawn[(kind, key_id)].append(token)
+        return dict(withdrawn)
 
     def for_member(self, member_id: int, kind: str | None = None) -> list[SharedIndicator]:
         """Shared indicators among the tokens this member confirmed itself."""
