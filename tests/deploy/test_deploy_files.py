@@ -62,16 +62,15 @@ def test_systemd_units_verify_cleanly(unit: Path, tmp_path: Path) -> None:
     stand_in.parent.mkdir()
     stand_in.write_text("#!/bin/sh\nexit 0\n")
     stand_in.chmod(0o755)
-    text = unit.read_text()
-    for path in INSTALLED:
-        text = text.replace(path, str(stand_in))
+    # Every unit of the directory beside it: what it requires or starts is loaded and checked too.
+    for sibling in unit.parent.glob("*.*"):
+        if sibling.suffix not in {".service", ".timer"}:
+            continue
+        text = sibling.read_text()
+        for path in INSTALLED:
+            text = text.replace(path, str(stand_in))
+        (tmp_path / sibling.name).write_text(text)
     copy = tmp_path / unit.name
-    copy.write_text(text)
-    if unit.suffix == ".timer":  # a timer is verified with the service it starts
-        service = unit.with_suffix(".service")
-        (tmp_path / service.name).write_text(
-            service.read_text().replace(INSTALLED[1], str(stand_in))
-        )
     result = subprocess.run(
         [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
     )

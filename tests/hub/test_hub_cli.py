@@ -652,6 +652,14 @@ def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) ->
         "your clusters — nothing to do unless you pinned an old client, which refuses the new "
         'digest: upgrade it first." Campaigns reappear as members resubmit.\n'
     )
+    new_epoch = hub(database_url, *PROMPT_SET, "--shingle-unit", "char", "--key-id", "k2")
+    assert new_epoch.exit_code == 0
+    assert "to key_id k2" in new_epoch.stderr
+    assert (
+        "Tell them: \"the forum's key epoch is now k2; put its forum secret in your "
+        'configuration before your next `sigshare sync`, which then resubmits your clusters."'
+    ) in " ".join(new_epoch.stderr.split())
+    assert "nothing to do" not in new_epoch.stderr
 
 
 def test_params_show_tables(sqlite_url: str) -> None:

@@ -293,13 +293,24 @@ def _report_minhash_change(
     resubmit = service.invalidates_sketches(before, after)
     if resubmit:
         assert before is not None
+        if before.key_id != after.key_id:
+            # A new key epoch: members need the new forum secret before their next run.
+            tell = (
+                f"the forum's key epoch is now {after.key_id}; put its forum secret in your "
+                "configuration before your next `sigshare sync`, which then resubmits your "
+                "clusters"
+            )
+        else:
+            tell = (
+                f"the forum's {after.family} parameters changed; your next `sigshare sync` "
+                "(tonight's run) resubmits your clusters — nothing to do unless you pinned an "
+                "old client, which refuses the new digest: upgrade it first"
+            )
         console.warn(
             f"{after.family} signatures change from key_id {before.key_id}, P={before.num_perm}, "
             f"{_shingles(before)} to key_id {after.key_id}, P={after.num_perm}, "
-            f"{_shingles(after)}: members must resubmit. Tell them: \"the forum's "
-            f"{after.family} parameters changed; your next `sigshare sync` (tonight's run) "
-            "resubmits your clusters — nothing to do unless you pinned an old client, which "
-            'refuses the new digest: upgrade it first." Campaigns reappear as members resubmit.'
+            f'{_shingles(after)}: members must resubmit. Tell them: "{tell}." Campaigns '
+            "reappear as members resubmit."
         )
     if json_output:
         console.emit_json({**_minhash_document(after), "members_must_resubmit": resubmit})
