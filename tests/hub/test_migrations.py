@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, MetaData, Table, func, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import QueuePool
 
@@ -190,22 +200,27 @@ def _columns(engine: Engine, table: str) -> set[str]:
     return {column["name"] for column in inspect(engine).get_columns(table)}
 
 
+def _insert_acme(connection: Connection, tables: dict[str, Table]) -> None:
+    """Member ``acme`` (id 1), as every schema revision stores a principal."""
+    connection.execute(
+        insert(tables["principals"]).values(
+            id=1,
+            name="acme",
+            role="member",
+            credential_id="a" * 16,
+            credential_hash=bytes(32),
+            created_at=T0,
+        )
+    )
+
+
 def _seed_before_resolution(engine: Engine, kinds: dict[str, tuple[int, int]]) -> None:
     """Rows as a hub at revision 0003 wrote them: ``kinds`` (name → capacity, quorum) at a
     stated per-filter rate of 10⁻³, a counted filter with its payload, and email's count
     vector."""
     tables = _reflected(engine)
     with engine.begin() as connection:
-        connection.execute(
-            insert(tables["principals"]).values(
-                id=1,
-                name="acme",
-                role="member",
-                credential_id="a" * 16,
-                credential_hash=bytes(32),
-                created_at=T0,
-            )
-        )
+        _insert_acme(connection, tables)
         for kind, (capacity, quorum) in kinds.items():
             old = BloomParams.for_capacity(kind, "epoch-1", capacity, 0.001)
             connection.execute(
@@ -395,16 +410,7 @@ def _seed_before_rewording(engine: Engine) -> None:
     4-shingles, θ 0.6) and one member's active cluster submission under its digest."""
     tables = _reflected(engine)
     with engine.begin() as connection:
-        connection.execute(
-            insert(tables["principals"]).values(
-                id=1,
-                name="acme",
-                role="member",
-                credential_id="a" * 16,
-                credential_hash=bytes(32),
-                created_at=T0,
-            )
-        )
+        _insert_acme(connection, tables)
         connection.execute(
             insert(tables["minhash_parameters"]).values(
                 family="prompt",
@@ -537,16 +543,7 @@ def test_0006_admits_withdrawn_submissions_and_downgrades_them_to_expired(
     tables = _reflected(empty_engine)
     submissions = tables["submissions"]
     with empty_engine.begin() as connection:
-        connection.execute(
-            insert(tables["principals"]).values(
-                id=1,
-                name="acme",
-                role="member",
-                credential_id="a" * 16,
-                credential_hash=bytes(32),
-                created_at=T0,
-            )
-        )
+        _insert_acme(connection, tables)
         connection.execute(
             insert(submissions).values(
                 id=1,
@@ -596,16 +593,7 @@ def test_0007_keeps_database_payloads_readable_and_refuses_to_downgrade_over_blo
     migrate.upgrade(empty_engine, BEFORE_BLOBS)
     tables = _reflected(empty_engine)
     with empty_engine.begin() as connection:
-        connection.execute(
-            insert(tables["principals"]).values(
-                id=1,
-                name="acme",
-                role="member",
-                credential_id="a" * 16,
-                credential_hash=bytes(32),
-                created_at=T0,
-            )
-        )
+        _insert_acme(connection, tables)
         for number in (1, 2):
             connection.execute(
                 insert(tables["submissions"]).values(
