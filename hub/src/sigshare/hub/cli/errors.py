@@ -1,13 +1,14 @@
 """The one place where the hub's typed errors become exit codes and messages for `sigshare-hub`.
 
 Commands never catch errors themselves: they run their work inside :func:`exit_on_error`, which
-looks the error up in :data:`EXIT_CODES` and leaves through :meth:`Console.abort`. Database URLs
-can carry passwords, so every message here names the database by its masked URL only.
+exits with the code the error's class declares and leaves through :meth:`Console.abort`.
+Database URLs can carry passwords, so every message here names the database by its masked URL
+only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -17,52 +18,26 @@ from sqlalchemy.exc import OperationalError
 
 from sigshare.client.console import Console
 from sigshare.client.exit_codes import ExitCode
-from sigshare.hub.errors import (
-    AlreadyExistsError,
-    AuditChainError,
-    ConflictError,
-    DatabaseNotMigratedError,
-    HubError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    PreconditionError,
-)
+from sigshare.hub.errors import HubError
 
 
 class UnsupportedDatabaseError(HubError):
     """``--db`` is not a URL of a supported backend with an installed driver."""
 
     code = "unsupported_database"
+    exit_code = ExitCode.CONFIG
 
 
 class DatabaseMissingError(HubError):
     """The SQLite file ``--db`` names does not exist (and only `db upgrade` may create it)."""
 
     code = "database_missing"
-
-
-EXIT_CODES: Mapping[type[HubError], ExitCode] = {
-    InvalidArgumentError: ExitCode.INPUT,
-    NotFoundError: ExitCode.INPUT,
-    AlreadyExistsError: ExitCode.INPUT,
-    ConflictError: ExitCode.FAILURE,
-    DatabaseNotMigratedError: ExitCode.CONFIG,
-    DatabaseMissingError: ExitCode.CONFIG,
-    UnsupportedDatabaseError: ExitCode.CONFIG,
-    AuditChainError: ExitCode.FAILURE,
-    PreconditionError: ExitCode.INPUT,  # the request does not fit the records' current state
-    PermissionDeniedError: ExitCode.AUTH,
-}
-"""Exit code per error class; subclasses inherit their nearest listed ancestor's code."""
+    exit_code = ExitCode.CONFIG
 
 
 def exit_code_for(error: HubError) -> ExitCode:
-    """The code of the nearest class of ``error`` in :data:`EXIT_CODES`; FAILURE if none."""
-    for cls in type(error).__mro__:
-        if issubclass(cls, HubError) and cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return ExitCode.FAILURE
+    """The exit code ``error``'s class declares (see :mod:`sigshare.hub.errors`)."""
+    return error.exit_code
 
 
 def abort(console: Console, message: str, code: ExitCode) -> NoReturn:

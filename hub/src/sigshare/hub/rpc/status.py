@@ -18,18 +18,6 @@ from sigshare.hub import errors
 
 log = logging.getLogger("sigshare.hub.rpc")
 
-STATUS: dict[type[errors.HubError], grpc.StatusCode] = {
-    errors.SketchRejectedError: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
-    errors.PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
-    errors.ConflictError: grpc.StatusCode.ABORTED,
-    errors.DatabaseNotMigratedError: grpc.StatusCode.UNAVAILABLE,
-    errors.AuditChainError: grpc.StatusCode.INTERNAL,
-}
-
 
 MAX_MESSAGE_BYTES = 1500
 """Status messages travel in HTTP/2 trailers (8 KiB by default), percent-encoded: up to three
@@ -45,11 +33,8 @@ def bounded(message: str) -> str:
 
 
 def status_of(error: errors.HubError) -> grpc.StatusCode:
-    """The most specific entry of :data:`STATUS` for ``error``'s class."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return grpc.StatusCode.INTERNAL
+    """The status ``error``'s class declares (see :mod:`sigshare.hub.errors`)."""
+    return grpc.StatusCode[error.grpc_status]
 
 
 def abort(context: grpc.ServicerContext, error: BaseException, method: str) -> NoReturn:

@@ -46,11 +46,9 @@ from sigshare.hub.domain import (
     is_valid_name,
 )
 from sigshare.hub.errors import (
-    ConflictError,
     HubError,
     InvalidArgumentError,
     NotFoundError,
-    PreconditionError,
 )
 from sigshare.hub.services import exports, review, review_workflow, web_sessions
 from sigshare.hub.services.audit import search_audit_log
@@ -259,14 +257,6 @@ def _record_path(record_type: RecordType, record_id: str) -> str:
     return f"/{section}/{record_id}"
 
 
-def _status_code(error: HubError) -> int:
-    if isinstance(error, NotFoundError):
-        return 404
-    if isinstance(error, PreconditionError | ConflictError):
-        return 409
-    return 400
-
-
 def _client(request: Request) -> str:
     return request.client.host if request.client else ""
 
@@ -402,7 +392,7 @@ class _Console:
         except HubError as error:
             if viewer is None:
                 raise
-            return self._error(request, viewer, str(error), _status_code(error))
+            return self._error(request, viewer, str(error), error.http_status)
         return self._render(request, template, viewer, context)
 
     @staticmethod
@@ -794,7 +784,7 @@ class _Console:
         except HubError as error:
             if viewer is None:
                 raise
-            return self._error(request, viewer, str(error), _status_code(error))
+            return self._error(request, viewer, str(error), error.http_status)
         filename = re.sub(r"[^A-Za-z0-9._-]", "_", document.filename) or f"sigshare.{fmt}"
         return Response(
             document.content,
