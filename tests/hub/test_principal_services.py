@@ -181,7 +181,12 @@ def test_revoke_is_audited_and_revoking_again_keeps_the_first_time(engine: Engin
         (ACTOR, "principal.revoke", "acme"),
         ("cli:bob", "principal.revoke", "acme"),
     ]
-    expected = {"role": "member", "revoked_at": T0.isoformat(), "withdrawn_submissions": []}
+    expected = {
+        "role": "member",
+        "revoked_at": T0.isoformat(),
+        "withdrawn_submissions": [],
+        "withdrawn_confirmations": 0,
+    }
     assert json.loads(rows[1][3]) == expected
     assert json.loads(rows[2][3]) == expected
     with session_scope(engine) as session:

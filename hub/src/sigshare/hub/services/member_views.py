@@ -8,7 +8,7 @@ read, so the audit lock is never held while results are computed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
     CampaignLink,
-    KindParameters,
     MinHashParameters,
     Principal,
     SharedIndicator,
@@ -27,6 +26,7 @@ from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import InvalidArgumentError, PreconditionError
 from sigshare.hub.services.families import prepare, refresh_campaigns
 from sigshare.hub.services.resolution import confirmable, kind_parameters, tokens_from_buffer
+from sigshare.hub.services.reveal import RevealPolicy
 from sigshare.hub.storage.database import session_scope
 from sigshare.hub.storage.repositories import (
     AuditRepository,
@@ -129,8 +129,9 @@ def matches(session: Session, member: Principal, kind: str, now: datetime) -> Me
     families = {p.family: p for p in parameters.list_minhash_families()}
     if kind and kind not in kinds and kind not in families:
         raise PreconditionError(f"{kind!r} is neither an enabled kind nor a MinHash family")
+    reveal = RevealPolicy.current(session)
     indicators = [
-        _indicator_view(indicator, kinds.get(indicator.kind), member)
+        reveal.indicator(indicator, viewer=member.name)
         for indicator in IndicatorRepository(session).for_member(member.id, kind or None)
     ]
     campaigns: list[CampaignLink] = []
@@ -139,7 +140,7 @@ def matches(session: Session, member: Principal, kind: str, now: datetime) -> Me
             continue
         _refresh(session, params, now)
         links = ClusterRepository(session).links_for_member(member.id, family)
-        campaigns += [_link_view(link, params) for link in links]
+        campaigns += [reveal.campaign_link(link, family) for link in links]
     return MemberMatches(indicators, campaigns)
 
 
@@ -147,18 +148,6 @@ def _refresh(session: Session, params: MinHashParameters, now: datetime) -> None
     SubmissionRepository(session).lock_family(minhash_family_kind(params.family))
     prepare(session, params, now)
     refresh_campaigns(session, params, now)
-
-
-def _indicator_view(
-    indicator: SharedIndicator, params: KindParameters | None, member: Principal
-) -> SharedIndicator:
-    reveal = params is not None and params.reveal_members
-    names = tuple(n for n in indicator.reporter_names if n != member.name) if reveal else ()
-    return replace(indicator, reporter_names=names)
-
-
-def _link_view(link: CampaignLink, params: MinHashParameters) -> CampaignLink:
-    return link if params.reveal_members else replace(link, other_members=())
 
 
 def status(session: Session, member: Principal) -> list[Submission]:

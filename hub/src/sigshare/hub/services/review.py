@@ -10,7 +10,7 @@ of unconfirmed items or anything raw. Page tokens are opaque cursors.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -27,6 +27,7 @@ from sigshare.hub.domain import (
 )
 from sigshare.hub.errors import InvalidArgumentError, NotFoundError
 from sigshare.hub.services.families import prepare, refresh_campaigns
+from sigshare.hub.services.reveal import RevealPolicy
 from sigshare.hub.storage.repositories import (
     ParameterRepository,
     PrincipalRepository,
@@ -91,10 +92,8 @@ def shared_indicators(
     records, cursor = IndicatorRepository(session).page(
         kind=kind or None, after_id=_after(page_token), limit=page_size or DEFAULT_PAGE_SIZE
     )
-    revealed = {p.kind for p in ParameterRepository(session).list_kinds() if p.reveal_members}
-    return [r if r.kind in revealed else replace(r, reporter_names=()) for r in records], _token(
-        cursor
-    )
+    reveal = RevealPolicy.current(session)
+    return [reveal.indicator(r) for r in records], _token(cursor)
 
 
 def campaigns(

@@ -24,7 +24,8 @@ from sigshare.hub.domain import (
     is_valid_name,
 )
 from sigshare.hub.errors import InvalidArgumentError, NotFoundError, PreconditionError
-from sigshare.hub.storage.repositories import AuditRepository, ParameterRepository
+from sigshare.hub.services.reveal import RevealPolicy
+from sigshare.hub.storage.repositories import AuditRepository
 from sigshare.hub.storage.review import (
     CampaignSort,
     IndicatorSort,
@@ -162,14 +163,6 @@ def history(session: Session, record_id: str) -> tuple[RecordState, list[ReviewE
     return state, ReviewRepository(session).history(record_id)
 
 
-def _revealed(session: Session) -> tuple[set[str], set[str]]:
-    parameters = ParameterRepository(session)
-    return (
-        {p.kind for p in parameters.list_kinds() if p.reveal_members},
-        {p.family for p in parameters.list_minhash_families() if p.reveal_members},
-    )
-
-
 def indicators(
     session: Session,
     *,
@@ -194,11 +187,8 @@ def indicators(
         offset=offset,
         limit=limit,
     )
-    kinds, _ = _revealed(session)
-    items = [
-        replace(i, token=b"", reporter_names=i.reporter_names if i.kind in kinds else ())
-        for i in page.items
-    ]
+    reveal = RevealPolicy.current(session)
+    items = [replace(reveal.indicator(i), token=b"") for i in page.items]
     return Page(items, page.total, page.offset, page.limit)
 
 

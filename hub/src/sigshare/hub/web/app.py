@@ -61,6 +61,7 @@ from sigshare.hub.services.refusals import (
     audit_refusal,
     source_key,
 )
+from sigshare.hub.services.reveal import RevealPolicy
 from sigshare.hub.storage import AuditRepository, session_scope
 from sigshare.hub.storage.console_reads import ConsoleReadRepository
 from sigshare.hub.storage.database import database_reachable
@@ -625,18 +626,14 @@ class _Console:
             found = ConsoleReadRepository(session).indicator(_record_id(record_id))
             if found is None:
                 raise NotFoundError("shared indicator", record_id)
-            revealed = {p.kind for p in list_parameters(session)[0] if p.reveal_members}
-            item = replace(
-                found,
-                token=b"",
-                reporter_names=found.reporter_names if found.kind in revealed else (),
-            )
+            reveal = RevealPolicy.current(session)
+            item = replace(reveal.indicator(found), token=b"")
             state, events = review_workflow.history(session, record_id)
             self._audit(session, viewer, "web.indicator", f"indicator:{record_id}", now=now)
             return "indicator.html", {
                 "section": "indicators",
                 "item": item,
-                "revealed": found.kind in revealed,
+                "revealed": found.kind in reveal.kinds,
                 **_review_context(session, state.status, events),
             }
 
