@@ -88,7 +88,7 @@ def set_status(
         )
     note = _clean_note(note)
     repository = ReviewRepository(session)
-    repository.update(state, status=status, assignee=state.assignee, at=now)
+    repository.move(state, to=status, at=now)
     event = repository.add_event(
         state,
         actor=actor,
@@ -124,7 +124,7 @@ def assign(
     state = _state(session, record_id)
     note = _clean_note(note)
     repository = ReviewRepository(session)
-    repository.update(state, status=state.status, assignee=assignee, at=now)
+    repository.assign(state, assignee=assignee, at=now)
     event = repository.add_event(
         state,
         actor=actor,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
@@ -21,7 +21,7 @@ from sigshare.hub.domain import (
     SharedIndicator,
     utc,
 )
-from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.errors import ConflictError, InvalidArgumentError
 from sigshare.hub.storage.models import CampaignRow, ReviewEventRow, SharedIndicatorRow
 from sigshare.hub.storage.results import ClusterRepository, IndicatorRepository
 
@@ -183,21 +183,32 @@ class ReviewRepository:
                 return RecordState(record_type, record_id, ReviewStatus(row[0]), row[1])
         return None
 
-    def update(
-        self,
-        state: RecordState,
-        *,
-        status: ReviewStatus,
-        assignee: str | None,
-        at: datetime,
-    ) -> None:
-        model: Any = (
-            SharedIndicatorRow if state.record_type is RecordType.INDICATOR else CampaignRow
+    def _model(self, state: RecordState) -> Any:
+        return SharedIndicatorRow if state.record_type is RecordType.INDICATOR else CampaignRow
+
+    def move(self, state: RecordState, *, to: ReviewStatus, at: datetime) -> None:
+        """Move the record from the status ``state`` read to ``to``, compare-and-set: a
+        transition another writer made since ``state`` was read is never overwritten
+        (:class:`ConflictError`: read again and retry)."""
+        model = self._model(state)
+        result = self._session.execute(
+            update(model)
+            .where(model.public_id == state.record_id, model.status == state.status.value)
+            .values(status=to.value, updated_at=utc(at))
         )
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise ConflictError(
+                f"{state.record_type.value} {state.record_id} is no longer "
+                f"{state.status.value}: someone else moved it meanwhile; reload and retry"
+            )
+
+    def assign(self, state: RecordState, *, assignee: str | None, at: datetime) -> None:
+        """Give the record to ``assignee``; its status is left as it is, whatever it is now."""
+        model = self._model(state)
         self._session.execute(
             update(model)
             .where(model.public_id == state.record_id)
-            .values(status=status.value, assignee=assignee, updated_at=utc(at))
+            .values(assignee=assignee, updated_at=utc(at))
         )
 
     def add_event(
