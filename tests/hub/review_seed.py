@@ -41,7 +41,7 @@ from sqlalchemy import Engine
 from sigshare.hub.domain import ClusterInfo, Principal, Submission
 from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.services import member_views, resolution
-from sigshare.hub.services.exports import refresh_campaigns
+from sigshare.hub.services.campaigns import refresh as refresh_campaigns
 from sigshare.hub.services.parameters import minhash_parameters
 from sigshare.hub.services.submissions import (
     SketchFormat,

@@ -38,7 +38,7 @@ from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import AuditEntry, RecordType, ReviewStatus, Role
 from sigshare.hub.services import parameters, principals, review, review_workflow, web_sessions
-from sigshare.hub.services.exports import refresh_campaigns
+from sigshare.hub.services.campaigns import refresh as refresh_campaigns
 from sigshare.hub.storage import AuditRepository, PrincipalRepository, make_engine, session_scope
 from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.hub.storage.results import (

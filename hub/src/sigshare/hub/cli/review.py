@@ -21,8 +21,9 @@ from sigshare.hub.cli import render
 from sigshare.hub.cli.context import HubContext, format_time, json_option, pass_hub
 from sigshare.hub.domain import NAME_RULE, ReviewEvent, ReviewStatus, is_valid_name
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services import parameters, review_workflow
-from sigshare.hub.services.exports import campaign_record, indicator_record, refresh_campaigns
+from sigshare.hub.services.exports import campaign_record, indicator_record
 from sigshare.hub.services.review import DEFAULT_FLAG_FACTOR, OverlapMatrix, overlap_matrix
 from sigshare.hub.services.review import submissions as list_submissions
 from sigshare.hub.storage.repositories import AuditRepository
@@ -349,7 +350,7 @@ def campaigns(
     console = Console(json_output=json_output)
     with hub.session(console) as session:
         _check_name(family, "family")
-        refresh_campaigns(session, hub.now())
+        campaign_service.refresh(session, hub.now())
         found = review_workflow.campaigns(
             session,
             family=family,

@@ -27,15 +27,12 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from sqlalchemy.orm import Session
 
-from sigshare.hub.domain import Campaign, ReviewStatus, SharedIndicator, minhash_family_kind, utc
+from sigshare.hub.domain import Campaign, ReviewStatus, SharedIndicator, utc
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services import review_workflow
-from sigshare.hub.services.families import prepare
-from sigshare.hub.services.families import refresh_campaigns as refresh_family
 from sigshare.hub.storage.repositories import (
     AuditRepository,
-    ParameterRepository,
-    SubmissionRepository,
 )
 from sigshare.hub.storage.review import MAX_PAGE_SIZE, Page
 
@@ -134,7 +131,7 @@ def export_document(
     if tlp not in TLP_LEVELS:
         raise InvalidArgumentError(f"unknown TLP level {tlp!r}: use {', '.join(TLP_LEVELS)}")
     moment = utc(now)
-    refresh_campaigns(session, moment)
+    campaign_service.refresh(session, moment)
     indicators = all_indicators(session)
     campaigns = all_campaigns(session)
     if fmt == "csv":
@@ -157,15 +154,6 @@ def export_document(
         indicators=len(indicators),
         campaigns=len(campaigns),
     )
-
-
-def refresh_campaigns(session: Session, now: datetime) -> None:
-    """Recompute the campaigns of every MinHash family whose submissions changed (cheap when
-    nothing did), under each family's lock, as the gRPC review service does before listing."""
-    for params in ParameterRepository(session).list_minhash_families():
-        SubmissionRepository(session).lock_family(minhash_family_kind(params.family))
-        prepare(session, params, now)
-        refresh_family(session, params, now)
 
 
 _Record = TypeVar("_Record", SharedIndicator, Campaign)

@@ -16,15 +16,13 @@ from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
     CampaignLink,
-    MinHashParameters,
     Principal,
     SharedIndicator,
     Submission,
-    minhash_family_kind,
 )
 from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import InvalidArgumentError, PreconditionError
-from sigshare.hub.services.families import prepare, refresh_campaigns
+from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services.resolution import confirmable, kind_parameters, tokens_from_buffer
 from sigshare.hub.services.reveal import RevealPolicy
 from sigshare.hub.storage.database import session_scope
@@ -138,16 +136,10 @@ def matches(session: Session, member: Principal, kind: str, now: datetime) -> Me
     for family, params in sorted(families.items()):
         if kind and kind != family:
             continue
-        _refresh(session, params, now)
+        campaign_service.refresh_family(session, params, now)
         links = ClusterRepository(session).links_for_member(member.id, family)
         campaigns += [reveal.campaign_link(link, family) for link in links]
     return MemberMatches(indicators, campaigns)
-
-
-def _refresh(session: Session, params: MinHashParameters, now: datetime) -> None:
-    SubmissionRepository(session).lock_family(minhash_family_kind(params.family))
-    prepare(session, params, now)
-    refresh_campaigns(session, params, now)
 
 
 def status(session: Session, member: Principal) -> list[Submission]:

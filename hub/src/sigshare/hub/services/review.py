@@ -26,7 +26,8 @@ from sigshare.hub.domain import (
     minhash_family_kind,
 )
 from sigshare.hub.errors import InvalidArgumentError, NotFoundError
-from sigshare.hub.services.families import prepare, refresh_campaigns
+from sigshare.hub.services import campaigns as campaign_service
+from sigshare.hub.services.families import prepare
 from sigshare.hub.services.reveal import RevealPolicy
 from sigshare.hub.storage.repositories import (
     ParameterRepository,
@@ -99,13 +100,7 @@ def shared_indicators(
 def campaigns(
     session: Session, family: str, page_size: int, page_token: str, now: datetime
 ) -> tuple[list[Campaign], str]:
-    parameters = ParameterRepository(session)
-    for params in parameters.list_minhash_families():
-        if family and params.family != family:
-            continue
-        SubmissionRepository(session).lock_family(minhash_family_kind(params.family))
-        prepare(session, params, now)
-        refresh_campaigns(session, params, now)
+    campaign_service.refresh(session, now, family or None)
     records, cursor = ClusterRepository(session).page(
         family=family or None, after_id=_after(page_token), limit=page_size or DEFAULT_PAGE_SIZE
     )

@@ -50,6 +50,7 @@ from sigshare.hub.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services import exports, review, review_workflow, web_sessions
 from sigshare.hub.services.audit import search_audit_log
 from sigshare.hub.services.parameters import list_parameters
@@ -517,7 +518,7 @@ class _Console:
     def overview(self, request: Request) -> Response:
         def build(session: Session, viewer: Viewer, now: datetime) -> Built:
             kinds, families = list_parameters(session)
-            exports.refresh_campaigns(session, now)
+            campaign_service.refresh(session, now)
             members = [p for p in list_principals(session) if p.role is Role.MEMBER]
             health = [views.submission_health(v) for v in review.submissions(session, "")]
             by_member: dict[str, list[views.SubmissionHealth]] = {p.name: [] for p in members}
@@ -664,7 +665,7 @@ class _Console:
                 page=page,
                 size=size,
             )
-            exports.refresh_campaigns(session, now)
+            campaign_service.refresh(session, now)
             listed = review_workflow.campaigns(
                 session,
                 family=listing.scope,
