@@ -21,12 +21,11 @@ from sigshare.hub.cli import render
 from sigshare.hub.cli.context import HubContext, format_time, json_option, pass_hub
 from sigshare.hub.domain import NAME_RULE, ReviewEvent, ReviewStatus, is_valid_name
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.services import audit, parameters, review_workflow
 from sigshare.hub.services import campaigns as campaign_service
-from sigshare.hub.services import parameters, review_workflow
 from sigshare.hub.services.exports import campaign_record, indicator_record
 from sigshare.hub.services.review import DEFAULT_FLAG_FACTOR, OverlapMatrix, overlap_matrix
 from sigshare.hub.services.review import submissions as list_submissions
-from sigshare.hub.storage.repositories import AuditRepository
 from sigshare.hub.storage.review import MAX_PAGE_SIZE, CampaignSort, IndicatorSort, RecordState
 
 DEFAULT_PAGE_SIZE = 50
@@ -47,7 +46,7 @@ def _check_name(value: str | None, what: str) -> None:
 
 
 def _audit_read(hub: HubContext, session: Session, action: str, target: str | None) -> None:
-    AuditRepository(session).append(hub.actor, action, target or "*", {}, at=hub.now())
+    audit.record_read(session, hub.actor, action, target, hub.now())
 
 
 def _text(value: object) -> str:

@@ -23,7 +23,7 @@ from sigshare.hub.errors import AuditChainError, InvalidArgumentError, SketchRej
 from sigshare.hub.rpc import convert
 from sigshare.hub.rpc.auth import principal_of
 from sigshare.hub.rpc.status import abort
-from sigshare.hub.services import member_views, parameters, principals, resolution, review
+from sigshare.hub.services import audit, member_views, parameters, principals, resolution, review
 from sigshare.hub.services.audit import verify_audit_log
 from sigshare.hub.services.submissions import (
     SketchFormat,
@@ -250,7 +250,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         now = _now()
         if request.kind:
             _require_name(request.kind, "kind")
-        member_views.audit_read(self._engine, member, "matches.read", request.kind or "*", now)
+        _audit_read(self._engine, member, "matches.read", request.kind, now)
         with session_scope(self._engine) as session:
             found = member_views.matches(session, member, request.kind, now)
         return pb.ListMatchesResponse(
@@ -281,6 +281,14 @@ def _require_name(value: str, what: str) -> None:
     """Refuse a malformed kind or family name before it reaches the audit log or a query."""
     if not is_valid_name(value):
         raise InvalidArgumentError(f"{what} {value[:64]!r} is not a valid name: {NAME_RULE}")
+
+
+def _audit_read(
+    engine: Engine, principal: Principal, action: str, target: str | None, now: datetime
+) -> None:
+    """:func:`.audit.record_read` in a unit of work of its own (the read itself is done)."""
+    with session_scope(engine) as session:
+        audit.record_read(session, principal.name, action, target, now)
 
 
 def _receive(
@@ -336,7 +344,7 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
         if target:
             _require_name(target, "kind or family")
         now = _now()
-        member_views.audit_read(self._engine, principal_of(context), action, target or "*", now)
+        _audit_read(self._engine, principal_of(context), action, target, now)
         return now
 
     @translated
@@ -411,7 +419,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     def ListPrincipals(
         self, request: pb.ListPrincipalsRequest, context: grpc.ServicerContext
     ) -> pb.ListPrincipalsResponse:
-        member_views.audit_read(self._engine, principal_of(context), "principal.list", "*", _now())
+        _audit_read(self._engine, principal_of(context), "principal.list", None, _now())
         with session_scope(self._engine) as session:
             records = principals.list_principals(session)
         return pb.ListPrincipalsResponse(principals=[convert.principal(r) for r in records])
@@ -499,7 +507,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     def VerifyAudit(
         self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext
     ) -> pb.VerifyAuditResponse:
-        member_views.audit_read(self._engine, principal_of(context), "audit.verify", "*", _now())
+        _audit_read(self._engine, principal_of(context), "audit.verify", None, _now())
         with session_scope(self._engine) as session:
             try:
                 result = verify_audit_log(session)

@@ -1,4 +1,4 @@
-"""Reading the audit log: verify its hash chain and page through its entries.
+"""The audit log: recording reads, verifying its hash chain and paging through its entries.
 
 Verification reports the head entry's hash as well as the count: deleting the newest entries
 leaves a shorter chain that still verifies, so operators anchor the head hash somewhere the hub
@@ -7,12 +7,34 @@ cannot rewrite (a ticket, a signed e-mail) and compare it on the next check.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import AuditEntry
 from sigshare.hub.storage.repositories import AuditRepository
+
+MAX_TARGET_LENGTH = 255
+
+
+def record_read(
+    session: Session,
+    actor: str,
+    action: str,
+    target: str | None,
+    now: datetime,
+    *,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Record that ``actor`` read something: every edge (gRPC, console, CLI) audits reads the
+    same way. ``target`` empty or ``None`` is ``*`` (everything); empty details are left out."""
+    clean = {key: value for key, value in (details or {}).items() if value not in (None, "")}
+    AuditRepository(session).append(
+        actor, action, (target or "*")[:MAX_TARGET_LENGTH], clean, at=now
+    )
 
 
 @dataclass(frozen=True, slots=True)

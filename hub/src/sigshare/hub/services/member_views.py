@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
@@ -25,7 +24,6 @@ from sigshare.hub.errors import InvalidArgumentError, PreconditionError
 from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services.resolution import confirmable, kind_parameters, tokens_from_buffer
 from sigshare.hub.services.reveal import RevealPolicy
-from sigshare.hub.storage.database import session_scope
 from sigshare.hub.storage.repositories import (
     AuditRepository,
     ParameterRepository,
@@ -36,11 +34,6 @@ from sigshare.sketch.prf import TOKEN_BYTES
 
 MAX_CONFIRM_TOKENS = 100_000
 """Per request; the client batches larger confirmations."""
-
-
-def audit_read(engine: Engine, member: Principal, action: str, target: str, now: datetime) -> None:
-    with session_scope(engine) as session:
-        AuditRepository(session).append(member.name, action, target, {}, at=now)
 
 
 @dataclass(frozen=True, slots=True)

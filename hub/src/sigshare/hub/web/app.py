@@ -50,8 +50,8 @@ from sigshare.hub.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from sigshare.hub.services import audit, exports, review, review_workflow, web_sessions
 from sigshare.hub.services import campaigns as campaign_service
-from sigshare.hub.services import exports, review, review_workflow, web_sessions
 from sigshare.hub.services.audit import search_audit_log
 from sigshare.hub.services.parameters import list_parameters
 from sigshare.hub.services.principals import authenticate, list_principals
@@ -63,7 +63,7 @@ from sigshare.hub.services.refusals import (
     source_key,
 )
 from sigshare.hub.services.reveal import RevealPolicy
-from sigshare.hub.storage import AuditRepository, session_scope
+from sigshare.hub.storage import session_scope
 from sigshare.hub.storage.console_reads import ConsoleReadRepository
 from sigshare.hub.storage.database import database_reachable
 from sigshare.hub.storage.review import (
@@ -407,8 +407,7 @@ class _Console:
         now: datetime,
         details: dict[str, Any] | None = None,
     ) -> None:
-        clean = {key: value for key, value in (details or {}).items() if value not in (None, "")}
-        AuditRepository(session).append(viewer.name, action, target[:255], clean, at=now)
+        audit.record_read(session, viewer.name, action, target, now, details=details)
 
     # ------------------------------------------------------------------ exception handlers
 
