@@ -236,11 +236,11 @@ class StagedBlob:
     """A payload being written into the store's staging area, off the receiving thread.
 
     :meth:`write` hands each chunk to a writer thread (the page cache), a hashing thread and a
-    thread per observer; a flusher thread asks the
-    kernel to write back every :data:`FLUSH_EVERY_BYTES` (``fdatasync``), so the disk works
-    while the network does and :meth:`publish` mostly finds the data on disk already.
-    :meth:`finish` waits for the writer and the observer; :meth:`contents` then maps the file
-    for reading (no second copy in memory) while the flusher writes back the tail.
+    thread per observer; a flusher thread asks the kernel to write back every
+    :data:`FLUSH_EVERY_BYTES` (``fdatasync``), so the disk works while the network does and
+    :meth:`publish` mostly finds the data on disk already. :meth:`finish` waits for the writer,
+    the hasher and the observers; :meth:`contents` then maps the file for reading (no second
+    copy in memory) while the flusher writes back the tail.
     """
 
     def __init__(
