@@ -297,8 +297,8 @@ def _receive(
     """The data of a submission and its SHA-256, refusing more than ``announced`` bytes.
 
     Without ``staged``, hashing chunk by chunk overlaps with gRPC receiving the next one. With
-    it, each chunk goes to the blob's writer thread (which hashes it), and the data comes back
-    mapped from the staged file: no copy of the payload is made in memory.
+    it, each chunk goes to the blob's threads (writing, hashing, counting), and the data comes
+    back mapped from the staged file: no copy of the payload is made in memory.
     """
     parts: list[bytes] = []
     digest = hashlib.sha256()
