@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from bench.replicas import serve_replicas
@@ -212,6 +213,26 @@ def _served_hub(backend: str, setup: Any, *, payloads_in_database: bool) -> Iter
             yield Hub(replica.port, credentials, None)
 
 
+def replaceable_email(capacity: int) -> Callable[[Session, datetime], None]:
+    """A :func:`provision` setup publishing ``email`` at ``capacity`` (forum FPR and members of
+    these benchmarks), which one member may replace upload after upload (interval 0)."""
+
+    def setup(session: Session, now: datetime) -> None:
+        parameters.set_kind_parameters(
+            session,
+            actor="bench",
+            kind="email",
+            key_id=KEY_ID,
+            capacity=capacity,
+            forum_fpr=FPR,
+            max_members=MAX_MEMBERS,
+            replace_interval_seconds=0,
+            now=now,
+        )
+
+    return setup
+
+
 def bench_upload(*, quick: bool) -> dict[str, Any]:
     """One member uploads a filter of 64 MiB (8 MiB quick) to a ``sigshare-hub serve`` process:
     one upload to warm the process up (a hub serves upload after upload), then three distinct
@@ -228,19 +249,7 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
     size = len(payloads[0])
     out: dict[str, Any] = {"filter_bytes": size, "m": params.m, "items": count}
 
-    def setup(session: Any, now: datetime) -> None:
-        parameters.set_kind_parameters(
-            session,
-            actor="bench",
-            kind="email",
-            key_id=KEY_ID,
-            capacity=capacity,
-            forum_fpr=FPR,
-            max_members=MAX_MEMBERS,
-            replace_interval_seconds=0,  # one member replaces its filter, upload after upload
-            now=now,
-        )
-
+    setup = replaceable_email(capacity)
     runs = [(backend, backend, False) for backend in _backends()]
     if "postgresql" in _backends():
         runs.append(("postgresql_in_database", "postgresql", True))

@@ -242,7 +242,7 @@ def test_a_blob_staged_in_chunks_is_flushed_in_the_background_and_published_whol
     assert called.wait(10), "the background flusher never called fdatasync"
     assert calls
     assert staged.size == len(expected)
-    assert staged.sha256 == hashlib.sha256(expected).digest()
+    assert staged.finish() == hashlib.sha256(expected).digest()
 
     name = staged.publish()
     assert name[:64] == hashlib.sha256(expected).hexdigest()
@@ -529,7 +529,7 @@ def test_a_staged_upload_is_published_by_the_submission_that_stores_it(
                 family_kind="email",
                 key_id="epoch-1",
                 params_digest=hashlib.sha256(b"params").digest(),
-                content_sha256=staged.sha256,
+                content_sha256=staged.finish(),
                 declared_count=3,
                 set_bits=None,
                 payload=staged,

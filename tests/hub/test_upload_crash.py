@@ -18,19 +18,25 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from bench.hub_bench import KEY_ID, _capacity_for, provision
+from bench.hub_bench import (
+    FPR,
+    KEY_ID,
+    MAX_MEMBERS,
+    _capacity_for,
+    provision,
+    replaceable_email,
+)
 from bench.replicas import serve_replicas
 from sqlalchemy import Engine, func, select
 
 from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
-from sigshare.hub.services import parameters, payloads
+from sigshare.hub.services import payloads
 from sigshare.hub.storage import SubmissionRepository, make_engine, session_scope
 from sigshare.hub.storage.blobs import BLOB_DIR_ENV, STAGING, BlobStore
 from sigshare.hub.storage.models import SubmissionRow
@@ -39,8 +45,6 @@ from sigshare.sketch.codec import encode_bloom
 
 FILTER_BYTES = 12 << 20
 """Large enough that receiving it takes many chunks, small enough for a quick test."""
-FPR = 1e-3
-MAX_MEMBERS = 32
 KILL_AFTER_STAGED_BYTES = 2 << 20
 
 
@@ -59,23 +63,10 @@ def forum(database_url: str) -> Iterator[Forum]:
     capacity = _capacity_for(FILTER_BYTES)
     params = BloomParams.for_forum("email", KEY_ID, capacity, FPR, MAX_MEMBERS)
     count = int(capacity * 0.9)
-
-    def setup(session: object, now: datetime) -> None:
-        parameters.set_kind_parameters(
-            session,  # type: ignore[arg-type]
-            actor="test",
-            kind="email",
-            key_id=KEY_ID,
-            capacity=capacity,
-            forum_fpr=FPR,
-            max_members=MAX_MEMBERS,
-            replace_interval_seconds=0,
-            now=now,
-        )
-
     engine = make_engine(database_url)
     try:
-        credentials = provision(engine, 1, setup)  # migrating the migrated database is a no-op
+        # Migrating the migrated database is a no-op.
+        credentials = provision(engine, 1, replaceable_email(capacity))
         yield Forum(
             engine=engine,
             url=database_url,

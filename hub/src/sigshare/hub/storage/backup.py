@@ -18,11 +18,11 @@ import os
 import shutil
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sigshare.hub.errors import AlreadyExistsError, InvalidArgumentError
-from sigshare.hub.storage.blobs import SQLITE_BLOB_SUFFIX, BlobStore
+from sigshare.hub.storage.blobs import BlobStore, beside
 from sigshare.hub.storage.files import PRIVATE_FILE_MODE
 
 
@@ -47,7 +47,7 @@ def backup_sqlite(source: Path, target: Path, store: BlobStore | None = None) ->
     :class:`InvalidArgumentError` if the copy fails SQLite's integrity check (the partial file
     is removed).
     """
-    blob_dir = target.with_name(target.name + SQLITE_BLOB_SUFFIX)
+    blob_dir = beside(target)
     if store is not None and blob_dir.exists():
         raise AlreadyExistsError(f"{blob_dir} already exists: choose a new backup file")
     try:
@@ -90,14 +90,7 @@ def backup_sqlite(source: Path, target: Path, store: BlobStore | None = None) ->
         shutil.rmtree(blob_dir, ignore_errors=True)
         target.unlink(missing_ok=True)
         raise
-    return SqliteBackup(
-        path=target,
-        size=made.size,
-        revision=revision,
-        blob_dir=blob_dir,
-        blobs=len(names),
-        blob_bytes=copied,
-    )
+    return replace(made, blob_dir=blob_dir, blobs=len(names), blob_bytes=copied)
 
 
 def _blob_names(connection: sqlite3.Connection) -> list[str]:

@@ -56,6 +56,13 @@ from sigshare.hub.storage.files import (
 BLOB_DIR_ENV = "SIGSHARE_HUB_BLOB_DIR"
 SQLITE_BLOB_SUFFIX = ".blobs"
 """The default store of an SQLite hub: ``<database file>.blobs`` beside it."""
+
+
+def beside(database_file: Path) -> Path:
+    """The blob directory of the SQLite database ``database_file`` (and of a backup of it)."""
+    return database_file.with_name(database_file.name + SQLITE_BLOB_SUFFIX)
+
+
 STAGING = "staging"
 DEFAULT_GRACE_SECONDS = 3600.0
 FLUSH_EVERY_BYTES = 8 << 20
@@ -342,10 +349,6 @@ class StagedBlob:
         if self._error is not None:
             raise self._error
         return self._digest.digest()
-
-    @property
-    def sha256(self) -> bytes:
-        return self.finish()
 
     def contents(self) -> memoryview:
         """What was written, read-only, mapped from the page cache (after :meth:`finish`)."""

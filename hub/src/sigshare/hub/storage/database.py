@@ -147,7 +147,7 @@ def blob_directory(url: str | URL, configured: Path | None = None) -> Path | Non
     path = sqlite_path(url)
     if path is None:
         return None
-    return path.with_name(path.name + blobs.SQLITE_BLOB_SUFFIX)
+    return blobs.beside(path)
 
 
 def database_reachable(engine: Engine) -> bool:
