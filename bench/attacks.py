@@ -62,20 +62,20 @@ import mmh3
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, func, select
+from tests.support.hub import RunningHub, running_hub
 
 from sigshare.client import wire
 from sigshare.client.errors import HubClientError
-from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
+from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import ConfirmedToken, ResolveResult, TokenStatus
 from sigshare.hub.domain import Role
-from sigshare.hub.rpc.app import build_hub
-from sigshare.hub.rpc.server import BoundServer, parse_listen
-from sigshare.hub.services import parameters, principals, review
+from sigshare.hub.services import coordinator_views, parameters, principals
+from sigshare.hub.services.refusals import RefusalPolicy
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.models import SubmissionRow
 from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter, bit_positions
 from sigshare.sketch.checks import check_filter
-from sigshare.sketch.codec import encode_bloom
+from sigshare.sketch.codec import SketchFormat, encode_bloom
 from sigshare.sketch.errors import SketchError
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.kinds import get_kind
@@ -406,34 +406,17 @@ def dictionary_attack(setting: Setting, seed: int = SEED) -> DictionaryReport:
 # ---------------------------------------------------------------------------------- a loopback hub
 
 
-@dataclass
-class LoopbackHub:
-    engine: Engine
-    server: BoundServer
-    credentials: dict[str, str]
-    clients: list[HubClient] = field(default_factory=list)
+def stored_submissions(engine: Engine) -> int:
+    """Every submission the hub has stored, whatever its status."""
+    with session_scope(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(SubmissionRow)) or 0)
 
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
 
-    def client(self, name: str) -> HubClient:
-        client = HubClient(
-            HubConnection(target=self.target, credential=self.credentials[name], insecure=True),
-            retry=RetryPolicy(attempts=1),
-        )
-        self.clients.append(client)
-        return client
-
-    def submissions(self) -> int:
-        with session_scope(self.engine) as session:
-            return int(session.scalar(select(func.count()).select_from(SubmissionRow)) or 0)
-
-    def review_flags(self, kind: str, member: str) -> tuple[str, ...]:
-        """What a coordinator's submission review shows for ``member``'s active filter."""
-        with session_scope(self.engine) as session:
-            views = review.submissions(session, kind)
-        return tuple(flag for view in views if view.member == member for flag in view.flags)
+def review_flags(engine: Engine, kind: str, member: str) -> tuple[str, ...]:
+    """What a coordinator's submission review shows for ``member``'s active filter."""
+    with session_scope(engine) as session:
+        views = coordinator_views.submissions(session, kind)
+    return tuple(flag for view in views if view.member == member for flag in view.flags)
 
 
 @contextmanager
@@ -447,48 +430,44 @@ def loopback_hub(
     max_members: int = DEFAULT_MAX_MEMBERS,
     quorum: int = 2,
     replace_interval_seconds: int | None = None,
-) -> Iterator[LoopbackHub]:
+) -> Iterator[RunningHub]:
     """A migrated SQLite hub on 127.0.0.1 with ``names`` as members and ``kind`` published
-    (``replace_interval_seconds`` ``None``: the default interval)."""
+    (``replace_interval_seconds`` ``None``: the default interval), limiting refused credentials
+    as a production hub does."""
     url = f"sqlite:///{directory / 'hub.db'}"
     migrate.upgrade(url)
     engine = make_engine(url)
     now = datetime.now(UTC)
     credentials: dict[str, str] = {}
-    with session_scope(engine) as session:
-        for name in names:
-            _, credential = principals.add_principal(
-                session, actor=_SETUP, name=name, role=Role.MEMBER, now=now
-            )
-            credentials[name] = credential.token
-        parameters.set_kind_parameters(
-            session,
-            actor=_SETUP,
-            kind=kind,
-            key_id=KEY_ID,
-            capacity=capacity,
-            forum_fpr=forum_fpr,
-            max_members=max_members,
-            quorum=quorum,
-            replace_interval_seconds=replace_interval_seconds,
-            now=now,
-        )
-    server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
-    server.server.start()
-    hub = LoopbackHub(engine=engine, server=server, credentials=credentials)
     try:
-        yield hub
+        with session_scope(engine) as session:
+            for name in names:
+                _, credential = principals.add_principal(
+                    session, actor=_SETUP, name=name, role=Role.MEMBER, now=now
+                )
+                credentials[name] = credential.token
+            parameters.set_kind_parameters(
+                session,
+                actor=_SETUP,
+                kind=kind,
+                key_id=KEY_ID,
+                capacity=capacity,
+                forum_fpr=forum_fpr,
+                max_members=max_members,
+                quorum=quorum,
+                replace_interval_seconds=replace_interval_seconds,
+                now=now,
+            )
+        with running_hub(engine, credentials, refusal_policy=RefusalPolicy()) as hub:
+            yield hub
     finally:
-        for client in hub.clients:
-            client.close()
-        server.stop(0)
         engine.dispose()
 
 
 def submit_filter(client: HubClient, bloom: BloomFilter, kind: str = KIND) -> None:
     published = client.get_parameters().bloom[kind]
     client.submit(
-        sketch_format="bloom",
+        sketch_format=SketchFormat.BLOOM_V1,
         kind=kind,
         key_id=KEY_ID,
         params_digest=published.digest,
@@ -635,7 +614,7 @@ def resolve_all(client: HubClient, tokens: bytes, batch: int) -> ResolveResult |
     )
 
 
-def honest_members(hub: LoopbackHub, forum: AddressForum) -> None:
+def honest_members(hub: RunningHub, forum: AddressForum) -> None:
     """The three members submit, resolve their own addresses and confirm the shared ones."""
     for name in OTHERS:
         submit_filter(hub.client(name), forum.filters[name], IP)
@@ -950,7 +929,7 @@ def claiming_attack(
             )
             if not ok.any():
                 break  # the day's budget is spent: one refused round shows it
-        flags = hub.review_flags(IP, INSIDER)
+        flags = review_flags(hub.engine, IP, INSIDER)
     truth = holders >= quorum - 1
     learnable = int(np.count_nonzero(truth & ~own))
     population = int(np.count_nonzero(~own))
@@ -1224,7 +1203,7 @@ def poison_attack(directory: Path, seed: int = SEED, declared: int = 2_000) -> P
             return result.status.tobytes(), result.others.tobytes()
 
         before = answers()
-        submissions = hub.submissions()
+        submissions = stored_submissions(hub.engine)
         for case, bloom in cases.items():
             try:
                 check_filter(bloom, params)
@@ -1232,7 +1211,7 @@ def poison_attack(directory: Path, seed: int = SEED, declared: int = 2_000) -> P
             except SketchError as error:
                 verdict = f"rejected: {error}"
             status = _refusal(lambda bloom=bloom: submit_filter(attacker, bloom))  # type: ignore[misc]
-            trace = hub.submissions() != submissions or answers() != before
+            trace = stored_submissions(hub.engine) != submissions or answers() != before
             results.append(
                 PoisonResult(
                     case=case,

@@ -28,15 +28,13 @@ from typing import Any
 import grpc
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
+from tests.support.databases import fresh_postgres_database
+from tests.support.processes import serve_replicas
 
-from bench.replicas import serve_replicas
 from sigshare.client.hub_client import HubClient, HubConnection
-from sigshare.client.hub_types import ClusterInfo, new_cluster_id
-from sigshare.client.wire import encode_cluster_set
 from sigshare.hub.domain import Role
 from sigshare.hub.rpc.app import build_hub
 from sigshare.hub.rpc.server import parse_listen
@@ -44,8 +42,10 @@ from sigshare.hub.services import parameters, principals
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.blobs import BLOB_DIR_ENV
 from sigshare.sketch.bloom import BloomFilter, BloomParams
-from sigshare.sketch.codec import SignatureSet, encode_bloom
+from sigshare.sketch.cluster import ClusterInfo, new_cluster_id
+from sigshare.sketch.codec import SignatureSet, SketchFormat, encode_bloom
 from sigshare.sketch.lsh import candidate_pairs
+from sigshare.sketch.wire import encode_cluster_set
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc as pb_grpc
 
@@ -75,18 +75,8 @@ def _database(backend: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="sigshare-bench-") as directory:
             yield f"sqlite:///{Path(directory) / 'hub.db'}"
         return
-    server = make_url(os.environ[PG_ENV])
-    name = f"sigshare_bench_{os.getpid()}"
-    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with fresh_postgres_database(make_url(os.environ[PG_ENV]), "sigshare_bench") as url:
+        yield url.render_as_string(hide_password=False)
 
 
 def provision(engine: Engine, members: int, setup: Any) -> dict[str, str]:
@@ -182,7 +172,7 @@ def _raw_grpc_seconds(payload: bytes, chunk: int) -> float:
     return best
 
 
-def _capacity_for(target_bytes: int) -> int:
+def capacity_for(target_bytes: int) -> int:
     """The capacity whose forum filter is closest to ``target_bytes`` (m scales with it)."""
     capacity = int(target_bytes * 8 / 14.4)
     for _ in range(3):
@@ -242,7 +232,7 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
     SQLite with its default blob directory, PostgreSQL with a blob directory (how replicas
     run) and, for comparison, with payloads in the database."""
     target_bytes = (8 if quick else 64) << 20
-    capacity = _capacity_for(target_bytes)
+    capacity = capacity_for(target_bytes)
     params = BloomParams.for_forum("email", KEY_ID, capacity, FPR, MAX_MEMBERS)
     count = int(capacity * 0.95)
     payloads = [encode_bloom(_random_filter(params, count, seed)) for seed in range(4)]
@@ -263,7 +253,7 @@ def bench_upload(*, quick: bool) -> dict[str, Any]:
             for number, payload in enumerate(payloads):
                 started = time.perf_counter()
                 result = client.submit(
-                    sketch_format="bloom",
+                    sketch_format=SketchFormat.BLOOM_V1,
                     kind="email",
                     key_id=KEY_ID,
                     params_digest=published.digest,
@@ -348,7 +338,7 @@ def bench_campaigns(*, quick: bool) -> dict[str, Any]:
             for index, payload in enumerate(payloads):
                 with hub.client(f"m{index:02d}") as client:
                     client.submit(
-                        sketch_format="clusters",
+                        sketch_format=SketchFormat.CLUSTERS_V1,
                         kind="prompt",
                         key_id=KEY_ID,
                         params_digest=published.digest,

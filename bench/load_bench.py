@@ -67,8 +67,9 @@ import numpy.typing as npt
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+from tests.support.databases import fresh_postgres_database
+from tests.support.processes import serve_replicas
 
-from bench.replicas import serve_replicas
 from sigshare.client.config import ClientConfig, write_config
 from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
@@ -77,14 +78,10 @@ from sigshare.client.state import LocalState
 from sigshare.client.synthetic import CAMPAIGN_TEMPLATES, WORDS
 from sigshare.hub.domain import Role
 from sigshare.hub.services import parameters, principals
-from sigshare.hub.storage import (
-    PrincipalRepository,
-    SubmissionRepository,
-    make_engine,
-    migrate,
-    session_scope,
-)
-from sigshare.hub.storage.repositories import AUDIT_LOCK_KEY
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.hub.storage.audit import AUDIT_LOCK_KEY
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.keys import ForumSecret, write_secret_file
 from sigshare.sketch.kinds import get_kind
@@ -169,24 +166,6 @@ def _write_inputs(directory: Path, member: int, members: int) -> tuple[Path, Pat
     prompts_path = directory / "prompts.jsonl"
     prompts_path.write_text("".join(lines), encoding="utf-8")
     return csv_path, prompts_path, truth
-
-
-@contextmanager
-def _database(server_url: str) -> Iterator[str]:
-    """A fresh database on the server, dropped (connections and all) afterwards."""
-    server = make_url(server_url)
-    name = f"sigshare_load_{os.getpid()}_{int(time.time())}"
-    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield server.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
 
 
 @dataclass
@@ -450,8 +429,9 @@ def bench_load(*, quick: bool) -> dict[str, Any]:
         return {"skipped": message, "members": members}
     with (
         tempfile.TemporaryDirectory(prefix="sigshare-load-bench-") as temporary,
-        _database(server_url) as url,
+        fresh_postgres_database(make_url(server_url), "sigshare_load") as database,
     ):
+        url = database.render_as_string(hide_password=False)
         directory = Path(temporary)
         engine = make_engine(url)
         try:

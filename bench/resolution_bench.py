@@ -29,16 +29,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tests.support.processes import serve_replicas
 
 from bench.hub_bench import PG_ENV, _database, provision
-from bench.replicas import serve_replicas
 from sigshare.client.hub_client import HubClient, HubConnection
 from sigshare.client.hub_types import TokenStatus
-from sigshare.hub.engine.membership import MembershipIndex, has_slot, holder_counts, without_slot
+from sigshare.hub.matching.membership import MembershipIndex, has_slot, holder_counts, without_slot
 from sigshare.hub.services import parameters
 from sigshare.hub.storage import make_engine
 from sigshare.sketch.bloom import BloomFilter, BloomParams, bit_positions
-from sigshare.sketch.codec import encode_bloom
+from sigshare.sketch.codec import SketchFormat, encode_bloom
 
 KEY_ID = "bench-1"
 FORUM_FPR = 1e-3
@@ -240,7 +240,7 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
                 started = time.perf_counter()
                 for client, payload in zip(clients, payloads, strict=True):
                     client.submit(
-                        sketch_format="bloom",
+                        sketch_format=SketchFormat.BLOOM_V1,
                         kind="email",
                         key_id=KEY_ID,
                         params_digest=digest,
@@ -276,7 +276,7 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
                     )
                     changed[: len(fresh)] = fresh
                     client.submit(
-                        sketch_format="bloom",
+                        sketch_format=SketchFormat.BLOOM_V1,
                         kind="email",
                         key_id=KEY_ID,
                         params_digest=digest,

@@ -24,36 +24,44 @@ import random
 import re
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 from sqlalchemy import Engine, func, insert, select
+from tests.support.console import serve_console
 
-from sigshare.hub.domain import ReviewStatus, Role
-from sigshare.hub.services import parameters, principals, review_workflow
+from sigshare.hub.domain import RecordType, ReviewStatus, Role
+from sigshare.hub.listing import (
+    AUDIT_LISTING,
+    AUDIT_SORT,
+    MAX_PAGE_SIZE,
+    Cursor,
+    Page,
+    RecordQuery,
+)
+from sigshare.hub.services import parameters, principals, reviews
 from sigshare.hub.services.families import prepare
-from sigshare.hub.services.submissions import SketchFormat, UploadHeader, submit_bloom
-from sigshare.hub.storage import AuditRepository, make_engine, migrate, session_scope
+from sigshare.hub.services.submissions import UploadHeader, submit_bloom
+from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.aggregates import FamilyRepository
+from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.models import (
     CampaignClusterRow,
     CampaignRow,
     ConfirmationRow,
     SharedIndicatorRow,
 )
-from sigshare.hub.storage.repositories import SubmissionRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.hub.web import create_app
 from sigshare.sketch.bloom import BloomFilter
-from sigshare.sketch.codec import encode_bloom
+from sigshare.sketch.codec import SketchFormat, encode_bloom
 
 KEY_ID = "bench-1"
 KINDS = ("email", "phone", "ip")
@@ -91,8 +99,6 @@ class Populated:
     confirmations: int
     memberships: int
     audit_entries: int
-    triaged: int
-    """Shared indicators in status triaged (to find the last page of that filter)."""
 
 
 def _principals(engine: Engine, now: datetime) -> tuple[str, list[int]]:
@@ -263,15 +269,13 @@ def _history_and_audit(engine: Engine, entries: int, rng: random.Random) -> tupl
     """Review steps on one indicator and one campaign, and ``entries`` audit entries of
     coordinators' past reads (appended, so the hash chain stays valid)."""
     with session_scope(engine) as session:
-        indicator = review_workflow.indicators(
-            session, status=ReviewStatus.NEW, offset=100, limit=1
-        ).items[0]
-        campaign = review_workflow.campaigns(
-            session, status=ReviewStatus.NEW, offset=10, limit=1
-        ).items[0]
+        new_indicators = RecordQuery(RecordType.INDICATOR, status=ReviewStatus.NEW, size=101)
+        indicator = reviews.indicators(session, new_indicators).items[100]
+        new_campaigns = RecordQuery(RecordType.CAMPAIGN, status=ReviewStatus.NEW, size=11)
+        campaign = reviews.campaigns(session, new_campaigns).items[10]
         moment = datetime.now(UTC)
         for record in (indicator.id, campaign.id):
-            review_workflow.set_status(
+            reviews.set_status(
                 session,
                 actor=COORDINATOR,
                 record_id=record,
@@ -279,10 +283,10 @@ def _history_and_audit(engine: Engine, entries: int, rng: random.Random) -> tupl
                 note="Looks like the same farm as last month.",
                 now=moment,
             )
-            review_workflow.assign(
+            reviews.assign(
                 session, actor=COORDINATOR, record_id=record, assignee=COORDINATOR, now=moment
             )
-            review_workflow.add_note(
+            reviews.add_note(
                 session, actor=COORDINATOR, record_id=record, note="Asked m03.", now=moment
             )
         audit = AuditRepository(session)
@@ -306,8 +310,6 @@ def populate(engine: Engine, indicators: int, campaigns: int) -> Populated:
     confirmations = _indicators(engine, indicators, members, rng)
     memberships = _campaigns(engine, campaigns, members, rng)
     indicator_id, campaign_id, entries = _history_and_audit(engine, indicators // 5, rng)
-    with session_scope(engine) as session:
-        triaged = review_workflow.indicators(session, status=ReviewStatus.TRIAGED, limit=1).total
     return Populated(
         credential=credential,
         indicator_id=indicator_id,
@@ -315,40 +317,10 @@ def populate(engine: Engine, indicators: int, campaigns: int) -> Populated:
         confirmations=confirmations,
         memberships=memberships,
         audit_entries=entries,
-        triaged=triaged,
     )
 
 
 # ---------------------------------------------------------------------------------- serving
-
-
-def _tcp_listener() -> socket.socket:
-    """A loopback listener of protocol ``IPPROTO_TCP``: asyncio sets ``TCP_NODELAY`` on its
-    connections (it does not for ``socket.create_server``'s protocol-0 sockets)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    return listener
-
-
-@contextmanager
-def _serve(app: Any, listener: socket.socket) -> Iterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the console did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        listener.close()
 
 
 @contextmanager
@@ -379,40 +351,70 @@ def _best_ms(client: httpx.Client, path: str, repeats: int) -> tuple[float, int]
     return best * 1000, size
 
 
-def _pages(populated: Populated, indicators: int, campaigns: int) -> dict[str, str]:
-    last_indicators = max(1, math.ceil(indicators / PAGE_SIZE))
-    last_campaigns = max(1, math.ceil(campaigns / PAGE_SIZE))
+def _cursor_at(engine: Engine, query: RecordQuery, fraction: float) -> str | None:
+    """The cursor of the console page (of :data:`PAGE_SIZE`) that lies ``fraction`` of the way
+    through ``query``'s rows (1: the last page; ``None``: the first), found by walking the
+    listing as a client would."""
+    read = reviews.indicators if query.record_type is RecordType.INDICATOR else reviews.campaigns
+    cursor: Cursor | None = None
+    with session_scope(engine) as session:
+        total = read(session, replace(query, size=1)).total
+        rows = PAGE_SIZE * int(fraction * (total - 1) // PAGE_SIZE)
+        while rows > 0:
+            page: Page[Any] = read(
+                session, replace(query, size=min(rows, MAX_PAGE_SIZE), cursor=cursor)
+            )
+            if page.next_cursor is None:
+                raise RuntimeError(f"{query} ends before row {rows}")
+            rows -= len(page.items)
+            cursor = Cursor.decode(page.next_cursor)
+    return None if cursor is None else cursor.encode()
+
+
+def _pages(populated: Populated, engine: Engine) -> dict[str, str]:
+    def deep(path: str, query: RecordQuery, fraction: float) -> str:
+        cursor = _cursor_at(engine, query, fraction)
+        if cursor is None:
+            return path
+        return f"{path}{'&' if '?' in path else '?'}cursor={cursor}"
+
+    indicators = RecordQuery(RecordType.INDICATOR)
+    campaigns = RecordQuery(RecordType.CAMPAIGN)
+    older = populated.audit_entries // 2
+    older_audit = Cursor(AUDIT_LISTING, AUDIT_SORT, True, older, older).encode()
     return {
         "overview": "/",
         "overlaps email": "/overlaps?kind=email",
         "overlaps phone": "/overlaps?kind=phone",
         "overlaps ip": "/overlaps?kind=ip",
         "indicators, first page": "/indicators",
-        "indicators, middle page": f"/indicators?page={last_indicators // 2}",
-        "indicators, last page": f"/indicators?page={last_indicators}",
-        "indicators, triaged, last page": (
-            f"/indicators?status=triaged&page={max(1, math.ceil(populated.triaged / PAGE_SIZE))}"
+        "indicators, middle page": deep("/indicators", indicators, 0.5),
+        "indicators, last page": deep("/indicators", indicators, 1),
+        "indicators, triaged, last page": deep(
+            "/indicators?status=triaged", replace(indicators, status=ReviewStatus.TRIAGED), 1
         ),
-        "indicators, phone by reporters, middle": (
-            f"/indicators?kind=phone&sort=reporters&order=desc&page={last_indicators // 6}"
+        "indicators, phone by reporters, middle": deep(
+            "/indicators?kind=phone&sort=reporters&order=desc",
+            replace(indicators, scope="phone", sort="reporters"),
+            0.5,
         ),
         "indicators, category filter": "/indicators?category=card-testing",
-        "indicators, by last seen asc, middle": (
-            f"/indicators?sort=last_seen&order=asc&page={last_indicators // 2}"
+        "indicators, by last seen asc, middle": deep(
+            "/indicators?sort=last_seen&order=asc",
+            replace(indicators, sort="last_seen", descending=False),
+            0.5,
         ),
         "indicators, 500 per page": "/indicators?size=500&sort=status",
         "indicator detail": f"/indicators/{populated.indicator_id}",
         "campaigns, first page": "/campaigns",
-        "campaigns, middle page": f"/campaigns?page={last_campaigns // 2}",
-        "campaigns, last page": f"/campaigns?page={last_campaigns}",
+        "campaigns, middle page": deep("/campaigns", campaigns, 0.5),
+        "campaigns, last page": deep("/campaigns", campaigns, 1),
         "campaigns, by volume, new only": "/campaigns?status=new&sort=volume",
         "campaigns, category filter": "/campaigns?category=scraper&sort=members&order=asc",
         "campaign detail": f"/campaigns/{populated.campaign_id}",
         "audit log": "/audit",
         "audit log, one action": "/audit?action=web.indicator",
-        "audit log, one actor, older page": (
-            f"/audit?actor=coord1&before={populated.audit_entries // 2}"
-        ),
+        "audit log, one actor, older page": f"/audit?actor=coord1&cursor={older_audit}",
         "export page": "/export",
     }
 
@@ -439,15 +441,15 @@ def bench_web(*, quick: bool) -> dict[str, Any]:
             app = create_app(engine, secure_cookies=False)
             pages: dict[str, float] = {}
             sizes: dict[str, int] = {}
-            with _serve(app, _tcp_listener()) as base, _signed_in(base, populated.credential) as c:
-                for label, path in _pages(populated, indicators, campaigns).items():
+            with serve_console(app) as base, _signed_in(base, populated.credential) as c:
+                for label, path in _pages(populated, engine).items():
                     pages[label], sizes[label] = _best_ms(c, path, REPEATS)
                 exports: dict[str, float] = {}
                 export_bytes: dict[str, int] = {}
                 for fmt in ("csv", "json", "stix"):
                     exports[fmt], export_bytes[fmt] = _best_ms(c, f"/export/{fmt}", EXPORT_REPEATS)
             with (
-                _serve(app, socket.create_server(("127.0.0.1", 0))) as base,
+                serve_console(app, socket.create_server(("127.0.0.1", 0))) as base,
                 _signed_in(base, populated.credential) as client,
             ):
                 nagle_ms, _ = _best_ms(client, "/", REPEATS)

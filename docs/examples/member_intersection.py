@@ -23,7 +23,7 @@ from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection
 from sigshare.client.hub_types import TokenStatus
 from sigshare.sketch.bloom import KeyedBloomFilter
-from sigshare.sketch.codec import encode_bloom
+from sigshare.sketch.codec import SketchFormat, encode_bloom
 from sigshare.sketch.keys import KeyPurpose, load_secret_file
 from sigshare.sketch.kinds import canonicalise_batch, get_kind
 from sigshare.sketch.prf import KeyedPRF
@@ -64,7 +64,7 @@ def run() -> None:
         bloom = KeyedBloomFilter(params, prf)
         tokens = bloom.add(values)
         submitted = hub.submit(
-            sketch_format="bloom",
+            sketch_format=SketchFormat.BLOOM_V1,
             kind=args.kind,
             key_id=params.key_id,
             params_digest=published.digest,

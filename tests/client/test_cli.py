@@ -13,14 +13,57 @@ import pytest
 from click.testing import CliRunner
 
 from sigshare.client.cli import cli
+from sigshare.client.cli.errors import exit_code_for
+from sigshare.client.config import ConfigError
+from sigshare.client.errors import (
+    HubAuthError,
+    HubClientError,
+    HubConfigError,
+    HubProtocolError,
+    HubRejectedError,
+    HubUnavailableError,
+)
 from sigshare.client.exit_codes import ExitCode
+from sigshare.client.inputs import InputFormatError
+from sigshare.client.state import StateError
+from sigshare.client.sync import HubLimitError, KeyEpochError, LockedError
 from sigshare.client.synthetic import firm_names, generate_forum
+from sigshare.sketch.errors import KeyFileError, ParameterError, UnknownKindError
 from sigshare.sketch.keys import load_secret_file
 
 
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+EXIT_CODES: dict[str, tuple[Exception, ExitCode]] = {
+    "hub refused the credential": (HubAuthError("m"), ExitCode.AUTH),
+    "hub unreachable": (HubUnavailableError("m"), ExitCode.NETWORK),
+    "hub refused the request": (HubRejectedError("m"), ExitCode.REJECTED),
+    "bad connection settings": (HubConfigError("m"), ExitCode.CONFIG),
+    "hub broke the wire contract": (HubProtocolError("m"), ExitCode.FAILURE),
+    "other SDK failure": (HubClientError("m"), ExitCode.FAILURE),
+    "beyond what the hub accepts": (HubLimitError("m"), ExitCode.REJECTED),
+    "secret of another key epoch": (KeyEpochError("m"), ExitCode.CONFIG),
+    "configuration": (ConfigError("m"), ExitCode.CONFIG),
+    "local state": (StateError("m"), ExitCode.CONFIG),
+    "unreadable input file": (InputFormatError(Path("f"), "m"), ExitCode.INPUT),
+    "another run holds the lock": (LockedError("m"), ExitCode.BUSY),
+    "--kind names no kind": (UnknownKindError("x", ["email"]), ExitCode.USAGE),
+    "forum secret file": (KeyFileError("m"), ExitCode.CONFIG),
+    "a kind's options": (ParameterError("m"), ExitCode.CONFIG),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXIT_CODES))
+def test_the_exit_code_table(case: str) -> None:
+    error, code = EXIT_CODES[case]
+    assert exit_code_for(error) is code
+
+
+def test_an_error_outside_the_table_has_no_exit_code() -> None:
+    assert exit_code_for(ValueError("a bug")) is None
 
 
 def test_keygen_writes_owner_only_secret_and_never_prints_it(

@@ -23,7 +23,6 @@ from sigshare.client.config import (
     timeouts,
     write_config,
 )
-from sigshare.client.exit_codes import ExitCode
 
 CREDENTIAL = "sgs1_0123456789abcdef_s3cr3t-credential-value-never-printed-xyz"
 
@@ -82,7 +81,7 @@ state_dir = "/var/lib/sigshare"
 def refusal(path: Path | None) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert caught.value.exit_code == int(ExitCode.CONFIG) == 3
+    assert type(caught.value) is ConfigError
     return caught.value
 
 
@@ -364,7 +363,7 @@ def test_write_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         write_config(path, changed)
     assert str(caught.value) == f"{path} already exists; use --force to replace it"
-    assert caught.value.exit_code == ExitCode.CONFIG
+    assert type(caught.value) is ConfigError
     assert path.read_bytes() == before
     write_config(path, changed, force=True)
     assert load_config(path)[0] == changed
@@ -430,7 +429,7 @@ def test_read_credential_refuses_a_file_others_can_reach(tmp_path: Path, mode: i
         f"hub credential file {path}: permissions {stat.filemode(path.stat().st_mode)} let "
         f"others read the credential; run: chmod 600 {path}"
     )
-    assert caught.value.exit_code == ExitCode.CONFIG
+    assert type(caught.value) is ConfigError
     assert CREDENTIAL not in message
 
 

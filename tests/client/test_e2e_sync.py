@@ -32,7 +32,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from e2e_support import (
+
+from sigshare.client.cli import cli as client_cli
+from sigshare.client.synthetic import SyntheticForum, firm_names, generate_forum
+from sigshare.hub.services.parameters import RECOMMENDED_MINHASH
+from sigshare.sketch.bloom import BloomParams
+from sigshare.sketch.errors import InvalidValueError
+from sigshare.sketch.keys import ForumSecret, load_secret_file
+from tests.support.e2e import (
     KEY_ID,
     SIGSHARE_HUB,
     START_TIMEOUT,
@@ -46,20 +53,13 @@ from e2e_support import (
     hub_cli,
     own_filter,
     planned_holdings,
-    poisson_allowance,
     prompt_labels,
     run_all,
     start,
     write_firm_inputs,
     write_private,
 )
-
-from sigshare.client.cli import cli as client_cli
-from sigshare.client.synthetic import SyntheticForum, firm_names, generate_forum
-from sigshare.hub.services.parameters import RECOMMENDED_MINHASH
-from sigshare.sketch.bloom import BloomParams
-from sigshare.sketch.errors import InvalidValueError
-from sigshare.sketch.keys import ForumSecret, load_secret_file
+from tests.support.oracles import poisson_allowance
 
 SEED = 20_261_127
 FIRMS = firm_names(4)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from sigshare.client.exit_codes import ExitCode
 from sigshare.client.inputs import (
     IndicatorRow,
     InputFormatError,
@@ -220,7 +219,7 @@ def test_a_csv_header_without_the_required_columns_fails_the_file(
         indicators([path], default_kind=default_kind)
     assert str(caught.value).startswith(f"{path}: ")
     assert caught.value.path == path
-    assert caught.value.exit_code == ExitCode.INPUT
+    assert type(caught.value) is InputFormatError
 
 
 def test_unknown_extensions_and_formats_fail_before_any_row_is_read(tmp_path: Path) -> None:

@@ -36,23 +36,6 @@ from unittest import mock
 
 import grpc
 import pytest
-from e2e_support import (
-    KEY_ID,
-    Command,
-    Outcome,
-    SecretWatch,
-    canonical,
-    client_env,
-    finish,
-    hub_cli,
-    run,
-    run_all,
-    start,
-    write_config,
-    write_indicator_csv,
-    write_private,
-    write_prompts,
-)
 from sqlalchemy import Engine
 
 from sigshare.client.exit_codes import ExitCode
@@ -80,14 +63,27 @@ from sigshare.hub.rpc import app
 from sigshare.hub.rpc.server import build_server, parse_listen
 from sigshare.hub.services import parameters as parameter_service
 from sigshare.hub.services import principals
-from sigshare.hub.storage import (
-    PrincipalRepository,
-    SubmissionRepository,
-    make_engine,
-    migrate,
-    session_scope,
-)
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.keys import ForumSecret, write_secret_file
+from tests.support.e2e import (
+    KEY_ID,
+    Command,
+    Outcome,
+    SecretWatch,
+    canonical,
+    client_env,
+    finish,
+    hub_cli,
+    run,
+    run_all,
+    start,
+    write_config,
+    write_indicator_csv,
+    write_private,
+    write_prompts,
+)
 
 ACTOR = "test-setup"
 SUBMIT = "/sigshare.v1.MemberService/Submit"
@@ -804,7 +800,7 @@ def test_unreadable_inputs_exit_5(hub: Hub) -> None:
 
 
 def test_secrets_never_appear_in_any_output(hub: Hub, peer: Member) -> None:
-    """Every command in this module is checked (see ``e2e_support.run``); these are the
+    """Every command in this module is checked (see :func:`tests.support.e2e.run`); these are the
     failures most tempted to quote what they read, and the chattiest successes."""
     wrong = fake_credential()
     hub.watch.add_credential("wrong", wrong)

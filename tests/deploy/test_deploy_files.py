@@ -212,7 +212,7 @@ def test_haproxy_configuration_is_valid(tmp_path: Path) -> None:
 
 def test_haproxy_health_check_sends_what_the_load_balancer_test_proves() -> None:
     """The compose file's health check writes the same bytes as deploy/README.md documents and
-    tests/hub/test_load_balancer.py sends to real replicas (which checks the README)."""
+    tests/hub/rpc/test_load_balancer.py sends to real replicas (which checks the README)."""
     readme = (DEPLOY / "README.md").read_text()
     config = (DEPLOY / "hub" / "compose" / "haproxy.cfg").read_text()
     sent = [line.split()[-1] for line in config.splitlines() if "tcp-check send-binary" in line]

@@ -12,7 +12,7 @@ they are kept, frozen, to prove that version 1 filters are refused.
 ``minhash_signatures_stopwords_v1.txt`` pins the signatures of the forum defaults of issue 11;
 its texts are duplicated in tests/sketch/test_rewording_core.py.
 ``cluster_set_v1.bin`` pins a clusters submission's payload (``ClusterSketchSet``, with
-``core_size``); its inputs are duplicated in tests/hub/test_campaign_verification.py.
+``core_size``); its inputs are duplicated in tests/sketch/test_wire.py.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sigshare.client.hub_types import ClusterInfo
-from sigshare.client.wire import encode_cluster_set
 from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter, bit_positions
+from sigshare.sketch.cluster import ClusterInfo
 from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
 from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
 from sigshare.sketch.prf import KeyedPRF, tokens_from_bytes
+from sigshare.sketch.wire import encode_cluster_set
 
 HERE = Path(__file__).resolve().parent
 

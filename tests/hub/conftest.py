@@ -1,32 +1,35 @@
-"""Databases for the hub tests: every storage test runs on SQLite and on PostgreSQL.
+"""Databases for the hub tests, and a running hub over each: every storage test runs on SQLite
+and on PostgreSQL.
 
 PostgreSQL is required, not optional: if it cannot be reached the PostgreSQL tests fail with the
 reason. ``SIGSHARE_SKIP_POSTGRES=1`` skips them instead, for local runs without a server.
 The server comes from ``SIGSHARE_TEST_PG_URL`` (default: ``root`` on 127.0.0.1:5432, database
 ``test``); each pytest process creates its own uniquely named databases there and drops them
-afterwards, so xdist workers never share one.
+afterwards (:mod:`tests.support.databases`), so xdist workers never share one.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from sigshare.hub.storage import make_engine, migrate
-from sigshare.hub.storage.models import metadata
+from tests.support.databases import (
+    PG_URL_ENV,
+    empty_tables,
+    fresh_postgres_database,
+    postgres_server_url,
+)
+from tests.support.hub import RunningHub, provision, running_hub
 
-PG_URL_ENV = "SIGSHARE_TEST_PG_URL"
 PG_SKIP_ENV = "SIGSHARE_SKIP_POSTGRES"
-DEFAULT_PG_URL = "postgresql+psycopg2://root@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -39,7 +42,7 @@ def postgres_server() -> URL:
     """The PostgreSQL server to create test databases on; fails the test if unreachable."""
     if os.environ.get(PG_SKIP_ENV) == "1":
         pytest.skip(f"{PG_SKIP_ENV}=1: PostgreSQL tests skipped")
-    url = make_url(os.environ.get(PG_URL_ENV, DEFAULT_PG_URL))
+    url = postgres_server_url()
     engine = create_engine(url, poolclass=NullPool)
     problem = None
     try:
@@ -57,23 +60,6 @@ def postgres_server() -> URL:
             pytrace=False,
         )
     return url
-
-
-@contextmanager
-def fresh_postgres_database(server: URL) -> Iterator[URL]:
-    """A new, empty database on ``server``, dropped (connections and all) on exit."""
-    name = f"sigshare_t_{secrets.token_hex(6)}"
-    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield server.set(database=name)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -102,17 +88,6 @@ def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-def _empty_tables(url: str) -> None:
-    engine = create_engine(url, poolclass=NullPool)
-    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
-            connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database migrated to head, on each backend."""
@@ -121,7 +96,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         path.write_bytes(request.getfixturevalue("migrated_sqlite_template"))
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("migrated_postgres_url")
-    _empty_tables(url)
+    empty_tables(url)
     return url
 
 
@@ -133,9 +108,26 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def hub(database_url: str) -> Iterator[RunningHub]:
+    """A started hub over each backend: an admin, a coordinator, members m1–m4, ``email`` and
+    ``prompt`` published (:func:`tests.support.hub.provision`)."""
+    engine = make_engine(database_url)
+    try:
+        with running_hub(engine, provision(engine)) as running:
+            yield running
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
 def postgres_engine(migrated_postgres_url: str) -> Iterator[Engine]:
     """For the few tests of a PostgreSQL-only mechanism (advisory locks, interleaved writers)."""
-    _empty_tables(migrated_postgres_url)
+    empty_tables(migrated_postgres_url)
     engine = make_engine(migrated_postgres_url)
     yield engine
     engine.dispose()
+
+
+# Temporary: the bare `from conftest import _empty_tables` of tests/hub/test_review_concurrency.py
+# (/tmp/brief/E_remaining.md). Delete once it imports tests.support.databases.empty_tables.
+_empty_tables = empty_tables

@@ -754,9 +754,20 @@ def test_admin_commands_are_audited_with_the_local_user(sqlite_url: str) -> None
     ]
     only_adds = hub_json(sqlite_url, "audit", "show", "--action", "principal.add")["entries"]
     assert [entry["details"] for entry in only_adds] == [{"role": "member"}]
-    assert hub_json(sqlite_url, "audit", "show", "--actor", "cli:bob") == {"entries": []}
-    newest = hub_json(sqlite_url, "audit", "show", "--limit", "1")["entries"]
-    assert [entry["id"] for entry in newest] == [4]
+    assert hub_json(sqlite_url, "audit", "show", "--actor", "cli:bob") == {
+        "total": 0,
+        "first": 1,
+        "page_size": 50,
+        "next_cursor": None,
+        "previous_cursor": None,
+        "entries": [],
+    }
+    newest = hub_json(sqlite_url, "audit", "show", "--page-size", "1")
+    assert ([entry["id"] for entry in newest["entries"]], newest["total"]) == ([4], 4)
+    older = hub_json(
+        sqlite_url, "audit", "show", "--page-size", "1", "--cursor", newest["next_cursor"]
+    )
+    assert ([entry["id"] for entry in older["entries"]], older["first"]) == ([3], 2)
 
 
 def test_audit_show_table_and_limits(sqlite_url: str) -> None:
@@ -766,10 +777,12 @@ def test_audit_show_table_and_limits(sqlite_url: str) -> None:
     assert [[row[0], *row[2:]] for row in rows] == [
         ["1", "cli:alice", "principal.add", "acme", '{"role":"member"}']
     ]
-    too_many = hub(sqlite_url, "audit", "show", "--limit", "0")
-    assert (too_many.exit_code, too_many.stderr) == (
+    assert hub(sqlite_url, "audit", "show", "--page-size", "0").exit_code == ExitCode.USAGE
+    assert hub(sqlite_url, "audit", "show", "--limit", "5").exit_code == ExitCode.USAGE
+    foreign = hub(sqlite_url, "audit", "show", "--cursor", "p1.5")
+    assert (foreign.exit_code, foreign.stderr) == (
         ExitCode.INPUT,
-        "error: limit must be between 1 and 1000\n",
+        "error: page token is not one this hub issued\n",
     )
 
 

@@ -1,6 +1,7 @@
 """TLS and file hygiene of the hub: certificate validity dates at start-up, private database
 files, driverless PostgreSQL URLs, the console's health endpoint and refused TLS handshakes in
-the structured log.
+the structured log; and the transport packages' import boundary (the console and the CLI reach
+the database through the services, never through a repository).
 
 The serving commands run as the real console script in subprocesses (started together: each is
 mostly interpreter start-up); everything talks to loopback only.
@@ -8,6 +9,7 @@ mostly interpreter start-up); everything talks to loopback only.
 
 from __future__ import annotations
 
+import ast
 import ipaddress
 import json
 import logging
@@ -42,6 +44,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
+import sigshare.hub.cli
+import sigshare.hub.web
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli import cli
 from sigshare.hub.cli.server_options import check_certificate_dates
@@ -523,3 +527,36 @@ def test_healthz_is_503_when_the_database_does_not_answer(tmp_path: Path, broken
         assert client.head("/healthz").status_code == 503
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------------- import boundary
+
+
+def _repository_uses(path: Path) -> list[str]:
+    """Each ``*Repository`` of ``sigshare.hub.storage`` the module at ``path`` imports or
+    reaches through an imported storage module, as ``line: name``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "sigshare.hub.storage"
+        ):
+            uses += [
+                f"{node.lineno}: {alias.name}"
+                for alias in node.names
+                if alias.name.endswith("Repository")
+            ]
+        elif isinstance(node, ast.Attribute) and node.attr.endswith("Repository"):
+            uses.append(f"{node.lineno}: {ast.unparse(node)}")
+    return uses
+
+
+@pytest.mark.parametrize("package", [sigshare.hub.web, sigshare.hub.cli], ids=lambda p: p.__name__)
+def test_the_console_and_the_cli_use_no_repository(package: Any) -> None:
+    root = Path(package.__file__).parent
+    modules = sorted(root.rglob("*.py"))
+    assert modules
+    found = {
+        str(path.relative_to(root)): uses for path in modules if (uses := _repository_uses(path))
+    }
+    assert found == {}, f"{package.__name__} must call services, not repositories: {found}"

@@ -65,26 +65,25 @@ from sigshare.client.hub_types import (
     SharedIndicatorView,
     TokenStatus,
 )
-from sigshare.hub.domain import ClusterInfo as ClusterRecord
-from sigshare.hub.domain import Principal
-from sigshare.hub.engine.membership import IndexCache
+from sigshare.hub.domain import Principal, RecordType
 from sigshare.hub.errors import PreconditionError
-from sigshare.hub.services import member_views, parameters, resolution, review
+from sigshare.hub.listing import RecordQuery
+from sigshare.hub.matching.membership import IndexCache
+from sigshare.hub.services import member_views, parameters, resolution, reviews
 from sigshare.hub.services.audit import verify_audit_log
 from sigshare.hub.services.credentials import new_credential
-from sigshare.hub.services.submissions import SketchFormat, UploadHeader, submit_bloom
+from sigshare.hub.services.submissions import UploadHeader, submit_bloom
 from sigshare.hub.services.submissions import submit_clusters as submit_cluster_set
-from sigshare.hub.storage import (
-    AuditRepository,
-    PrincipalRepository,
-    make_engine,
-    session_scope,
-)
+from sigshare.hub.storage import make_engine, session_scope
+from sigshare.hub.storage.audit import AuditRepository
+from sigshare.hub.storage.indicators import TokenConfirmation
 from sigshare.hub.storage.ledgers import QueryLedgerRepository
 from sigshare.hub.storage.models import ClusterRow, SubmissionPayloadRow, SubmissionRow
-from sigshare.hub.storage.results import TokenConfirmation
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.reviews import ReviewRepository
 from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter
-from sigshare.sketch.codec import SignatureSet, encode_bloom, encode_signatures
+from sigshare.sketch.cluster import ClusterInfo as ClusterRecord
+from sigshare.sketch.codec import SignatureSet, SketchFormat, encode_bloom, encode_signatures
 from sigshare.sketch.minhash import SaltedMinHasher
 from sigshare.sketch.prf import TokenArray, tokens_to_bytes
 from sigshare.v1 import hub_pb2 as pb
@@ -530,7 +529,8 @@ def test_expired_cluster_submissions_leave_their_campaigns(hub: RunningHub) -> N
     with session_scope(hub.engine) as session:
         assert member_views.matches(session, m1, PROMPT, later).campaigns == []
         links = member_views.matches(session, m2, PROMPT, later).campaigns
-        campaigns, _ = review.campaigns(session, PROMPT, 100, "", later)
+        listing = RecordQuery(RecordType.CAMPAIGN, scope=PROMPT, descending=False)
+        campaigns = reviews.campaigns(session, listing, later).items
     # Only template 2 (m2 and m3) is still a campaign.
     assert [c.members for c in campaigns] == [("m2", "m3")]
     assert [(link.other_member_count, link.campaign_id) for link in links] == [(1, campaigns[0].id)]
@@ -1405,7 +1405,8 @@ def test_members_confirming_one_token_at_once_make_it_shared_on_postgresql(
     assert not thread.is_alive()
     assert [(o.accepted, o.shared) for o in second] == [(1, 1)]
     with session_scope(postgres_engine) as session:
-        records, _ = review.shared_indicators(session, EMAIL, 100, "")
+        listing = RecordQuery(RecordType.INDICATOR, scope=EMAIL, descending=False)
+        records = ReviewRepository(session).indicators(listing).items
     assert [(r.token, r.reporters) for r in records] == [(forum.token(value), 2)]
 
 

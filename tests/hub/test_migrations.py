@@ -28,16 +28,16 @@ from sqlalchemy.pool import QueuePool
 
 from sigshare.hub.domain import KindParameters, MinHashParameters, SubmissionStatus
 from sigshare.hub.errors import DatabaseNotMigratedError
-from sigshare.hub.storage import (
-    ParameterRepository,
-    SubmissionRepository,
-    make_engine,
-    migrate,
-    session_scope,
-)
+from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.models import metadata
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.reviews import ReviewRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.bloom import MAX_BITS, BloomParams
 from sigshare.sketch.errors import ParameterError
+
+HEAD = "0008"
+"""The newest schema revision."""
 
 TABLES = {
     "principals",
@@ -176,7 +176,7 @@ def test_migrations_are_found_from_the_package_whatever_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0007"
+    assert migrate.head_revision() == HEAD
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
 
@@ -565,7 +565,7 @@ def test_0006_admits_withdrawn_submissions_and_downgrades_them_to_expired(
         connection.execute(withdraw)
 
     migrate.upgrade(empty_engine)
-    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0007"
+    assert migrate.current_revision(empty_engine) == migrate.head_revision() == HEAD
     assert _schema_differences(empty_engine) == []
     with empty_engine.begin() as connection:
         connection.execute(withdraw)
@@ -616,7 +616,7 @@ def test_0007_keeps_database_payloads_readable_and_refuses_to_downgrade_over_blo
         )
 
     migrate.upgrade(empty_engine)
-    assert migrate.current_revision(empty_engine) == migrate.head_revision() == "0007"
+    assert migrate.current_revision(empty_engine) == migrate.head_revision() == HEAD
     assert _schema_differences(empty_engine) == []
     with session_scope(empty_engine) as session:
         assert SubmissionRepository(session).payload(1) == b"filter1"  # stays in the database
@@ -629,9 +629,75 @@ def test_0007_keeps_database_payloads_readable_and_refuses_to_downgrade_over_blo
 
     with pytest.raises(RuntimeError, match="1 submission payloads live in the blob store"):
         migrate.downgrade(empty_engine, BEFORE_BLOBS)
-    assert migrate.current_revision(empty_engine) == "0007"
+    assert migrate.current_revision(empty_engine) == HEAD
     with empty_engine.begin() as connection:
         connection.execute(payloads.delete().where(payloads.c.submission_id == 2))
     migrate.downgrade(empty_engine, BEFORE_BLOBS)
     assert migrate.current_revision(empty_engine) == BEFORE_BLOBS
     assert [row["payload"] for row in _rows(empty_engine, "submission_payloads")] == [b"filter1"]
+
+
+# --- 0008: review events say what they were ------------------------------------------------------
+
+BEFORE_EVENT_KIND = "0007"
+
+
+def test_0008_classifies_existing_review_events_and_stores_the_kind_from_then_on(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_EVENT_KIND)
+    events = _reflected(empty_engine)["review_events"]
+    steps = [  # (record, from, to, assignee after the step, note), in the order they happened
+        ("a" * 32, None, None, "coord", None),  # assigned
+        ("a" * 32, None, None, "coord", "asked m1 for a call"),  # a note: assignee unchanged
+        ("b" * 32, None, None, None, "first look"),  # a note on an unassigned record
+        ("a" * 32, "new", "triaged", "coord", None),  # a status move keeps the assignee
+        ("b" * 32, None, None, "lead", "yours"),  # assigned, with a note
+        ("a" * 32, None, None, None, "handed back"),  # unassigned, with a note
+        ("b" * 32, None, None, "lead", None),  # assigned again to the same name: an assignment
+    ]
+    with empty_engine.begin() as connection:
+        for number, (record, before, after, assignee, note) in enumerate(steps, start=1):
+            connection.execute(
+                insert(events).values(
+                    id=number,
+                    record_type="campaign",
+                    record_id=record,
+                    actor="cli:root",
+                    at=T0 + timedelta(minutes=number),
+                    from_status=before,
+                    to_status=after,
+                    assignee=assignee,
+                    note=note,
+                )
+            )
+
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == HEAD
+    assert _schema_differences(empty_engine) == []
+    kinds = {row["id"]: row["kind"] for row in _rows(empty_engine, "review_events")}
+    assert [kinds[number] for number in range(1, len(steps) + 1)] == [
+        "assign",
+        "note",
+        "note",
+        "status",
+        "assign",
+        "assign",
+        "assign",
+    ]
+    with session_scope(empty_engine) as session:
+        history = ReviewRepository(session).history("a" * 32)
+    assert [event.change for event in history] == [
+        "assigned to coord",
+        "note",
+        "new → triaged",
+        "unassigned",
+    ]
+    events = _reflected(empty_engine)["review_events"]
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(update(events).where(events.c.id == 1).values(kind="renamed"))
+
+    migrate.downgrade(empty_engine, BEFORE_EVENT_KIND)
+    assert migrate.current_revision(empty_engine) == BEFORE_EVENT_KIND
+    assert "kind" not in {c.name for c in _reflected(empty_engine)["review_events"].columns}
+    assert len(_rows(empty_engine, "review_events")) == len(steps)

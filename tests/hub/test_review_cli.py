@@ -30,8 +30,9 @@ from stix2validator import ValidationOptions, validate_string  # type: ignore[im
 
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli import cli
-from sigshare.hub.domain import Submission
-from sigshare.hub.services import review_workflow
+from sigshare.hub.domain import RecordType, Submission
+from sigshare.hub.listing import Cursor, RecordQuery
+from sigshare.hub.services import reviews
 from sigshare.hub.services.exports import (
     TLP_MARKING_IDS,
     campaign_record,
@@ -71,8 +72,12 @@ def seeded(database_url: str) -> Iterator[Seeded]:
     try:
         forum = seed_forum(engine)
         with session_scope(engine) as session:
-            indicators = review_workflow.indicators(session, descending=False).items
-            campaigns = review_workflow.campaigns(session, descending=False).items
+            indicators = reviews.indicators(
+                session, RecordQuery(RecordType.INDICATOR, descending=False)
+            ).items
+            campaigns = reviews.campaigns(
+                session, RecordQuery(RecordType.CAMPAIGN, descending=False)
+            ).items
         yield Seeded(database_url, forum, indicators, campaigns)
     finally:
         engine.dispose()
@@ -107,7 +112,7 @@ def cells(stdout: str) -> list[list[str]]:
 
 def audit_actions(url: str, actor: str = OPERATOR) -> list[tuple[str, str, dict[str, Any]]]:
     """``(action, target, details)`` of ``actor``'s audit entries, oldest first."""
-    document = hub_json(url, "audit", "show", "--actor", actor, "--limit", "1000")
+    document = hub_json(url, "audit", "show", "--actor", actor, "--page-size", "1000")
     return [(e["action"], e["target"], e["details"]) for e in reversed(document["entries"])]
 
 
@@ -120,13 +125,38 @@ def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
     newest_first = hub_json(url, "review", "indicators")
     assert newest_first == {
         "total": 3,
-        "page": 1,
+        "first": 1,
         "page_size": 50,
-        "pages": 1,
+        "next_cursor": None,
+        "previous_cursor": None,
         "indicators": everything[::-1],
     }
-    second = hub_json(url, "review", "indicators", "--asc", "--page-size", "2", "--page", "2")
-    assert (second["total"], second["pages"], second["indicators"]) == (3, 2, everything[2:])
+    oldest_first = ("review", "indicators", "--asc", "--page-size", "2")
+    first = hub_json(url, *oldest_first)
+    assert (first["first"], first["previous_cursor"], first["indicators"]) == (
+        1,
+        None,
+        everything[:2],
+    )
+    second = hub_json(url, *oldest_first, "--cursor", first["next_cursor"])
+    assert (second["total"], second["first"], second["next_cursor"], second["indicators"]) == (
+        3,
+        3,
+        None,
+        everything[2:],
+    )
+    back = hub_json(url, *oldest_first, "--cursor", second["previous_cursor"])
+    assert back["indicators"] == everything[:2]
+    paged = hub(url, *oldest_first)
+    assert paged.stdout.startswith("shared indicators 1-2 of 3\n")
+    assert paged.stdout.endswith(f"next page: --cursor {first['next_cursor']}\n")
+    # A cursor names a place in one order: it is refused for another.
+    assert refused(
+        url, "review", "indicators", "--cursor", first["next_cursor"], code=ExitCode.INPUT
+    ) == ("page token is not one this hub issued")
+    assert refused(url, "review", "indicators", "--cursor", "p1.5", code=ExitCode.INPUT) == (
+        "page token is not one this hub issued"
+    )
     by_reporters = hub_json(url, "review", "indicators", "--sort", "reporters")["indicators"]
     assert [r["reporters"] for r in by_reporters] == [3, 2, 2]
     farm = hub_json(url, "review", "indicators", "--category", "account-farm")
@@ -139,7 +169,8 @@ def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
 
     table = hub(url, "review", "indicators", "--asc")
     assert table.exit_code == 0, table.output
-    assert table.stdout.startswith("shared indicators 1-3 of 3 (page 1 of 1)\n")
+    assert table.stdout.startswith("shared indicators 1-3 of 3\n")
+    assert "--cursor" not in table.stdout
     rows = cells(table.stdout)
     assert [row[0] for row in rows] == [i.id for i in seeded.indicators]
     bob = seeded.indicator_of("bob.rawvalue@example.org")
@@ -148,15 +179,16 @@ def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
     # Categories are shown literally, markup-like text included.
     assert '=HYPERLINK("http://evil.example/x","click")' in table.stdout
 
-    past = hub(url, "review", "indicators", "--page", "3")
-    assert past.stdout == "page 3 is past the last page (1) of shared indicators\n"
+    after_the_oldest = Cursor("indicators", "created", True, 1, 1).encode()
+    past = hub(url, "review", "indicators", "--cursor", after_the_oldest)
+    assert past.stdout == "no shared indicators past this cursor (3 in all)\n"
     none = hub(url, "review", "indicators", "--status", "dismissed")
     assert none.stdout == "no shared indicators match\n"
     assert refused(url, "review", "indicators", "--kind", "Bad Kind", code=ExitCode.INPUT) == (
         "kind 'Bad Kind' is not a valid name: 1-64 characters of a-z, 0-9, '.', '_' or '-', "
         "starting with a letter or digit"
     )
-    for bad in (["--page", "0"], ["--page-size", "501"], ["--sort", "token"]):
+    for bad in (["--page", "2"], ["--page-size", "0"], ["--page-size", "1001"], ["--sort", "x"]):
         assert hub(url, "review", "indicators", *bad).exit_code == ExitCode.USAGE
 
 
@@ -182,9 +214,10 @@ def test_review_campaigns(seeded: Seeded) -> None:
     document = hub_json(url, "review", "campaigns", "--asc")
     assert document == {
         "total": 2,
-        "page": 1,
+        "first": 1,
         "page_size": 50,
-        "pages": 1,
+        "next_cursor": None,
+        "previous_cursor": None,
         "campaigns": [campaign_record(c) for c in seeded.campaigns],
     }
     assert sorted(c["members"] for c in document["campaigns"]) == [["m1", "m2"], ["m1", "m3"]]
@@ -364,6 +397,7 @@ def test_set_status_follows_the_workflow(seeded: Seeded) -> None:
         "record_type": "indicator",
         "record_id": record,
         "actor": OPERATOR,
+        "kind": "status",
         "from_status": "triaged",
         "to_status": "confirmed",
         "assignee": None,
@@ -439,17 +473,18 @@ def test_assign_note_and_history(seeded: Seeded) -> None:
         "assignee": None,
     }
     assert [
-        (e["actor"], e["from_status"], e["to_status"], e["assignee"], e["note"]) for e in events
+        (e["actor"], e["kind"], e["from_status"], e["to_status"], e["assignee"], e["note"])
+        for e in events
     ] == [
-        (OPERATOR, None, None, "coord", None),
-        (OPERATOR, None, None, "coord", "members m1 and m2 asked for a call"),
-        (OPERATOR, "new", "triaged", "coord", None),
-        (OPERATOR, None, None, None, "handed back"),
+        (OPERATOR, "assign", None, None, "coord", None),
+        (OPERATOR, "note", None, None, "coord", "members m1 and m2 asked for a call"),
+        (OPERATOR, "status", "new", "triaged", "coord", None),
+        (OPERATOR, "assign", None, None, None, "handed back"),
     ]
     table = hub(url, "review", "history", record)
     assert table.stdout.startswith(f"campaign {record}: triaged, assigned to nobody\n")
     assert [row[1:] for row in cells(table.stdout)] == [
-        [OPERATOR, "assigned", "coord", "-"],
+        [OPERATOR, "assigned to coord", "coord", "-"],
         [OPERATOR, "note", "coord", "members m1 and m2 asked for a call"],
         [OPERATOR, "new → triaged", "coord", "-"],
         [OPERATOR, "unassigned", "-", "handed back"],

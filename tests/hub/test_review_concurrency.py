@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 
 from sigshare.hub.domain import ReviewStatus
 from sigshare.hub.errors import ConflictError
-from sigshare.hub.services import review_workflow
+from sigshare.hub.services import reviews
 from sigshare.hub.storage import make_engine, session_scope
-from sigshare.hub.storage.review import ReviewRepository
+from sigshare.hub.storage.reviews import ReviewRepository
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -61,7 +61,7 @@ def test_assigning_never_writes_back_a_status_read_before_a_transition(
         stale = ReviewRepository(alice).record(record_id)
         assert stale is not None
         assert stale.status is ReviewStatus.NEW
-        review_workflow.set_status(
+        reviews.set_status(
             bob, actor="bob", record_id=record_id, status=ReviewStatus.DISMISSED, now=NOW
         )
         bob.commit()

@@ -43,11 +43,11 @@ from hubtest import (
 )
 
 from sigshare.client.hub_client import HubClient
-from sigshare.client.hub_types import ClusterInfo, PublishedMinHash, new_cluster_id
+from sigshare.client.hub_types import PublishedMinHash
 from sigshare.hub.services import parameters
 from sigshare.hub.services.parameters import RECOMMENDED_MINHASH
 from sigshare.hub.storage import make_engine, session_scope
-from sigshare.sketch.cluster import cluster_prompts
+from sigshare.sketch.cluster import ClusterInfo, cluster_prompts, new_cluster_id
 from sigshare.sketch.codec import SignatureSet
 from sigshare.sketch.minhash import SaltedMinHasher
 from sigshare.v1 import hub_pb2 as pb

@@ -11,6 +11,7 @@ checks. The console's clock is injected so session expiry is tested without wait
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -37,16 +38,16 @@ from sqlalchemy import Engine
 from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.cli import cli
 from sigshare.hub.domain import AuditEntry, RecordType, ReviewStatus, Role
-from sigshare.hub.services import parameters, principals, review, review_workflow, web_sessions
+from sigshare.hub.listing import Cursor, RecordQuery
+from sigshare.hub.services import coordinator_views, parameters, principals, reviews, web_sessions
 from sigshare.hub.services.campaigns import refresh as refresh_campaigns
-from sigshare.hub.storage import AuditRepository, PrincipalRepository, make_engine, session_scope
+from sigshare.hub.storage import make_engine, session_scope
+from sigshare.hub.storage.audit import AuditRepository
+from sigshare.hub.storage.campaigns import CampaignDraft, ClusterRepository
 from sigshare.hub.storage.database import DATABASE_URL_ENV
-from sigshare.hub.storage.results import (
-    CampaignDraft,
-    ClusterRepository,
-    IndicatorRepository,
-    TokenConfirmation,
-)
+from sigshare.hub.storage.indicators import IndicatorRepository, TokenConfirmation
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.reviews import ReviewRepository
 from sigshare.hub.web import create_app
 from sigshare.hub.web.heatmap import figure
 from sigshare.hub.web.security import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
@@ -118,7 +119,7 @@ class Console:
     def status_of(self, record_id: str) -> tuple[ReviewStatus, str | None, int]:
         """Status, assignee and number of history events of a record."""
         with session_scope(self.engine) as session:
-            state, events = review_workflow.history(session, record_id)
+            state, events = reviews.history(session, record_id)
         return state.status, state.assignee, len(events)
 
 
@@ -157,12 +158,12 @@ def forum(signed_in: Console) -> SeededForum:
 
 def first_indicator(console: Console) -> str:
     with session_scope(console.engine) as session:
-        return review_workflow.indicators(session, limit=1).items[0].id
+        return reviews.indicators(session, RecordQuery(RecordType.INDICATOR, size=1)).items[0].id
 
 
 def first_campaign(console: Console) -> str:
     with session_scope(console.engine) as session:
-        return review_workflow.campaigns(session, limit=1).items[0].id
+        return reviews.campaigns(session, RecordQuery(RecordType.CAMPAIGN, size=1)).items[0].id
 
 
 # ---------------------------------------------------------------------------------- bulk data
@@ -222,7 +223,8 @@ def seed_indicators(engine: Engine, count: int = 120) -> list[BulkIndicator]:
                     at=moment,
                 )
             repository.refresh_shared(kind=kind, key_id=KEY_ID, tokens=[token], quorum=2, at=moment)
-        ids = {record.token: record.id for record in repository.page(limit=1000)[0]}
+        listing = RecordQuery(RecordType.INDICATOR, size=1000)
+        ids = {r.token: r.id for r in ReviewRepository(session).indicators(listing).items}
         records = []
         for i, token in enumerate(tokens):
             status = ReviewStatus.NEW
@@ -239,12 +241,12 @@ def seed_indicators(engine: Engine, count: int = 120) -> list[BulkIndicator]:
                 steps.append(ReviewStatus.CONFIRMED)
                 status = ReviewStatus.CONFIRMED
             for step in steps:
-                review_workflow.set_status(
+                reviews.set_status(
                     session, actor="test", record_id=ids[token], status=step, now=SEEDED_AT
                 )
             assignee = ADMIN if i % 7 == 0 else None
             if assignee:
-                review_workflow.assign(
+                reviews.assign(
                     session, actor="test", record_id=ids[token], assignee=assignee, now=SEEDED_AT
                 )
             categories = {f"cat{i % 4}"} | ({"urgent"} if i % 5 == 0 else set())
@@ -298,7 +300,9 @@ def seed_campaigns(engine: Engine, count: int = 30) -> list[BulkCampaign]:
             for i in range(count)
         ]
         ClusterRepository(session).replace_campaigns(PROMPT, drafts, {}, NOW)
-        stored = review_workflow.campaigns(session, descending=False, limit=500).items
+        stored = reviews.campaigns(
+            session, RecordQuery(RecordType.CAMPAIGN, descending=False, size=500)
+        ).items
     return [
         BulkCampaign(i, c.id, d.members, d.similarity, d.volume, d.categories)
         for i, (c, d) in enumerate(zip(stored, drafts, strict=True))
@@ -308,6 +312,22 @@ def seed_campaigns(engine: Engine, count: int = 30) -> list[BulkCampaign]:
 def ids_on(page: httpx.Response, link: re.Pattern[str] = INDICATOR_LINK) -> list[str]:
     assert page.status_code == 200, page.text
     return link.findall(page.text)
+
+
+def linked(page: httpx.Response, rel: str) -> str | None:
+    """The target of the page's ``rel`` link (``next``, ``prev``), if it has one."""
+    found = re.search(rf'href="([^"]+)" rel="{rel}"', page.text)
+    return None if found is None else html.unescape(found.group(1))
+
+
+def page_at(client: httpx.Client, path: str, number: int) -> httpx.Response:
+    """Page ``number`` of the listing at ``path``, reached by following Next links."""
+    response = client.get(path)
+    for _ in range(number - 1):
+        target = linked(response, "next")
+        assert target is not None, f"{path} has no page {number}"
+        response = client.get(target)
+    return response
 
 
 # ---------------------------------------------------------------------------------- sign-in
@@ -617,7 +637,7 @@ def test_review_actions_change_state_history_and_audit(
     signed_in.post(f"/records/{record}/status", {"status": "confirmed"})
     assert signed_in.status_of(record) == (ReviewStatus.CONFIRMED, ADMIN, 4)
     with session_scope(signed_in.engine) as session:
-        _, events = review_workflow.history(session, record)
+        _, events = reviews.history(session, record)
     assert [(e.actor, e.from_status, e.to_status, e.assignee, e.note) for e in events] == [
         (COORDINATOR, ReviewStatus.NEW, ReviewStatus.TRIAGED, None, "real one"),
         (COORDINATOR, None, None, ADMIN, "yours"),
@@ -691,18 +711,21 @@ def test_indicator_filters_sorting_and_pages_return_exact_rows(signed_in: Consol
     first = signed_in.client.get("/indicators")
     assert ids_on(first) == [r.id for r in newest[:50]]
     assert "1–50 of 120 indicators" in first.text
-    last = signed_in.client.get("/indicators?page=3")
+    last = page_at(signed_in.client, "/indicators", 3)
     assert ids_on(last) == [r.id for r in newest[100:]]
     assert "101–120 of 120 indicators" in last.text
-    assert "Page 3 of 3" in last.text
+    assert linked(last, "next") is None
+    back = signed_in.client.get(linked(last, "prev") or "")
+    assert ids_on(back) == [r.id for r in newest[50:100]]
+    assert "51–100 of 120 indicators" in back.text
 
     cases: list[tuple[str, Callable[[BulkIndicator], bool], Callable[[Any], Any], bool, int, int]]
     cases = [
-        ("kind=ip&sort=reporters&order=asc&size=10&page=2", lambda r: r.kind == "ip",
+        ("kind=ip&sort=reporters&order=asc&size=10", lambda r: r.kind == "ip",
          lambda r: r.reporters, False, 10, 2),
         ("status=triaged&sort=last_seen&order=desc&size=25", lambda r: r.status == "triaged",
          lambda r: r.last_seen, True, 25, 1),
-        ("category=urgent&sort=status&order=asc&size=5&page=3",
+        ("category=urgent&sort=status&order=asc&size=5",
          lambda r: "urgent" in r.categories, lambda r: r.status.value, False, 5, 3),
         ("assignee=admin&sort=kind&order=desc", lambda r: r.assignee == ADMIN,
          lambda r: r.kind, True, 50, 1),
@@ -713,14 +736,12 @@ def test_indicator_filters_sorting_and_pages_return_exact_rows(signed_in: Consol
     for query, keep, key, descending, size, page in cases:
         matching = ordered([r for r in records if keep(r)], key, descending=descending)
         expected = matching[(page - 1) * size : page * size]
-        response = signed_in.client.get(f"/indicators?{query}")
+        response = page_at(signed_in.client, f"/indicators?{query}", page)
         assert ids_on(response) == [r.id for r in expected], query
         assert f"of {len(matching)} indicators" in response.text, query
     # The sort links keep the filters and flip the order of the active column.
     page = signed_in.client.get("/indicators?kind=ip&sort=reporters&order=desc").text
-    assert (
-        'href="/indicators?kind=ip&amp;sort=reporters&amp;order=asc&amp;size=50&amp;page=1"' in page
-    )
+    assert 'href="/indicators?kind=ip&amp;sort=reporters&amp;order=asc&amp;size=50"' in page
 
 
 def test_listing_parameters_are_checked(signed_in: Console) -> None:
@@ -738,9 +759,15 @@ def test_listing_parameters_are_checked(signed_in: Console) -> None:
     lenient = signed_in.client.get("/indicators?page=zero&size=100000&sort=nonsense&order=up")
     assert len(ids_on(lenient)) == 12
     assert 'option value="500" selected' in lenient.text
-    beyond = signed_in.client.get("/indicators?page=9")
+    after_the_oldest = Cursor("indicators", "created", True, 1, 1)  # row ids start at 1
+    beyond = signed_in.client.get(f"/indicators?cursor={after_the_oldest.encode()}")
     assert ids_on(beyond) == []
     assert "Go to the first page" in beyond.text
+    # A page token this hub did not issue, or one of another order, is refused.
+    for token in ("p1.5", "c1.AAAA", after_the_oldest.encode()):
+        refused = signed_in.client.get(f"/indicators?sort=reporters&cursor={token}")
+        assert refused.status_code == 400, token
+        assert "page token is not one this hub issued" in refused.text
 
 
 def test_campaign_filters_sorting_and_pages_return_exact_rows(signed_in: Console) -> None:
@@ -748,8 +775,8 @@ def test_campaign_filters_sorting_and_pages_return_exact_rows(signed_in: Console
     cases: list[tuple[str, Callable[[BulkCampaign], bool], Callable[[Any], Any], bool, int, int]]
     cases = [
         ("", lambda c: True, lambda c: c.index, True, 50, 1),
-        ("sort=volume&order=asc&size=10&page=2", lambda c: True, lambda c: c.volume, False, 10, 2),
-        ("sort=similarity&size=7&page=4", lambda c: True, lambda c: c.similarity, True, 7, 4),
+        ("sort=volume&order=asc&size=10", lambda c: True, lambda c: c.volume, False, 10, 2),
+        ("sort=similarity&size=7", lambda c: True, lambda c: c.similarity, True, 7, 4),
         ("category=family1&sort=members&order=asc", lambda c: "family1" in c.categories,
          lambda c: c.members, False, 50, 1),
         ("family=prompt&status=new&sort=created&order=asc&size=25", lambda c: True,
@@ -758,7 +785,7 @@ def test_campaign_filters_sorting_and_pages_return_exact_rows(signed_in: Console
     for query, keep, key, descending, size, page in cases:
         matching = ordered([c for c in records if keep(c)], key, descending=descending)
         expected = matching[(page - 1) * size : page * size]
-        response = signed_in.client.get(f"/campaigns?{query}")
+        response = page_at(signed_in.client, f"/campaigns?{query}", page)
         assert ids_on(response, CAMPAIGN_LINK) == [c.id for c in expected], query
         assert f"of {len(matching)} campaigns" in response.text
     assert ids_on(signed_in.client.get("/campaigns?status=confirmed"), CAMPAIGN_LINK) == []
@@ -808,8 +835,8 @@ def test_overview_shows_members_submission_health_and_counts(
     page = signed_in.client.get("/")
     assert page.status_code == 200
     with session_scope(signed_in.engine) as session:
-        views = review.submissions(session, EMAIL)
-        counts = review_workflow.status_counts(session)
+        views = coordinator_views.submissions(session, EMAIL)
+        counts = reviews.status_counts(session)
     assert {v.member for v in views} == set(MEMBERS)
     for view in views:
         bloom = view.params.bloom_params() if view.params else None
@@ -880,7 +907,7 @@ def test_overlap_heatmap_is_an_svg_with_member_names(
     assert "<title>m1 ∩ m2: ≈ " in svg
     assert 'fill="url(#heatmap-scale)"' in svg
     with session_scope(signed_in.engine) as session:
-        matrix = review.overlap_matrix(session, EMAIL, NOW)
+        matrix = coordinator_views.overlap_matrix(session, EMAIL, NOW)
     assert matrix.members == list(MEMBERS)
     table = page.text.split('<table class="matrix">', 1)[1]
     for i in range(len(MEMBERS)):
@@ -962,7 +989,7 @@ def test_page_views_are_audited_once_each(signed_in: Console, forum: SeededForum
         "sort": "created",
         "order": "desc",
         "size": 50,
-        "page": 1,
+        "first": 1,
     }
 
 
@@ -1028,7 +1055,7 @@ def test_an_internal_error_is_a_plain_page_without_a_trace(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(review_workflow, "indicators", broken)
+    monkeypatch.setattr(reviews, "indicators", broken)
     response = signed_in.client.get("/indicators")
     assert response.status_code == 500
     assert "secret internals" not in response.text

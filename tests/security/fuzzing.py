@@ -18,10 +18,10 @@ Case counter
     workers of one run (they share ``PYTEST_XDIST_TESTRUNUID``) under a file lock.
 
 The hub
-    :class:`FuzzHub` starts one real hub on loopback over a migrated SQLite file (insecure, like
-    the integration tests), provisions it with ``hubtest.provision`` and records a baseline: two
-    members' e-mail filters, one member's prompt clusters, and member ``m1``'s answers to a
-    ``Resolve`` of its own e-mail tokens. :meth:`FuzzHub.snapshot` captures the state a refused
+    :class:`FuzzHub` starts one real hub on loopback over a migrated SQLite file (insecure, like the
+    integration tests), provisions it with :func:`tests.support.hub.provision` and records a
+    baseline: two members' e-mail filters, one member's prompt clusters, and member ``m1``'s answers
+    to a ``Resolve`` of its own e-mail tokens. :meth:`FuzzHub.snapshot` captures the state a refused
     request must not change — query ledgers and ``tokens_asked`` included, row for row — and
     :meth:`FuzzHub.check_refusal` also checks that an accepted request changed no other member's
     ledger.
@@ -33,7 +33,6 @@ import fcntl
 import functools
 import json
 import os
-import sys
 import threading
 import time
 import uuid
@@ -48,17 +47,12 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 from hypothesis import HealthCheck, settings
+from sqlalchemy import Engine, func, select
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "hub"))  # hubtest: the integration tests' hub helpers
-
-import hubtest as hubtest  # noqa: E402, PLC0414 (an explicit re-export for the fuzz modules)
-from sqlalchemy import Engine, func, select  # noqa: E402
-
-from sigshare.client.hub_client import HubClient  # noqa: E402
-from sigshare.hub.engine.query_ledger import QueryLedger  # noqa: E402
-from sigshare.hub.storage import make_engine, migrate, session_scope  # noqa: E402
-from sigshare.hub.storage.models import (  # noqa: E402
+from sigshare.client.hub_client import HubClient
+from sigshare.hub.matching.query_ledger import QueryLedger
+from sigshare.hub.storage import make_engine, migrate, session_scope
+from sigshare.hub.storage.models import (
     AuditLogRow,
     CampaignRow,
     ClusterRow,
@@ -70,13 +64,33 @@ from sigshare.hub.storage.models import (  # noqa: E402
     SharedIndicatorRow,
     SubmissionRow,
 )
-from sigshare.sketch.prf import TOKEN_BYTES  # noqa: E402
-from sigshare.v1 import hub_pb2 as pb  # noqa: E402
+from sigshare.sketch.prf import TOKEN_BYTES
+from sigshare.v1 import hub_pb2 as pb
+
+# Temporary, for test_fuzz_rpc's `from .fuzzing import hubtest` (/tmp/brief/E_remaining.md).
+from tests.support import hub as hubtest  # noqa: F401
+from tests.support.hub import (
+    ADMIN,
+    COORDINATOR,
+    EMAIL,
+    MEMBERS,
+    PROMPT,
+    RunningHub,
+    cluster_upload,
+    email_forum,
+    forum_secret,
+    prompt_forum,
+    provision,
+    resolve_email,
+    running_hub,
+    submit_clusters,
+    submit_email,
+)
 
 # ---------------------------------------------------------------------------------- budgets
 
 EXAMPLES_ENV = "SIGSHARE_FUZZ_EXAMPLES"
-OUTPUT = ROOT / "test-output" / "fuzz-cases.json"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "fuzz-cases.json"
 
 settings.register_profile(
     "ci",
@@ -224,8 +238,8 @@ SUBMITTERS = ("m1", "m2")
 
 ROLE_OF_SERVICE = {
     "sigshare.v1.MemberService": "m1",
-    "sigshare.v1.ReviewService": hubtest.COORDINATOR,
-    "sigshare.v1.AdminService": hubtest.ADMIN,
+    "sigshare.v1.ReviewService": COORDINATOR,
+    "sigshare.v1.AdminService": ADMIN,
 }
 
 
@@ -306,12 +320,10 @@ class Snapshot:
 class FuzzHub:
     """One started hub, its principals' credentials, raw calls, and state snapshots."""
 
-    def __init__(self, hub: hubtest.RunningHub, engine: Engine) -> None:
+    def __init__(self, hub: RunningHub, engine: Engine) -> None:
         self.hub = hub
         self.engine = engine
-        self.forum = hubtest.EmailForum(
-            dict(hubtest.overlapping_sets()), hubtest.email_prf(hubtest.forum_secret())
-        )
+        self.forum = email_forum()
         self.baseline: dict[str, tuple[Any, ...]] = {}
         self.email_digest = b""
         self.prompt_digest = b""
@@ -328,15 +340,15 @@ class FuzzHub:
         from sigshare.sketch.codec import encode_bloom
 
         params = self.client("m1").get_parameters()
-        self.email_digest = params.bloom[hubtest.EMAIL].digest
-        self.prompt_digest = params.minhash[hubtest.PROMPT].digest
+        self.email_digest = params.bloom[EMAIL].digest
+        self.prompt_digest = params.minhash[PROMPT].digest
         for member in SUBMITTERS:
-            hubtest.submit_email(self.client(member), self.forum, member)
+            submit_email(self.client(member), self.forum, member)
         self.bloom_payload = encode_bloom(self.forum.bloom("m1"))
-        prompts = hubtest.prompt_forum({"m1": (0, 1), "m2": (1,)})
-        minhash = params.minhash[hubtest.PROMPT].minhash_params()
-        upload = hubtest.cluster_upload(prompts, "m1", hubtest.forum_secret(), minhash)
-        hubtest.submit_clusters(self.client("m1"), upload)
+        prompts = prompt_forum({"m1": (0, 1), "m2": (1,)})
+        minhash = params.minhash[PROMPT].minhash_params()
+        upload = cluster_upload(prompts, "m1", forum_secret(), minhash)
+        submit_clusters(self.client("m1"), upload)
         self.cluster_payload = upload.payload
         self.cluster_count = len(upload.clusters)
         for member in SUBMITTERS:
@@ -353,7 +365,7 @@ class FuzzHub:
 
     def resolve_own(self, member: str) -> tuple[Any, ...]:
         """``member``'s answers for its own tokens, without budgets and times."""
-        result = hubtest.resolve_email(self.client(member), self.forum, member)
+        result = resolve_email(self.client(member), self.forum, member)
         holders = b"" if result.holders is None else result.holders.tobytes()
         return (
             result.quorum,
@@ -581,7 +593,7 @@ class FuzzHub:
         ledger holds only tokens its member's own filter holds (nothing else is recorded)."""
         for member in SUBMITTERS:
             assert self.resolve_own(member) == self.baseline[member], member
-        for member in hubtest.MEMBERS:
+        for member in MEMBERS:
             recorded = self.ledger_tokens(member)
             if not recorded:
                 continue
@@ -605,8 +617,8 @@ def fuzz_hub(tmp: Path) -> Iterator[FuzzHub]:
     migrate.upgrade(url)
     engine = make_engine(url)
     try:
-        credentials = hubtest.provision(engine)
-        with hubtest.running_hub(engine, credentials) as running:
+        credentials = provision(engine)
+        with running_hub(engine, credentials) as running:
             harness = FuzzHub(running, engine)
             harness.establish_baseline()
             yield harness
@@ -618,7 +630,7 @@ def ledger_times(snapshot: Snapshot, member: str) -> dict[bytes, int]:
     """``member``'s e-mail query ledger in ``snapshot``: token → when it was last asked (Unix
     seconds), decoded as the hub decodes it."""
     for name, kind, entries, tokens, asked_at, _ in snapshot.ledgers:
-        if (name, kind) == (member, hubtest.EMAIL):
+        if (name, kind) == (member, EMAIL):
             ledger = QueryLedger.decode(tokens, asked_at)
             words = np.empty((len(ledger), 2), dtype="<u8")
             words[:, 0], words[:, 1] = ledger.hi, ledger.lo

@@ -26,143 +26,55 @@ The PostgreSQL restart restarts the shared server, so it runs only in the long s
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, select
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select
 
 from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
-from sigshare.client.hub_types import ResolveResult, TokenStatus
+from sigshare.client.hub_types import ResolveResult
 from sigshare.client.inputs import RejectSink
 from sigshare.client.state import LocalState
 from sigshare.client.sync import SyncJob
-from sigshare.hub.domain import Role, SubmissionStatus
-from sigshare.hub.engine.query_ledger import QueryLedger
-from sigshare.hub.services import parameters as parameter_service
-from sigshare.hub.services import principals
-from sigshare.hub.storage import (
-    PrincipalRepository,
-    SubmissionRepository,
-    make_engine,
-    migrate,
-    session_scope,
-)
+from sigshare.hub.matching.query_ledger import QueryLedger
+from sigshare.hub.storage import make_engine, session_scope
 from sigshare.hub.storage.models import QueryLedgerRow
-from sigshare.hub.storage.repositories import ParameterRepository
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.bloom import BloomFilter
-from sigshare.sketch.codec import decode_bloom, encode_bloom
+from sigshare.sketch.codec import encode_bloom
 from sigshare.sketch.keys import ForumSecret
 from sigshare.sketch.kinds import get_kind
 from sigshare.sketch.prf import TOKEN_BYTES
+from tests.support.databases import fresh_postgres_database, postgres_server_url
+from tests.support.forum import (
+    KEY_ID,
+    KIND,
+    Recomputed,
+    check_hub,
+    provision_members,
+    token_array,
+    write_emails,
+)
+from tests.support.processes import HubProcess
 
-BIN = Path(sys.executable).parent
-KEY_ID = "k1"
-ACTOR = "faults"
-START_TIMEOUT = 60.0
 CALL_TIMEOUT = 60.0
-KIND = "email"
-FORUM_FPR = 1e-3
 DESTRUCTIVE_ENV = "SIGSHARE_DESTRUCTIVE"
-PG_URL_ENV = "SIGSHARE_TEST_PG_URL"
-DEFAULT_PG_URL = "postgresql+psycopg2://root@127.0.0.1:5432/test"
 PG_RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
 
 
 # ---------------------------------------------------------------------------------- the hub
-
-
-class HubProcess:
-    """``sigshare-hub serve`` in a subprocess; restarted on the same port after a kill."""
-
-    def __init__(self, url: str, directory: Path) -> None:
-        self.url = url
-        self.directory = directory
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.starts += 1
-        port_file = self.directory / f"hub-{self.starts}.port"
-        log_path = self.directory / f"hub-{self.starts}.log"
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(BIN / "sigshare-hub"),
-                    "--db",
-                    self.url,
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--insecure",
-                    "--port-file",
-                    str(port_file),
-                    "--log-level",
-                    "warning",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"the hub did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
-
-    def kill(self) -> None:
-        """``kill -9``."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(30)
-        assert self.process.returncode == -signal.SIGKILL
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the hub process has used so far."""
-        assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def client(self, credential: str, target: str | None = None) -> HubClient:
-        return HubClient(
-            HubConnection(target=target or self.target, credential=credential, insecure=True),
-            retry=RetryPolicy(attempts=1),
-        )
 
 
 @dataclass
@@ -247,56 +159,18 @@ class Forum:
         return record.payload
 
 
-def provision(
-    url: str, names: list[str], capacity: int, *, prompts: bool = False
-) -> dict[str, str]:
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    now = datetime.now(UTC)
-    credentials = {}
-    try:
-        with session_scope(engine) as session:
-            parameter_service.set_kind_parameters(
-                session,
-                actor=ACTOR,
-                kind=KIND,
-                key_id=KEY_ID,
-                capacity=capacity,
-                forum_fpr=FORUM_FPR,
-                quorum=2,
-                now=now,
-            )
-            if prompts:
-                parameter_service.set_minhash_parameters(
-                    session, actor=ACTOR, family="prompt", key_id=KEY_ID, threshold=0.5, now=now
-                )
-            for name in names:
-                _, issued = principals.add_principal(
-                    session, actor=ACTOR, name=name, role=Role.MEMBER, now=now
-                )
-                credentials[name] = issued.token
-    finally:
-        engine.dispose()
-    return credentials
-
-
 @contextmanager
 def forum(
     directory: Path, names: list[str], capacity: int, url: str | None = None
 ) -> Iterator[Forum]:
     url = url or f"sqlite:///{directory / 'hub.db'}"
-    credentials = provision(url, names, capacity)
+    credentials = provision_members(url, names, capacity)
     hub = HubProcess(url, directory)
     hub.start()
     try:
         yield Forum(url, directory, hub, ForumSecret.generate(KEY_ID), credentials)
     finally:
         hub.stop()
-
-
-def write_emails(path: Path, values: list[str]) -> Path:
-    path.write_text("kind,value,category\n" + "".join(f"email,{v},fraud\n" for v in values))
-    return path
 
 
 def emails(tag: str, count: int) -> list[str]:
@@ -306,67 +180,10 @@ def emails(tag: str, count: int) -> list[str]:
 # ---------------------------------------------------------------------------------- checks
 
 
-def token_array(tokens: bytes) -> np.ndarray[Any, np.dtype[np.uint64]]:
-    return np.frombuffer(tokens, dtype="<u8").reshape(-1, 2)
-
-
 def random_tokens(count: int, seed: int) -> bytes:
     """``count`` distinct pseudo-random tokens (what a member's values hash to)."""
     tokens = np.random.default_rng(seed).integers(0, 2**64, size=(count, 2), dtype=np.uint64)
     return tokens.astype("<u8").tobytes()
-
-
-@dataclass
-class Recomputed:
-    """The active filters decoded from their stored payloads, by member name."""
-
-    filters: dict[str, BloomFilter]
-    quorum: int
-
-    def answers(self, name: str, tokens: bytes) -> tuple[list[int], list[int]]:
-        """The exact answers to ``name`` for ``tokens`` within budget: status per token, and
-        the number of other members whose own filter holds it (0 below quorum − 1)."""
-        array = token_array(tokens)
-        held = self.filters[name].contains_tokens(array)
-        others = np.zeros(len(array), dtype=np.int64)
-        for other, bloom in self.filters.items():
-            if other != name:
-                others += bloom.contains_tokens(array)
-        shown = held & (others >= self.quorum - 1)
-        status = np.where(held, TokenStatus.ANSWERED, TokenStatus.NOT_HELD)
-        return status.tolist(), np.where(shown, others, 0).tolist()
-
-
-def check_hub(url: str, expected: dict[str, bytes]) -> Recomputed:
-    """Zero lost or duplicated submissions; the active filters, decoded from storage.
-
-    ``expected``: member → the payload of its latest sketch.
-    """
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            submissions = SubmissionRepository(session)
-            for name, payload in expected.items():
-                principal = PrincipalRepository(session).get_by_name(name)
-                assert principal is not None
-                rows = submissions.of_member(principal.id)
-                keys = [(s.family_kind, s.content_sha256) for s in rows]
-                assert len(keys) == len(set(keys)), f"{name}: a submission is duplicated"
-                active = [s for s in rows if s.status is SubmissionStatus.ACTIVE]
-                assert [(s.family_kind, s.content_sha256) for s in active] == [
-                    (KIND, hashlib.sha256(payload).digest())
-                ], f"{name}: not exactly one active {KIND} submission of its latest sketch"
-            params = ParameterRepository(session).get_kind(KIND)
-            assert params is not None
-            names = {p.id: p.name for p in PrincipalRepository(session).list()}
-            filters = {
-                names[s.member_id]: decode_bloom(submissions.payload(s.id), params.bloom_params())
-                for s in submissions.all_active(KIND)
-            }
-            assert set(expected) <= set(filters)
-            return Recomputed(filters, params.quorum)
-    finally:
-        engine.dispose()
 
 
 def check_answers(result: ResolveResult, recomputed: Recomputed, name: str, tokens: bytes) -> None:
@@ -768,23 +585,6 @@ def test_connection_dropped_while_answering_the_rerun_pull_gets_identical_answer
 # ---------------------------------------------------------------------------------- PostgreSQL
 
 
-@contextmanager
-def fresh_postgres_database(server: URL) -> Iterator[URL]:
-    """A new, empty database on ``server``, dropped on exit (as in tests/hub/conftest.py)."""
-    name = f"sigshare_faults_{secrets.token_hex(6)}"
-    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield server.set(database=name)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get(DESTRUCTIVE_ENV) != "1",
@@ -793,8 +593,7 @@ def fresh_postgres_database(server: URL) -> Iterator[URL]:
 def test_postgresql_restarted_mid_sync_nothing_lost_or_duplicated(tmp_path: Path) -> None:
     members = [f"m{i}" for i in range(8)]
     shared = emails("shared", 1_000)
-    server: URL = make_url(os.environ.get(PG_URL_ENV, DEFAULT_PG_URL))
-    with fresh_postgres_database(server) as database:
+    with fresh_postgres_database(postgres_server_url(), "sigshare_faults") as database:
         url = database.render_as_string(hide_password=False)
         with forum(tmp_path, members, capacity=200_000, url=url) as f:
             files = {

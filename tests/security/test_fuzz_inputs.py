@@ -74,9 +74,8 @@ from sigshare.sketch.errors import FormatError, SketchError
 from sigshare.sketch.kinds import KIND_NAMES, get_kind
 from sigshare.sketch.prf import KeyedPRF
 from sigshare.v1 import hub_pb2 as pb
-
-from . import fuzzing
-from .fuzzing import counted, fuzz_settings
+from tests.security import fuzzing
+from tests.security.fuzzing import counted, fuzz_settings
 
 MODULE = "test_fuzz_inputs"
 REASONS = frozenset(reason.value for reason in InputRejectReason)

@@ -32,8 +32,10 @@ CI runs the "ci" profile (a few hundred cases per test); the long run takes
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,13 +133,50 @@ hostile_text = st.one_of(
 )
 kinds = st.sampled_from(["email", "prompt", "phone", "nope", ""]) | hostile_text
 key_ids = st.sampled_from([hubtest.KEY_ID, "", "epoch-2"]) | hostile_text
+
+
+def cursor_token(fields: object, version: str = "c1.") -> str:
+    """A page token spelled as the hub spells its cursors — ``version`` and the unpadded
+    base64url of compact JSON — around any contents (JSON text is taken as it is)."""
+    text = fields if isinstance(fields, str) else json.dumps(fields, separators=(",", ":"))
+    return version + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+LISTED = ("indicators", "campaigns")
+cursor_fields = st.tuples(
+    st.sampled_from(LISTED) | st.sampled_from(["audit", "Indicators", ""]) | st.text(max_size=8),
+    st.sampled_from(["created", "reporters", "last_seen", "volume", "id"]) | st.text(max_size=8),
+    st.sampled_from(["asc", "desc", "up"]),
+    st.sampled_from(["next", "prev", "back"]),
+    st.none()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    st.integers(-(2**70), 2**70) | st.sampled_from([0, 1, 2**63 - 1, 2**63]),
+)
+"""Cursor contents: the listings' own (creation order, oldest first, is what the Review service
+lists, so many are accepted) and others' sort keys, directions, types and 64-bit overflows."""
 page_tokens = st.one_of(
     hostile_text,
-    st.sampled_from(["p1.", "p1.0", "p1.1", "p1.-1", "p1.1e3", "p2.5", "p1.9223372036854775807"]),
-    st.integers(0, 2**63 - 1).map(lambda n: f"p1.{n}"),
-    st.text(alphabet="0123456789²٣", min_size=1, max_size=30).map(lambda d: f"p1.{d}"),
-    st.integers(2**63, 2**80).map(lambda n: f"p1.{n}"),
+    st.sampled_from(["p1.", "p1.0", "p1.1", "p1.-1", "p1.1e3", "p2.5", "c1.", "c1.=", "c2.AA"]),
+    st.integers(0, 2**63 - 1).map(lambda n: f"p1.{n}"),  # digits after another prefix
+    cursor_fields.map(list).map(cursor_token),
+    st.tuples(cursor_fields.map(list), st.sampled_from(["c0.", "c2.", "C1.", "c1"])).map(
+        lambda args: cursor_token(*args)
+    ),
+    st.integers(0, 2**80).map(
+        lambda n: cursor_token(["indicators", "created", "asc", "next", n, n])
+    ),
+    st.text(alphabet="0123456789²٣", min_size=1, max_size=30).map(
+        lambda d: cursor_token(f'["campaigns","created","asc","next",{d},{d}]')
+    ),
+    st.binary(max_size=64).map(lambda b: "c1." + base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    st.text(
+        alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/", max_size=600
+    ).map(lambda body: "c1." + body),
 )
+"""Random junk, other and older versions, cursors of other listings and orders, numbers beyond
+64 bits (finding F3), non-ASCII digits (finding F2), broken base64 and over-long tokens."""
 pages = st.builds(pb.PageRequest, page_size=U32, page_token=page_tokens)
 
 
@@ -767,7 +806,7 @@ def test_finding_f2_unicode_digit_page_token_is_invalid(hub: FuzzHub, method: st
         pb.ListSharedIndicatorsRequest
         if method == "ListSharedIndicators"
         else pb.ListCampaignsRequest
-    )(page=pb.PageRequest(page_token="p1.²"))
+    )(page=pb.PageRequest(page_token=cursor_token('["indicators","created","asc","next",4²,4²]')))
     outcome = hub.call(REVIEW + method, request)
     assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
 
@@ -778,7 +817,11 @@ def test_finding_f3_huge_page_token_is_invalid(hub: FuzzHub, method: str) -> Non
         pb.ListSharedIndicatorsRequest
         if method == "ListSharedIndicators"
         else pb.ListCampaignsRequest
-    )(page=pb.PageRequest(page_token=f"p1.{2**63}"))
+    )(
+        page=pb.PageRequest(
+            page_token=cursor_token(["indicators", "created", "asc", "next", 1, 2**63])
+        )
+    )
     outcome = hub.call(REVIEW + method, request)
     assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
 

@@ -18,7 +18,6 @@ import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from occupancy import occupancy_distribution
 
 import sigshare.sketch.bloom as bloom_module
 from sigshare.sketch.bloom import (
@@ -35,6 +34,7 @@ from sigshare.sketch.bloom import (
 )
 from sigshare.sketch.errors import ParameterError
 from sigshare.sketch.prf import KeyedPRF, TokenArray, tokens_from_bytes
+from tests.support.oracles import occupancy_distribution
 
 KEY = bytes(range(32))
 LN2 = math.log(2.0)

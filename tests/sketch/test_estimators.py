@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from occupancy import occupancy_distribution
 
 from sigshare.sketch.bloom import BloomFilter, BloomParams, KeyedBloomFilter, and_popcount
 from sigshare.sketch.errors import ParameterError
@@ -26,6 +25,7 @@ from sigshare.sketch.estimators import (
     unset_moments,
 )
 from sigshare.sketch.prf import KeyedPRF
+from tests.support.oracles import occupancy_distribution
 
 KEY = bytes(range(32))
 PROPERTY = settings(derandomize=True, deadline=None, max_examples=200)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from sigshare.client.errors import HubConfigError
-from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import (
     HubConnection,
     RetryPolicy,
@@ -46,8 +45,6 @@ MAX_CONFIG_FILE_BYTES: Final = 1 << 20
 
 class ConfigError(Exception):
     """The configuration, or a file it names, is missing or unusable. Never holds a credential."""
-
-    exit_code = ExitCode.CONFIG
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

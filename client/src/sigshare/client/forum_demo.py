@@ -540,18 +540,17 @@ def _score_campaigns(
 
 def _coordinator_view(report: DemoReport, engine: Any, forum: SyntheticForum) -> None:
     """What forum coordinators see, read through the hub's review services."""
-    from sigshare.hub.services import review  # noqa: PLC0415
+    from sigshare.hub.domain import RecordType  # noqa: PLC0415
+    from sigshare.hub.listing import MAX_PAGE_SIZE, RecordQuery  # noqa: PLC0415
+    from sigshare.hub.services import coordinator_views, reviews  # noqa: PLC0415
     from sigshare.hub.storage import session_scope  # noqa: PLC0415
 
     now = datetime.now(UTC)
     with session_scope(engine) as session:
-        matrix = review.overlap_matrix(session, "email", now)
-        indicators, cursor = review.shared_indicators(session, "", 1000, "")
-        count = len(indicators)
-        while cursor:
-            indicators, cursor = review.shared_indicators(session, "", 1000, cursor)
-            count += len(indicators)
-        campaigns, _ = review.campaigns(session, "", 1000, "", now)
+        matrix = coordinator_views.overlap_matrix(session, "email", now)
+        count = reviews.indicators(session, RecordQuery(RecordType.INDICATOR, size=1)).total
+        oldest_first = RecordQuery(RecordType.CAMPAIGN, descending=False, size=MAX_PAGE_SIZE)
+        campaigns = reviews.campaigns(session, oldest_first, now).items
     report.overlap_firms = matrix.members
     report.overlap_estimate = [[round(v, 1) for v in row] for row in matrix.estimate.tolist()]
     report.overlap_stderr = [[round(v, 1) for v in row] for row in matrix.stderr.tolist()]

@@ -37,10 +37,10 @@ from sigshare.client.hub_types import (
     HubParameters,
     Matches,
     ResolveResult,
-    SketchFormatName,
     SubmissionInfoView,
     SubmitResult,
 )
+from sigshare.sketch.codec import SketchFormat
 from sigshare.sketch.prf import TOKEN_BYTES
 
 _log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class HubClient:
     def submit(
         self,
         *,
-        sketch_format: SketchFormatName,
+        sketch_format: SketchFormat,
         kind: str,
         key_id: str,
         params_digest: bytes,
@@ -290,7 +290,8 @@ class HubClient:
         chunk_bytes: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> SubmitResult:
-        """Upload one sketch (an encoded Bloom filter, or ``wire.encode_cluster_set`` output).
+        """Upload one sketch: an encoded Bloom filter (``SketchFormat.BLOOM_V1``) or a cluster
+        set (``SketchFormat.CLUSTERS_V1``, made by ``sigshare.sketch.wire.encode_cluster_set``).
 
         ``on_progress`` receives the size of each chunk as gRPC takes it for sending, on gRPC's
         sending thread; a retried attempt sends, and reports, the payload again.

@@ -7,8 +7,6 @@ messages. Timestamps are timezone-aware datetimes; a timestamp the hub left unse
 
 from __future__ import annotations
 
-import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -21,9 +19,7 @@ from sigshare.client.errors import HubProtocolError
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.errors import ParameterError
 from sigshare.sketch.minhash import MinHashParams
-
-TOKEN_BYTES = 16
-_CLUSTER_ID = re.compile(r"[0-9a-f]{32}")
+from sigshare.sketch.prf import TOKEN_BYTES
 
 
 def require_aware(value: datetime | None, name: str) -> None:
@@ -150,9 +146,6 @@ class HubParameters:
 
 # ---------------------------------------------------------------------------------- submission
 
-SketchFormatName = Literal["bloom", "clusters"]
-"""``bloom``: an encoded filter (SGBF v1); ``clusters``: ``wire.encode_cluster_set`` output."""
-
 
 @dataclass(frozen=True, slots=True)
 class FilterHealthInfo:
@@ -171,34 +164,6 @@ class SubmitResult:
     """The hub already held exactly this content for the member: nothing changed."""
     health: FilterHealthInfo | None
     expires_at: datetime
-
-
-def new_cluster_id() -> str:
-    """A random cluster id: never derived from content, so it reveals nothing about prompts."""
-    return secrets.token_hex(16)
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterInfo:
-    """What a member shares about one of its prompt clusters besides its signature."""
-
-    cluster_id: str
-    volume: int
-    category: str
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    core_size: int = 0
-    """Distinct shingles in the cluster's template core (0: not stated)."""
-
-    def __post_init__(self) -> None:
-        if self.core_size < 0:
-            raise ValueError("cluster core size must not be negative")
-        if not _CLUSTER_ID.fullmatch(self.cluster_id):
-            raise ValueError("cluster id must be 32 lowercase hex digits (use new_cluster_id())")
-        if self.volume < 0:
-            raise ValueError("cluster volume must not be negative")
-        require_aware(self.first_seen, "first_seen")
-        require_aware(self.last_seen, "last_seen")
 
 
 # ---------------------------------------------------------------------------------- resolution

@@ -45,7 +45,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Literal, TypeVar
 
-from sigshare.client.exit_codes import ExitCode
 from sigshare.sketch.errors import InvalidValueError, RejectReason, UnknownKindError
 from sigshare.sketch.kinds import Kind, get_kind
 
@@ -111,8 +110,6 @@ class InputFormatError(Exception):
 
     The message names the file. Bad rows never raise this; they go to the :class:`RejectSink`.
     """
-
-    exit_code = ExitCode.INPUT
 
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__(f"{path}: {problem}")

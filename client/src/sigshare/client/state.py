@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sigshare.sketch.codec import SketchFormat
+
 STATE_FILE = "state.db"
 SCHEMA_VERSION = 2
 _BATCH = 10_000
@@ -139,7 +141,7 @@ spelling seen — what the member's own engineers recognise."""
 class SketchRecord:
     name: str
     """An indicator kind, or ``minhash:<family>``."""
-    format: str
+    format: SketchFormat
     key_id: str
     params_digest: bytes
     input_digest: bytes
@@ -362,7 +364,7 @@ class LocalState:
             return None
         return SketchRecord(
             name=row[0],
-            format=row[1],
+            format=SketchFormat(row[1]),
             key_id=row[2],
             params_digest=bytes(row[3]),
             input_digest=bytes(row[4]),

@@ -33,14 +33,12 @@ import numpy as np
 
 from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import (
-    ClusterInfo,
     ConfirmedToken,
     ConfirmResult,
     HubParameters,
     PublishedBloom,
     PublishedMinHash,
     TokenStatus,
-    new_cluster_id,
 )
 from sigshare.client.inputs import (
     IndicatorRow,
@@ -57,27 +55,30 @@ from sigshare.client.state import (
     ResolvedIndicator,
     SketchRecord,
 )
-from sigshare.client.wire import encode_cluster_set
 from sigshare.sketch.bloom import KeyedBloomFilter
-from sigshare.sketch.cluster import cluster_prompts
-from sigshare.sketch.codec import SignatureSet, encode_bloom
+from sigshare.sketch.cluster import ClusterInfo, cluster_prompts, new_cluster_id
+from sigshare.sketch.codec import SignatureSet, SketchFormat, encode_bloom
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.minhash import SaltedMinHasher
 from sigshare.sketch.prf import KeyedPRF, tokens_to_bytes
+from sigshare.sketch.wire import encode_cluster_set
 
 LOCK_FILE = "sync.lock"
 _CLASSIFY_LINES = 100
 MINHASH_PREFIX = "minhash:"
-BLOOM = "bloom"
-CLUSTERS = "clusters"
 
 
 class SyncError(Exception):
-    """A problem the member must fix (their data, their settings); carries an exit code name."""
+    """A problem the member must fix (their data, their settings) before the job can go on."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+
+class KeyEpochError(SyncError):
+    """The forum secret file is for another key epoch than the hub's published parameters."""
+
+
+class HubLimitError(SyncError):
+    """The data does not fit what the hub publishes (a MinHash family it lacks, more distinct
+    values than a kind's capacity): the hub would refuse the sketch."""
 
 
 class LockedError(Exception):
@@ -310,9 +311,8 @@ class SyncJob:
         if prompt_files:
             family = published.minhash.get(self.prompt_family)
             if family is None:
-                raise SyncError(
-                    f"the hub has no MinHash family {self.prompt_family!r} for prompts",
-                    exit_code=7,
+                raise HubLimitError(
+                    f"the hub has no MinHash family {self.prompt_family!r} for prompts"
                 )
             prompts = self._read_prompts(prompt_files, rejects, report)
             if prompts:
@@ -339,10 +339,9 @@ class SyncJob:
 
     def _require_epoch(self, key_id: str, what: str) -> None:
         if self.secret.key_id != key_id:
-            raise SyncError(
+            raise KeyEpochError(
                 f"{what}: the hub uses key epoch {key_id!r}, the forum secret file is for "
-                f"{self.secret.key_id!r}; install the current forum secret",
-                exit_code=3,
+                f"{self.secret.key_id!r}; install the current forum secret"
             )
 
     def _push_kind(self, kind: str, rows: _KindRows, published: PublishedBloom) -> KindPush:
@@ -350,11 +349,10 @@ class SyncJob:
         self._require_epoch(params.key_id, kind)
         canonicals = sorted(rows.values)
         if len(canonicals) > params.capacity:
-            raise SyncError(
+            raise HubLimitError(
                 f"{len(canonicals)} distinct {kind} values exceed the hub's capacity of "
                 f"{params.capacity} per member; send the most relevant ones or ask the forum to "
-                "raise the capacity",
-                exit_code=7,
+                "raise the capacity"
             )
         input_digest = _digest(published.digest, "\n".join(canonicals).encode())
         stored = self.state.sketch(kind)
@@ -385,7 +383,7 @@ class SyncJob:
                 bloom.count = len(canonicals)
                 record = SketchRecord(
                     name=kind,
-                    format=BLOOM,
+                    format=SketchFormat.BLOOM_V1,
                     key_id=params.key_id,
                     params_digest=published.digest,
                     input_digest=input_digest,
@@ -402,7 +400,7 @@ class SyncJob:
             self.progress(f"uploading {record.name}", len(record.payload)) as advance,
         ):
             result = self.client.submit(
-                sketch_format="bloom" if record.format == BLOOM else "clusters",
+                sketch_format=record.format,
                 kind=kind,
                 key_id=record.key_id,
                 params_digest=record.params_digest,
@@ -500,7 +498,7 @@ class SyncJob:
             )
             record = SketchRecord(
                 name=name,
-                format=CLUSTERS,
+                format=SketchFormat.CLUSTERS_V1,
                 key_id=params.key_id,
                 params_digest=published.digest,
                 input_digest=input_digest,
@@ -549,7 +547,11 @@ class SyncJob:
         with self.timer.phase("resolve"):
             for name in self.state.sketch_names():
                 record = self.state.sketch(name)
-                if record is None or record.format != BLOOM or record.submission_id is None:
+                if (
+                    record is None
+                    or record.format is not SketchFormat.BLOOM_V1
+                    or record.submission_id is None
+                ):
                     continue
                 bloom = published.bloom.get(name)
                 if bloom is None or bloom.digest != record.params_digest:

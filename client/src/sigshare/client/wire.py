@@ -1,15 +1,17 @@
 """Conversions between the hub's protobuf messages and the SDK's plain types.
 
 The only client module that imports the generated stubs (``sigshare.v1``): a change of the wire
-contract lands here and nowhere else. It also owns the two chunked streams of the contract —
-building a submission's header and data chunks, and a resolution's token chunks and the answers
-that come back — because their framing (header first, lengths, digests) is part of the contract.
+contract lands here and nowhere else, except for what members and the hub share through
+:mod:`sigshare.sketch.wire` (a sketch format's wire value, the cluster-set payload). It also owns
+the two chunked streams of the contract — building a submission's header and data chunks, and a
+resolution's token chunks and the answers that come back — because their framing (header first,
+lengths, digests) is part of the contract.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 import grpc
@@ -20,7 +22,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sigshare.client.errors import HubProtocolError
 from sigshare.client.hub_types import (
     CampaignMatchView,
-    ClusterInfo,
     ConfirmedToken,
     ConfirmResult,
     FilterHealthInfo,
@@ -30,22 +31,18 @@ from sigshare.client.hub_types import (
     PublishedMinHash,
     ResolveResult,
     SharedIndicatorView,
-    SketchFormatName,
     SubmissionInfoView,
     SubmitResult,
     TokenStatus,
     require_aware,
 )
-from sigshare.sketch.codec import SignatureSet, encode_signatures
+from sigshare.sketch.codec import SketchFormat
 from sigshare.sketch.prf import TOKEN_BYTES
+from sigshare.sketch.wire import format_to_proto
 from sigshare.v1 import hub_pb2, hub_pb2_grpc
 
 Progress = Callable[[int], None]
 
-_SKETCH_FORMATS: dict[SketchFormatName, hub_pb2.SketchFormat.ValueType] = {
-    "bloom": hub_pb2.SKETCH_FORMAT_BLOOM_V1,
-    "clusters": hub_pb2.SKETCH_FORMAT_CLUSTERS_V1,
-}
 _TOKEN_OVERHEAD = 6
 """Bytes a repeated-field entry adds around a ConfirmedToken (tag + length varint), rounded up."""
 
@@ -147,7 +144,7 @@ def parameters_from_proto(response: hub_pb2.GetParametersResponse) -> HubParamet
 
 def submit_header(
     *,
-    sketch_format: SketchFormatName,
+    sketch_format: SketchFormat,
     kind: str,
     key_id: str,
     params_digest: bytes,
@@ -156,7 +153,7 @@ def submit_header(
 ) -> hub_pb2.SubmitHeader:
     """The header of a submission; hashing the payload once here serves every retry."""
     return hub_pb2.SubmitHeader(
-        format=_SKETCH_FORMATS[sketch_format],
+        format=format_to_proto(sketch_format),
         kind=kind,
         key_id=key_id,
         params_digest=params_digest,
@@ -198,28 +195,6 @@ def submit_result_from_proto(response: hub_pb2.SubmitResponse) -> SubmitResult:
         health=_health(response),
         expires_at=expires_at,
     )
-
-
-def encode_cluster_set(signatures: SignatureSet, clusters: Sequence[ClusterInfo]) -> bytes:
-    """The payload of a ``clusters`` submission: signature row ``i`` belongs to ``clusters[i]``."""
-    rows = int(signatures.values.shape[0]) if signatures.values.ndim == 2 else -1
-    if rows != len(clusters):
-        raise ValueError(f"{rows} signature rows for {len(clusters)} clusters")
-    if len({cluster.cluster_id for cluster in clusters}) != len(clusters):
-        raise ValueError("cluster ids must be distinct")
-    message = hub_pb2.ClusterSketchSet(signatures=encode_signatures(signatures))
-    for cluster in clusters:
-        entry = message.clusters.add(
-            cluster_id=cluster.cluster_id,
-            volume=cluster.volume,
-            category=cluster.category,
-            core_size=cluster.core_size,
-        )
-        if cluster.first_seen is not None:
-            entry.first_seen.CopyFrom(to_timestamp(cluster.first_seen))
-        if cluster.last_seen is not None:
-            entry.last_seen.CopyFrom(to_timestamp(cluster.last_seen))
-    return message.SerializeToString(deterministic=True)
 
 
 # ---------------------------------------------------------------------------------- resolution

@@ -17,9 +17,11 @@ than :data:`MIN_MATCHABLE_CORE` shingles.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +53,13 @@ would match by chance â€” two 10-word cores sharing 4 words have Jaccard 0.25 â€
 rewordings of a distillation template share 15 and more content words."""
 MIN_MATCHABLE_CORE = MIN_SHARED_SHINGLES
 """Core rules 2: a cluster whose core has fewer shingles could never match, and is not shared."""
+CLUSTER_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+"""A cluster id: 128 random bits as lowercase hex (:func:`new_cluster_id`)."""
+
+
+def new_cluster_id() -> str:
+    """A random cluster id: never derived from content, so it reveals nothing about prompts."""
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,34 @@ class PromptCluster:
     @property
     def volume(self) -> int:
         return len(self.prompts)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """What a member shares about one of its prompt clusters besides its signature.
+
+    Members build it from a :class:`PromptCluster`; the hub receives and stores it as sent
+    (:func:`sigshare.sketch.wire.decode_cluster_set`). Timestamps are timezone-aware.
+    """
+
+    cluster_id: str
+    volume: int
+    category: str
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    core_size: int = 0
+    """Distinct shingles in the cluster's template core (0: not stated)."""
+
+    def __post_init__(self) -> None:
+        if self.core_size < 0:
+            raise ValueError("cluster core size must not be negative")
+        if not CLUSTER_ID_PATTERN.fullmatch(self.cluster_id):
+            raise ValueError("cluster id must be 32 lowercase hex digits (use new_cluster_id())")
+        if self.volume < 0:
+            raise ValueError("cluster volume must not be negative")
+        for name, moment in (("first_seen", self.first_seen), ("last_seen", self.last_seen)):
+            if moment is not None and moment.utcoffset() is None:
+                raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +185,7 @@ def cluster_prompts(
     core_signatures = hasher.signatures_from_shingles(core_flat, core_offsets)
     clusters = [
         PromptCluster(
-            cluster_id=secrets.token_hex(16),
+            cluster_id=new_cluster_id(),
             prompts=np.sort(group),
             core=core,
             signature=core_signatures[index],

@@ -1,4 +1,5 @@
-"""Versioned byte formats for Bloom filters and MinHash signature sets.
+"""Versioned byte formats for Bloom filters and MinHash signature sets, and the names of the
+payload formats a member submits (:class:`SketchFormat`).
 
 All integers are little-endian. Both formats start with a 4-byte magic and a version byte so a
 reader can refuse what it does not understand, carry the parameters needed to check them against
@@ -45,6 +46,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -67,6 +69,19 @@ SIGNATURE_VERSION = 1
 _SIGNATURE_HEADER = struct.Struct("<4sBBBBHHIII")
 SHINGLE_UNIT_CODES = {"word": 1, "char": 2}
 _SHINGLE_UNITS = {code: unit for unit, code in SHINGLE_UNIT_CODES.items()}
+
+
+class SketchFormat(StrEnum):
+    """What a submission's payload is: the one name of a sketch format for members and the hub.
+
+    The values are the strings SDK callers pass and a member's local state stores; on the wire
+    each member has a ``sigshare.v1.SketchFormat`` value (see :mod:`sigshare.sketch.wire`).
+    """
+
+    BLOOM_V1 = "bloom"
+    """An encoded Bloom filter (:func:`encode_bloom`)."""
+    CLUSTERS_V1 = "clusters"
+    """Cluster signatures and descriptions (:func:`sigshare.sketch.wire.encode_cluster_set`)."""
 
 
 @dataclass(frozen=True, slots=True)

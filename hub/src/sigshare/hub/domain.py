@@ -393,19 +393,6 @@ class SharedIndicator:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClusterInfo:
-    """One prompt cluster a member shares: metadata only (its signature travels apart)."""
-
-    cluster_id: str
-    volume: int
-    category: str
-    first_seen: datetime | None
-    last_seen: datetime | None
-    core_size: int = 0
-    """Distinct shingles in the cluster's template core (0: not stated)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Campaign:
     """A connected component of cross-member cluster matches held by at least quorum members."""
 
@@ -452,16 +439,42 @@ REVIEW_TRANSITIONS: Mapping[ReviewStatus, frozenset[ReviewStatus]] = {
 is reopened by moving it back to triaged."""
 
 
+class ReviewEventKind(StrEnum):
+    """What a review event did; stored with the event."""
+
+    STATUS = "status"
+    """Moved the record from ``from_status`` to ``to_status``."""
+    ASSIGN = "assign"
+    """Gave the record to ``assignee`` (``None``: to nobody)."""
+    NOTE = "note"
+    """Added a note and changed nothing else."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReviewEvent:
-    """One step in a record's review history."""
+    """One step in a record's review history.
+
+    ``assignee`` is the record's assignee after the step; ``note`` may accompany any kind.
+    """
 
     id: int
     record_type: RecordType
     record_id: str
     actor: str
     at: datetime
+    kind: ReviewEventKind
     from_status: ReviewStatus | None
     to_status: ReviewStatus | None
     assignee: str | None
     note: str | None
+
+    @property
+    def change(self) -> str:
+        """The step in words, as every listing of a history shows it: ``new → triaged``,
+        ``assigned to bob``, ``unassigned`` or ``note``."""
+        if self.kind is ReviewEventKind.STATUS:
+            before = "" if self.from_status is None else f"{self.from_status.value} → "
+            return f"{before}{self.to_status.value if self.to_status else '?'}"
+        if self.kind is ReviewEventKind.ASSIGN:
+            return "unassigned" if self.assignee is None else f"assigned to {self.assignee}"
+        return "note"

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from sigshare.client.cli.errors import fail
 from sigshare.client.cli.options import config_option, json_option
 from sigshare.client.config import (
     STATE_DIR_MODE,
@@ -155,7 +156,7 @@ def init(
         if config.state_dir.exists() and not config.state_dir.is_dir():
             raise ConfigError(f"state directory {config.state_dir} exists and is not a directory")
     except (ConfigError, KeyFileError) as error:
-        console.abort(str(error), ExitCode.CONFIG)
+        fail(console, error)
 
     warnings = _permission_warnings(config)
     published = _fetch_parameters(console, config) if check else None
@@ -166,7 +167,7 @@ def init(
         created = ensure_state_dir(config.state_dir)
         written = write_config(target, config, force=force)
     except ConfigError as error:
-        console.abort(error.message, ExitCode.CONFIG)
+        fail(console, error)
 
     for warning in warnings:
         console.warn(escape(warning))
@@ -231,10 +232,8 @@ def _fetch_parameters(console: Console, config: ClientConfig) -> HubParameters:
             hub_connection(config), retry=CHECK_RETRY, timeouts=timeouts(config)
         ) as client:
             return client.get_parameters()
-    except ConfigError as error:
-        console.abort(error.message, ExitCode.CONFIG)
-    except HubClientError as error:
-        console.abort(error.message, error.exit_code)
+    except (ConfigError, HubClientError) as error:
+        fail(console, error)
 
 
 def _parameter_warnings(published: HubParameters, config: ClientConfig, key_id: str) -> list[str]:

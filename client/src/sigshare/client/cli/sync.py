@@ -1,9 +1,9 @@
 """``sigshare push|pull|sync|matches|confirm|status``: the member's side of the forum.
 
 Each command loads the configuration, takes the state directory's lock (one run at a time),
-and leaves through one error table: configuration 3, authentication 4, unreadable input 5,
-network 6, hub rejection 7. Human output is one summary line (plus tables for ``matches`` and
-``status``); ``--json`` prints one JSON object instead.
+and leaves through the one error table of :mod:`sigshare.client.cli.errors`: configuration 3,
+authentication 4, unreadable input 5, network 6, hub rejection 7. Human output is one summary
+line (plus tables for ``matches`` and ``status``); ``--json`` prints one JSON object instead.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from sigshare.client.cli.errors import HANDLED, fail
 from sigshare.client.config import (
     ClientConfig,
     ConfigError,
@@ -31,28 +32,18 @@ from sigshare.client.console import Console
 from sigshare.client.errors import HubClientError
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import HubClient
-from sigshare.client.inputs import InputFormatError, RejectSink
+from sigshare.client.inputs import RejectSink
 from sigshare.client.state import LocalState, StateError
 from sigshare.client.sync import (
-    LockedError,
     PullReport,
     PushReport,
     RunLock,
-    SyncError,
     SyncJob,
     classify_inputs,
 )
-from sigshare.sketch.errors import SketchError, UnknownKindError
 from sigshare.sketch.keys import load_secret_file
 
 from .options import config_option, json_option
-
-_ERRORS: tuple[tuple[type[Exception], ExitCode], ...] = (
-    (ConfigError, ExitCode.CONFIG),
-    (StateError, ExitCode.CONFIG),
-    (InputFormatError, ExitCode.INPUT),
-    (LockedError, ExitCode.BUSY),
-)
 
 
 @dataclass
@@ -61,21 +52,6 @@ class _Session:
     state: LocalState
     job: SyncJob
     client: HubClient
-
-
-def _fail(console: Console, error: Exception) -> NoReturn:
-    if isinstance(error, HubClientError):
-        console.abort(str(error), ExitCode(error.exit_code))
-    if isinstance(error, SyncError):
-        console.abort(str(error), ExitCode(error.exit_code))
-    for cls, code in _ERRORS:
-        if isinstance(error, cls):
-            console.abort(str(error), code)
-    if isinstance(error, UnknownKindError):  # --kind names no kind
-        console.abort(str(error), ExitCode.USAGE)
-    if isinstance(error, SketchError):  # the forum secret or a kind's options
-        console.abort(str(error), ExitCode.CONFIG)
-    raise error
 
 
 @contextmanager
@@ -107,16 +83,8 @@ def _session(
                     state.finish_run(run, type(error).__name__, "{}", datetime.now(UTC))
                     raise
                 state.finish_run(run, "ok", "{}", datetime.now(UTC))
-    except (
-        HubClientError,
-        SyncError,
-        ConfigError,
-        StateError,
-        InputFormatError,
-        LockedError,
-        SketchError,
-    ) as error:
-        _fail(console, error)
+    except HANDLED as error:
+        fail(console, error)
 
 
 def _push_document(report: PushReport, rejects_file: Path | None) -> dict[str, Any]:
@@ -293,7 +261,7 @@ def matches(kind: str | None, config_file: Path | None, json_output: bool) -> No
             indicators = state.resolved(kind)
             campaigns = [] if kind else state.campaign_matches()
     except (ConfigError, StateError) as error:
-        _fail(console, error)
+        fail(console, error)
     document = {
         "indicators": [
             {
@@ -414,7 +382,7 @@ def status(config_file: Path | None, json_output: bool) -> None:
             member, submissions = client.status()
             runs = state.last_runs()
     except (ConfigError, StateError, HubClientError) as error:
-        _fail(console, error)
+        fail(console, error)
     document = {
         "member": member,
         "submissions": [

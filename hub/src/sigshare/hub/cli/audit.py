@@ -9,11 +9,17 @@ from rich.markup import escape
 
 from sigshare.client.console import Console
 from sigshare.hub.cli import render
-from sigshare.hub.cli.context import HubContext, format_time, json_option, pass_hub
+from sigshare.hub.cli.context import (
+    HubContext,
+    cursor_option,
+    format_time,
+    json_option,
+    page_size_option,
+    pass_hub,
+)
 from sigshare.hub.domain import AuditEntry, canonical_json
+from sigshare.hub.listing import AuditQuery
 from sigshare.hub.services.audit import search_audit_log, verify_audit_log
-
-DEFAULT_SHOW_LIMIT = 50
 
 
 @click.group()
@@ -54,39 +60,51 @@ def verify(hub: HubContext, json_output: bool) -> None:
 @audit.command()
 @click.option("--actor", default=None, help="Only entries by this actor (e.g. cli:alice).")
 @click.option("--action", default=None, help="Only this action (e.g. principal.add).")
-@click.option(
-    "--limit", type=int, default=DEFAULT_SHOW_LIMIT, show_default=True, help="Newest N entries."
-)
+@cursor_option
+@page_size_option
 @json_option
 @pass_hub
 def show(
-    hub: HubContext, actor: str | None, action: str | None, limit: int, json_output: bool
+    hub: HubContext,
+    *,
+    actor: str | None,
+    action: str | None,
+    cursor: str | None,
+    page_size: int,
+    json_output: bool,
 ) -> None:
-    """Show the newest audit entries, newest first."""
+    """Show audit entries, newest first, a page at a time."""
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        entries = search_audit_log(session, actor=actor, action=action, limit=limit)
+        query = AuditQuery.parse(actor=actor, action=action, size=page_size, cursor=cursor)
+        page = search_audit_log(session, query)
     if json_output:
-        console.emit_json({"entries": [_document(entry) for entry in entries]})
-    elif not entries:
-        console.print("no matching audit entries")
-    else:
-        render.table(
-            console,
-            "audit log (newest first)",
-            ["id", "at", "actor", "action", "target", "details"],
-            [
-                [
-                    str(entry.id),
-                    format_time(entry.at),
-                    escape(entry.actor),
-                    escape(entry.action),
-                    escape(entry.target),
-                    escape(canonical_json(entry.details)),
-                ]
-                for entry in entries
-            ],
+        console.emit_json(
+            {
+                **render.page_document(page, query.size),
+                "entries": [_document(entry) for entry in page.items],
+            }
         )
+        return
+    render.page(
+        console,
+        "audit entries",
+        page,
+        ["id", "at", "actor", "action", "target", "details"],
+        [
+            [
+                str(entry.id),
+                format_time(entry.at),
+                escape(entry.actor),
+                escape(entry.action),
+                escape(entry.target),
+                escape(canonical_json(entry.details)),
+            ]
+            for entry in page.items
+        ],
+        nothing="no matching audit entries",
+        order=", newest first",
+    )
 
 
 def _document(entry: AuditEntry) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from sigshare.client.console import Console
 from sigshare.hub.cli.errors import DatabaseMissingError, UnsupportedDatabaseError, exit_on_error
+from sigshare.hub.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.database import SUPPORTED_BACKENDS, normalize_url, sqlite_path
 
@@ -30,6 +31,19 @@ POSTGRES_URL = "postgresql+psycopg2://USER@HOST/DATABASE"
 POSTGRES_HINT = f"the hub ships the psycopg2 driver: use {POSTGRES_URL}"
 
 json_option = click.option("--json", "json_output", is_flag=True, help="Print one JSON object.")
+cursor_option = click.option(
+    "--cursor",
+    metavar="TOKEN",
+    default=None,
+    help="The page a previous listing named (same filters and order); default: the first.",
+)
+page_size_option = click.option(
+    "--page-size",
+    type=click.IntRange(1, MAX_PAGE_SIZE),
+    default=DEFAULT_PAGE_SIZE,
+    show_default=True,
+    help="Rows per page.",
+)
 
 
 def cli_actor() -> str:

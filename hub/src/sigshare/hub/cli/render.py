@@ -1,4 +1,4 @@
-"""Tables for `sigshare-hub`, printed through the shared console.
+"""Tables for `sigshare-hub`, printed through the shared console, and pages of listings.
 
 Unlike :meth:`Console.table`, a table printed to a pipe or a file keeps its natural width: rich
 would otherwise fit it into 80 columns and cut cells short ("1,000…"), and a truncated count,
@@ -8,10 +8,13 @@ the table to the window.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.measure import Measurement
 from rich.table import Table
 
 from sigshare.client.console import Console
+from sigshare.hub.listing import Page
 
 _UNBOUNDED = 1 << 16
 
@@ -29,3 +32,38 @@ def table(console: Console, title: str, columns: list[str], rows: list[list[str]
             out, out.options.update_width(_UNBOUNDED), rendered
         ).maximum
     console.print(rendered)
+
+
+def page(
+    console: Console,
+    what: str,
+    found: Page[Any],
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    nothing: str,
+    order: str = "",
+) -> None:
+    """A page of a listing as a table titled with its place in the whole ("campaigns 51-100 of
+    312"), then the ``--cursor`` options that turn to the pages on either side. ``nothing`` is
+    said when no row matches at all."""
+    if not found.items:
+        console.print(
+            f"no {what} past this cursor ({found.total} in all)" if found.total else nothing
+        )
+        return
+    table(console, f"{what} {found.first}-{found.last} of {found.total}{order}", columns, rows)
+    for label, cursor in (("next", found.next_cursor), ("previous", found.previous_cursor)):
+        if cursor is not None:
+            console.print(f"{label} page: --cursor {cursor}")
+
+
+def page_document(found: Page[Any], size: int) -> dict[str, Any]:
+    """A page's place in the whole, for ``--json``: pass ``next_cursor`` as ``--cursor``."""
+    return {
+        "total": found.total,
+        "first": found.first,
+        "page_size": size,
+        "next_cursor": found.next_cursor,
+        "previous_cursor": found.previous_cursor,
+    }

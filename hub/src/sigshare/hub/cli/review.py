@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
@@ -18,17 +18,27 @@ from sqlalchemy.orm import Session
 
 from sigshare.client.console import Console
 from sigshare.hub.cli import render
-from sigshare.hub.cli.context import HubContext, format_time, json_option, pass_hub
-from sigshare.hub.domain import NAME_RULE, ReviewEvent, ReviewStatus, is_valid_name
+from sigshare.hub.cli.context import (
+    HubContext,
+    cursor_option,
+    format_time,
+    json_option,
+    page_size_option,
+    pass_hub,
+)
+from sigshare.hub.domain import NAME_RULE, RecordType, ReviewEvent, ReviewStatus, is_valid_name
 from sigshare.hub.errors import InvalidArgumentError
-from sigshare.hub.services import audit, parameters, review_workflow
-from sigshare.hub.services import campaigns as campaign_service
+from sigshare.hub.listing import SORTS, RecordQuery
+from sigshare.hub.services import audit, parameters, reviews
+from sigshare.hub.services.coordinator_views import (
+    DEFAULT_FLAG_FACTOR,
+    OverlapMatrix,
+    overlap_matrix,
+)
+from sigshare.hub.services.coordinator_views import submissions as list_submissions
 from sigshare.hub.services.exports import campaign_record, indicator_record
-from sigshare.hub.services.review import DEFAULT_FLAG_FACTOR, OverlapMatrix, overlap_matrix
-from sigshare.hub.services.review import submissions as list_submissions
-from sigshare.hub.storage.review import MAX_PAGE_SIZE, CampaignSort, IndicatorSort, RecordState
+from sigshare.hub.storage.reviews import RecordState
 
-DEFAULT_PAGE_SIZE = 50
 STATUSES = [status.value for status in ReviewStatus]
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
@@ -56,10 +66,6 @@ def _text(value: object) -> str:
     if isinstance(value, tuple | list):
         return escape(", ".join(str(item) for item in value))
     return escape(str(value))
-
-
-def _pages(total: int, page_size: int) -> int:
-    return max(1, math.ceil(total / page_size))
 
 
 def _finite(value: float) -> float | None:
@@ -185,77 +191,66 @@ def _matrix_document(matrix: OverlapMatrix) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- listings
 
-_page_options = [
+_listing_options = [
     click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status."),
     click.option("--category", default=None, help="Only records with this category."),
     click.option("--assignee", default=None, help="Only records assigned to this name."),
     click.option("--asc", is_flag=True, help="Ascending order (default: descending)."),
-    click.option(
-        "--page", type=click.IntRange(min=1), default=1, show_default=True, help="Page number."
-    ),
-    click.option(
-        "--page-size",
-        type=click.IntRange(1, MAX_PAGE_SIZE),
-        default=DEFAULT_PAGE_SIZE,
-        show_default=True,
-        help="Rows per page.",
-    ),
+    cursor_option,
+    page_size_option,
 ]
 
 
-def _with_page_options(command: _Command) -> _Command:
-    for option in reversed(_page_options):
+def _with_listing_options(command: _Command) -> _Command:
+    for option in reversed(_listing_options):
         command = option(command)
     return command
 
 
-def _page_document(total: int, page: int, page_size: int) -> dict[str, int]:
-    return {
-        "total": total,
-        "page": page,
-        "page_size": page_size,
-        "pages": _pages(total, page_size),
-    }
-
-
-def _title(what: str, total: int, page: int, page_size: int, shown: int) -> str:
-    first = (page - 1) * page_size + 1
-    return (
-        f"{what} {first}-{first + shown - 1} of {total} (page {page} of {_pages(total, page_size)})"
+def _query(
+    record_type: RecordType,
+    *,
+    scope: str | None,
+    status: str | None,
+    category: str | None,
+    assignee: str | None,
+    sort: str,
+    asc: bool,
+    cursor: str | None,
+    page_size: int,
+) -> RecordQuery:
+    return RecordQuery.parse(
+        record_type,
+        scope=scope,
+        status=status,
+        category=category,
+        assignee=assignee,
+        sort=sort,
+        descending=not asc,
+        size=page_size,
+        cursor=cursor,
     )
-
-
-def _nothing(console: Console, what: str, total: int, page: int, page_size: int) -> None:
-    if total:
-        console.print(f"page {page} is past the last page ({_pages(total, page_size)}) of {what}")
-    else:
-        console.print(f"no {what} match")
 
 
 @review.command()
 @click.option("--kind", default=None, help="Only this indicator kind.")
 @click.option(
     "--sort",
-    type=click.Choice(get_args(IndicatorSort)),
+    type=click.Choice(SORTS[RecordType.INDICATOR]),
     default="created",
     show_default=True,
     help="Order of the rows.",
 )
-@_with_page_options
+@_with_listing_options
 @json_option
 @pass_hub
 def indicators(
     hub: HubContext,
+    /,
     *,
     kind: str | None,
-    status: str | None,
-    category: str | None,
-    assignee: str | None,
-    sort: IndicatorSort,
-    asc: bool,
-    page: int,
-    page_size: int,
     json_output: bool,
+    **listing: Any,
 ) -> None:
     """List shared indicators: opaque ids, kinds, reporters, categories, dates, review state.
 
@@ -263,84 +258,69 @@ def indicators(
     """
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        _check_name(kind, "kind")
-        found = review_workflow.indicators(
-            session,
-            kind=kind,
-            status=None if status is None else ReviewStatus(status),
-            category=category,
-            assignee=assignee,
-            sort=sort,
-            descending=not asc,
-            offset=(page - 1) * page_size,
-            limit=page_size,
-        )
-        _audit_read(hub, session, "review.indicators", kind)
+        query = _query(RecordType.INDICATOR, scope=kind, **listing)
+        found = reviews.indicators(session, query)
+        _audit_read(hub, session, "review.indicators", query.scope)
     if json_output:
         console.emit_json(
             {
-                **_page_document(found.total, page, page_size),
+                **render.page_document(found, query.size),
                 "indicators": [indicator_record(i) for i in found.items],
             }
         )
-    elif not found.items:
-        _nothing(console, "shared indicators", found.total, page, page_size)
-    else:
-        render.table(
-            console,
-            _title("shared indicators", found.total, page, page_size, len(found.items)),
+        return
+    render.page(
+        console,
+        "shared indicators",
+        found,
+        [
+            "id",
+            "kind",
+            "reporters",
+            "names",
+            "categories",
+            "first seen",
+            "last seen",
+            "status",
+            "assignee",
+        ],
+        [
             [
-                "id",
-                "kind",
-                "reporters",
-                "names",
-                "categories",
-                "first seen",
-                "last seen",
-                "status",
-                "assignee",
-            ],
-            [
-                [
-                    i.id,
-                    i.kind,
-                    str(i.reporters),
-                    _text(i.reporter_names),
-                    _text(i.categories),
-                    format_time(i.first_seen),
-                    format_time(i.last_seen),
-                    i.status.value,
-                    _text(i.assignee),
-                ]
-                for i in found.items
-            ],
-        )
+                i.id,
+                i.kind,
+                str(i.reporters),
+                _text(i.reporter_names),
+                _text(i.categories),
+                format_time(i.first_seen),
+                format_time(i.last_seen),
+                i.status.value,
+                _text(i.assignee),
+            ]
+            for i in found.items
+        ],
+        nothing="no shared indicators match",
+    )
 
 
 @review.command()
 @click.option("--family", default=None, help="Only this MinHash family.")
 @click.option(
     "--sort",
-    type=click.Choice(get_args(CampaignSort)),
+    type=click.Choice(SORTS[RecordType.CAMPAIGN]),
     default="created",
     show_default=True,
     help="Order of the rows.",
 )
-@_with_page_options
+@_with_listing_options
 @json_option
 @pass_hub
 def campaigns(
     hub: HubContext,
+    /,
     *,
     family: str | None,
-    status: str | None,
-    category: str | None,
-    assignee: str | None,
-    sort: CampaignSort,
-    asc: bool,
-    page: int,
-    page_size: int,
     json_output: bool,
+    **listing: Any,
 ) -> None:
     """List active campaigns: members involved, similarity, volume, categories, review state.
 
@@ -348,48 +328,37 @@ def campaigns(
     """
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        _check_name(family, "family")
-        campaign_service.refresh(session, hub.now())
-        found = review_workflow.campaigns(
-            session,
-            family=family,
-            status=None if status is None else ReviewStatus(status),
-            category=category,
-            assignee=assignee,
-            sort=sort,
-            descending=not asc,
-            offset=(page - 1) * page_size,
-            limit=page_size,
-        )
-        _audit_read(hub, session, "review.campaigns", family)
+        query = _query(RecordType.CAMPAIGN, scope=family, **listing)
+        found = reviews.campaigns(session, query, hub.now())
+        _audit_read(hub, session, "review.campaigns", query.scope)
     if json_output:
         console.emit_json(
             {
-                **_page_document(found.total, page, page_size),
+                **render.page_document(found, query.size),
                 "campaigns": [campaign_record(c) for c in found.items],
             }
         )
-    elif not found.items:
-        _nothing(console, "campaigns", found.total, page, page_size)
-    else:
-        render.table(
-            console,
-            _title("campaigns", found.total, page, page_size, len(found.items)),
-            ["id", "family", "members", "similarity", "volume", "categories", "status", "assignee"],
+        return
+    render.page(
+        console,
+        "campaigns",
+        found,
+        ["id", "family", "members", "similarity", "volume", "categories", "status", "assignee"],
+        [
             [
-                [
-                    c.id,
-                    c.family,
-                    _text(c.members),
-                    f"{c.similarity:.2f}",
-                    f"{c.volume:,}",
-                    _text(c.categories),
-                    c.status.value,
-                    _text(c.assignee),
-                ]
-                for c in found.items
-            ],
-        )
+                c.id,
+                c.family,
+                _text(c.members),
+                f"{c.similarity:.2f}",
+                f"{c.volume:,}",
+                _text(c.categories),
+                c.status.value,
+                _text(c.assignee),
+            ]
+            for c in found.items
+        ],
+        nothing="no campaigns match",
+    )
 
 
 # ---------------------------------------------------------------------------------- workflow
@@ -402,6 +371,7 @@ def _event_document(event: ReviewEvent) -> dict[str, Any]:
         "record_id": event.record_id,
         "actor": event.actor,
         "at": event.at.isoformat(),
+        "kind": event.kind.value,
         "from_status": None if event.from_status is None else event.from_status.value,
         "to_status": None if event.to_status is None else event.to_status.value,
         "assignee": event.assignee,
@@ -425,7 +395,7 @@ def set_status(
     """
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        event = review_workflow.set_status(
+        event = reviews.set_status(
             session,
             actor=hub.actor,
             record_id=record_id,
@@ -437,7 +407,7 @@ def set_status(
         console.emit_json(_event_document(event))
         return
     console.print(
-        f"{event.record_type.value} {event.record_id}: {_changes([event])[0]}"
+        f"{event.record_type.value} {event.record_id}: {escape(event.change)}"
         + (" (note kept in its history)" if event.note else "")
     )
 
@@ -463,7 +433,7 @@ def assign(
         raise click.UsageError("give either NAME or --nobody")
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        event = review_workflow.assign(
+        event = reviews.assign(
             session, actor=hub.actor, record_id=record_id, assignee=name, note=note, now=hub.now()
         )
     if json_output:
@@ -485,7 +455,7 @@ def note(hub: HubContext, record_id: str, text: str, json_output: bool) -> None:
     """Add a note to indicator or campaign ID's history."""
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        event = review_workflow.add_note(
+        event = reviews.add_note(
             session, actor=hub.actor, record_id=record_id, note=text, now=hub.now()
         )
     if json_output:
@@ -502,7 +472,7 @@ def history(hub: HubContext, record_id: str, json_output: bool) -> None:
     """Show the review history of indicator or campaign ID, oldest first."""
     console = Console(json_output=json_output)
     with hub.session(console) as session:
-        state, events = review_workflow.history(session, record_id)
+        state, events = reviews.history(session, record_id)
         _audit_read(hub, session, "review.history", f"{state.record_type.value}:{record_id}")
     if json_output:
         console.emit_json(
@@ -521,29 +491,10 @@ def history(hub: HubContext, record_id: str, json_output: bool) -> None:
         "history (oldest first)",
         ["at", "actor", "change", "assignee", "note"],
         [
-            [format_time(e.at), escape(e.actor), change, _text(e.assignee), _text(e.note)]
-            for e, change in zip(events, _changes(events), strict=True)
+            [format_time(e.at), escape(e.actor), escape(e.change), _text(e.assignee), _text(e.note)]
+            for e in events
         ],
     )
-
-
-def _changes(events: list[ReviewEvent]) -> list[str]:
-    """What each event changed: a status move, an assignment, or just a note.
-
-    Events do not say whether they were assignments; one that names another assignee than
-    the record had is one (records start unassigned), a note-only event keeps the assignee.
-    """
-    changes = []
-    assignee: str | None = None
-    for event in events:
-        if event.from_status is not None and event.to_status is not None:
-            changes.append(f"{event.from_status.value} → {event.to_status.value}")
-        elif event.assignee != assignee or event.note is None:
-            changes.append("unassigned" if event.assignee is None else "assigned")
-        else:
-            changes.append("note")
-        assignee = event.assignee
-    return changes
 
 
 def _state_document(state: RecordState) -> dict[str, Any]:

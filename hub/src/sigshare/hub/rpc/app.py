@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from sigshare.hub.domain import Principal
-from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.matching.membership import IndexCache
 from sigshare.hub.rpc.auth import AuthInterceptor
 from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import BoundServer, ListenAddress, TlsConfig, build_server

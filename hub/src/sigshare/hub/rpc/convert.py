@@ -2,7 +2,9 @@
 
 The only hub module that touches ``*_pb2``. Incoming messages are validated into domain values
 here (a malformed message raises :class:`InvalidArgumentError` or
-:class:`SketchRejectedError`); outgoing ones are built from domain values.
+:class:`SketchRejectedError`); outgoing ones are built from domain values. What members and the
+hub must encode alike — a sketch format's wire value, the cluster-set payload — comes from
+:mod:`sigshare.sketch.wire`.
 """
 
 from __future__ import annotations
@@ -11,34 +13,32 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sigshare.hub.domain import (
     Campaign,
     CampaignLink,
-    ClusterInfo,
     KindParameters,
     MinHashParameters,
     Principal,
+    RecordType,
     Role,
     SharedIndicator,
 )
 from sigshare.hub.errors import InvalidArgumentError, SketchRejectedError
+from sigshare.hub.listing import MAX_PAGE_SIZE, RecordQuery
+from sigshare.hub.services.coordinator_views import OverlapMatrix, SubmissionView
 from sigshare.hub.services.member_views import ConfirmOutcome
 from sigshare.hub.services.resolution import Answers, TokenStatus
-from sigshare.hub.services.review import OverlapMatrix, SubmissionView
-from sigshare.hub.services.submissions import SketchFormat, SubmitOutcome, UploadHeader
-from sigshare.hub.storage.results import TokenConfirmation
+from sigshare.hub.services.submissions import SubmitOutcome, UploadHeader
+from sigshare.hub.storage.indicators import TokenConfirmation
 from sigshare.sketch.checks import FilterHealth
-from sigshare.sketch.codec import SignatureSet, decode_signatures
-from sigshare.sketch.errors import SketchError
+from sigshare.sketch.cluster import ClusterInfo
+from sigshare.sketch.codec import SignatureSet
+from sigshare.sketch.errors import FormatError
+from sigshare.sketch.wire import decode_cluster_set, format_from_proto
 from sigshare.v1 import hub_pb2 as pb
 
-_FORMATS = {
-    pb.SKETCH_FORMAT_BLOOM_V1: SketchFormat.BLOOM_V1,
-    pb.SKETCH_FORMAT_CLUSTERS_V1: SketchFormat.CLUSTERS_V1,
-}
 _ROLES = {
     Role.MEMBER: pb.ROLE_MEMBER,
     Role.COORDINATOR: pb.ROLE_COORDINATOR,
@@ -46,6 +46,8 @@ _ROLES = {
 }
 _ROLES_IN: dict[int, Role] = {int(value): role for role, value in _ROLES.items()}
 MAX_CATEGORY_LENGTH = 64
+RPC_PAGE_SIZE = 100
+"""Rows per page of the Review service's listings when a request leaves the page size at 0."""
 
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
@@ -121,12 +123,13 @@ def minhash_parameters(params: MinHashParameters) -> pb.MinHashParameters:
 
 
 def upload_header(message: pb.SubmitHeader) -> UploadHeader:
-    if message.format not in _FORMATS:
+    sketch_format = format_from_proto(message.format)
+    if sketch_format is None:
         raise InvalidArgumentError("submit header: format must be BLOOM_V1 or CLUSTERS_V1")
     if len(message.params_digest) != 32:
         raise InvalidArgumentError("submit header: params_digest must be 32 bytes")
     return UploadHeader(
-        format=_FORMATS[message.format],
+        format=sketch_format,
         kind=message.kind,
         key_id=message.key_id,
         params_digest=message.params_digest,
@@ -137,27 +140,11 @@ def upload_header(message: pb.SubmitHeader) -> UploadHeader:
 
 
 def cluster_set(payload: bytes) -> tuple[SignatureSet, list[ClusterInfo]]:
-    """Decode a ``ClusterSketchSet`` payload into signatures and cluster descriptions."""
-    message = pb.ClusterSketchSet()
+    """Decode a ``clusters`` submission's payload; a malformed one is a rejected sketch."""
     try:
-        message.ParseFromString(payload)
-        signatures = decode_signatures(message.signatures)
-    except DecodeError:
-        raise SketchRejectedError("payload is not a ClusterSketchSet message") from None
-    except SketchError as error:
-        raise SketchRejectedError(f"cluster signatures: {error}") from None
-    clusters = [
-        ClusterInfo(
-            cluster_id=c.cluster_id,
-            volume=c.volume,
-            category=c.category,
-            first_seen=moment(c.first_seen, c.HasField("first_seen")),
-            last_seen=moment(c.last_seen, c.HasField("last_seen")),
-            core_size=c.core_size,
-        )
-        for c in message.clusters
-    ]
-    return signatures, clusters
+        return decode_cluster_set(payload)
+    except FormatError as error:
+        raise SketchRejectedError(str(error)) from None
 
 
 def health(figures: FilterHealth | None) -> pb.FilterHealth | None:
@@ -274,6 +261,20 @@ def campaign(record: Campaign) -> pb.Campaign:
         volume=record.volume,
         categories=record.categories,
         status=record.status.value,
+    )
+
+
+def record_query(record_type: RecordType, scope: str, page: pb.PageRequest) -> RecordQuery:
+    """A Review service listing request as a listing query: creation order, oldest first. A
+    page size of 0 asks for :data:`RPC_PAGE_SIZE`, one above the maximum for the maximum; the
+    page token is a cursor this hub issued for that order, or empty for the first page."""
+    return RecordQuery.parse(
+        record_type,
+        scope=scope,
+        sort="created",
+        descending=False,
+        size=min(page.page_size or RPC_PAGE_SIZE, MAX_PAGE_SIZE),
+        cursor=page.page_token,
     )
 
 

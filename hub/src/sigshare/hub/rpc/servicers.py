@@ -17,16 +17,23 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy import Engine
 
-from sigshare.hub.domain import NAME_RULE, Principal, is_valid_name
-from sigshare.hub.engine.membership import IndexCache
+from sigshare.hub.domain import NAME_RULE, Principal, RecordType, is_valid_name
 from sigshare.hub.errors import AuditChainError, InvalidArgumentError, SketchRejectedError
+from sigshare.hub.matching.membership import IndexCache
 from sigshare.hub.rpc import convert
 from sigshare.hub.rpc.auth import principal_of
 from sigshare.hub.rpc.status import abort
-from sigshare.hub.services import audit, member_views, parameters, principals, resolution, review
+from sigshare.hub.services import (
+    audit,
+    coordinator_views,
+    member_views,
+    parameters,
+    principals,
+    resolution,
+    reviews,
+)
 from sigshare.hub.services.audit import verify_audit_log
 from sigshare.hub.services.submissions import (
-    SketchFormat,
     UploadHeader,
     UploadPlan,
     plan_upload,
@@ -38,6 +45,7 @@ from sigshare.hub.storage import blobs
 from sigshare.hub.storage.blobs import StagedBlob
 from sigshare.hub.storage.database import session_scope
 from sigshare.sketch.checks import StreamedFilter
+from sigshare.sketch.codec import SketchFormat
 from sigshare.sketch.prf import TOKEN_BYTES
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc as pb_grpc
@@ -270,7 +278,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
             member=member.name,
             submissions=[
                 convert.submission_info(
-                    review.SubmissionView(s, member.name, kinds.get(s.family_kind))
+                    coordinator_views.SubmissionView(s, member.name, kinds.get(s.family_kind))
                 )
                 for s in own
             ],
@@ -353,20 +361,19 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
     ) -> pb.OverlapMatrix:
         now = self._audit(context, "review.overlap", request.kind)
         with session_scope(self._engine) as session:
-            return convert.overlap(review.overlap_matrix(session, request.kind, now))
+            return convert.overlap(coordinator_views.overlap_matrix(session, request.kind, now))
 
     @translated
     def ListSharedIndicators(
         self, request: pb.ListSharedIndicatorsRequest, context: grpc.ServicerContext
     ) -> pb.ListSharedIndicatorsResponse:
         self._audit(context, "review.indicators", request.kind)
+        query = convert.record_query(RecordType.INDICATOR, request.kind, request.page)
         with session_scope(self._engine) as session:
-            records, token = review.shared_indicators(
-                session, request.kind, request.page.page_size, request.page.page_token
-            )
+            page = reviews.indicators(session, query)
         return pb.ListSharedIndicatorsResponse(
-            indicators=[convert.shared_indicator(r, with_token=False) for r in records],
-            next_page_token=token,
+            indicators=[convert.shared_indicator(r, with_token=False) for r in page.items],
+            next_page_token=page.next_cursor or "",
         )
 
     @translated
@@ -374,12 +381,12 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
         self, request: pb.ListCampaignsRequest, context: grpc.ServicerContext
     ) -> pb.ListCampaignsResponse:
         now = self._audit(context, "review.campaigns", request.family)
+        query = convert.record_query(RecordType.CAMPAIGN, request.family, request.page)
         with session_scope(self._engine) as session:
-            records, token = review.campaigns(
-                session, request.family, request.page.page_size, request.page.page_token, now
-            )
+            page = reviews.campaigns(session, query, now)
         return pb.ListCampaignsResponse(
-            campaigns=[convert.campaign(r) for r in records], next_page_token=token
+            campaigns=[convert.campaign(r) for r in page.items],
+            next_page_token=page.next_cursor or "",
         )
 
     @translated
@@ -388,7 +395,7 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
     ) -> pb.ListSubmissionsResponse:
         self._audit(context, "review.submissions", request.kind)
         with session_scope(self._engine) as session:
-            views = review.submissions(session, request.kind)
+            views = coordinator_views.submissions(session, request.kind)
         return pb.ListSubmissionsResponse(
             submissions=[convert.submission_info(view) for view in views]
         )

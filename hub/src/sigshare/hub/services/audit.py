@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import AuditEntry
-from sigshare.hub.storage.repositories import AuditRepository
+from sigshare.hub.listing import AuditQuery, Page
+from sigshare.hub.storage.audit import AuditRepository
 
 MAX_TARGET_LENGTH = 255
 
@@ -56,15 +57,6 @@ def verify_audit_log(session: Session) -> AuditVerification:
     return AuditVerification(entries=checked, head=newest[0] if newest else None)
 
 
-def search_audit_log(
-    session: Session,
-    *,
-    actor: str | None = None,
-    action: str | None = None,
-    limit: int = 100,
-    before_id: int | None = None,
-) -> list[AuditEntry]:
-    """Newest entries first, optionally only one actor's or one action's."""
-    return AuditRepository(session).search(
-        actor=actor, action=action, limit=limit, before_id=before_id
-    )
+def search_audit_log(session: Session, query: AuditQuery) -> Page[AuditEntry]:
+    """A page of entries, newest first, optionally only one actor's or one action's."""
+    return AuditRepository(session).page(query)

@@ -15,12 +15,13 @@ import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import MinHashParameters, minhash_family_kind
-from sigshare.hub.engine.campaigns import find_campaigns, inherit_ids
 from sigshare.hub.errors import ConflictError
+from sigshare.hub.matching.campaigns import find_campaigns, inherit_ids
 from sigshare.hub.services.families import prepare
 from sigshare.hub.storage.aggregates import FamilyRepository
-from sigshare.hub.storage.repositories import ParameterRepository, SubmissionRepository
-from sigshare.hub.storage.results import CampaignDraft, ClusterRepository
+from sigshare.hub.storage.campaigns import CampaignDraft, ClusterRepository
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.cluster import MIN_SHARED_SHINGLES
 from sigshare.sketch.codec import decode_signatures
 

@@ -27,14 +27,12 @@ from typing import Any, Final, Literal, TypeVar, get_args
 
 from sqlalchemy.orm import Session
 
-from sigshare.hub.domain import Campaign, ReviewStatus, SharedIndicator, utc
+from sigshare.hub.domain import Campaign, RecordType, ReviewStatus, SharedIndicator, utc
 from sigshare.hub.errors import InvalidArgumentError
+from sigshare.hub.listing import MAX_PAGE_SIZE, Page, RecordQuery
 from sigshare.hub.services import campaigns as campaign_service
-from sigshare.hub.services import review_workflow
-from sigshare.hub.storage.repositories import (
-    AuditRepository,
-)
-from sigshare.hub.storage.review import MAX_PAGE_SIZE, Page
+from sigshare.hub.services import reviews
+from sigshare.hub.storage.audit import AuditRepository
 
 ExportFormat = Literal["csv", "json", "stix"]
 Tlp = Literal["clear", "green", "amber", "amber+strict", "red"]
@@ -159,28 +157,27 @@ def export_document(
 _Record = TypeVar("_Record", SharedIndicator, Campaign)
 
 
-def _every_page(read: Callable[[int], Page[_Record]]) -> list[_Record]:
-    """Concatenate pages of :data:`PAGE_SIZE` until one comes back short (ids deduplicated:
-    a record that moved between two reads is kept once)."""
-    records: dict[str, _Record] = {}
-    offset = 0
+def _every_page(
+    record_type: RecordType, read: Callable[[RecordQuery], Page[_Record]]
+) -> list[_Record]:
+    """Every record, oldest first, read in pages of :data:`PAGE_SIZE` from cursor to cursor."""
+    records: list[_Record] = []
+    cursor: str | None = None
     while True:
-        page = read(offset)
-        for record in page.items:
-            records.setdefault(record.id, record)
-        offset += len(page.items)
-        if len(page.items) < PAGE_SIZE or offset >= page.total:
-            return list(records.values())
+        query = RecordQuery.parse(
+            record_type, sort="created", descending=False, size=PAGE_SIZE, cursor=cursor
+        )
+        page = read(query)
+        records += page.items
+        if page.next_cursor is None:
+            return records
+        cursor = page.next_cursor
 
 
 def all_indicators(session: Session) -> list[SharedIndicator]:
     """Every shared indicator in creation order, as the review workflow lists them: no token,
     reporter names only where the kind's policy reveals members."""
-    records = _every_page(
-        lambda offset: review_workflow.indicators(
-            session, sort="created", descending=False, offset=offset, limit=PAGE_SIZE
-        )
-    )
+    records = _every_page(RecordType.INDICATOR, lambda query: reviews.indicators(session, query))
     if any(record.token for record in records):  # the listing's promise, checked where it counts
         raise AssertionError("review listings must not carry tokens")
     return records
@@ -188,11 +185,7 @@ def all_indicators(session: Session) -> list[SharedIndicator]:
 
 def all_campaigns(session: Session) -> list[Campaign]:
     """Every active campaign in creation order."""
-    return _every_page(
-        lambda offset: review_workflow.campaigns(
-            session, sort="created", descending=False, offset=offset, limit=PAGE_SIZE
-        )
-    )
+    return _every_page(RecordType.CAMPAIGN, lambda query: reviews.campaigns(session, query))
 
 
 # ---------------------------------------------------------------------------------- records

@@ -21,7 +21,7 @@ from sigshare.hub.domain import (
     SubmissionStatus,
 )
 from sigshare.hub.storage.aggregates import FamilyRepository
-from sigshare.hub.storage.repositories import SubmissionRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 
 Parameters = KindParameters | MinHashParameters
 

@@ -19,17 +19,16 @@ from sigshare.hub.domain import (
     SharedIndicator,
     Submission,
 )
-from sigshare.hub.engine.membership import IndexCache
 from sigshare.hub.errors import InvalidArgumentError, PreconditionError
+from sigshare.hub.matching.membership import IndexCache
 from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services.resolution import confirmable, kind_parameters, tokens_from_buffer
 from sigshare.hub.services.reveal import RevealPolicy
-from sigshare.hub.storage.repositories import (
-    AuditRepository,
-    ParameterRepository,
-    SubmissionRepository,
-)
-from sigshare.hub.storage.results import ClusterRepository, IndicatorRepository, TokenConfirmation
+from sigshare.hub.storage.audit import AuditRepository
+from sigshare.hub.storage.campaigns import ClusterRepository
+from sigshare.hub.storage.indicators import IndicatorRepository, TokenConfirmation
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.prf import TOKEN_BYTES
 
 MAX_CONFIRM_TOKENS = 100_000

@@ -28,12 +28,10 @@ from sigshare.hub.domain import (
     minhash_family_kind,
 )
 from sigshare.hub.errors import InvalidArgumentError
-from sigshare.hub.storage.repositories import (
-    AuditRepository,
-    ParameterRepository,
-    PrincipalRepository,
-    SubmissionRepository,
-)
+from sigshare.hub.storage.audit import AuditRepository
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.errors import ParameterError
 from sigshare.sketch.estimators import false_shared_probability
 from sigshare.sketch.kinds import KIND_NAMES, KIND_TYPES

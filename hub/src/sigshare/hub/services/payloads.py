@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sigshare.hub.storage import blobs
 from sigshare.hub.storage.blobs import DEFAULT_GRACE_SECONDS, BlobCensus, SweepResult
 from sigshare.hub.storage.database import session_scope
-from sigshare.hub.storage.repositories import SubmissionRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 
 SWEEP_INTERVAL_SECONDS = 600.0
 

@@ -29,13 +29,11 @@ from sigshare.hub.services.credentials import (
     secret_matches,
 )
 from sigshare.hub.storage.aggregates import FamilyRepository
-from sigshare.hub.storage.repositories import (
-    AuditRepository,
-    ParameterRepository,
-    PrincipalRepository,
-    SubmissionRepository,
-)
-from sigshare.hub.storage.results import IndicatorRepository
+from sigshare.hub.storage.audit import AuditRepository
+from sigshare.hub.storage.indicators import IndicatorRepository
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.hub.storage.web_sessions import WebSessionRepository
 
 _UNKNOWN_ID_HASH = hash_secret(secrets.token_urlsafe(32))

@@ -34,7 +34,7 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from sigshare.hub.errors import InvalidArgumentError
-from sigshare.hub.storage.repositories import AuditRepository
+from sigshare.hub.storage.audit import AuditRepository
 
 log = logging.getLogger("sigshare.hub.access")
 

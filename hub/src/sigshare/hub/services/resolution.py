@@ -6,8 +6,8 @@ number of *other* members whose own active filter holds all ``k`` (0 when fewer 
 ``quorum − 1`` do), plus their names where the forum's policy reveals members. Nothing a member
 receives is about positions or about other members' bits, so a member holding the forum secret
 cannot tokenise an enumerable space (IPv4, phone numbers) offline and read other members'
-values off the answer; asking is bounded by query budgets (:mod:`sigshare.hub.engine.query_ledger`)
-and every request is audited.
+values off the answer; asking is bounded by query budgets
+(:mod:`sigshare.hub.matching.query_ledger`) and every request is audited.
 
 Confirmations run the same test. Answers take no family lock unless an expiry or parameter
 change is due, so replicas answer in parallel; the membership index is cached per process,
@@ -25,7 +25,8 @@ import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import KindParameters, Principal, Submission
-from sigshare.hub.engine.membership import (
+from sigshare.hub.errors import ConflictError, InvalidArgumentError, PreconditionError
+from sigshare.hub.matching.membership import (
     Bits,
     IndexCache,
     MembershipIndex,
@@ -34,15 +35,12 @@ from sigshare.hub.engine.membership import (
     select_slots,
     without_slot,
 )
-from sigshare.hub.errors import ConflictError, InvalidArgumentError, PreconditionError
 from sigshare.hub.services.families import is_prepared, prepare
+from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.ledgers import QueryLedgerRepository
-from sigshare.hub.storage.repositories import (
-    AuditRepository,
-    ParameterRepository,
-    PrincipalRepository,
-    SubmissionRepository,
-)
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.codec import decode_bloom
 from sigshare.sketch.errors import SketchError
 from sigshare.sketch.prf import TOKEN_BYTES, TokenArray

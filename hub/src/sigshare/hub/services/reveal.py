@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import CampaignLink, SharedIndicator
-from sigshare.hub.storage.repositories import ParameterRepository
+from sigshare.hub.storage.parameters import ParameterRepository
 
 
 @dataclass(frozen=True, slots=True)

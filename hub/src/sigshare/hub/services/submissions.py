@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
-    ClusterInfo,
     KindParameters,
     MinHashParameters,
     Principal,
@@ -37,16 +34,15 @@ from sigshare.hub.errors import (
 )
 from sigshare.hub.services.families import prepare
 from sigshare.hub.storage.aggregates import FamilyRepository
+from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.blobs import StagedBlob
-from sigshare.hub.storage.repositories import (
-    AuditRepository,
-    ParameterRepository,
-    PrincipalRepository,
-    SubmissionRepository,
-)
-from sigshare.hub.storage.results import ClusterRepository
+from sigshare.hub.storage.campaigns import ClusterRepository
+from sigshare.hub.storage.parameters import ParameterRepository
+from sigshare.hub.storage.principals import PrincipalRepository
+from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.checks import FilterHealth, StreamedFilter, check_filter
-from sigshare.sketch.codec import SignatureSet, decode_bloom, encode_signatures
+from sigshare.sketch.cluster import ClusterInfo
+from sigshare.sketch.codec import SignatureSet, SketchFormat, decode_bloom, encode_signatures
 from sigshare.sketch.errors import ParameterError, SketchError
 from sigshare.sketch.minhash import EMPTY
 
@@ -54,12 +50,6 @@ HEADER_SLACK_BYTES = 4096
 """Room for a format header on top of the largest possible body."""
 MAX_CLUSTERS_PER_SUBMISSION = 1_000_000
 MAX_CATEGORY_LENGTH = 64
-CLUSTER_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
-
-
-class SketchFormat(StrEnum):
-    BLOOM_V1 = "bloom-v1"
-    CLUSTERS_V1 = "clusters-v1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,11 +268,8 @@ def _check_clusters(
         )
     if count != header.declared_count:
         raise SketchRejectedError(f"header declares {header.declared_count} clusters, got {count}")
-    ids = [c.cluster_id for c in clusters]
-    bad = next((i for i in ids if not CLUSTER_ID_PATTERN.fullmatch(i)), None)
-    if bad is not None:
-        raise SketchRejectedError(f"cluster id {bad!r} is not 32 lower-case hex characters")
-    if len(set(ids)) != count:
+    # Each id's form was checked when the payload was decoded (ClusterInfo refuses others).
+    if len({c.cluster_id for c in clusters}) != count:
         raise SketchRejectedError("cluster ids repeat within the submission")
     for cluster in clusters:
         if cluster.volume < 1:

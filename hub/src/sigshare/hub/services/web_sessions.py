@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import Principal, Role
 from sigshare.hub.errors import InvalidArgumentError
-from sigshare.hub.storage.repositories import AuditRepository
+from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.web_sessions import WebSessionRepository
 
 CONSOLE_ROLES = frozenset({Role.COORDINATOR, Role.ADMIN})

@@ -1,6 +1,6 @@
 """Members' query ledgers: the tokens each member asked about per kind, and when.
 
-One row per member and kind holds the whole ledger (``sigshare.hub.engine.query_ledger``), read
+One row per member and kind holds the whole ledger (``sigshare.hub.matching.query_ledger``), read
 with a row lock and rewritten once per request (only its times when no token was added or
 dropped): a member's requests for a kind are serialised, different members' requests are not.
 """
@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import utc
-from sigshare.hub.engine.query_ledger import LedgerFormatError, QueryLedger
 from sigshare.hub.errors import ConflictError
+from sigshare.hub.matching.query_ledger import LedgerFormatError, QueryLedger
+from sigshare.hub.storage._sql import dialect_insert
 from sigshare.hub.storage.models import QueryLedgerRow
 
 
@@ -31,10 +31,8 @@ class QueryLedgerRepository:
         row (one waits for the other's insert) instead of both starting from an empty ledger.
         """
         empty = QueryLedger.empty()
-        dialect = self._session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._session.execute(
-            insert(QueryLedgerRow)
+            dialect_insert(self._session)(QueryLedgerRow)
             .values(
                 member_id=member_id,
                 kind=kind,
@@ -82,9 +80,7 @@ class QueryLedgerRepository:
             if cast(CursorResult[Any], result).rowcount == 1:
                 return
         values.update(member_id=member_id, kind=kind, tokens=ledger.encode_tokens())
-        dialect = self._session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(QueryLedgerRow).values(values)
+        statement = dialect_insert(self._session)(QueryLedgerRow).values(values)
         self._session.execute(
             statement.on_conflict_do_update(
                 index_elements=["member_id", "kind"],

@@ -249,7 +249,7 @@ class FamilyStateRow(Base):
 
 class QueryLedgerRow(Base):
     """The distinct tokens a member asked about for one kind, each with when it was last asked
-    (``sigshare.hub.engine.query_ledger``): what the query budgets are counted from.
+    (``sigshare.hub.matching.query_ledger``): what the query budgets are counted from.
 
     Tokens of the member's own values only — the hub answers nothing else — kept sorted as the
     member sent them (16 bytes each), times as little-endian int64 microseconds since the epoch.
@@ -394,6 +394,7 @@ class ReviewEventRow(Base):
     __tablename__ = "review_events"
     __table_args__ = (
         CheckConstraint("record_type IN ('indicator', 'campaign')", name="record_type_valid"),
+        CheckConstraint("kind IN ('status', 'assign', 'note')", name="kind_valid"),
         Index("ix_review_events_record", "record_type", "record_id", "id"),
     )
 
@@ -403,6 +404,8 @@ class ReviewEventRow(Base):
     """The record's public (opaque) id."""
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))
+    """What the event did: ``status``, ``assign`` or ``note`` (:class:`ReviewEventKind`)."""
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
     assignee: Mapped[str | None] = mapped_column(String(64))

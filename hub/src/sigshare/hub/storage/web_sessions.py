@@ -13,9 +13,10 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
-from sigshare.hub.domain import SHA256_BYTES, Principal, Role, utc
+from sigshare.hub.domain import SHA256_BYTES, Principal, utc
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.storage.models import PrincipalRow, WebSessionRow
+from sigshare.hub.storage.principals import principal_from_row
 
 MAX_CSRF_TOKEN_LENGTH = 64
 
@@ -34,18 +35,6 @@ class WebSession:
     def is_open(self, at: datetime) -> bool:
         """Not ended and not expired at ``at``."""
         return self.ended_at is None and at < self.expires_at
-
-
-def _principal(row: PrincipalRow) -> Principal:
-    return Principal(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        credential_id=row.credential_id,
-        credential_hash=row.credential_hash,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )
 
 
 def _require_hash(token_hash: bytes) -> None:
@@ -96,7 +85,7 @@ class WebSessionRepository:
         row, principal = found
         return WebSession(
             id=row.id,
-            principal=_principal(principal),
+            principal=principal_from_row(principal),
             csrf_token=row.csrf_token,
             created_at=row.created_at,
             expires_at=row.expires_at,

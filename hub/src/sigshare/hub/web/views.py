@@ -1,7 +1,7 @@
-"""What the templates are given: page and link helpers, display formats, submission health.
+"""What the templates are given: link helpers, display formats, submission health.
 
-Nothing here touches the database; :mod:`.app` fetches through the services and hands these
-plain values to the templates.
+Nothing here touches the database; the route handlers (:mod:`.routes`) fetch through the
+services and hand these plain values to the templates.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 from urllib.parse import urlencode
 
 from sigshare.hub.domain import ReviewEvent, Submission
-from sigshare.hub.services.review import (
+from sigshare.hub.services.coordinator_views import (
     DEFAULT_FLAG_FACTOR,
     REPLACEMENT_BURST,
     SubmissionFlag,
@@ -73,38 +72,6 @@ def similarity(value: float) -> str:
     return f"{value:.2f}"
 
 
-@dataclass(frozen=True, slots=True)
-class Pager:
-    """Offset pagination over ``total`` rows, ``size`` per page, 1-based ``page``."""
-
-    total: int
-    page: int
-    size: int
-
-    @property
-    def offset(self) -> int:
-        return (self.page - 1) * self.size
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.size))
-
-    @property
-    def first_item(self) -> int:
-        return min(self.offset + 1, self.total) if self.total else 0
-
-    def last_item(self, shown: int) -> int:
-        return self.offset + shown if shown else 0
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-
 FLAG_LABELS = {
     SubmissionFlag.DECLARED_COUNT_JUMP.value: "count jumped",
     SubmissionFlag.QUERY_VOLUME_JUMP.value: "queries jumped",
@@ -137,7 +104,7 @@ class SubmissionHealth:
     fpr_at_fill: float | None
     target_fpr: float | None
     flags: tuple[str, ...] = ()
-    """Probing flags (``review.SubmissionFlag`` values)."""
+    """Probing flags (``coordinator_views.SubmissionFlag`` values)."""
 
     @property
     def healthy(self) -> bool | None:
@@ -168,29 +135,6 @@ def submission_health(view: SubmissionView) -> SubmissionHealth:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryStep:
-    """A review event with what it changed: ``status``, ``assign`` or ``note``."""
-
-    event: ReviewEvent
-    change: Literal["status", "assign", "note"]
-
-
-def history_steps(events: Sequence[ReviewEvent]) -> list[HistoryStep]:
-    """The record's review events, newest first, each labelled by what it changed.
-
-    Events record the assignee after the step; a step that changed neither status nor assignee
-    is a note. (An assignment to the current assignee with a note reads as a note, which it is.)
-    """
-    steps = []
-    assignee: str | None = None
-    for event in events:
-        if event.to_status is not None:
-            change: Literal["status", "assign", "note"] = "status"
-        elif event.assignee != assignee or event.note is None:
-            change = "assign"
-        else:
-            change = "note"
-        assignee = event.assignee
-        steps.append(HistoryStep(event, change))
-    return steps[::-1]
+def history_steps(events: Sequence[ReviewEvent]) -> list[ReviewEvent]:
+    """The record's review events as the console lists them: newest first."""
+    return list(reversed(events))
