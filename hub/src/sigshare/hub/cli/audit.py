@@ -78,20 +78,15 @@ def show(
     with hub.session(console) as session:
         query = AuditQuery.parse(actor=actor, action=action, size=page_size, cursor=cursor)
         page = search_audit_log(session, query)
-    if json_output:
-        console.emit_json(
-            {
-                **render.page_document(page, query.size),
-                "entries": [_document(entry) for entry in page.items],
-            }
-        )
-        return
     render.page(
         console,
         "audit entries",
         page,
-        ["id", "at", "actor", "action", "target", "details"],
-        [
+        query.size,
+        key="entries",
+        documents=[_document(entry) for entry in page.items],
+        columns=["id", "at", "actor", "action", "target", "details"],
+        rows=[
             [
                 str(entry.id),
                 format_time(entry.at),

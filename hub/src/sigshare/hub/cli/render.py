@@ -38,15 +38,23 @@ def page(
     console: Console,
     what: str,
     found: Page[Any],
+    size: int,
+    *,
+    key: str,
+    documents: list[dict[str, Any]],
     columns: list[str],
     rows: list[list[str]],
-    *,
     nothing: str,
     order: str = "",
 ) -> None:
-    """A page of a listing as a table titled with its place in the whole ("campaigns 51-100 of
-    312"), then the ``--cursor`` options that turn to the pages on either side. ``nothing`` is
-    said when no row matches at all."""
+    """A page of a listing. With ``--json``: one document with the page's place in the whole
+    (:func:`page_document`) and the rows' ``documents`` under ``key``. Otherwise a table titled
+    with its place ("campaigns 51-100 of 312"), then the ``--cursor`` options that turn to the
+    pages on either side; ``nothing`` is said when no row matches at all, ``order`` follows the
+    title (", newest first")."""
+    if console.json_output:
+        console.emit_json({**page_document(found, size), key: documents})
+        return
     if not found.items:
         console.print(
             f"no {what} past this cursor ({found.total} in all)" if found.total else nothing

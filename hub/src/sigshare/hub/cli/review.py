@@ -261,19 +261,14 @@ def indicators(
         query = _query(RecordType.INDICATOR, scope=kind, **listing)
         found = reviews.indicators(session, query)
         _audit_read(hub, session, "review.indicators", query.scope)
-    if json_output:
-        console.emit_json(
-            {
-                **render.page_document(found, query.size),
-                "indicators": [indicator_record(i) for i in found.items],
-            }
-        )
-        return
     render.page(
         console,
         "shared indicators",
         found,
-        [
+        query.size,
+        key="indicators",
+        documents=[indicator_record(i) for i in found.items],
+        columns=[
             "id",
             "kind",
             "reporters",
@@ -284,7 +279,7 @@ def indicators(
             "status",
             "assignee",
         ],
-        [
+        rows=[
             [
                 i.id,
                 i.kind,
@@ -331,20 +326,24 @@ def campaigns(
         query = _query(RecordType.CAMPAIGN, scope=family, **listing)
         found = reviews.campaigns(session, query, hub.now())
         _audit_read(hub, session, "review.campaigns", query.scope)
-    if json_output:
-        console.emit_json(
-            {
-                **render.page_document(found, query.size),
-                "campaigns": [campaign_record(c) for c in found.items],
-            }
-        )
-        return
     render.page(
         console,
         "campaigns",
         found,
-        ["id", "family", "members", "similarity", "volume", "categories", "status", "assignee"],
-        [
+        query.size,
+        key="campaigns",
+        documents=[campaign_record(c) for c in found.items],
+        columns=[
+            "id",
+            "family",
+            "members",
+            "similarity",
+            "volume",
+            "categories",
+            "status",
+            "assignee",
+        ],
+        rows=[
             [
                 c.id,
                 c.family,

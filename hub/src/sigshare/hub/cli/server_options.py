@@ -128,6 +128,38 @@ def native_logs_as_records() -> Iterator[None]:
         original.close()
 
 
+def listen_options(default: str) -> Callable[[_F], _F]:
+    """``--listen`` (defaulting to ``default``), ``--tls-cert`` and ``--tls-key``, as both server
+    commands spell them."""
+
+    def decorate(command: _F) -> _F:
+        for option in reversed(
+            (
+                click.option(
+                    "--listen",
+                    default=default,
+                    show_default=True,
+                    metavar="HOST:PORT",
+                    help="Address to listen on ([V6]:PORT for IPv6; port 0 picks a free one).",
+                ),
+                click.option(
+                    "--tls-cert",
+                    type=click.Path(dir_okay=False, path_type=Path),
+                    help="PEM certificate.",
+                ),
+                click.option(
+                    "--tls-key",
+                    type=click.Path(dir_okay=False, path_type=Path),
+                    help="PEM private key.",
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def runtime_options(command: _F) -> _F:
     """``--port-file``, ``--log-json`` and ``--log-level``, as both server commands spell them."""
     for option in reversed(

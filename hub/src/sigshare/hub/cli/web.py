@@ -24,6 +24,7 @@ from sigshare.hub.cli.server_options import (
     check_certificate_dates,
     check_tls_flags,
     configure_logging,
+    listen_options,
     refusal_options,
     refusal_policy,
     runtime_options,
@@ -85,17 +86,7 @@ class _Server(uvicorn.Server):
 
 
 @click.command()
-@click.option(
-    "--listen",
-    default=DEFAULT_LISTEN,
-    show_default=True,
-    metavar="HOST:PORT",
-    help="Address to listen on ([V6]:PORT for IPv6; port 0 picks a free one).",
-)
-@click.option(
-    "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate."
-)
-@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key.")
+@listen_options(DEFAULT_LISTEN)
 @click.option(
     "--insecure",
     is_flag=True,

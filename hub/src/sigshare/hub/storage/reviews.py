@@ -46,6 +46,16 @@ _CAMPAIGN_ORDER: dict[str, InstrumentedAttribute[Any]] = {
 }
 """Sort keys (:data:`~sigshare.hub.listing.SORTS`) and their columns. ``last_seen`` is the one
 nullable column: indicators without it sort below every time."""
+_ORDERS = {RecordType.INDICATOR: _INDICATOR_ORDER, RecordType.CAMPAIGN: _CAMPAIGN_ORDER}
+_MODELS: dict[RecordType, Any] = {
+    RecordType.INDICATOR: SharedIndicatorRow,
+    RecordType.CAMPAIGN: CampaignRow,
+}
+_SCOPES: dict[RecordType, InstrumentedAttribute[str]] = {
+    RecordType.INDICATOR: SharedIndicatorRow.kind,
+    RecordType.CAMPAIGN: CampaignRow.family,
+}
+"""What a listing's scope filters on: the indicator kind or the campaign family."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,59 +75,45 @@ class ReviewRepository:
     def indicators(self, query: RecordQuery) -> Page[SharedIndicator]:
         """The page of shared indicators ``query`` asks for (tokens included: the caller
         blanks them before anything is shown)."""
-        if query.record_type is not RecordType.INDICATOR:
-            raise ValueError(f"not a query of indicators: {query.record_type}")
-        conditions: list[ColumnElement[bool]] = []
-        if query.scope:
-            conditions.append(SharedIndicatorRow.kind == query.scope)
-        if query.status:
-            conditions.append(SharedIndicatorRow.status == query.status.value)
-        if query.category:
-            # Categories are a JSON list of strings; match one whole element.
-            conditions.append(SharedIndicatorRow.categories.contains(f'"{query.category}"'))
-        if query.assignee:
-            conditions.append(SharedIndicatorRow.assignee == query.assignee)
-        page = keyset_page(
-            self._session,
-            select(SharedIndicatorRow).where(*conditions),
-            listing=query.listing,
-            sort=query.sort,
-            column=_INDICATOR_ORDER[query.sort],
-            id_column=SharedIndicatorRow.id,
-            descending=query.descending,
-            size=query.size,
-            cursor=query.cursor,
-        )
+        page = self._rows(RecordType.INDICATOR, query)
         return page.with_items(IndicatorRepository(self._session).indicators_of(page.items))
 
     def campaigns(self, query: RecordQuery) -> Page[Campaign]:
         """The page of active campaigns ``query`` asks for."""
-        if query.record_type is not RecordType.CAMPAIGN:
-            raise ValueError(f"not a query of campaigns: {query.record_type}")
-        conditions: list[ColumnElement[bool]] = [CampaignRow.active.is_(True)]
+        page = self._rows(RecordType.CAMPAIGN, query)
+        return page.with_items(ClusterRepository(self._session).campaigns_of(page.items))
+
+    def _rows(self, record_type: RecordType, query: RecordQuery) -> Page[Any]:
+        """The rows of the page ``query`` asks for, of a listing of ``record_type``."""
+        if query.record_type is not record_type:
+            raise ValueError(f"not a query of {record_type.value}s: {query.record_type}")
+        model = _MODELS[record_type]
+        conditions: list[ColumnElement[bool]] = []
+        if record_type is RecordType.CAMPAIGN:
+            conditions.append(CampaignRow.active.is_(True))
         if query.scope:
-            conditions.append(CampaignRow.family == query.scope)
+            conditions.append(_SCOPES[record_type] == query.scope)
         if query.status:
-            conditions.append(CampaignRow.status == query.status.value)
+            conditions.append(model.status == query.status.value)
         if query.category:
-            conditions.append(CampaignRow.categories.contains(f'"{query.category}"'))
+            # Categories are a JSON list of strings; match one whole element.
+            conditions.append(model.categories.contains(f'"{query.category}"'))
         if query.assignee:
-            conditions.append(CampaignRow.assignee == query.assignee)
-        page = keyset_page(
+            conditions.append(model.assignee == query.assignee)
+        return keyset_page(
             self._session,
-            select(CampaignRow).where(*conditions),
+            select(model).where(*conditions),
             listing=query.listing,
             sort=query.sort,
-            column=_CAMPAIGN_ORDER[query.sort],
-            id_column=CampaignRow.id,
+            column=_ORDERS[record_type][query.sort],
+            id_column=model.id,
             descending=query.descending,
             size=query.size,
             cursor=query.cursor,
         )
-        return page.with_items(ClusterRepository(self._session).campaigns_of(page.items))
 
     def status_counts(self, record_type: RecordType) -> dict[ReviewStatus, int]:
-        model: Any = SharedIndicatorRow if record_type is RecordType.INDICATOR else CampaignRow
+        model = _MODELS[record_type]
         statement = select(model.status, func.count()).group_by(model.status)
         if record_type is RecordType.CAMPAIGN:
             statement = statement.where(CampaignRow.active.is_(True))
@@ -128,10 +124,7 @@ class ReviewRepository:
 
     def record(self, record_id: str) -> RecordState | None:
         """The review state of the indicator or campaign with this public id."""
-        for record_type, model in (
-            (RecordType.INDICATOR, SharedIndicatorRow),
-            (RecordType.CAMPAIGN, CampaignRow),
-        ):
+        for record_type, model in _MODELS.items():
             row = self._session.execute(
                 select(model.status, model.assignee).where(model.public_id == record_id)
             ).one_or_none()
@@ -140,7 +133,7 @@ class ReviewRepository:
         return None
 
     def _model(self, state: RecordState) -> Any:
-        return SharedIndicatorRow if state.record_type is RecordType.INDICATOR else CampaignRow
+        return _MODELS[state.record_type]
 
     def move(self, state: RecordState, *, to: ReviewStatus, at: datetime) -> None:
         """Move the record from the status ``state`` read to ``to``, compare-and-set: a
