@@ -47,7 +47,9 @@ from .options import config_option, json_option
 
 
 @dataclass
-class _Session:
+class _Run:
+    """What one command run works with: configuration, local state, sync job, hub client."""
+
     config: ClientConfig
     state: LocalState
     job: SyncJob
@@ -55,9 +57,9 @@ class _Session:
 
 
 @contextmanager
-def _session(
+def _running(
     console: Console, config_file: Path | None, command: str, *, wait: bool = False
-) -> Iterator[_Session]:
+) -> Iterator[_Run]:
     """Configuration, lock, state, secret and hub client for one command; errors → exit codes."""
     try:
         config, _ = load_config(config_file)
@@ -78,7 +80,7 @@ def _session(
                 )
                 run = state.start_run(command, datetime.now(UTC))
                 try:
-                    yield _Session(config, state, job, client)
+                    yield _Run(config, state, job, client)
                 except BaseException as error:
                     state.finish_run(run, type(error).__name__, "{}", datetime.now(UTC))
                     raise
@@ -155,14 +157,12 @@ def _warn_unanswered(console: Console, report: PullReport) -> None:
         )
 
 
-def _run_push(
-    session: _Session, files: Sequence[Path], kind: str | None, console: Console
-) -> PushReport:
+def _run_push(run: _Run, files: Sequence[Path], kind: str | None, console: Console) -> PushReport:
     indicator_files, prompt_files = classify_inputs(files)
-    rejects_file = session.config.rejects_path
+    rejects_file = run.config.rejects_path
     rejects_file.unlink(missing_ok=True)  # one run's rejects, not an ever-growing log
     with RejectSink(rejects_file) as rejects:
-        report = session.job.push(indicator_files, prompt_files, rejects=rejects, default_kind=kind)
+        report = run.job.push(indicator_files, prompt_files, rejects=rejects, default_kind=kind)
     if not report.rejected:
         rejects_file.unlink(missing_ok=True)
     elif not console.json_output:
@@ -191,9 +191,9 @@ def push(
     if not files:
         console.abort("give at least one input file", ExitCode.USAGE)
     started = time.perf_counter()
-    with _session(console, config_file, "push") as session:
-        report = _run_push(session, files, kind, console)
-        rejects = session.config.rejects_path
+    with _running(console, config_file, "push") as run:
+        report = _run_push(run, files, kind, console)
+        rejects = run.config.rejects_path
     document = _push_document(report, rejects)
     document["seconds"] = round(time.perf_counter() - started, 2)
     _emit(console, document, f"{_push_line(report)} ({document['seconds']} s)")
@@ -207,8 +207,8 @@ def pull(config_file: Path | None, json_output: bool) -> None:
     campaign matches."""
     console = Console(json_output=json_output)
     started = time.perf_counter()
-    with _session(console, config_file, "pull") as session:
-        report = session.job.pull()
+    with _running(console, config_file, "pull") as run:
+        report = run.job.pull()
     _warn_unanswered(console, report)
     document = _pull_document(report)
     document["seconds"] = round(time.perf_counter() - started, 2)
@@ -232,11 +232,11 @@ def sync(
     """The nightly job: push FILES (if any), then pull and resolve. Safe to re-run."""
     console = Console(json_output=json_output)
     started = time.perf_counter()
-    with _session(console, config_file, "sync", wait=wait) as session:
-        pushed = _run_push(session, files, kind, console) if files else PushReport()
-        pulled = session.job.pull()
-        timings = dict(session.job.timer.seconds)
-        rejects = session.config.rejects_path
+    with _running(console, config_file, "sync", wait=wait) as run:
+        pushed = _run_push(run, files, kind, console) if files else PushReport()
+        pulled = run.job.pull()
+        timings = dict(run.job.timer.seconds)
+        rejects = run.config.rejects_path
     _warn_unanswered(console, pulled)
     document = {
         "push": _push_document(pushed, rejects),
@@ -335,14 +335,14 @@ def confirm(
     console = Console(json_output=json_output)
     if not (values or everything):
         console.abort("choose items with --value (repeatable) or confirm --all", ExitCode.USAGE)
-    with _session(console, config_file, "confirm") as session:
+    with _running(console, config_file, "confirm") as run:
         chosen = [
             item
-            for item in session.state.resolved(kind)
+            for item in run.state.resolved(kind)
             if (category is None or item.category == category)
             and (not values or item.value in values or item.canonical in values)
         ]
-        results = session.job.confirm(chosen)
+        results = run.job.confirm(chosen)
     document = {
         kind_name: {
             "accepted": r.accepted,
