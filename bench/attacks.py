@@ -62,7 +62,6 @@ import mmh3
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, func, select
-from tests.support.hub import RunningHub, running_hub
 
 from sigshare.client import wire
 from sigshare.client.errors import HubClientError
@@ -80,6 +79,7 @@ from sigshare.sketch.errors import SketchError
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.kinds import get_kind
 from sigshare.sketch.prf import TOKEN_BYTES, KeyedPRF, TokenArray
+from tests.support.hub import RunningHub, running_hub
 
 ALPHA = 1e-6
 """Chance a correct (secret-less) attacker exceeds the Binomial bound: the test's false alarm."""

@@ -31,8 +31,6 @@ import numpy.typing as npt
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
-from tests.support.databases import fresh_postgres_database
-from tests.support.processes import serve_replicas
 
 from sigshare.client.hub_client import HubClient, HubConnection
 from sigshare.hub.domain import Role
@@ -48,6 +46,8 @@ from sigshare.sketch.lsh import candidate_pairs
 from sigshare.sketch.wire import encode_cluster_set
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc as pb_grpc
+from tests.support.databases import fresh_postgres_database
+from tests.support.processes import serve_replicas
 
 KEY_ID = "bench-1"
 FPR = 1e-3
@@ -70,7 +70,9 @@ class Hub:
 
 
 @contextmanager
-def _database(backend: str) -> Iterator[str]:
+def bench_database(backend: str) -> Iterator[str]:
+    """The URL of an empty, throwaway database of ``backend``: ``sqlite`` in a temporary
+    directory, ``postgresql`` on the server :data:`PG_ENV` names; removed on exit."""
     if backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="sigshare-bench-") as directory:
             yield f"sqlite:///{Path(directory) / 'hub.db'}"
@@ -100,7 +102,10 @@ def provision(engine: Engine, members: int, setup: Any) -> dict[str, str]:
 def _hub(backend: str, members: int, setup: Any) -> Iterator[Hub]:
     """A hub in this process on a fresh database of ``backend``, payloads in a blob directory
     (SQLite's default beside the file; a temporary one for PostgreSQL, as replicas share one)."""
-    with _database(backend) as url, tempfile.TemporaryDirectory(prefix="sigshare-blobs-") as blobs:
+    with (
+        bench_database(backend) as url,
+        tempfile.TemporaryDirectory(prefix="sigshare-blobs-") as blobs,
+    ):
         engine = make_engine(url, blob_dir=None if backend == "sqlite" else Path(blobs))
         credentials = provision(engine, members, setup)
         server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
@@ -186,7 +191,7 @@ def _served_hub(backend: str, setup: Any, *, payloads_in_database: bool) -> Iter
     """One member and a ``sigshare-hub serve`` process, as members reach a hub: the upload's
     client and server do not share an interpreter. Payloads as :func:`_hub` places them."""
     with (
-        _database(backend) as url,
+        bench_database(backend) as url,
         tempfile.TemporaryDirectory(prefix="sigshare-blobs-") as blobs,
         tempfile.TemporaryDirectory(prefix="sigshare-serve-") as run,
     ):

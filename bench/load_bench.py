@@ -67,8 +67,6 @@ import numpy.typing as npt
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-from tests.support.databases import fresh_postgres_database
-from tests.support.processes import serve_replicas
 
 from sigshare.client.config import ClientConfig, write_config
 from sigshare.client.errors import HubClientError
@@ -85,6 +83,8 @@ from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.keys import ForumSecret, write_secret_file
 from sigshare.sketch.kinds import get_kind
+from tests.support.databases import fresh_postgres_database
+from tests.support.processes import serve_replicas
 
 KEY_ID = "load-1"
 PG_ENV = "SIGSHARE_BENCH_PG"

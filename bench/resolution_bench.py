@@ -23,26 +23,29 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tests.support.processes import serve_replicas
 
-from bench.hub_bench import PG_ENV, _database, provision
+from bench.hub_bench import (
+    FPR,
+    KEY_ID,
+    MAX_MEMBERS,
+    PG_ENV,
+    bench_database,
+    provision,
+    replaceable_email,
+)
 from sigshare.client.hub_client import HubClient, HubConnection
 from sigshare.client.hub_types import TokenStatus
 from sigshare.hub.matching.membership import MembershipIndex, has_slot, holder_counts, without_slot
-from sigshare.hub.services import parameters
 from sigshare.hub.storage import make_engine
 from sigshare.sketch.bloom import BloomFilter, BloomParams, bit_positions
 from sigshare.sketch.codec import SketchFormat, encode_bloom
+from tests.support.processes import serve_replicas
 
-KEY_ID = "bench-1"
-FORUM_FPR = 1e-3
-MAX_MEMBERS = 32
 SHARED_SHARE = 0.3
 
 Tokens = npt.NDArray[np.uint64]
@@ -147,8 +150,8 @@ def bench_accuracy(*, quick: bool) -> dict[str, Any]:
     for members in (4, 10, 20):
         tokens = forum_tokens(members, capacity, seed=members)
         truth = _truth(tokens)
-        old_params = BloomParams.for_capacity("email", KEY_ID, capacity, FORUM_FPR)
-        new_params = BloomParams.for_forum("email", KEY_ID, capacity, FORUM_FPR, MAX_MEMBERS)
+        old_params = BloomParams.for_capacity("email", KEY_ID, capacity, FPR)
+        new_params = BloomParams.for_forum("email", KEY_ID, capacity, FPR, MAX_MEMBERS)
         old_filters = _filters(old_params, tokens)
         new_filters = _filters(new_params, tokens)
         for quorum in (2, 3):
@@ -170,7 +173,7 @@ def bench_accuracy(*, quick: bool) -> dict[str, Any]:
                     "filter_mib_after": new_params.nbytes / 2**20,
                 }
             )
-    return {"capacity": capacity, "forum_fpr": FORUM_FPR, "max_members": MAX_MEMBERS, "rows": rows}
+    return {"capacity": capacity, "forum_fpr": FPR, "max_members": MAX_MEMBERS, "rows": rows}
 
 
 # --- the hub -----------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def _engine_figures(
 def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
     members = 20
     capacity = 200_000 if quick else 1_000_000
-    params = BloomParams.for_forum("email", KEY_ID, capacity, FORUM_FPR, MAX_MEMBERS)
+    params = BloomParams.for_forum("email", KEY_ID, capacity, FPR, MAX_MEMBERS)
     tokens = forum_tokens(members, capacity, seed=2026)
     filters = _filters(params, tokens)
     payloads = [encode_bloom(f) for f in filters]
@@ -222,7 +225,10 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
     truth = _truth(tokens)
     backends = ["sqlite", "postgresql"] if os.environ.get(PG_ENV) else ["sqlite"]
     for backend in backends:
-        with _database(backend) as url, tempfile.TemporaryDirectory(prefix="sigshare-rb-") as tmp:
+        with (
+            bench_database(backend) as url,
+            tempfile.TemporaryDirectory(prefix="sigshare-rb-") as tmp,
+        ):
             credentials = _provision(url, members, capacity)
             with serve_replicas(url, Path(tmp), 1) as (replica,):
                 port = replica.port
@@ -303,22 +309,9 @@ def bench_hub_resolve(*, quick: bool) -> dict[str, Any]:
 
 
 def _provision(url: str, members: int, capacity: int) -> dict[str, str]:
-    def setup(session: Any, now: datetime) -> None:
-        parameters.set_kind_parameters(
-            session,
-            actor="bench",
-            kind="email",
-            key_id=KEY_ID,
-            capacity=capacity,
-            forum_fpr=FORUM_FPR,
-            max_members=MAX_MEMBERS,
-            replace_interval_seconds=0,
-            now=now,
-        )
-
     engine = make_engine(url)
     try:
-        return provision(engine, members, setup)
+        return provision(engine, members, replaceable_email(capacity))
     finally:
         engine.dispose()
 

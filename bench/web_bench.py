@@ -35,7 +35,6 @@ from typing import Any
 import httpx
 import numpy as np
 from sqlalchemy import Engine, func, insert, select
-from tests.support.console import serve_console
 
 from sigshare.hub.domain import RecordType, ReviewStatus, Role
 from sigshare.hub.listing import (
@@ -62,6 +61,7 @@ from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.hub.web import create_app
 from sigshare.sketch.bloom import BloomFilter
 from sigshare.sketch.codec import SketchFormat, encode_bloom
+from tests.support.console import serve_console
 
 KEY_ID = "bench-1"
 KINDS = ("email", "phone", "ip")

@@ -41,7 +41,6 @@ from sigshare.sketch.errors import InvalidValueError
 from sigshare.sketch.keys import ForumSecret, load_secret_file
 from tests.support.e2e import (
     KEY_ID,
-    SIGSHARE_HUB,
     START_TIMEOUT,
     Command,
     Outcome,
@@ -60,6 +59,7 @@ from tests.support.e2e import (
     write_private,
 )
 from tests.support.oracles import poisson_allowance
+from tests.support.processes import start_hub_command, wait_for_port
 
 SEED = 20_261_127
 FIRMS = firm_names(4)
@@ -108,43 +108,25 @@ class HubProcess:
 
     def __init__(self, url: str, directory: Path, env: dict[str, str], name: str) -> None:
         self.log = directory / f"{name}.log"
-        self.port_file = directory / f"{name}.port"
         self.url = url
         self.directory = directory
         self.env = env
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port_file: Path | None = None
 
     def start(self, listen: str = "127.0.0.1:0") -> None:
-        with self.log.open("w") as sink:
-            self.process = subprocess.Popen(
-                [
-                    str(SIGSHARE_HUB),
-                    *("--db", self.url, "serve", "--insecure", "--listen", listen),
-                    *("--port-file", str(self.port_file), "--log-json"),
-                ],
-                cwd=self.directory,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-                text=True,
-            )
+        self.process, self.port_file = start_hub_command(
+            ["--db", self.url, "serve", "--insecure", "--listen", listen, "--log-json"],
+            self.log,
+            env=self.env,
+            cwd=self.directory,
+        )
 
     def port(self) -> int:
         """The bound port, once the hub serves."""
         assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"hub exited {self.process.returncode} early:\n{self.log.read_text()}"
-                )
-            text = self.port_file.read_text() if self.port_file.exists() else ""
-            if text.endswith("\n"):
-                return int(text)
-            time.sleep(0.02)
-        log = self.log.read_text()
-        raise AssertionError(f"hub wrote no port file in {START_TIMEOUT} s:\n{log}")
+        assert self.port_file is not None
+        return wait_for_port(self.process, self.port_file, time.monotonic() + START_TIMEOUT)
 
     def stop(self) -> tuple[int, str]:
         """SIGTERM (graceful stop); the exit code and the log."""

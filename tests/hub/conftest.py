@@ -88,13 +88,28 @@ def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
+@pytest.fixture
+def sqlite_url(tmp_path: Path, migrated_sqlite_template: bytes) -> str:
+    """A migrated SQLite database of this test's own (a copy of the template)."""
+    path = tmp_path / "hub.db"
+    path.write_bytes(migrated_sqlite_template)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    """An engine over :func:`sqlite_url`, for tests of SQLite alone."""
+    engine = make_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest) -> str:
     """An empty database migrated to head, on each backend."""
     if request.param == "sqlite":
-        path = tmp_path / "hub.db"
-        path.write_bytes(request.getfixturevalue("migrated_sqlite_template"))
-        return f"sqlite:///{path}"
+        sqlite: str = request.getfixturevalue("sqlite_url")
+        return sqlite
     url: str = request.getfixturevalue("migrated_postgres_url")
     empty_tables(url)
     return url
@@ -126,8 +141,3 @@ def postgres_engine(migrated_postgres_url: str) -> Iterator[Engine]:
     engine = make_engine(migrated_postgres_url)
     yield engine
     engine.dispose()
-
-
-# Temporary: the bare `from conftest import _empty_tables` of tests/hub/test_review_concurrency.py
-# (/tmp/brief/E_remaining.md). Delete once it imports tests.support.databases.empty_tables.
-_empty_tables = empty_tables

@@ -14,13 +14,11 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import ssl
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,15 +32,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from fastapi.testclient import TestClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hubtest import COORDINATOR, provision
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 import sigshare.hub.cli
 import sigshare.hub.web
@@ -54,8 +48,11 @@ from sigshare.hub.storage import make_engine, migrate
 from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.hub.web import create_app
 from sigshare.hub.web.security import SECURITY_HEADERS
+from tests.support.databases import fresh_postgres_database
+from tests.support.hub import COORDINATOR, provision
+from tests.support.processes import start_hub_command, wait_for_port
+from tests.support.tls import issue_ca, issue_leaf
 
-HUB = Path(sys.executable).with_name("sigshare-hub")
 COMMAND_TIMEOUT = 30.0
 START_TIMEOUT = 30.0
 """Generous: the servers start together, each importing gRPC or FastAPI."""
@@ -90,66 +87,38 @@ class Pki:
     """An expired server certificate followed by its valid CA, in one chain file."""
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("hygiene-pki")
     now = datetime.now(UTC).replace(microsecond=0)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("hygiene ca"))
-        .issuer_name(_name("hygiene ca"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=60))
-        .not_valid_after(now + timedelta(days=800))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
+    ca_files, ca, ca_key = issue_ca(
+        directory,
+        "hygiene",
+        now,
+        not_before=now - timedelta(days=60),
+        not_after=now + timedelta(days=800),
     )
-    (directory / "ca.crt").write_bytes(_pem(ca))
 
     def leaf(stem: str, start: datetime, end: datetime, *, chain: bool = False) -> ServerCert:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(stem))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
+        issued = issue_leaf(
+            directory,
+            stem,
+            issuer=(ca, ca_key),
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            not_before=start,
+            not_after=end,
+            san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
         )
-        issued = ServerCert(directory / f"{stem}.crt", directory / f"{stem}.key", start, end)
-        issued.cert.write_bytes(_pem(cert) + (_pem(ca) if chain else b""))
-        issued.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        issued.key.chmod(0o600)
-        return issued
+        if chain:
+            issued.cert.write_bytes(issued.cert.read_bytes() + ca_files.cert.read_bytes())
+        return ServerCert(issued.cert, issued.key, start, end)
 
     leaves = {
         stem: leaf(stem, now + timedelta(days=start), now + timedelta(days=end))
         for stem, (start, end) in LEAF_DAYS.items()
     }
     chained = leaf("chain-expired", now - timedelta(days=30), now - timedelta(days=1), chain=True)
-    return Pki(ca=directory / "ca.crt", leaves=leaves, chain_expired=chained)
+    return Pki(ca=ca_files.cert, leaves=leaves, chain_expired=chained)
 
 
 def test_certificate_dates_are_checked_on_the_first_certificate_of_a_chain(pki: Pki) -> None:
@@ -235,31 +204,22 @@ def test_a_certificate_outside_its_dates_is_refused_before_anything_listens(
 @dataclass
 class Run:
     command: str
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     port_file: Path
-    stderr: Path
+    log: Path
+    """The process's stderr and stdout."""
 
-    def stderr_text(self) -> str:
-        return self.stderr.read_text()
+    def log_text(self) -> str:
+        return self.log.read_text()
 
     def port(self) -> int:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"{self.command} exited {self.process.returncode}:\n{self.stderr_text()}"
-                )
-            written = self.port_file.read_text() if self.port_file.exists() else ""
-            if written.endswith("\n"):
-                return int(written)
-            time.sleep(0.02)
-        pytest.fail(f"{self.command} did not start:\n{self.stderr_text()}")
+        return wait_for_port(self.process, self.port_file, time.monotonic() + START_TIMEOUT)
 
     def stop(self) -> list[dict[str, Any]]:
-        """SIGTERM; the log's records (every stderr line must be one JSON object)."""
+        """SIGTERM; the log's records (every line must be one JSON object)."""
         self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=COMMAND_TIMEOUT) == 0, self.stderr_text()
-        return [json.loads(line) for line in self.stderr_text().splitlines() if line.strip()]
+        assert self.process.wait(timeout=COMMAND_TIMEOUT) == 0, self.log_text()
+        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -276,15 +236,14 @@ def runs(
             name = f"{command}-{stem}"
             cert = pki.leaves[stem]
             mtls = ["--client-ca", str(pki.ca)] if name == "serve-fresh" else []
-            port_file, stderr = directory / f"{name}.port", directory / f"{name}.stderr"
-            with stderr.open("w") as sink:
-                process = subprocess.Popen(
-                    [str(HUB), "--db", hub_database, command, "--listen", "127.0.0.1:0",
-                     "--tls-cert", str(cert.cert), "--tls-key", str(cert.key), *mtls,
-                     "--port-file", str(port_file), "--log-json"],
-                    env=_environment(), stdout=subprocess.DEVNULL, stderr=sink, text=True,
-                )  # fmt: skip
-            started[name] = Run(command, process, port_file, stderr)
+            log = directory / f"{name}.log"
+            process, port_file = start_hub_command(
+                ["--db", hub_database, command, "--listen", "127.0.0.1:0",
+                 "--tls-cert", str(cert.cert), "--tls-key", str(cert.key), *mtls, "--log-json"],
+                log,
+                env=_environment(),
+            )  # fmt: skip
+            started[name] = Run(command, process, port_file, log)
     try:
         yield started
     finally:
@@ -433,18 +392,8 @@ def test_a_loose_database_file_warns_and_db_upgrade_narrows_it(tmp_path: Path) -
 
 @pytest.fixture
 def fresh_postgres(postgres_server: URL) -> Iterator[URL]:
-    name = f"sigshare_t_{secrets.token_hex(6)}"
-    admin = create_engine(postgres_server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield postgres_server.set(database=name)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+    with fresh_postgres_database(postgres_server) as url:
+        yield url
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
@@ -476,12 +425,8 @@ def _audit_count(engine: Engine) -> int:
         return int(connection.execute(text("SELECT count(*) FROM audit_log")).scalar_one())
 
 
-def test_healthz_answers_without_credentials_session_or_audit(
-    tmp_path: Path, migrated_sqlite_template: bytes
-) -> None:
-    path = tmp_path / "hub.db"
-    path.write_bytes(migrated_sqlite_template)
-    engine = make_engine(f"sqlite:///{path}")
+def test_healthz_answers_without_credentials_session_or_audit(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
     try:
         credentials = provision(engine)
         client = TestClient(create_app(engine, secure_cookies=False))

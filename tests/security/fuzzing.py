@@ -66,9 +66,6 @@ from sigshare.hub.storage.models import (
 )
 from sigshare.sketch.prf import TOKEN_BYTES
 from sigshare.v1 import hub_pb2 as pb
-
-# Temporary, for test_fuzz_rpc's `from .fuzzing import hubtest` (/tmp/brief/E_remaining.md).
-from tests.support import hub as hubtest  # noqa: F401
 from tests.support.hub import (
     ADMIN,
     COORDINATOR,

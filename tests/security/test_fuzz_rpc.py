@@ -49,21 +49,21 @@ from hypothesis import strategies as st
 
 from sigshare.hub.rpc.servicers import MAX_UPLOAD_BYTES
 from sigshare.v1 import hub_pb2 as pb
-
-from . import fuzzing
-from .fuzzing import REFUSALS, FuzzHub, counted, fuzz_settings, hubtest
+from tests.security import fuzzing
+from tests.security.fuzzing import REFUSALS, FuzzHub, counted, fuzz_settings
+from tests.support.hub import ADMIN, COORDINATOR, EMAIL, EMAIL_CAPACITY, KEY_ID, MEMBERS, PROMPT
 
 MODULE = "test_fuzz_rpc"
 OK = grpc.StatusCode.OK
 ALLOWED = REFUSALS | {OK}
 ALLOWED_ADMIN = ALLOWED | {grpc.StatusCode.ALREADY_EXISTS}
 DESERIALIZE_FAILURE = "Exception deserializing request!"
-PROTECTED = frozenset({hubtest.ADMIN, hubtest.COORDINATOR, *hubtest.MEMBERS})
-MEMBER = "/sigshare.v1.MemberService/"
-REVIEW = "/sigshare.v1.ReviewService/"
-ADMIN = "/sigshare.v1.AdminService/"
-SUBMIT = MEMBER + "Submit"
-RESOLVE = MEMBER + "Resolve"
+PROTECTED = frozenset({ADMIN, COORDINATOR, *MEMBERS})
+MEMBER_RPC = "/sigshare.v1.MemberService/"
+REVIEW_RPC = "/sigshare.v1.ReviewService/"
+ADMIN_RPC = "/sigshare.v1.AdminService/"
+SUBMIT = MEMBER_RPC + "Submit"
+RESOLVE = MEMBER_RPC + "Resolve"
 STREAMS = frozenset({SUBMIT, RESOLVE})
 """Client-streaming methods: fuzzed as whole streams, not as single messages."""
 
@@ -80,7 +80,7 @@ def finish(hub: FuzzHub) -> None:
     audit chain holds."""
     hub.check_baseline()
     verified = pb.VerifyAuditResponse()
-    outcome = hub.call(ADMIN + "VerifyAudit", pb.VerifyAuditRequest())
+    outcome = hub.call(ADMIN_RPC + "VerifyAudit", pb.VerifyAuditRequest())
     assert outcome.code is OK, outcome
     verified.ParseFromString(outcome.responses[0])
     assert verified.intact, verified.reason
@@ -97,7 +97,7 @@ def parses(method: str, body: bytes) -> bool:
 
 # ---------------------------------------------------------------------------------- strategies
 
-callers = st.sampled_from(["", "", "", "", None, "m2", hubtest.COORDINATOR, hubtest.ADMIN]) | (
+callers = st.sampled_from(["", "", "", "", None, "m2", COORDINATOR, ADMIN]) | (
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80).map(
         lambda t: f"Bearer {t}"
     )
@@ -132,7 +132,7 @@ hostile_text = st.one_of(
     ),
 )
 kinds = st.sampled_from(["email", "prompt", "phone", "nope", ""]) | hostile_text
-key_ids = st.sampled_from([hubtest.KEY_ID, "", "epoch-2"]) | hostile_text
+key_ids = st.sampled_from([KEY_ID, "", "epoch-2"]) | hostile_text
 
 
 def cursor_token(fields: object, version: str = "c1.") -> str:
@@ -282,42 +282,42 @@ minhash_messages = st.builds(
 )
 
 requests: dict[str, st.SearchStrategy[Any]] = {
-    MEMBER + "GetParameters": st.just(pb.GetParametersRequest()),
+    MEMBER_RPC + "GetParameters": st.just(pb.GetParametersRequest()),
     # A header alone: hostile values, nothing after (stream shapes have a test of their own).
     RESOLVE: st.builds(
         lambda k, i, n: pb.ResolveRequest(header=pb.ResolveHeader(kind=k, key_id=i, token_count=n)),
         kinds,
         key_ids,
-        st.sampled_from([0, 1, hubtest.EMAIL_CAPACITY, hubtest.EMAIL_CAPACITY + 1]) | U64,
+        st.sampled_from([0, 1, EMAIL_CAPACITY, EMAIL_CAPACITY + 1]) | U64,
     ),
-    MEMBER + "Confirm": st.builds(
+    MEMBER_RPC + "Confirm": st.builds(
         lambda k, i, t: pb.ConfirmRequest(kind=k, key_id=i, tokens=t),
         kinds,
         key_ids,
         st.lists(confirmed_tokens, max_size=8),
     ),
-    MEMBER + "ListMatches": st.builds(pb.ListMatchesRequest, kind=kinds),
-    MEMBER + "GetStatus": st.just(pb.GetStatusRequest()),
-    REVIEW + "GetOverlapMatrix": st.builds(pb.OverlapRequest, kind=kinds),
-    REVIEW + "ListSharedIndicators": st.builds(
+    MEMBER_RPC + "ListMatches": st.builds(pb.ListMatchesRequest, kind=kinds),
+    MEMBER_RPC + "GetStatus": st.just(pb.GetStatusRequest()),
+    REVIEW_RPC + "GetOverlapMatrix": st.builds(pb.OverlapRequest, kind=kinds),
+    REVIEW_RPC + "ListSharedIndicators": st.builds(
         pb.ListSharedIndicatorsRequest, kind=kinds, page=pages
     ),
-    REVIEW + "ListCampaigns": st.builds(pb.ListCampaignsRequest, family=kinds, page=pages),
-    REVIEW + "ListSubmissions": st.builds(pb.ListSubmissionsRequest, kind=kinds),
-    ADMIN + "AddPrincipal": st.builds(
+    REVIEW_RPC + "ListCampaigns": st.builds(pb.ListCampaignsRequest, family=kinds, page=pages),
+    REVIEW_RPC + "ListSubmissions": st.builds(pb.ListSubmissionsRequest, kind=kinds),
+    ADMIN_RPC + "AddPrincipal": st.builds(
         pb.AddPrincipalRequest,
         name=hostile_text,
         role=st.integers(-(2**31), 2**31 - 1) | st.integers(0, 4),
     ),
-    ADMIN + "ListPrincipals": st.just(pb.ListPrincipalsRequest()),
-    ADMIN + "RevokePrincipal": st.builds(pb.RevokePrincipalRequest, name=unprotected_names),
-    ADMIN + "RotatePrincipal": st.builds(pb.RotatePrincipalRequest, name=unprotected_names),
-    ADMIN + "SetParameters": st.builds(
+    ADMIN_RPC + "ListPrincipals": st.just(pb.ListPrincipalsRequest()),
+    ADMIN_RPC + "RevokePrincipal": st.builds(pb.RevokePrincipalRequest, name=unprotected_names),
+    ADMIN_RPC + "RotatePrincipal": st.builds(pb.RotatePrincipalRequest, name=unprotected_names),
+    ADMIN_RPC + "SetParameters": st.builds(
         lambda b, h: pb.SetParametersRequest(bloom=b, minhash=h),
         st.lists(bloom_messages, max_size=3),
         st.lists(minhash_messages, max_size=3),
     ),
-    ADMIN + "VerifyAudit": st.just(pb.VerifyAuditRequest()),
+    ADMIN_RPC + "VerifyAudit": st.just(pb.VerifyAuditRequest()),
 }
 assert set(requests) | STREAMS == set(fuzzing.METHODS), "a new RPC needs a request strategy"
 
@@ -341,7 +341,7 @@ def _random_bytes(hub: FuzzHub, method: str, bodies: list[bytes], who: str | Non
         # An undecodable body is refused after authentication (F1, fixed).
         assert outcome.code in REFUSALS, outcome
         assert outcome.details != DESERIALIZE_FAILURE
-    allowed = ALLOWED_ADMIN if method.startswith(ADMIN) else ALLOWED
+    allowed = ALLOWED_ADMIN if method.startswith(ADMIN_RPC) else ALLOWED
     hub.check_refusal(outcome, before, allowed=allowed)
 
 
@@ -360,7 +360,7 @@ def _hostile(hub: FuzzHub, data: st.DataObject, method: str, who: str | None) ->
     message = data.draw(requests[method], label="request")
     before = hub.snapshot()
     outcome = hub.call(method, message, who=who)
-    allowed = ALLOWED_ADMIN if method.startswith(ADMIN) else ALLOWED
+    allowed = ALLOWED_ADMIN if method.startswith(ADMIN_RPC) else ALLOWED
     hub.check_refusal(outcome, before, allowed=allowed)
     if outcome.code is OK and method == RESOLVE:
         # Only a well-formed empty question is answered: zero tokens, by a member with a filter.
@@ -368,7 +368,7 @@ def _hostile(hub: FuzzHub, data: st.DataObject, method: str, who: str | None) ->
         assert outcome.caller in fuzzing.SUBMITTERS
         answers = fuzzing.decode_answers(outcome.responses)
         assert (answers.status, answers.others) == (b"", b"")
-        assert answers.summary.kind == message.header.kind == hubtest.EMAIL
+        assert answers.summary.kind == message.header.kind == EMAIL
 
 
 def test_hostile_field_values(hub: FuzzHub) -> None:
@@ -384,10 +384,10 @@ def test_hostile_field_values(hub: FuzzHub) -> None:
 )
 @counted(f"{MODULE}::test_oversized_token_lists")
 def _oversized_tokens(hub: FuzzHub, count: int, token: bytes, kind: str) -> None:
-    request = pb.ConfirmRequest(kind=kind, key_id=hubtest.KEY_ID)
+    request = pb.ConfirmRequest(kind=kind, key_id=KEY_ID)
     request.tokens.extend(pb.ConfirmedToken(token=token, category="x") for _ in range(count))
     before = hub.snapshot()
-    outcome = hub.call(MEMBER + "Confirm", request, timeout=30.0)
+    outcome = hub.call(MEMBER_RPC + "Confirm", request, timeout=30.0)
     hub.check_refusal(outcome, before, allowed=ALLOWED | {grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 
@@ -440,8 +440,8 @@ def _submit(hub: FuzzHub, data: st.DataObject) -> None:
                 | st.integers(0, 2**31 - 1)
             )
         ),
-        kind=data.draw(st.sampled_from([hubtest.EMAIL if bloom else hubtest.PROMPT]) | kinds),
-        key_id=data.draw(st.sampled_from([hubtest.KEY_ID]) | key_ids),
+        kind=data.draw(st.sampled_from([EMAIL if bloom else PROMPT]) | kinds),
+        key_id=data.draw(st.sampled_from([KEY_ID]) | key_ids),
         params_digest=data.draw(
             st.sampled_from([hub.email_digest if bloom else hub.prompt_digest])
             | st.binary(max_size=40)
@@ -511,8 +511,8 @@ def test_malformed_submit_streams(hub: FuzzHub) -> None:
 def test_content_length_beyond_limits(hub: FuzzHub, content_length: int) -> None:
     header = pb.SubmitHeader(
         format=pb.SKETCH_FORMAT_BLOOM_V1,
-        kind=hubtest.EMAIL,
-        key_id=hubtest.KEY_ID,
+        kind=EMAIL,
+        key_id=KEY_ID,
         params_digest=hub.email_digest,
         declared_count=len(hub.forum.sets["m1"]),
         content_length=content_length,
@@ -531,8 +531,8 @@ def test_more_bytes_than_announced_in_large_chunks(hub: FuzzHub) -> None:
     payload = hub.bloom_payload
     header = pb.SubmitHeader(
         format=pb.SKETCH_FORMAT_BLOOM_V1,
-        kind=hubtest.EMAIL,
-        key_id=hubtest.KEY_ID,
+        kind=EMAIL,
+        key_id=KEY_ID,
         params_digest=hub.email_digest,
         declared_count=len(hub.forum.sets["m1"]),
         content_length=len(payload),
@@ -595,8 +595,8 @@ def token_material(draw: st.DrawFn, hub: FuzzHub) -> bytes:
     material = b"".join(pieces)
     if draw(st.integers(0, 9), label="bulk?") == 0:
         count = draw(
-            st.sampled_from([hubtest.EMAIL_CAPACITY, hubtest.EMAIL_CAPACITY + 1])
-            | st.integers(1_000, hubtest.EMAIL_CAPACITY + 10),
+            st.sampled_from([EMAIL_CAPACITY, EMAIL_CAPACITY + 1])
+            | st.integers(1_000, EMAIL_CAPACITY + 10),
             label="bulk",
         )
         seed = draw(st.integers(0, 2**32 - 1), label="seed")
@@ -676,17 +676,15 @@ def check_resolve_effect(
 @given(data=st.data())
 @counted(f"{MODULE}::test_malformed_resolve_streams")
 def _resolve(hub: FuzzHub, data: st.DataObject) -> None:
-    who = data.draw(
-        st.sampled_from(["m1", "m1", "m1", "m2", "m2", "m3", hubtest.COORDINATOR]), label="who"
-    )
+    who = data.draw(st.sampled_from(["m1", "m1", "m1", "m2", "m2", "m3", COORDINATOR]), label="who")
     material = data.draw(token_material(hub), label="tokens")
     exact = len(material) // 16
     header = pb.ResolveHeader(
-        kind=data.draw(st.sampled_from([hubtest.EMAIL] * 4) | kinds, label="kind"),
-        key_id=data.draw(st.sampled_from([hubtest.KEY_ID] * 4) | key_ids, label="key id"),
+        kind=data.draw(st.sampled_from([EMAIL] * 4) | kinds, label="kind"),
+        key_id=data.draw(st.sampled_from([KEY_ID] * 4) | key_ids, label="key id"),
         token_count=data.draw(
             st.sampled_from([exact] * 6 + [exact + 1, max(exact - 1, 0), 0])
-            | st.sampled_from([hubtest.EMAIL_CAPACITY, hubtest.EMAIL_CAPACITY + 1, 2**64 - 1])
+            | st.sampled_from([EMAIL_CAPACITY, EMAIL_CAPACITY + 1, 2**64 - 1])
             | U64,
             label="count",
         ),
@@ -696,9 +694,9 @@ def _resolve(hub: FuzzHub, data: st.DataObject) -> None:
     valid = (
         shape in VALID_SHAPES
         and who in fuzzing.SUBMITTERS
-        and (header.kind, header.key_id) == (hubtest.EMAIL, hubtest.KEY_ID)
+        and (header.kind, header.key_id) == (EMAIL, KEY_ID)
         and header.token_count * 16 == len(material)
-        and header.token_count <= hubtest.EMAIL_CAPACITY
+        and header.token_count <= EMAIL_CAPACITY
     )
     before = hub.snapshot()
     outcome = hub.call(RESOLVE, *stream, who=who, timeout=30.0)
@@ -711,12 +709,12 @@ def _resolve(hub: FuzzHub, data: st.DataObject) -> None:
     status, others = hub.expected_answers(who, material)
     assert (answers.status, answers.others) == (status, others)
     summary = answers.summary
-    assert (summary.kind, summary.key_id, summary.quorum) == (hubtest.EMAIL, hubtest.KEY_ID, 2)
+    assert (summary.kind, summary.key_id, summary.quorum) == (EMAIL, KEY_ID, 2)
     assert summary.answered == status.count(0)
     assert summary.not_held == status.count(1)
     assert summary.over_budget == 0
     assert summary.submission_tokens <= summary.submission_budget == len(hub.forum.sets[who])
-    assert summary.day_tokens <= summary.day_budget == hubtest.EMAIL_CAPACITY
+    assert summary.day_tokens <= summary.day_budget == EMAIL_CAPACITY
     check_resolve_effect(hub, before, who, held_tokens(hub, who, material))
 
 
@@ -727,9 +725,7 @@ def test_malformed_resolve_streams(hub: FuzzHub) -> None:
 
 def own_stream(hub: FuzzHub, member: str, extra: bytes, chunk: int) -> list[bytes]:
     material = hub.own_tokens(member) + extra
-    header = pb.ResolveHeader(
-        kind=hubtest.EMAIL, key_id=hubtest.KEY_ID, token_count=len(material) // 16
-    )
+    header = pb.ResolveHeader(kind=EMAIL, key_id=KEY_ID, token_count=len(material) // 16)
     stream = [pb.ResolveRequest(header=header)]
     stream += [pb.ResolveRequest(tokens=c) for c in chunked(material, chunk)]
     return [m.SerializeToString() for m in stream]
@@ -795,7 +791,7 @@ def test_resolve_cancelled_while_sending(hub: FuzzHub) -> None:
 def test_finding_f1_undecodable_request_is_refused_after_authentication(
     hub: FuzzHub, who: str | None
 ) -> None:
-    outcome = hub.call_raw(MEMBER + "GetStatus", [b"\xff\xff\xff"], who=who)
+    outcome = hub.call_raw(MEMBER_RPC + "GetStatus", [b"\xff\xff\xff"], who=who)
     expected = grpc.StatusCode.INVALID_ARGUMENT if who else grpc.StatusCode.UNAUTHENTICATED
     assert outcome.code is expected, outcome
 
@@ -807,7 +803,7 @@ def test_finding_f2_unicode_digit_page_token_is_invalid(hub: FuzzHub, method: st
         if method == "ListSharedIndicators"
         else pb.ListCampaignsRequest
     )(page=pb.PageRequest(page_token=cursor_token('["indicators","created","asc","next",4²,4²]')))
-    outcome = hub.call(REVIEW + method, request)
+    outcome = hub.call(REVIEW_RPC + method, request)
     assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
 
 
@@ -822,7 +818,7 @@ def test_finding_f3_huge_page_token_is_invalid(hub: FuzzHub, method: str) -> Non
             page_token=cursor_token(["indicators", "created", "asc", "next", 1, 2**63])
         )
     )
-    outcome = hub.call(REVIEW + method, request)
+    outcome = hub.call(REVIEW_RPC + method, request)
     assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
 
 
@@ -830,7 +826,7 @@ def test_finding_f4_refusals_are_bounded(hub: FuzzHub) -> None:
     header = pb.SubmitHeader(
         format=pb.SKETCH_FORMAT_BLOOM_V1,
         kind="x" * 20_000,
-        key_id=hubtest.KEY_ID,
+        key_id=KEY_ID,
         params_digest=hub.email_digest,
         declared_count=1,
         content_length=1,
@@ -843,7 +839,7 @@ def test_finding_f4_refusals_are_bounded(hub: FuzzHub) -> None:
 def test_finding_f4_non_ascii_echoes_are_bounded_by_their_encoded_size(hub: FuzzHub) -> None:
     # Percent-encoded in the trailer, each emoji costs 12 bytes: a cut by characters is not enough.
     request = pb.AddPrincipalRequest(name="\U0001f60d" * 7618, role=pb.ROLE_MEMBER)
-    outcome = hub.call(ADMIN + "AddPrincipal", request, who=hubtest.ADMIN)
+    outcome = hub.call(ADMIN_RPC + "AddPrincipal", request, who=ADMIN)
     assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
     assert outcome.details.endswith("…")
 

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+
 from bench.attacks import (
     ALPHA,
     COLLUSION,
@@ -46,7 +47,6 @@ from bench.attacks import (
     poison_attack,
     poison_filters,
 )
-
 from sigshare.sketch.bloom import BloomParams
 from sigshare.sketch.checks import check_filter
 from sigshare.sketch.errors import SketchError

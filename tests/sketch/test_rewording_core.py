@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from bench.rewording_corpus import SLOT, load_corpus, reword_template
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.rewording_corpus import SLOT, load_corpus, reword_template
 from sigshare.sketch import minhash as minhash_module
 from sigshare.sketch.cluster import (
     BOILERPLATE_MIN_CLUSTERS,

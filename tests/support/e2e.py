@@ -38,7 +38,6 @@ from sigshare.sketch.prf import KeyedPRF
 
 BIN = Path(sys.executable).parent
 SIGSHARE = BIN / "sigshare"
-SIGSHARE_HUB = BIN / "sigshare-hub"
 KEY_ID = "k1"
 COMMAND_TIMEOUT = 90.0
 START_TIMEOUT = 30.0

@@ -1,5 +1,6 @@
 """A real hub for tests: provisioning, a started gRPC server on loopback, member SDK clients and
-raw stubs, and deterministic forum data with exact answers computed from plain sets.
+raw stubs, readers of what the hub recorded (submissions, query ledgers, audited reads,
+campaigns), and deterministic forum data with exact answers computed from plain sets.
 
 Nothing here is a fixture, so any test module can combine it with the database fixtures of
 ``tests/hub/conftest.py``. Every piece of data is derived from fixed seeds: the forum secret, the
@@ -13,12 +14,14 @@ import hashlib
 import random
 import string
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from itertools import combinations
+from typing import Any
 
 import grpc
 import numpy as np
@@ -34,6 +37,8 @@ from sigshare.hub.services import parameters, principals
 from sigshare.hub.services.refusals import RefusalPolicy
 from sigshare.hub.services.submissions import UploadHeader
 from sigshare.hub.storage import session_scope
+from sigshare.hub.storage.audit import AuditRepository
+from sigshare.hub.storage.ledgers import QueryLedgerRepository
 from sigshare.hub.storage.principals import PrincipalRepository
 from sigshare.sketch.bloom import BloomParams, KeyedBloomFilter
 from sigshare.sketch.cluster import ClusterInfo, cluster_prompts, new_cluster_id
@@ -42,6 +47,7 @@ from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
 from sigshare.sketch.prf import KeyedPRF, tokens_to_bytes
 from sigshare.sketch.wire import encode_cluster_set
+from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc
 from tests.support.oracles import poisson_allowance
 
@@ -251,6 +257,31 @@ def running_hub(
         yield hub
     finally:
         hub.close()
+
+
+# ---------------------------------------------------------------------------------- records
+
+
+def submissions_listed(hub: RunningHub) -> dict[tuple[str, int], pb.SubmissionInfo]:
+    """Every submission by (member, id), as a coordinator sees it."""
+    listed = hub.review_stub.ListSubmissions(
+        pb.ListSubmissionsRequest(), metadata=hub.metadata(COORDINATOR), timeout=RPC_TIMEOUT
+    )
+    return {(s.member, s.id): s for s in listed.submissions}
+
+
+def ledger_entries(hub: RunningHub, member: str) -> int:
+    """Distinct tokens in ``member``'s query ledger of ``email``."""
+    principal = hub.principal(member)
+    with session_scope(hub.engine) as session:
+        return QueryLedgerRepository(session).entries(principal.id, EMAIL)
+
+
+def resolution_reads(hub: RunningHub) -> list[dict[str, Any]]:
+    """The details of every audited resolution, oldest first."""
+    with session_scope(hub.engine) as session:
+        entries = AuditRepository(session).search(action="resolution.read", limit=1000)
+    return [entry.details for entry in reversed(entries)]
 
 
 # ---------------------------------------------------------------------------------- e-mails
@@ -548,3 +579,58 @@ def submit_clusters(client: HubClient, upload: ClusterUpload) -> SubmitResult:
         declared_count=len(upload.clusters),
         payload=upload.payload,
     )
+
+
+def campaigns_listed(hub: RunningHub) -> list[pb.Campaign]:
+    """The coordinator's listing of ``prompt`` campaigns (one page holds them all)."""
+    response = hub.review_stub.ListCampaigns(
+        pb.ListCampaignsRequest(family=PROMPT),
+        metadata=hub.metadata(COORDINATOR),
+        timeout=RPC_TIMEOUT,
+    )
+    assert not response.next_page_token
+    return list(response.campaigns)
+
+
+def check_campaigns(
+    hub: RunningHub,
+    clients: Mapping[str, HubClient],
+    uploads: Mapping[str, ClusterUpload],
+    *,
+    reveal: bool,
+) -> dict[int, str]:
+    """Members' campaign matches and the coordinator's campaigns against the templates each
+    member's clusters come from. Returns template → campaign id."""
+    holders: dict[int, set[str]] = defaultdict(set)
+    volumes: dict[int, int] = defaultdict(int)
+    for member, upload in uploads.items():
+        for cluster in upload.clusters:
+            holders[upload.template_of[cluster.cluster_id]].add(member)
+            volumes[upload.template_of[cluster.cluster_id]] += cluster.volume
+    shared = {t: frozenset(h) for t, h in holders.items() if len(h) >= 2}
+    campaign_of: dict[int, str] = {}
+    for member, upload in uploads.items():
+        matches = clients[member].list_matches()
+        assert matches.indicators == ()
+        assert clients[member].list_matches(PROMPT) == matches
+        got = {match.cluster_id: match for match in matches.campaigns}
+        assert len(got) == len(matches.campaigns)
+        assert set(got) == {cid for cid, t in upload.template_of.items() if t in shared}
+        for cluster_id, match in got.items():
+            template = upload.template_of[cluster_id]
+            others = shared[template] - {member}
+            assert campaign_of.setdefault(template, match.campaign_id) == match.campaign_id
+            assert match.other_members == len(others)
+            assert match.other_member_names == (tuple(sorted(others)) if reveal else ())
+            assert match.similarity == 1.0  # identical template cores
+    assert set(campaign_of) == set(shared)
+    assert len(set(campaign_of.values())) == len(shared)
+    listed = {
+        c.id: (tuple(c.members), c.volume, tuple(c.categories), c.similarity, c.family, c.status)
+        for c in campaigns_listed(hub)
+    }
+    assert listed == {
+        campaign_of[t]: (tuple(sorted(who)), volumes[t], (f"t{t}",), 1.0, PROMPT, "new")
+        for t, who in shared.items()
+    }
+    return campaign_of

@@ -1,7 +1,8 @@
-"""The hub as ``sigshare-hub serve`` processes on loopback, for tests and benchmarks: replicas
-sharing one database, and a single hub that a test can kill (``kill -9``) and restart on the
-same port. Each process logs to ``<name>.log`` and announces its port in ``<name>.port`` in a
-directory of the caller's."""
+"""The hub as ``sigshare-hub serve`` (or ``web``) processes on loopback, for tests and
+benchmarks: any command line started and waited for until it serves, replicas sharing one
+database, and a single hub that a test can kill (``kill -9``) and restart on the same port.
+Each process writes its output to a log file of the caller's (``<name>.log``) and announces its
+port in the port file beside it (``<name>.port``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
 
@@ -21,6 +23,62 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT = 60.0
 INSECURE = ("--insecure",)
 """Plaintext gRPC, allowed on loopback."""
+
+
+def start_hub_command(
+    args: Sequence[str],
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``sigshare-hub ARGS --port-file PORT_FILE`` in the background, its stdout and
+    stderr in ``log``; the process and its port file (``log`` with the suffix ``.port``).
+
+    ``env``: the process's whole environment (default: this one's).
+    """
+    port_file = log.with_suffix(".port")
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(BIN / "sigshare-hub"), *args, "--port-file", str(port_file)],
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return process, port_file
+
+
+def wait_for_port(process: subprocess.Popen[Any], port_file: Path, deadline: float) -> int:
+    """The port the hub announced in ``port_file``, once written in full (its line ends); the
+    log beside it (suffix ``.log``) in the error if the process exited or did not announce one
+    by ``deadline`` (``time.monotonic()``)."""
+    while not (port_file.exists() and port_file.read_text().endswith("\n")):
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = port_file.with_suffix(".log").read_text(errors="replace")
+            raise RuntimeError(f"the hub did not start (exit {process.poll()}):\n{log}")
+        time.sleep(0.02)
+    return int(port_file.read_text())
+
+
+@contextmanager
+def hub_command_serving(
+    args: Sequence[str],
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """:func:`start_hub_command`, once the process serves: the process and its port. Killed on
+    exit if still running (a test that checks the graceful stop sends SIGTERM itself)."""
+    process, port_file = start_hub_command(args, log, env=env, cwd=cwd)
+    try:
+        yield process, wait_for_port(process, port_file, time.monotonic() + START_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _reap(process)
 
 
 def spawn_hub(
@@ -32,44 +90,17 @@ def spawn_hub(
     transport: Sequence[str] = INSECURE,
     env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start ``sigshare-hub --db URL serve`` on ``listen``; the process and its port file.
+    """Start ``sigshare-hub --db URL serve`` on ``listen``, logging to ``<directory>/<name>.log``;
+    the process and its port file.
 
     ``transport``: ``--insecure`` or the TLS options. ``env``: the process's whole environment
     (default: this one's).
     """
-    port_file = directory / f"{name}.port"
-    with (directory / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(BIN / "sigshare-hub"),
-                "--db",
-                url,
-                "serve",
-                "--listen",
-                listen,
-                *transport,
-                "--port-file",
-                str(port_file),
-                "--log-level",
-                "warning",
-            ],
-            env=None if env is None else dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return process, port_file
-
-
-def wait_for_port(process: subprocess.Popen[bytes], port_file: Path, deadline: float) -> int:
-    """The port the hub announced in ``port_file``; its log in the error if it exited or did
-    not announce one by ``deadline`` (``time.monotonic()``)."""
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            log = port_file.with_suffix(".log").read_text(errors="replace")
-            raise RuntimeError(f"the hub did not start:\n{log}")
-        time.sleep(0.02)
-    return int(port_file.read_text())
+    return start_hub_command(
+        ["--db", url, "serve", "--listen", listen, *transport, "--log-level", "warning"],
+        directory / f"{name}.log",
+        env=env,
+    )
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:

@@ -1,8 +1,12 @@
 """Test certificates made with ``cryptography``: a CA and leaf certificates it signs, written as
-PEM files (private keys mode 0600) for the hub's and the members' TLS options."""
+PEM files (private keys mode 0600) for the hub's and the members' TLS options; a forum's set of
+them (:func:`issue_forum_pki`) and a hub serving TLS or mTLS with it (:func:`tls_hub`)."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,7 +14,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import Engine
+
+from sigshare.hub.rpc.app import build_hub
+from sigshare.hub.rpc.server import TlsConfig, parse_listen
 
 ORGANIZATION = "sigshare tests"
 
@@ -49,10 +57,16 @@ def _write(
 
 
 def issue_ca(
-    directory: Path, stem: str, now: datetime
+    directory: Path,
+    stem: str,
+    now: datetime,
+    *,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
 ) -> tuple[Issued, x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A self-signed CA named ``<stem> root``, valid from a day before ``now`` for 30 days:
-    its files ``<stem>.crt``/``<stem>.key``, its certificate and its key (to sign leaves)."""
+    """A self-signed CA named ``<stem> root``, valid from ``not_before`` (default: a day before
+    ``now``) to ``not_after`` (default: 30 days after ``now``): its files
+    ``<stem>.crt``/``<stem>.key``, its certificate and its key (to sign leaves)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = subject(f"{stem} root")
     cert = (
@@ -61,8 +75,8 @@ def issue_ca(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
+        .not_valid_before(now - timedelta(days=1) if not_before is None else not_before)
+        .not_valid_after(now + timedelta(days=30) if not_after is None else not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -116,3 +130,79 @@ def issue_leaf(
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     return _write(directory, stem, builder.sign(issuer_key, hashes.SHA256()), key)
+
+
+@dataclass(frozen=True)
+class ForumPki:
+    """A forum's TLS material for a hub on loopback and one member, and a stranger's."""
+
+    ca: Issued
+    server: Issued
+    """For 127.0.0.1 and localhost, signed by ``ca``."""
+    client: Issued
+    """The member's client certificate, signed by ``ca``."""
+    other_ca: Issued
+    other_client: Issued
+    """A well-formed client certificate from ``other_ca``: one the hub must not accept."""
+
+
+def issue_forum_pki(directory: Path, now: datetime, *, member: str = "member") -> ForumPki:
+    """A forum CA with a server certificate and a client certificate for ``member`` (valid from
+    an hour before ``now`` for four weeks, so no check warns of their expiry), and an unrelated
+    CA with a client certificate."""
+    ca, ca_cert, ca_key = issue_ca(directory, "forum-ca", now)
+    other_ca, other_cert, other_key = issue_ca(directory, "other-ca", now)
+    start, end = now - timedelta(hours=1), now + timedelta(days=28)
+    return ForumPki(
+        ca=ca,
+        server=issue_leaf(
+            directory,
+            "hub",
+            issuer=(ca_cert, ca_key),
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+            not_before=start,
+            not_after=end,
+        ),
+        client=issue_leaf(
+            directory,
+            member,
+            issuer=(ca_cert, ca_key),
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            not_before=start,
+            not_after=end,
+        ),
+        other_ca=other_ca,
+        other_client=issue_leaf(
+            directory,
+            "stranger",
+            issuer=(other_cert, other_key),
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            not_before=start,
+            not_after=end,
+        ),
+    )
+
+
+@contextmanager
+def tls_hub(engine: Engine, pki: ForumPki, *, require_client_certificate: bool) -> Iterator[str]:
+    """A started hub over ``engine`` on a free loopback port with ``pki``'s server certificate,
+    requiring a client certificate from ``pki.ca`` if asked (mTLS); yields its target."""
+    tls = TlsConfig(
+        certificate=pki.server.cert,
+        private_key=pki.server.key,
+        client_ca=pki.ca.cert if require_client_certificate else None,
+    )
+    server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=tls, max_workers=4)
+    server.server.start()
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop(0)
+
+
+def issuer(issued: Issued) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The certificate and key of a CA's files, to sign more leaves with (:func:`issue_leaf`)."""
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return x509.load_pem_x509_certificate(issued.cert.read_bytes()), key

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,39 +13,23 @@ import pytest
 
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc
+from tests.support.processes import hub_command_serving
 
 HUB = Path(sys.executable).with_name("sigshare-hub")
-START_TIMEOUT = 30.0
 BAD = "sgs1_0123456789abcdef0123456789abcdef.not-a-secret"
 
 
 @pytest.fixture
-def serve_with_burst_one(tmp_path: Path, migrated_sqlite_template: bytes) -> Iterator[int]:
-    database = tmp_path / "hub.db"
-    database.write_bytes(migrated_sqlite_template)
-    port_file = tmp_path / "port"
-    stderr = tmp_path / "stderr"
-    with stderr.open("w") as errors:
-        process = subprocess.Popen(
-            [
-                *(str(HUB), "--db", f"sqlite:///{database}", "serve", "--insecure"),
-                *("--listen", "127.0.0.1:0", "--port-file", str(port_file)),
-                *("--refusal-burst", "1", "--refusals-per-minute", "0.5"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-            cwd=tmp_path,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (port_file.exists() and port_file.read_text().endswith("\n")):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"serve did not start:\n{stderr.read_text()}")
-            time.sleep(0.05)
-        yield int(port_file.read_text())
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def serve_with_burst_one(sqlite_url: str, tmp_path: Path) -> Iterator[int]:
+    with hub_command_serving(
+        [
+            *("--db", sqlite_url, "serve", "--insecure", "--listen", "127.0.0.1:0"),
+            *("--refusal-burst", "1", "--refusals-per-minute", "0.5"),
+        ],
+        tmp_path / "serve.log",
+        cwd=tmp_path,
+    ) as (_, port):
+        yield port
 
 
 def test_serve_applies_the_refusal_limit_it_is_given(serve_with_burst_one: int) -> None:

@@ -32,11 +32,11 @@ from sigshare.sketch.bloom import KeyedBloomFilter
 from sigshare.sketch.codec import encode_bloom
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
 from sigshare.sketch.prf import KeyedPRF, tokens_to_bytes
+from tests.support.processes import hub_command_serving
 
 HUB = Path(sys.executable).with_name("sigshare-hub")
 """The installed console script, next to this interpreter in the virtualenv."""
 COMMAND_TIMEOUT = 30.0
-START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 KEY_ID = "k1"
 MEMBER_SERVICE = "sigshare.v1.MemberService"
@@ -104,60 +104,31 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
 
 @dataclass
 class Served:
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     port: int
-    stderr: Path
+    log: Path
+    """The process's stderr and stdout."""
 
     def log_lines(self) -> list[str]:
-        return [line for line in self.stderr.read_text().splitlines() if line.strip()]
-
-
-def _wait_for_port(process: subprocess.Popen[str], port_file: Path, stderr: Path) -> int:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve exited {process.returncode} early:\n{stderr.read_text()}")
-        text = port_file.read_text() if port_file.exists() else ""
-        if text.endswith("\n"):  # written in full
-            return int(text)
-        time.sleep(0.02)
-    pytest.fail(f"no port file after {START_TIMEOUT} s:\n{stderr.read_text()}")
+        return [line for line in self.log.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture
 def served(provisioned: Provisioned, tmp_path: Path) -> Iterator[Served]:
     """``serve --insecure`` on a free loopback port, in the background; killed if still running."""
-    port_file = tmp_path / "port"
-    stderr = tmp_path / "stderr.log"
-    with stderr.open("w") as sink:
-        process = subprocess.Popen(
-            [
-                str(HUB),
-                "--db",
-                provisioned.url,
-                "serve",
-                "--insecure",
-                "--listen",
-                "127.0.0.1:0",
-                "--port-file",
-                str(port_file),
-                "--log-json",
-                # No cache at all: every Resolve builds its membership index afresh.
-                "--index-cache-mib",
-                "0",
-            ],
-            cwd=provisioned.directory,
-            env=_environment(),
-            stdout=subprocess.PIPE,
-            stderr=sink,
-            text=True,
-        )
-    try:
-        yield Served(process, _wait_for_port(process, port_file, stderr), stderr)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=COMMAND_TIMEOUT)
+    log = tmp_path / "serve.log"
+    with hub_command_serving(
+        [
+            *("--db", provisioned.url, "serve", "--insecure", "--listen", "127.0.0.1:0"),
+            "--log-json",
+            # No cache at all: every Resolve builds its membership index afresh.
+            *("--index-cache-mib", "0"),
+        ],
+        log,
+        env=_environment(),
+        cwd=provisioned.directory,
+    ) as (process, port):
+        yield Served(process, port, log)
 
 
 def _health(port: int, service: str) -> int:
@@ -215,7 +186,7 @@ def test_serve_end_to_end(provisioned: Provisioned, served: Served) -> None:
 
     served.process.send_signal(signal.SIGTERM)
     started = time.monotonic()
-    stdout, _ = served.process.communicate(timeout=STOP_TIMEOUT)
+    served.process.wait(timeout=STOP_TIMEOUT)
     assert served.process.returncode == 0, "\n".join(served.log_lines())
     assert time.monotonic() - started < STOP_TIMEOUT
 
@@ -225,7 +196,7 @@ def test_serve_end_to_end(provisioned: Provisioned, served: Served) -> None:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            pytest.fail(f"a stderr line is not JSON: {line!r}")
+            pytest.fail(f"a log line is not JSON: {line!r}")
     for record in records:
         assert {"time", "level", "logger", "message"} <= record.keys(), record
     messages = [record["message"] for record in records]
@@ -234,7 +205,7 @@ def test_serve_end_to_end(provisioned: Provisioned, served: Served) -> None:
     assert sum("Resolve" in m and "principal=acme" in m for m in messages) == 2, messages
     assert any("bad-credential" in m for m in messages), messages
     assert messages[-1] == "stopped", messages
-    everything = served.stderr.read_text() + stdout
+    everything = served.log.read_text()
     assert provisioned.credential not in everything
     assert wrong not in everything
     secret_part = provisioned.credential.split("_", 2)[2]  # the secret may contain "_"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -380,13 +379,10 @@ def test_rotating_a_revoked_or_unknown_principal_fails_and_changes_nothing(
 
 
 def test_member_rotate_prints_the_new_credential_once_and_the_old_one_is_refused(
-    tmp_path: Path, migrated_sqlite_template: bytes, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "hub.db"
-    path.write_bytes(migrated_sqlite_template)
-    url = f"sqlite:///{path}"
-    monkeypatch.setenv(DATABASE_URL_ENV, url)
-    engine = make_engine(url)
+    monkeypatch.setenv(DATABASE_URL_ENV, sqlite_url)
+    engine = make_engine(sqlite_url)
     try:
         credentials = provision(engine)
         runner = CliRunner()

@@ -14,10 +14,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,11 +38,12 @@ from sigshare.hub.rpc.client_identity import ClientIdentityPolicy
 from sigshare.hub.rpc.server import TlsConfig, parse_listen
 from sigshare.hub.services.parameters import set_kind_parameters
 from sigshare.hub.services.principals import add_principal
-from sigshare.hub.storage import make_engine, session_scope
+from sigshare.hub.storage import session_scope
 from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc
+from tests.support.processes import hub_command_serving
 from tests.support.tls import ORGANIZATION, Issued, issue_ca, issue_leaf
 
 TIMEOUT = 10.0
@@ -106,19 +105,15 @@ class Forum:
 
 
 @pytest.fixture
-def forum(tmp_path: Path, migrated_sqlite_template: bytes) -> Iterator[Forum]:
-    path = tmp_path / "hub.db"
-    path.write_bytes(migrated_sqlite_template)
-    engine = make_engine(f"sqlite:///{path}")
+def forum(sqlite_engine: Engine) -> Forum:
     credentials = {}
-    with session_scope(engine) as session:
+    with session_scope(sqlite_engine) as session:
         for name in ("acme", "globex"):
             _, credential = add_principal(
                 session, actor="test", name=name, role=Role.MEMBER, now=datetime.now(UTC)
             )
             credentials[name] = credential.token
-    yield Forum(engine, credentials)
-    engine.dispose()
+    return Forum(sqlite_engine, credentials)
 
 
 @contextmanager
@@ -270,59 +265,24 @@ def test_binding_needs_mtls(forum: Forum, pki: Pki) -> None:
 
 # ------------------------------------------------------------------ the real `serve` process
 
-HUB = Path(sys.executable).with_name("sigshare-hub")
-"""The installed console script, next to this interpreter in the virtualenv."""
-START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
 
-@contextmanager
 def serve(
     url: str, pki: Pki, identity_map: Path, directory: Path
-) -> Iterator[tuple[subprocess.Popen[str], int]]:
+) -> AbstractContextManager[tuple[subprocess.Popen[bytes], int]]:
     """``sigshare-hub serve`` with mTLS and an identity map on a free loopback port, its log
     in ``directory``/serve.log: the process and its port, once it serves; killed on exit."""
-    port_file = directory / "serve.port"
-    log = directory / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [
-                str(HUB),
-                "--db",
-                url,
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                str(pki.server.cert),
-                "--tls-key",
-                str(pki.server.key),
-                "--client-ca",
-                str(pki.ca.cert),
-                "--client-identity-map",
-                str(identity_map),
-                "--port-file",
-                str(port_file),
-            ],
-            cwd=directory,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (port_file.exists() and port_file.read_text().endswith("\n")):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"serve did not start (exit {process.poll()}):\n{log.read_text()}")
-            time.sleep(0.02)
-        yield process, int(port_file.read_text())
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(STOP_TIMEOUT)
+    return hub_command_serving(
+        [
+            *("--db", url, "serve", "--listen", "127.0.0.1:0"),
+            *("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key)),
+            *("--client-ca", str(pki.ca.cert), "--client-identity-map", str(identity_map)),
+        ],
+        directory / "serve.log",
+        env={k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV},
+        cwd=directory,
+    )
 
 
 def test_serve_binds_certificates_to_principals_as_its_identity_map_says(

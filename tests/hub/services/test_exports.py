@@ -1,5 +1,6 @@
 """Exports of the review records (CSV, JSON, STIX 2.1) on both databases, against a forum
-seeded through the hub's services with known raw values and prompts (``review_seed``).
+seeded through the hub's services with known raw values and prompts
+(:mod:`tests.support.review_seed`).
 
 The STIX bundle is checked with ``stix2-validator`` — offline, every remote lookup refused —
 and must have zero errors and zero warnings, with strict checking and references enforced.

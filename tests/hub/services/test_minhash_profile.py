@@ -17,12 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import Engine, text
 
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import HubClient
-from sigshare.hub.cli import cli
 from sigshare.hub.domain import MinHashParameters, Principal, RecordType, ReviewStatus
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.listing import RecordQuery
@@ -40,6 +38,7 @@ from sigshare.sketch.codec import SketchFormat
 from sigshare.sketch.lsh import optimal_banding
 from sigshare.sketch.minhash import MinHashParams, estimate_jaccard
 from sigshare.v1 import hub_pb2 as pb
+from tests.support.cli import invoke_hub, invoke_hub_json, table_cells
 from tests.support.hub import (
     ADMIN,
     COORDINATOR,
@@ -317,24 +316,6 @@ def _operator(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
 
 
-def run(url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", url, *args])
-
-
-def run_json(url: str, *args: str) -> Any:
-    result = run(url, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def cells(stdout: str) -> list[list[str]]:
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in stdout.splitlines()
-        if line.startswith("│")
-    ]
-
-
 OLD_PROFILE_OPTIONS = ["--shingle-size", "3", "--keep-stopwords", "--core-rules", "1"]
 OLD_PROFILE_OPTIONS += ["--threshold", "0.5"]
 RESUBMIT_NOTE = (
@@ -369,10 +350,10 @@ def recommended_document(family: str, key_id: str, **policy: Any) -> dict[str, A
 
 @pytest.mark.usefixtures("_operator")
 def test_set_minhash_on_a_new_family_shows_the_recommended_profile(database_url: str) -> None:
-    result = run(database_url, "params", "set-minhash", PROMPT, "--key-id", "k1")
+    result = invoke_hub(database_url, "params", "set-minhash", PROMPT, "--key-id", "k1")
     assert (result.exit_code, result.stderr) == (0, ""), result.output
     banding = optimal_banding(0.25, 128)
-    assert cells(result.stdout) == [
+    assert table_cells(result.stdout) == [
         [
             PROMPT,
             "k1",
@@ -390,7 +371,7 @@ def test_set_minhash_on_a_new_family_shows_the_recommended_profile(database_url:
     digest = recommended_document(PROMPT, "k1")["digest"]
     assert result.stdout.endswith(f"\ndigest {digest}\n")
 
-    document = run_json(database_url, "params", "set-minhash", "chat", "--key-id", "k2")
+    document = invoke_hub_json(database_url, "params", "set-minhash", "chat", "--key-id", "k2")
     assert document.pop("updated_at")
     assert document == {**recommended_document("chat", "k2"), "members_must_resubmit": False}
 
@@ -401,23 +382,23 @@ def test_upgrade_minhash_moves_an_old_family_and_warns_members_must_resubmit(
 ) -> None:
     policy = ["--quorum", "3", "--retention-days", "7", "--reveal-members"]
     for family in (PROMPT, "chat"):
-        old = run(
+        old = invoke_hub(
             database_url, "params", "set-minhash", family, "--key-id", "k1", *OLD_PROFILE_OPTIONS
         )
         assert (old.exit_code, old.stderr) == (0, ""), old.output
-        assert run(database_url, "params", "set-minhash", family, *policy).exit_code == 0
-    before = run_json(database_url, "params", "show")["minhash_families"]
+        assert invoke_hub(database_url, "params", "set-minhash", family, *policy).exit_code == 0
+    before = invoke_hub_json(database_url, "params", "show")["minhash_families"]
     assert [(f["shingle_size"], f["drop_stopwords"], f["core_rules"]) for f in before] == [
         (3, False, 1)
     ] * 2
 
-    result = run(database_url, "params", "upgrade-minhash", PROMPT)
+    result = invoke_hub(database_url, "params", "upgrade-minhash", PROMPT)
     assert result.exit_code == 0, result.output
     assert result.stderr == (
         "warning: prompt signatures change from key_id k1, P=128, word 3-grams to key_id k1, "
         "P=128, word 1-grams without stopwords: " + RESUBMIT_NOTE.format(family=PROMPT)
     )
-    assert cells(result.stdout)[0][:7] == [
+    assert table_cells(result.stdout)[0][:7] == [
         PROMPT,
         "k1",
         "128",
@@ -426,9 +407,9 @@ def test_upgrade_minhash_moves_an_old_family_and_warns_members_must_resubmit(
         "0.25",
         "0.5",
     ]
-    assert cells(result.stdout)[0][8:] == ["3", "7", "yes"]  # the policy is kept
+    assert table_cells(result.stdout)[0][8:] == ["3", "7", "yes"]  # the policy is kept
 
-    upgraded = run(database_url, "params", "upgrade-minhash", "chat", "--json")
+    upgraded = invoke_hub(database_url, "params", "upgrade-minhash", "chat", "--json")
     assert upgraded.exit_code == 0, upgraded.output
     assert "members must resubmit" in upgraded.stderr
     document = json.loads(upgraded.stdout)
@@ -439,25 +420,25 @@ def test_upgrade_minhash_moves_an_old_family_and_warns_members_must_resubmit(
     }
 
     # Already there: nothing changes and nobody needs to resubmit.
-    again = run(database_url, "params", "upgrade-minhash", PROMPT)
+    again = invoke_hub(database_url, "params", "upgrade-minhash", PROMPT)
     assert (again.exit_code, again.stderr) == (0, "")
     assert again.stdout.startswith("prompt already uses the recommended profile: nothing changed\n")
-    again_json = run_json(database_url, "params", "upgrade-minhash", "chat")
+    again_json = invoke_hub_json(database_url, "params", "upgrade-minhash", "chat")
     assert again_json["members_must_resubmit"] is False
     assert again_json["digest"] == document["digest"]
 
 
 @pytest.mark.usefixtures("_operator")
 def test_upgrade_minhash_of_a_missing_family_is_a_usage_error(database_url: str) -> None:
-    result = run(database_url, "params", "upgrade-minhash", "nope")
+    result = invoke_hub(database_url, "params", "upgrade-minhash", "nope")
     assert result.exit_code == ExitCode.USAGE
     assert result.stdout == ""
     assert (
         "Error: MinHash family 'nope' does not exist: publish it with `params set-minhash`"
         in result.stderr
     )
-    assert run_json(database_url, "params", "show")["minhash_families"] == []
-    actions = run_json(database_url, "audit", "show")["entries"]
+    assert invoke_hub_json(database_url, "params", "show")["minhash_families"] == []
+    actions = invoke_hub_json(database_url, "audit", "show")["entries"]
     assert [entry["action"] for entry in actions] == []
 
 

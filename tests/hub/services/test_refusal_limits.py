@@ -9,9 +9,7 @@ credential from it is refused too, and the credential check is seen not to run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,7 +29,7 @@ from sigshare.hub.services.refusals import (
     SummaryKind,
     source_key,
 )
-from sigshare.hub.storage import make_engine, session_scope
+from sigshare.hub.storage import session_scope
 from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.web import create_app
 from sigshare.hub.web.routes import auth as web_auth
@@ -288,15 +286,6 @@ def test_grpc_refuses_a_limited_source_without_checking_its_credential(
     assert all("guess" not in str(e.details) for e in entries)
 
 
-@pytest.fixture
-def console_engine(tmp_path: Path, migrated_sqlite_template: bytes) -> Iterator[Engine]:
-    path = tmp_path / "hub.db"
-    path.write_bytes(migrated_sqlite_template)
-    engine = make_engine(f"sqlite:///{path}")
-    yield engine
-    engine.dispose()
-
-
 class SignIn:
     def __init__(self, app: Any, host: str) -> None:
         self.client = TestClient(app, client=(host, 50000))
@@ -315,13 +304,13 @@ class SignIn:
 
 
 def test_console_sign_in_is_limited_per_client_address(
-    console_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    credentials = provision(console_engine)
+    credentials = provision(sqlite_engine)
     clock = FakeClock()
     checked = counted_checks(monkeypatch, web_auth)
     app = create_app(
-        console_engine,
+        sqlite_engine,
         secure_cookies=False,
         refusal_policy=POLICY,
         refusal_clock=clock,
@@ -336,7 +325,7 @@ def test_console_sign_in_is_limited_per_client_address(
     clock.advance(REFILL)
     assert attacker.post(valid) == 303
 
-    entries = refused_entries(console_engine)
+    entries = refused_entries(sqlite_engine)
     assert [(e.actor, e.target, e.details["kind"], e.details["refusals"]) for e in entries] == [
         ("web", f"source:{A}", "first", 1),
         ("web", f"source:{A}", "limited", 3),
@@ -344,17 +333,17 @@ def test_console_sign_in_is_limited_per_client_address(
     # The window's total is reported once the window closes.
     clock.advance(POLICY.window_seconds)
     assert SignIn(app, B).post("wrong") == 401
-    with_total = refused_entries(console_engine)[2:]
+    with_total = refused_entries(sqlite_engine)[2:]
     assert [(e.target, e.details["kind"], e.details["refusals"]) for e in with_total] == [
         (f"source:{A}", "window", 301),
         (f"source:{B}", "first", 1),
     ]
 
 
-def test_the_console_audit_clock_stamps_refusal_entries(console_engine: Engine) -> None:
-    provision(console_engine)
+def test_the_console_audit_clock_stamps_refusal_entries(sqlite_engine: Engine) -> None:
+    provision(sqlite_engine)
     moment = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    app = create_app(console_engine, secure_cookies=False, clock=lambda: moment)
+    app = create_app(sqlite_engine, secure_cookies=False, clock=lambda: moment)
     assert SignIn(app, A).post("wrong") == 401
-    [entry] = refused_entries(console_engine)
+    [entry] = refused_entries(sqlite_engine)
     assert entry.at == moment

@@ -14,13 +14,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import URL, make_url
 
 from sigshare.client.exit_codes import ExitCode
-from sigshare.hub.cli import cli
 from sigshare.hub.storage import migrate
 from sigshare.hub.storage.database import make_engine
+from tests.support.cli import invoke_hub
 from tests.support.databases import fresh_postgres_database
 from tests.support.hub import (
     MEMBERS,
@@ -35,10 +34,6 @@ from tests.support.hub import (
 
 QUORUM = 2
 Answers = dict[str, list[int]]
-
-
-def hub(url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", url, *args])
 
 
 def answers(
@@ -88,7 +83,9 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
                 before[member] = result.others.tolist()
 
             if url.startswith("sqlite"):
-                made = hub(url, "db", "backup", "--out", str(backup), "--json")  # while serving
+                made = invoke_hub(
+                    url, "db", "backup", "--out", str(backup), "--json"
+                )  # while serving
                 assert made.exit_code == 0, made.output
                 document = json.loads(made.stdout)
                 assert document["backup"] == str(backup)
@@ -123,7 +120,7 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
         restored_path.chmod(0o600)
         shutil.copytree(f"{backup}.blobs", f"{restored_path}.blobs")
         restored = f"sqlite:///{restored_path}"
-        assert hub(restored, "db", "upgrade").exit_code == 0
+        assert invoke_hub(restored, "db", "upgrade").exit_code == 0
         assert answers(restored, credentials, forum) == before
         return
     server = request.getfixturevalue("postgres_server")
@@ -132,9 +129,9 @@ def test_restored_backup_answers_as_the_forum_did_when_backed_up(
         assert restore is not None, "pg_restore is not installed"
         run_tool(restore, "--no-owner", "--exit-on-error", f"--dbname={libpq(target)}", str(backup))
         restored = target.render_as_string(hide_password=False)
-        assert hub(restored, "db", "upgrade").exit_code == 0
+        assert invoke_hub(restored, "db", "upgrade").exit_code == 0
         restored_blobs = tmp_path / "blobs-backup"
-        checked = hub(restored, "--blob-dir", str(restored_blobs), "db", "blobs", "--json")
+        checked = invoke_hub(restored, "--blob-dir", str(restored_blobs), "db", "blobs", "--json")
         assert checked.exit_code == 0, checked.output
         assert json.loads(checked.stdout)["missing"] == []
         assert answers(restored, credentials, forum, restored_blobs) == before
@@ -145,17 +142,17 @@ def test_backup_refuses_without_changing_anything(
 ) -> None:
     database = tmp_path / "hub.db"
     url = f"sqlite:///{database}"
-    assert hub(url, "db", "upgrade").exit_code == 0
+    assert invoke_hub(url, "db", "upgrade").exit_code == 0
 
     existing = tmp_path / "existing.db"
     existing.write_bytes(b"keep me")
-    refused = hub(url, "db", "backup", "--out", str(existing))
+    refused = invoke_hub(url, "db", "backup", "--out", str(existing))
     assert refused.exit_code == ExitCode.INPUT
     assert f"{existing} already exists" in refused.stderr
     assert existing.read_bytes() == b"keep me"
 
     missing = tmp_path / "missing.db"
-    refused = hub(f"sqlite:///{missing}", "db", "backup", "--out", str(tmp_path / "b1.db"))
+    refused = invoke_hub(f"sqlite:///{missing}", "db", "backup", "--out", str(tmp_path / "b1.db"))
     assert refused.exit_code == ExitCode.CONFIG
     assert "no such database file" in refused.stderr
     assert not missing.exists()
@@ -163,12 +160,14 @@ def test_backup_refuses_without_changing_anything(
 
     not_a_database = tmp_path / "garbage.db"
     not_a_database.write_bytes(b"not an sqlite file" * 100)
-    refused = hub(f"sqlite:///{not_a_database}", "db", "backup", "--out", str(tmp_path / "b2.db"))
+    refused = invoke_hub(
+        f"sqlite:///{not_a_database}", "db", "backup", "--out", str(tmp_path / "b2.db")
+    )
     assert refused.exit_code == ExitCode.INPUT
     assert "cannot back up" in refused.stderr
     assert not (tmp_path / "b2.db").exists()
 
-    refused = hub(migrated_postgres_url, "db", "backup", "--out", str(tmp_path / "b3.db"))
+    refused = invoke_hub(migrated_postgres_url, "db", "backup", "--out", str(tmp_path / "b3.db"))
     assert refused.exit_code == ExitCode.INPUT
     assert "back it up with pg_dump" in refused.stderr
     assert not (tmp_path / "b3.db").exists()

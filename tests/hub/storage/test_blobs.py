@@ -37,6 +37,7 @@ from sigshare.hub.storage.blobs import (
 from sigshare.hub.storage.database import blob_directory
 from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.codec import encode_bloom
+from tests.support.cli import invoke_hub
 from tests.support.databases import empty_tables
 from tests.support.hub import (
     email_forum,
@@ -735,7 +736,7 @@ def test_the_sweeper_thread_sweeps_at_once_and_stops_when_asked(blob_engine: Eng
 
 def hub(url: str, blob_dir: Path | None, *args: str) -> Result:
     location = [] if blob_dir is None else ["--blob-dir", str(blob_dir)]
-    return CliRunner().invoke(cli, ["--db", url, *location, "db", "blobs", *args])
+    return invoke_hub(url, *location, "db", "blobs", *args)
 
 
 def _two_submissions(engine: Engine) -> list[str]:

@@ -23,6 +23,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from sqlalchemy import Engine, func, select
+
 from bench.hub_bench import (
     FPR,
     KEY_ID,
@@ -31,8 +33,6 @@ from bench.hub_bench import (
     provision,
     replaceable_email,
 )
-from sqlalchemy import Engine, func, select
-
 from sigshare.client.errors import HubClientError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
 from sigshare.hub.services import payloads

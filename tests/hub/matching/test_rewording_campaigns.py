@@ -20,39 +20,37 @@ before the hub, rather than the forum drawn, is to blame.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
-from bench.rewording_corpus import BENIGN, Scenario, generate
-from hubtest import (
-    COORDINATOR,
-    KEY_ID,
-    MEMBERS,
-    PROMPT,
-    SETUP_ACTOR,
-    ClusterUpload,
-    RunningHub,
-    forum_secret,
-    provision,
-    running_hub,
-    submit_clusters,
-)
 
+from bench.rewording_corpus import BENIGN, Scenario, generate
 from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import PublishedMinHash
 from sigshare.hub.services import parameters
 from sigshare.hub.services.parameters import RECOMMENDED_MINHASH
-from sigshare.hub.storage import make_engine, session_scope
+from sigshare.hub.storage import session_scope
 from sigshare.sketch.cluster import ClusterInfo, cluster_prompts, new_cluster_id
 from sigshare.sketch.codec import SignatureSet
 from sigshare.sketch.minhash import SaltedMinHasher
 from sigshare.v1 import hub_pb2 as pb
+from tests.support.hub import (
+    COORDINATOR,
+    KEY_ID,
+    MEMBERS,
+    PROMPT,
+    RPC_TIMEOUT,
+    SETUP_ACTOR,
+    ClusterUpload,
+    RunningHub,
+    forum_secret,
+    submit_clusters,
+)
 
-TIMEOUT = 30.0
 MIN_VOLUME = 3
 """Members send clusters of at least this many prompts (the benchmark's and the tests' choice)."""
 SEEDS = (8, 9)
@@ -82,18 +80,6 @@ def recall_bound(rate: float) -> float:
     benchmark missed a pair at these rates (sd 0), so the bound is every pair."""
     mean, sd = BENCHMARK_RECALL[rate]
     return max(RECALL_GOAL, mean - SD_ALLOWANCE * sd)
-
-
-@pytest.fixture
-def hub(database_url: str) -> Iterator[RunningHub]:
-    """A started hub with an admin, a coordinator and members m1–m4 (one per firm)."""
-    engine = make_engine(database_url)
-    try:
-        credentials = provision(engine)
-        with running_hub(engine, credentials) as running:
-            yield running
-    finally:
-        engine.dispose()
 
 
 def publish_prompt_family(hub: RunningHub, **options: Any) -> None:
@@ -199,7 +185,7 @@ def listed_campaigns(hub: RunningHub) -> list[pb.Campaign]:
         response = hub.review_stub.ListCampaigns(
             pb.ListCampaignsRequest(family=PROMPT, page=pb.PageRequest(page_token=token)),
             metadata=hub.metadata(COORDINATOR),
-            timeout=TIMEOUT,
+            timeout=RPC_TIMEOUT,
         )
         campaigns += response.campaigns
         token = response.next_page_token

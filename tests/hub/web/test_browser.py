@@ -1,8 +1,8 @@
 """The coordinators' web console in a real browser: headless Chromium driven by Selenium.
 
 The console runs under uvicorn on a free loopback port (a thread of this process) over an SQLite
-hub seeded with a small forum through the hub's services (``review_seed``: members' filters,
-confirmations and cluster sets), plus a few dozen extra shared indicators confirmed at the
+hub seeded with a small forum through the hub's services (``tests.support.review_seed``: members'
+filters, confirmations and cluster sets), plus a few dozen extra shared indicators confirmed at the
 storage layer so that the listings have pages to turn. Each test signs in with the coordinator's
 credential and drives one part of the console the way a coordinator would: the overview and
 overlap heatmap, the indicator review (filter, sort, paginate, open, triage with a note,
@@ -21,9 +21,6 @@ import io
 import json
 import os
 import random
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,9 +29,6 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
-from hubtest import COORDINATOR, EMAIL, KEY_ID, MEMBERS, provision
-from review_seed import SEEDED_AT, SeededForum, seed_forum
 from selenium import webdriver
 from selenium.common.exceptions import (
     StaleElementReferenceException,
@@ -59,10 +53,13 @@ from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.indicators import IndicatorRepository, TokenConfirmation
 from sigshare.hub.storage.principals import PrincipalRepository
 from sigshare.hub.web import create_app
+from tests.support.console import serve_console
+from tests.support.hub import COORDINATOR, EMAIL, KEY_ID, MEMBERS, provision
+from tests.support.review_seed import SEEDED_AT, SeededForum, seed_forum
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-output" / "screenshots"
 WINDOW = (1366, 900)
 MAX_SCREENSHOT_HEIGHT = 6000
 WAIT_SECONDS = 15.0
@@ -162,54 +159,6 @@ def _add_indicators(engine: Engine, count: int) -> None:
             )
 
 
-@dataclass
-class _Served:
-    server: uvicorn.Server
-    thread: threading.Thread
-    listener: socket.socket
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.listener.close()
-
-
-def _loopback_listener() -> socket.socket:
-    """A listening TCP socket on a free 127.0.0.1 port, made with ``IPPROTO_TCP`` explicitly:
-    asyncio sets ``TCP_NODELAY`` only on connections of such sockets. ``socket.create_server``
-    makes sockets of protocol 0, whose keep-alive responses each wait ~40 ms for a delayed ACK
-    (Nagle's algorithm holds the body back behind the unacknowledged headers)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-    except OSError:
-        listener.close()
-        raise
-    return listener
-
-
-def _serve(app: Any) -> _Served:
-    """``app`` under uvicorn on a free 127.0.0.1 port, in a daemon thread, once it accepts."""
-    listener = _loopback_listener()
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [listener]}, name="console", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise AssertionError("the console did not start")
-        time.sleep(0.02)
-    return _Served(server, thread, listener)
-
-
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     _require_browser()
@@ -220,11 +169,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     credentials = provision(engine, now=SEEDED_AT)
     forum = seed_forum(engine, provisioned=True)
     _add_indicators(engine, EXTRA_INDICATORS)
-    served = _serve(create_app(engine, secure_cookies=False))
     try:
-        yield Console(served.url, engine, credentials, forum)
+        with serve_console(create_app(engine, secure_cookies=False)) as base:
+            yield Console(base, engine, credentials, forum)
     finally:
-        served.stop()
         engine.dispose()
 
 

@@ -1,5 +1,6 @@
 """``sigshare-hub review`` and ``sigshare-hub export``: exit codes, exact output, JSON documents and
-files, against a forum seeded through the hub's services (``review_seed``) on both databases."""
+files, against a forum seeded through the hub's services (``tests.support.review_seed``) on both
+databases."""
 
 from __future__ import annotations
 
@@ -14,18 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
-from hubtest import EMAIL, PROMPT, email_prf, forum_secret
-from review_seed import (
-    EMAILS,
-    PROBE_FLAGS,
-    PROBES,
-    SeededForum,
-    expected_categories,
-    probe_values,
-    seed_forum,
-    seed_probing,
-)
+from click.testing import CliRunner
 from stix2validator import ValidationOptions, validate_string  # type: ignore[import-untyped]
 
 from sigshare.client.exit_codes import ExitCode
@@ -42,6 +32,18 @@ from sigshare.hub.services.exports import (
 from sigshare.hub.storage import make_engine, session_scope
 from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.sketch.prf import tokens_to_bytes
+from tests.support.cli import invoke_hub, invoke_hub_json, table_cells
+from tests.support.hub import EMAIL, PROMPT, email_prf, forum_secret
+from tests.support.review_seed import (
+    EMAILS,
+    PROBE_FLAGS,
+    PROBES,
+    SeededForum,
+    expected_categories,
+    probe_values,
+    seed_forum,
+    seed_probing,
+)
 
 OPERATOR = "cli:alice"
 
@@ -83,36 +85,17 @@ def seeded(database_url: str) -> Iterator[Seeded]:
         engine.dispose()
 
 
-def hub(url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", url, *args])
-
-
-def hub_json(url: str, *args: str, code: int = 0) -> Any:
-    result = hub(url, *args, "--json")
-    assert result.exit_code == code, result.output
-    return json.loads(result.stdout)
-
-
 def refused(url: str, *args: str, code: ExitCode) -> str:
     """The one-line message of a command that must fail with ``code``."""
-    result = hub(url, *args)
+    result = invoke_hub(url, *args)
     assert result.exit_code == code, result.output
     assert result.stdout == ""
     return result.stderr.strip().removeprefix("error: ")
 
 
-def cells(stdout: str) -> list[list[str]]:
-    """The data rows of the tables in ``stdout``, each as its stripped cell texts."""
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in stdout.splitlines()
-        if line.startswith("│")
-    ]
-
-
 def audit_actions(url: str, actor: str = OPERATOR) -> list[tuple[str, str, dict[str, Any]]]:
     """``(action, target, details)`` of ``actor``'s audit entries, oldest first."""
-    document = hub_json(url, "audit", "show", "--actor", actor, "--page-size", "1000")
+    document = invoke_hub_json(url, "audit", "show", "--actor", actor, "--page-size", "1000")
     return [(e["action"], e["target"], e["details"]) for e in reversed(document["entries"])]
 
 
@@ -122,7 +105,7 @@ def audit_actions(url: str, actor: str = OPERATOR) -> list[tuple[str, str, dict[
 def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
     url = seeded.url
     everything = [indicator_record(i) for i in seeded.indicators]
-    newest_first = hub_json(url, "review", "indicators")
+    newest_first = invoke_hub_json(url, "review", "indicators")
     assert newest_first == {
         "total": 3,
         "first": 1,
@@ -132,22 +115,22 @@ def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
         "indicators": everything[::-1],
     }
     oldest_first = ("review", "indicators", "--asc", "--page-size", "2")
-    first = hub_json(url, *oldest_first)
+    first = invoke_hub_json(url, *oldest_first)
     assert (first["first"], first["previous_cursor"], first["indicators"]) == (
         1,
         None,
         everything[:2],
     )
-    second = hub_json(url, *oldest_first, "--cursor", first["next_cursor"])
+    second = invoke_hub_json(url, *oldest_first, "--cursor", first["next_cursor"])
     assert (second["total"], second["first"], second["next_cursor"], second["indicators"]) == (
         3,
         3,
         None,
         everything[2:],
     )
-    back = hub_json(url, *oldest_first, "--cursor", second["previous_cursor"])
+    back = invoke_hub_json(url, *oldest_first, "--cursor", second["previous_cursor"])
     assert back["indicators"] == everything[:2]
-    paged = hub(url, *oldest_first)
+    paged = invoke_hub(url, *oldest_first)
     assert paged.stdout.startswith("shared indicators 1-2 of 3\n")
     assert paged.stdout.endswith(f"next page: --cursor {first['next_cursor']}\n")
     # A cursor names a place in one order: it is refused for another.
@@ -157,21 +140,21 @@ def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
     assert refused(url, "review", "indicators", "--cursor", "p1.5", code=ExitCode.INPUT) == (
         "page token is not one this hub issued"
     )
-    by_reporters = hub_json(url, "review", "indicators", "--sort", "reporters")["indicators"]
+    by_reporters = invoke_hub_json(url, "review", "indicators", "--sort", "reporters")["indicators"]
     assert [r["reporters"] for r in by_reporters] == [3, 2, 2]
-    farm = hub_json(url, "review", "indicators", "--category", "account-farm")
+    farm = invoke_hub_json(url, "review", "indicators", "--category", "account-farm")
     assert sorted(seeded.forum.value_of_id[r["id"]] for r in farm["indicators"]) == [
         "alice.rawvalue@example.com",
         "bob.rawvalue@example.org",
     ]
-    assert hub_json(url, "review", "indicators", "--status", "confirmed")["indicators"] == []
-    assert hub_json(url, "review", "indicators", "--kind", EMAIL)["total"] == 3
+    assert invoke_hub_json(url, "review", "indicators", "--status", "confirmed")["indicators"] == []
+    assert invoke_hub_json(url, "review", "indicators", "--kind", EMAIL)["total"] == 3
 
-    table = hub(url, "review", "indicators", "--asc")
+    table = invoke_hub(url, "review", "indicators", "--asc")
     assert table.exit_code == 0, table.output
     assert table.stdout.startswith("shared indicators 1-3 of 3\n")
     assert "--cursor" not in table.stdout
-    rows = cells(table.stdout)
+    rows = table_cells(table.stdout)
     assert [row[0] for row in rows] == [i.id for i in seeded.indicators]
     bob = seeded.indicator_of("bob.rawvalue@example.org")
     assert [row[1:4] for row in rows if row[0] == bob] == [["email", "3", "-"]]
@@ -180,30 +163,30 @@ def test_review_indicators_pages_filters_and_sorts(seeded: Seeded) -> None:
     assert '=HYPERLINK("http://evil.example/x","click")' in table.stdout
 
     after_the_oldest = Cursor("indicators", "created", True, 1, 1).encode()
-    past = hub(url, "review", "indicators", "--cursor", after_the_oldest)
+    past = invoke_hub(url, "review", "indicators", "--cursor", after_the_oldest)
     assert past.stdout == "no shared indicators past this cursor (3 in all)\n"
-    none = hub(url, "review", "indicators", "--status", "dismissed")
+    none = invoke_hub(url, "review", "indicators", "--status", "dismissed")
     assert none.stdout == "no shared indicators match\n"
     assert refused(url, "review", "indicators", "--kind", "Bad Kind", code=ExitCode.INPUT) == (
         "kind 'Bad Kind' is not a valid name: 1-64 characters of a-z, 0-9, '.', '_' or '-', "
         "starting with a letter or digit"
     )
     for bad in (["--page", "2"], ["--page-size", "0"], ["--page-size", "1001"], ["--sort", "x"]):
-        assert hub(url, "review", "indicators", *bad).exit_code == ExitCode.USAGE
+        assert invoke_hub(url, "review", "indicators", *bad).exit_code == ExitCode.USAGE
 
 
 def test_review_indicators_show_names_only_where_the_policy_reveals_them(
     seeded: Seeded,
 ) -> None:
-    hidden = hub_json(seeded.url, "review", "indicators")["indicators"]
+    hidden = invoke_hub_json(seeded.url, "review", "indicators")["indicators"]
     assert all(r["reporter_names"] == [] for r in hidden)
-    set_reveal = hub(
+    set_reveal = invoke_hub(
         seeded.url,
         *("params", "set", EMAIL, "--key-id", "epoch-1", "--capacity", "20000", "--fpr", "0.001"),
         "--reveal-members",
     )
     assert set_reveal.exit_code == 0, set_reveal.output
-    shown = hub_json(seeded.url, "review", "indicators")["indicators"]
+    shown = invoke_hub_json(seeded.url, "review", "indicators")["indicators"]
     assert {r["id"]: r["reporter_names"] for r in shown} == {
         i: sorted(EMAILS[v]) for i, v in seeded.forum.value_of_id.items()
     }
@@ -211,7 +194,7 @@ def test_review_indicators_show_names_only_where_the_policy_reveals_them(
 
 def test_review_campaigns(seeded: Seeded) -> None:
     url = seeded.url
-    document = hub_json(url, "review", "campaigns", "--asc")
+    document = invoke_hub_json(url, "review", "campaigns", "--asc")
     assert document == {
         "total": 2,
         "first": 1,
@@ -225,19 +208,19 @@ def test_review_campaigns(seeded: Seeded) -> None:
         ("-extraction", "t0"),
         ("t1",),
     }
-    assert hub_json(url, "review", "campaigns", "--family", PROMPT)["total"] == 2
-    assert hub_json(url, "review", "campaigns", "--family", "other")["total"] == 0
-    assert hub_json(url, "review", "campaigns", "--category", "t1")["total"] == 1
-    table = hub(url, "review", "campaigns", "--asc", "--sort", "volume")
+    assert invoke_hub_json(url, "review", "campaigns", "--family", PROMPT)["total"] == 2
+    assert invoke_hub_json(url, "review", "campaigns", "--family", "other")["total"] == 0
+    assert invoke_hub_json(url, "review", "campaigns", "--category", "t1")["total"] == 1
+    table = invoke_hub(url, "review", "campaigns", "--asc", "--sort", "volume")
     assert table.exit_code == 0, table.output
-    assert sorted(cells(table.stdout)) == sorted(
+    assert sorted(table_cells(table.stdout)) == sorted(
         [c.id, PROMPT, ", ".join(c.members), "1.00", "18", ", ".join(c.categories), "new", "-"]
         for c in seeded.campaigns
     )
 
 
 def test_review_overlaps(seeded: Seeded) -> None:
-    document = hub_json(seeded.url, "review", "overlaps")
+    document = invoke_hub_json(seeded.url, "review", "overlaps")
     (matrix,) = document["kinds"]
     assert (matrix["kind"], matrix["members"]) == (EMAIL, ["m1", "m2", "m3", "m4"])
     sizes = {m: len(s) for m, s in seeded.forum.emails.sets.items()}
@@ -251,10 +234,10 @@ def test_review_overlaps(seeded: Seeded) -> None:
             truth = sizes[a] if a == b else shared[(a, b)]
             assert abs(matrix["estimate"][row][column] - truth) < 3, (a, b)
             assert matrix["stderr"][row][column] >= 0
-    assert hub_json(seeded.url, "review", "overlaps", "--kind", EMAIL) == document
-    table = hub(seeded.url, "review", "overlaps")
+    assert invoke_hub_json(seeded.url, "review", "overlaps", "--kind", EMAIL) == document
+    table = invoke_hub(seeded.url, "review", "overlaps")
     assert table.stdout.startswith("email: estimated shared items (members × members)\n")
-    assert [row[0] for row in cells(table.stdout)] == ["m1", "m2", "m3", "m4"]
+    assert [row[0] for row in table_cells(table.stdout)] == ["m1", "m2", "m3", "m4"]
     assert refused(seeded.url, "review", "overlaps", "--kind", "phone", code=ExitCode.INPUT) == (
         "indicator kind 'phone' not found"
     )
@@ -292,29 +275,29 @@ def probed(database_url: str) -> Probed:
 
 def test_review_submissions_lists_counts_and_probing_flags(probed: Probed) -> None:
     url = probed.url
-    assert hub_json(url, "review", "submissions") == {
+    assert invoke_hub_json(url, "review", "submissions") == {
         "submissions": [probed.document(member) for member in PROBES]
     }
-    assert hub_json(url, "review", "submissions", "--flagged") == {
+    assert invoke_hub_json(url, "review", "submissions", "--flagged") == {
         "submissions": [probed.document("m1"), probed.document("m2")]
     }
-    assert hub_json(url, "review", "submissions", "--kind", EMAIL) == hub_json(
+    assert invoke_hub_json(url, "review", "submissions", "--kind", EMAIL) == invoke_hub_json(
         url, "review", "submissions"
     )
-    assert hub_json(url, "review", "submissions", "--kind", PROMPT) == {"submissions": []}
+    assert invoke_hub_json(url, "review", "submissions", "--kind", PROMPT) == {"submissions": []}
 
-    table = hub(url, "review", "submissions")
+    table = invoke_hub(url, "review", "submissions")
     assert (table.exit_code, table.stderr) == (0, "")
     assert table.stdout.startswith("current submissions\n")
     created = {m: s.created_at.strftime("%Y-%m-%d %H:%M:%SZ") for m, s in probed.current.items()}
-    assert cells(table.stdout) == [
+    assert table_cells(table.stdout) == [
         ["m1", EMAIL, created["m1"], "250", "0", "declared_count_jump"],
         ["m2", EMAIL, created["m2"], "61", "61", "query_volume_jump"],
         ["m3", EMAIL, created["m3"], "55", "30", "-"],
         ["m4", EMAIL, created["m4"], "45", "45", "-"],
     ]
-    flagged = hub(url, "review", "submissions", "--flagged")
-    assert [row[0] for row in cells(flagged.stdout)] == ["m1", "m2"]
+    flagged = invoke_hub(url, "review", "submissions", "--flagged")
+    assert [row[0] for row in table_cells(flagged.stdout)] == ["m1", "m2"]
 
 
 def test_review_submissions_flag_factor(probed: Probed) -> None:
@@ -331,7 +314,9 @@ def test_review_submissions_flag_factor(probed: Probed) -> None:
         ("6.25", {}),
     ]  # fmt: skip
     for factor, expected in cases:
-        document = hub_json(url, "review", "submissions", "--flag-factor", factor, "--flagged")
+        document = invoke_hub_json(
+            url, "review", "submissions", "--flag-factor", factor, "--flagged"
+        )
         assert document == {
             "submissions": [probed.document(member, flags) for member, flags in expected.items()]
         }, factor
@@ -340,7 +325,10 @@ def test_review_submissions_flag_factor(probed: Probed) -> None:
             url, "review", "submissions", "--flag-factor", factor, code=ExitCode.INPUT
         )
         assert message == f"the flag factor must be above 1, got {float(factor)}"
-    assert hub(url, "review", "submissions", "--flag-factor", "five").exit_code == ExitCode.USAGE
+    assert (
+        invoke_hub(url, "review", "submissions", "--flag-factor", "five").exit_code
+        == ExitCode.USAGE
+    )
     assert refused(url, "review", "submissions", "--kind", "Bad Kind", code=ExitCode.INPUT) == (
         "kind 'Bad Kind' is not a valid name: 1-64 characters of a-z, 0-9, '.', '_' or '-', "
         "starting with a letter or digit"
@@ -350,7 +338,7 @@ def test_review_submissions_flag_factor(probed: Probed) -> None:
 def test_review_submissions_is_audited_and_shows_no_values_or_tokens(probed: Probed) -> None:
     url = probed.url
     outputs = [
-        hub(url, "review", "submissions", *options).stdout
+        invoke_hub(url, "review", "submissions", *options).stdout
         for options in ([], ["--json"], ["--flagged"], ["--kind", EMAIL, "--json"])
     ]
     assert audit_actions(url) == [
@@ -369,11 +357,11 @@ def test_review_submissions_is_audited_and_shows_no_values_or_tokens(probed: Pro
 
 
 def test_review_submissions_without_submissions(database_url: str) -> None:
-    assert hub(database_url, "review", "submissions").stdout == "no active submissions\n"
-    assert hub(database_url, "review", "submissions", "--flagged").stdout == (
+    assert invoke_hub(database_url, "review", "submissions").stdout == "no active submissions\n"
+    assert invoke_hub(database_url, "review", "submissions", "--flagged").stdout == (
         "no flagged submissions\n"
     )
-    assert hub_json(database_url, "review", "submissions") == {"submissions": []}
+    assert invoke_hub_json(database_url, "review", "submissions") == {"submissions": []}
 
 
 # ---------------------------------------------------------------------------------- workflow
@@ -385,9 +373,9 @@ def test_set_status_follows_the_workflow(seeded: Seeded) -> None:
     assert refused(url, "review", "set-status", record, "confirmed", code=ExitCode.INPUT) == (
         f"indicator {record} is new; it can move to dismissed, triaged, not confirmed"
     )
-    moved = hub(url, "review", "set-status", record, "triaged")
+    moved = invoke_hub(url, "review", "set-status", record, "triaged")
     assert (moved.exit_code, moved.stdout) == (0, f"indicator {record}: new → triaged\n")
-    event = hub_json(
+    event = invoke_hub_json(
         url, "review", "set-status", record, "confirmed", "--note", "seen by three firms"
     )
     at = event.pop("at")
@@ -403,23 +391,23 @@ def test_set_status_follows_the_workflow(seeded: Seeded) -> None:
         "assignee": None,
         "note": "seen by three firms",
     }
-    error = hub_json(url, "review", "set-status", record, "dismissed", code=ExitCode.INPUT)
+    error = invoke_hub_json(url, "review", "set-status", record, "dismissed", code=ExitCode.INPUT)
     assert error == {
         "error": f"indicator {record} is confirmed; it can move to triaged, not dismissed",
         "exit_code": 5,
         "status": "input",
     }
-    reopened = hub(url, "review", "set-status", record, "triaged", "--note", "reopened")
+    reopened = invoke_hub(url, "review", "set-status", record, "triaged", "--note", "reopened")
     assert reopened.stdout == (
         f"indicator {record}: confirmed → triaged (note kept in its history)\n"
     )
     campaign = seeded.campaigns[0].id
-    dismissed = hub(url, "review", "set-status", campaign, "dismissed")
+    dismissed = invoke_hub(url, "review", "set-status", campaign, "dismissed")
     assert dismissed.stdout == f"campaign {campaign}: new → dismissed\n"
     assert refused(url, "review", "set-status", "0" * 32, "triaged", code=ExitCode.INPUT) == (
         f"indicator or campaign '{'0' * 32}' not found"
     )
-    assert hub(url, "review", "set-status", record, "done").exit_code == ExitCode.USAGE
+    assert invoke_hub(url, "review", "set-status", record, "done").exit_code == ExitCode.USAGE
     assert [(a, t, d) for a, t, d in audit_actions(url) if a == "review.status"] == [
         ("review.status", f"indicator:{record}", {"from": "new", "to": "triaged", "note": False}),
         (
@@ -438,20 +426,22 @@ def test_set_status_follows_the_workflow(seeded: Seeded) -> None:
             {"from": "new", "to": "dismissed", "note": False},
         ),
     ]
-    listed = hub_json(url, "review", "indicators", "--status", "triaged")["indicators"]
+    listed = invoke_hub_json(url, "review", "indicators", "--status", "triaged")["indicators"]
     assert [r["id"] for r in listed] == [record]
 
 
 def test_assign_note_and_history(seeded: Seeded) -> None:
     url = seeded.url
     record = seeded.campaigns[1].id
-    assigned = hub(url, "review", "assign", record, "coord")
+    assigned = invoke_hub(url, "review", "assign", record, "coord")
     assert (assigned.exit_code, assigned.stdout) == (0, f"campaign {record}: assigned to coord\n")
-    noted = hub(url, "review", "note", record, "members m1 and m2 asked for a call")
+    noted = invoke_hub(url, "review", "note", record, "members m1 and m2 asked for a call")
     assert noted.stdout == f"campaign {record}: note added\n"
-    moved = hub(url, "review", "set-status", record, "triaged")
+    moved = invoke_hub(url, "review", "set-status", record, "triaged")
     assert moved.exit_code == 0, moved.output
-    unassigned = hub_json(url, "review", "assign", record, "--nobody", "--note", "handed back")
+    unassigned = invoke_hub_json(
+        url, "review", "assign", record, "--nobody", "--note", "handed back"
+    )
     assert (unassigned["assignee"], unassigned["note"]) == (None, "handed back")
     assert refused(url, "review", "note", record, "   ", code=ExitCode.INPUT) == (
         "a note needs some text"
@@ -460,11 +450,11 @@ def test_assign_note_and_history(seeded: Seeded) -> None:
         "assignee 'Bad Name' is not a valid name"
     )
     for args in ([record], [record, "coord", "--nobody"]):
-        result = hub(url, "review", "assign", *args)
+        result = invoke_hub(url, "review", "assign", *args)
         assert result.exit_code == ExitCode.USAGE
         assert "give either NAME or --nobody" in result.stderr
 
-    history = hub_json(url, "review", "history", record)
+    history = invoke_hub_json(url, "review", "history", record)
     events = history.pop("events")
     assert history == {
         "record_type": "campaign",
@@ -481,16 +471,16 @@ def test_assign_note_and_history(seeded: Seeded) -> None:
         (OPERATOR, "status", "new", "triaged", "coord", None),
         (OPERATOR, "assign", None, None, None, "handed back"),
     ]
-    table = hub(url, "review", "history", record)
+    table = invoke_hub(url, "review", "history", record)
     assert table.stdout.startswith(f"campaign {record}: triaged, assigned to nobody\n")
-    assert [row[1:] for row in cells(table.stdout)] == [
+    assert [row[1:] for row in table_cells(table.stdout)] == [
         [OPERATOR, "assigned to coord", "coord", "-"],
         [OPERATOR, "note", "coord", "members m1 and m2 asked for a call"],
         [OPERATOR, "new → triaged", "coord", "-"],
         [OPERATOR, "unassigned", "-", "handed back"],
     ]
     fresh = seeded.campaigns[0].id
-    empty = hub(url, "review", "history", fresh)
+    empty = invoke_hub(url, "review", "history", fresh)
     assert empty.stdout == f"campaign {fresh}: new, assigned to nobody\nno review events yet\n"
     assert refused(url, "review", "history", "nope", code=ExitCode.INPUT) == (
         "indicator or campaign 'nope' not found"
@@ -514,9 +504,9 @@ def test_reads_are_audited_as_the_cli_operator(seeded: Seeded) -> None:
         ["review", "campaigns"],
         ["review", "history", seeded.campaigns[0].id],
     ):
-        result = hub(url, *args)
+        result = invoke_hub(url, *args)
         assert result.exit_code == 0, result.output
-    assert hub(url, "review", "indicators", "--kind", "Bad Kind").exit_code == ExitCode.INPUT
+    assert invoke_hub(url, "review", "indicators", "--kind", "Bad Kind").exit_code == ExitCode.INPUT
     assert audit_actions(url) == [
         ("review.overlap", "*", {}),
         ("review.overlap", EMAIL, {}),
@@ -542,7 +532,7 @@ def test_export_writes_private_files_and_refuses_to_overwrite(
 ) -> None:
     url = seeded.url
     out = tmp_path / "forum.csv"
-    written = hub(url, "export", "csv", "--out", str(out))
+    written = invoke_hub(url, "export", "csv", "--out", str(out))
     assert written.exit_code == 0, written.output
     content = out.read_bytes()
     assert written.stdout == (
@@ -562,7 +552,7 @@ def test_export_writes_private_files_and_refuses_to_overwrite(
     message = refused(url, "export", "csv", "--out", str(out), code=ExitCode.INPUT)
     assert message == f"{out} exists: pass --force to replace it"
     assert out.read_text() == "an older export\n"
-    replaced = hub(url, "export", "csv", "--out", str(out), "--force")
+    replaced = invoke_hub(url, "export", "csv", "--out", str(out), "--force")
     assert replaced.exit_code == 0, replaced.output
     assert (out.read_bytes(), mode(out)) == (content, 0o600)
     assert leftovers(tmp_path) == []
@@ -583,7 +573,9 @@ def test_export_writes_private_files_and_refuses_to_overwrite(
 
 def test_export_stix_json_document_and_valid_bundle(seeded: Seeded, tmp_path: Path) -> None:
     out = tmp_path / "forum.stix.json"
-    document = hub_json(seeded.url, "export", "stix", "--out", str(out), "--tlp", "amber+strict")
+    document = invoke_hub_json(
+        seeded.url, "export", "stix", "--out", str(out), "--tlp", "amber+strict"
+    )
     content = out.read_bytes()
     assert document == {
         "format": "stix",
@@ -601,14 +593,14 @@ def test_export_stix_json_document_and_valid_bundle(seeded: Seeded, tmp_path: Pa
     bundle = json.loads(content)
     markings = {tuple(o.get("object_marking_refs", ())) for o in bundle["objects"]}
     assert markings == {(TLP_MARKING_IDS["amber+strict"],), ()}  # () is the definition itself
-    default = hub_json(seeded.url, "export", "stix", "--out", str(out), "--force")
+    default = invoke_hub_json(seeded.url, "export", "stix", "--out", str(out), "--force")
     assert default["tlp"] == "amber"
-    json_document = hub_json(seeded.url, "export", "json", "--out", str(tmp_path / "f.json"))
+    json_document = invoke_hub_json(seeded.url, "export", "json", "--out", str(tmp_path / "f.json"))
     assert json_document["tlp"] is None
 
 
 def test_export_to_stdout(seeded: Seeded) -> None:
-    result = hub(seeded.url, "export", "json", "--out", "-")
+    result = invoke_hub(seeded.url, "export", "json", "--out", "-")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert [r["id"] for r in document["indicators"]] == [i.id for i in seeded.indicators]
@@ -616,7 +608,7 @@ def test_export_to_stdout(seeded: Seeded) -> None:
         EMAILS[seeded.forum.value_of_id[seeded.indicators[0].id]]
     )
     assert result.stderr.startswith("exported 3 shared indicators and 2 campaigns as json to ")
-    csv_out = hub(seeded.url, "export", "csv", "--out", "-")
+    csv_out = invoke_hub(seeded.url, "export", "csv", "--out", "-")
     assert csv_out.stdout_bytes.startswith(b"record_type,id,kind,family,")
     assert csv_out.stdout_bytes.count(b"\r\n") == 1 + 3 + 2
 
@@ -646,9 +638,9 @@ def test_nothing_shown_or_exported_leaks_raw_data(seeded: Seeded, tmp_path: Path
         ["review", "campaigns"],
         ["review", "history", seeded.indicators[0].id],
     ):
-        outputs += [hub(url, *args).stdout, hub(url, *args, "--json").stdout]
+        outputs += [invoke_hub(url, *args).stdout, invoke_hub(url, *args, "--json").stdout]
     for fmt in ("csv", "json", "stix"):
-        outputs.append(hub(url, "export", fmt, "--out", "-").stdout)
+        outputs.append(invoke_hub(url, "export", fmt, "--out", "-").stdout)
     forbidden = seeded.forum.forbidden_strings()
     for output in outputs:
         assert output

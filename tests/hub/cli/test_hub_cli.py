@@ -5,14 +5,12 @@ what the database then holds. Most tests run on a migrated SQLite temp file; the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
-from sqlalchemy import Engine, create_engine, inspect, text
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from sigshare.client.exit_codes import ExitCode
@@ -36,6 +34,7 @@ from sigshare.sketch.bloom import MAX_FORUM_MEMBERS, BloomParams
 from sigshare.sketch.estimators import false_shared_probability
 from sigshare.sketch.kinds import KIND_NAMES
 from sigshare.sketch.lsh import optimal_banding
+from tests.support.cli import invoke_hub, invoke_hub_json, table_cells
 
 EMAIL_SET = ["params", "set", "email", "--key-id", "k1", "--capacity", "1000000", "--fpr", "0.001"]
 EMAIL_BLOOM = BloomParams.for_forum("email", "k1", 1_000_000, 0.001, 32)
@@ -70,39 +69,6 @@ def _operator(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path, migrated_sqlite_template: bytes) -> str:
-    path = tmp_path / "hub.db"
-    path.write_bytes(migrated_sqlite_template)
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def db_engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = make_engine(sqlite_url)
-    yield engine
-    engine.dispose()
-
-
-def hub(url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--db", url, *args])
-
-
-def hub_json(url: str, *args: str, code: int = 0) -> Any:
-    result = hub(url, *args, "--json")
-    assert result.exit_code == code, result.output
-    return json.loads(result.stdout)
-
-
-def cells(stdout: str) -> list[list[str]]:
-    """The data rows of the tables in ``stdout``, each as its stripped cell texts."""
-    return [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in stdout.splitlines()
-        if line.startswith("│")
-    ]
-
-
 def _authenticate(url: str, bearer: str) -> Principal | None:
     engine = make_engine(url)
     try:
@@ -113,7 +79,7 @@ def _authenticate(url: str, bearer: str) -> Principal | None:
 
 
 def _actions(url: str) -> list[tuple[str, str, str]]:
-    document = hub_json(url, "audit", "show")
+    document = invoke_hub_json(url, "audit", "show")
     return [(entry["actor"], entry["action"], entry["target"]) for entry in document["entries"]]
 
 
@@ -125,20 +91,20 @@ def test_db_upgrade_creates_the_schema_then_reports_it_is_current(tmp_path: Path
     url = f"sqlite:///{path}"
     head = migrate.head_revision()
 
-    first = hub(url, "db", "upgrade")
+    first = invoke_hub(url, "db", "upgrade")
     assert first.exit_code == 0, first.output
     assert first.stdout == f"{url}: upgraded from revision <empty> to {head}\n"
-    again = hub(url, "db", "upgrade")
+    again = invoke_hub(url, "db", "upgrade")
     assert again.stdout == f"{url}: already at revision {head} (head)\n"
-    assert hub_json(url, "db", "upgrade") == {
+    assert invoke_hub_json(url, "db", "upgrade") == {
         "database": url,
         "from": head,
         "to": head,
         "upgraded": False,
     }
-    status = hub(url, "db", "status")
+    status = invoke_hub(url, "db", "status")
     assert (status.exit_code, status.stdout) == (0, f"{url}: at revision {head} (head)\n")
-    assert hub_json(url, "db", "status") == {
+    assert invoke_hub_json(url, "db", "status") == {
         "database": url,
         "current": head,
         "head": head,
@@ -148,7 +114,7 @@ def test_db_upgrade_creates_the_schema_then_reports_it_is_current(tmp_path: Path
 
 def test_db_upgrade_json_reports_the_first_migration(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    assert hub_json(url, "db", "upgrade") == {
+    assert invoke_hub_json(url, "db", "upgrade") == {
         "database": url,
         "from": None,
         "to": migrate.head_revision(),
@@ -164,7 +130,7 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path, command: list[st
     with engine.connect() as connection:  # creates the file, no tables
         connection.exec_driver_sql("SELECT 1")
 
-    result = hub(url, *command)
+    result = invoke_hub(url, *command)
 
     assert result.exit_code == ExitCode.CONFIG
     assert result.stdout == ""
@@ -176,7 +142,7 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path, command: list[st
 
 def test_commands_refuse_a_missing_sqlite_file_without_creating_it(tmp_path: Path) -> None:
     path = tmp_path / "typo.db"
-    document = hub_json(f"sqlite:///{path}", "member", "list", code=ExitCode.CONFIG)
+    document = invoke_hub_json(f"sqlite:///{path}", "member", "list", code=ExitCode.CONFIG)
     assert document == {
         "error": f"no hub database at {path}: check --db or $SIGSHARE_HUB_DB, "
         "or create it with `sigshare-hub db upgrade`",
@@ -187,7 +153,7 @@ def test_commands_refuse_a_missing_sqlite_file_without_creating_it(tmp_path: Pat
 
 
 def test_refusal_of_an_unmigrated_database_on_every_backend(empty_database_url: str) -> None:
-    result = hub(empty_database_url, "member", "list", "--json")
+    result = invoke_hub(empty_database_url, "member", "list", "--json")
     assert result.exit_code == ExitCode.CONFIG
     document = json.loads(result.stdout)
     assert document["status"] == "config"
@@ -205,7 +171,7 @@ def test_the_default_database_comes_from_the_environment(
 
 def test_an_unreachable_database_is_a_config_error_with_the_password_masked() -> None:
     url = "postgresql+psycopg2://root:s3cret-pw@127.0.0.1:1/hub"
-    result = hub(url, "member", "list")
+    result = invoke_hub(url, "member", "list")
     assert result.exit_code == ExitCode.CONFIG
     assert result.stderr.startswith(
         "error: cannot use the database at postgresql+psycopg2://root:***@127.0.0.1:1/hub: "
@@ -225,7 +191,7 @@ def test_an_unreachable_database_is_a_config_error_with_the_password_masked() ->
     ],
 )
 def test_unusable_database_urls_are_config_errors(url: str, message: str) -> None:
-    result = hub(url, "params", "show")
+    result = invoke_hub(url, "params", "show")
     assert result.exit_code == ExitCode.CONFIG
     assert result.stderr.startswith(f"error: {message}")
     assert "pw-1" not in result.output
@@ -235,7 +201,7 @@ def test_unusable_database_urls_are_config_errors(url: str, message: str) -> Non
 
 
 def test_member_add_prints_only_the_credential_and_it_authenticates(database_url: str) -> None:
-    result = hub(database_url, "member", "add", "acme")
+    result = invoke_hub(database_url, "member", "add", "acme")
 
     assert result.exit_code == 0, result.output
     credential = result.stdout.removesuffix("\n")
@@ -251,7 +217,7 @@ def test_member_add_prints_only_the_credential_and_it_authenticates(database_url
 
 
 def test_member_add_json_and_the_credential_is_never_shown_again(sqlite_url: str) -> None:
-    document = hub_json(sqlite_url, "member", "add", "ops", "--role", "admin")
+    document = invoke_hub_json(sqlite_url, "member", "add", "ops", "--role", "admin")
 
     assert set(document) == {"name", "role", "created_at", "credential", "warnings"}
     assert (document["name"], document["role"], document["warnings"]) == ("ops", "admin", [])
@@ -261,7 +227,7 @@ def test_member_add_json_and_the_credential_is_never_shown_again(sqlite_url: str
     secret = parsed.secret
     for command in (["member", "list"], ["audit", "show"], ["params", "show"]):
         for extra in ([], ["--json"]):
-            shown = hub(sqlite_url, *command, *extra)
+            shown = invoke_hub(sqlite_url, *command, *extra)
             assert shown.exit_code == 0
             assert secret not in shown.output
     principal = _authenticate(sqlite_url, document["credential"])
@@ -282,23 +248,26 @@ def _forum_size_warning(members: int, at_capacity: float, compared: str = "above
 
 
 def test_member_add_warns_once_the_members_exceed_a_kinds_forum_size(sqlite_url: str) -> None:
-    assert hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--max-members", "3").exit_code == 0
-    assert hub(sqlite_url, *PROMPT_SET).exit_code == 0  # MinHash families have no forum size
+    assert (
+        invoke_hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--max-members", "3").exit_code
+        == 0
+    )
+    assert invoke_hub(sqlite_url, *PROMPT_SET).exit_code == 0  # MinHash families have no forum size
     for name in ("m1", "m2"):
-        assert hub_json(sqlite_url, "member", "add", name)["warnings"] == []
-    third = hub(sqlite_url, "member", "add", "m3")
+        assert invoke_hub_json(sqlite_url, "member", "add", name)["warnings"] == []
+    third = invoke_hub(sqlite_url, "member", "add", "m3")
     assert third.exit_code == 0, third.output
     assert third.stderr == (
         "registered member m3; its credential (above) is shown this once: the hub keeps only a "
         "hash of it\n"
     )
-    assert hub(sqlite_url, "params", "show").stderr == ""  # at the forum size: no warning
+    assert invoke_hub(sqlite_url, "params", "show").stderr == ""  # at the forum size: no warning
 
     # Four members, filters sized for three: a value no other member holds is reported as
     # shared when any of the three other filters (each at 0.01/2 at capacity) misfires.
     four = false_shared_probability([0.01 / 2] * 3, 1)
     assert f"{four:.3g}" == "0.0149"  # 1 − 0.995³, above the published 0.01
-    fourth = hub(sqlite_url, "member", "add", "m4")
+    fourth = invoke_hub(sqlite_url, "member", "add", "m4")
     assert fourth.exit_code == 0, fourth.output
     credential = fourth.stdout.removesuffix("\n")
     assert fourth.stdout == f"{credential}\n"  # still the credential alone on stdout
@@ -309,53 +278,55 @@ def test_member_add_warns_once_the_members_exceed_a_kinds_forum_size(sqlite_url:
         "hash of it\n"
     )
     five = false_shared_probability([0.01 / 2] * 4, 1)
-    assert hub_json(sqlite_url, "member", "add", "m5")["warnings"] == [_forum_size_warning(5, five)]
-    shown = hub(sqlite_url, "params", "show")
+    assert invoke_hub_json(sqlite_url, "member", "add", "m5")["warnings"] == [
+        _forum_size_warning(5, five)
+    ]
+    shown = invoke_hub(sqlite_url, "params", "show")
     assert (shown.exit_code, shown.stderr) == (0, f"warning: {_forum_size_warning(5, five)}\n")
-    rate = hub_json(sqlite_url, "params", "show")["kinds"][0]["false_shared_rate"]
+    rate = invoke_hub_json(sqlite_url, "params", "show")["kinds"][0]["false_shared_rate"]
     assert (rate["members"], rate["at_capacity"], rate["over_forum_size"]) == (5, five, True)
 
     # At quorum 3 two of the four other filters must misfire: 5 members stay within the rate.
-    quorum_three = hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--quorum", "3")
+    quorum_three = invoke_hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--quorum", "3")
     within = false_shared_probability([0.01 / 2] * 4, 2)
     assert within < 0.01
     assert quorum_three.stderr == f"warning: {_forum_size_warning(5, within, 'still within')}\n"
 
 
 def test_member_add_refuses_a_duplicate_and_prints_no_credential(sqlite_url: str) -> None:
-    first = hub(sqlite_url, "member", "add", "acme")
+    first = invoke_hub(sqlite_url, "member", "add", "acme")
     assert first.exit_code == 0
 
-    again = hub(sqlite_url, "member", "add", "acme", "--role", "coordinator")
+    again = invoke_hub(sqlite_url, "member", "add", "acme", "--role", "coordinator")
     assert again.exit_code == ExitCode.INPUT
     assert again.stdout == ""
     assert again.stderr == "error: principal 'acme' already exists\n"
-    listed = hub_json(sqlite_url, "member", "list")["principals"]
+    listed = invoke_hub_json(sqlite_url, "member", "list")["principals"]
     assert [(p["name"], p["role"]) for p in listed] == [("acme", "member")]
     assert _authenticate(sqlite_url, first.stdout.strip()) is not None
 
 
 def test_member_add_shows_a_bad_name_literally(sqlite_url: str) -> None:
-    result = hub(sqlite_url, "member", "add", "[x]")
+    result = invoke_hub(sqlite_url, "member", "add", "[x]")
     assert result.exit_code == ExitCode.INPUT
     assert result.stderr.startswith("error: principal name '[x]' is invalid: use ")
 
 
 def test_member_add_rejects_an_unknown_role_as_usage(sqlite_url: str) -> None:
-    result = hub(sqlite_url, "member", "add", "acme", "--role", "root")
+    result = invoke_hub(sqlite_url, "member", "add", "acme", "--role", "root")
     assert result.exit_code == ExitCode.USAGE
-    assert hub_json(sqlite_url, "member", "list") == {"principals": []}
+    assert invoke_hub_json(sqlite_url, "member", "list") == {"principals": []}
 
 
 def test_member_list_shows_names_roles_and_times_but_no_secrets(sqlite_url: str) -> None:
-    assert hub(sqlite_url, "member", "list").stdout == (
+    assert invoke_hub(sqlite_url, "member", "list").stdout == (
         "no principals yet: add one with `sigshare-hub member add NAME`\n"
     )
-    hub(sqlite_url, "member", "add", "zeta", "--role", "coordinator")
-    hub(sqlite_url, "member", "add", "acme")
-    hub(sqlite_url, "member", "revoke", "zeta")
+    invoke_hub(sqlite_url, "member", "add", "zeta", "--role", "coordinator")
+    invoke_hub(sqlite_url, "member", "add", "acme")
+    invoke_hub(sqlite_url, "member", "revoke", "zeta")
 
-    document = hub_json(sqlite_url, "member", "list")
+    document = invoke_hub_json(sqlite_url, "member", "list")
     assert [sorted(p) for p in document["principals"]] == [
         ["created_at", "name", "revoked_at", "role"]
     ] * 2
@@ -364,7 +335,7 @@ def test_member_list_shows_names_roles_and_times_but_no_secrets(sqlite_url: str)
     assert (zeta["name"], zeta["role"]) == ("zeta", "coordinator")
     assert zeta["revoked_at"] is not None
 
-    table = cells(hub(sqlite_url, "member", "list").stdout)
+    table = table_cells(invoke_hub(sqlite_url, "member", "list").stdout)
     assert [[*row[:2], row[3] == "-"] for row in table] == [
         ["acme", "member", True],
         ["zeta", "coordinator", False],
@@ -373,25 +344,25 @@ def test_member_list_shows_names_roles_and_times_but_no_secrets(sqlite_url: str)
 
 
 def test_member_revoke_takes_effect_at_once(database_url: str) -> None:
-    credential = hub(database_url, "member", "add", "acme").stdout.strip()
+    credential = invoke_hub(database_url, "member", "add", "acme").stdout.strip()
     assert _authenticate(database_url, credential) is not None
 
-    document = hub_json(database_url, "member", "revoke", "acme")
+    document = invoke_hub_json(database_url, "member", "revoke", "acme")
     assert (document["name"], document["role"]) == ("acme", "member")
     assert document["revoked_at"] is not None
     assert _authenticate(database_url, credential) is None
 
 
 def test_member_revoke_plain_output(sqlite_url: str) -> None:
-    hub(sqlite_url, "member", "add", "acme")
-    result = hub(sqlite_url, "member", "revoke", "acme")
+    invoke_hub(sqlite_url, "member", "add", "acme")
+    result = invoke_hub(sqlite_url, "member", "revoke", "acme")
     assert result.exit_code == 0
     assert result.stdout.startswith("revoked member acme at ")
     assert result.stdout.endswith("Z: its credential is refused from then on\n")
 
 
 def test_member_revoke_of_an_unknown_name_is_an_input_error(sqlite_url: str) -> None:
-    document = hub_json(sqlite_url, "member", "revoke", "ghost", code=ExitCode.INPUT)
+    document = invoke_hub_json(sqlite_url, "member", "revoke", "ghost", code=ExitCode.INPUT)
     assert document == {
         "error": str(NotFoundError("principal", "ghost")),
         "exit_code": 5,
@@ -404,7 +375,7 @@ def test_member_revoke_of_an_unknown_name_is_an_input_error(sqlite_url: str) -> 
 
 
 def test_params_set_publishes_derived_bloom_parameters(database_url: str) -> None:
-    document = hub_json(database_url, *EMAIL_SET)
+    document = invoke_hub_json(database_url, *EMAIL_SET)
 
     updated_at = document.pop("updated_at")
     assert document == {
@@ -425,7 +396,7 @@ def test_params_set_publishes_derived_bloom_parameters(database_url: str) -> Non
         "members_must_resubmit": False,
     }
     del document["members_must_resubmit"]
-    assert hub_json(database_url, "params", "show") == {
+    assert invoke_hub_json(database_url, "params", "show") == {
         "kinds": [{**document, "updated_at": updated_at}],
         "minhash_families": [],
     }
@@ -433,9 +404,9 @@ def test_params_set_publishes_derived_bloom_parameters(database_url: str) -> Non
 
 def test_params_set_sizes_filters_for_the_forum_rate_and_size(database_url: str) -> None:
     for name in ("m1", "m2", "m3"):
-        assert hub(database_url, "member", "add", name).exit_code == 0
+        assert invoke_hub(database_url, "member", "add", name).exit_code == 0
     forum = [*EMAIL_SET[:-2], "--fpr", "0.002", "--max-members", "8", "--quorum", "3"]
-    document = hub_json(database_url, *forum, "--replace-interval", "30m")
+    document = invoke_hub_json(database_url, *forum, "--replace-interval", "30m")
 
     bloom = BloomParams.for_forum("email", "k1", 1_000_000, 0.002, 8)
     assert bloom.target_fpr == 0.002 / 7
@@ -461,24 +432,24 @@ def test_params_set_sizes_filters_for_the_forum_rate_and_size(database_url: str)
         "at_capacity": at_capacity,
         "over_forum_size": False,
     }
-    [shown] = hub_json(database_url, "params", "show")["kinds"]
+    [shown] = invoke_hub_json(database_url, "params", "show")["kinds"]
     assert shown == {
         key: value for key, value in document.items() if key != "members_must_resubmit"
     }
 
     # Options left out keep their value: the interval and the forum size stay as published.
-    kept = hub_json(database_url, *EMAIL_SET[:-2], "--fpr", "0.002")
+    kept = invoke_hub_json(database_url, *EMAIL_SET[:-2], "--fpr", "0.002")
     assert (kept["max_members"], kept["replace_interval_seconds"], kept["m"]) == (8, 1800, bloom.m)
     for interval, seconds in [("0", 0), ("2h", 7200), ("45", 45), ("7d", 604_800)]:
-        changed = hub_json(database_url, *EMAIL_SET, "--replace-interval", interval)
+        changed = invoke_hub_json(database_url, *EMAIL_SET, "--replace-interval", interval)
         assert changed["replace_interval_seconds"] == seconds, interval
 
 
 def test_params_set_plain_output_is_the_kind_row_and_its_digest(sqlite_url: str) -> None:
-    result = hub(sqlite_url, *EMAIL_SET, "--quorum", "3", "--reveal-members")
+    result = invoke_hub(sqlite_url, *EMAIL_SET, "--quorum", "3", "--reveal-members")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    assert cells(result.stdout) == [
+    assert table_cells(result.stdout) == [
         [
             "email",
             "k1",
@@ -498,10 +469,10 @@ def test_params_set_plain_output_is_the_kind_row_and_its_digest(sqlite_url: str)
     assert (EMAIL_BLOOM.m, EMAIL_BLOOM.k) == (21_524_992, 15)
     assert result.stdout.endswith(f"\ndigest {EMAIL_BLOOM.digest().hex()}\n")
 
-    eight = hub(sqlite_url, *EMAIL_SET, "--max-members", "8", "--replace-interval", "30m")
+    eight = invoke_hub(sqlite_url, *EMAIL_SET, "--max-members", "8", "--replace-interval", "30m")
     assert eight.exit_code == 0, eight.output
     bloom = BloomParams.for_forum("email", "k1", 1_000_000, 0.001, 8)
-    assert cells(eight.stdout) == [
+    assert table_cells(eight.stdout) == [
         [
             "email",
             "k1",
@@ -521,29 +492,31 @@ def test_params_set_plain_output_is_the_kind_row_and_its_digest(sqlite_url: str)
 
 
 def test_params_set_refuses_a_malformed_replace_interval_as_usage(sqlite_url: str) -> None:
-    result = hub(sqlite_url, *EMAIL_SET, "--replace-interval", "soon")
+    result = invoke_hub(sqlite_url, *EMAIL_SET, "--replace-interval", "soon")
     assert result.exit_code == ExitCode.USAGE
     assert result.stdout == ""
     assert (
         "Invalid value for '--replace-interval': 'soon' is not a duration such as 3600, 90m, "
         "1h or 0"
     ) in result.stderr
-    assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
+    assert invoke_hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
     assert _actions(sqlite_url) == []
 
 
 def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
-    hub(sqlite_url, *EMAIL_SET)
+    invoke_hub(sqlite_url, *EMAIL_SET)
 
-    policy_only = hub(sqlite_url, *EMAIL_SET, "--quorum", "4", "--retention-days", "7")
+    policy_only = invoke_hub(sqlite_url, *EMAIL_SET, "--quorum", "4", "--retention-days", "7")
     assert (policy_only.exit_code, policy_only.stderr) == (0, "")
-    interval_only = hub(sqlite_url, *EMAIL_SET, "--replace-interval", "0")
+    interval_only = invoke_hub(sqlite_url, *EMAIL_SET, "--replace-interval", "0")
     assert (interval_only.exit_code, interval_only.stderr) == (0, "")
 
-    result = hub(sqlite_url, "params", "set", "email", "--key-id", "k2", "--capacity", "5000")
+    result = invoke_hub(
+        sqlite_url, "params", "set", "email", "--key-id", "k2", "--capacity", "5000"
+    )
     assert result.exit_code == ExitCode.USAGE  # --fpr is required
 
-    new_epoch = hub(
+    new_epoch = invoke_hub(
         sqlite_url,
         "params",
         "set",
@@ -561,14 +534,14 @@ def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
         "warning: email filters change from key_id k1, m=21524992, k=15, capacity 1000000 to "
         f"key_id k2, m={bloom.m}, k={bloom.k}, capacity 5000: members must resubmit\n"
     )
-    resized = hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--max-members", "8")
+    resized = invoke_hub(sqlite_url, *EMAIL_SET[:-2], "--fpr", "0.01", "--max-members", "8")
     assert resized.exit_code == 0
     smaller = BloomParams.for_forum("email", "k1", 1_000_000, 0.01, 8)
     assert resized.stderr == (
         f"warning: email filters change from key_id k2, m={bloom.m}, k={bloom.k}, capacity 5000 "
         f"to key_id k1, m={smaller.m}, k={smaller.k}, capacity 1000000: members must resubmit\n"
     )
-    kinds = hub_json(sqlite_url, "params", "show")["kinds"]
+    kinds = invoke_hub_json(sqlite_url, "params", "show")["kinds"]
     assert [
         (p["key_id"], p["quorum"], p["retention_days"], p["replace_interval_seconds"])
         for p in kinds
@@ -576,14 +549,14 @@ def test_params_set_warns_when_members_must_resubmit(sqlite_url: str) -> None:
 
 
 def test_params_set_refuses_an_unknown_kind(sqlite_url: str) -> None:
-    result = hub(sqlite_url, "params", "set", "shoe", "--key-id", "k1", "--capacity", "9")
+    result = invoke_hub(sqlite_url, "params", "set", "shoe", "--key-id", "k1", "--capacity", "9")
     assert result.exit_code == ExitCode.USAGE
-    result = hub(
+    result = invoke_hub(
         sqlite_url, "params", "set", "shoe", "--key-id", "k1", "--capacity", "9", "--fpr", "0.1"
     )
     assert result.exit_code == ExitCode.INPUT
     assert result.stderr == f"error: unknown kind 'shoe'; known kinds: {', '.join(KIND_NAMES)}\n"
-    assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
+    assert invoke_hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
     assert _actions(sqlite_url) == []
 
 
@@ -614,16 +587,16 @@ def test_params_set_refuses_an_unknown_kind(sqlite_url: str) -> None:
 def test_params_set_refuses_invalid_values_as_input_errors(
     sqlite_url: str, options: list[str], message: str
 ) -> None:
-    result = hub(
+    result = invoke_hub(
         sqlite_url, "params", "set", "email", "--key-id", "k1", "--capacity", "9", *options
     )
     assert result.exit_code == ExitCode.INPUT
     assert (result.stdout, result.stderr) == ("", f"error: {message}\n")
-    assert hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
+    assert invoke_hub_json(sqlite_url, "params", "show") == {"kinds": [], "minhash_families": []}
 
 
 def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) -> None:
-    document = hub_json(database_url, *PROMPT_SET)
+    document = invoke_hub_json(database_url, *PROMPT_SET)
 
     banding = optimal_banding(0.5, 128)
     assert {key: document[key] for key in document if key not in ("updated_at", "digest")} == {
@@ -643,7 +616,9 @@ def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) ->
         "reveal_members": False,
         "members_must_resubmit": False,
     }
-    reshingled = hub(database_url, *PROMPT_SET, "--shingle-unit", "char", "--shingle-size", "5")
+    reshingled = invoke_hub(
+        database_url, *PROMPT_SET, "--shingle-unit", "char", "--shingle-size", "5"
+    )
     assert reshingled.exit_code == 0
     assert reshingled.stderr == (
         "warning: prompt signatures change from key_id k1, P=128, word 1-grams without "
@@ -652,7 +627,7 @@ def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) ->
         "your clusters — nothing to do unless you pinned an old client, which refuses the new "
         'digest: upgrade it first." Campaigns reappear as members resubmit.\n'
     )
-    new_epoch = hub(database_url, *PROMPT_SET, "--shingle-unit", "char", "--key-id", "k2")
+    new_epoch = invoke_hub(database_url, *PROMPT_SET, "--shingle-unit", "char", "--key-id", "k2")
     assert new_epoch.exit_code == 0
     assert "to key_id k2" in new_epoch.stderr
     assert (
@@ -663,22 +638,22 @@ def test_params_set_minhash_publishes_defaults_and_banding(database_url: str) ->
 
 
 def test_params_show_tables(sqlite_url: str) -> None:
-    assert hub(sqlite_url, "params", "show").stdout == (
+    assert invoke_hub(sqlite_url, "params", "show").stdout == (
         "no indicator kinds configured: use `sigshare-hub params set KIND …`\n"
         "no MinHash families configured: use `sigshare-hub params set-minhash …`\n"
     )
-    hub(sqlite_url, *EMAIL_SET, "--max-members", "8", "--quorum", "3")
-    hub(
+    invoke_hub(sqlite_url, *EMAIL_SET, "--max-members", "8", "--quorum", "3")
+    invoke_hub(
         sqlite_url,
         *["params", "set", "payment_fingerprint", "--key-id", "k1", "--capacity", "1000"],
         *["--fpr", "0.01", "--retention-days", "90", "--replace-interval", "0"],
     )
-    hub(sqlite_url, *PROMPT_SET, "--num-perm", "64", "--quorum", "3")
+    invoke_hub(sqlite_url, *PROMPT_SET, "--num-perm", "64", "--quorum", "3")
     for name in ("m1", "m2", "m3"):
-        hub(sqlite_url, "member", "add", name)
-    hub(sqlite_url, "member", "add", "ops", "--role", "admin")  # not a member: not counted
+        invoke_hub(sqlite_url, "member", "add", name)
+    invoke_hub(sqlite_url, "member", "add", "ops", "--role", "admin")  # not a member: not counted
 
-    result = hub(sqlite_url, "params", "show")
+    result = invoke_hub(sqlite_url, "params", "show")
     assert (result.exit_code, result.stderr) == (0, "")
     banding = optimal_banding(0.5, 64)
     email = BloomParams.for_forum("email", "k1", 1_000_000, 0.001, 8)
@@ -692,7 +667,7 @@ def test_params_show_tables(sqlite_url: str) -> None:
     email_rate = false_shared_probability([0.001 / 7] * 2, 2)
     small_rate = false_shared_probability([0.01 / 31] * 2, 1)
     assert (f"{email_rate:.3g}", f"{small_rate:.3g}") == ("2.04e-08", "0.000645")
-    assert cells(result.stdout) == [
+    assert table_cells(result.stdout) == [
         email_row,
         small_row,
         ["email", "0", "3 of 8", "0", "2.04e-08"],
@@ -712,7 +687,7 @@ def test_params_show_tables(sqlite_url: str) -> None:
         ],
     ]
     assert "false-shared rate (a value no other member holds, reported as shared)" in result.stdout
-    kinds = hub_json(sqlite_url, "params", "show")["kinds"]
+    kinds = invoke_hub_json(sqlite_url, "params", "show")["kinds"]
     assert [(p["kind"], p["false_shared_rate"]) for p in kinds] == [
         (
             "email",
@@ -741,10 +716,10 @@ def test_params_show_tables(sqlite_url: str) -> None:
 
 
 def test_admin_commands_are_audited_with_the_local_user(sqlite_url: str) -> None:
-    hub(sqlite_url, "member", "add", "acme")
-    hub(sqlite_url, *EMAIL_SET)
-    hub(sqlite_url, *PROMPT_SET)
-    hub(sqlite_url, "member", "revoke", "acme")
+    invoke_hub(sqlite_url, "member", "add", "acme")
+    invoke_hub(sqlite_url, *EMAIL_SET)
+    invoke_hub(sqlite_url, *PROMPT_SET)
+    invoke_hub(sqlite_url, "member", "revoke", "acme")
 
     assert _actions(sqlite_url) == [
         ("cli:alice", "principal.revoke", "acme"),
@@ -752,9 +727,9 @@ def test_admin_commands_are_audited_with_the_local_user(sqlite_url: str) -> None
         ("cli:alice", "params.set", "email"),
         ("cli:alice", "principal.add", "acme"),
     ]
-    only_adds = hub_json(sqlite_url, "audit", "show", "--action", "principal.add")["entries"]
+    only_adds = invoke_hub_json(sqlite_url, "audit", "show", "--action", "principal.add")["entries"]
     assert [entry["details"] for entry in only_adds] == [{"role": "member"}]
-    assert hub_json(sqlite_url, "audit", "show", "--actor", "cli:bob") == {
+    assert invoke_hub_json(sqlite_url, "audit", "show", "--actor", "cli:bob") == {
         "total": 0,
         "first": 1,
         "page_size": 50,
@@ -762,24 +737,24 @@ def test_admin_commands_are_audited_with_the_local_user(sqlite_url: str) -> None
         "previous_cursor": None,
         "entries": [],
     }
-    newest = hub_json(sqlite_url, "audit", "show", "--page-size", "1")
+    newest = invoke_hub_json(sqlite_url, "audit", "show", "--page-size", "1")
     assert ([entry["id"] for entry in newest["entries"]], newest["total"]) == ([4], 4)
-    older = hub_json(
+    older = invoke_hub_json(
         sqlite_url, "audit", "show", "--page-size", "1", "--cursor", newest["next_cursor"]
     )
     assert ([entry["id"] for entry in older["entries"]], older["first"]) == ([3], 2)
 
 
 def test_audit_show_table_and_limits(sqlite_url: str) -> None:
-    assert hub(sqlite_url, "audit", "show").stdout == "no matching audit entries\n"
-    hub(sqlite_url, "member", "add", "acme")
-    rows = cells(hub(sqlite_url, "audit", "show").stdout)
+    assert invoke_hub(sqlite_url, "audit", "show").stdout == "no matching audit entries\n"
+    invoke_hub(sqlite_url, "member", "add", "acme")
+    rows = table_cells(invoke_hub(sqlite_url, "audit", "show").stdout)
     assert [[row[0], *row[2:]] for row in rows] == [
         ["1", "cli:alice", "principal.add", "acme", '{"role":"member"}']
     ]
-    assert hub(sqlite_url, "audit", "show", "--page-size", "0").exit_code == ExitCode.USAGE
-    assert hub(sqlite_url, "audit", "show", "--limit", "5").exit_code == ExitCode.USAGE
-    foreign = hub(sqlite_url, "audit", "show", "--cursor", "p1.5")
+    assert invoke_hub(sqlite_url, "audit", "show", "--page-size", "0").exit_code == ExitCode.USAGE
+    assert invoke_hub(sqlite_url, "audit", "show", "--limit", "5").exit_code == ExitCode.USAGE
+    foreign = invoke_hub(sqlite_url, "audit", "show", "--cursor", "p1.5")
     assert (foreign.exit_code, foreign.stderr) == (
         ExitCode.INPUT,
         "error: page token is not one this hub issued\n",
@@ -787,13 +762,13 @@ def test_audit_show_table_and_limits(sqlite_url: str) -> None:
 
 
 def test_audit_verify_reports_the_count_and_the_head_hash(database_url: str) -> None:
-    assert hub_json(database_url, "audit", "verify") == {
+    assert invoke_hub_json(database_url, "audit", "verify") == {
         "entries": 0,
         "head_id": None,
         "head_hash": None,
     }
-    hub(database_url, "member", "add", "acme")
-    hub(database_url, *EMAIL_SET)
+    invoke_hub(database_url, "member", "add", "acme")
+    invoke_hub(database_url, *EMAIL_SET)
 
     engine = create_engine(database_url, poolclass=NullPool)
     with engine.connect() as connection:
@@ -801,21 +776,21 @@ def test_audit_verify_reports_the_count_and_the_head_hash(database_url: str) -> 
             text("SELECT id, entry_hash FROM audit_log ORDER BY id DESC LIMIT 1")
         ).one()
     engine.dispose()
-    assert hub_json(database_url, "audit", "verify") == {
+    assert invoke_hub_json(database_url, "audit", "verify") == {
         "entries": 2,
         "head_id": head_id,
         "head_hash": bytes(head_hash).hex(),
     }
-    plain = hub(database_url, "audit", "verify")
+    plain = invoke_hub(database_url, "audit", "verify")
     assert plain.stdout == (
         f"audit log intact: 2 entries checked; head entry {head_id} hash {bytes(head_hash).hex()}\n"
     )
 
 
 def test_audit_verify_detects_a_tampered_entry(database_url: str) -> None:
-    hub(database_url, "member", "add", "acme")
-    hub(database_url, "member", "add", "ops", "--role", "admin")
-    hub(database_url, "member", "revoke", "acme")
+    invoke_hub(database_url, "member", "add", "acme")
+    invoke_hub(database_url, "member", "add", "ops", "--role", "admin")
+    invoke_hub(database_url, "member", "revoke", "acme")
     engine = create_engine(database_url, poolclass=NullPool)
     with engine.begin() as connection:
         victim = connection.execute(
@@ -827,12 +802,12 @@ def test_audit_verify_detects_a_tampered_entry(database_url: str) -> None:
         )
     engine.dispose()
 
-    result = hub(database_url, "audit", "verify")
+    result = invoke_hub(database_url, "audit", "verify")
     expected = AuditChainError(victim, "entry hash does not match its contents")
     assert result.exit_code == ExitCode.FAILURE
     assert result.stdout == ""
     assert result.stderr == f"error: {expected}\n"
-    assert hub_json(database_url, "audit", "verify", code=ExitCode.FAILURE) == {
+    assert invoke_hub_json(database_url, "audit", "verify", code=ExitCode.FAILURE) == {
         "error": str(expected),
         "exit_code": 1,
         "status": "failure",

@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from conftest import _empty_tables
-from review_seed import seed_forum
 from sqlalchemy import Engine
 
 from sigshare.hub.domain import ReviewStatus
@@ -17,13 +15,15 @@ from sigshare.hub.errors import ConflictError
 from sigshare.hub.services import reviews
 from sigshare.hub.storage import make_engine, session_scope
 from sigshare.hub.storage.reviews import ReviewRepository
+from tests.support.databases import empty_tables
+from tests.support.review_seed import seed_forum
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 
 
 @pytest.fixture
 def seeded(migrated_postgres_url: str) -> Iterator[tuple[Engine, str]]:
-    _empty_tables(migrated_postgres_url)
+    empty_tables(migrated_postgres_url)
     engine = make_engine(migrated_postgres_url)
     try:
         forum = seed_forum(engine)

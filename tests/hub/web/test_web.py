@@ -1,11 +1,11 @@
 """The coordinators' web console, server side: every route and permission through FastAPI's
 test client over a migrated SQLite file.
 
-Two kinds of data: the small forum of ``review_seed`` (members' real Bloom filters and prompt
-clusters of known raw values, confirmed through the services) for the overview, the heatmap,
-the review workflow and the leak check; and a bulk of 120 shared indicators and 30 campaigns
-with known attributes, inserted through the repositories, for exact filter, sort and page
-checks. The console's clock is injected so session expiry is tested without waiting.
+Two kinds of data: the small forum of ``tests.support.review_seed`` (members' real Bloom filters
+and prompt clusters of known raw values, confirmed through the services) for the overview, the
+heatmap, the review workflow and the leak check; and a bulk of 120 shared indicators and 30
+campaigns with known attributes, inserted through the repositories, for exact filter, sort and
+page checks. The console's clock is injected so session expiry is tested without waiting.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,19 +27,15 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from hubtest import ADMIN, COORDINATOR, EMAIL, KEY_ID, MEMBERS, PROMPT, provision, set_email_policy
-from review_seed import PROBE_FLAGS, PROBES, SEEDED_AT, SeededForum, seed_forum, seed_probing
 from sqlalchemy import Engine
 
 from sigshare.client.exit_codes import ExitCode
-from sigshare.hub.cli import cli
 from sigshare.hub.domain import AuditEntry, RecordType, ReviewStatus, Role
 from sigshare.hub.listing import Cursor, RecordQuery
 from sigshare.hub.services import coordinator_views, parameters, principals, reviews, web_sessions
 from sigshare.hub.services.campaigns import refresh as refresh_campaigns
-from sigshare.hub.storage import make_engine, session_scope
+from sigshare.hub.storage import session_scope
 from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.campaigns import CampaignDraft, ClusterRepository
 from sigshare.hub.storage.database import DATABASE_URL_ENV
@@ -51,6 +45,26 @@ from sigshare.hub.storage.reviews import ReviewRepository
 from sigshare.hub.web import create_app
 from sigshare.hub.web.heatmap import figure
 from sigshare.hub.web.security import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
+from tests.support.cli import invoke_hub
+from tests.support.hub import (
+    ADMIN,
+    COORDINATOR,
+    EMAIL,
+    KEY_ID,
+    MEMBERS,
+    PROMPT,
+    provision,
+    set_email_policy,
+)
+from tests.support.processes import hub_command_serving
+from tests.support.review_seed import (
+    PROBE_FLAGS,
+    PROBES,
+    SEEDED_AT,
+    SeededForum,
+    seed_forum,
+    seed_probing,
+)
 
 NOW = SEEDED_AT + timedelta(hours=2)
 """The console's clock: shortly after the seed, well inside the submissions' retention."""
@@ -123,15 +137,6 @@ class Console:
         return state.status, state.assignee, len(events)
 
 
-@pytest.fixture
-def hub_engine(tmp_path: Path, migrated_sqlite_template: bytes) -> Iterator[Engine]:
-    path = tmp_path / "hub.db"
-    path.write_bytes(migrated_sqlite_template)
-    engine = make_engine(f"sqlite:///{path}")
-    yield engine
-    engine.dispose()
-
-
 def _console(engine: Engine, **options: Any) -> Console:
     credentials = provision(engine, now=SEEDED_AT - timedelta(days=1))
     clock = Clock(NOW)
@@ -140,9 +145,9 @@ def _console(engine: Engine, **options: Any) -> Console:
 
 
 @pytest.fixture
-def console(hub_engine: Engine) -> Console:
+def console(sqlite_engine: Engine) -> Console:
     """A provisioned hub (admin, coordinator, members m1-m4; email and prompt) and no data."""
-    return _console(hub_engine)
+    return _console(sqlite_engine)
 
 
 @pytest.fixture
@@ -495,8 +500,8 @@ def test_revoking_a_coordinator_ends_its_session_at_once(signed_in: Console) -> 
     assert refused.headers["location"] == "/login"
 
 
-def test_sessions_expire(hub_engine: Engine) -> None:
-    console = _console(hub_engine, session_hours=1)
+def test_sessions_expire(sqlite_engine: Engine) -> None:
+    console = _console(sqlite_engine, session_hours=1)
     console.sign_in()
     console.clock.advance(minutes=59)
     assert console.client.get("/", follow_redirects=False).status_code == 200
@@ -520,9 +525,9 @@ def test_sign_out_ends_the_session_on_the_server(signed_in: Console) -> None:
     assert entry.actor == COORDINATOR
 
 
-def test_secure_cookies_carry_the_host_prefix(hub_engine: Engine) -> None:
-    credentials = provision(hub_engine, now=SEEDED_AT)
-    app = create_app(hub_engine, clock=Clock(NOW))
+def test_secure_cookies_carry_the_host_prefix(sqlite_engine: Engine) -> None:
+    credentials = provision(sqlite_engine, now=SEEDED_AT)
+    app = create_app(sqlite_engine, clock=Clock(NOW))
     client = TestClient(app, base_url="https://testserver")
     form = client.get("/login")
     login_cookie = form.headers["set-cookie"]
@@ -1085,52 +1090,49 @@ def test_static_pages_have_no_inline_script_or_style(signed_in: Console) -> None
 # ---------------------------------------------------------------------------------- command
 
 
-def _hub(url: str, *args: str) -> Any:
-    return CliRunner().invoke(cli, ["--db", url, *args])
-
-
 def test_web_command_keeps_plaintext_on_loopback_and_needs_a_current_schema(
-    hub_engine: Engine, tmp_path: Path
+    sqlite_engine: Engine, tmp_path: Path
 ) -> None:
-    url = str(hub_engine.url)
-    plaintext_abroad = _hub(url, "web", "--listen", "0.0.0.0:0", "--insecure")
+    url = str(sqlite_engine.url)
+    plaintext_abroad = invoke_hub(url, "web", "--listen", "0.0.0.0:0", "--insecure")
     assert plaintext_abroad.exit_code == ExitCode.INPUT
     assert "allowed only on loopback" in plaintext_abroad.stderr
-    no_tls = _hub(url, "web", "--listen", "127.0.0.1:0")
+    no_tls = invoke_hub(url, "web", "--listen", "127.0.0.1:0")
     assert no_tls.exit_code == ExitCode.INPUT
     assert "TLS is required" in no_tls.stderr
-    half = _hub(url, "web", "--tls-cert", str(tmp_path / "c.pem"))
+    half = invoke_hub(url, "web", "--tls-cert", str(tmp_path / "c.pem"))
     assert half.exit_code == ExitCode.USAGE
     bad_tls = tmp_path / "c.pem"
     bad_tls.write_text("not a certificate")
-    unreadable = _hub(url, "web", "--tls-cert", str(bad_tls), "--tls-key", str(bad_tls))
+    unreadable = invoke_hub(url, "web", "--tls-cert", str(bad_tls), "--tls-key", str(bad_tls))
     assert unreadable.exit_code == ExitCode.INPUT
     assert "not a matching PEM certificate" in unreadable.stderr
     empty = tmp_path / "empty.db"
     empty.touch()
-    unmigrated = _hub(f"sqlite:///{empty}", "web", "--insecure", "--listen", "127.0.0.1:0")
+    unmigrated = invoke_hub(f"sqlite:///{empty}", "web", "--insecure", "--listen", "127.0.0.1:0")
     assert unmigrated.exit_code == ExitCode.CONFIG
     assert "db upgrade" in unmigrated.stderr
 
 
-def test_web_command_serves_until_sigterm(hub_engine: Engine, tmp_path: Path) -> None:
+def test_web_command_serves_until_sigterm(sqlite_engine: Engine, tmp_path: Path) -> None:
     assert HUB.exists(), f"console script not installed at {HUB}"
-    credentials = provision(hub_engine, now=datetime.now(UTC))
-    port_file = tmp_path / "port"
+    credentials = provision(sqlite_engine, now=datetime.now(UTC))
+    log = tmp_path / "web.log"
     env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
-    process = subprocess.Popen(
-        [str(HUB), "--db", str(hub_engine.url), "web", "--insecure", "--listen", "127.0.0.1:0",
-         "--port-file", str(port_file), "--log-json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the console did not start"
-            time.sleep(0.05)
-        base = f"http://127.0.0.1:{port_file.read_text().strip()}"
-        with httpx.Client(base_url=base, follow_redirects=True) as client:
+    with hub_command_serving(
+        [
+            "--db",
+            str(sqlite_engine.url),
+            "web",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-json",
+        ],
+        log,
+        env=env,
+    ) as (process, port):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=True) as client:
             form = client.get("/login")
             assert form.status_code == 200
             assert secured(form)
@@ -1140,11 +1142,11 @@ def test_web_command_serves_until_sigterm(hub_engine: Engine, tmp_path: Path) ->
             )
             assert signed.status_code == 200
             assert "Overview" in signed.text
-    finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
-    assert process.returncode == 0, stderr
-    messages = [json.loads(line)["message"] for line in stderr.splitlines()]
+        process.wait(timeout=15)
+    output = log.read_text()
+    assert process.returncode == 0, output
+    messages = [json.loads(line)["message"] for line in output.splitlines()]
     assert any(m.startswith("serving web console address=127.0.0.1") for m in messages)
     assert messages[-1] == "stopped"
-    assert credentials[COORDINATOR] not in stderr
+    assert credentials[COORDINATOR] not in output
