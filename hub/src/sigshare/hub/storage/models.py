@@ -2,7 +2,7 @@
 
 Rows never leave the storage package: repositories turn them into :mod:`sigshare.hub.domain`
 types. The schema itself is created and changed only by the Alembic migrations next to this
-module; ``tests/hub/test_migrations.py`` checks that the migrations and these models agree.
+module; ``tests/hub/storage/test_migrations.py`` checks that the migrations and these models agree.
 
 Portability rules, so one contract suite passes on SQLite and PostgreSQL:
 
