@@ -26,7 +26,14 @@ from sigshare.client.errors import (
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.inputs import InputFormatError
 from sigshare.client.state import StateError
-from sigshare.client.sync import HubLimitError, KeyEpochError, LockedError
+from sigshare.client.sync import (
+    KeyEpochError,
+    LockedError,
+    NothingAcceptedError,
+    Skipped,
+    SkipReason,
+    ValuesNotFoundError,
+)
 from sigshare.client.synthetic import firm_names, generate_forum
 from sigshare.sketch.errors import KeyFileError, ParameterError, UnknownKindError
 from sigshare.sketch.keys import load_secret_file
@@ -44,7 +51,11 @@ EXIT_CODES: dict[str, tuple[Exception, ExitCode]] = {
     "bad connection settings": (HubConfigError("m"), ExitCode.CONFIG),
     "hub broke the wire contract": (HubProtocolError("m"), ExitCode.FAILURE),
     "other SDK failure": (HubClientError("m"), ExitCode.FAILURE),
-    "beyond what the hub accepts": (HubLimitError("m"), ExitCode.REJECTED),
+    "nothing a push was given was accepted": (
+        NothingAcceptedError([Skipped("kind", "email", SkipReason.REFUSED, "m")]),
+        ExitCode.REJECTED,
+    ),
+    "confirm --value names no resolved item": (ValuesNotFoundError(["v"]), ExitCode.INPUT),
     "secret of another key epoch": (KeyEpochError("m"), ExitCode.CONFIG),
     "configuration": (ConfigError("m"), ExitCode.CONFIG),
     "local state": (StateError("m"), ExitCode.CONFIG),

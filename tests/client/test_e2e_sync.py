@@ -441,7 +441,14 @@ def _reported(forum_run: ForumRun, firm: str) -> dict[str, dict[str, int]]:
     """Per kind: the canonical values ``sigshare matches`` lists, with their other holders."""
     reported: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
     for item in forum_run.document("matches3", firm)["indicators"]:
-        assert set(item) == {"kind", "value", "category", "other_members"}, item
+        assert set(item) == {
+            "kind",
+            "value",
+            "category",
+            "other_members",
+            "forum_status",
+            "forum_note",
+        }, item
         value = canonical(item["kind"], item["value"])
         assert value not in reported[item["kind"]], f"{firm}: {value} reported twice"
         reported[item["kind"]][value] = item["other_members"]

@@ -1,8 +1,9 @@
 """``sigshare init``: files it checks and writes, exit codes, and a check against a real hub.
 
-The hub is the real one (SQLite file, gRPC on 127.0.0.1, plaintext), started in process with one
-member and published parameters, so the check proves address, transport and credential end to
-end. Every run asserts that neither the credential nor the forum secret reaches the output.
+The hub is the real one (SQLite file, gRPC on 127.0.0.1, plaintext, TLS or mTLS with a PKI from
+:mod:`tests.support.tls`), started in process with one member and published parameters, so the
+check proves address, transport, certificates and credential end to end. Every run asserts that
+neither the credential nor the forum secret reaches the output.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from sqlalchemy import Engine
 
 from sigshare.client.cli import cli
 from sigshare.client.config import load_config
@@ -30,6 +34,15 @@ from sigshare.hub.rpc.server import parse_listen
 from sigshare.hub.services import parameters, principals
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.sketch.keys import ForumSecret, write_secret_file
+from tests.support.tls import (
+    ForumPki,
+    Issued,
+    issue_ca,
+    issue_forum_pki,
+    issue_leaf,
+    issuer,
+    tls_hub,
+)
 
 KEY_ID = "epoch-7"
 CREDENTIAL = "sgs1_00112233aabbccdd_AAAAsecret-part-of-the-credential-never-shown0"
@@ -42,10 +55,10 @@ class LocalHub:
     credential: str
 
 
-@pytest.fixture
-def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
-    """A started hub on a free loopback port: member ``firm-a``; email, phone and prompt."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('hub') / 'hub.db'}"
+def provisioned_hub(directory: Path) -> tuple[Engine, str]:
+    """A migrated SQLite hub database in ``directory`` with member ``firm-a`` and the kinds
+    email and phone and the family prompt published: its engine and ``firm-a``'s credential."""
+    url = f"sqlite:///{directory / 'hub.db'}"
     migrate.upgrade(url)
     engine = make_engine(url)
     now = datetime.now(UTC)
@@ -66,10 +79,17 @@ def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
         parameters.set_minhash_parameters(
             session, actor="test", family="prompt", key_id=KEY_ID, threshold=0.5, now=now
         )
+    return engine, credential.token
+
+
+@pytest.fixture
+def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    """A started plaintext hub on a free loopback port over :func:`provisioned_hub`."""
+    engine, credential = provisioned_hub(tmp_path_factory.mktemp("hub"))
     server = build_hub(engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
     server.server.start()
     try:
-        yield LocalHub(target=f"127.0.0.1:{server.port}", credential=credential.token)
+        yield LocalHub(target=f"127.0.0.1:{server.port}", credential=credential)
     finally:
         server.stop(0)
         engine.dispose()
@@ -410,7 +430,8 @@ def test_check_warns_when_the_secret_is_for_another_key_epoch(
     other.assert_private(result)
     assert json.loads(result.stdout)["warnings"] == [
         f"the forum secret is for key id epoch-8, the hub publishes parameters for {KEY_ID} "
-        "only: sketches made with this secret would be refused"
+        "only: sketches made with this secret would be refused; install the forum secret file "
+        "of the hub's current key epoch"
     ]
     assert "warning:" in result.stderr
 
@@ -457,3 +478,294 @@ def test_state_dir_permissions_are_reported_not_changed(
     ]
     assert mode_of(state) == 0o755
     assert os.path.isdir(state)
+
+
+# ---------------------------------------------------------------------------------- TLS files
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ForumPki:
+    return issue_forum_pki(tmp_path_factory.mktemp("pki"), datetime.now(UTC), member="firm-a")
+
+
+def client_leaf(pki: ForumPki, directory: Path, stem: str, **dates: datetime) -> Issued:
+    """A client certificate from the forum CA, valid between ``not_before`` and ``not_after``."""
+    return issue_leaf(
+        directory,
+        stem,
+        issuer=issuer(pki.ca),
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        not_before=dates["not_before"],
+        not_after=dates["not_after"],
+    )
+
+
+BadTls = tuple[list[str], str]
+"""The ``init`` TLS flags of one broken set-up, and the start of the message naming it."""
+
+
+def _garbage(directory: Path) -> Path:
+    garbage = directory / "garbage.pem"
+    garbage.write_text("this is not PEM\n")
+    return garbage
+
+
+def _mtls(pki: ForumPki, certificate: Path, key: Path) -> list[str]:
+    return [
+        "--ca-cert",
+        str(pki.ca.cert),
+        "--client-cert",
+        str(certificate),
+        "--client-key",
+        str(key),
+    ]
+
+
+def _garbage_ca(pki: ForumPki, directory: Path) -> BadTls:
+    garbage = _garbage(directory)
+    return (
+        ["--ca-cert", str(garbage)],
+        f"CA certificate {garbage}: not a PEM certificate (no -----BEGIN CERTIFICATE----- block)",
+    )
+
+
+def _key_as_ca(pki: ForumPki, directory: Path) -> BadTls:
+    return (
+        ["--ca-cert", str(pki.ca.key)],
+        f"CA certificate {pki.ca.key}: holds a private key; a CA file holds certificates only",
+    )
+
+
+def _ca_with_its_key(pki: ForumPki, directory: Path) -> BadTls:
+    bundle = directory / "ca-and-key.pem"
+    bundle.write_bytes(pki.ca.cert.read_bytes() + pki.ca.key.read_bytes())
+    return (
+        ["--ca-cert", str(bundle)],
+        f"CA certificate {bundle}: holds a private key; a CA file holds certificates only",
+    )
+
+
+def _expired_ca(pki: ForumPki, directory: Path) -> BadTls:
+    old, _, _ = issue_ca(directory, "old-ca", datetime.now(UTC) - timedelta(days=60))
+    return ["--ca-cert", str(old.cert)], f"CA certificate {old.cert}: expired on "
+
+
+def _garbage_client_certificate(pki: ForumPki, directory: Path) -> BadTls:
+    garbage = _garbage(directory)
+    return (
+        _mtls(pki, garbage, pki.client.key),
+        f"client certificate {garbage}: not a PEM certificate",
+    )
+
+
+def _key_of_another_certificate(pki: ForumPki, directory: Path) -> BadTls:
+    return (
+        _mtls(pki, pki.client.cert, pki.other_client.key),
+        f"client key {pki.other_client.key}: is not the private key of the client certificate "
+        f"{pki.client.cert}",
+    )
+
+
+def _expired_client_certificate(pki: ForumPki, directory: Path) -> BadTls:
+    now = datetime.now(UTC)
+    leaf = client_leaf(pki, directory, "expired", not_before=now - timedelta(days=9), not_after=now)
+    return _mtls(pki, leaf.cert, leaf.key), f"client certificate {leaf.cert}: expired on "
+
+
+def _client_certificate_not_valid_yet(pki: ForumPki, directory: Path) -> BadTls:
+    now = datetime.now(UTC)
+    leaf = client_leaf(
+        pki,
+        directory,
+        "future",
+        not_before=now + timedelta(days=1),
+        not_after=now + timedelta(days=9),
+    )
+    return _mtls(pki, leaf.cert, leaf.key), f"client certificate {leaf.cert}: not valid before "
+
+
+def _server_certificate_as_client(pki: ForumPki, directory: Path) -> BadTls:
+    return (
+        _mtls(pki, pki.server.cert, pki.server.key),
+        f"client certificate {pki.server.cert}: is not for client authentication",
+    )
+
+
+def _encrypted_key(pki: ForumPki, directory: Path) -> BadTls:
+    encrypted = directory / "encrypted.key"
+    key = serialization.load_pem_private_key(pki.client.key.read_bytes(), password=None)
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    encrypted.chmod(0o600)
+    return (
+        _mtls(pki, pki.client.cert, encrypted),
+        f"client key {encrypted}: is encrypted with a passphrase; gRPC needs an unencrypted "
+        "key; decrypt a copy for this client: openssl pkey",
+    )
+
+
+def _certificate_as_key(pki: ForumPki, directory: Path) -> BadTls:
+    return (
+        _mtls(pki, pki.client.cert, pki.client.cert),
+        f"client key {pki.client.cert}: holds a certificate, not a private key",
+    )
+
+
+BAD_TLS_FILES: dict[str, Callable[[ForumPki, Path], BadTls]] = {
+    "garbage CA": _garbage_ca,
+    "a private key as CA": _key_as_ca,
+    "a CA file with its key": _ca_with_its_key,
+    "an expired CA": _expired_ca,
+    "garbage client certificate": _garbage_client_certificate,
+    "the key of another certificate": _key_of_another_certificate,
+    "an expired client certificate": _expired_client_certificate,
+    "a client certificate not valid yet": _client_certificate_not_valid_yet,
+    "a server certificate as client certificate": _server_certificate_as_client,
+    "an encrypted key": _encrypted_key,
+    "a certificate as key": _certificate_as_key,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TLS_FILES))
+def test_unusable_tls_files_are_refused_naming_the_file(
+    runner: CliRunner, member: Member, pki: ForumPki, case: str
+) -> None:
+    flags, message = BAD_TLS_FILES[case](pki, member.tmp)
+    result = runner.invoke(
+        cli, [*member.args("hub.example.org:443", *flags), "--no-check", "--json"]
+    )
+    assert result.exit_code == int(ExitCode.CONFIG) == 3, result.output
+    document = json.loads(result.stdout)
+    assert document["status"] == "config"
+    assert document["error"].startswith(message), document["error"]
+    assert result.stderr.startswith(f"error: {message}")
+    member.assert_private(result)
+    assert not member.default_config.exists()
+    assert not member.default_state.exists()
+
+
+def test_a_client_certificate_expiring_soon_is_a_warning(
+    runner: CliRunner, member: Member, pki: ForumPki
+) -> None:
+    now = datetime.now(UTC)
+    leaf = client_leaf(
+        pki,
+        member.tmp,
+        "soon",
+        not_before=now - timedelta(days=80),
+        not_after=now + timedelta(days=3),
+    )
+    flags = ["--ca-cert", str(pki.ca.cert), "--client-cert", str(leaf.cert)]
+    result = runner.invoke(
+        cli,
+        [
+            *member.args("hub.example.org:443", *flags),
+            "--client-key",
+            str(leaf.key),
+            "--no-check",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert warning.startswith(f"client certificate {leaf.cert}: expires on ")
+    assert warning.endswith(", in 2 days; ask the forum for a new client certificate before then")
+
+
+# ---------------------------------------------------------------------------------- TLS and mTLS
+
+
+@dataclass(frozen=True)
+class TlsForum:
+    engine: Engine
+    credential: str
+    """``firm-a``'s credential."""
+
+
+@pytest.fixture(scope="module")
+def tls_forum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsForum]:
+    engine, credential = provisioned_hub(tmp_path_factory.mktemp("tls-hub"))
+    yield TlsForum(engine=engine, credential=credential)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["TLS", "mTLS"])
+def test_check_over_tls_and_mtls(
+    runner: CliRunner, member: Member, pki: ForumPki, tls_forum: TlsForum, mtls: bool
+) -> None:
+    member.set_credential(tls_forum.credential)
+    flags = ["--ca-cert", str(pki.ca.cert)]
+    if mtls:
+        flags += ["--client-cert", str(pki.client.cert), "--client-key", str(pki.client.key)]
+    with tls_hub(tls_forum.engine, pki, require_client_certificate=mtls) as target:
+        result = runner.invoke(cli, [*member.args(target, *flags), "--json"])
+    assert result.exit_code == 0, result.output
+    member.assert_private(result)
+    document = json.loads(result.stdout)
+    assert document["checked"] is True
+    assert document["transport"] == f"{'mTLS' if mtls else 'TLS'}, CA {pki.ca.cert}"
+    assert document["warnings"] == []
+
+
+@pytest.mark.parametrize(
+    "case", ["no client certificate", "a stranger's certificate", "another CA", "plaintext hub"]
+)
+def test_refused_handshakes_are_explained_at_once(
+    runner: CliRunner,
+    member: Member,
+    pki: ForumPki,
+    tls_forum: TlsForum,
+    case: str,
+) -> None:
+    """Each is a configuration error (exit 3) that says what the hub refused and what to set;
+    none is retried."""
+    member.set_credential(tls_forum.credential)
+    stranger = [
+        "--client-cert",
+        str(pki.other_client.cert),
+        "--client-key",
+        str(pki.other_client.key),
+    ]
+    flags = {
+        "no client certificate": ["--ca-cert", str(pki.ca.cert)],
+        "a stranger's certificate": ["--ca-cert", str(pki.ca.cert), *stranger],
+        "another CA": ["--ca-cert", str(pki.other_ca.cert)],
+        "plaintext hub": ["--ca-cert", str(pki.ca.cert)],
+    }[case]
+    started = time.monotonic()
+    if case == "plaintext hub":
+        server = build_hub(tls_forum.engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
+        server.server.start()
+        target = f"127.0.0.1:{server.port}"
+        try:
+            result = runner.invoke(cli, [*member.args(target, *flags), "--json"])
+        finally:
+            server.stop(0)
+    else:
+        mtls = case != "another CA"
+        with tls_hub(tls_forum.engine, pki, require_client_certificate=mtls) as target:
+            result = runner.invoke(cli, [*member.args(target, *flags), "--json"])
+    elapsed = time.monotonic() - started
+    expected = {
+        "no client certificate": f"the hub at {target} closed the connection after the TLS "
+        "handshake: the hub requires a client certificate signed by its CA (mTLS), and none was "
+        "presented; set client_cert and client_key (--client-cert, --client-key)",
+        "a stranger's certificate": f"the hub at {target} refused the client certificate "
+        f"{pki.other_client.cert}: the hub requires a client certificate signed by its CA; use "
+        "the client certificate the forum's CA issued you",
+        "another CA": f"the hub's certificate at {target} is not trusted (unable to get local "
+        f"issuer certificate), checked against the CA certificate {pki.other_ca.cert}; set "
+        "ca_cert (--ca-cert) to the forum CA's certificate",
+        "plaintext hub": f"no TLS answers at {target}: a plaintext hub, or another service on "
+        "that port; check the port",
+    }[case]
+    assert result.exit_code == int(ExitCode.CONFIG), result.output
+    assert json.loads(result.stdout)["error"].startswith(expected)
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    member.assert_private(result)
+    assert not member.default_config.exists()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import gzip
+import io
 import json
 import os
 import stat
 import tracemalloc
 import types
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sigshare.client.inputs import (
     IndicatorRow,
@@ -25,6 +30,7 @@ from sigshare.client.inputs import (
     read_indicators,
     read_prompts,
 )
+from sigshare.client.sync import classify_inputs
 from sigshare.sketch.errors import RejectReason, UnknownKindError
 from sigshare.sketch.kinds import get_kind
 
@@ -153,6 +159,213 @@ def test_configured_kinds_are_used_instead_of_the_registry_defaults(tmp_path: Pa
     assert [row.canonical for row in indicators([path], kinds=configured)] == ["ab@gmail.com"]
 
 
+# --- encodings and delimiters --------------------------------------------------------------
+
+ENCODINGS = {
+    "utf-8": lambda text: text.encode(),
+    "utf-8 with BOM": lambda text: codecs.BOM_UTF8 + text.encode(),
+    "utf-16 LE with BOM": lambda text: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+    "utf-16 BE with BOM": lambda text: codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
+}
+"""How a spreadsheet may save a CSV file (Excel's "Unicode text" is UTF-16 LE with a BOM)."""
+
+EMAILS = st.builds(
+    "{}@{}.org".format,
+    st.text(alphabet="abcdefghij.-_+", min_size=1, max_size=12).filter(
+        lambda local: local[0] not in ".-+" and local[-1] != "." and ".." not in local
+    ),
+    st.text(alphabet="abcdefghij", min_size=1, max_size=8),
+)
+CATEGORIES = st.text(
+    alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "S"), include_characters=" "),
+    max_size=20,
+)
+"""Printable text: quotes, commas, semicolons, spaces and non-ASCII letters included (no tab: a
+category is printable)."""
+DATES = st.one_of(st.just(""), st.dates().map(date.isoformat))
+
+
+def csv_text(rows: list[tuple[str, str, str, str, str]], delimiter: str, line_end: str) -> str:
+    """A CSV file as Python's csv module writes it: fields quoted only where they need it."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator=line_end)
+    writer.writerow(["Kind", "Value", "Category", "First_Seen", "Last_Seen"])
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(st.just("email"), EMAILS, CATEGORIES, DATES, st.just("")), max_size=12),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    compress=st.booleans(),
+)
+def test_every_encoding_and_delimiter_reads_as_the_plain_comma_file(
+    tmp_path: Path,
+    *,
+    rows: list[tuple[str, str, str, str, str]],
+    delimiter: str,
+    encoding: str,
+    line_end: str,
+    compress: bool,
+) -> None:
+    """Oracle: the same rows written as plain UTF-8 with commas; every other spelling of the
+    file gives exactly its rows and rejects."""
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(csv_text(rows, ",", "\n").encode())
+    data = ENCODINGS[encoding](csv_text(rows, delimiter, line_end))
+    spelt = tmp_path / "spelt.csv.gz"
+    spelt.write_bytes(gzip.compress(data) if compress else data)
+    expected_sink, sink = RejectSink(), RejectSink()
+    expected = [
+        (r.kind, r.value, r.canonical, r.category, r.first_seen)
+        for r in indicators([plain], expected_sink)
+    ]
+    found = [
+        (r.kind, r.value, r.canonical, r.category, r.first_seen) for r in indicators([spelt], sink)
+    ]
+    assert found == expected
+    assert sink.counts == expected_sink.counts
+    if not expected_sink.total:
+        assert [(value, category) for _, value, _, category, _ in expected] == [
+            (value, category.strip()) for _, value, category, _, _ in rows
+        ]
+
+
+@pytest.mark.parametrize(
+    ("header", "row"),
+    [
+        ("kind,value,note;x", "email,a@example.com,x;y"),  # a semicolon in a column name
+        ("kind;value;note,x", "email;a@example.com;x,y"),
+        ('"kind";"value";"a, b"', "email;a@example.com;x"),  # quoted names, a comma in one
+        ("kind\tvalue\tnote;x", "email\ta@example.com\tx"),
+        ("value", "a@example.com"),  # one column: nothing to tell, the comma
+    ],
+)
+def test_the_delimiter_is_the_one_giving_the_most_known_columns(
+    tmp_path: Path, header: str, row: str
+) -> None:
+    path = write_lines(tmp_path / "x.csv", [header, row])
+    sink = RejectSink()
+    assert [r.canonical for r in indicators([path], sink, default_kind="email")] == [
+        "a@example.com"
+    ]
+    assert sink.total == 0
+
+
+def test_rows_are_split_by_the_header_delimiter_only(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "x.csv",
+        ["kind;value;category", "email;a@example.com;one, two", 'email;b@example.com;"x;y"'],
+    )
+    rows = indicators([path])
+    assert [(r.canonical, r.category) for r in rows] == [
+        ("a@example.com", "one, two"),
+        ("b@example.com", "x;y"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "default_kind", "message"),
+    [
+        (
+            ["Email;Seen", "a@b.com;x"],
+            "email",
+            'the header row has no value column (found: "Email", "Seen")',
+        ),
+        (["email\tseen"], None, 'no kind or value column (found: "email", "seen"); add them or'),
+        (["kind|value"], None, 'no kind or value column (found: "kind|value")'),
+        (
+            [",".join(f"c{i}" for i in range(12))],
+            "email",
+            '(found: "c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", and 4 more)',
+        ),
+        (["x" * 100], "email", f'(found: "{"x" * 40}…")'),
+    ],
+)
+def test_a_header_without_the_required_columns_is_quoted(
+    tmp_path: Path, lines: list[str | bytes], default_kind: str | None, message: str
+) -> None:
+    path = write_lines(tmp_path / "bad.csv", lines)
+    with pytest.raises(InputFormatError) as caught:
+        indicators([path], default_kind=default_kind)
+    assert message in str(caught.value)
+
+
+def test_a_utf16_header_without_the_required_columns_is_quoted_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(codecs.BOM_UTF16_LE + "Adresse;Vu le\r\n".encode("utf-16-le"))
+    with pytest.raises(InputFormatError, match='no value column \\(found: "Adresse", "Vu le"\\)'):
+        indicators([path], default_kind="email")
+
+
+def test_a_lone_surrogate_in_utf16_costs_its_line_only(tmp_path: Path) -> None:
+    path = tmp_path / "u16.csv"
+    path.write_bytes(
+        codecs.BOM_UTF16_LE
+        + "kind,value\nemail,a@example.com\n".encode("utf-16-le")
+        + b"\x00\xd8"  # a high surrogate with no low one
+        + "email,b@example.com\nemail,c@example.com\n".encode("utf-16-le")
+    )
+    sink = RejectSink(tmp_path / "rejects.jsonl")
+    with sink:
+        rows = indicators([path], sink)
+    assert [(r.canonical, r.source) for r in rows] == [
+        ("a@example.com", f"{path}:2"),
+        ("c@example.com", f"{path}:4"),
+    ]
+    assert sink.counts == Counter({"bad_encoding": 1})
+    (record,) = read_rejects(tmp_path / "rejects.jsonl")
+    assert record["source"] == f"{path}:3"
+
+
+def test_a_utf16_file_cut_inside_a_character_costs_its_last_line(tmp_path: Path) -> None:
+    complete = "kind,value\nemail,a@example.com\nemail,b@example.com"
+    for name, cut in (
+        ("odd.csv", b"\x00"),
+        ("surrogate.csv", "\U0001f600".encode("utf-16-be")[:2]),
+    ):
+        path = tmp_path / name
+        path.write_bytes(codecs.BOM_UTF16_BE + complete.encode("utf-16-be") + cut)
+        sink = RejectSink()
+        assert [row.canonical for row in indicators([path], sink)] == ["a@example.com"]
+        assert sink.counts == Counter({"bad_encoding": 1})
+
+
+def test_utf16_lines_are_limited_in_utf8_bytes(tmp_path: Path) -> None:
+    fits = "é" * 10  # 20 UTF-8 bytes, 20 UTF-16 bytes
+    too_long = "€" * 10  # 30 UTF-8 bytes, 20 UTF-16 bytes
+    path = tmp_path / "u16.csv"
+    text = f"value,category\na@example.com,{fits}\nb@example.com,{too_long}\n"
+    path.write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    sink = RejectSink()
+    rows = indicators(
+        [path], sink, default_kind="email", max_line_bytes=len(f"a@example.com,{fits}".encode())
+    )
+    assert [r.canonical for r in rows] == ["a@example.com"]
+    assert sink.counts == Counter({"oversized_line": 1})
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_utf16_prompt_file_is_told_from_indicators_and_read(
+    tmp_path: Path, compress: bool
+) -> None:
+    texts = ["translate sentence one into French", "résumé de la phrase deux"]
+    data = codecs.BOM_UTF16_LE + "".join(
+        json.dumps({"text": text}, ensure_ascii=False) + "\r\n" for text in texts
+    ).encode("utf-16-le")
+    prompts = tmp_path / ("export.prompts.jsonl" + (".gz" if compress else ""))
+    prompts.write_bytes(gzip.compress(data) if compress else data)
+    values = tmp_path / "values.jsonl"
+    values.write_bytes('{"kind": "email", "value": "a@example.com"}\n'.encode("utf-16"))
+    assert classify_inputs([prompts, values]) == ([values], [prompts])
+    assert [row.text for row in read_prompts([prompts], rejects=RejectSink())] == texts
+
+
 # --- default kind --------------------------------------------------------------------------
 
 
@@ -201,10 +414,10 @@ def test_an_unknown_default_kind_fails_at_the_call(tmp_path: Path) -> None:
         (
             ["value", "a@b.com"],
             None,
-            r"the header row has no kind column \(or give a default kind\)$",
+            r'the header row has no kind column \(found: "value"\); add it or give a default kind$',
         ),
         (["category"], None, "the header row has no kind or value column"),
-        (["category"], "email", "the header row has no value column$"),
+        (["category"], "email", r'the header row has no value column \(found: "category"\)$'),
         (["kind,value,Value"], None, "the header row has two value columns"),
         (['kind,"value'], None, r"bad header row \(line 1\): malformed CSV"),
         ([], None, "has no header row"),

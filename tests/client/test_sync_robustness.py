@@ -1046,8 +1046,16 @@ def test_pull_and_matches_show_the_kept_answers(budget_run: BudgetRun) -> None:
         f"pulled: {len(KEPT_AND_NEW)} shared indicators, 0 campaigns ("
     )
     assert budget_run.matches.json() == {
+        "pulled": True,
         "indicators": [
-            {"kind": kind, "value": value, "category": "carding", "other_members": others}
+            {
+                "kind": kind,
+                "value": value,
+                "category": "carding",
+                "other_members": others,
+                "forum_status": None,
+                "forum_note": None,
+            }
             for (kind, value), others in sorted(KEPT_AND_NEW.items())
         ],
         "campaigns": [],
@@ -1063,7 +1071,11 @@ def test_pull_says_which_values_the_budget_left_unanswered(budget_run: BudgetRun
     assert document["not_held"] == {}
     assert budget_run.pull_json.stderr == ""  # --json: the document says it all
     # `sync` reports its pull alike (its timing is the whole run's, outside "pull").
-    pulled = {key: value for key, value in document.items() if key != "seconds"}
+    pulled = {
+        key: value
+        for key, value in document.items()
+        if key not in {"seconds", "outcome", "skipped"}  # the run's, not the pull's
+    }
     assert budget_run.sync_json.json()["pull"] == pulled
     assert budget_run.pull_human.stderr.splitlines() == [
         f"warning: {BUDGET_KIND}: the hub's query budget is spent: 2 values were not answered "
@@ -1203,21 +1215,31 @@ def test_a_state_file_of_the_previous_client_is_upgraded_and_keeps_its_matches(h
     path = write_v1_state(member.state_dir)
 
     matches = member.run("matches", "--json").ok().json()
-    # The shape the previous client printed, with the rows it had resolved.
+    # The rows the previous client had resolved (no forum verdicts pulled yet).
+    unreviewed = {"forum_status": None, "forum_note": None}
     assert matches == {
+        "pulled": True,
         "indicators": [
             {
                 "kind": "email",
                 "value": "Alice@Example.org",
                 "category": "fraud",
                 "other_members": 2,
+                **unreviewed,
             },
-            {"kind": "email", "value": "bob@example.org", "category": "", "other_members": 1},
+            {
+                "kind": "email",
+                "value": "bob@example.org",
+                "category": "",
+                "other_members": 1,
+                **unreviewed,
+            },
             {
                 "kind": "phone",
                 "value": "+44 20 7946 0123",
                 "category": "sim-farm",
                 "other_members": 1,
+                **unreviewed,
             },
         ],
         "campaigns": [],

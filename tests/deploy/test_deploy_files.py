@@ -12,6 +12,8 @@ validated.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+
+from sigshare.client.exit_codes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -87,6 +91,77 @@ def test_systemd_verify_reports_a_broken_unit(tmp_path: Path) -> None:
         [analyze, "verify", str(broken)], capture_output=True, text=True, timeout=60, check=False
     )
     assert "Unknown key 'ProtectSystm'" in result.stdout + result.stderr
+
+
+MEMBER = DEPLOY / "member"
+NEEDS_A_PERSON = {ExitCode.USAGE, ExitCode.CONFIG, ExitCode.AUTH, ExitCode.INPUT, ExitCode.REJECTED}
+"""Exit codes that retrying cannot clear; a partial run (8) cannot clear by retrying either, but
+its work was done, so schedulers count it as done and alert on it."""
+MAY_CLEAR = {ExitCode.FAILURE, ExitCode.NETWORK, ExitCode.BUSY}
+
+
+def _service_settings(unit: Path) -> dict[str, list[str]]:
+    """``[Service]`` settings of a unit file: key → values, in order (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for line in unit.read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "Service" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_every_exit_code_has_its_place_in_the_member_sync_unit() -> None:
+    assert set(ExitCode) == {ExitCode.OK, ExitCode.PARTIAL} | NEEDS_A_PERSON | MAY_CLEAR
+    settings = _service_settings(MEMBER / "systemd" / "sigshare-sync.service")
+    success = {0} | {int(code) for code in " ".join(settings["SuccessExitStatus"]).split()}
+    prevented = {int(code) for code in " ".join(settings["RestartPreventExitStatus"]).split()}
+    assert success == {ExitCode.OK, ExitCode.PARTIAL}
+    assert prevented == NEEDS_A_PERSON
+    assert settings["Restart"] == ["on-failure"]  # the remaining codes, MAY_CLEAR, are retried
+
+
+@pytest.mark.parametrize(("status", "logged"), [("8", True), ("0", False), ("7", False)])
+def test_a_partial_sync_is_logged_at_warning_priority(status: str, logged: bool) -> None:
+    """The unit's ExecStopPost= line, run as systemd runs it (``$$`` is a literal ``$``)."""
+    (command,) = _service_settings(MEMBER / "systemd" / "sigshare-sync.service")["ExecStopPost"]
+    argv = shlex.split(command.replace("$$", "$"))
+    assert argv[:2] == ["/bin/sh", "-c"]
+    result = subprocess.run(
+        argv,
+        env={"EXIT_STATUS": status, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    expected = "<4>sigshare sync was partial (exit 8): some kinds or families were skipped"
+    assert result.stdout.startswith(expected) if logged else result.stdout == ""
+
+
+def test_the_member_cronjob_fails_at_once_on_codes_a_retry_cannot_clear() -> None:
+    (cronjob,) = [
+        d for d in _documents(MEMBER / "kubernetes" / "cronjob.yaml") if d["kind"] == "CronJob"
+    ]
+    rules = cronjob["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]  # type: ignore[index]
+    fail_job = {
+        code
+        for rule in rules
+        if rule["action"] == "FailJob"
+        for code in rule["onExitCodes"]["values"]
+    }
+    assert fail_job == {int(code) for code in NEEDS_A_PERSON | {ExitCode.PARTIAL}}
+    assert not fail_job & {int(code) for code in MAY_CLEAR}  # counted against backoffLimit
+
+
+def test_the_cron_file_names_every_exit_code() -> None:
+    lines = (MEMBER / "cron" / "sigshare-sync.cron").read_text().splitlines()
+    comments = " ".join(line.lstrip("#").strip() for line in lines if line.startswith("#"))
+    listed = ";" + comments.partition("The last line logged says the exit status:")[2]
+    for code in ExitCode:
+        assert re.search(rf"; {int(code)} [a-z]", listed), code
 
 
 def _documents(path: Path) -> list[dict[str, object]]:

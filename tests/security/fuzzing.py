@@ -20,8 +20,9 @@ Case counter
 The hub
     :class:`FuzzHub` starts one real hub on loopback over a migrated SQLite file (insecure, like the
     integration tests), provisions it with :func:`tests.support.hub.provision` and records a
-    baseline: two members' e-mail filters, one member's prompt clusters, and member ``m1``'s answers
-    to a ``Resolve`` of its own e-mail tokens. :meth:`FuzzHub.snapshot` captures the state a refused
+    baseline: two members' e-mail filters, one member's prompt clusters, shared indicators both
+    members confirmed (for the review workflow's RPCs to act on), and member ``m1``'s answers to
+    a ``Resolve`` of its own e-mail tokens. :meth:`FuzzHub.snapshot` captures the state a refused
     request must not change — query ledgers and ``tokens_asked`` included, row for row — and
     :meth:`FuzzHub.check_refusal` also checks that an accepted request changed no other member's
     ledger.
@@ -50,7 +51,11 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, func, select
 
 from sigshare.client.hub_client import HubClient
+from sigshare.client.hub_types import ConfirmedToken
+from sigshare.hub.domain import RecordType
+from sigshare.hub.listing import RecordQuery
 from sigshare.hub.matching.query_ledger import QueryLedger
+from sigshare.hub.services import reviews
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.models import (
     AuditLogRow,
@@ -70,6 +75,7 @@ from tests.support.hub import (
     ADMIN,
     COORDINATOR,
     EMAIL,
+    KEY_ID,
     MEMBERS,
     PROMPT,
     RunningHub,
@@ -204,6 +210,7 @@ READ_ACTIONS = frozenset(
         "review.indicators",
         "review.campaigns",
         "review.submissions",
+        "review.history",
         "principal.list",
         "audit.verify",
     }
@@ -327,13 +334,16 @@ class FuzzHub:
         self.bloom_payload = b""
         self.cluster_payload = b""
         self.cluster_count = 0
+        self.record_ids: list[str] = []
+        """The shared indicators' ids (what the review workflow's RPCs name)."""
         self._clients: dict[str, HubClient] = {}
 
     # --- setup
 
     def establish_baseline(self) -> None:
-        """m1 and m2 submit e-mail filters, m1 its prompt clusters; both members' answers to a
-        Resolve of their own e-mail tokens are kept."""
+        """m1 and m2 submit e-mail filters, m1 its prompt clusters; both confirm a few of the
+        values they share (shared indicators); both members' answers to a Resolve of their own
+        e-mail tokens are kept."""
         from sigshare.sketch.codec import encode_bloom
 
         params = self.client("m1").get_parameters()
@@ -348,6 +358,14 @@ class FuzzHub:
         submit_clusters(self.client("m1"), upload)
         self.cluster_payload = upload.payload
         self.cluster_count = len(upload.clusters)
+        both = sorted(self.forum.sets["m1"] & self.forum.sets["m2"])[:3]
+        for member in SUBMITTERS:
+            offered = [ConfirmedToken(token=self.forum.token(value)) for value in both]
+            assert self.client(member).confirm(EMAIL, KEY_ID, offered).accepted == len(both)
+        with session_scope(self.engine) as session:
+            listed = reviews.indicators(session, RecordQuery(RecordType.INDICATOR, size=100))
+        self.record_ids = [record.id for record in listed.items]
+        assert len(self.record_ids) == len(both)
         for member in SUBMITTERS:
             self.baseline[member] = self.resolve_own(member)
 

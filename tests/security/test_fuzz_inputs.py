@@ -36,6 +36,7 @@ Counts of cases run go to ``test-output/fuzz-cases.json``.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import gzip
@@ -122,13 +123,19 @@ def expected_rows(data: bytes, limit: int, *, csv: bool) -> int:
 
 
 def plain(data: bytes) -> bytes | None:
-    """The decompressed content the reader sees, or ``None`` when gzip must fail."""
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except Exception:
-        return None
+    """The decompressed content the reader sees as UTF-8, or ``None`` when gzip must fail.
+
+    After a UTF-16 byte order mark the content is UTF-16: transcoded, each part UTF-16 cannot
+    decode becomes one U+FFFD, as long in UTF-8 as the invalid bytes the reader puts there (so
+    the same lines are blank, over-long and counted)."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except Exception:
+            return None
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return data.decode("utf-16", errors="replace").encode()
+    return data
 
 
 def write(workdir: Path, name: str, data: bytes) -> Path:

@@ -71,6 +71,7 @@ STREAMS = frozenset({SUBMIT, RESOLVE})
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzHub]:
     with fuzzing.fuzz_hub(tmp_path_factory.mktemp("fuzz-hub")) as running:
+        FUZZED[:] = running.record_ids
         yield running
     fuzzing.write_cases(MODULE)
 
@@ -178,6 +179,26 @@ page_tokens = st.one_of(
 """Random junk, other and older versions, cursors of other listings and orders, numbers beyond
 64 bits (finding F3), non-ASCII digits (finding F2), broken base64 and over-long tokens."""
 pages = st.builds(pb.PageRequest, page_size=U32, page_token=page_tokens)
+review_statuses = st.sampled_from(["new", "triaged", "confirmed", "dismissed", ""]) | hostile_text
+sorts = st.sampled_from(["created", "reporters", "last_seen", "status", "kind", "members"])
+record_filters = st.builds(
+    pb.RecordFilter,
+    status=review_statuses,
+    category=st.sampled_from(["", "cat-m1"]) | hostile_text,
+    assignee=st.sampled_from(["", COORDINATOR, ADMIN, "m1"]) | hostile_text,
+    sort=sorts | hostile_text,
+    descending=st.booleans(),
+)
+"""The review listings' filters and orders (with the CLI's page tokens, cursors must fit)."""
+FUZZED: list[str] = []
+"""The fuzz hub's shared indicators, once it is up (their ids are random per run)."""
+record_ids = st.one_of(
+    st.deferred(lambda: st.sampled_from(FUZZED)),
+    st.sampled_from(["0" * 32, "", "f" * 31, "F" * 32]),
+    hostile_text,
+)
+"""Ids of real records most of the time, else ids of nothing and hostile text."""
+notes = st.sampled_from(["", "seen twice", "line\nbreak", "\x07", "x" * 4001]) | hostile_text
 
 
 def stamp(seconds: int, nanos: int) -> Timestamp:
@@ -299,11 +320,33 @@ requests: dict[str, st.SearchStrategy[Any]] = {
     MEMBER_RPC + "ListMatches": st.builds(pb.ListMatchesRequest, kind=kinds),
     MEMBER_RPC + "GetStatus": st.just(pb.GetStatusRequest()),
     REVIEW_RPC + "GetOverlapMatrix": st.builds(pb.OverlapRequest, kind=kinds),
+    REVIEW_RPC + "GetOverlapMatrices": st.builds(pb.OverlapRequest, kind=kinds),
     REVIEW_RPC + "ListSharedIndicators": st.builds(
-        pb.ListSharedIndicatorsRequest, kind=kinds, page=pages
+        pb.ListSharedIndicatorsRequest, kind=kinds, page=pages, filter=st.none() | record_filters
     ),
-    REVIEW_RPC + "ListCampaigns": st.builds(pb.ListCampaignsRequest, family=kinds, page=pages),
-    REVIEW_RPC + "ListSubmissions": st.builds(pb.ListSubmissionsRequest, kind=kinds),
+    REVIEW_RPC + "ListCampaigns": st.builds(
+        pb.ListCampaignsRequest, family=kinds, page=pages, filter=st.none() | record_filters
+    ),
+    REVIEW_RPC + "ListSubmissions": st.builds(
+        pb.ListSubmissionsRequest, kind=kinds, flag_factor=st.none() | DOUBLES
+    ),
+    REVIEW_RPC + "SetReviewStatus": st.builds(
+        pb.SetReviewStatusRequest,
+        record_id=record_ids,
+        status=review_statuses,
+        note=notes,
+        member_note=notes,
+    ),
+    REVIEW_RPC + "AssignReview": st.builds(
+        pb.AssignReviewRequest,
+        record_id=record_ids,
+        assignee=st.sampled_from(["", COORDINATOR, ADMIN, "m1", "nobody"]) | hostile_text,
+        note=notes,
+    ),
+    REVIEW_RPC + "AddReviewNote": st.builds(
+        pb.AddReviewNoteRequest, record_id=record_ids, note=notes, for_members=st.booleans()
+    ),
+    REVIEW_RPC + "GetReviewHistory": st.builds(pb.GetReviewHistoryRequest, record_id=record_ids),
     ADMIN_RPC + "AddPrincipal": st.builds(
         pb.AddPrincipalRequest,
         name=hostile_text,
@@ -691,6 +734,8 @@ def _resolve(hub: FuzzHub, data: st.DataObject) -> None:
     )
     shape = data.draw(st.sampled_from(RESOLVE_SHAPES), label="shape")
     stream = resolve_stream(data, header, material, shape)
+    if [m.WhichOneof("part") for m in stream] == ["header"] and header.token_count == 0:
+        shape, material = "normal", b""  # a header alone announcing no tokens: a whole question
     valid = (
         shape in VALID_SHAPES
         and who in fuzzing.SUBMITTERS

@@ -28,10 +28,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2_grpc
 from sqlalchemy import Engine
 
-from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy
+from sigshare.client.hub_client import HubClient, HubConnection, HubServiceClient, RetryPolicy
 from sigshare.client.hub_types import ResolveResult, SubmitResult, TokenStatus
 from sigshare.hub.domain import KindParameters, MinHashParameters, Principal, Role
 from sigshare.hub.rpc.app import build_hub
+from sigshare.hub.rpc.review_client import ReviewClient
 from sigshare.hub.rpc.server import BoundServer, parse_listen
 from sigshare.hub.services import parameters, principals
 from sigshare.hub.services.refusals import RefusalPolicy
@@ -180,7 +181,7 @@ class RunningHub:
     server: BoundServer
     credentials: dict[str, str]
     channel: grpc.Channel
-    _clients: list[HubClient] = field(default_factory=list)
+    _clients: list[HubServiceClient] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -189,6 +190,15 @@ class RunningHub:
     def client(self, name: str) -> HubClient:
         """The member SDK, authenticated as ``name``, without retries."""
         client = HubClient(
+            HubConnection(target=self.target, credential=self.credentials[name], insecure=True),
+            retry=NO_RETRY,
+        )
+        self._clients.append(client)
+        return client
+
+    def review_client(self, name: str) -> ReviewClient:
+        """The coordinators' review client, authenticated as ``name``, without retries."""
+        client = ReviewClient(
             HubConnection(target=self.target, credential=self.credentials[name], insecure=True),
             retry=NO_RETRY,
         )

@@ -11,14 +11,15 @@ declared counts and numbers of tokens asked about, so that coordinators' probing
 expected values.
 
 Nothing here is a fixture: test modules call :func:`seed_forum` or :func:`seed_probing` on the
-engine of a database fixture.
+engine of a database fixture, or serve the seeded forum with :func:`running_seeded_hub`.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -50,16 +51,21 @@ from tests.support.hub import (
     ClusterUpload,
     EmailForum,
     PromptForum,
+    RunningHub,
     cluster_upload,
     email_prf,
     forum_secret,
     prompt_forum,
     provision,
+    running_hub,
     upload_header,
 )
 
 SEEN = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 """Member i confirms with first seen SEEN + i days and last seen SEEN + 10 + i days."""
+CLUSTER_FIRST_SEEN_DAYS = 20
+CLUSTER_LAST_SEEN_DAYS = 40
+"""Member i's prompt clusters: first seen SEEN + 20 + i days, last seen SEEN + 40 + i days."""
 SEEDED_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 EMAILS: dict[str, tuple[str, ...]] = {
@@ -222,6 +228,7 @@ def seed_forum(
     for member, upload in uploads.items():
         principal = members[member]
         assert principal is not None
+        index = MEMBERS.index(member)
         moment += timedelta(seconds=1)
         with session_scope(engine) as session:
             submit_clusters(
@@ -236,8 +243,8 @@ def seed_forum(
                         category=CLUSTER_CATEGORIES.get(
                             (member, upload.template_of[c.cluster_id]), c.category
                         ),
-                        first_seen=None,
-                        last_seen=None,
+                        first_seen=SEEN + timedelta(days=CLUSTER_FIRST_SEEN_DAYS + index),
+                        last_seen=SEEN + timedelta(days=CLUSTER_LAST_SEEN_DAYS + index),
                         core_size=c.core_size,
                     )
                     for c in upload.clusters
@@ -258,9 +265,29 @@ def seed_forum(
     )
 
 
+@contextmanager
+def running_seeded_hub(engine: Engine) -> Iterator[tuple[RunningHub, SeededForum]]:
+    """The forum of :func:`seed_forum` served by a started hub (stopped on exit), with the
+    credentials of its admin, coordinator and members."""
+    credentials = provision(engine, now=SEEDED_AT)
+    forum = seed_forum(engine, provisioned=True)
+    with running_hub(engine, credentials) as hub:
+        yield hub, forum
+
+
 def expected_categories(holders: Sequence[str]) -> list[str]:
     """The categories of a shared indicator its ``holders`` all confirmed."""
     return sorted({CATEGORIES[m] for m in holders})
+
+
+def expected_campaign_seen(members: Sequence[str]) -> tuple[datetime, datetime]:
+    """First and last seen of the campaign of ``members``' clusters: the earliest first seen
+    and the latest last seen those members gave."""
+    positions = [MEMBERS.index(m) for m in members]
+    return (
+        SEEN + timedelta(days=CLUSTER_FIRST_SEEN_DAYS + min(positions)),
+        SEEN + timedelta(days=CLUSTER_LAST_SEEN_DAYS + max(positions)),
+    )
 
 
 # ---------------------------------------------------------------------------------- probing

@@ -39,6 +39,7 @@ from tests.support.review_seed import (
     PROBE_FLAGS,
     PROBES,
     SeededForum,
+    expected_campaign_seen,
     expected_categories,
     probe_values,
     seed_forum,
@@ -214,9 +215,22 @@ def test_review_campaigns(seeded: Seeded) -> None:
     table = invoke_hub(url, "review", "campaigns", "--asc", "--sort", "volume")
     assert table.exit_code == 0, table.output
     assert sorted(table_cells(table.stdout)) == sorted(
-        [c.id, PROMPT, ", ".join(c.members), "1.00", "18", ", ".join(c.categories), "new", "-"]
+        [
+            c.id,
+            PROMPT,
+            ", ".join(c.members),
+            "1.00",
+            "18",
+            ", ".join(c.categories),
+            *(f"{seen:%Y-%m-%d %H:%M:%S}Z" for seen in expected_campaign_seen(c.members)),
+            "new",
+            "-",
+        ]
         for c in seeded.campaigns
     )
+    for record in document["campaigns"]:
+        first, last = expected_campaign_seen(record["members"])
+        assert (record["first_seen"], record["last_seen"]) == (first.isoformat(), last.isoformat())
 
 
 def test_review_overlaps(seeded: Seeded) -> None:
@@ -390,6 +404,7 @@ def test_set_status_follows_the_workflow(seeded: Seeded) -> None:
         "to_status": "confirmed",
         "assignee": None,
         "note": "seen by three firms",
+        "member_note": None,
     }
     error = invoke_hub_json(url, "review", "set-status", record, "dismissed", code=ExitCode.INPUT)
     assert error == {
@@ -449,6 +464,13 @@ def test_assign_note_and_history(seeded: Seeded) -> None:
     assert refused(url, "review", "assign", record, "Bad Name", code=ExitCode.INPUT).startswith(
         "assignee 'Bad Name' is not a valid name"
     )
+    choices = "records are assigned to one of admin, coord"
+    assert refused(url, "review", "assign", record, "bob", code=ExitCode.INPUT) == (
+        f"no coordinator or admin named 'bob': {choices}"
+    )
+    assert refused(url, "review", "assign", record, "m1", code=ExitCode.INPUT) == (
+        f"no coordinator or admin named 'm1' (m1 is a member): {choices}"
+    )
     for args in ([record], [record, "coord", "--nobody"]):
         result = invoke_hub(url, "review", "assign", *args)
         assert result.exit_code == ExitCode.USAGE
@@ -461,6 +483,7 @@ def test_assign_note_and_history(seeded: Seeded) -> None:
         "record_id": record,
         "status": "triaged",
         "assignee": None,
+        "member_note": None,
     }
     assert [
         (e["actor"], e["kind"], e["from_status"], e["to_status"], e["assignee"], e["note"])

@@ -419,6 +419,27 @@ def review_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
         "ListSubmissions": lambda md: stub.ListSubmissions(
             pb.ListSubmissionsRequest(), metadata=md, timeout=RPC_TIMEOUT
         ),
+        "GetOverlapMatrices": lambda md: stub.GetOverlapMatrices(
+            pb.OverlapRequest(), metadata=md, timeout=RPC_TIMEOUT
+        ),
+        "SetReviewStatus": lambda md: stub.SetReviewStatus(
+            pb.SetReviewStatusRequest(record_id="0" * 32, status="triaged", member_note="x"),
+            metadata=md,
+            timeout=RPC_TIMEOUT,
+        ),
+        "AssignReview": lambda md: stub.AssignReview(
+            pb.AssignReviewRequest(record_id="0" * 32, assignee=COORDINATOR),
+            metadata=md,
+            timeout=RPC_TIMEOUT,
+        ),
+        "AddReviewNote": lambda md: stub.AddReviewNote(
+            pb.AddReviewNoteRequest(record_id="0" * 32, note="x", for_members=True),
+            metadata=md,
+            timeout=RPC_TIMEOUT,
+        ),
+        "GetReviewHistory": lambda md: stub.GetReviewHistory(
+            pb.GetReviewHistoryRequest(record_id="0" * 32), metadata=md, timeout=RPC_TIMEOUT
+        ),
     }
 
 
@@ -460,6 +481,11 @@ def test_every_rpc_refuses_missing_malformed_unknown_and_revoked_credentials(
     hub: RunningHub,
 ) -> None:
     calls = {**member_calls(hub), **review_calls(hub), **admin_calls(hub)}
+    assert set(calls) == {
+        method.name
+        for service in pb.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }, "every RPC is called here"
     member_token = hub.credentials["m1"]
     unknown = new_credential().token  # well-formed, never issued
     secret = unknown.split("_", 2)[2]  # sgs1_<id>_<secret>; the secret may contain "_"

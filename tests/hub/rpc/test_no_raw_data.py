@@ -7,21 +7,27 @@ real gRPC hub on loopback): each pushes its own spelling of e-mail addresses, ph
 IP addresses (some held by several members) and prompts built from templates of invented marker
 words, then pulls (the pull resolves the member's own tokens with the Resolve RPC), then confirms
 every item it resolved. Shared indicators and campaigns exist at the hub afterwards;
-coordinators review some of them through the console.
+coordinators review some of them through the console, and a coordinator decides others over
+gRPC (``sigshare-hub review --hub``) with notes for members.
 
 Then every console page is fetched (all listings under many filters, sorts and page sizes and
 every page of them, every indicator and campaign, overlaps of every kind, the audit log under
 every actor and action and every page of it, error pages), every export (CSV, JSON, STIX) from
 the console and from ``sigshare-hub export``, and every ``sigshare-hub review … --json`` and
-``audit show --json`` output, ``params show`` (with its false-shared rates), ``review
-submissions``, ``member add``/``member list``, and every message the hub sent back on a Resolve
-stream (each member asking about its own tokens of every kind, names revealed for one kind).
-None may contain:
+``audit show --json`` output (on the database and over gRPC), ``params show`` (with its
+false-shared rates), ``review submissions``, ``member add``/``member list``, and every message
+the hub sent back on a Resolve stream (each member asking about its own tokens of every kind,
+names revealed for one kind). None may contain:
 
 - a raw value in any member's spelling or its canonical form (also URL- and HTML-encoded);
 - a prompt text, canonical or not, or any word of the prompt vocabulary (templates and fillers);
 - a token of any member's item: hex, base64, base64url, or its 16 raw bytes;
 - a member's cluster id.
+
+What members receive with their matches (ListMatches) carries their own tokens and cluster
+ids, the forum's status and the note for members: it may hold no raw value or prompt word,
+nobody else's token or cluster id, no coordinator's own note, no assignee, and no other member's
+name where the policy hides members.
 
 Finally every text and blob column of every table of the hub database, and the database file's
 bytes, must hold no raw value and no prompt word (tokens and cluster ids are what the hub
@@ -68,6 +74,7 @@ from sigshare.hub.storage.database import DATABASE_URL_ENV
 from sigshare.hub.web import create_app
 from sigshare.sketch.kinds import get_kind
 from sigshare.sketch.prf import TOKEN_BYTES
+from sigshare.v1 import hub_pb2 as pb
 from sigshare.v1 import hub_pb2_grpc
 from tests.support.console import serve_console
 from tests.support.hub import (
@@ -252,6 +259,8 @@ class Flowed:
     member_ids: dict[str, int]
     resolve_answers: dict[str, list[bytes]]
     """Label → the serialized messages the hub sent back on one Resolve stream."""
+    own_cluster_ids: dict[str, set[str]]
+    """Member → its own prompt clusters' ids."""
 
 
 def _publish(engine: Engine) -> None:
@@ -286,6 +295,7 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
     cluster_ids: set[str] = set()
     canonicals: set[str] = set()
     own_tokens: dict[tuple[str, str], set[bytes]] = {}
+    own_cluster_ids: dict[str, set[str]] = {}
     answers: dict[str, list[bytes]] = {}
     with running_hub(engine, credentials) as hub, ExitStack() as stack:
         jobs: dict[str, SyncJob] = {}
@@ -318,7 +328,8 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
                 answers[f"Resolve {kind} as {member}"] = _resolve_answers(
                     hub.member_stub, hub.metadata(member), kind, kind_tokens
                 )
-            cluster_ids.update(job.state.cluster_ids(PROMPT))
+            own_cluster_ids[member] = set(job.state.cluster_ids(PROMPT))
+            cluster_ids.update(own_cluster_ids[member])
         member_ids = {member: hub.principal(member).id for member in MEMBERS}
     yield Flowed(
         engine,
@@ -332,6 +343,7 @@ def flowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flowed]:
         own_tokens,
         member_ids,
         answers,
+        own_cluster_ids,
     )
     engine.dispose()
 
@@ -651,6 +663,113 @@ def _run_cli(flowed: Flowed, documents: Documents, tmp_path: Path, records: Iter
         documents.add(f"sigshare-hub export {fmt} (file)", out.read_bytes(), "CLI export")
 
 
+# ---------------------------------------------------------------------------------- over gRPC
+
+MEMBER_NOTE = "Forum verdict {number}: block and rate-limit it"
+INTERNAL_NOTE = "coordinators-only remark {number}"
+"""Coordinators' own notes: kept in the history, never sent to members."""
+
+
+def _review_remotely(
+    flowed: Flowed, documents: Documents, tmp_path: Path
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """A coordinator decides records over gRPC with notes for members (``sigshare-hub review
+    --hub``), and reads every listing and history that way. Returns every member's ListMatches
+    answer afterwards, serialized, and the note for members given to each decided record."""
+    credential = tmp_path / "coordinator.credential"
+    credential.write_text(flowed.credentials[COORDINATOR] + "\n")
+    credential.chmod(0o600)
+    with session_scope(flowed.engine) as session:
+        fresh = reviews.indicators(
+            session, RecordQuery(RecordType.INDICATOR, status=ReviewStatus.NEW, size=500)
+        ).items
+        new_campaigns = reviews.campaigns(
+            session, RecordQuery(RecordType.CAMPAIGN, status=ReviewStatus.NEW, size=500)
+        ).items
+    notes: dict[str, str] = {}
+    with running_hub(flowed.engine, flowed.credentials) as hub:
+        remote = ["review", "--hub", hub.target, "--credential-file", str(credential)]
+        remote.append("--insecure")
+
+        def review(*args: str, kind: str = "review --hub --json") -> Result:
+            result = CliRunner().invoke(cli, [*remote, *args])
+            assert result.exit_code == 0, f"{args}: {result.output}"
+            documents.add(f"sigshare-hub review --hub {' '.join(args)}", result.stdout, kind)
+            return result
+
+        for number, indicator in enumerate(fresh[:4]):
+            notes[indicator.id] = MEMBER_NOTE.format(number=number)
+            review("set-status", indicator.id, "triaged", "--json")
+            review(
+                "set-status",
+                indicator.id,
+                "confirmed" if number % 2 else "dismissed",
+                "--note",
+                INTERNAL_NOTE.format(number=number),
+                "--member-note",
+                notes[indicator.id],
+                "--json",
+            )
+        for number, campaign in enumerate(new_campaigns[:2], start=10):
+            notes[campaign.id] = MEMBER_NOTE.format(number=number)
+            review("note", campaign.id, notes[campaign.id], "--for-members", "--json")
+            review("note", campaign.id, INTERNAL_NOTE.format(number=number), "--json")
+        review("indicators", "--page-size", "500", "--json")
+        review("indicators", "--page-size", "500", kind="review --hub (table)")
+        review("campaigns", "--json")
+        review("campaigns", kind="review --hub (table)")
+        review("overlaps", "--json")
+        review("submissions", "--json")
+        for record in sorted(notes):
+            review("history", record, "--json")
+            review("history", record, kind="review --hub (table)")
+        answers = {
+            member: hub.member_stub.ListMatches(
+                pb.ListMatchesRequest(), metadata=hub.metadata(member), timeout=RPC_TIMEOUT
+            ).SerializeToString()
+            for member in MEMBERS
+        }
+    return answers, notes
+
+
+def _check_members_answers(
+    flowed: Flowed, answers: dict[str, bytes], notes: dict[str, str]
+) -> None:
+    """Each member's matches: the forum's verdict and note for members on what it reported,
+    and nothing it may not hold (see the module's docstring)."""
+    text_needles = _text_needles(flowed)
+    internal = [Needle("coordinators' own note", INTERNAL_NOTE.format(number=n)) for n in range(20)]
+    delivered: dict[str, str] = {}
+    for member, raw in answers.items():
+        own = set().union(*(flowed.own_tokens[(member, kind)] for kind in KINDS))
+        others = [Needle("another member's token", token.hex()) for token in flowed.tokens - own]
+        others += [
+            Needle("another member's cluster id", cid)
+            for cid in flowed.cluster_ids - flowed.own_cluster_ids[member]
+        ]
+        searcher = Searcher([*text_needles, *internal, *others], flowed.tokens - own)
+        assert not searcher.find(raw), f"{member}'s matches: {searcher.find(raw)[:5]}"
+        matches = pb.ListMatchesResponse.FromString(raw)
+        for indicator in matches.indicators:
+            assert indicator.token in own
+            assert indicator.assignee == ""
+            assert not indicator.HasField("created_at")
+            if indicator.kind != REVEALED_KIND:
+                assert list(indicator.reporter_names) == []
+            assert indicator.member_note == notes.get(indicator.id, "")
+            if indicator.member_note:
+                delivered[indicator.id] = indicator.status
+        for link in matches.campaigns:
+            assert link.cluster_id in flowed.own_cluster_ids[member]
+            assert list(link.other_member_names) == []  # the prompt family hides members
+            assert link.member_note == notes.get(link.campaign_id, "")
+            if link.member_note:
+                delivered[link.campaign_id] = link.status
+    assert set(delivered) == set(notes), "every note for members reached the record's members"
+    decided = ["confirmed", "confirmed", "dismissed", "dismissed"]
+    assert sorted(delivered.values()) == [*decided, "new", "new"]  # campaigns: notes alone
+
+
 # ---------------------------------------------------------------------------------- the database
 
 
@@ -716,6 +835,7 @@ def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
     assert indicator_ids == {i.id for i in shared.items}
     assert campaign_ids == {c.id for c in campaigns.items}
     _run_cli(flowed, documents, tmp_path, indicator_ids | campaign_ids)
+    member_answers, member_notes = _review_remotely(flowed, documents, tmp_path)
     for label, messages in flowed.resolve_answers.items():
         for number, message in enumerate(messages):
             documents.add(f"{label}, message {number}", message, "Resolve answer")
@@ -729,6 +849,8 @@ def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
     assert not leaks, "raw data reached coordinators:\n" + "\n".join(
         f"{label}: {found[:5]}" for label, found in sorted(leaks.items())
     )
+
+    _check_members_answers(flowed, member_answers, member_notes)
 
     # Sanity: the search does find what it looks for (a page quoting a raw value would fail).
     some_value = flowed.forum.indicators["alpha"][0][1]
@@ -765,6 +887,8 @@ def test_no_raw_value_prompt_token_or_cluster_id_leaves_the_members(
         "distinct_needles": len({n.text.lower() for n in [*text_needles, *secret_needles]}),
         "token_byte_needles": len(flowed.tokens),
         "resolve_streams": len(flowed.resolve_answers),
+        "member_match_answers": len(member_answers),
+        "notes_for_members": len(member_notes),
         "query_ledger_rows": ledger_rows,
         "database_cells": cells.total(),
         "database_cells_by_column": dict(sorted(cells.items())),

@@ -3,7 +3,9 @@
 A module-scoped PKI is generated with ``cryptography``: a forum CA, a server certificate for
 ``127.0.0.1`` / ``localhost`` and a client certificate signed by it, an expired server
 certificate from the same CA, and an unrelated CA with its own client certificate. Every failure
-is asserted as the member SDK's typed error, never a raw ``grpc.RpcError``.
+is asserted as the member SDK's typed error, never a raw ``grpc.RpcError``: a certificate the
+other side refuses is a ``HubTlsError`` explaining it, after one attempt; only what may pass
+(plaintext against TLS, which a restarting loopback hub looks like too) stays unavailable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import Engine
 
-from sigshare.client.errors import HubClientError, HubUnavailableError
+from sigshare.client.errors import HubClientError, HubTlsError, HubUnavailableError
 from sigshare.client.hub_client import HubClient, HubConnection, RetryPolicy, Timeouts
 from sigshare.hub.domain import Role
 from sigshare.hub.errors import InvalidArgumentError
@@ -180,6 +182,18 @@ def assert_unavailable(
     assert database.credential not in str(error.value)
 
 
+def assert_refused_for_good(
+    error: pytest.ExceptionInfo[HubClientError], database: Database, *phrases: str
+) -> None:
+    """Refused over a certificate: the SDK's ``HubTlsError`` (a configuration error, never
+    retried) from UNAVAILABLE, saying ``phrases``, with the credential nowhere in it."""
+    assert type(error.value) is HubTlsError, repr(error.value)
+    assert error.value.status == grpc.StatusCode.UNAVAILABLE.name
+    for phrase in phrases:
+        assert phrase in str(error.value)
+    assert database.credential not in str(error.value)
+
+
 # ------------------------------------------------------------------------------------------ TLS
 
 
@@ -207,20 +221,43 @@ def test_client_trusting_another_ca_is_refused(
 ) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, tls_target, ca=pki.other_ca.cert)
-    assert_unavailable(error, database, "certificate_verify_failed")
+    assert_refused_for_good(
+        error,
+        database,
+        f"the hub's certificate at {tls_target} is not trusted (unable to get local issuer "
+        f"certificate), checked against the CA certificate {pki.other_ca.cert}",
+        "set ca_cert (--ca-cert) to the forum CA's certificate",
+    )
 
 
 def test_plaintext_client_cannot_talk_to_a_tls_hub(database: Database, tls_target: str) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, tls_target, insecure=True)
-    assert_unavailable(error, database)
+    assert_unavailable(error, database, "a hub serving TLS closes plaintext connections")
+
+
+def test_a_tls_client_cannot_talk_to_a_plaintext_hub(database: Database, pki: Pki) -> None:
+    server = build_hub(database.engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
+    server.server.start()
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with pytest.raises(HubClientError) as error:
+            get_parameters(database, target, ca=pki.ca.cert)
+    finally:
+        server.stop(0)
+    assert_refused_for_good(error, database, f"no TLS answers at {target}")
 
 
 def test_expired_server_certificate_is_refused(database: Database, pki: Pki) -> None:
     tls = TlsConfig(pki.expired_server.cert, pki.expired_server.key)
     with hub(database, tls) as target, pytest.raises(HubClientError) as error:
         get_parameters(database, target, ca=pki.ca.cert)
-    assert_unavailable(error, database, "expired")
+    assert_refused_for_good(
+        error,
+        database,
+        "is not trusted (certificate has expired)",
+        "ask the hub's operator to renew its certificate",
+    )
 
 
 # ----------------------------------------------------------------------------------------- mTLS
@@ -243,7 +280,13 @@ def test_mtls_refuses_a_client_without_a_certificate(
 ) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, mtls_target, ca=pki.ca.cert)
-    assert_unavailable(error, database)
+    assert_refused_for_good(
+        error,
+        database,
+        f"the hub at {mtls_target} closed the connection after the TLS handshake: the hub "
+        "requires a client certificate signed by its CA (mTLS), and none was presented",
+        "set client_cert and client_key",
+    )
 
 
 def test_mtls_refuses_a_certificate_from_an_unrelated_ca(
@@ -251,7 +294,31 @@ def test_mtls_refuses_a_certificate_from_an_unrelated_ca(
 ) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, mtls_target, ca=pki.ca.cert, client=pki.other_client)
-    assert_unavailable(error, database)
+    assert_refused_for_good(
+        error,
+        database,
+        f"the hub at {mtls_target} refused the client certificate {pki.other_client.cert}: the "
+        "hub requires a client certificate signed by its CA",
+    )
+
+
+def test_a_refused_client_certificate_is_not_retried(
+    database: Database, pki: Pki, mtls_target: str
+) -> None:
+    """A certificate does not change between attempts: one attempt, no backoff, however many
+    the policy allows (a transient failure would be retried five times)."""
+    waits: list[float] = []
+    connection = HubConnection(
+        target=mtls_target, credential=database.credential, ca_cert=pki.ca.cert
+    )
+    with (
+        HubClient(
+            connection, retry=RetryPolicy(attempts=6), timeouts=QUICK, sleep=waits.append
+        ) as sdk,
+        pytest.raises(HubTlsError, match="requires a client certificate signed by its CA"),
+    ):
+        sdk.get_parameters()
+    assert waits == []
 
 
 # ---------------------------------------------------------------------------- transport policy

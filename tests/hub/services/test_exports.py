@@ -13,6 +13,7 @@ import io
 import json
 import re
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ import requests
 from sqlalchemy import Engine
 from stix2validator import ValidationOptions, validate_string  # type: ignore[import-untyped]
 
-from sigshare.hub.domain import RecordType, ReviewStatus
+from sigshare.hub.domain import Campaign, RecordType, ReviewStatus
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.listing import AuditQuery, RecordQuery
 from sigshare.hub.services import exports, reviews
@@ -37,12 +38,20 @@ from sigshare.hub.services.exports import (
     stix_id,
 )
 from sigshare.hub.storage import session_scope
-from tests.support.hub import COORDINATOR, EMAIL, PROMPT, provision, set_email_policy
+from tests.support.hub import (
+    COORDINATOR,
+    EMAIL,
+    PROMPT,
+    provision,
+    set_email_policy,
+    set_prompt_policy,
+)
 from tests.support.review_seed import (
     CATEGORIES,
     EMAILS,
     SEEN,
     SeededForum,
+    expected_campaign_seen,
     expected_categories,
     seed_forum,
 )
@@ -111,17 +120,22 @@ def expected_indicator(forum: SeededForum, record_id: str, record: Any) -> dict[
     }
 
 
-def expected_campaign(record: Any) -> dict[str, Any]:
-    """The export record of a campaign; which template it is follows from its members."""
+def expected_campaign(record: Any, *, revealed: bool = False) -> dict[str, Any]:
+    """The export record of a campaign (its members named only if ``revealed``: the prompt
+    family's policy hides them by default); which template it is follows from its members."""
     template = {("m1", "m2"): 0, ("m1", "m3"): 1}[record.members]
     categories = ["-extraction", "t0"] if template == 0 else ["t1"]
+    first_seen, last_seen = expected_campaign_seen(record.members)
     return {
         "id": record.id,
         "family": PROMPT,
-        "members": list(record.members),
+        "member_count": len(record.members),
+        "members": list(record.members) if revealed else [],
         "similarity": 1.0,
         "volume": 18,
         "categories": categories,
+        "first_seen": iso(first_seen),
+        "last_seen": iso(last_seen),
         "status": "new",
         "assignee": None,
         "created_at": iso(record.created_at),
@@ -161,8 +175,38 @@ def test_reporter_names_appear_only_where_the_policy_reveals_them(
     assert {r["id"]: r["reporter_names"] for r in shown["indicators"]} == {
         record_id: sorted(EMAILS[value]) for record_id, value in forum.value_of_id.items()
     }
-    # Campaign members are named either way: coordinators see which firms a campaign spans.
-    assert sorted(c["members"] for c in hidden["campaigns"]) == [["m1", "m2"], ["m1", "m3"]]
+    # The prompt family's policy is the one for campaigns: it still hides their members.
+    assert [c["members"] for c in shown["campaigns"]] == [[], []]
+
+
+def test_campaign_members_appear_only_where_the_family_reveals_them_in_every_format(
+    engine: Engine, forum: SeededForum
+) -> None:
+    _, campaigns = listed(engine)
+    assert sorted(c.members for c in campaigns) == [("m1", "m2"), ("m1", "m3")]  # the console
+    hidden = {fmt: export(engine, fmt).content.decode() for fmt in ("csv", "json", "stix")}
+    set_prompt_policy(engine, reveal_members=True)
+    shown = {fmt: export(engine, fmt).content.decode() for fmt in ("csv", "json", "stix")}
+
+    for document, revealed in ((hidden, False), (shown, True)):
+        records = json.loads(document["json"])["campaigns"]
+        assert records == [expected_campaign(c, revealed=revealed) for c in campaigns]
+        rows = list(csv.DictReader(io.StringIO(document["csv"], newline="")))
+        assert [
+            (r["member_count"], r["members"]) for r in rows if r["record_type"] == "campaign"
+        ] == [("2", ";".join(c.members) if revealed else "") for c in campaigns]
+        objects = json.loads(document["stix"])["objects"]
+        for record in campaigns:
+            stix = by_id({"objects": objects})[stix_id("campaign", record.id)]
+            extension = stix["extensions"][EXTENSION_ID]
+            assert extension["member_count"] == 2
+            assert extension.get("members") == (list(record.members) if revealed else None)
+            names = f" ({', '.join(record.members)})"
+            assert ("of 2 forum members" + names in stix["description"]) is revealed
+            assert "of 2 forum members" in stix["description"]
+        assert_valid_stix(document["stix"])
+    for fmt, text in hidden.items():
+        assert not re.search(r"\bm[1-4]\b", text), f"{fmt} names a member"
 
 
 def test_review_decisions_are_exported(engine: Engine, forum: SeededForum) -> None:
@@ -235,6 +279,7 @@ def test_csv_export_is_exactly_the_review_records(engine: Engine, forum: SeededF
                     "",
                     "",
                     "",
+                    "",
                     guarded,
                     r["first_seen"],
                     r["last_seen"],
@@ -259,12 +304,13 @@ def test_csv_export_is_exactly_the_review_records(engine: Engine, forum: SeededF
                     PROMPT,
                     "",
                     "",
-                    ";".join(r["members"]),
+                    "2",
+                    "",
                     "1.0",
                     "18",
                     guarded,
-                    "",
-                    "",
+                    r["first_seen"],
+                    r["last_seen"],
                     "new",
                     "",
                     r["created_at"],
@@ -411,7 +457,11 @@ def test_stix_objects_describe_the_records(engine: Engine, forum: SeededForum) -
     assert extension["id"] == EXTENSION_ID
     assert extension["schema"] == "https://sigshare.example/docs/stix-extension"
     assert extension["extension_types"] == ["new-sco", "property-extension"]
-    assert extension["version"] == "1.0.0"
+    assert extension["version"] == "1.1.0"
+    assert (extension["created"], extension["modified"]) == (
+        "2026-11-27T00:00:00.000Z",
+        "2026-12-03T00:00:00.000Z",
+    )
     for record in indicators:
         value = forum.value_of_id[record.id]
         holders = EMAILS[value]
@@ -449,14 +499,47 @@ def test_stix_objects_describe_the_records(engine: Engine, forum: SeededForum) -
                 "extension_type": "property-extension",
                 "record_id": record.id,
                 "family": PROMPT,
-                "members": expected["members"],
+                "member_count": 2,
                 "similarity": 1.0,
                 "volume": 18,
                 "categories": expected["categories"],
                 "review_status": "new",
             }
         }
-        assert "first_seen" not in campaign  # the hub does not know when a campaign began
+        first, last = expected_campaign_seen(record.members)
+        assert (campaign["first_seen"], campaign["last_seen"]) == (
+            first.strftime("%Y-%m-%dT%H:%M:%S.123Z"),
+            last.strftime("%Y-%m-%dT%H:%M:%S.123Z"),
+        )
+        assert campaign["description"].startswith(
+            "Near-duplicate prompt clusters (fingerprint family prompt) of 2 forum members, "
+        )
+
+
+def test_a_campaign_last_seen_before_its_first_seen_is_left_out_of_stix() -> None:
+    """Members' dates are not checked against each other; STIX requires last ≥ first."""
+    moment = datetime(2026, 5, 1, tzinfo=UTC)
+    campaign = Campaign(
+        id="ab" * 16,
+        family=PROMPT,
+        member_count=2,
+        members=(),
+        similarity=0.9,
+        volume=12,
+        categories=(),
+        first_seen=moment,
+        last_seen=moment - timedelta(days=1),
+        status=ReviewStatus.NEW,
+        active=True,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    stix = exports.campaign_object(campaign, "amber")
+    assert (stix["first_seen"], "last_seen" in stix) == ("2026-05-01T00:00:00.000Z", False)
+    ordered = exports.campaign_object(replace(campaign, last_seen=moment), "amber")
+    assert ordered["last_seen"] == ordered["first_seen"]
+    bundle = exports.stix_bundle([], [campaign, replace(campaign, id="cd" * 16, first_seen=None)])
+    assert_valid_stix(json.dumps(bundle))
 
 
 def test_stix_ids_are_deterministic_and_of_the_recommended_version(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sigshare.hub.domain import CampaignLink, ReviewStatus, SharedIndicator
+from sigshare.hub.domain import Campaign, CampaignLink, ReviewStatus, SharedIndicator
 from sigshare.hub.services.reveal import RevealPolicy
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -23,6 +23,24 @@ def indicator(kind: str) -> SharedIndicator:
         first_seen=None,
         last_seen=None,
         status=ReviewStatus.NEW,
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def campaign(family: str) -> Campaign:
+    return Campaign(
+        id="p1",
+        family=family,
+        member_count=3,
+        members=("acme", "globex", "initech"),
+        similarity=0.8,
+        volume=40,
+        categories=(),
+        first_seen=None,
+        last_seen=None,
+        status=ReviewStatus.NEW,
+        active=True,
         created_at=T0,
         updated_at=T0,
     )
@@ -54,3 +72,10 @@ def test_campaign_links_name_other_members_only_where_the_family_reveals_them() 
     hidden = POLICY.campaign_link(link(), "other")
     assert hidden.other_members == ()
     assert hidden.other_member_count == 2
+
+
+def test_campaigns_name_their_members_only_where_the_family_reveals_them() -> None:
+    assert POLICY.campaign(campaign("prompt")).members == ("acme", "globex", "initech")
+    hidden = POLICY.campaign(campaign("other"))
+    assert hidden.members == ()
+    assert hidden.member_count == 3

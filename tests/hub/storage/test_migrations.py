@@ -36,7 +36,7 @@ from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.bloom import MAX_BITS, BloomParams
 from sigshare.sketch.errors import ParameterError
 
-HEAD = "0008"
+HEAD = "0009"
 """The newest schema revision."""
 
 TABLES = {
@@ -701,3 +701,62 @@ def test_0008_classifies_existing_review_events_and_stores_the_kind_from_then_on
     assert migrate.current_revision(empty_engine) == BEFORE_EVENT_KIND
     assert "kind" not in {c.name for c in _reflected(empty_engine)["review_events"].columns}
     assert len(_rows(empty_engine, "review_events")) == len(steps)
+
+
+# --- 0009: notes for members ---------------------------------------------------------------------
+
+BEFORE_MEMBER_NOTES = "0008"
+
+
+def test_0009_gives_records_and_events_a_member_note_that_existing_rows_lack(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_MEMBER_NOTES)
+    tables = _reflected(empty_engine)
+    record = "c" * 32
+    with empty_engine.begin() as connection:
+        connection.execute(
+            insert(tables["shared_indicators"]).values(
+                id=1,
+                public_id=record,
+                kind="email",
+                key_id="epoch-1",
+                token=bytes(16),
+                reporters=2,
+                categories="[]",
+                status="confirmed",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+        connection.execute(
+            insert(tables["review_events"]).values(
+                id=1,
+                record_type="indicator",
+                record_id=record,
+                actor="cli:root",
+                at=T0,
+                kind="status",
+                from_status="triaged",
+                to_status="confirmed",
+            )
+        )
+
+    migrate.upgrade(empty_engine)
+    assert migrate.current_revision(empty_engine) == HEAD
+    assert _schema_differences(empty_engine) == []
+    with session_scope(empty_engine) as session:
+        repository = ReviewRepository(session)
+        state = repository.record(record)
+        (event,) = repository.history(record)
+    assert state is not None
+    assert (state.status.value, state.member_note) == ("confirmed", None)
+    assert (event.change, event.member_note) == ("triaged → confirmed", None)
+    for table in ("shared_indicators", "campaigns", "review_events"):
+        assert "member_note" in {c.name for c in _reflected(empty_engine)[table].columns}
+
+    migrate.downgrade(empty_engine, BEFORE_MEMBER_NOTES)
+    assert migrate.current_revision(empty_engine) == BEFORE_MEMBER_NOTES
+    for table in ("shared_indicators", "campaigns", "review_events"):
+        assert "member_note" not in {c.name for c in _reflected(empty_engine)[table].columns}
+    assert len(_rows(empty_engine, "review_events")) == 1

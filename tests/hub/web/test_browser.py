@@ -54,7 +54,7 @@ from sigshare.hub.storage.indicators import IndicatorRepository, TokenConfirmati
 from sigshare.hub.storage.principals import PrincipalRepository
 from sigshare.hub.web import create_app
 from tests.support.console import serve_console
-from tests.support.hub import COORDINATOR, EMAIL, KEY_ID, MEMBERS, provision
+from tests.support.hub import ADMIN, COORDINATOR, EMAIL, KEY_ID, MEMBERS, provision
 from tests.support.review_seed import SEEDED_AT, SeededForum, seed_forum
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -543,10 +543,18 @@ def test_campaign_open_and_assign(browser: Browser, console: Console) -> None:
     facts = browser.driver.find_element(By.CSS_SELECTOR, "dl.facts").text
     assert "prompt" in facts
     assert "Members" in facts
+    assert "First seen" in facts
+    assert "Last seen" in facts
     browser.shot("13-campaign")
 
     form = browser.form(f"form[action='/records/{record_id}/assign']")
-    browser.type(form, "assignee", COORDINATOR)
+    offered = Select(form.find_element(By.NAME, "assignee")).options
+    assert [(o.get_attribute("value"), o.text) for o in offered] == [
+        ("", "nobody"),
+        (ADMIN, ADMIN),
+        (COORDINATOR, COORDINATOR),
+    ]
+    browser.choose(form, "assignee", COORDINATOR)
     browser.type(form, "note", "Mine: I will contact both members.")
     browser.submit(
         form.find_element(By.CSS_SELECTOR, "button[type=submit]"),
@@ -566,7 +574,7 @@ def test_campaign_open_and_assign(browser: Browser, console: Console) -> None:
 
     browser.open(f"/campaigns?assignee={COORDINATOR}")
     assert record_id in browser.column(0)
-    assert set(browser.column(7)) == {COORDINATOR}
+    assert set(browser.column(9)) == {COORDINATOR}
     browser.shot("15-campaigns-assigned-to-coord")
 
 
@@ -624,7 +632,10 @@ def test_export_downloads(
     browser.sign_in(console.credentials[COORDINATOR])
     browser.nav("Export", "/export")
     browser.shot("19-export")
-    for label in ("Download STIX", "Download CSV", "Download JSON"):
+    stix_form = browser.form("form[action='/export/stix']")
+    browser.choose(stix_form, "tlp", "green")
+    stix_form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    for label in ("Download CSV", "Download JSON"):
         browser.driver.find_element(By.LINK_TEXT, label).click()
     files = browser.wait(lambda d: _downloaded(browser.downloads, 3), "three downloads")
     assert browser.path == "/export", "downloads do not navigate away"
@@ -645,7 +656,8 @@ def test_export_downloads(
     types = [o["type"] for o in bundle["objects"]]
     assert types.count("indicator") == types.count("sighting") == len(indicators)
     assert types.count("campaign") == len(campaigns)
-    assert "marking-definition" in types
+    (marking,) = [o for o in bundle["objects"] if o["type"] == "marking-definition"]
+    assert marking["name"] == "TLP:GREEN"
 
     table = list(csv.reader(io.StringIO(by_suffix[".csv"].read_text(encoding="utf-8"))))
     assert tuple(table[0]) == CSV_COLUMNS

@@ -34,7 +34,9 @@ from sigshare.client.exit_codes import ExitCode
 from sigshare.hub.domain import AuditEntry, RecordType, ReviewStatus, Role
 from sigshare.hub.listing import Cursor, RecordQuery
 from sigshare.hub.services import coordinator_views, parameters, principals, reviews, web_sessions
+from sigshare.hub.services.audit import PAGE_VIEW_INTERVAL, verify_audit_log
 from sigshare.hub.services.campaigns import refresh as refresh_campaigns
+from sigshare.hub.services.exports import TLP_LEVELS, TLP_MARKING_IDS
 from sigshare.hub.storage import session_scope
 from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.campaigns import CampaignDraft, ClusterRepository
@@ -62,6 +64,7 @@ from tests.support.review_seed import (
     PROBES,
     SEEDED_AT,
     SeededForum,
+    expected_campaign_seen,
     seed_forum,
     seed_probing,
 )
@@ -700,6 +703,56 @@ def test_a_refused_review_action_says_why_and_changes_nothing(
     assert "not found" in signed_in.client.get("/indicators").text
 
 
+def assignee_options(page: str) -> list[tuple[str, str, bool]]:
+    """The assign form's choices: (value, label, selected)."""
+    form = page.split('<select name="assignee">', 1)[1].split("</select>", 1)[0]
+    return [
+        (value, label, bool(selected))
+        for value, selected, label in re.findall(
+            r'<option value="([^"]*)"( selected)?>([^<]*)</option>', form
+        )
+    ]
+
+
+def test_records_are_assigned_only_to_current_coordinators_and_admins(
+    signed_in: Console, forum: SeededForum
+) -> None:
+    with session_scope(signed_in.engine) as session:
+        for name in ("carol", "dave"):
+            principals.add_principal(
+                session, actor="test", name=name, role=Role.COORDINATOR, now=SEEDED_AT
+            )
+        principals.revoke_principal(session, actor="test", name="dave", now=SEEDED_AT)
+    record = first_indicator(signed_in)
+    page = signed_in.client.get(f"/indicators/{record}").text
+    assert 'name="assignee" list=' not in page  # a choice, not free text
+    assert assignee_options(page) == [
+        ("", "nobody", True),
+        (ADMIN, ADMIN, False),
+        ("carol", "carol", False),
+        (COORDINATOR, COORDINATOR, False),
+    ]
+    choices = f"records are assigned to one of {ADMIN}, carol, {COORDINATOR}"
+    for name, refusal in [
+        ("bob", f"no coordinator or admin named 'bob': {choices}"),
+        ("m1", f"no coordinator or admin named 'm1' (m1 is a member): {choices}"),
+        ("dave", f"coordinator 'dave' is revoked: {choices}"),
+    ]:
+        response = signed_in.post(f"/records/{record}/assign", {"assignee": name})
+        assert response.headers["location"] == f"/indicators/{record}"
+        shown = signed_in.client.get(response.headers["location"]).text
+        assert "flash-error" in shown
+        assert refusal in html.unescape(shown), name
+    assert signed_in.status_of(record) == (ReviewStatus.NEW, None, 0)
+    assert signed_in.audit(action="review.assign") == []
+
+    signed_in.post(f"/records/{record}/assign", {"assignee": "carol"})
+    assert signed_in.status_of(record) == (ReviewStatus.NEW, "carol", 1)
+    assert ("carol", "carol", True) in assignee_options(
+        signed_in.client.get(f"/indicators/{record}").text
+    )
+
+
 def test_flash_messages_cannot_be_forged(signed_in: Console) -> None:
     signed_in.client.cookies.set("sigshare_flash", "eyJsZXZlbCI6Im9rIiwidGV4dCI6ImhpIn0.forged")
     page = signed_in.client.get("/")
@@ -773,6 +826,42 @@ def test_listing_parameters_are_checked(signed_in: Console) -> None:
         refused = signed_in.client.get(f"/indicators?sort=reporters&cursor={token}")
         assert refused.status_code == 400, token
         assert "page token is not one this hub issued" in refused.text
+
+
+def test_a_page_past_the_end_says_so_and_links_to_the_first_page(signed_in: Console) -> None:
+    records = seed_indicators(signed_in.engine, 12)
+    fresh = [r.id for r in ordered(records, lambda r: r.index, descending=True)]
+    fresh = [i for i in fresh if signed_in.status_of(i)[0] is ReviewStatus.NEW]
+    first = signed_in.client.get("/indicators?status=new&size=5")
+    assert ids_on(first) == fresh[:5]
+    following = linked(first, "next")
+    assert following is not None
+    # Everything past the first page is triaged meanwhile: the link now points past the end.
+    with session_scope(signed_in.engine) as session:
+        for record in fresh[5:]:
+            reviews.set_status(
+                session, actor="test", record_id=record, status=ReviewStatus.TRIAGED, now=NOW
+            )
+    stale = signed_in.client.get(following)
+    assert ids_on(stale) == []
+    text = html.unescape(stale.text)
+    assert (
+        "No indicators past this point: the list has changed since this link was made "
+        "(5 match now). Go to the first page." in re.sub(r"<[^>]+>", "", text)
+    )
+    assert '<a href="/indicators?status=new&amp;sort=created&amp;order=desc&amp;size=5">' in (
+        stale.text
+    )
+    seed_campaigns(signed_in.engine, 3)
+    past = Cursor("campaigns", "created", True, 1, 1).encode()
+    campaigns = signed_in.client.get(f"/campaigns?cursor={past}")
+    assert "No campaigns past this point" in campaigns.text
+    oldest = min(entry.id for entry in signed_in.audit())  # the audit log pages the same way
+    beyond = Cursor("audit", "id", True, oldest, oldest).encode()
+    audit_page = signed_in.client.get(f"/audit?cursor={beyond}")
+    assert "No audit entries past this point" in audit_page.text
+    assert "Go to the newest entries" in audit_page.text
+    assert "No audit entries match." in signed_in.client.get("/audit?actor=nobody").text
 
 
 def test_campaign_filters_sorting_and_pages_return_exact_rows(signed_in: Console) -> None:
@@ -936,6 +1025,28 @@ def test_reporter_names_only_where_policy_reveals_them(
     assert '<div class="names">m' in signed_in.client.get("/indicators").text
 
 
+def test_campaign_pages_show_when_their_clusters_were_first_and_last_seen(
+    signed_in: Console, forum: SeededForum
+) -> None:
+    listing = signed_in.client.get("/campaigns?sort=created&order=asc")
+    assert '<th scope="col">First seen</th>' in listing.text
+    with session_scope(signed_in.engine) as session:
+        campaigns = reviews.campaigns(
+            session, RecordQuery(RecordType.CAMPAIGN, descending=False)
+        ).items
+    rows = re.findall(r"<tr>(.*?)</tr>", listing.text, re.DOTALL)[1:]
+    assert len(rows) == len(campaigns) == 2
+    for row, campaign in zip(rows, campaigns, strict=True):
+        first, last = expected_campaign_seen(campaign.members)
+        assert (campaign.first_seen, campaign.last_seen) == (first, last)
+        assert campaign.id in row
+        assert f"<td>{first:%Y-%m-%d %H:%MZ}</td>\n      <td>{last:%Y-%m-%d %H:%MZ}</td>" in row
+        detail = signed_in.client.get(f"/campaigns/{campaign.id}").text
+        assert f"<dt>First seen</dt><dd>{first:%Y-%m-%d %H:%MZ} " in detail
+        assert f"<dt>Last seen</dt><dd>{last:%Y-%m-%d %H:%MZ}</dd>" in detail
+        assert f"<dt>Members</dt><dd>2: {', '.join(campaign.members)}</dd>" in detail
+
+
 def test_no_token_raw_value_or_prompt_reaches_any_page(
     signed_in: Console, forum: SeededForum
 ) -> None:
@@ -998,6 +1109,43 @@ def test_page_views_are_audited_once_each(signed_in: Console, forum: SeededForum
     }
 
 
+def test_page_views_are_sampled_while_every_action_and_export_is_recorded(
+    signed_in: Console, forum: SeededForum
+) -> None:
+    def recorded() -> list[tuple[str, str]]:
+        entries = reversed(signed_in.audit(actor=COORDINATOR))
+        return [(e.action, e.target) for e in entries if e.action != "web.sign_in"]
+
+    record, other = ids_on(signed_in.client.get("/indicators"))[:2]  # a view: recorded
+    for path in ("/indicators?status=new", f"/indicators/{record}", f"/indicators/{other}"):
+        assert signed_in.client.get(path).status_code == 200
+    signed_in.clock.advance(minutes=5)
+    for _ in range(2):
+        signed_in.post(f"/records/{record}/note", {"note": "seen"})
+        assert signed_in.client.get("/export/json").status_code == 200
+    assert signed_in.client.get("/indicators?kind=email").status_code == 200
+    assert recorded() == [
+        ("web.indicators", "*"),
+        ("web.indicator", f"indicator:{record}"),
+        ("review.note", f"indicator:{record}"),
+        ("export", "json"),
+        ("review.note", f"indicator:{record}"),
+        ("export", "json"),
+    ]
+    signed_in.clock.advance(seconds=PAGE_VIEW_INTERVAL.total_seconds() - 5 * 60)
+    signed_in.client.get("/indicators?kind=email")  # the interval since the first is over
+    signed_in.client.get(f"/indicators/{other}")  # and since this kind's first, too
+    signed_in.clock.advance(minutes=9)
+    signed_in.client.get("/indicators")  # within the new interval: not recorded
+    assert recorded()[6:] == [
+        ("web.indicators", EMAIL),
+        ("web.indicator", f"indicator:{other}"),
+    ]
+    entries = len(signed_in.audit())
+    with session_scope(signed_in.engine) as session:
+        assert verify_audit_log(session).entries == entries
+
+
 @pytest.mark.parametrize(
     ("fmt", "media_type", "suffix"),
     [
@@ -1017,6 +1165,37 @@ def test_exports_download_as_attachments(
     for record in ids_on(signed_in.client.get("/indicators")):
         assert record.encode() in response.content
     assert secured(response)
+
+
+def test_stix_downloads_carry_the_tlp_level_chosen(signed_in: Console, forum: SeededForum) -> None:
+    page = signed_in.client.get("/export").text
+    form = page.split('action="/export/stix"', 1)[1].split("</form>", 1)[0]
+    assert re.findall(r'<option value="([^"]+)"', form) == list(TLP_LEVELS)
+    assert '<option value="amber" selected>TLP:AMBER</option>' in form
+    for query, level in [
+        ("", "amber"),
+        ("?tlp=green", "green"),
+        ("?tlp=amber%2Bstrict", "amber+strict"),
+        ("?tlp=amber+strict", "amber+strict"),  # typed by hand: "+" arrives as a space
+        ("?tlp=red", "red"),
+    ]:
+        response = signed_in.client.get(f"/export/stix{query}")
+        assert response.status_code == 200, query
+        objects = json.loads(response.content)["objects"]
+        (marking,) = [o for o in objects if o["type"] == "marking-definition"]
+        assert (marking["id"], marking["name"]) == (TLP_MARKING_IDS[level], f"TLP:{level.upper()}")
+        assert {tuple(o["object_marking_refs"]) for o in objects if o is not marking} == {
+            (TLP_MARKING_IDS[level],)
+        }
+    exported = len(signed_in.audit(action="export"))
+    refused = signed_in.client.get("/export/stix?tlp=white")
+    assert refused.status_code == 400
+    assert (
+        "unknown TLP level &#39;white&#39;: use clear, green, amber, amber+strict, red"
+        in refused.text
+    )
+    assert "attachment" not in refused.headers.get("content-disposition", "")
+    assert len(signed_in.audit(action="export")) == exported
 
 
 def test_unknown_export_format_and_pages_are_not_found(signed_in: Console) -> None:

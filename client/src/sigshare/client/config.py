@@ -494,12 +494,16 @@ def write_config(path: Path, config: ClientConfig, *, force: bool = False) -> Pa
 
 
 def read_credential(config: ClientConfig) -> str:
-    """The member's bearer credential, refusing a file that group or others could read.
+    """The member's bearer credential (:func:`read_credential_file`)."""
+    return read_credential_file(config.credential_file)
+
+
+def read_credential_file(path: Path) -> str:
+    """The hub bearer credential in ``path``, refusing a file that group or others could read.
 
     Surrounding whitespace is stripped. No message ever contains the credential or any part of
     the file's content.
     """
-    path = config.credential_file
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer before the type check refuses it.
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

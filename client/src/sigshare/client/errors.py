@@ -37,6 +37,20 @@ class HubConfigError(HubClientError):
     loopback."""
 
 
+class HubTlsError(HubConfigError):
+    """TLS cannot work with these settings, and another attempt would fail alike: a TLS file is
+    unusable (:mod:`sigshare.client.tls_files`), or the handshake with the hub failed on a
+    certificate — the hub's is not trusted or does not name it, the hub requires a client
+    certificate and none or a refused one was presented, or no TLS answers at the address."""
+
+    def __init__(self, problem: str, *, fix: str, status: str | None = None) -> None:
+        super().__init__(f"{problem}; {fix}", status=status)
+        self.problem = problem
+        """What is wrong, naming the file or the hub."""
+        self.fix = fix
+        """What to change."""
+
+
 class HubProtocolError(HubClientError):
     """The hub's answer breaks the wire contract: malformed stream, checksum mismatch, or
     parameters whose digest disagrees with this client's canonical encoding."""

@@ -18,6 +18,10 @@ class ExitCode(IntEnum):
     """Input data could not be read at all (bad rows alone never fail a run)."""
     NETWORK = 6
     REJECTED = 7
-    """The hub refused a submission."""
+    """The hub refused a submission, or refused everything a push was given."""
+    PARTIAL = 8
+    """Done in part: some kinds or families were skipped (the hub does not publish them, they
+    exceed its capacity, or it refused them) while the rest was pushed and pulled; the summary
+    and ``--json`` ``skipped`` say which and why. Not a crash: retrying changes nothing."""
     BUSY = 75
     """Another run holds the state directory's lock; try again later (sysexits' EX_TEMPFAIL)."""

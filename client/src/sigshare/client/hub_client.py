@@ -4,8 +4,11 @@ Every call carries the member's bearer credential and a deadline, and is retried
 backoff and full jitter on transient status codes (and on a response stream a proxy cut short).
 Retrying is safe for every method here: the hub makes a submission idempotent per (member, kind,
 content digest), confirmations are idempotent, and the rest are reads. gRPC failures become
-:mod:`sigshare.client.errors` classes through one table, so callers never see ``grpc.RpcError``.
-Protobuf stays behind :mod:`sigshare.client.wire`; this module handles transport only.
+:mod:`sigshare.client.errors` classes through one table, so callers never see ``grpc.RpcError``;
+a connection refused over a certificate (:func:`tls_refusal`) is a :class:`HubTlsError` at once,
+since no retry changes a certificate.
+Protobuf stays behind :mod:`sigshare.client.wire`; this module handles transport only. The
+machinery is :class:`HubServiceClient`'s, which the coordinators' review client shares.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from sigshare.client.errors import (
     HubConfigError,
     HubProtocolError,
     HubRejectedError,
+    HubTlsError,
     HubUnavailableError,
 )
 from sigshare.client.hub_types import (
@@ -40,6 +45,7 @@ from sigshare.client.hub_types import (
     SubmissionInfoView,
     SubmitResult,
 )
+from sigshare.client.tls_files import read_tls_material
 from sigshare.sketch.codec import SketchFormat
 from sigshare.sketch.prf import TOKEN_BYTES
 
@@ -87,6 +93,90 @@ def is_transient(code: grpc.StatusCode, details: str) -> bool:
     return code in TRANSIENT or (
         code is grpc.StatusCode.UNKNOWN and details.startswith(CUT_STREAM_DETAILS)
     )
+
+
+_CONNECT_FAILED = "failed to connect to all addresses"
+"""How gRPC begins the details of a call that found no connection to make: what follows the
+last ``: `` is the reason, from the TCP connect, the TLS handshake or the HTTP/2 start."""
+_SOCKET_CLOSED = re.compile(r": Socket closed$")
+"""The server accepted the connection and closed it without a word of HTTP/2. Over TLS that
+happens after a completed handshake, and a gRPC server with ``require_client_auth`` does exactly
+that to a client that presented no certificate or one its CA did not sign (it sends no TLS alert
+gRPC would report); a server or proxy that goes away *during* the handshake reads ``Handshake
+read failed (…)`` instead. (A proxy that terminates TLS in TCP mode and then finds no hub behind
+it looks the same; one that speaks HTTP/2 answers ``UNAVAILABLE`` with a reason.) Over plaintext
+it is what a TLS server does with a plaintext client."""
+_UNTRUSTED = re.compile(r"CERTIFICATE_VERIFY_FAILED: ([^:]+)")
+
+
+def tls_refusal(connection: HubConnection, details: str) -> HubTlsError | None:
+    """The explanation of a failed connection that another attempt cannot change: the hub
+    requires a client certificate signed by its CA, the hub's certificate is not trusted or does
+    not name the target, or no TLS answers. ``None`` for anything else (retried, or translated
+    by :data:`STATUS_ERRORS`). Plaintext connections are never classified here: a loopback hub
+    restarting closes them just as a TLS hub refusing plaintext does."""
+    if connection.insecure or not details.startswith(_CONNECT_FAILED):
+        return None
+    if _SOCKET_CLOSED.search(details):
+        return _client_certificate_refused(connection)
+    return _server_certificate_refused(connection, details)
+
+
+def _client_certificate_refused(connection: HubConnection) -> HubTlsError:
+    status = grpc.StatusCode.UNAVAILABLE.name
+    if connection.client_cert is None:
+        return HubTlsError(
+            f"the hub at {connection.target} closed the connection after the TLS handshake: "
+            "the hub requires a client certificate signed by its CA (mTLS), and none was "
+            "presented",
+            fix="set client_cert and client_key (--client-cert, --client-key) to the client "
+            "certificate the forum issued you and its key",
+            status=status,
+        )
+    return HubTlsError(
+        f"the hub at {connection.target} refused the client certificate "
+        f"{connection.client_cert}: the hub requires a client certificate signed by its CA",
+        fix="use the client certificate the forum's CA issued you (this one is from another "
+        "CA, or no longer accepted)",
+        status=status,
+    )
+
+
+def _server_certificate_refused(connection: HubConnection, details: str) -> HubTlsError | None:
+    target = connection.target
+    status = grpc.StatusCode.UNAVAILABLE.name
+    untrusted = _UNTRUSTED.search(details)
+    if untrusted is not None:
+        reason = untrusted.group(1).strip()
+        roots = (
+            f"the CA certificate {connection.ca_cert}"
+            if connection.ca_cert
+            else "gRPC's bundled public roots"
+        )
+        dated = "expired" in reason or "not yet valid" in reason
+        return HubTlsError(
+            f"the hub's certificate at {target} is not trusted ({reason}), checked against {roots}",
+            fix="ask the hub's operator to renew its certificate"
+            if dated
+            else "set ca_cert (--ca-cert) to the forum CA's certificate",
+            status=status,
+        )
+    if "Hostname Verification Check failed" in details:
+        host = target_host(target)
+        return HubTlsError(
+            f"the hub's certificate does not name {host}",
+            fix="connect by a name the certificate holds (hub = NAME:PORT), or ask the hub's "
+            f"operator to add {host} to it",
+            status=status,
+        )
+    if "WRONG_VERSION_NUMBER" in details:
+        return HubTlsError(
+            f"no TLS answers at {target}: a plaintext hub, or another service on that port",
+            fix="check the port; a plaintext hub is reached with insecure = true (--insecure), "
+            "on loopback only",
+            status=status,
+        )
+    return None
 
 
 STATUS_ERRORS: dict[grpc.StatusCode, type[HubClientError]] = {
@@ -181,17 +271,11 @@ def target_host(target: str) -> str:
     return host
 
 
-def _read_pem(path: Path | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise HubConfigError(f"cannot read the {what} {path}: {error.strerror}") from None
-
-
 def open_channel(connection: HubConnection) -> grpc.Channel:
-    """A channel honouring the transport policy: TLS (optionally mTLS), plaintext on loopback."""
+    """A channel honouring the transport policy: TLS (optionally mTLS), plaintext on loopback.
+
+    The TLS files are read and checked first (:mod:`sigshare.client.tls_files`), so a bad one
+    is a :class:`HubTlsError` naming it, before any connection is tried."""
     host = target_host(connection.target)
     tls_files = (connection.ca_cert, connection.client_cert, connection.client_key)
     if connection.insecure:
@@ -203,12 +287,11 @@ def open_channel(connection: HubConnection) -> grpc.Channel:
                 "loopback (127.0.0.0/8, ::1, localhost); use TLS"
             )
         return grpc.insecure_channel(connection.target, options=CHANNEL_OPTIONS)
-    if (connection.client_cert is None) != (connection.client_key is None):
-        raise HubConfigError("mTLS needs both a client certificate and its private key")
+    material = read_tls_material(connection.ca_cert, connection.client_cert, connection.client_key)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read_pem(connection.ca_cert, "CA certificate"),
-        private_key=_read_pem(connection.client_key, "client key"),
-        certificate_chain=_read_pem(connection.client_cert, "client certificate"),
+        root_certificates=material.ca.pem if material.ca else None,
+        private_key=material.client.key_pem if material.client else None,
+        certificate_chain=material.client.chain_pem if material.client else None,
     )
     return grpc.secure_channel(connection.target, credentials, options=CHANNEL_OPTIONS)
 
@@ -227,8 +310,14 @@ def _status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     return code, details or code.name.lower().replace("_", " ")
 
 
-class HubClient:
-    """A member's connection to the hub. Thread-safe as gRPC channels are; close when done."""
+class HubServiceClient:
+    """One authenticated channel to the hub, and what every client of a hub service does with
+    it: the bearer credential and a deadline on every call, retries with backoff on transient
+    failures, certificate refusals explained (:func:`tls_refusal`) and gRPC failures translated
+    through :data:`STATUS_ERRORS`. Thread-safe as gRPC channels are; close when done.
+
+    :class:`HubClient` is the members' client; the hub's coordinators review through their own
+    (``sigshare.hub.rpc.review_client``)."""
 
     def __init__(
         self,
@@ -236,25 +325,20 @@ class HubClient:
         *,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
-        confirm_batch_tokens: int = CONFIRM_BATCH_TOKENS,
         sleep: Callable[[float], None] = time.sleep,
         uniform: Callable[[], float] = random.random,
     ) -> None:
-        if confirm_batch_tokens < 1:
-            raise ValueError("confirm_batch_tokens must be positive")
         self._target = connection.target
+        self._connection = connection
         self._metadata = _bearer_metadata(connection.credential)
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts or Timeouts()
-        self._confirm_batch_tokens = confirm_batch_tokens
         self._sleep = sleep
         self._uniform = uniform
         self._channel = open_channel(connection)
-        self._stub = wire.member_stub(self._channel)
-        self._parameters: HubParameters | None = None
 
     def __repr__(self) -> str:
-        return f"HubClient(target={self._target!r})"
+        return f"{type(self).__name__}(target={self._target!r})"
 
     def __enter__(self) -> Self:
         return self
@@ -269,6 +353,91 @@ class HubClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    # -- machinery ----------------------------------------------------------------------------
+
+    def _unary(
+        self,
+        method: str,
+        callable_: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        *,
+        retry: bool = True,
+    ) -> _Response:
+        return self._retrying(
+            method,
+            lambda: callable_(request, timeout=self._timeouts.unary, metadata=self._metadata),
+            retry=retry,
+        )
+
+    def _retrying(self, method: str, attempt: Callable[[], _T], *, retry: bool = True) -> _T:
+        """``attempt()``, retried on transient failures by the retry policy; ``retry=False``
+        tries once (a call the hub may have carried out before the failure reached us, and
+        that is not safe to repeat)."""
+        policy = self._retry if retry else RetryPolicy(attempts=1)
+        for number in range(1, policy.attempts + 1):
+            try:
+                return attempt()
+            except grpc.RpcError as error:
+                code, details = _status_of(error)
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    refusal = tls_refusal(self._connection, details)
+                    if refusal is not None:
+                        raise refusal from error
+                if not is_transient(code, details) or number == policy.attempts:
+                    raise self._translate(method, code, details, number) from error
+                wait = policy.backoff(number - 1, self._uniform)
+                _log.warning(
+                    "hub %s failed (%s), retrying in %.1f s (attempt %d of %d)",
+                    method,
+                    code.name,
+                    wait,
+                    number + 1,
+                    policy.attempts,
+                )
+                self._sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _translate(
+        self, method: str, code: grpc.StatusCode, details: str, attempts: int
+    ) -> HubClientError:
+        error_class = STATUS_ERRORS.get(code, HubClientError)
+        if error_class is HubRejectedError:
+            message = details  # written by the hub for users
+        elif error_class is HubAuthError:
+            message = f"not authorised by the hub: {details}"
+        elif error_class is HubUnavailableError:
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            message = f"hub at {self._target} unavailable for {method}{tries}: {details}"
+            if self._connection.insecure and _SOCKET_CLOSED.search(details):
+                message += (
+                    " (a hub serving TLS closes plaintext connections this way: drop insecure "
+                    "and set ca_cert if it does)"
+                )
+        else:
+            message = f"hub call {method} failed ({code.name}): {details}"
+        return error_class(message, status=code.name)
+
+
+class HubClient(HubServiceClient):
+    """A member's connection to the hub's MemberService."""
+
+    def __init__(
+        self,
+        connection: HubConnection,
+        *,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        confirm_batch_tokens: int = CONFIRM_BATCH_TOKENS,
+        sleep: Callable[[float], None] = time.sleep,
+        uniform: Callable[[], float] = random.random,
+    ) -> None:
+        if confirm_batch_tokens < 1:
+            raise ValueError("confirm_batch_tokens must be positive")
+        super().__init__(connection, retry=retry, timeouts=timeouts, sleep=sleep, uniform=uniform)
+        self._confirm_batch_tokens = confirm_batch_tokens
+        self._stub = wire.member_stub(self._channel)
+        self._parameters: HubParameters | None = None
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -401,50 +570,3 @@ class HubClient:
         if requested < 1:
             raise ValueError("chunk_bytes must be positive")
         return min(requested, published) if published else requested
-
-    def _unary(
-        self,
-        method: str,
-        callable_: grpc.UnaryUnaryMultiCallable[_Request, _Response],
-        request: _Request,
-    ) -> _Response:
-        return self._retrying(
-            method,
-            lambda: callable_(request, timeout=self._timeouts.unary, metadata=self._metadata),
-        )
-
-    def _retrying(self, method: str, attempt: Callable[[], _T]) -> _T:
-        policy = self._retry
-        for number in range(1, policy.attempts + 1):
-            try:
-                return attempt()
-            except grpc.RpcError as error:
-                code, details = _status_of(error)
-                if not is_transient(code, details) or number == policy.attempts:
-                    raise self._translate(method, code, details, number) from error
-                wait = policy.backoff(number - 1, self._uniform)
-                _log.warning(
-                    "hub %s failed (%s), retrying in %.1f s (attempt %d of %d)",
-                    method,
-                    code.name,
-                    wait,
-                    number + 1,
-                    policy.attempts,
-                )
-                self._sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _translate(
-        self, method: str, code: grpc.StatusCode, details: str, attempts: int
-    ) -> HubClientError:
-        error_class = STATUS_ERRORS.get(code, HubClientError)
-        if error_class is HubRejectedError:
-            message = details  # written by the hub for users
-        elif error_class is HubAuthError:
-            message = f"not authorised by the hub: {details}"
-        elif error_class is HubUnavailableError:
-            tries = f" after {attempts} attempts" if attempts > 1 else ""
-            message = f"hub at {self._target} unavailable for {method}{tries}: {details}"
-        else:
-            message = f"hub call {method} failed ({code.name}): {details}"
-        return error_class(message, status=code.name)

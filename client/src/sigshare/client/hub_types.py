@@ -248,6 +248,10 @@ class ConfirmResult:
 # ---------------------------------------------------------------------------------- member view
 
 
+FORUM_STATUSES = ("new", "triaged", "confirmed", "dismissed")
+"""The review statuses the forum's coordinators give shared indicators and campaigns."""
+
+
 @dataclass(frozen=True, slots=True)
 class SharedIndicatorView:
     id: str
@@ -260,6 +264,9 @@ class SharedIndicatorView:
     first_seen: datetime | None
     last_seen: datetime | None
     status: str
+    """The forum's review status: ``new``, ``triaged``, ``confirmed`` or ``dismissed``."""
+    member_note: str | None = None
+    """The forum coordinators' note for the members who reported it; ``None``: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +278,10 @@ class CampaignMatchView:
     other_members: int
     other_member_names: tuple[str, ...]
     """Empty unless forum policy reveals members."""
+    status: str | None = None
+    """The forum's review status of the campaign; ``None`` from a hub that does not say."""
+    member_note: str | None = None
+    """The forum coordinators' note for the campaign's members; ``None``: none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ Indicators come as CSV with a header row or as JSONL (one object per line) with 
 ``kind``, ``value`` and optionally ``category``, ``first_seen`` and ``last_seen``; prompts come as
 JSONL with ``text`` and optionally ``category``, ``account`` and ``ts``. Either may be gzip
 compressed (recognised by its magic bytes, so ``.csv.gz`` and a gzipped ``.csv`` both work).
+Text is UTF-8, or UTF-16 when the file starts with a UTF-16 byte order mark (spreadsheet
+exports); a CSV file's delimiter — comma, semicolon or tab — is told from its header line.
 
 Files hold millions of rows, so everything streams: lines are read one at a time with a byte
 limit (an over-long line is skipped in bounded chunks, never held whole) and decoded one at a
@@ -17,10 +19,13 @@ Conventions shared by both formats:
 * line numbers are physical lines, counted from 1; a row's ``source`` is ``"<path>:<line>"``;
 * blank lines are skipped without being counted;
 * a CSV record is one line (identifiers never contain line breaks, and a stray quote must cost
-  one row, not swallow the rest of the file);
+  one row, not swallow the rest of the file); of the delimiters comma, semicolon and tab, the
+  header line's is the one that splits it into the most known column names (comma on a tie);
 * in JSON, ``null`` means the same as an absent key; a field of the wrong JSON type is
   ``bad_json``;
-* a leading UTF-8 byte order mark is ignored, and so is the case of column names and kinds;
+* a leading UTF-8 byte order mark is ignored, and so is the case of column names and kinds; a
+  UTF-16 one (either byte order) makes the file UTF-16, read as its UTF-8 transcoding (line
+  limits count UTF-8 bytes);
 * dates are ISO 8601 (a date or a date and time); a value without a zone is UTC; rows carry
   aware UTC datetimes; ``first_seen`` after ``last_seen`` is ``bad_date``.
 
@@ -29,6 +34,7 @@ This module is below the transport: it imports neither ``click`` nor ``grpc``.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -61,6 +67,13 @@ _FORMATS: Final[dict[str, Format]] = {"csv": "csv", "jsonl": "jsonl", "ndjson": 
 _SUFFIXES: Final[dict[str, Format]] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _UTF8_BOM: Final = "\ufeff"
+_UTF16_BOMS: Final = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_TRANSCODE_CHUNK: Final = 64 * 1024
+_CSV_DELIMITERS: Final = (",", ";", "\t")
+"""Candidates for a CSV file's delimiter, in order of preference on a tie."""
+_SHOWN_COLUMNS: Final = 8
+_SHOWN_COLUMN_CHARS: Final = 40
+"""A header without the required columns is quoted in the error, this much of it."""
 _SKIP_CHUNK: Final = 64 * 1024
 _PROGRESS_EVERY: Final = 4096
 """Lines between progress reports (a report asks the OS for the file position)."""
@@ -353,8 +366,16 @@ def _chain(
                 compressed = raw.peek(len(_GZIP_MAGIC))[: len(_GZIP_MAGIC)] == _GZIP_MAGIC
             except OSError as error:
                 raise InputFormatError(path, f"cannot be read: {error.strerror}") from None
-            stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+            stream: io.BufferedReader | gzip.GzipFile = (
+                gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+            )
             with stream:
+                try:
+                    utf16 = stream.peek(2)[:2] in _UTF16_BOMS
+                except (OSError, EOFError, zlib.error) as error:
+                    raise InputFormatError(path, f"unreadable after line 0: {error}") from None
+                if utf16:
+                    stream = io.BufferedReader(_Utf16AsUtf8(stream))
                 lines = _lines(
                     path,
                     stream,
@@ -364,6 +385,49 @@ def _chain(
                     on_bytes=on_bytes,
                 )
                 yield from rows_of(path, lines, file_format)
+
+
+_UNDECODABLE: Final = "sigshare.undecodable"
+"""Decoding error handler: what UTF-16 cannot decode (a lone surrogate, a character cut short at
+the end) becomes one lone surrogate, which becomes bytes that are not UTF-8."""
+
+
+def _undecodable(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return "\udc80", error.end
+
+
+codecs.register_error(_UNDECODABLE, _undecodable)
+
+
+class _Utf16AsUtf8(io.RawIOBase):
+    """The UTF-8 bytes of a UTF-16 stream that starts with its byte order mark (not repeated).
+
+    Lines are then read and limited exactly as in a UTF-8 file. What UTF-16 cannot decode (a
+    lone surrogate, a character cut short at the end) is carried over as bytes that are not
+    UTF-8, so its line is rejected as ``bad_encoding``, as a line of invalid UTF-8 would be.
+    """
+
+    def __init__(self, source: io.BufferedIOBase) -> None:
+        self._source = source
+        self._decoder = codecs.getincrementaldecoder("utf-16")(errors=_UNDECODABLE)
+        self._pending = b""
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._ended:
+            chunk = self._source.read(_TRANSCODE_CHUNK)
+            self._ended = not chunk
+            text = self._decoder.decode(chunk, final=self._ended)
+            self._pending = text.encode("utf-8", "surrogatepass")
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
 
 
 def _lines(
@@ -576,7 +640,7 @@ class _IndicatorReader:
             raise _RowError(InputRejectReason.UNKNOWN_KIND, f"unknown kind {kind[:64]!r}") from None
 
     def csv(self, path: Path, lines: Iterator[_Line]) -> Iterator[IndicatorRow]:
-        columns = self._header(path, lines)
+        columns, delimiter = self._header(path, lines)
         width = len(columns)
         # A column the file lacks is read from an empty field appended to every row.
         pick: Callable[[list[str]], _IndicatorFields] = operator.itemgetter(
@@ -589,7 +653,7 @@ class _IndicatorReader:
                 continue
             source = f"{path}:{number}"
             try:
-                fields = _quoted_fields(text) if '"' in text else text.split(",")
+                fields = _quoted_fields(text, delimiter) if '"' in text else text.split(delimiter)
                 if len(fields) != width:
                     raise _RowError(
                         InputRejectReason.BAD_CSV, f"expected {width} fields, found {len(fields)}"
@@ -599,12 +663,13 @@ class _IndicatorReader:
             except _RowError as error:
                 reject(error.reason, source=source, detail=error.detail, line=text)
 
-    def _header(self, path: Path, lines: Iterator[_Line]) -> dict[str, int]:
+    def _header(self, path: Path, lines: Iterator[_Line]) -> tuple[dict[str, int], str]:
+        """The columns by name and the file's delimiter, from its first non-blank line."""
         for number, text in lines:
             if not text or text.isspace():
                 continue
             try:
-                fields = _quoted_fields(text) if '"' in text else text.split(",")
+                fields, delimiter = _header_fields(text)
             except _RowError as error:
                 raise InputFormatError(path, f"bad header row (line {number}): {error}") from None
             names = [field.strip().lower() for field in fields]
@@ -615,11 +680,16 @@ class _IndicatorReader:
             required = ["value"] if self._default_kind is not None else ["kind", "value"]
             missing = [name for name in required if name not in columns]
             if missing:
-                hint = "" if self._default_kind is not None else " (or give a default kind)"
-                raise InputFormatError(
-                    path, f"the header row has no {' or '.join(missing)} column{hint}"
+                them = "them" if len(missing) > 1 else "it"
+                hint = (
+                    "" if self._default_kind is not None else f"; add {them} or give a default kind"
                 )
-            return columns
+                raise InputFormatError(
+                    path,
+                    f"the header row has no {' or '.join(missing)} column "
+                    f"(found: {_shown_columns(fields)}){hint}",
+                )
+            return columns, delimiter
         raise InputFormatError(path, "has no header row (a CSV file starts with its column names)")
 
     def jsonl(self, path: Path, lines: Iterator[_Line]) -> Iterator[IndicatorRow]:
@@ -659,16 +729,54 @@ def _remember(memo: dict[str, _T], key: str, answer: _T) -> _T:
     return answer
 
 
-def _quoted_fields(text: str) -> list[str]:
+def _quoted_fields(text: str, delimiter: str) -> list[str]:
     """Fields of one CSV line that contains quotes; a record never spans lines.
 
-    Lines without quotes are split with ``str.split(",")``: the csv module would split them in
-    exactly the same places, only slower.
+    Lines without quotes are split with ``str.split(delimiter)``: the csv module would split
+    them in exactly the same places, only slower.
     """
     try:
-        return next(csv.reader((text,), strict=True))
+        return next(csv.reader((text,), delimiter=delimiter, strict=True))
     except csv.Error as error:
         raise _RowError(InputRejectReason.BAD_CSV, f"malformed CSV: {error}") from None
+
+
+def _header_fields(text: str) -> tuple[list[str], str]:
+    """A header line's fields and the delimiter that separates them: of
+    :data:`_CSV_DELIMITERS`, the one giving the most known column names, then the most
+    fields, then the first. Raises :class:`_RowError` if the comma cannot parse the line and
+    no other delimiter found in it can."""
+    best: tuple[int, int, list[str], str] | None = None
+    failure: _RowError | None = None
+    for delimiter in _CSV_DELIMITERS:
+        if delimiter != "," and delimiter not in text:
+            continue
+        try:
+            fields = _quoted_fields(text, delimiter) if '"' in text else text.split(delimiter)
+        except _RowError as error:
+            failure = failure or error
+            continue
+        known = len({field.strip().lower() for field in fields} & set(_INDICATOR_FIELDS))
+        if best is None or (known, len(fields)) > best[:2]:
+            best = (known, len(fields), fields, delimiter)
+    if best is None:
+        assert failure is not None  # the comma is always tried
+        raise failure
+    return best[2], best[3]
+
+
+def _shown_columns(fields: Sequence[str]) -> str:
+    """Column names as an error message quotes them, each and their number bounded."""
+    shown = [
+        json.dumps(
+            name if len(name) <= _SHOWN_COLUMN_CHARS else name[:_SHOWN_COLUMN_CHARS] + "…",
+            ensure_ascii=False,
+        )
+        for name in (field.strip() for field in fields[:_SHOWN_COLUMNS])
+    ]
+    if len(fields) > _SHOWN_COLUMNS:
+        shown.append(f"and {len(fields) - _SHOWN_COLUMNS} more")
+    return ", ".join(shown)
 
 
 # --- prompts --------------------------------------------------------------------------------

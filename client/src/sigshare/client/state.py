@@ -12,7 +12,10 @@ state or the new one, and the next run resumes from the last finished phase:
 - ``sketches``: the encoded sketch built from it, with the digest of its inputs (an unchanged
   input reuses the identical bytes, so re-running is a no-op at the hub) and, once accepted,
   the hub's submission id;
-- ``resolved`` / ``campaign_matches``: what the last pull learned.
+- ``resolved`` / ``campaign_matches``: what the last pull learned, and in ``meta`` when it ran;
+- ``forum_reviews``: the forum's review of the shared records this member reported (status and
+  the coordinators' note for members), as the last pull brought it;
+- ``runs``: the commands run on this state, with their outcomes.
 """
 
 from __future__ import annotations
@@ -108,6 +111,16 @@ CREATE TABLE IF NOT EXISTS campaign_matches (
     other_member_names TEXT NOT NULL,
     PRIMARY KEY (family, cluster_id)
 );
+CREATE TABLE IF NOT EXISTS forum_reviews (
+    record_type TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    token BLOB,
+    status TEXT NOT NULL,
+    note TEXT,
+    PRIMARY KEY (record_type, record_id)
+);
+CREATE INDEX IF NOT EXISTS ix_forum_reviews_token ON forum_reviews (kind, token);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at TEXT NOT NULL,
@@ -153,6 +166,21 @@ class SketchRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SketchSummary:
+    """The last sketch of a kind or family as the state records it, without its bytes: what
+    ``status`` shows when the hub cannot be asked."""
+
+    name: str
+    """An indicator kind, or ``minhash:<family>``."""
+    declared_count: int
+    byte_size: int
+    built_at: datetime
+    submission_id: int | None
+    """The hub's id once it accepted the sketch; ``None`` if it never did."""
+    submitted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PromptRecord:
     text: str
     category: str
@@ -171,6 +199,16 @@ class ClusterRecord:
     """Indices into the family's prompts (as passed to :meth:`LocalState.replace_prompts`)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ForumVerdict:
+    """The forum's review of a shared indicator or campaign, as the last pull brought it."""
+
+    status: str
+    """``new``, ``triaged``, ``confirmed`` or ``dismissed``."""
+    note: str | None = None
+    """The coordinators' note for members; ``None``: none."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResolvedIndicator:
     kind: str
@@ -183,6 +221,8 @@ class ResolvedIndicator:
     last_seen: datetime | None
     other_names: tuple[str, ...] = ()
     """The other holders' names, where the forum's policy reveals them."""
+    forum: ForumVerdict | None = None
+    """The forum's review, where the item is a shared indicator this member reported."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +234,8 @@ class CampaignMatchRecord:
     other_members: int
     other_member_names: tuple[str, ...]
     prompts: tuple[str, ...]
+    forum: ForumVerdict | None = None
+    """The forum's review of the campaign (``None`` from a hub that does not say)."""
 
 
 def _upgrade(connection: sqlite3.Connection, version: int) -> None:
@@ -378,6 +420,23 @@ class LocalState:
     def sketch_names(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM sketches ORDER BY name")]
 
+    def sketch_summaries(self) -> list[SketchSummary]:
+        """Every stored sketch without its payload, by name."""
+        return [
+            SketchSummary(
+                name=row[0],
+                declared_count=row[1],
+                byte_size=row[2],
+                built_at=datetime.fromisoformat(row[3]),
+                submission_id=row[4],
+                submitted_at=_moment(row[5]),
+            )
+            for row in self._db.execute(
+                "SELECT name, declared_count, length(payload), built_at, submission_id, "
+                "submitted_at FROM sketches ORDER BY name"
+            )
+        ]
+
     def put_sketch(self, record: SketchRecord) -> None:
         with self.transaction() as db:
             db.execute(
@@ -500,8 +559,10 @@ class LocalState:
     def resolved(self, kind: str | None = None) -> list[ResolvedIndicator]:
         query = (
             "SELECT i.kind, i.value, i.canonical, i.category, r.others, i.token, i.first_seen, "
-            "i.last_seen, r.names FROM resolved r JOIN indicators i "
-            "ON i.kind = r.kind AND i.canonical = r.canonical"
+            "i.last_seen, r.names, f.status, f.note FROM resolved r JOIN indicators i "
+            "ON i.kind = r.kind AND i.canonical = r.canonical "
+            "LEFT JOIN forum_reviews f ON f.record_type = 'indicator' AND f.kind = i.kind "
+            "AND f.token = i.token"
         )
         parameters: tuple[str, ...] = ()
         if kind:
@@ -519,6 +580,7 @@ class LocalState:
                 first_seen=_moment(row[6]),
                 last_seen=_moment(row[7]),
                 other_names=tuple(json.loads(row[8])) if row[8] else (),
+                forum=None if row[9] is None else ForumVerdict(row[9], row[10]),
             )
             for row in self._db.execute(query, parameters)
         ]
@@ -539,9 +601,11 @@ class LocalState:
 
     def campaign_matches(self) -> list[CampaignMatchRecord]:
         out = []
-        for family, cluster, campaign, similarity, others, names in self._db.execute(
-            "SELECT family, cluster_id, campaign_id, similarity, other_members, "
-            "other_member_names FROM campaign_matches ORDER BY campaign_id, cluster_id"
+        for family, cluster, campaign, similarity, others, names, status, note in self._db.execute(
+            "SELECT m.family, m.cluster_id, m.campaign_id, m.similarity, m.other_members, "
+            "m.other_member_names, f.status, f.note FROM campaign_matches m "
+            "LEFT JOIN forum_reviews f ON f.record_type = 'campaign' "
+            "AND f.record_id = m.campaign_id ORDER BY m.campaign_id, m.cluster_id"
         ).fetchall():
             prompts = tuple(
                 row[0]
@@ -559,9 +623,48 @@ class LocalState:
                     other_members=others,
                     other_member_names=tuple(n for n in names.split("\n") if n),
                     prompts=prompts,
+                    forum=None if status is None else ForumVerdict(status, note),
                 )
             )
         return out
+
+    def replace_forum_reviews(
+        self,
+        indicators: Iterable[tuple[str, str, bytes, ForumVerdict]],
+        campaigns: Iterable[tuple[str, ForumVerdict]],
+    ) -> None:
+        """The forum's review of every shared record this member reported, replacing what an
+        earlier pull brought: ``(indicator id, kind, token, verdict)`` per shared indicator and
+        ``(campaign id, verdict)`` per campaign. Indicators show beside the member's own values
+        by their token."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM forum_reviews")
+            db.executemany(
+                "INSERT OR REPLACE INTO forum_reviews VALUES ('indicator', ?, ?, ?, ?, ?)",
+                (
+                    (record_id, kind, token, verdict.status, verdict.note)
+                    for record_id, kind, token, verdict in indicators
+                ),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO forum_reviews VALUES ('campaign', ?, '', NULL, ?, ?)",
+                ((record_id, verdict.status, verdict.note) for record_id, verdict in campaigns),
+            )
+
+    def record_pull(self, at: datetime) -> None:
+        """A pull finished at ``at``."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('last_pull_at', ?)", (_iso(at),))
+
+    def has_pulled(self) -> bool:
+        """Whether any pull has stored its answers here (a state of an older client that did
+        not record its pulls counts what they stored)."""
+        row = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'last_pull_at') "
+            "OR EXISTS (SELECT 1 FROM resolutions) OR EXISTS (SELECT 1 FROM resolved) "
+            "OR EXISTS (SELECT 1 FROM campaign_matches)"
+        ).fetchone()
+        return bool(row[0])
 
     # -- runs -------------------------------------------------------------------------------
 

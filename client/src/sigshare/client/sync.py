@@ -11,26 +11,36 @@ Safe to run from cron: every phase commits its result to the local state (:mod:`
 the next begins, so a crash or network failure resumes where it stopped; unchanged inputs reuse
 the exact sketch bytes already built, which the hub recognises as a duplicate, so re-running
 changes nothing; one run at a time per state directory (:class:`RunLock`).
+
+A kind or MinHash family the hub does not publish, that exceeds the hub's capacity, or whose
+sketch or resolution the hub refuses is :class:`Skipped` — recorded in the report with the reason
+— and the run goes on with the rest. Problems that are not about one kind (authentication, the
+network, configuration, a forum secret of another key epoch) still end the run.
 """
 
 from __future__ import annotations
 
+import codecs
 import fcntl
 import gzip
 import hashlib
+import io
 import json
 import os
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from sigshare.client.errors import HubRejectedError
 from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import (
     ConfirmedToken,
@@ -50,6 +60,7 @@ from sigshare.client.inputs import (
 )
 from sigshare.client.state import (
     ClusterRecord,
+    ForumVerdict,
     LocalState,
     PromptRecord,
     ResolvedIndicator,
@@ -76,9 +87,33 @@ class KeyEpochError(SyncError):
     """The forum secret file is for another key epoch than the hub's published parameters."""
 
 
-class HubLimitError(SyncError):
-    """The data does not fit what the hub publishes (a MinHash family it lacks, more distinct
-    values than a kind's capacity): the hub would refuse the sketch."""
+class NothingAcceptedError(SyncError):
+    """Every kind and family a push was given was skipped: nothing reached the hub."""
+
+    def __init__(self, skipped: Sequence[Skipped]) -> None:
+        super().__init__(
+            "nothing was pushed: "
+            + "; ".join(f"{s.subject} {s.name}: {s.message}" for s in skipped)
+        )
+        self.skipped = tuple(skipped)
+
+
+class ValuesNotFoundError(SyncError):
+    """Values chosen to confirm that are none of the member's resolved items (a typo, or a
+    value no other member holds)."""
+
+    def __init__(
+        self, values: Sequence[str], *, kind: str | None = None, category: str | None = None
+    ) -> None:
+        narrowed = [f"kind {kind}"] if kind else []
+        narrowed += [f"category {category!r}"] if category is not None else []
+        among = f" ({', '.join(narrowed)})" if narrowed else ""
+        shown = ", ".join(json.dumps(value, ensure_ascii=False) for value in values)
+        super().__init__(
+            f"not among your resolved matches{among}: {shown}; nothing was confirmed "
+            "(`sigshare matches` lists them)"
+        )
+        self.values = tuple(values)
 
 
 class LockedError(Exception):
@@ -140,6 +175,36 @@ class PhaseTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
+class SkipReason(StrEnum):
+    """Why a kind or family was left out of a run. Stable strings: they appear in ``--json``."""
+
+    NOT_PUBLISHED = "not_published"
+    """The hub publishes no parameters for it (rows of such a kind go to the rejects file)."""
+    OVER_CAPACITY = "over_capacity"
+    """More distinct values of the kind than the hub's capacity per member."""
+    REFUSED = "refused"
+    """The hub refused the kind's sketch or resolution; the message is the hub's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A kind or MinHash family one run left out while the rest went on, and why."""
+
+    subject: Literal["kind", "family"]
+    """``kind`` for an indicator kind, ``family`` for the prompts' MinHash family."""
+    name: str
+    reason: SkipReason
+    message: str
+    """For the member: what was not done and what to do about it."""
+
+    @classmethod
+    def refused(
+        cls, subject: Literal["kind", "family"], name: str, error: HubRejectedError
+    ) -> Skipped:
+        """The hub refused ``name``: its message, less the name it may begin with."""
+        return cls(subject, name, SkipReason.REFUSED, error.message.removeprefix(f"{name}: "))
+
+
 @dataclass
 class KindPush:
     name: str
@@ -155,8 +220,8 @@ class PushReport:
     kinds: list[KindPush] = field(default_factory=list)
     rejects: Counter[str] = field(default_factory=Counter)
     rows: int = 0
-    disabled_kinds: list[str] = field(default_factory=list)
-    """Kinds present in the input that the hub does not enable (their rows are not sent)."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """Kinds and families of the input that were not sent; the others were."""
 
     @property
     def rejected(self) -> int:
@@ -175,11 +240,13 @@ class PullReport:
     budget_frees_at: dict[str, datetime | None] = field(default_factory=dict)
     not_held: dict[str, int] = field(default_factory=dict)
     """Per kind: own items the hub's copy of this member's filter does not hold."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """Kinds whose resolution the hub refused; the other kinds and the campaigns were pulled."""
 
 
 def classify_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """Split files into indicator and prompt files: CSV is indicators; JSONL by its first record
-    (``text`` → prompts, else indicators)."""
+    """Split files into indicator and prompt files: CSV is indicators; JSONL by its first records
+    (``text`` → prompts, else indicators), read as UTF-16 after a UTF-16 byte order mark."""
     indicators: list[Path] = []
     prompts: list[Path] = []
     for path in paths:
@@ -200,8 +267,12 @@ def _first_record_has_text(path: Path) -> bool:
         opener: Any = gzip.open if compressed else open
         votes = Counter[bool]()
         with opener(path, "rb") as handle:
+            utf16 = handle.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+            lines = (
+                io.TextIOWrapper(handle, encoding="utf-16", errors="replace") if utf16 else handle
+            )
             for _ in range(_CLASSIFY_LINES):
-                line = handle.readline(1 << 20)
+                line = lines.readline(1 << 20)
                 if not line:
                     break
                 try:
@@ -210,7 +281,7 @@ def _first_record_has_text(path: Path) -> bool:
                     continue
                 if isinstance(record, dict) and ("text" in record) != ("value" in record):
                     votes["text" in record] += 1
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return False  # the reader reports the file properly
     # The majority of the first records decides: one malformed row does not change a file's type.
     return votes[True] > votes[False]
@@ -293,30 +364,59 @@ class SyncJob:
         rejects: RejectSink,
         default_kind: str | None = None,
     ) -> PushReport:
+        """Sketch and submit each kind of ``indicator_files`` and the clusters of
+        ``prompt_files``; a kind or family that cannot be sent is skipped (see
+        :class:`SkipReason`) and the others are still sent."""
         report = PushReport()
         published = self.parameters()
         if indicator_files:
             by_kind = self._read_indicators(indicator_files, default_kind, rejects, report)
             for kind in sorted(by_kind):
-                if kind not in published.bloom:
+                rows = by_kind[kind]
+                bloom = published.bloom.get(kind)
+                if bloom is None:
+                    detail = f"the hub does not enable kind {kind!r}; its rows were not sent"
                     rejects.reject_rows(
                         InputRejectReason.KIND_NOT_ENABLED,
-                        by_kind[kind].rows,
+                        rows.rows,
                         source=f"kind {kind}",
-                        detail=f"the hub does not enable kind {kind!r}; its rows were not sent",
+                        detail=detail,
                     )
-                    report.disabled_kinds.append(kind)
+                    report.skipped.append(Skipped("kind", kind, SkipReason.NOT_PUBLISHED, detail))
                     continue
-                report.kinds.append(self._push_kind(kind, by_kind[kind], published.bloom[kind]))
+                params = bloom.bloom_params()
+                self._require_epoch(params.key_id, kind)
+                if len(rows.values) > params.capacity:
+                    message = (
+                        f"{len(rows.values)} distinct {kind} values exceed the hub's capacity of "
+                        f"{params.capacity} per member; send the most relevant ones or ask the "
+                        "forum to raise the capacity"
+                    )
+                    report.skipped.append(Skipped("kind", kind, SkipReason.OVER_CAPACITY, message))
+                    continue
+                try:
+                    report.kinds.append(self._push_kind(kind, rows, bloom))
+                except HubRejectedError as error:
+                    report.skipped.append(Skipped.refused("kind", kind, error))
         if prompt_files:
             family = published.minhash.get(self.prompt_family)
             if family is None:
-                raise HubLimitError(
-                    f"the hub has no MinHash family {self.prompt_family!r} for prompts"
+                report.skipped.append(
+                    Skipped(
+                        "family",
+                        self.prompt_family,
+                        SkipReason.NOT_PUBLISHED,
+                        f"the hub has no MinHash family {self.prompt_family!r} for prompts; "
+                        "the prompts were not sent",
+                    )
                 )
-            prompts = self._read_prompts(prompt_files, rejects, report)
-            if prompts:
-                report.kinds.append(self._push_prompts(prompts, family))
+            else:
+                prompts = self._read_prompts(prompt_files, rejects, report)
+                if prompts:
+                    try:
+                        report.kinds.append(self._push_prompts(prompts, family))
+                    except HubRejectedError as error:
+                        report.skipped.append(Skipped.refused("family", family.family, error))
         report.rejects.update(rejects.counts)
         return report
 
@@ -345,15 +445,9 @@ class SyncJob:
             )
 
     def _push_kind(self, kind: str, rows: _KindRows, published: PublishedBloom) -> KindPush:
+        """Sketch and submit one kind whose key epoch and capacity :meth:`push` checked."""
         params = published.bloom_params()
-        self._require_epoch(params.key_id, kind)
         canonicals = sorted(rows.values)
-        if len(canonicals) > params.capacity:
-            raise HubLimitError(
-                f"{len(canonicals)} distinct {kind} values exceed the hub's capacity of "
-                f"{params.capacity} per member; send the most relevant ones or ask the forum to "
-                "raise the capacity"
-            )
         input_digest = _digest(published.digest, "\n".join(canonicals).encode())
         stored = self.state.sketch(kind)
         with self.timer.phase("sketch"):
@@ -556,7 +650,10 @@ class SyncJob:
                 bloom = published.bloom.get(name)
                 if bloom is None or bloom.digest != record.params_digest:
                     continue  # parameters changed since the push: the next push rebuilds
-                report.shared_indicators[name] = self._resolve(name, bloom, report)
+                try:
+                    report.shared_indicators[name] = self._resolve(name, bloom, report)
+                except HubRejectedError as error:
+                    report.skipped.append(Skipped.refused("kind", name, error))
             matches = self.client.list_matches()
             by_family: dict[str, list[tuple[str, str, float, int, tuple[str, ...]]]] = {}
             families = [
@@ -581,6 +678,21 @@ class SyncJob:
                 self.state.replace_campaign_matches(family, rows)
                 report.campaign_clusters += len(rows)
                 report.campaigns += len({row[1] for row in rows})
+            # The forum's verdicts on what this member reported: shown beside its own values
+            # (matched by token) and prompt clusters; a hub that sends no status has none.
+            self.state.replace_forum_reviews(
+                (
+                    (i.id, i.kind, i.token, ForumVerdict(i.status, i.member_note))
+                    for i in matches.indicators
+                    if i.status
+                ),
+                {
+                    m.campaign_id: ForumVerdict(m.status, m.member_note)
+                    for m in matches.campaigns
+                    if m.status
+                }.items(),
+            )
+            self.state.record_pull(self.now())
         return report
 
     def _resolve(self, kind: str, published: PublishedBloom, report: PullReport) -> int:
@@ -620,6 +732,26 @@ class SyncJob:
         )
 
     # -- confirm ----------------------------------------------------------------------------
+
+    def choose(
+        self, *, kind: str | None, category: str | None, values: Sequence[str]
+    ) -> list[ResolvedIndicator]:
+        """The resolved items of ``kind`` and ``category`` (all when ``None``) whose raw
+        spelling or canonical form is one of ``values`` (any, when empty).
+
+        Raises :class:`ValuesNotFoundError` naming the ``values`` no such item has.
+        """
+        chosen = [
+            item
+            for item in self.state.resolved(kind)
+            if (category is None or item.category == category)
+            and (not values or item.value in values or item.canonical in values)
+        ]
+        found = {item.value for item in chosen} | {item.canonical for item in chosen}
+        missing = [value for value in dict.fromkeys(values) if value not in found]
+        if missing:
+            raise ValuesNotFoundError(missing, kind=kind, category=category)
+        return chosen
 
     def confirm(self, chosen: Sequence[ResolvedIndicator]) -> dict[str, ConfirmResult]:
         """Offer the tokens of chosen resolved items; the hub's answer per kind."""

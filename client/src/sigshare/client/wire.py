@@ -362,6 +362,7 @@ def matches_from_proto(response: hub_pb2.ListMatchesResponse) -> Matches:
                 first_seen=from_timestamp(i, "first_seen"),
                 last_seen=from_timestamp(i, "last_seen"),
                 status=i.status,
+                member_note=i.member_note or None,
             )
             for i in response.indicators
         ),
@@ -372,6 +373,8 @@ def matches_from_proto(response: hub_pb2.ListMatchesResponse) -> Matches:
                 similarity=c.similarity,
                 other_members=c.other_members,
                 other_member_names=tuple(c.other_member_names),
+                status=c.status or None,
+                member_note=c.member_note or None,
             )
             for c in response.campaigns
         ),

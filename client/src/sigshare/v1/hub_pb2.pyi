@@ -783,12 +783,23 @@ class SharedIndicator(_message.Message):
     FIRST_SEEN_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    MEMBER_NOTE_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """opaque"""
     kind: _builtins.str
     token: _builtins.bytes
     reporters: _builtins.int
     status: _builtins.str
+    """The forum's review status: new, triaged, confirmed or dismissed."""
+    member_note: _builtins.str
+    """The coordinators' note for members on it (empty: none). Coordinator text, never member data."""
+    assignee: _builtins.str
+    """Review listings only (empty in ListMatches): who reviews it, and when it was created and last
+    changed.
+    """
     @_builtins.property
     def reporter_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """only if forum policy reveals members"""
@@ -799,6 +810,10 @@ class SharedIndicator(_message.Message):
     def first_seen(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -811,10 +826,14 @@ class SharedIndicator(_message.Message):
         first_seen: _timestamp_pb2.Timestamp | None = ...,
         last_seen: _timestamp_pb2.Timestamp | None = ...,
         status: _builtins.str = ...,
+        member_note: _builtins.str = ...,
+        assignee: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "first_seen", b"first_seen", "last_seen", b"last_seen", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "first_seen", b"first_seen", "id", b"id", "kind", b"kind", "last_seen", b"last_seen", "reporter_names", b"reporter_names", "reporters", b"reporters", "status", b"status", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "categories", b"categories", "created_at", b"created_at", "first_seen", b"first_seen", "id", b"id", "kind", b"kind", "last_seen", b"last_seen", "member_note", b"member_note", "reporter_names", b"reporter_names", "reporters", b"reporters", "status", b"status", "token", b"token", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -829,11 +848,18 @@ class CampaignMatch(_message.Message):
     SIMILARITY_FIELD_NUMBER: _builtins.int
     OTHER_MEMBERS_FIELD_NUMBER: _builtins.int
     OTHER_MEMBER_NAMES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MEMBER_NOTE_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
     """The requesting member's own cluster id."""
     campaign_id: _builtins.str
     similarity: _builtins.float
     other_members: _builtins.int
+    status: _builtins.str
+    """The forum's review status of the campaign (new, triaged, confirmed or dismissed) and the
+    coordinators' note for members on it (empty: none).
+    """
+    member_note: _builtins.str
     @_builtins.property
     def other_member_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """only if forum policy reveals members"""
@@ -846,10 +872,12 @@ class CampaignMatch(_message.Message):
         similarity: _builtins.float = ...,
         other_members: _builtins.int = ...,
         other_member_names: _abc.Iterable[_builtins.str] | None = ...,
+        status: _builtins.str = ...,
+        member_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "cluster_id", b"cluster_id", "other_member_names", b"other_member_names", "other_members", b"other_members", "similarity", b"similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "cluster_id", b"cluster_id", "member_note", b"member_note", "other_member_names", b"other_member_names", "other_members", b"other_members", "similarity", b"similarity", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1075,23 +1103,69 @@ class PageRequest(_message.Message):
 Global___PageRequest: _TypeAlias = PageRequest  # noqa: Y015
 
 @_typing.final
+class RecordFilter(_message.Message):
+    """Filters and order of a review listing, as `sigshare-hub review indicators|campaigns` takes
+    them. Left out, a listing holds every record in creation order, oldest first. A page token
+    names a position in one order: pass the same filter with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    SORT_FIELD_NUMBER: _builtins.int
+    DESCENDING_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """new, triaged, confirmed or dismissed; empty: any."""
+    category: _builtins.str
+    """Only records with this category; empty: any."""
+    assignee: _builtins.str
+    """Only records assigned to this name; empty: anyone's."""
+    sort: _builtins.str
+    """A sort key of the listing (indicators: created, reporters, last_seen, status, kind;
+    campaigns: created, members, volume, similarity, status); empty: created.
+    """
+    descending: _builtins.bool
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        category: _builtins.str = ...,
+        assignee: _builtins.str = ...,
+        sort: _builtins.str = ...,
+        descending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "category", b"category", "descending", b"descending", "sort", b"sort", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFilter: _TypeAlias = RecordFilter  # noqa: Y015
+
+@_typing.final
 class ListSharedIndicatorsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     @_builtins.property
     def page(self) -> Global___PageRequest: ...
+    @_builtins.property
+    def filter(self) -> Global___RecordFilter: ...
     def __init__(
         self,
         *,
         kind: _builtins.str = ...,
         page: Global___PageRequest | None = ...,
+        filter: Global___RecordFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "kind", b"kind", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1103,7 +1177,16 @@ class ListSharedIndicatorsResponse(_message.Message):
 
     INDICATORS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    total: _builtins.int
+    """Records matching the filter on every page, the 1-based position of this page's first
+    record, and the token of the page before this one (empty on the first page).
+    """
+    first: _builtins.int
+    previous_page_token: _builtins.str
     @_builtins.property
     def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___SharedIndicator]: ...
     def __init__(
@@ -1111,10 +1194,13 @@ class ListSharedIndicatorsResponse(_message.Message):
         *,
         indicators: _abc.Iterable[Global___SharedIndicator] | None = ...,
         next_page_token: _builtins.str = ...,
+        total: _builtins.int = ...,
+        first: _builtins.int = ...,
+        previous_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicators", b"indicators", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "indicators", b"indicators", "next_page_token", b"next_page_token", "previous_page_token", b"previous_page_token", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1131,15 +1217,37 @@ class Campaign(_message.Message):
     VOLUME_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    MEMBER_NOTE_FIELD_NUMBER: _builtins.int
+    MEMBER_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     family: _builtins.str
     similarity: _builtins.float
     volume: _builtins.int
     status: _builtins.str
+    assignee: _builtins.str
+    member_note: _builtins.str
+    """The coordinators' note for members on it (empty: none)."""
+    member_count: _builtins.int
+    """How many members' clusters it connects."""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp:
+        """The earliest first seen and the latest last seen its members gave for its clusters."""
+
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1150,10 +1258,17 @@ class Campaign(_message.Message):
         volume: _builtins.int = ...,
         categories: _abc.Iterable[_builtins.str] | None = ...,
         status: _builtins.str = ...,
+        assignee: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        member_note: _builtins.str = ...,
+        member_count: _builtins.int = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "first_seen", b"first_seen", "last_seen", b"last_seen", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "family", b"family", "id", b"id", "members", b"members", "similarity", b"similarity", "status", b"status", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "categories", b"categories", "created_at", b"created_at", "family", b"family", "first_seen", b"first_seen", "id", b"id", "last_seen", b"last_seen", "member_count", b"member_count", "member_note", b"member_note", "members", b"members", "similarity", b"similarity", "status", b"status", "updated_at", b"updated_at", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1165,18 +1280,22 @@ class ListCampaignsRequest(_message.Message):
 
     FAMILY_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     @_builtins.property
     def page(self) -> Global___PageRequest: ...
+    @_builtins.property
+    def filter(self) -> Global___RecordFilter: ...
     def __init__(
         self,
         *,
         family: _builtins.str = ...,
         page: Global___PageRequest | None = ...,
+        filter: Global___RecordFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["family", b"family", "page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family", b"family", "filter", b"filter", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1188,7 +1307,14 @@ class ListCampaignsResponse(_message.Message):
 
     CAMPAIGNS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    FIRST_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    total: _builtins.int
+    """As in ListSharedIndicatorsResponse."""
+    first: _builtins.int
+    previous_page_token: _builtins.str
     @_builtins.property
     def campaigns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Campaign]: ...
     def __init__(
@@ -1196,10 +1322,13 @@ class ListCampaignsResponse(_message.Message):
         *,
         campaigns: _abc.Iterable[Global___Campaign] | None = ...,
         next_page_token: _builtins.str = ...,
+        total: _builtins.int = ...,
+        first: _builtins.int = ...,
+        previous_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaigns", b"campaigns", "first", b"first", "next_page_token", b"next_page_token", "previous_page_token", b"previous_page_token", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1210,17 +1339,25 @@ class ListSubmissionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
+    FLAG_FACTOR_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
+    flag_factor: _builtins.float
+    """Flag a rise of the declared count or of the tokens asked over this many times the member's
+    previous submission (above 1); left out: the hub's default (5).
+    """
     def __init__(
         self,
         *,
         kind: _builtins.str = ...,
+        flag_factor: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_flag_factor", b"_flag_factor", "flag_factor", b"flag_factor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_flag_factor", b"_flag_factor", "flag_factor", b"flag_factor", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__flag_factor: _TypeAlias = _typing.Literal["flag_factor"]  # noqa: Y015
+    _WhichOneofArgType__flag_factor: _TypeAlias = _typing.Literal["_flag_factor", b"_flag_factor"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__flag_factor) -> _WhichOneofReturnType__flag_factor | None: ...
 
 Global___ListSubmissionsRequest: _TypeAlias = ListSubmissionsRequest  # noqa: Y015
 
@@ -1243,6 +1380,238 @@ class ListSubmissionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSubmissionsResponse: _TypeAlias = ListSubmissionsResponse  # noqa: Y015
+
+@_typing.final
+class OverlapMatrices(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATRICES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def matrices(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverlapMatrix]:
+        """One per indicator kind: the kind asked for, or every kind when the request names none."""
+
+    def __init__(
+        self,
+        *,
+        matrices: _abc.Iterable[Global___OverlapMatrix] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matrices", b"matrices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverlapMatrices: _TypeAlias = OverlapMatrices  # noqa: Y015
+
+@_typing.final
+class ReviewEvent(_message.Message):
+    """One step in the review history of a shared indicator or campaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RECORD_TYPE_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FROM_STATUS_FIELD_NUMBER: _builtins.int
+    TO_STATUS_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    MEMBER_NOTE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    record_type: _builtins.str
+    """"indicator" or "campaign" """
+    record_id: _builtins.str
+    actor: _builtins.str
+    """Who made the step: a principal's name, or cli:USER for `sigshare-hub` on the hub host."""
+    kind: _builtins.str
+    """"status", "assign" or "note"."""
+    from_status: _builtins.str
+    """Status moves: from and to (empty otherwise)."""
+    to_status: _builtins.str
+    assignee: _builtins.str
+    """The record's assignee after the step (empty: nobody)."""
+    note: _builtins.str
+    """The coordinators' own note (empty: none)."""
+    member_note: _builtins.str
+    """The note for members the step gave the record (empty: none)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        record_type: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        kind: _builtins.str = ...,
+        from_status: _builtins.str = ...,
+        to_status: _builtins.str = ...,
+        assignee: _builtins.str = ...,
+        note: _builtins.str = ...,
+        member_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "assignee", b"assignee", "at", b"at", "from_status", b"from_status", "id", b"id", "kind", b"kind", "member_note", b"member_note", "note", b"note", "record_id", b"record_id", "record_type", b"record_type", "to_status", b"to_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewEvent: _TypeAlias = ReviewEvent  # noqa: Y015
+
+@_typing.final
+class SetReviewStatusRequest(_message.Message):
+    """Review workflow requests name a record by its opaque id (a shared indicator's or a
+    campaign's). The caller is recorded as the actor in the record's history and the audit log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    MEMBER_NOTE_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    status: _builtins.str
+    """triaged, confirmed or dismissed (new → triaged | dismissed, triaged → confirmed | dismissed,
+    confirmed or dismissed → triaged to reopen).
+    """
+    note: _builtins.str
+    """Kept in the record's history (empty: none)."""
+    member_note: _builtins.str
+    """The note members who reported the record see with the new status from their next pull;
+    empty: none (a status change replaces the record's note for members).
+    """
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        note: _builtins.str = ...,
+        member_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_note", b"member_note", "note", b"note", "record_id", b"record_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReviewStatusRequest: _TypeAlias = SetReviewStatusRequest  # noqa: Y015
+
+@_typing.final
+class AssignReviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    assignee: _builtins.str
+    """A coordinator or admin; empty: nobody."""
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        assignee: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "note", b"note", "record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignReviewRequest: _TypeAlias = AssignReviewRequest  # noqa: Y015
+
+@_typing.final
+class AddReviewNoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    FOR_MEMBERS_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    note: _builtins.str
+    for_members: _builtins.bool
+    """The note is for members: those who reported the record see it from their next pull (it
+    replaces the record's note for members).
+    """
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+        for_members: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["for_members", b"for_members", "note", b"note", "record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddReviewNoteRequest: _TypeAlias = AddReviewNoteRequest  # noqa: Y015
+
+@_typing.final
+class GetReviewHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReviewHistoryRequest: _TypeAlias = GetReviewHistoryRequest  # noqa: Y015
+
+@_typing.final
+class ReviewHistory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_TYPE_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    MEMBER_NOTE_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    record_type: _builtins.str
+    record_id: _builtins.str
+    status: _builtins.str
+    assignee: _builtins.str
+    """empty: nobody"""
+    member_note: _builtins.str
+    """empty: none"""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReviewEvent]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        record_type: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        assignee: _builtins.str = ...,
+        member_note: _builtins.str = ...,
+        events: _abc.Iterable[Global___ReviewEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "events", b"events", "member_note", b"member_note", "record_id", b"record_id", "record_type", b"record_type", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewHistory: _TypeAlias = ReviewHistory  # noqa: Y015
 
 @_typing.final
 class Principal(_message.Message):

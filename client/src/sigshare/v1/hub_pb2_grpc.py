@@ -326,6 +326,11 @@ class ReviewServiceStub:
                 request_serializer=sigshare_dot_v1_dot_hub__pb2.OverlapRequest.SerializeToString,
                 response_deserializer=sigshare_dot_v1_dot_hub__pb2.OverlapMatrix.FromString,
                 _registered_method=True)
+        self.GetOverlapMatrices = channel.unary_unary(
+                '/sigshare.v1.ReviewService/GetOverlapMatrices',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.OverlapRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.OverlapMatrices.FromString,
+                _registered_method=True)
         self.ListSharedIndicators = channel.unary_unary(
                 '/sigshare.v1.ReviewService/ListSharedIndicators',
                 request_serializer=sigshare_dot_v1_dot_hub__pb2.ListSharedIndicatorsRequest.SerializeToString,
@@ -341,6 +346,26 @@ class ReviewServiceStub:
                 request_serializer=sigshare_dot_v1_dot_hub__pb2.ListSubmissionsRequest.SerializeToString,
                 response_deserializer=sigshare_dot_v1_dot_hub__pb2.ListSubmissionsResponse.FromString,
                 _registered_method=True)
+        self.SetReviewStatus = channel.unary_unary(
+                '/sigshare.v1.ReviewService/SetReviewStatus',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.SetReviewStatusRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ReviewEvent.FromString,
+                _registered_method=True)
+        self.AssignReview = channel.unary_unary(
+                '/sigshare.v1.ReviewService/AssignReview',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.AssignReviewRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ReviewEvent.FromString,
+                _registered_method=True)
+        self.AddReviewNote = channel.unary_unary(
+                '/sigshare.v1.ReviewService/AddReviewNote',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.AddReviewNoteRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ReviewEvent.FromString,
+                _registered_method=True)
+        self.GetReviewHistory = channel.unary_unary(
+                '/sigshare.v1.ReviewService/GetReviewHistory',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.GetReviewHistoryRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ReviewHistory.FromString,
+                _registered_method=True)
 
 
 class ReviewServiceServicer:
@@ -348,6 +373,13 @@ class ReviewServiceServicer:
 
     def GetOverlapMatrix(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOverlapMatrices(self, request, context):
+        """Every kind's matrix when the request names no kind (one audited read).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -370,6 +402,30 @@ class ReviewServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetReviewStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignReview(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddReviewNote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReviewHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReviewServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +433,11 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.GetOverlapMatrix,
                     request_deserializer=sigshare_dot_v1_dot_hub__pb2.OverlapRequest.FromString,
                     response_serializer=sigshare_dot_v1_dot_hub__pb2.OverlapMatrix.SerializeToString,
+            ),
+            'GetOverlapMatrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOverlapMatrices,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.OverlapRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.OverlapMatrices.SerializeToString,
             ),
             'ListSharedIndicators': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSharedIndicators,
@@ -392,6 +453,26 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.ListSubmissions,
                     request_deserializer=sigshare_dot_v1_dot_hub__pb2.ListSubmissionsRequest.FromString,
                     response_serializer=sigshare_dot_v1_dot_hub__pb2.ListSubmissionsResponse.SerializeToString,
+            ),
+            'SetReviewStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReviewStatus,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.SetReviewStatusRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ReviewEvent.SerializeToString,
+            ),
+            'AssignReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignReview,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.AssignReviewRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ReviewEvent.SerializeToString,
+            ),
+            'AddReviewNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddReviewNote,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.AddReviewNoteRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ReviewEvent.SerializeToString,
+            ),
+            'GetReviewHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReviewHistory,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.GetReviewHistoryRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ReviewHistory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -421,6 +502,33 @@ class ReviewService:
             '/sigshare.v1.ReviewService/GetOverlapMatrix',
             sigshare_dot_v1_dot_hub__pb2.OverlapRequest.SerializeToString,
             sigshare_dot_v1_dot_hub__pb2.OverlapMatrix.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOverlapMatrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.ReviewService/GetOverlapMatrices',
+            sigshare_dot_v1_dot_hub__pb2.OverlapRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.OverlapMatrices.FromString,
             options,
             channel_credentials,
             insecure,
@@ -502,6 +610,114 @@ class ReviewService:
             '/sigshare.v1.ReviewService/ListSubmissions',
             sigshare_dot_v1_dot_hub__pb2.ListSubmissionsRequest.SerializeToString,
             sigshare_dot_v1_dot_hub__pb2.ListSubmissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReviewStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.ReviewService/SetReviewStatus',
+            sigshare_dot_v1_dot_hub__pb2.SetReviewStatusRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ReviewEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.ReviewService/AssignReview',
+            sigshare_dot_v1_dot_hub__pb2.AssignReviewRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ReviewEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddReviewNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.ReviewService/AddReviewNote',
+            sigshare_dot_v1_dot_hub__pb2.AddReviewNoteRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ReviewEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReviewHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.ReviewService/GetReviewHistory',
+            sigshare_dot_v1_dot_hub__pb2.GetReviewHistoryRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ReviewHistory.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,17 +109,29 @@ class ReviewServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReviewServiceAsyncStub: ...
     GetOverlapMatrix: _grpc.UnaryUnaryMultiCallable[_hub_pb2.OverlapRequest, _hub_pb2.OverlapMatrix]
+    GetOverlapMatrices: _grpc.UnaryUnaryMultiCallable[_hub_pb2.OverlapRequest, _hub_pb2.OverlapMatrices]
+    """Every kind's matrix when the request names no kind (one audited read)."""
     ListSharedIndicators: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListSharedIndicatorsRequest, _hub_pb2.ListSharedIndicatorsResponse]
     ListCampaigns: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListCampaignsRequest, _hub_pb2.ListCampaignsResponse]
     ListSubmissions: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListSubmissionsRequest, _hub_pb2.ListSubmissionsResponse]
+    SetReviewStatus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.SetReviewStatusRequest, _hub_pb2.ReviewEvent]
+    AssignReview: _grpc.UnaryUnaryMultiCallable[_hub_pb2.AssignReviewRequest, _hub_pb2.ReviewEvent]
+    AddReviewNote: _grpc.UnaryUnaryMultiCallable[_hub_pb2.AddReviewNoteRequest, _hub_pb2.ReviewEvent]
+    GetReviewHistory: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetReviewHistoryRequest, _hub_pb2.ReviewHistory]
 
 @_typing.type_check_only
 class ReviewServiceAsyncStub(ReviewServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOverlapMatrix: _aio.UnaryUnaryMultiCallable[_hub_pb2.OverlapRequest, _hub_pb2.OverlapMatrix]  # type: ignore[assignment]
+    GetOverlapMatrices: _aio.UnaryUnaryMultiCallable[_hub_pb2.OverlapRequest, _hub_pb2.OverlapMatrices]  # type: ignore[assignment]
+    """Every kind's matrix when the request names no kind (one audited read)."""
     ListSharedIndicators: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListSharedIndicatorsRequest, _hub_pb2.ListSharedIndicatorsResponse]  # type: ignore[assignment]
     ListCampaigns: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListCampaignsRequest, _hub_pb2.ListCampaignsResponse]  # type: ignore[assignment]
     ListSubmissions: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListSubmissionsRequest, _hub_pb2.ListSubmissionsResponse]  # type: ignore[assignment]
+    SetReviewStatus: _aio.UnaryUnaryMultiCallable[_hub_pb2.SetReviewStatusRequest, _hub_pb2.ReviewEvent]  # type: ignore[assignment]
+    AssignReview: _aio.UnaryUnaryMultiCallable[_hub_pb2.AssignReviewRequest, _hub_pb2.ReviewEvent]  # type: ignore[assignment]
+    AddReviewNote: _aio.UnaryUnaryMultiCallable[_hub_pb2.AddReviewNoteRequest, _hub_pb2.ReviewEvent]  # type: ignore[assignment]
+    GetReviewHistory: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetReviewHistoryRequest, _hub_pb2.ReviewHistory]  # type: ignore[assignment]
 
 class ReviewServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -128,6 +140,14 @@ class ReviewServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.OverlapRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.OverlapMatrix, _abc.Awaitable[_hub_pb2.OverlapMatrix]]: ...
+
+    @_abc_1.abstractmethod
+    def GetOverlapMatrices(
+        self,
+        request: _hub_pb2.OverlapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.OverlapMatrices, _abc.Awaitable[_hub_pb2.OverlapMatrices]]:
+        """Every kind's matrix when the request names no kind (one audited read)."""
 
     @_abc_1.abstractmethod
     def ListSharedIndicators(
@@ -149,6 +169,34 @@ class ReviewServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.ListSubmissionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.ListSubmissionsResponse, _abc.Awaitable[_hub_pb2.ListSubmissionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetReviewStatus(
+        self,
+        request: _hub_pb2.SetReviewStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ReviewEvent, _abc.Awaitable[_hub_pb2.ReviewEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def AssignReview(
+        self,
+        request: _hub_pb2.AssignReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ReviewEvent, _abc.Awaitable[_hub_pb2.ReviewEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def AddReviewNote(
+        self,
+        request: _hub_pb2.AddReviewNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ReviewEvent, _abc.Awaitable[_hub_pb2.ReviewEvent]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReviewHistory(
+        self,
+        request: _hub_pb2.GetReviewHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ReviewHistory, _abc.Awaitable[_hub_pb2.ReviewHistory]]: ...
 
 def add_ReviewServiceServicer_to_server(servicer: ReviewServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

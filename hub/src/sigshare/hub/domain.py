@@ -390,6 +390,9 @@ class SharedIndicator:
     created_at: datetime
     updated_at: datetime
     assignee: str | None = None
+    member_note: str | None = None
+    """The coordinators' note for the members who reported it (they receive it with their
+    matches); ``None``: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -398,15 +401,24 @@ class Campaign:
 
     id: str
     family: str
+    member_count: int
+    """How many members' clusters it connects."""
     members: tuple[str, ...]
+    """Their names (empty where a reader's policy does not reveal members)."""
     similarity: float
     volume: int
     categories: tuple[str, ...]
+    first_seen: datetime | None
+    """The earliest first seen its members gave for its clusters (``None``: none gave one)."""
+    last_seen: datetime | None
+    """The latest last seen its members gave for its clusters."""
     status: ReviewStatus
     active: bool
     created_at: datetime
     updated_at: datetime
     assignee: str | None = None
+    member_note: str | None = None
+    """The coordinators' note for the members whose clusters it connects; ``None``: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,6 +432,10 @@ class CampaignLink:
     other_member_count: int
     other_members: tuple[str, ...]
     """Names: empty unless the forum's policy reveals members."""
+    status: ReviewStatus = ReviewStatus.NEW
+    """The forum's review status of the campaign."""
+    member_note: str | None = None
+    """The coordinators' note for the campaign's members; ``None``: none."""
 
 
 class RecordType(StrEnum):
@@ -447,14 +463,16 @@ class ReviewEventKind(StrEnum):
     ASSIGN = "assign"
     """Gave the record to ``assignee`` (``None``: to nobody)."""
     NOTE = "note"
-    """Added a note and changed nothing else."""
+    """Added a note (the coordinators' own, or one for members) and changed nothing else."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReviewEvent:
     """One step in a record's review history.
 
-    ``assignee`` is the record's assignee after the step; ``note`` may accompany any kind.
+    ``assignee`` is the record's assignee after the step; ``note`` (the coordinators' own) may
+    accompany any kind. ``member_note`` is the note for members a status move or a note gave the
+    record: the members behind it receive it with their matches.
     """
 
     id: int
@@ -467,14 +485,15 @@ class ReviewEvent:
     to_status: ReviewStatus | None
     assignee: str | None
     note: str | None
+    member_note: str | None = None
 
     @property
     def change(self) -> str:
         """The step in words, as every listing of a history shows it: ``new → triaged``,
-        ``assigned to bob``, ``unassigned`` or ``note``."""
+        ``assigned to bob``, ``unassigned``, ``note`` or ``note for members``."""
         if self.kind is ReviewEventKind.STATUS:
             before = "" if self.from_status is None else f"{self.from_status.value} → "
             return f"{before}{self.to_status.value if self.to_status else '?'}"
         if self.kind is ReviewEventKind.ASSIGN:
             return "unassigned" if self.assignee is None else f"assigned to {self.assignee}"
-        return "note"
+        return "note" if self.member_note is None else "note for members"

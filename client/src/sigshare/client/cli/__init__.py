@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+# First of all: gRPC reads its log settings once, when it is imported (see the module).
+from sigshare.client.cli import grpc_logging  # noqa: F401
+
+# isort: split
 import logging
 
 import click
 
 from sigshare.client.cli.demo import demo
+from sigshare.client.cli.doctor import doctor
 from sigshare.client.cli.init import init
 from sigshare.client.cli.keys import keygen
 from sigshare.client.cli.kinds import kinds
@@ -23,6 +28,7 @@ cli.add_command(keygen)
 cli.add_command(kinds)
 cli.add_command(demo)
 cli.add_command(init)
+cli.add_command(doctor)
 for command in (push, pull, sync, matches, confirm, status):
     cli.add_command(command)
 

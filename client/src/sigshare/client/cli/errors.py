@@ -22,7 +22,12 @@ from sigshare.client.errors import (
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.inputs import InputFormatError
 from sigshare.client.state import StateError
-from sigshare.client.sync import HubLimitError, KeyEpochError, LockedError
+from sigshare.client.sync import (
+    KeyEpochError,
+    LockedError,
+    NothingAcceptedError,
+    ValuesNotFoundError,
+)
 from sigshare.sketch.errors import SketchError, UnknownKindError
 
 EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
@@ -32,11 +37,12 @@ EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
     (HubConfigError, ExitCode.CONFIG),
     (HubProtocolError, ExitCode.FAILURE),
     (HubClientError, ExitCode.FAILURE),
-    (HubLimitError, ExitCode.REJECTED),
+    (NothingAcceptedError, ExitCode.REJECTED),
     (KeyEpochError, ExitCode.CONFIG),
     (ConfigError, ExitCode.CONFIG),
     (StateError, ExitCode.CONFIG),
     (InputFormatError, ExitCode.INPUT),
+    (ValuesNotFoundError, ExitCode.INPUT),  # confirm --value names no resolved item
     (LockedError, ExitCode.BUSY),
     (UnknownKindError, ExitCode.USAGE),  # --kind names no kind
     (SketchError, ExitCode.CONFIG),  # the forum secret file, or a kind's options

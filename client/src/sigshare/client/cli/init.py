@@ -3,37 +3,39 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
 
+from sigshare.client.checks import (
+    Status,
+    first_failure,
+    hub_answer_checks,
+    key_epoch_check,
+    kinds_check,
+    prompt_family_check,
+    state_dir_check,
+)
 from sigshare.client.cli.errors import fail
 from sigshare.client.cli.options import config_option, json_option
 from sigshare.client.config import (
-    STATE_DIR_MODE,
     ClientConfig,
     ConfigError,
     config_path,
     default_state_dir,
     ensure_state_dir,
-    hub_connection,
     read_credential,
-    timeouts,
     write_config,
 )
 from sigshare.client.console import Console
-from sigshare.client.errors import HubClientError
+from sigshare.client.errors import HubTlsError
 from sigshare.client.exit_codes import ExitCode
-from sigshare.client.hub_client import HubClient, RetryPolicy
 from sigshare.client.hub_types import HubParameters
+from sigshare.client.tls_files import read_tls_material
 from sigshare.sketch.errors import KeyFileError
 from sigshare.sketch.keys import load_secret_file
-
-CHECK_RETRY = RetryPolicy(attempts=2)
-"""One retry: enough to ride out a hub restarting, short enough to answer a typo quickly."""
 
 # No existence or type checks by click: a bad file is a configuration error (exit 3) reported by
 # the checks below, not a usage error.
@@ -118,11 +120,13 @@ def init(
 ) -> None:
     """Write this member's configuration after checking every file it names.
 
-    The forum secret must load and the credential file must be readable by its owner only;
-    the state directory is created (mode 0700) and the configuration written with absolute
-    paths (mode 0600). Unless --no-check, the hub is asked for its published parameters first,
-    so a wrong address, certificate or credential fails here and nothing is written. Neither
-    the credential nor the secret is ever printed.
+    The forum secret must load and the credential file must be readable by its owner only; the
+    CA file must hold certificates (and no private key), the client certificate must be valid
+    now and made for client authentication, and the client key must be its key. The state
+    directory is created (mode 0700) and the configuration written with absolute paths (mode
+    0600). Unless --no-check, the hub is asked for its published parameters first, so a wrong
+    address, certificate or credential fails here and nothing is written. Neither the
+    credential nor the secret is ever printed. `sigshare doctor` re-runs these checks later.
     """
     console = Console(json_output=json_output)
     if insecure and ca_cert is not None:
@@ -152,13 +156,15 @@ def init(
         )
         key_id = load_secret_file(config.secret_file).key_id
         read_credential(config)
-        _check_tls_files(config)
-        if config.state_dir.exists() and not config.state_dir.is_dir():
-            raise ConfigError(f"state directory {config.state_dir} exists and is not a directory")
-    except (ConfigError, KeyFileError) as error:
+        tls = read_tls_material(config.ca_cert, config.client_cert, config.client_key)
+    except (ConfigError, KeyFileError, HubTlsError) as error:
         fail(console, error)
+    state = state_dir_check(config)
+    if state.error is not None:
+        fail(console, state.error)
 
-    warnings = _permission_warnings(config)
+    warnings = [str(warning) for warning in tls.warnings]
+    warnings += [str(state)] if state.status is Status.WARN else []
     published = _fetch_parameters(console, config) if check else None
     if published is not None:
         warnings += _parameter_warnings(published, config, key_id)
@@ -193,64 +199,22 @@ def init(
         )
 
 
-def _check_tls_files(config: ClientConfig) -> None:
-    for what, path in (
-        ("CA certificate", config.ca_cert),
-        ("client certificate", config.client_cert),
-        ("client key", config.client_key),
-    ):
-        if path is None:
-            continue
-        if not path.is_file():
-            raise ConfigError(f"{what} {path}: no such file")
-        if not os.access(path, os.R_OK):
-            raise ConfigError(f"{what} {path}: permission denied")
-
-
-def _permission_warnings(config: ClientConfig) -> list[str]:
-    warnings: list[str] = []
-    if config.client_key is not None:
-        mode = config.client_key.stat().st_mode
-        if mode & 0o077:
-            warnings.append(
-                f"client key {config.client_key} has permissions {stat.filemode(mode)}; "
-                f"run: chmod 600 {config.client_key}"
-            )
-    if config.state_dir.is_dir():
-        mode = config.state_dir.stat().st_mode
-        if mode & 0o077:
-            warnings.append(
-                f"state directory {config.state_dir} has permissions {stat.filemode(mode)} and "
-                f"will hold rejected input rows; run: chmod {STATE_DIR_MODE:o} {config.state_dir}"
-            )
-    return warnings
-
-
 def _fetch_parameters(console: Console, config: ClientConfig) -> HubParameters:
-    try:
-        with HubClient(
-            hub_connection(config), retry=CHECK_RETRY, timeouts=timeouts(config)
-        ) as client:
-            return client.get_parameters()
-    except (ConfigError, HubClientError) as error:
-        fail(console, error)
+    answer = hub_answer_checks(config)
+    failed = first_failure(answer.checks)
+    if failed is not None and failed.error is not None:
+        fail(console, failed.error)
+    assert answer.parameters is not None, "no failure, so the hub answered"
+    return answer.parameters
 
 
 def _parameter_warnings(published: HubParameters, config: ClientConfig, key_id: str) -> list[str]:
-    warnings: list[str] = []
-    epochs = {p.key_id for p in published.bloom.values()}
-    epochs |= {p.key_id for p in published.minhash.values()}
-    if epochs and key_id not in epochs:
-        warnings.append(
-            f"the forum secret is for key id {key_id}, the hub publishes parameters for "
-            f"{', '.join(sorted(epochs))} only: sketches made with this secret would be refused"
-        )
-    if config.prompt_family not in published.minhash:
-        warnings.append(
-            f"the hub publishes no MinHash family {config.prompt_family!r}: prompt clusters "
-            "cannot be shared until it does"
-        )
-    return warnings
+    checks = (
+        key_epoch_check(published, key_id),
+        kinds_check(published),
+        prompt_family_check(published, config.prompt_family),
+    )
+    return [str(c) for c in checks if c.status in (Status.WARN, Status.FAIL)]
 
 
 def _published_lists(published: HubParameters) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

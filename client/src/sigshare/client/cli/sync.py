@@ -2,8 +2,10 @@
 
 Each command loads the configuration, takes the state directory's lock (one run at a time),
 and leaves through the one error table of :mod:`sigshare.client.cli.errors`: configuration 3,
-authentication 4, unreadable input 5, network 6, hub rejection 7. Human output is one summary
-line (plus tables for ``matches`` and ``status``); ``--json`` prints one JSON object instead.
+authentication 4, unreadable input 5, network 6, hub rejection 7. A push, pull or sync that
+skipped a kind or family but did the rest prints its summary and exits 8 (partial). Human output
+is one summary line (plus tables for ``matches`` and ``status``); ``--json`` prints one JSON
+object instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from sigshare.client.cli.errors import HANDLED, fail
 from sigshare.client.config import (
@@ -29,15 +32,18 @@ from sigshare.client.config import (
     timeouts,
 )
 from sigshare.client.console import Console
-from sigshare.client.errors import HubClientError
+from sigshare.client.errors import HubClientError, HubUnavailableError
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import HubClient
+from sigshare.client.hub_types import FORUM_STATUSES, SubmissionInfoView
 from sigshare.client.inputs import RejectSink
-from sigshare.client.state import LocalState, StateError
+from sigshare.client.state import ForumVerdict, LocalState, StateError
 from sigshare.client.sync import (
+    NothingAcceptedError,
     PullReport,
     PushReport,
     RunLock,
+    Skipped,
     SyncJob,
     classify_inputs,
 )
@@ -54,6 +60,8 @@ class _Run:
     state: LocalState
     job: SyncJob
     client: HubClient
+    outcome: str = "ok"
+    """Recorded in the state's run log when the command ends without an error."""
 
 
 @contextmanager
@@ -78,13 +86,14 @@ def _running(
                     prompt_family=config.prompt_family,
                     min_cluster_volume=config.min_cluster_volume,
                 )
-                run = state.start_run(command, datetime.now(UTC))
+                run_id = state.start_run(command, datetime.now(UTC))
+                run = _Run(config, state, job, client)
                 try:
-                    yield _Run(config, state, job, client)
+                    yield run
                 except BaseException as error:
-                    state.finish_run(run, type(error).__name__, "{}", datetime.now(UTC))
+                    state.finish_run(run_id, type(error).__name__, "{}", datetime.now(UTC))
                     raise
-                state.finish_run(run, "ok", "{}", datetime.now(UTC))
+                state.finish_run(run_id, run.outcome, "{}", datetime.now(UTC))
     except HANDLED as error:
         fail(console, error)
 
@@ -122,6 +131,14 @@ def _pull_document(report: PullReport) -> dict[str, Any]:
     }
 
 
+def _skipped_document(skipped: Sequence[Skipped]) -> list[dict[str, str]]:
+    return [{s.subject: s.name, "reason": s.reason.value, "message": s.message} for s in skipped]
+
+
+def _skipped_part(skipped: Sequence[Skipped]) -> str:
+    return "; skipped " + ", ".join(f"{s.subject} {s.name} ({s.reason})" for s in skipped)
+
+
 def _push_line(report: PushReport) -> str:
     parts = [
         f"{kind.name} {kind.items:,}{' (unchanged)' if kind.duplicate else ''}"
@@ -131,12 +148,17 @@ def _push_line(report: PushReport) -> str:
     if report.rejected:
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in report.rejects.most_common())
         text += f"; {report.rejected:,} rows rejected ({reasons})"
+    if report.skipped:
+        text += _skipped_part(report.skipped)
     return text
 
 
 def _pull_line(report: PullReport) -> str:
     shared = sum(report.shared_indicators.values())
-    return f"{shared:,} shared indicators, {report.campaigns:,} campaigns"
+    text = f"{shared:,} shared indicators, {report.campaigns:,} campaigns"
+    if report.skipped:
+        text += _skipped_part(report.skipped)
+    return text
 
 
 def _warn_unanswered(console: Console, report: PullReport) -> None:
@@ -155,6 +177,26 @@ def _warn_unanswered(console: Console, report: PullReport) -> None:
             f"{kind}: the hub's copy of your filter does not hold {count:,} of your values: "
             "run `sigshare push` (or `sync` with your files) to send the current filter"
         )
+
+
+def _outcome(run: _Run, skipped: Sequence[Skipped]) -> dict[str, Any]:
+    """A push, pull or sync's outcome, ``ok`` or ``partial``, as document fields; also what
+    the run log records."""
+    run.outcome = "partial" if skipped else "ok"
+    return {"outcome": run.outcome, "skipped": _skipped_document(skipped)}
+
+
+def _emit_outcome(
+    console: Console, document: dict[str, Any], line: str, skipped: Sequence[Skipped]
+) -> None:
+    """The summary of a push, pull or sync, a warning per skipped kind or family, and then
+    exit 8 (partial) if any was skipped."""
+    if not console.json_output:
+        for item in skipped:
+            console.warn(f"skipped {item.subject} {item.name}: {item.message}")
+    _emit(console, document, line)
+    if skipped:
+        raise SystemExit(int(ExitCode.PARTIAL))
 
 
 def _run_push(run: _Run, files: Sequence[Path], kind: str | None, console: Console) -> PushReport:
@@ -193,10 +235,14 @@ def push(
     started = time.perf_counter()
     with _running(console, config_file, "push") as run:
         report = _run_push(run, files, kind, console)
+        if report.skipped and not report.kinds:
+            raise NothingAcceptedError(report.skipped)
         rejects = run.config.rejects_path
-    document = _push_document(report, rejects)
+        outcome = _outcome(run, report.skipped)
+    document = {**_push_document(report, rejects), **outcome}
     document["seconds"] = round(time.perf_counter() - started, 2)
-    _emit(console, document, f"{_push_line(report)} ({document['seconds']} s)")
+    line = f"{_push_line(report)} ({document['seconds']} s)"
+    _emit_outcome(console, document, line, report.skipped)
 
 
 @click.command()
@@ -209,10 +255,12 @@ def pull(config_file: Path | None, json_output: bool) -> None:
     started = time.perf_counter()
     with _running(console, config_file, "pull") as run:
         report = run.job.pull()
+        outcome = _outcome(run, report.skipped)
     _warn_unanswered(console, report)
-    document = _pull_document(report)
+    document = {**_pull_document(report), **outcome}
     document["seconds"] = round(time.perf_counter() - started, 2)
-    _emit(console, document, f"pulled: {_pull_line(report)} ({document['seconds']} s)")
+    line = f"pulled: {_pull_line(report)} ({document['seconds']} s)"
+    _emit_outcome(console, document, line, report.skipped)
 
 
 @click.command()
@@ -237,38 +285,75 @@ def sync(
         pulled = run.job.pull()
         timings = dict(run.job.timer.seconds)
         rejects = run.config.rejects_path
+        skipped = [*pushed.skipped, *pulled.skipped]
+        outcome = _outcome(run, skipped)
     _warn_unanswered(console, pulled)
     document = {
         "push": _push_document(pushed, rejects),
         "pull": _pull_document(pulled),
         "phases": {name: round(seconds, 3) for name, seconds in timings.items()},
+        **outcome,
         "seconds": round(time.perf_counter() - started, 2),
     }
     line = f"sync: {_push_line(pushed)}; {_pull_line(pulled)} ({document['seconds']} s)"
-    _emit(console, document, line)
+    _emit_outcome(console, document, line, skipped)
+
+
+NOT_PULLED = "nothing pulled yet: run `sigshare sync` (or `sigshare pull`) first"
+
+
+def _forum_fields(forum: ForumVerdict | None) -> dict[str, str | None]:
+    """The forum's review of a match, for ``--json``: status and note for members, or nulls."""
+    return {
+        "forum_status": None if forum is None else forum.status,
+        "forum_note": None if forum is None else forum.note,
+    }
+
+
+def _forum_cells(forum: ForumVerdict | None) -> list[str]:
+    """The forum's review of a match, as table cells (the note is coordinators' text: shown
+    literally)."""
+    if forum is None:
+        return ["-", "-"]
+    return [forum.status, escape(forum.note) if forum.note else "-"]
 
 
 @click.command()
 @click.option("--kind", default=None, help="Only this indicator kind.")
+@click.option(
+    "--status",
+    type=click.Choice(FORUM_STATUSES),
+    default=None,
+    help="Only matches the forum's coordinators gave this status (e.g. confirmed).",
+)
 @config_option
 @json_option
-def matches(kind: str | None, config_file: Path | None, json_output: bool) -> None:
-    """Show this member's own values and prompt campaigns that other members hold too."""
+def matches(
+    kind: str | None, status: str | None, config_file: Path | None, json_output: bool
+) -> None:
+    """Show this member's own values and prompt campaigns that other members hold too, with
+    the forum's review of those this member reported (status and note for members)."""
     console = Console(json_output=json_output)
     try:
         config, _ = load_config(config_file)
         with LocalState.open(config.state_dir) as state:
             indicators = state.resolved(kind)
             campaigns = [] if kind else state.campaign_matches()
+            pulled = state.has_pulled()
     except (ConfigError, StateError) as error:
         fail(console, error)
+    if status is not None:
+        indicators = [i for i in indicators if i.forum is not None and i.forum.status == status]
+        campaigns = [m for m in campaigns if m.forum is not None and m.forum.status == status]
     document = {
+        "pulled": pulled,
         "indicators": [
             {
                 "kind": item.kind,
                 "value": item.value,
                 "category": item.category,
                 "other_members": item.others,
+                **_forum_fields(item.forum),
             }
             for item in indicators
         ],
@@ -278,6 +363,7 @@ def matches(kind: str | None, config_file: Path | None, json_output: bool) -> No
                 "similarity": round(match.similarity, 4),
                 "other_members": match.other_members,
                 "prompts": list(match.prompts),
+                **_forum_fields(match.forum),
             }
             for match in campaigns
         ],
@@ -285,17 +371,29 @@ def matches(kind: str | None, config_file: Path | None, json_output: bool) -> No
     if json_output:
         console.emit_json(document)
         return
+    if not pulled:
+        console.print(NOT_PULLED)
+        return
+    if status is not None and not indicators and not campaigns:
+        console.print(f"none of your matches has the forum status {status}")
+        return
     console.table(
         "shared indicators (your values other members hold too)",
-        ["kind", "value", "category", "other members"],
+        ["kind", "value", "category", "other members", "forum", "forum note"],
         [
-            [i.kind, i.value, i.category or "-", ", ".join(i.other_names) or str(i.others)]
+            [
+                i.kind,
+                i.value,
+                i.category or "-",
+                ", ".join(i.other_names) or str(i.others),
+                *_forum_cells(i.forum),
+            ]
             for i in indicators
         ],
     )
     console.table(
         "shared campaigns (your prompt clusters other members see too)",
-        ["cluster", "similarity", "other members", "prompts", "example"],
+        ["cluster", "similarity", "other members", "prompts", "example", "forum", "forum note"],
         [
             [
                 m.cluster_id[:12],
@@ -305,6 +403,7 @@ def matches(kind: str | None, config_file: Path | None, json_output: bool) -> No
                 (m.prompts[0][:60] + "…")
                 if m.prompts and len(m.prompts[0]) > 60
                 else (m.prompts[0] if m.prompts else ""),
+                *_forum_cells(m.forum),
             ]
             for m in campaigns
         ],
@@ -336,12 +435,7 @@ def confirm(
     if not (values or everything):
         console.abort("choose items with --value (repeatable) or confirm --all", ExitCode.USAGE)
     with _running(console, config_file, "confirm") as run:
-        chosen = [
-            item
-            for item in run.state.resolved(kind)
-            if (category is None or item.category == category)
-            and (not values or item.value in values or item.canonical in values)
-        ]
+        chosen = run.job.choose(kind=kind, category=category, values=values)
         results = run.job.confirm(chosen)
     document = {
         kind_name: {
@@ -369,22 +463,32 @@ def confirm(
 @config_option
 @json_option
 def status(config_file: Path | None, json_output: bool) -> None:
-    """This member's submissions as the hub sees them, and the last local runs."""
+    """This member's submissions as the hub sees them, and the last local runs.
+
+    When the hub cannot be reached, says so in one line and shows what the local state
+    records (the last sketch of each kind and family, and the runs); the exit code stays 0.
+    """
     console = Console(json_output=json_output)
+    member: str | None = None
+    submissions: list[SubmissionInfoView] = []
+    unreachable: str | None = None
     try:  # read-only: no lock, so it answers while a sync runs
         config, _ = load_config(config_file)
-        with (
-            LocalState.open(config.state_dir) as state,
-            HubClient(
-                hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
-            ) as client,
-        ):
-            member, submissions = client.status()
+        with LocalState.open(config.state_dir) as state:
             runs = state.last_runs()
+            sketches = state.sketch_summaries()
+        try:
+            with HubClient(
+                hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
+            ) as client:
+                member, submissions = client.status()
+        except HubUnavailableError as error:
+            unreachable = str(error)
     except (ConfigError, StateError, HubClientError) as error:
         fail(console, error)
     document = {
         "member": member,
+        "hub_error": unreachable,
         "submissions": [
             {
                 "kind": s.kind,
@@ -399,6 +503,17 @@ def status(config_file: Path | None, json_output: bool) -> None:
             }
             for s in submissions
         ],
+        "local_submissions": [
+            {
+                "name": sketch.name,
+                "items": sketch.declared_count,
+                "bytes": sketch.byte_size,
+                "submission_id": sketch.submission_id,
+                "built_at": sketch.built_at.isoformat(),
+                "submitted_at": sketch.submitted_at.isoformat() if sketch.submitted_at else None,
+            }
+            for sketch in sketches
+        ],
         "runs": [
             {"started_at": r[0], "finished_at": r[1], "command": r[2], "outcome": r[3]}
             for r in runs
@@ -407,23 +522,40 @@ def status(config_file: Path | None, json_output: bool) -> None:
     if json_output:
         console.emit_json(document)
         return
-    console.print(f"member {member}")
-    console.table(
-        "submissions",
-        ["kind", "id", "items", "bytes", "fill", "FPR at fill", "expires"],
-        [
+    if unreachable is not None:
+        console.warn(f"the hub could not be reached, showing local state only: {unreachable}")
+        console.table(
+            "last submissions (local record)",
+            ["name", "id", "items", "bytes", "submitted"],
             [
-                s.kind,
-                str(s.id),
-                f"{s.declared_count:,}",
-                f"{s.byte_size:,}",
-                f"{s.health.fill:.3f}" if s.health else "-",
-                f"{s.health.fpr_at_fill:.1e}" if s.health else "-",
-                s.expires_at.strftime("%Y-%m-%d") if s.expires_at else "-",
-            ]
-            for s in submissions
-        ],
-    )
+                [
+                    sketch.name,
+                    "not accepted" if sketch.submission_id is None else str(sketch.submission_id),
+                    f"{sketch.declared_count:,}",
+                    f"{sketch.byte_size:,}",
+                    sketch.submitted_at.isoformat()[:19] if sketch.submitted_at else "-",
+                ]
+                for sketch in sketches
+            ],
+        )
+    else:
+        console.print(f"member {member}")
+        console.table(
+            "submissions",
+            ["kind", "id", "items", "bytes", "fill", "FPR at fill", "expires"],
+            [
+                [
+                    s.kind,
+                    str(s.id),
+                    f"{s.declared_count:,}",
+                    f"{s.byte_size:,}",
+                    f"{s.health.fill:.3f}" if s.health else "-",
+                    f"{s.health.fpr_at_fill:.1e}" if s.health else "-",
+                    s.expires_at.strftime("%Y-%m-%d") if s.expires_at else "-",
+                ]
+                for s in submissions
+            ],
+        )
     console.table(
         "last local runs",
         ["started", "finished", "command", "outcome"],

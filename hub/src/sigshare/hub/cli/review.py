@@ -1,20 +1,24 @@
-"""``sigshare-hub review``: the coordinators' review on the hub host — overlap matrices, shared
-indicators and campaigns, and the review workflow (status, assignee, notes, history).
+"""``sigshare-hub review``: the coordinators' review — overlap matrices, shared indicators and
+campaigns, and the review workflow (status, assignee, notes, notes for members, history).
 
-What it shows is what the console shows: opaque ids and aggregates, the names of the members
-behind an indicator only where the kind's policy reveals them. Changes are recorded as the CLI
-actor (``cli:<user>``) in the record's history and the audit log; reads are audited too.
+On the hub host it works on the database of ``--db`` and records changes as the CLI actor
+(``cli:<user>``); with ``--hub`` it works over the hub's gRPC API as the coordinator or admin
+whose credential ``--credential-file`` holds, and the hub records that principal's name
+(:mod:`.review_desk`). Either way, every command prints the same text and JSON. What it shows is
+what the console shows: opaque ids and aggregates, the names of the members behind an indicator
+only where the kind's policy reveals them. Changes go to the record's history and the audit
+log; reads are audited too.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
-from sqlalchemy.orm import Session
 
 from sigshare.client.console import Console
 from sigshare.hub.cli import render
@@ -24,39 +28,112 @@ from sigshare.hub.cli.context import (
     format_time,
     json_option,
     page_size_option,
-    pass_hub,
 )
+from sigshare.hub.cli.review_desk import RemoteHub, ReviewContext
 from sigshare.hub.domain import NAME_RULE, RecordType, ReviewEvent, ReviewStatus, is_valid_name
 from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.listing import SORTS, RecordQuery
-from sigshare.hub.services import audit, parameters, reviews
-from sigshare.hub.services.coordinator_views import (
-    DEFAULT_FLAG_FACTOR,
-    OverlapMatrix,
-    overlap_matrix,
-)
-from sigshare.hub.services.coordinator_views import submissions as list_submissions
+from sigshare.hub.services.coordinator_views import DEFAULT_FLAG_FACTOR, OverlapMatrix
 from sigshare.hub.services.exports import campaign_record, indicator_record
 from sigshare.hub.storage.reviews import RecordState
 
 STATUSES = [status.value for status in ReviewStatus]
 _Command = TypeVar("_Command", bound=Callable[..., Any])
+# No existence checks by click: an unusable file is a settings error (exit 3) that names it.
+_FILE = click.Path(path_type=Path)
 
 
 @click.group()
-def review() -> None:
+@click.option(
+    "--hub",
+    "hub_target",
+    metavar="HOST:PORT",
+    default=None,
+    help="Review on the hub at HOST:PORT over gRPC, as the coordinator or admin whose "
+    "credential --credential-file holds (default: on the database of --db, as cli:USER).",
+)
+@click.option(
+    "--credential-file",
+    type=_FILE,
+    metavar="FILE",
+    default=None,
+    help="With --hub: a coordinator's or admin's hub credential, alone in a mode-0600 file.",
+)
+@click.option(
+    "--ca-cert",
+    type=_FILE,
+    metavar="FILE",
+    default=None,
+    help="With --hub: PEM roots for the hub (default: the public roots bundled with gRPC).",
+)
+@click.option(
+    "--client-cert",
+    type=_FILE,
+    metavar="FILE",
+    default=None,
+    help="With --hub: client certificate chain (mTLS).",
+)
+@click.option(
+    "--client-key", type=_FILE, metavar="FILE", default=None, help="With --hub: its private key."
+)
+@click.option("--insecure", is_flag=True, help="With --hub: plaintext, for a hub on loopback only.")
+@click.pass_context
+def review(
+    ctx: click.Context,
+    *,
+    hub_target: str | None,
+    credential_file: Path | None,
+    ca_cert: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    insecure: bool,
+) -> None:
     """Review overlaps, shared indicators and campaigns; move them through the workflow
-    new → triaged → confirmed | dismissed, assign them and keep notes."""
+    new → triaged → confirmed | dismissed, assign them, keep notes and tell their members.
+
+    On the hub host, commands work on the database and are recorded as cli:USER. With --hub
+    they work over the hub's gRPC API as the coordinator or admin whose credential
+    --credential-file holds, and are recorded under that principal's name.
+    """
+    hub = ctx.find_object(HubContext)
+    assert hub is not None, "the review group runs under the sigshare-hub group"
+    settings = {
+        "--credential-file": credential_file,
+        "--ca-cert": ca_cert,
+        "--client-cert": client_cert,
+        "--client-key": client_key,
+        "--insecure": insecure or None,
+    }
+    remote = None
+    if hub_target is None:
+        given = [option for option, value in settings.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only with --hub HOST:PORT")
+    elif credential_file is None:
+        raise click.UsageError(
+            "--hub needs --credential-file: the credential of a coordinator or admin"
+        )
+    else:
+        remote = RemoteHub(
+            target=hub_target,
+            credential_file=credential_file,
+            ca_cert=ca_cert,
+            client_cert=client_cert,
+            client_key=client_key,
+            insecure=insecure,
+        )
+    context = ReviewContext(hub, remote)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+pass_review = click.make_pass_decorator(ReviewContext)
 
 
 def _check_name(value: str | None, what: str) -> None:
     """Refuse a malformed kind or family before it is looked up or written to the audit log."""
     if value is not None and not is_valid_name(value):
         raise InvalidArgumentError(f"{what} {value!r} is not a valid name: {NAME_RULE}")
-
-
-def _audit_read(hub: HubContext, session: Session, action: str, target: str | None) -> None:
-    audit.record_read(session, hub.actor, action, target, hub.now())
 
 
 def _text(value: object) -> str:
@@ -78,20 +155,17 @@ def _finite(value: float) -> float | None:
 @review.command()
 @click.option("--kind", default=None, help="Only this indicator kind (default: every kind).")
 @json_option
-@pass_hub
-def overlaps(hub: HubContext, kind: str | None, json_output: bool) -> None:
+@pass_review
+def overlaps(review_context: ReviewContext, kind: str | None, json_output: bool) -> None:
     """Estimated numbers of items each pair of members shares, per indicator kind.
 
     The diagonal is each member's own estimated count. Estimates come from the members' current
     Bloom filters (Swamidass–Baldi / Papapetrou), with their standard errors in --json.
     """
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
+    with review_context.desk(console) as desk:
         _check_name(kind, "kind")
-        now = hub.now()
-        kinds = [kind] if kind else [p.kind for p in parameters.list_parameters(session)[0]]
-        matrices = [overlap_matrix(session, name, now) for name in kinds]
-        _audit_read(hub, session, "review.overlap", kind)
+        matrices = desk.overlaps(kind)
     if json_output:
         console.emit_json({"kinds": [_matrix_document(matrix) for matrix in matrices]})
         return
@@ -124,17 +198,20 @@ def overlaps(hub: HubContext, kind: str | None, json_output: bool) -> None:
     "member's previous submission.",
 )
 @json_option
-@pass_hub
+@pass_review
 def submissions(
-    hub: HubContext, kind: str | None, flagged: bool, flag_factor: float, json_output: bool
+    review_context: ReviewContext,
+    kind: str | None,
+    flagged: bool,
+    flag_factor: float,
+    json_output: bool,
 ) -> None:
     """Every member's current submissions: declared count, distinct tokens asked about, and
     flags for jumps that look like probing (claiming values to query them)."""
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
+    with review_context.desk(console) as desk:
         _check_name(kind, "kind")
-        views = list_submissions(session, kind or "", flag_factor=flag_factor)
-        _audit_read(hub, session, "review.submissions", kind)
+        views = desk.submissions(kind, flag_factor)
     if flagged:
         views = [view for view in views if view.flags]
     if json_output:
@@ -143,11 +220,11 @@ def submissions(
                 "submissions": [
                     {
                         "member": view.member,
-                        "kind": view.submission.family_kind,
-                        "submission": view.submission.id,
-                        "created_at": view.submission.created_at.isoformat(),
-                        "declared_count": view.submission.declared_count,
-                        "tokens_asked": view.submission.tokens_asked,
+                        "kind": view.kind,
+                        "submission": view.submission_id,
+                        "created_at": view.created_at.isoformat(),
+                        "declared_count": view.declared_count,
+                        "tokens_asked": view.tokens_asked,
                         "flags": list(view.flags),
                     }
                     for view in views
@@ -165,10 +242,10 @@ def submissions(
         [
             [
                 _text(view.member),
-                _text(view.submission.family_kind),
-                format_time(view.submission.created_at),
-                f"{view.submission.declared_count:,}",
-                f"{view.submission.tokens_asked:,}",
+                _text(view.kind),
+                format_time(view.created_at),
+                f"{view.declared_count:,}",
+                f"{view.tokens_asked:,}",
                 _text(view.flags),
             ]
             for view in views
@@ -243,9 +320,9 @@ def _query(
 )
 @_with_listing_options
 @json_option
-@pass_hub
+@pass_review
 def indicators(
-    hub: HubContext,
+    review_context: ReviewContext,
     /,
     *,
     kind: str | None,
@@ -257,10 +334,9 @@ def indicators(
     Reporter names appear only for kinds whose policy reveals members.
     """
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
+    with review_context.desk(console) as desk:
         query = _query(RecordType.INDICATOR, scope=kind, **listing)
-        found = reviews.indicators(session, query)
-        _audit_read(hub, session, "review.indicators", query.scope)
+        found = desk.indicators(query)
     render.page(
         console,
         "shared indicators",
@@ -308,24 +384,24 @@ def indicators(
 )
 @_with_listing_options
 @json_option
-@pass_hub
+@pass_review
 def campaigns(
-    hub: HubContext,
+    review_context: ReviewContext,
     /,
     *,
     family: str | None,
     json_output: bool,
     **listing: Any,
 ) -> None:
-    """List active campaigns: members involved, similarity, volume, categories, review state.
+    """List active campaigns: members involved, similarity, volume, categories, first and
+    last seen, review state.
 
     Campaigns are recomputed first for families whose submissions changed.
     """
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
+    with review_context.desk(console) as desk:
         query = _query(RecordType.CAMPAIGN, scope=family, **listing)
-        found = reviews.campaigns(session, query, hub.now())
-        _audit_read(hub, session, "review.campaigns", query.scope)
+        found = desk.campaigns(query)
     render.page(
         console,
         "campaigns",
@@ -340,6 +416,8 @@ def campaigns(
             "similarity",
             "volume",
             "categories",
+            "first seen",
+            "last seen",
             "status",
             "assignee",
         ],
@@ -351,6 +429,8 @@ def campaigns(
                 f"{c.similarity:.2f}",
                 f"{c.volume:,}",
                 _text(c.categories),
+                format_time(c.first_seen),
+                format_time(c.last_seen),
                 c.status.value,
                 _text(c.assignee),
             ]
@@ -375,6 +455,7 @@ def _event_document(event: ReviewEvent) -> dict[str, Any]:
         "to_status": None if event.to_status is None else event.to_status.value,
         "assignee": event.assignee,
         "note": event.note,
+        "member_note": event.member_note,
     }
 
 
@@ -382,32 +463,46 @@ def _event_document(event: ReviewEvent) -> dict[str, Any]:
 @click.argument("record_id", metavar="ID")
 @click.argument("status", type=click.Choice(STATUSES))
 @click.option("--note", default=None, help="Why: kept in the record's history.")
+@click.option(
+    "--member-note",
+    metavar="TEXT",
+    default=None,
+    help="A note for the members behind the record (an indicator's reporters, a campaign's "
+    "members): they receive it with the new status in their next pull.",
+)
 @json_option
-@pass_hub
+@pass_review
 def set_status(
-    hub: HubContext, record_id: str, status: str, note: str | None, json_output: bool
+    review_context: ReviewContext,
+    *,
+    record_id: str,
+    status: str,
+    note: str | None,
+    member_note: str | None,
+    json_output: bool,
 ) -> None:
     """Move indicator or campaign ID to STATUS.
 
     Allowed: new → triaged | dismissed, triaged → confirmed | dismissed, and confirmed or
-    dismissed back to triaged to reopen a decision. Anything else is refused (exit 3).
+    dismissed back to triaged to reopen a decision. Anything else is refused (exit 5).
+
+    The members behind the record see its status in their next pull, with --member-note's
+    text; a status change without --member-note leaves them no note.
     """
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
-        event = reviews.set_status(
-            session,
-            actor=hub.actor,
-            record_id=record_id,
-            status=ReviewStatus(status),
-            note=note,
-            now=hub.now(),
-        )
+    with review_context.desk(console) as desk:
+        event = desk.set_status(record_id, ReviewStatus(status), note=note, member_note=member_note)
     if json_output:
         console.emit_json(_event_document(event))
         return
+    notes = []
+    if event.note:
+        notes.append("note kept in its history")
+    if event.member_note:
+        notes.append("its members receive the note for members with their next pull")
     console.print(
         f"{event.record_type.value} {event.record_id}: {escape(event.change)}"
-        + (" (note kept in its history)" if event.note else "")
+        + (f" ({'; '.join(notes)})" if notes else "")
     )
 
 
@@ -417,9 +512,9 @@ def set_status(
 @click.option("--nobody", is_flag=True, help="Leave the record unassigned.")
 @click.option("--note", default=None, help="Kept in the record's history.")
 @json_option
-@pass_hub
+@pass_review
 def assign(
-    hub: HubContext,
+    review_context: ReviewContext,
     *,
     record_id: str,
     name: str | None,
@@ -427,14 +522,15 @@ def assign(
     note: str | None,
     json_output: bool,
 ) -> None:
-    """Assign indicator or campaign ID to coordinator NAME (or to nobody with --nobody)."""
+    """Assign indicator or campaign ID to coordinator NAME (or to nobody with --nobody).
+
+    NAME must be a coordinator or admin who is not revoked; anyone else is refused (exit 5).
+    """
     if (name is None) == (not nobody):
         raise click.UsageError("give either NAME or --nobody")
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
-        event = reviews.assign(
-            session, actor=hub.actor, record_id=record_id, assignee=name, note=note, now=hub.now()
-        )
+    with review_context.desk(console) as desk:
+        event = desk.assign(record_id, name, note=note)
     if json_output:
         console.emit_json(_event_document(event))
     elif event.assignee is None:
@@ -448,17 +544,29 @@ def assign(
 @review.command()
 @click.argument("record_id", metavar="ID")
 @click.argument("text")
+@click.option(
+    "--for-members",
+    is_flag=True,
+    help="A note for the members behind the record instead: they receive it with their next "
+    "pull (it replaces the record's note for members).",
+)
 @json_option
-@pass_hub
-def note(hub: HubContext, record_id: str, text: str, json_output: bool) -> None:
-    """Add a note to indicator or campaign ID's history."""
+@pass_review
+def note(
+    review_context: ReviewContext, record_id: str, text: str, for_members: bool, json_output: bool
+) -> None:
+    """Add a note to indicator or campaign ID's history (or, --for-members, one for its
+    members)."""
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
-        event = reviews.add_note(
-            session, actor=hub.actor, record_id=record_id, note=text, now=hub.now()
-        )
+    with review_context.desk(console) as desk:
+        event = desk.add_note(record_id, text, for_members=for_members)
     if json_output:
         console.emit_json(_event_document(event))
+    elif event.member_note is not None:
+        console.print(
+            f"{event.record_type.value} {event.record_id}: note for members added (its members "
+            "receive it with their next pull)"
+        )
     else:
         console.print(f"{event.record_type.value} {event.record_id}: note added")
 
@@ -466,13 +574,13 @@ def note(hub: HubContext, record_id: str, text: str, json_output: bool) -> None:
 @review.command()
 @click.argument("record_id", metavar="ID")
 @json_option
-@pass_hub
-def history(hub: HubContext, record_id: str, json_output: bool) -> None:
-    """Show the review history of indicator or campaign ID, oldest first."""
+@pass_review
+def history(review_context: ReviewContext, record_id: str, json_output: bool) -> None:
+    """Show the review history of indicator or campaign ID, oldest first, and the note its
+    members receive."""
     console = Console(json_output=json_output)
-    with hub.session(console) as session:
-        state, events = reviews.history(session, record_id)
-        _audit_read(hub, session, "review.history", f"{state.record_type.value}:{record_id}")
+    with review_context.desk(console) as desk:
+        state, events = desk.history(record_id)
     if json_output:
         console.emit_json(
             {**_state_document(state), "events": [_event_document(e) for e in events]}
@@ -482,15 +590,26 @@ def history(hub: HubContext, record_id: str, json_output: bool) -> None:
         f"{state.record_type.value} {state.record_id}: {state.status.value}, "
         f"assigned to {escape(state.assignee) if state.assignee else 'nobody'}"
     )
+    if state.member_note is not None:
+        console.print(f"note for members: {escape(state.member_note)}")
     if not events:
         console.print("no review events yet")
         return
+    # The column appears once members were sent a note: most records never have one.
+    told = any(e.member_note is not None for e in events)
     render.table(
         console,
         "history (oldest first)",
-        ["at", "actor", "change", "assignee", "note"],
+        ["at", "actor", "change", "assignee", "note", *(["note for members"] if told else [])],
         [
-            [format_time(e.at), escape(e.actor), escape(e.change), _text(e.assignee), _text(e.note)]
+            [
+                format_time(e.at),
+                escape(e.actor),
+                escape(e.change),
+                _text(e.assignee),
+                _text(e.note),
+                *([_text(e.member_note)] if told else []),
+            ]
             for e in events
         ],
     )
@@ -502,4 +621,5 @@ def _state_document(state: RecordState) -> dict[str, Any]:
         "record_id": state.record_id,
         "status": state.status.value,
         "assignee": state.assignee,
+        "member_note": state.member_note,
     }

@@ -2,19 +2,25 @@
 
 The only hub module that touches ``*_pb2``. Incoming messages are validated into domain values
 here (a malformed message raises :class:`InvalidArgumentError` or
-:class:`SketchRejectedError`); outgoing ones are built from domain values. What members and the
-hub must encode alike — a sketch format's wire value, the cluster-set payload — comes from
-:mod:`sigshare.sketch.wire`.
+:class:`SketchRejectedError`); outgoing ones are built from domain values. The Review service's
+answers also convert back into domain values (``*_from_proto``), for the review client
+(:mod:`.review_client`): a coordinator reviewing over gRPC sees what one on the hub host sees.
+What members and the hub must encode alike — a sketch format's wire value, the cluster-set
+payload — comes from :mod:`sigshare.sketch.wire`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
+import grpc
+import numpy as np
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from sigshare.client.errors import HubProtocolError
 from sigshare.hub.domain import (
     Campaign,
     CampaignLink,
@@ -22,22 +28,32 @@ from sigshare.hub.domain import (
     MinHashParameters,
     Principal,
     RecordType,
+    ReviewEvent,
+    ReviewEventKind,
+    ReviewStatus,
     Role,
     SharedIndicator,
 )
 from sigshare.hub.errors import InvalidArgumentError, SketchRejectedError
-from sigshare.hub.listing import MAX_PAGE_SIZE, RecordQuery
-from sigshare.hub.services.coordinator_views import OverlapMatrix, SubmissionView
+from sigshare.hub.listing import MAX_PAGE_SIZE, Page, RecordQuery, review_status
+from sigshare.hub.services.coordinator_views import (
+    DEFAULT_FLAG_FACTOR,
+    OverlapMatrix,
+    SubmissionSummary,
+    SubmissionView,
+)
 from sigshare.hub.services.member_views import ConfirmOutcome
 from sigshare.hub.services.resolution import Answers, TokenStatus
 from sigshare.hub.services.submissions import SubmitOutcome, UploadHeader
 from sigshare.hub.storage.indicators import TokenConfirmation
+from sigshare.hub.storage.reviews import RecordState
 from sigshare.sketch.checks import FilterHealth
 from sigshare.sketch.cluster import ClusterInfo
 from sigshare.sketch.codec import SignatureSet
 from sigshare.sketch.errors import FormatError
 from sigshare.sketch.wire import decode_cluster_set, format_from_proto
 from sigshare.v1 import hub_pb2 as pb
+from sigshare.v1 import hub_pb2_grpc as pb_grpc
 
 _ROLES = {
     Role.MEMBER: pb.ROLE_MEMBER,
@@ -45,6 +61,7 @@ _ROLES = {
     Role.ADMIN: pb.ROLE_ADMIN,
 }
 _ROLES_IN: dict[int, Role] = {int(value): role for role, value in _ROLES.items()}
+_Item = TypeVar("_Item")
 MAX_CATEGORY_LENGTH = 64
 RPC_PAGE_SIZE = 100
 """Rows per page of the Review service's listings when a request leaves the page size at 0."""
@@ -226,19 +243,39 @@ def confirm_response(outcome: ConfirmOutcome) -> pb.ConfirmResponse:
     )
 
 
-def shared_indicator(record: SharedIndicator, *, with_token: bool) -> pb.SharedIndicator:
-    """``with_token``: members get the token back to map it to their own value; coordinators
-    get the opaque id only."""
+def member_indicator(record: SharedIndicator) -> pb.SharedIndicator:
+    """A shared indicator as a member who reported it reads it: the token back, to map it to its
+    own value, and the forum's status and note for members — nothing of the review itself (who
+    reviews it, when)."""
     return pb.SharedIndicator(
         id=record.id,
         kind=record.kind,
-        token=record.token if with_token else b"",
+        token=record.token,
         reporters=record.reporters,
         reporter_names=record.reporter_names,
         categories=record.categories,
         first_seen=timestamp(record.first_seen),
         last_seen=timestamp(record.last_seen),
         status=record.status.value,
+        member_note=record.member_note or "",
+    )
+
+
+def review_indicator(record: SharedIndicator) -> pb.SharedIndicator:
+    """A shared indicator as a coordinator reviews it: the opaque id, never the token."""
+    return pb.SharedIndicator(
+        id=record.id,
+        kind=record.kind,
+        reporters=record.reporters,
+        reporter_names=record.reporter_names,
+        categories=record.categories,
+        first_seen=timestamp(record.first_seen),
+        last_seen=timestamp(record.last_seen),
+        status=record.status.value,
+        member_note=record.member_note or "",
+        assignee=record.assignee or "",
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
     )
 
 
@@ -249,6 +286,8 @@ def campaign_match(link: CampaignLink) -> pb.CampaignMatch:
         similarity=link.similarity,
         other_members=link.other_member_count,
         other_member_names=link.other_members,
+        status=link.status.value,
+        member_note=link.member_note or "",
     )
 
 
@@ -261,18 +300,31 @@ def campaign(record: Campaign) -> pb.Campaign:
         volume=record.volume,
         categories=record.categories,
         status=record.status.value,
+        assignee=record.assignee or "",
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
+        member_note=record.member_note or "",
+        member_count=record.member_count,
+        first_seen=timestamp(record.first_seen),
+        last_seen=timestamp(record.last_seen),
     )
 
 
-def record_query(record_type: RecordType, scope: str, page: pb.PageRequest) -> RecordQuery:
-    """A Review service listing request as a listing query: creation order, oldest first. A
-    page size of 0 asks for :data:`RPC_PAGE_SIZE`, one above the maximum for the maximum; the
-    page token is a cursor this hub issued for that order, or empty for the first page."""
+def record_query(
+    record_type: RecordType, scope: str, page: pb.PageRequest, order: pb.RecordFilter
+) -> RecordQuery:
+    """A Review service listing request as a listing query. Without a filter: every record, in
+    creation order, oldest first. A page size of 0 asks for :data:`RPC_PAGE_SIZE`, one above
+    the maximum for the maximum; the page token is a cursor this hub issued for that order, or
+    empty for the first page."""
     return RecordQuery.parse(
         record_type,
         scope=scope,
-        sort="created",
-        descending=False,
+        status=order.status,
+        category=order.category,
+        assignee=order.assignee,
+        sort=order.sort or "created",
+        descending=order.descending,
         size=min(page.page_size or RPC_PAGE_SIZE, MAX_PAGE_SIZE),
         cursor=page.page_token,
     )
@@ -285,6 +337,259 @@ def overlap(matrix: OverlapMatrix) -> pb.OverlapMatrix:
         estimate=matrix.estimate.ravel().tolist(),
         stderr=matrix.stderr.ravel().tolist(),
     )
+
+
+def review_event(event: ReviewEvent) -> pb.ReviewEvent:
+    return pb.ReviewEvent(
+        id=event.id,
+        record_type=event.record_type.value,
+        record_id=event.record_id,
+        actor=event.actor,
+        at=timestamp(event.at),
+        kind=event.kind.value,
+        from_status="" if event.from_status is None else event.from_status.value,
+        to_status="" if event.to_status is None else event.to_status.value,
+        assignee=event.assignee or "",
+        note=event.note or "",
+        member_note=event.member_note or "",
+    )
+
+
+def review_history(state: RecordState, events: Sequence[ReviewEvent]) -> pb.ReviewHistory:
+    return pb.ReviewHistory(
+        record_type=state.record_type.value,
+        record_id=state.record_id,
+        status=state.status.value,
+        assignee=state.assignee or "",
+        member_note=state.member_note or "",
+        events=[review_event(event) for event in events],
+    )
+
+
+def flag_factor(request: pb.ListSubmissionsRequest) -> float:
+    """A ListSubmissions request's flag factor; left out, :data:`DEFAULT_FLAG_FACTOR`."""
+    return request.flag_factor if request.HasField("flag_factor") else DEFAULT_FLAG_FACTOR
+
+
+def status_named(value: str) -> ReviewStatus:
+    """The status a workflow request names; an empty or unknown one is refused."""
+    status = review_status(value)
+    if status is None:
+        raise InvalidArgumentError("choose a status: triaged, confirmed or dismissed")
+    return status
+
+
+# ------------------------------------------------------------ the Review service, as its client
+# Requests as the review client sends them, and answers read back into domain values. A
+# malformed answer breaks the wire contract: HubProtocolError, as the member SDK says it.
+
+
+def review_stub(channel: grpc.Channel) -> pb_grpc.ReviewServiceStub:
+    return pb_grpc.ReviewServiceStub(channel)
+
+
+def overlap_request(kind: str | None) -> pb.OverlapRequest:
+    return pb.OverlapRequest(kind=kind or "")
+
+
+def submissions_request(kind: str | None, factor: float) -> pb.ListSubmissionsRequest:
+    return pb.ListSubmissionsRequest(kind=kind or "", flag_factor=factor)
+
+
+def _page_and_filter(query: RecordQuery) -> tuple[pb.PageRequest, pb.RecordFilter]:
+    """What asks a listing for ``query``: its page, and its filters and order."""
+    return (
+        pb.PageRequest(
+            page_size=query.size,
+            page_token="" if query.cursor is None else query.cursor.encode(),
+        ),
+        pb.RecordFilter(
+            status="" if query.status is None else query.status.value,
+            category=query.category or "",
+            assignee=query.assignee or "",
+            sort=query.sort,
+            descending=query.descending,
+        ),
+    )
+
+
+def indicators_request(query: RecordQuery) -> pb.ListSharedIndicatorsRequest:
+    page, order = _page_and_filter(query)
+    return pb.ListSharedIndicatorsRequest(kind=query.scope or "", page=page, filter=order)
+
+
+def campaigns_request(query: RecordQuery) -> pb.ListCampaignsRequest:
+    page, order = _page_and_filter(query)
+    return pb.ListCampaignsRequest(family=query.scope or "", page=page, filter=order)
+
+
+def set_status_request(
+    record_id: str, status: ReviewStatus, *, note: str | None, member_note: str | None
+) -> pb.SetReviewStatusRequest:
+    return pb.SetReviewStatusRequest(
+        record_id=record_id, status=status.value, note=note or "", member_note=member_note or ""
+    )
+
+
+def assign_request(
+    record_id: str, assignee: str | None, *, note: str | None
+) -> pb.AssignReviewRequest:
+    return pb.AssignReviewRequest(record_id=record_id, assignee=assignee or "", note=note or "")
+
+
+def note_request(record_id: str, note: str, *, for_members: bool) -> pb.AddReviewNoteRequest:
+    return pb.AddReviewNoteRequest(record_id=record_id, note=note, for_members=for_members)
+
+
+def history_request(record_id: str) -> pb.GetReviewHistoryRequest:
+    return pb.GetReviewHistoryRequest(record_id=record_id)
+
+
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+def _stamp(message: Message, field: str) -> datetime | None:
+    """``message.field`` of a hub's answer as an aware UTC datetime; ``None`` when unset."""
+    try:
+        return moment(getattr(message, field), message.HasField(field))
+    except InvalidArgumentError as error:
+        raise HubProtocolError(f"the hub sent an impossible {field}: {error}") from None
+
+
+def _required_stamp(message: Message, field: str) -> datetime:
+    found = _stamp(message, field)
+    if found is None:
+        raise HubProtocolError(f"the hub's answer lacks {field}")
+    return found
+
+
+def _status_from_proto(value: str) -> ReviewStatus:
+    try:
+        return ReviewStatus(value)
+    except ValueError:
+        raise HubProtocolError(f"the hub sent an unknown review status {value[:32]!r}") from None
+
+
+def _record_type_from_proto(value: str) -> RecordType:
+    try:
+        return RecordType(value)
+    except ValueError:
+        raise HubProtocolError(f"the hub sent an unknown record type {value[:32]!r}") from None
+
+
+def indicator_from_proto(message: pb.SharedIndicator) -> SharedIndicator:
+    """A shared indicator a review listing sent (no token, no key id: coordinators see
+    neither)."""
+    return SharedIndicator(
+        id=message.id,
+        kind=message.kind,
+        key_id="",
+        token=b"",
+        reporters=message.reporters,
+        reporter_names=tuple(message.reporter_names),
+        categories=tuple(message.categories),
+        first_seen=_stamp(message, "first_seen"),
+        last_seen=_stamp(message, "last_seen"),
+        status=_status_from_proto(message.status),
+        created_at=_required_stamp(message, "created_at"),
+        updated_at=_required_stamp(message, "updated_at"),
+        assignee=_optional(message.assignee),
+        member_note=_optional(message.member_note),
+    )
+
+
+def campaign_from_proto(message: pb.Campaign) -> Campaign:
+    """A campaign a review listing sent (listings hold active campaigns only)."""
+    return Campaign(
+        id=message.id,
+        family=message.family,
+        member_count=message.member_count,
+        members=tuple(message.members),
+        similarity=message.similarity,
+        volume=message.volume,
+        categories=tuple(message.categories),
+        first_seen=_stamp(message, "first_seen"),
+        last_seen=_stamp(message, "last_seen"),
+        status=_status_from_proto(message.status),
+        active=True,
+        created_at=_required_stamp(message, "created_at"),
+        updated_at=_required_stamp(message, "updated_at"),
+        assignee=_optional(message.assignee),
+        member_note=_optional(message.member_note),
+    )
+
+
+def page_from_proto(
+    items: list[_Item],
+    response: pb.ListSharedIndicatorsResponse | pb.ListCampaignsResponse,
+) -> Page[_Item]:
+    return Page(
+        items,
+        total=response.total,
+        first=response.first,
+        next_cursor=_optional(response.next_page_token),
+        previous_cursor=_optional(response.previous_page_token),
+    )
+
+
+def overlap_from_proto(message: pb.OverlapMatrix) -> OverlapMatrix:
+    size = len(message.members)
+    if len(message.estimate) != size * size or len(message.stderr) != size * size:
+        raise HubProtocolError(f"the hub sent an overlap matrix that is not {size} × {size}")
+    return OverlapMatrix(
+        kind=message.kind,
+        members=list(message.members),
+        estimate=np.array(message.estimate, dtype=np.float64).reshape(size, size),
+        stderr=np.array(message.stderr, dtype=np.float64).reshape(size, size),
+    )
+
+
+def submission_summary(message: pb.SubmissionInfo) -> SubmissionSummary:
+    return SubmissionSummary(
+        member=message.member,
+        kind=message.kind,
+        submission_id=message.id,
+        created_at=_required_stamp(message, "created_at"),
+        declared_count=message.declared_count,
+        tokens_asked=message.tokens_asked,
+        flags=tuple(message.flags),
+    )
+
+
+def review_event_from_proto(message: pb.ReviewEvent) -> ReviewEvent:
+    try:
+        kind = ReviewEventKind(message.kind)
+    except ValueError:
+        raise HubProtocolError(
+            f"the hub sent an unknown review event kind {message.kind[:32]!r}"
+        ) from None
+    return ReviewEvent(
+        id=message.id,
+        record_type=_record_type_from_proto(message.record_type),
+        record_id=message.record_id,
+        actor=message.actor,
+        at=_required_stamp(message, "at"),
+        kind=kind,
+        from_status=_status_from_proto(message.from_status) if message.from_status else None,
+        to_status=_status_from_proto(message.to_status) if message.to_status else None,
+        assignee=_optional(message.assignee),
+        note=_optional(message.note),
+        member_note=_optional(message.member_note),
+    )
+
+
+def review_history_from_proto(
+    message: pb.ReviewHistory,
+) -> tuple[RecordState, list[ReviewEvent]]:
+    state = RecordState(
+        record_type=_record_type_from_proto(message.record_type),
+        record_id=message.record_id,
+        status=_status_from_proto(message.status),
+        assignee=_optional(message.assignee),
+        member_note=_optional(message.member_note),
+    )
+    return state, [review_event_from_proto(event) for event in message.events]
 
 
 def submission_info(view: SubmissionView) -> pb.SubmissionInfo:

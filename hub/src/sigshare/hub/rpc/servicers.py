@@ -262,7 +262,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
         with session_scope(self._engine) as session:
             found = member_views.matches(session, member, request.kind, now)
         return pb.ListMatchesResponse(
-            indicators=[convert.shared_indicator(i, with_token=True) for i in found.indicators],
+            indicators=[convert.member_indicator(i) for i in found.indicators],
             campaigns=[convert.campaign_match(link) for link in found.campaigns],
         )
 
@@ -345,6 +345,9 @@ def _receive_tokens(chunks: Iterator[pb.ResolveRequest], announced: int) -> byte
 
 
 class ReviewServicer(pb_grpc.ReviewServiceServicer):
+    """Coordinators' reads and the review workflow. Changes are recorded as the calling
+    principal, by name, in the record's history and the audit log; reads are audited too."""
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
@@ -364,16 +367,30 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
             return convert.overlap(coordinator_views.overlap_matrix(session, request.kind, now))
 
     @translated
+    def GetOverlapMatrices(
+        self, request: pb.OverlapRequest, context: grpc.ServicerContext
+    ) -> pb.OverlapMatrices:
+        now = self._audit(context, "review.overlap", request.kind)
+        with session_scope(self._engine) as session:
+            matrices = coordinator_views.overlap_matrices(session, request.kind or None, now)
+        return pb.OverlapMatrices(matrices=[convert.overlap(m) for m in matrices])
+
+    @translated
     def ListSharedIndicators(
         self, request: pb.ListSharedIndicatorsRequest, context: grpc.ServicerContext
     ) -> pb.ListSharedIndicatorsResponse:
         self._audit(context, "review.indicators", request.kind)
-        query = convert.record_query(RecordType.INDICATOR, request.kind, request.page)
+        query = convert.record_query(
+            RecordType.INDICATOR, request.kind, request.page, request.filter
+        )
         with session_scope(self._engine) as session:
             page = reviews.indicators(session, query)
         return pb.ListSharedIndicatorsResponse(
-            indicators=[convert.shared_indicator(r, with_token=False) for r in page.items],
+            indicators=[convert.review_indicator(r) for r in page.items],
             next_page_token=page.next_cursor or "",
+            total=page.total,
+            first=page.first,
+            previous_page_token=page.previous_cursor or "",
         )
 
     @translated
@@ -381,12 +398,17 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
         self, request: pb.ListCampaignsRequest, context: grpc.ServicerContext
     ) -> pb.ListCampaignsResponse:
         now = self._audit(context, "review.campaigns", request.family)
-        query = convert.record_query(RecordType.CAMPAIGN, request.family, request.page)
+        query = convert.record_query(
+            RecordType.CAMPAIGN, request.family, request.page, request.filter
+        )
         with session_scope(self._engine) as session:
             page = reviews.campaigns(session, query, now)
         return pb.ListCampaignsResponse(
             campaigns=[convert.campaign(r) for r in page.items],
             next_page_token=page.next_cursor or "",
+            total=page.total,
+            first=page.first,
+            previous_page_token=page.previous_cursor or "",
         )
 
     @translated
@@ -395,10 +417,78 @@ class ReviewServicer(pb_grpc.ReviewServiceServicer):
     ) -> pb.ListSubmissionsResponse:
         self._audit(context, "review.submissions", request.kind)
         with session_scope(self._engine) as session:
-            views = coordinator_views.submissions(session, request.kind)
+            views = coordinator_views.submissions(
+                session, request.kind, flag_factor=convert.flag_factor(request)
+            )
         return pb.ListSubmissionsResponse(
             submissions=[convert.submission_info(view) for view in views]
         )
+
+    @translated
+    def SetReviewStatus(
+        self, request: pb.SetReviewStatusRequest, context: grpc.ServicerContext
+    ) -> pb.ReviewEvent:
+        coordinator = principal_of(context)
+        status = convert.status_named(request.status)
+        with session_scope(self._engine) as session:
+            event = reviews.set_status(
+                session,
+                actor=coordinator.name,
+                record_id=request.record_id,
+                status=status,
+                note=request.note or None,
+                member_note=request.member_note or None,
+                now=_now(),
+            )
+        return convert.review_event(event)
+
+    @translated
+    def AssignReview(
+        self, request: pb.AssignReviewRequest, context: grpc.ServicerContext
+    ) -> pb.ReviewEvent:
+        coordinator = principal_of(context)
+        with session_scope(self._engine) as session:
+            event = reviews.assign(
+                session,
+                actor=coordinator.name,
+                record_id=request.record_id,
+                assignee=request.assignee or None,
+                note=request.note or None,
+                now=_now(),
+            )
+        return convert.review_event(event)
+
+    @translated
+    def AddReviewNote(
+        self, request: pb.AddReviewNoteRequest, context: grpc.ServicerContext
+    ) -> pb.ReviewEvent:
+        coordinator = principal_of(context)
+        with session_scope(self._engine) as session:
+            event = reviews.add_note(
+                session,
+                actor=coordinator.name,
+                record_id=request.record_id,
+                note=request.note,
+                for_members=request.for_members,
+                now=_now(),
+            )
+        return convert.review_event(event)
+
+    @translated
+    def GetReviewHistory(
+        self, request: pb.GetReviewHistoryRequest, context: grpc.ServicerContext
+    ) -> pb.ReviewHistory:
+        coordinator = principal_of(context)
+        with session_scope(self._engine) as session:  # the read and its audit entry, together
+            state, events = reviews.history(session, request.record_id)
+            audit.record_read(
+                session,
+                coordinator.name,
+                "review.history",
+                f"{state.record_type.value}:{state.record_id}",
+                _now(),
+            )
+        return convert.review_history(state, events)
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):

@@ -1,5 +1,10 @@
 """The audit log: recording reads, verifying its hash chain and paging through its entries.
 
+Reads through the gRPC API and the review CLI are each an entry. Console page views are
+sampled (:func:`record_page_view`): a coordinator paging through a listing would otherwise
+bury every review action under page views. Review actions, exports and sign-ins are always an
+entry each; their services append them directly.
+
 Verification reports the head entry's hash as well as the count: deleting the newest entries
 leaves a shorter chain that still verifies, so operators anchor the head hash somewhere the hub
 cannot rewrite (a ticket, a signed e-mail) and compare it on the next check.
@@ -9,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +24,8 @@ from sigshare.hub.listing import AuditQuery, Page
 from sigshare.hub.storage.audit import AuditRepository
 
 MAX_TARGET_LENGTH = 255
+PAGE_VIEW_INTERVAL: Final = timedelta(minutes=10)
+"""A console page view is recorded when the viewer has no entry of that page kind this recent."""
 
 
 def record_read(
@@ -36,6 +43,31 @@ def record_read(
     AuditRepository(session).append(
         actor, action, (target or "*")[:MAX_TARGET_LENGTH], clean, at=now
     )
+
+
+def record_page_view(
+    session: Session,
+    actor: str,
+    action: str,
+    target: str | None,
+    now: datetime,
+    *,
+    details: Mapping[str, Any] | None = None,
+) -> bool:
+    """Record a console page view, sampled: one entry per viewer and page kind (``action``)
+    per :data:`PAGE_VIEW_INTERVAL`. Whether an entry was written.
+
+    The view is recorded as a read (:func:`record_read`, its own target and details) unless
+    ``actor`` has an ``action`` entry less than the interval old; views within that interval
+    are then not recorded. Nothing is ever updated, so the chain stays append-only; and as the
+    decision reads the log itself, it holds across restarts and console replicas (two replicas
+    serving the same viewer at the same instant may both write one).
+    """
+    last = AuditRepository(session).last_at(actor=actor, action=action)
+    if last is not None and now - last < PAGE_VIEW_INTERVAL:
+        return False
+    record_read(session, actor, action, target, now, details=details)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

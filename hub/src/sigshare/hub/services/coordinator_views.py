@@ -66,6 +66,12 @@ def overlap_matrix(session: Session, kind: str, now: datetime) -> OverlapMatrix:
     return OverlapMatrix(kind, [names[s.member_id] for s in active], estimate, stderr)
 
 
+def overlap_matrices(session: Session, kind: str | None, now: datetime) -> list[OverlapMatrix]:
+    """The overlap matrix of ``kind``, or of every indicator kind (``None``), by kind."""
+    kinds = [kind] if kind else [p.kind for p in list_parameters(session)[0]]
+    return [overlap_matrix(session, name, now) for name in kinds]
+
+
 DEFAULT_FLAG_FACTOR = 5.0
 """A submission is flagged when its declared count or its queried tokens exceed this many times
 its predecessor's: the shape of a member claiming values it does not hold to probe for them."""
@@ -91,6 +97,35 @@ class SubmissionView:
     """The kind's parameters for Bloom submissions (to express health); ``None`` for clusters."""
     flags: tuple[str, ...] = ()
     """Coordinators' view: reasons to look at this submission (:class:`SubmissionFlag`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmissionSummary:
+    """A submission as the coordinators' listing shows it: whose, of what, when, the items it
+    declares, the tokens asked about against it and its probing flags (what the Review service's
+    ``SubmissionInfo`` carries of it too)."""
+
+    member: str
+    kind: str
+    """The indicator kind, or ``minhash:<family>``."""
+    submission_id: int
+    created_at: datetime
+    declared_count: int
+    tokens_asked: int
+    flags: tuple[str, ...]
+
+    @classmethod
+    def of(cls, view: SubmissionView) -> SubmissionSummary:
+        submission = view.submission
+        return cls(
+            member=view.member,
+            kind=submission.family_kind,
+            submission_id=submission.id,
+            created_at=submission.created_at,
+            declared_count=submission.declared_count,
+            tokens_asked=submission.tokens_asked,
+            flags=view.flags,
+        )
 
 
 def probing_flags(

@@ -4,13 +4,16 @@ An export holds every shared indicator and every active campaign, read page by p
 the review workflow's listings — the same records, with the same policy applied, that the
 console and ``sigshare-hub review`` show. So it carries opaque ids and aggregates only: never a
 token, a raw value, a prompt text or a member's cluster id; the names of the members behind an
-indicator only where the kind's policy reveals them; campaign members by name (coordinators see
-which firms a campaign spans). Every export is recorded in the audit log.
+indicator only where the kind's policy reveals them, and those of the members a campaign spans
+only where the family's policy does (an export leaves the hub: unlike the console, it follows
+the policy for campaigns too, their number of members always given). Every export is recorded
+in the audit log.
 
 The STIX bundle is described in ``docs/stix-extension.md``: a hub identity, the official TLP 2.0
 marking definition, the ``sigshare`` property extension, one indicator and one sighting per
-shared indicator, one campaign per campaign. Object ids are derived from the records' opaque ids,
-so exporting again yields the same ids (and a new ``modified`` only where a record changed).
+shared indicator, one campaign per campaign (with the first and last seen of its clusters).
+Object ids are derived from the records' opaque ids, so exporting again yields the same ids
+(and a new ``modified`` only where a record changed).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sigshare.hub.errors import InvalidArgumentError
 from sigshare.hub.listing import MAX_PAGE_SIZE, Page, RecordQuery
 from sigshare.hub.services import campaigns as campaign_service
 from sigshare.hub.services import reviews
+from sigshare.hub.services.reveal import RevealPolicy
 from sigshare.hub.storage.audit import AuditRepository
 
 ExportFormat = Literal["csv", "json", "stix"]
@@ -56,9 +60,12 @@ STIX_NAMESPACE: Final = uuid.UUID("8f4b7d0e-2f0c-4c35-9d8e-6a1f3c5b9e21")
 consumers recognise re-exported objects by their ids."""
 EXTENSION_ID: Final = "extension-definition--3b9f2c6e-8d41-4f0a-9c57-1e2d7a6b5f90"
 """The sigshare property extension (``docs/stix-extension.md``); fixed for its version 1."""
-EXTENSION_VERSION: Final = "1.0.0"
+EXTENSION_VERSION: Final = "1.1.0"
+"""The version of the extension's properties (``docs/stix-extension.md`` describes each one)."""
 EXTENSION_SCHEMA: Final = "https://sigshare.example/docs/stix-extension"
 EXTENSION_CREATED: Final = "2026-11-27T00:00:00.000Z"
+EXTENSION_MODIFIED: Final = "2026-12-03T00:00:00.000Z"
+"""When :data:`EXTENSION_VERSION` was published: the definition object's ``modified``."""
 OBSERVABLE_TYPE: Final = "x-sigshare-indicator"
 """The custom observable type indicator patterns name (declared by the sigshare extension): its
 one property, ``record_id``, is the shared indicator's opaque id."""
@@ -84,6 +91,7 @@ CSV_COLUMNS: Final = (
     "family",
     "reporters",
     "reporter_names",
+    "member_count",
     "members",
     "similarity",
     "volume",
@@ -184,8 +192,11 @@ def all_indicators(session: Session) -> list[SharedIndicator]:
 
 
 def all_campaigns(session: Session) -> list[Campaign]:
-    """Every active campaign in creation order."""
-    return _every_page(RecordType.CAMPAIGN, lambda query: reviews.campaigns(session, query))
+    """Every active campaign in creation order, its members named only where the family's
+    policy reveals members."""
+    reveal = RevealPolicy.current(session)
+    records = _every_page(RecordType.CAMPAIGN, lambda query: reviews.campaigns(session, query))
+    return [reveal.campaign(record) for record in records]
 
 
 # ---------------------------------------------------------------------------------- records
@@ -217,10 +228,13 @@ def campaign_record(campaign: Campaign) -> dict[str, Any]:
     return {
         "id": campaign.id,
         "family": campaign.family,
+        "member_count": campaign.member_count,
         "members": list(campaign.members),
         "similarity": campaign.similarity,
         "volume": campaign.volume,
         "categories": list(campaign.categories),
+        "first_seen": _iso(campaign.first_seen),
+        "last_seen": _iso(campaign.last_seen),
         "status": campaign.status.value,
         "assignee": campaign.assignee,
         "created_at": _iso(campaign.created_at),
@@ -338,12 +352,13 @@ def hub_objects(tlp: Tlp) -> list[dict[str, Any]]:
         "identity_class": "system",
     }
     extension = _common(
-        "extension-definition", EXTENSION_ID, EXTENSION_CREATED, EXTENSION_CREATED, tlp
+        "extension-definition", EXTENSION_ID, EXTENSION_CREATED, EXTENSION_MODIFIED, tlp
     )
     extension |= {
         "name": "sigshare review fields",
         "description": "Forum review fields of sigshare shared indicators and campaigns: "
-        "indicator kind or fingerprint family, reporters, members, categories, similarity, "
+        "indicator kind or fingerprint family, reporters, members and their number, "
+        "categories, similarity, "
         "volume, review status and assignee. Never raw values.",
         "schema": EXTENSION_SCHEMA,
         "version": EXTENSION_VERSION,
@@ -358,11 +373,21 @@ def _indicator_types(status: ReviewStatus) -> list[str]:
     return ["malicious-activity"] if status is ReviewStatus.CONFIRMED else ["anomalous-activity"]
 
 
-def _reporters_text(indicator: SharedIndicator) -> str:
-    text = f"reported by {indicator.reporters} forum members"
-    if indicator.reporter_names:
-        text += f" ({', '.join(indicator.reporter_names)})"
-    return text
+def _members_text(count: int, names: Sequence[str]) -> str:
+    """``3 forum members``, and their names where the policy reveals them."""
+    text = f"{count} forum members"
+    return f"{text} ({', '.join(names)})" if names else text
+
+
+def _seen(first_seen: datetime | None, last_seen: datetime | None) -> dict[str, str]:
+    """``first_seen`` and ``last_seen`` where known; a last seen before the first seen (dates
+    members gave are not checked against each other) is left out, as STIX requires."""
+    seen = {}
+    if first_seen is not None:
+        seen["first_seen"] = stix_time(first_seen)
+    if last_seen is not None and (first_seen is None or last_seen >= first_seen):
+        seen["last_seen"] = stix_time(last_seen)
+    return seen
 
 
 def indicator_objects(indicator: SharedIndicator, tlp: Tlp) -> list[dict[str, Any]]:
@@ -375,7 +400,8 @@ def indicator_objects(indicator: SharedIndicator, tlp: Tlp) -> list[dict[str, An
         "name": f"sigshare {indicator.kind} indicator {indicator.id}",
         "description": (
             f"An indicator of kind {indicator.kind} that at least the forum's quorum of "
-            f"members hold, {_reporters_text(indicator)}; review status "
+            "members hold, reported by "
+            f"{_members_text(indicator.reporters, indicator.reporter_names)}; review status "
             f"{indicator.status.value}. Only its opaque sigshare id is shared, never the value."
         ),
         "indicator_types": _indicator_types(indicator.status),
@@ -397,14 +423,13 @@ def indicator_objects(indicator: SharedIndicator, tlp: Tlp) -> list[dict[str, An
     }
     sighting = _common("sighting", stix_id("sighting", indicator.id), created, modified, tlp)
     sighting |= {"sighting_of_ref": indicator_id, "count": indicator.reporters}
-    if indicator.first_seen is not None:
-        sighting["first_seen"] = stix_time(indicator.first_seen)
-    if indicator.last_seen is not None:
-        sighting["last_seen"] = stix_time(indicator.last_seen)
+    sighting |= _seen(indicator.first_seen, indicator.last_seen)
     return [stix_indicator, sighting]
 
 
 def campaign_object(campaign: Campaign, tlp: Tlp) -> dict[str, Any]:
+    """The STIX campaign of a campaign: its members' names only as the caller left them (the
+    export applies the family's policy first)."""
     created = stix_time(campaign.created_at)
     modified = stix_time(max(campaign.updated_at, campaign.created_at))
     stix_campaign = _common("campaign", stix_id("campaign", campaign.id), created, modified, tlp)
@@ -412,14 +437,16 @@ def campaign_object(campaign: Campaign, tlp: Tlp) -> dict[str, Any]:
         "name": f"sigshare {campaign.family} campaign {campaign.id}",
         "description": (
             f"Near-duplicate prompt clusters (fingerprint family {campaign.family}) of "
-            f"{len(campaign.members)} forum members ({', '.join(campaign.members)}), estimated "
+            f"{_members_text(campaign.member_count, campaign.members)}, estimated "
             f"Jaccard similarity at least {campaign.similarity:.2f}, {campaign.volume} prompts "
             f"in all; review status {campaign.status.value}. No prompt text is shared."
         ),
+        **_seen(campaign.first_seen, campaign.last_seen),
         "extensions": _extension(
             {
                 "record_id": campaign.id,
                 "family": campaign.family,
+                "member_count": campaign.member_count,
                 "members": list(campaign.members),
                 "similarity": campaign.similarity,
                 "volume": campaign.volume,

@@ -1,9 +1,11 @@
 """The reveal policy, in one place: whose names a reader sees beside a shared record.
 
 A kind's or family's ``reveal_members`` decides whether member names travel with its shared
-indicators (the reporters) and campaign links (the other members). A member never sees its own
-name among the others. Coordinators see campaign members by name whatever the policy: which
-firms a campaign spans is what they are there to act on.
+indicators (the reporters) and campaigns (the members whose clusters they connect). A member
+never sees its own name among the others. In the console and the review CLI, coordinators see
+campaign members by name whatever the policy: which firms a campaign spans is what they are
+there to act on. Exports leave the hub, so there campaigns follow the family's policy exactly
+as indicators follow the kind's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
-from sigshare.hub.domain import CampaignLink, SharedIndicator
+from sigshare.hub.domain import Campaign, CampaignLink, SharedIndicator
 from sigshare.hub.storage.parameters import ParameterRepository
 
 
@@ -43,6 +45,11 @@ class RevealPolicy:
         return replace(
             indicator, reporter_names=tuple(n for n in indicator.reporter_names if n != viewer)
         )
+
+    def campaign(self, campaign: Campaign) -> Campaign:
+        """``campaign`` with its members' names only where its family reveals members (their
+        number stays)."""
+        return campaign if campaign.family in self.families else replace(campaign, members=())
 
     def campaign_link(self, link: CampaignLink, family: str) -> CampaignLink:
         """A member's campaign link with the other members' names only where ``family``

@@ -2,7 +2,10 @@
 campaigns, each change kept in the record's history and the audit log.
 
 Statuses move new → triaged → confirmed | dismissed (:data:`REVIEW_TRANSITIONS`); a decision is
-reopened by moving it back to triaged. Listings and records hide the names of the members
+reopened by moving it back to triaged. A record may carry a note for members: the members
+behind it (an indicator's reporters, a campaign's members) receive its status and that note with
+their matches; a status change replaces it. A record is assigned to a coordinator or admin who is
+not revoked (:func:`reviewers`), or to nobody. Listings and records hide the names of the members
 behind an indicator unless the kind's policy reveals them (:class:`RevealPolicy`) and never
 carry its token.
 """
@@ -35,6 +38,7 @@ from sigshare.hub.services.web_sessions import CONSOLE_ROLES
 from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.campaigns import ClusterRepository
 from sigshare.hub.storage.indicators import IndicatorRepository
+from sigshare.hub.storage.principals import PrincipalRepository
 from sigshare.hub.storage.reviews import RecordState, ReviewRepository
 
 MAX_NOTE_LENGTH = 4000
@@ -86,9 +90,15 @@ def set_status(
     record_id: str,
     status: ReviewStatus,
     note: str | None = None,
+    member_note: str | None = None,
     now: datetime,
 ) -> ReviewEvent:
-    """Move a record to ``status`` if the workflow allows it from where it is."""
+    """Move a record to ``status`` if the workflow allows it from where it is.
+
+    ``member_note`` becomes the record's note for members, which the members behind it receive
+    with the new status in their next pull; without one the record has none from now on (a
+    note for members belongs to the decision it came with).
+    """
     state = _state(session, record_id)
     if status not in REVIEW_TRANSITIONS[state.status]:
         allowed = ", ".join(sorted(REVIEW_TRANSITIONS[state.status])) or "none"
@@ -97,8 +107,9 @@ def set_status(
             f"{allowed}, not {status.value}"
         )
     note = _clean_note(note)
+    member_note = _clean_note(member_note)
     repository = ReviewRepository(session)
-    repository.move(state, to=status, at=now)
+    repository.move(state, to=status, member_note=member_note, at=now)
     event = repository.add_event(
         state,
         actor=actor,
@@ -108,15 +119,16 @@ def set_status(
         to_status=status,
         assignee=state.assignee,
         note=note,
+        member_note=member_note,
     )
-    _audit(
-        session,
-        actor,
-        "review.status",
-        state,
-        details={"from": state.status.value, "to": status.value, "note": note is not None},
-        now=now,
-    )
+    details: dict[str, object] = {
+        "from": state.status.value,
+        "to": status.value,
+        "note": note is not None,
+    }
+    if member_note is not None:
+        details["member_note"] = True
+    _audit(session, actor, "review.status", state, details=details, now=now)
     return event
 
 
@@ -129,9 +141,10 @@ def assign(
     note: str | None = None,
     now: datetime,
 ) -> ReviewEvent:
-    """Give a record to a coordinator (``None``: nobody)."""
-    if assignee is not None and not is_valid_name(assignee):
-        raise InvalidArgumentError(f"assignee {assignee!r} is not a valid name: {NAME_RULE}")
+    """Give a record to a coordinator or admin who is not revoked (``None``: nobody); any
+    other name is refused (:func:`_check_assignee`)."""
+    if assignee is not None:
+        _check_assignee(session, assignee)
     state = _state(session, record_id)
     note = _clean_note(note)
     repository = ReviewRepository(session)
@@ -150,14 +163,44 @@ def assign(
     return event
 
 
+def _check_assignee(session: Session, name: str) -> None:
+    """:class:`InvalidArgumentError` unless ``name`` is one of :func:`reviewers`: records go
+    to the people who review them, never to a member firm, a revoked principal or a typo."""
+    if not is_valid_name(name):
+        raise InvalidArgumentError(f"assignee {name!r} is not a valid name: {NAME_RULE}")
+    principal = PrincipalRepository(session).get_by_name(name)
+    if principal is None or principal.role not in CONSOLE_ROLES:
+        problem = f"no coordinator or admin named {name!r}"
+        if principal is not None:
+            problem += f" ({name} is a {principal.role.value})"
+    elif principal.revoked_at is not None:
+        problem = f"{principal.role.value} {name!r} is revoked"
+    else:
+        return
+    choices = ", ".join(reviewers(session)) or "none"
+    raise InvalidArgumentError(f"{problem}: records are assigned to one of {choices}")
+
+
 def add_note(
-    session: Session, *, actor: str, record_id: str, note: str, now: datetime
+    session: Session,
+    *,
+    actor: str,
+    record_id: str,
+    note: str,
+    for_members: bool = False,
+    now: datetime,
 ) -> ReviewEvent:
+    """Add a note to the record's history. ``for_members``: the note is for the members behind
+    the record instead, who receive it with their next pull; it replaces the record's note for
+    members."""
     cleaned = _clean_note(note)
     if cleaned is None:
         raise InvalidArgumentError("a note needs some text")
     state = _state(session, record_id)
-    event = ReviewRepository(session).add_event(
+    repository = ReviewRepository(session)
+    if for_members:
+        repository.set_member_note(state, member_note=cleaned, at=now)
+    event = repository.add_event(
         state,
         actor=actor,
         at=now,
@@ -165,9 +208,11 @@ def add_note(
         from_status=None,
         to_status=None,
         assignee=state.assignee,
-        note=cleaned,
+        note=None if for_members else cleaned,
+        member_note=cleaned if for_members else None,
     )
-    _audit(session, actor, "review.note", state, details={}, now=now)
+    details: dict[str, object] = {"for_members": True} if for_members else {}
+    _audit(session, actor, "review.note", state, details=details, now=now)
     return event
 
 
@@ -211,7 +256,7 @@ def campaign(session: Session, record_id: str) -> ReviewRecord[Campaign]:
 
 
 def reviewers(session: Session) -> list[str]:
-    """The names records are usually assigned to: coordinators and admins not revoked."""
+    """The names records may be assigned to: coordinators and admins not revoked, by name."""
     return sorted(
         p.name for p in list_principals(session) if p.role in CONSOLE_ROLES and p.revoked_at is None
     )

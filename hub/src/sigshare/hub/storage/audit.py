@@ -170,6 +170,19 @@ class AuditRepository:
         )
         return page.with_items([_audit_entry(row) for row in page.items])
 
+    def last_at(self, *, actor: str, action: str) -> datetime | None:
+        """When ``actor``'s newest ``action`` entry was made (``None``: never).
+
+        Walks the log newest first and stops at the first match, so it costs the entries
+        appended since that one.
+        """
+        return self._session.scalar(
+            select(AuditLogRow.at)
+            .where(*_filters(actor, action))
+            .order_by(AuditLogRow.id.desc())
+            .limit(1)
+        )
+
     def search(
         self, *, actor: str | None = None, action: str | None = None, limit: int = 100
     ) -> list[AuditEntry]:

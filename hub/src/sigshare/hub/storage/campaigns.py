@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import (
@@ -21,6 +21,7 @@ from sigshare.hub.domain import (
     CampaignLink,
     ReviewStatus,
     SubmissionStatus,
+    minhash_family_kind,
     utc,
 )
 from sigshare.hub.storage._sql import chunks, new_public_id
@@ -224,13 +225,16 @@ class ClusterRepository:
             self._session.execute(insert(CampaignClusterRow), list(batch))
 
     def links_for_member(self, member_id: int, family: str | None = None) -> list[CampaignLink]:
-        """The member's own clusters that belong to an active campaign."""
+        """The member's own clusters that belong to an active campaign, with the campaign's
+        review status and note for members."""
         statement = (
             select(
                 CampaignClusterRow.cluster_id,
                 CampaignRow.id,
                 CampaignRow.public_id,
                 CampaignClusterRow.similarity,
+                CampaignRow.status,
+                CampaignRow.member_note,
             )
             .join(CampaignRow, CampaignRow.id == CampaignClusterRow.campaign_id)
             .where(CampaignClusterRow.member_id == member_id, CampaignRow.active.is_(True))
@@ -241,7 +245,7 @@ class ClusterRepository:
         rows = list(self._session.execute(statement))
         names = self._member_names({row[1] for row in rows})
         links = []
-        for cluster_id, campaign_id, public_id, similarity in rows:
+        for cluster_id, campaign_id, public_id, similarity, status, member_note in rows:
             others = [name for member, name in names[campaign_id] if member != member_id]
             links.append(
                 CampaignLink(
@@ -250,6 +254,8 @@ class ClusterRepository:
                     similarity=similarity,
                     other_member_count=len(others),
                     other_members=tuple(others),
+                    status=ReviewStatus(status),
+                    member_note=member_note,
                 )
             )
         return links
@@ -260,24 +266,68 @@ class ClusterRepository:
         return None if row is None else self.campaigns_of([row])[0]
 
     def campaigns_of(self, rows: Sequence[CampaignRow]) -> list[Campaign]:
-        """Domain campaigns, with their members' names, for ``rows``."""
+        """Domain campaigns, with their members' names and dates, for ``rows``."""
         names = self._member_names({row.id for row in rows})
-        return [
-            Campaign(
-                id=row.public_id,
-                family=row.family,
-                members=tuple(name for _, name in names[row.id]),
-                similarity=row.similarity,
-                volume=row.volume,
-                categories=tuple(json.loads(row.categories)),
-                status=ReviewStatus(row.status),
-                active=row.active,
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-                assignee=row.assignee,
+        seen = self._seen(rows)
+        campaigns = []
+        for row in rows:
+            first_seen, last_seen = seen.get(row.id, (None, None))
+            campaigns.append(
+                Campaign(
+                    id=row.public_id,
+                    family=row.family,
+                    member_count=row.members,
+                    members=tuple(name for _, name in names[row.id]),
+                    similarity=row.similarity,
+                    volume=row.volume,
+                    categories=tuple(json.loads(row.categories)),
+                    first_seen=first_seen,
+                    last_seen=last_seen,
+                    status=ReviewStatus(row.status),
+                    active=row.active,
+                    created_at=row.created_at,
+                    updated_at=row.updated_at,
+                    assignee=row.assignee,
+                    member_note=row.member_note,
+                )
             )
-            for row in rows
-        ]
+        return campaigns
+
+    def _seen(
+        self, rows: Sequence[CampaignRow]
+    ) -> dict[int, tuple[datetime | None, datetime | None]]:
+        """Campaign id → the earliest first seen and the latest last seen of its clusters, as
+        its members' active submissions of its family state them (derived on every read, so
+        they follow the members' latest submissions; missing: no cluster stated either)."""
+        by_family: dict[str, list[int]] = defaultdict(list)
+        for row in rows:
+            by_family[row.family].append(row.id)
+        seen: dict[int, tuple[datetime | None, datetime | None]] = {}
+        for family, campaign_ids in by_family.items():
+            for chunk in chunks(sorted(campaign_ids)):
+                statement = (
+                    select(
+                        CampaignClusterRow.campaign_id,
+                        func.min(ClusterRow.first_seen),
+                        func.max(ClusterRow.last_seen),
+                    )
+                    .join(
+                        SubmissionRow,
+                        (SubmissionRow.member_id == CampaignClusterRow.member_id)
+                        & (SubmissionRow.family_kind == minhash_family_kind(family))
+                        & (SubmissionRow.status == SubmissionStatus.ACTIVE.value),
+                    )
+                    .join(
+                        ClusterRow,
+                        (ClusterRow.submission_id == SubmissionRow.id)
+                        & (ClusterRow.cluster_id == CampaignClusterRow.cluster_id),
+                    )
+                    .where(CampaignClusterRow.campaign_id.in_(chunk))
+                    .group_by(CampaignClusterRow.campaign_id)
+                )
+                for campaign_id, first_seen, last_seen in self._session.execute(statement):
+                    seen[campaign_id] = (first_seen, last_seen)
+        return seen
 
     def _member_names(self, campaign_ids: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
         """Distinct ``(member id, name)`` of each campaign, by name."""

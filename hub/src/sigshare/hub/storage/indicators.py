@@ -222,6 +222,7 @@ class IndicatorRepository:
                 created_at=row.created_at,
                 updated_at=row.updated_at,
                 assignee=row.assignee,
+                member_note=row.member_note,
             )
             for row in rows
         ]

@@ -310,6 +310,8 @@ class SharedIndicatorRow(Base):
     last_seen: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16))
     assignee: Mapped[str | None] = mapped_column(String(64))
+    member_note: Mapped[str | None] = mapped_column(Text)
+    """The coordinators' note for the members who reported it (sent with their matches)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -358,6 +360,8 @@ class CampaignRow(Base):
     categories: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     assignee: Mapped[str | None] = mapped_column(String(64))
+    member_note: Mapped[str | None] = mapped_column(Text)
+    """The coordinators' note for the members whose clusters it connects."""
     active: Mapped[bool]
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     """A representative MinHash signature (its best-connected cluster's): lets the campaign be
@@ -410,6 +414,8 @@ class ReviewEventRow(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
     assignee: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
+    member_note: Mapped[str | None] = mapped_column(Text)
+    """The note for members the step gave the record, if it gave one."""
 
 
 class WebSessionRow(Base):

@@ -64,6 +64,8 @@ class RecordState:
     record_id: str
     status: ReviewStatus
     assignee: str | None
+    member_note: str | None = None
+    """The note its members receive with their matches; ``None``: none."""
 
 
 class ReviewRepository:
@@ -126,24 +128,34 @@ class ReviewRepository:
         """The review state of the indicator or campaign with this public id."""
         for record_type, model in _MODELS.items():
             row = self._session.execute(
-                select(model.status, model.assignee).where(model.public_id == record_id)
+                select(model.status, model.assignee, model.member_note).where(
+                    model.public_id == record_id
+                )
             ).one_or_none()
             if row is not None:
-                return RecordState(record_type, record_id, ReviewStatus(row[0]), row[1])
+                return RecordState(record_type, record_id, ReviewStatus(row[0]), row[1], row[2])
         return None
 
     def _model(self, state: RecordState) -> Any:
         return _MODELS[state.record_type]
 
-    def move(self, state: RecordState, *, to: ReviewStatus, at: datetime) -> None:
-        """Move the record from the status ``state`` read to ``to``, compare-and-set: a
-        transition another writer made since ``state`` was read is never overwritten
-        (:class:`ConflictError`: read again and retry)."""
+    def move(
+        self,
+        state: RecordState,
+        *,
+        to: ReviewStatus,
+        member_note: str | None = None,
+        at: datetime,
+    ) -> None:
+        """Move the record from the status ``state`` read to ``to``, with ``member_note`` as
+        its note for members from now on, compare-and-set: a transition another writer made
+        since ``state`` was read is never overwritten (:class:`ConflictError`: read again and
+        retry)."""
         model = self._model(state)
         result = self._session.execute(
             update(model)
             .where(model.public_id == state.record_id, model.status == state.status.value)
-            .values(status=to.value, updated_at=utc(at))
+            .values(status=to.value, member_note=member_note, updated_at=utc(at))
         )
         if cast(CursorResult[Any], result).rowcount != 1:
             raise ConflictError(
@@ -160,6 +172,16 @@ class ReviewRepository:
             .values(assignee=assignee, updated_at=utc(at))
         )
 
+    def set_member_note(self, state: RecordState, *, member_note: str, at: datetime) -> None:
+        """Give the record ``member_note`` as its note for members; its status is left as it
+        is."""
+        model = self._model(state)
+        self._session.execute(
+            update(model)
+            .where(model.public_id == state.record_id)
+            .values(member_note=member_note, updated_at=utc(at))
+        )
+
     def add_event(
         self,
         state: RecordState,
@@ -171,6 +193,7 @@ class ReviewRepository:
         to_status: ReviewStatus | None,
         assignee: str | None,
         note: str | None,
+        member_note: str | None = None,
     ) -> ReviewEvent:
         row = ReviewEventRow(
             record_type=state.record_type.value,
@@ -182,6 +205,7 @@ class ReviewRepository:
             to_status=None if to_status is None else to_status.value,
             assignee=assignee,
             note=note,
+            member_note=member_note,
         )
         self._session.add(row)
         self._session.flush()
@@ -208,4 +232,5 @@ def _event(row: ReviewEventRow) -> ReviewEvent:
         to_status=None if row.to_status is None else ReviewStatus(row.to_status),
         assignee=row.assignee,
         note=row.note,
+        member_note=row.member_note,
     )

@@ -6,10 +6,11 @@ template (:mod:`.console`). Handlers are plain ``def`` — FastAPI runs them in 
 as the services and the database driver are synchronous.
 
 What a page may show is what the services return: opaque record ids, counts, categories, dates
-and member names where the forum's policy allows; never a token. Every page view that reads
-review records or the audit log is audited once, in the same transaction as the read. GET
-handlers change nothing themselves; the read services keep their derived data (campaigns) up
-to date.
+and member names where the forum's policy allows; never a token. Page views that read review
+records or the audit log are audited in the same transaction as the read, sampled: one entry
+per viewer and page kind per interval (:func:`~sigshare.hub.services.audit.record_page_view`);
+every review action, export and sign-in is an entry of its own. GET handlers change nothing
+themselves; the read services keep their derived data (campaigns) up to date.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ requests, and rendering a page for the signed-in viewer.
 
 Route handlers receive the app's console as a dependency (:data:`ConsoleDep`). A page is built
 in one unit of work (:meth:`Console.show`): the viewer is resolved, the services are read, and
-the read is audited once, in the same transaction, before the template is rendered.
+the read is audited as a sampled page view (:func:`~sigshare.hub.services.audit.record_page_view`),
+in the same transaction, before the template is rendered.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Viewer:
 
 @dataclass(frozen=True, slots=True)
 class AuditedRead:
-    """What a page view read, as its audit entry records it."""
+    """What a page view read, as its audit entry records it; ``action`` is the page kind
+    views are sampled by."""
 
     action: str
     target: str
@@ -94,7 +96,12 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.globals.update(href=views.href, sections=SECTIONS, page_sizes=PAGE_SIZES)
+    environment.globals.update(
+        href=views.href,
+        sections=SECTIONS,
+        page_sizes=PAGE_SIZES,
+        page_view_minutes=round(audit.PAGE_VIEW_INTERVAL.total_seconds() / 60),
+    )
     environment.filters.update(
         when=views.when,
         number=views.number,
@@ -186,15 +193,15 @@ class Console:
         )
 
     def show(self, request: Request, build: PageBuilder) -> Response:
-        """The page ``build`` reads for the signed-in viewer, its read audited in the same
-        transaction. A hub error becomes an error page (:mod:`.errors`), never a trace."""
+        """The page ``build`` reads for the signed-in viewer, its read audited (sampled) in the
+        same transaction. A hub error becomes an error page (:mod:`.errors`), never a trace."""
         now = self.clock()
         with session_scope(self.engine) as session:
             viewer = self.viewer(session, request, now)
             page = build(session, viewer, now)
             if page.read is not None:
                 read = page.read
-                audit.record_read(
+                audit.record_page_view(
                     session, viewer.name, read.action, read.target, now, details=read.details
                 )
         return self.render(request, page.template, viewer, page.context)

@@ -1,5 +1,7 @@
 """Exports of the review records: the page listing the formats and the download.
 
+A STIX download carries the TLP marking the page's form chose (``?tlp=``, default
+:data:`~sigshare.hub.services.exports.DEFAULT_TLP`), as ``sigshare-hub export --tlp`` does.
 The export service records each download in the audit log itself.
 """
 
@@ -28,20 +30,32 @@ def export_page(request: Request, console: ConsoleDep) -> Response:
     now = console.clock()
     with session_scope(console.engine) as session:
         viewer = console.viewer(session, request, now)
-    return console.render(
-        request, "export.html", viewer, {"section": "export", "exports": EXPORT_FORMATS}
-    )
+    context = {
+        "section": "export",
+        "exports": EXPORT_FORMATS,
+        "tlp_levels": exports.TLP_LEVELS,
+        "default_tlp": exports.DEFAULT_TLP,
+    }
+    return console.render(request, "export.html", viewer, context)
 
 
-def export(request: Request, console: ConsoleDep, fmt: str) -> Response:
-    """The export as a download (an unknown format is a 404 page)."""
+def export(
+    request: Request, console: ConsoleDep, fmt: str, tlp: str = exports.DEFAULT_TLP
+) -> Response:
+    """The export as a download (an unknown format is a 404 page, an unknown TLP level a 400
+    page)."""
     now = console.clock()
     with session_scope(console.engine) as session:
         viewer = console.viewer(session, request, now)
         if fmt not in EXPORT_FORMATS:
             raise NotFoundError("export format", fmt[:16])
         document = exports.export_document(
-            session, cast(exports.ExportFormat, fmt), now, actor=viewer.name
+            session,
+            cast(exports.ExportFormat, fmt),
+            now,
+            actor=viewer.name,
+            # A "+" typed into a URL by hand arrives as a space: amber+strict stays itself.
+            tlp=cast(exports.Tlp, tlp[:32].replace(" ", "+")),
         )
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", document.filename) or f"sigshare.{fmt}"
     return Response(
