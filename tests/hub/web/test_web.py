@@ -675,6 +675,41 @@ def test_review_actions_change_state_history_and_audit(
     assert "Unassigned." in signed_in.client.get(unassigned.headers["location"]).text
 
 
+def test_notes_for_members_are_given_with_a_status_or_as_a_note_and_shown(
+    signed_in: Console, forum: SeededForum
+) -> None:
+    record = first_indicator(signed_in)
+    signed_in.post(
+        f"/records/{record}/status",
+        {"status": "triaged", "note": "internal", "member_note": "block these <accounts>"},
+    )
+    with session_scope(signed_in.engine) as session:
+        found = reviews.indicator(session, record)
+    assert found.item.member_note == "block these <accounts>"
+    page = signed_in.client.get(f"/indicators/{record}").text
+    assert 'Note for members: <q class="member-note">block these &lt;accounts&gt;</q>' in page
+    assert "for members:</span> block these &lt;accounts&gt;" in page
+
+    done = signed_in.post(
+        f"/records/{record}/note", {"note": "rate-limit as well", "for_members": "1"}
+    )
+    assert "Note for members added." in signed_in.client.get(done.headers["location"]).text
+    signed_in.post(f"/records/{record}/note", {"note": "just for us"})
+    with session_scope(signed_in.engine) as session:
+        found = reviews.indicator(session, record)
+        _, events = reviews.history(session, record)
+    assert found.item.member_note == "rate-limit as well"
+    assert [(e.change, e.note, e.member_note) for e in events[1:]] == [
+        ("note for members", None, "rate-limit as well"),
+        ("note", "just for us", None),
+    ]
+    # Newest first: the note for us, then the note for members.
+    assert [e.details for e in signed_in.audit(action="review.note")] == [
+        {},
+        {"for_members": True},
+    ]
+
+
 def status_options(page: str) -> list[str]:
     form = page.split('action="/records/')[1].split("</form>", maxsplit=1)[0]
     return re.findall(r'<option value="([a-z]+)">', form)

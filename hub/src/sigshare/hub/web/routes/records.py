@@ -178,6 +178,7 @@ def set_status(
     csrf: Annotated[str, Form()] = "",
     status: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
+    member_note: Annotated[str, Form()] = "",
 ) -> Response:
     def act(session: Session, viewer: Viewer, now: datetime) -> ReviewEvent:
         target = review_status(status)
@@ -189,6 +190,7 @@ def set_status(
             record_id=forms.record_id(record_id),
             status=target,
             note=note or None,
+            member_note=member_note or None,
             now=now,
         )
 
@@ -227,13 +229,22 @@ def add_note(
     *,
     csrf: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
+    for_members: Annotated[str, Form()] = "",
 ) -> Response:
+    shared = bool(for_members)
+
     def act(session: Session, viewer: Viewer, now: datetime) -> ReviewEvent:
         return reviews.add_note(
-            session, actor=viewer.name, record_id=forms.record_id(record_id), note=note, now=now
+            session,
+            actor=viewer.name,
+            record_id=forms.record_id(record_id),
+            note=note,
+            for_members=shared,
+            now=now,
         )
 
-    return _act(console, request, record_id, csrf, action=act, done="Note added.")
+    done = "Note for members added." if shared else "Note added."
+    return _act(console, request, record_id, csrf, action=act, done=done)
 
 
 def _act(
