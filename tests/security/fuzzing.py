@@ -514,6 +514,19 @@ class FuzzHub:
 
     # --- state
 
+    def settled_snapshot(self, quiet: float = 0.25, timeout: float = 5.0) -> Snapshot:
+        """A snapshot once the state has stopped changing for ``quiet`` seconds: a Resolve
+        stream the client cancelled may still be answered and recorded by the hub after the
+        client has given up on it, and that late write must not land inside the next check."""
+        deadline = time.monotonic() + timeout
+        previous = self.snapshot()
+        while True:
+            time.sleep(quiet)
+            current = self.snapshot()
+            if current == previous or time.monotonic() > deadline:
+                return current
+            previous = current
+
     def snapshot(self) -> Snapshot:
         with session_scope(self.engine) as session:
             active = session.execute(
