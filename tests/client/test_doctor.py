@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -96,14 +95,6 @@ def tls_target(forum: Forum) -> Iterator[str]:
 def mtls_target(forum: Forum) -> Iterator[str]:
     with tls_hub(forum.engine, forum.pki, require_client_certificate=True) as target:
         yield target
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port bound but not listening: connections are refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------- a member

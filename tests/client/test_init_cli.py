@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -93,14 +92,6 @@ def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
     finally:
         server.stop(0)
         engine.dispose()
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port bound but not listening: connections are refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 @dataclass
