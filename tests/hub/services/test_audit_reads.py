@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine
 
+from sigshare.hub.services import audit as audit_service
 from sigshare.hub.services.audit import (
     MAX_TARGET_LENGTH,
     PAGE_VIEW_INTERVAL,
@@ -79,3 +81,24 @@ def test_other_entries_of_the_viewer_do_not_stand_for_a_page_view(engine: Engine
         record_read(session, "coord", "review.indicators", None, NOW)
         AuditRepository(session).append("coord", "review.note", "indicator:x", {}, at=NOW)
         assert record_page_view(session, "coord", "web.indicators", None, NOW)
+
+
+def test_a_page_view_looks_back_only_over_the_newest_entries(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_service, "PAGE_VIEW_LOOKBACK", 3)
+    moment = NOW
+    with session_scope(engine) as session:
+        assert record_page_view(session, "coord", "web.indicators", None, moment)
+        for number in range(2):  # the view is still among the newest three entries
+            record_read(session, "admin", "review.history", f"indicator:{number}", moment)
+        assert not record_page_view(session, "coord", "web.indicators", None, moment)
+        record_read(session, "admin", "review.history", "indicator:2", moment)
+        # Three newer entries push the view out of the window: a new entry, sooner than the
+        # interval (never later).
+        assert record_page_view(session, "coord", "web.indicators", None, moment)
+        assert (
+            AuditRepository(session).last_at(actor="coord", action="web.indicators", within=1)
+            == moment
+        )
+        assert AuditRepository(session).last_at(actor="nobody", action="x", within=10) is None

@@ -26,6 +26,10 @@ from sigshare.hub.storage.audit import AuditRepository
 MAX_TARGET_LENGTH = 255
 PAGE_VIEW_INTERVAL: Final = timedelta(minutes=10)
 """A console page view is recorded when the viewer has no entry of that page kind this recent."""
+PAGE_VIEW_LOOKBACK: Final = 10_000
+"""How many of the newest audit entries are searched for the viewer's last one of a page kind:
+a bounded read per page view on any log size. On a log growing faster than this per
+:data:`PAGE_VIEW_INTERVAL`, a view may be recorded sooner than the interval (never later)."""
 
 
 def record_read(
@@ -63,7 +67,7 @@ def record_page_view(
     decision reads the log itself, it holds across restarts and console replicas (two replicas
     serving the same viewer at the same instant may both write one).
     """
-    last = AuditRepository(session).last_at(actor=actor, action=action)
+    last = AuditRepository(session).last_at(actor=actor, action=action, within=PAGE_VIEW_LOOKBACK)
     if last is not None and now - last < PAGE_VIEW_INTERVAL:
         return False
     record_read(session, actor, action, target, now, details=details)

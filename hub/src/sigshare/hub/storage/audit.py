@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import GENESIS_HASH, AuditEntry, audit_entry_hash, canonical_json, utc
@@ -170,15 +170,16 @@ class AuditRepository:
         )
         return page.with_items([_audit_entry(row) for row in page.items])
 
-    def last_at(self, *, actor: str, action: str) -> datetime | None:
-        """When ``actor``'s newest ``action`` entry was made (``None``: never).
-
-        Walks the log newest first and stops at the first match, so it costs the entries
-        appended since that one.
-        """
+    def last_at(self, *, actor: str, action: str, within: int) -> datetime | None:
+        """When ``actor``'s newest ``action`` entry among the log's newest ``within`` entries
+        was made (``None``: none there). A range of the primary key: it costs at most
+        ``within`` entries however long the log is."""
+        newest = self._session.scalar(select(func.max(AuditLogRow.id)))
+        if newest is None:
+            return None
         return self._session.scalar(
             select(AuditLogRow.at)
-            .where(*_filters(actor, action))
+            .where(*_filters(actor, action), AuditLogRow.id > newest - within)
             .order_by(AuditLogRow.id.desc())
             .limit(1)
         )
