@@ -141,6 +141,8 @@ class ForumPki:
     """For 127.0.0.1 and localhost, signed by ``ca``."""
     client: Issued
     """The member's client certificate, signed by ``ca``."""
+    expired_server: Issued
+    """Like ``server``, but it expired a day before ``now``."""
     other_ca: Issued
     other_client: Issued
     """A well-formed client certificate from ``other_ca``: one the hub must not accept."""
@@ -148,11 +150,15 @@ class ForumPki:
 
 def issue_forum_pki(directory: Path, now: datetime, *, member: str = "member") -> ForumPki:
     """A forum CA with a server certificate and a client certificate for ``member`` (valid from
-    an hour before ``now`` for four weeks, so no check warns of their expiry), and an unrelated
-    CA with a client certificate."""
+    an hour before ``now`` for four weeks, so no check warns of their expiry), an expired server
+    certificate, and an unrelated CA with a client certificate."""
     ca, ca_cert, ca_key = issue_ca(directory, "forum-ca", now)
     other_ca, other_cert, other_key = issue_ca(directory, "other-ca", now)
     start, end = now - timedelta(hours=1), now + timedelta(days=28)
+    hub_names: list[x509.GeneralName] = [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.DNSName("localhost"),
+    ]
     return ForumPki(
         ca=ca,
         server=issue_leaf(
@@ -160,9 +166,18 @@ def issue_forum_pki(directory: Path, now: datetime, *, member: str = "member") -
             "hub",
             issuer=(ca_cert, ca_key),
             usage=ExtendedKeyUsageOID.SERVER_AUTH,
-            san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+            san=hub_names,
             not_before=start,
             not_after=end,
+        ),
+        expired_server=issue_leaf(
+            directory,
+            "hub-expired",
+            issuer=(ca_cert, ca_key),
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            san=hub_names,
+            not_before=now - timedelta(days=30),
+            not_after=now - timedelta(days=1),
         ),
         client=issue_leaf(
             directory,

@@ -10,18 +10,15 @@ other side refuses is a ``HubTlsError`` explaining it, after one attempt; only w
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import Engine
 
 from sigshare.client.errors import HubClientError, HubTlsError, HubUnavailableError
@@ -33,7 +30,7 @@ from sigshare.hub.rpc.server import TlsConfig, parse_listen
 from sigshare.hub.services.parameters import set_kind_parameters
 from sigshare.hub.services.principals import add_principal
 from sigshare.hub.storage import make_engine, migrate, session_scope
-from tests.support.tls import Issued, issue_ca, issue_leaf
+from tests.support.tls import ForumPki, Issued, issue_forum_pki
 
 KEY_ID = "tls-epoch"
 NO_RETRY = RetryPolicy(attempts=1)
@@ -43,66 +40,9 @@ QUICK = Timeouts(unary=5.0)
 # ------------------------------------------------------------------------------------- the PKI
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Issued
-    server: Issued
-    client: Issued
-    expired_server: Issued
-    other_ca: Issued
-    other_client: Issued
-    """Signed by ``other_ca``: a well-formed client certificate the hub must not trust."""
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    now = datetime.now(UTC)
-    ca, ca_cert, ca_key = issue_ca(directory, "forum-ca", now)
-    other_ca, other_cert, other_key = issue_ca(directory, "other-ca", now)
-    hub_names: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.DNSName("localhost"),
-    ]
-    start, end = now - timedelta(hours=1), now + timedelta(days=7)
-    return Pki(
-        ca=ca,
-        server=issue_leaf(
-            directory,
-            "hub",
-            issuer=(ca_cert, ca_key),
-            usage=ExtendedKeyUsageOID.SERVER_AUTH,
-            san=hub_names,
-            not_before=start,
-            not_after=end,
-        ),
-        client=issue_leaf(
-            directory,
-            "member",
-            issuer=(ca_cert, ca_key),
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-            not_before=start,
-            not_after=end,
-        ),
-        expired_server=issue_leaf(
-            directory,
-            "hub-expired",
-            issuer=(ca_cert, ca_key),
-            usage=ExtendedKeyUsageOID.SERVER_AUTH,
-            san=hub_names,
-            not_before=now - timedelta(days=30),
-            not_after=now - timedelta(days=1),
-        ),
-        other_ca=other_ca,
-        other_client=issue_leaf(
-            directory,
-            "stranger",
-            issuer=(other_cert, other_key),
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-            not_before=start,
-            not_after=end,
-        ),
-    )
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ForumPki:
+    return issue_forum_pki(tmp_path_factory.mktemp("pki"), datetime.now(UTC))
 
 
 # ------------------------------------------------------------------------------------- the hub
@@ -198,26 +138,26 @@ def assert_refused_for_good(
 
 
 @pytest.fixture
-def tls_target(database: Database, pki: Pki) -> Iterator[str]:
+def tls_target(database: Database, pki: ForumPki) -> Iterator[str]:
     with hub(database, TlsConfig(pki.server.cert, pki.server.key)) as target:
         yield target
 
 
 def test_client_trusting_the_forum_ca_gets_parameters(
-    database: Database, pki: Pki, tls_target: str
+    database: Database, pki: ForumPki, tls_target: str
 ) -> None:
     assert get_parameters(database, tls_target, ca=pki.ca.cert) == {"email"}
 
 
 def test_localhost_name_matches_the_certificate(
-    database: Database, pki: Pki, tls_target: str
+    database: Database, pki: ForumPki, tls_target: str
 ) -> None:
     port = tls_target.rpartition(":")[2]
     assert get_parameters(database, f"localhost:{port}", ca=pki.ca.cert) == {"email"}
 
 
 def test_client_trusting_another_ca_is_refused(
-    database: Database, pki: Pki, tls_target: str
+    database: Database, pki: ForumPki, tls_target: str
 ) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, tls_target, ca=pki.other_ca.cert)
@@ -236,7 +176,7 @@ def test_plaintext_client_cannot_talk_to_a_tls_hub(database: Database, tls_targe
     assert_unavailable(error, database, "a hub serving TLS closes plaintext connections")
 
 
-def test_a_tls_client_cannot_talk_to_a_plaintext_hub(database: Database, pki: Pki) -> None:
+def test_a_tls_client_cannot_talk_to_a_plaintext_hub(database: Database, pki: ForumPki) -> None:
     server = build_hub(database.engine, parse_listen("127.0.0.1:0"), tls=None, insecure=True)
     server.server.start()
     target = f"127.0.0.1:{server.port}"
@@ -248,7 +188,7 @@ def test_a_tls_client_cannot_talk_to_a_plaintext_hub(database: Database, pki: Pk
     assert_refused_for_good(error, database, f"no TLS answers at {target}")
 
 
-def test_expired_server_certificate_is_refused(database: Database, pki: Pki) -> None:
+def test_expired_server_certificate_is_refused(database: Database, pki: ForumPki) -> None:
     tls = TlsConfig(pki.expired_server.cert, pki.expired_server.key)
     with hub(database, tls) as target, pytest.raises(HubClientError) as error:
         get_parameters(database, target, ca=pki.ca.cert)
@@ -264,19 +204,19 @@ def test_expired_server_certificate_is_refused(database: Database, pki: Pki) -> 
 
 
 @pytest.fixture
-def mtls_target(database: Database, pki: Pki) -> Iterator[str]:
+def mtls_target(database: Database, pki: ForumPki) -> Iterator[str]:
     with hub(database, TlsConfig(pki.server.cert, pki.server.key, client_ca=pki.ca.cert)) as target:
         yield target
 
 
 def test_mtls_accepts_a_client_certificate_from_the_forum_ca(
-    database: Database, pki: Pki, mtls_target: str
+    database: Database, pki: ForumPki, mtls_target: str
 ) -> None:
     assert get_parameters(database, mtls_target, ca=pki.ca.cert, client=pki.client) == {"email"}
 
 
 def test_mtls_refuses_a_client_without_a_certificate(
-    database: Database, pki: Pki, mtls_target: str
+    database: Database, pki: ForumPki, mtls_target: str
 ) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, mtls_target, ca=pki.ca.cert)
@@ -290,7 +230,7 @@ def test_mtls_refuses_a_client_without_a_certificate(
 
 
 def test_mtls_refuses_a_certificate_from_an_unrelated_ca(
-    database: Database, pki: Pki, mtls_target: str
+    database: Database, pki: ForumPki, mtls_target: str
 ) -> None:
     with pytest.raises(HubClientError) as error:
         get_parameters(database, mtls_target, ca=pki.ca.cert, client=pki.other_client)
@@ -303,7 +243,7 @@ def test_mtls_refuses_a_certificate_from_an_unrelated_ca(
 
 
 def test_a_refused_client_certificate_is_not_retried(
-    database: Database, pki: Pki, mtls_target: str
+    database: Database, pki: ForumPki, mtls_target: str
 ) -> None:
     """A certificate does not change between attempts: one attempt, no backoff, however many
     the policy allows (a transient failure would be retried five times)."""
@@ -352,7 +292,7 @@ def test_insecure_on_loopback_serves_plaintext(database: Database) -> None:
 
 @pytest.mark.parametrize("missing", ["certificate", "private_key", "client_ca"])
 def test_unreadable_tls_file_names_the_file(
-    database: Database, pki: Pki, tmp_path: Path, missing: str
+    database: Database, pki: ForumPki, tmp_path: Path, missing: str
 ) -> None:
     absent = tmp_path / f"no-such-{missing}.pem"
     files = {
@@ -367,7 +307,7 @@ def test_unreadable_tls_file_names_the_file(
 
 
 def test_tls_directory_instead_of_file_is_an_invalid_argument(
-    database: Database, pki: Pki, tmp_path: Path
+    database: Database, pki: ForumPki, tmp_path: Path
 ) -> None:
     tls = TlsConfig(certificate=tmp_path, private_key=pki.server.key)
     with pytest.raises(InvalidArgumentError, match="cannot read TLS material") as error:
@@ -377,7 +317,7 @@ def test_tls_directory_instead_of_file_is_an_invalid_argument(
 
 @pytest.mark.parametrize("broken", ["certificate", "private_key", "swapped"])
 def test_malformed_tls_material_is_an_invalid_argument(
-    database: Database, pki: Pki, tmp_path: Path, broken: str
+    database: Database, pki: ForumPki, tmp_path: Path, broken: str
 ) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("this is not PEM\n")
@@ -390,7 +330,7 @@ def test_malformed_tls_material_is_an_invalid_argument(
         build_hub(database.engine, parse_listen("127.0.0.1:0"), tls=tls)
 
 
-def test_busy_port_is_an_invalid_argument(database: Database, pki: Pki) -> None:
+def test_busy_port_is_an_invalid_argument(database: Database, pki: ForumPki) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
