@@ -52,6 +52,7 @@ PACKAGE_DATA = {
         ),
     ),
     "sigshare.client": (CLIENT_SOURCES / "client", ("py.typed",)),
+    "sigshare.keyring": (CLIENT_SOURCES / "keyring", ("py.typed",)),
     "sigshare.sketch": (CLIENT_SOURCES / "sketch", ("py.typed",)),
     "sigshare.v1": (CLIENT_SOURCES / "v1", ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py*")),
 }
