@@ -1249,7 +1249,7 @@ def test_a_state_file_of_the_previous_client_is_upgraded_and_keeps_its_matches(h
         ["kind", "canonical", "others", "names"],
         ["kind", "members", "quorum", "answered", "over_budget", "computed_at"],
     )
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     with LocalState.open(member.state_dir) as state:  # opening again changes nothing

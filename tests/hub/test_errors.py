@@ -19,6 +19,7 @@ EXPECTED: dict[type[errors.HubError], tuple[grpc.StatusCode, int, ExitCode]] = {
     errors.InvalidArgumentError: (grpc.StatusCode.INVALID_ARGUMENT, 400, ExitCode.INPUT),
     errors.SketchRejectedError: (grpc.StatusCode.INVALID_ARGUMENT, 400, ExitCode.INPUT),
     errors.NotFoundError: (grpc.StatusCode.NOT_FOUND, 404, ExitCode.INPUT),
+    errors.RegistrationNotFoundError: (grpc.StatusCode.NOT_FOUND, 404, ExitCode.INPUT),
     errors.AlreadyExistsError: (grpc.StatusCode.ALREADY_EXISTS, 400, ExitCode.INPUT),
     errors.ConflictError: (grpc.StatusCode.ABORTED, 409, ExitCode.FAILURE),
     errors.DatabaseNotMigratedError: (grpc.StatusCode.UNAVAILABLE, 400, ExitCode.CONFIG),
@@ -44,6 +45,8 @@ def test_every_error_class_is_pinned() -> None:
 def _instance(cls: type[errors.HubError]) -> errors.HubError:
     if cls is errors.NotFoundError:
         return errors.NotFoundError("submission", 1)
+    if cls is errors.RegistrationNotFoundError:
+        return errors.RegistrationNotFoundError("acme", "SHA256:abc")
     if cls is errors.DatabaseNotMigratedError:
         return errors.DatabaseNotMigratedError("0006", "0007")
     if cls is errors.AuditChainError:

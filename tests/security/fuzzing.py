@@ -52,17 +52,20 @@ from sqlalchemy import Engine, func, select
 
 from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import ConfirmedToken
-from sigshare.hub.domain import RecordType
+from sigshare.hub.domain import RecordType, Role
 from sigshare.hub.listing import RecordQuery
 from sigshare.hub.matching.query_ledger import QueryLedger
-from sigshare.hub.services import reviews
+from sigshare.hub.services import principals, reviews
 from sigshare.hub.storage import make_engine, migrate, session_scope
 from sigshare.hub.storage.models import (
     AuditLogRow,
     CampaignRow,
     ClusterRow,
     ConfirmationRow,
+    KeyEnvelopeRow,
+    KeyRotationRow,
     KindParametersRow,
+    MemberKeyRow,
     MinHashParametersRow,
     PrincipalRow,
     QueryLedgerRow,
@@ -240,10 +243,13 @@ SERVER_STREAMING = frozenset(
 SUBMITTERS = ("m1", "m2")
 """Members with an e-mail filter in the baseline (m3 and m4 have none)."""
 
+CUSTODIAN = "custodian"
 ROLE_OF_SERVICE = {
     "sigshare.v1.MemberService": "m1",
     "sigshare.v1.ReviewService": COORDINATOR,
     "sigshare.v1.AdminService": ADMIN,
+    "sigshare.v1.KeyService": "m1",
+    "sigshare.v1.CustodianService": CUSTODIAN,
 }
 
 
@@ -306,6 +312,8 @@ class Snapshot:
     confirmations: int
     campaigns: int
     clusters: int
+    keyring: tuple[int, int, int]
+    """Key registrations, rotations and envelopes."""
     principals: tuple[tuple[str, str, bool], ...]
     kind_parameters: tuple[tuple[Any, ...], ...]
     minhash_parameters: tuple[tuple[Any, ...], ...]
@@ -589,6 +597,7 @@ class FuzzHub:
                 confirmations=count(ConfirmationRow),
                 campaigns=count(CampaignRow),
                 clusters=count(ClusterRow),
+                keyring=(count(MemberKeyRow), count(KeyRotationRow), count(KeyEnvelopeRow)),
                 principals=tuple((n, str(r), t is not None) for n, r, t in principals),
                 kind_parameters=tuple(_columns(row) for row in kinds),
                 minhash_parameters=tuple(_columns(row) for row in families),
@@ -646,6 +655,15 @@ def fuzz_hub(tmp: Path) -> Iterator[FuzzHub]:
     engine = make_engine(url)
     try:
         credentials = provision(engine)
+        with session_scope(engine) as session:
+            _, custodian = principals.add_principal(
+                session,
+                actor="fuzz-setup",
+                name=CUSTODIAN,
+                role=Role.CUSTODIAN,
+                now=datetime.now(UTC),
+            )
+        credentials[CUSTODIAN] = custodian.token
         with running_hub(engine, credentials) as running:
             harness = FuzzHub(running, engine)
             harness.establish_baseline()

@@ -62,6 +62,8 @@ PROTECTED = frozenset({ADMIN, COORDINATOR, *MEMBERS})
 MEMBER_RPC = "/sigshare.v1.MemberService/"
 REVIEW_RPC = "/sigshare.v1.ReviewService/"
 ADMIN_RPC = "/sigshare.v1.AdminService/"
+KEY_RPC = "/sigshare.v1.KeyService/"
+CUSTODIAN_RPC = "/sigshare.v1.CustodianService/"
 SUBMIT = MEMBER_RPC + "Submit"
 RESOLVE = MEMBER_RPC + "Resolve"
 STREAMS = frozenset({SUBMIT, RESOLVE})
@@ -361,6 +363,34 @@ requests: dict[str, st.SearchStrategy[Any]] = {
         st.lists(minhash_messages, max_size=3),
     ),
     ADMIN_RPC + "VerifyAudit": st.just(pb.VerifyAuditRequest()),
+    KEY_RPC + "RegisterKeys": st.builds(
+        pb.RegisterKeysRequest,
+        sealing_public=st.binary(max_size=40) | st.binary(min_size=1216, max_size=1216),
+        signing_public=st.binary(max_size=64) | st.binary(min_size=32, max_size=32),
+        proof=st.binary(max_size=80) | st.binary(min_size=64, max_size=64),
+    ),
+    KEY_RPC + "GetKeyStatus": st.just(pb.GetKeyStatusRequest()),
+    KEY_RPC + "FetchEnvelopes": st.just(pb.FetchEnvelopesRequest()),
+    KEY_RPC + "ListCustodians": st.just(pb.ListCustodiansRequest()),
+    CUSTODIAN_RPC + "ListRecipients": st.just(pb.ListRecipientsRequest()),
+    CUSTODIAN_RPC + "UploadEnvelopes": st.builds(
+        lambda key_id, at, envelopes: pb.UploadEnvelopesRequest(
+            key_id=key_id, activate_at=at, envelopes=envelopes
+        ),
+        key_ids,
+        stamps,
+        st.lists(
+            st.builds(
+                pb.Envelope,
+                key_id=key_ids,
+                recipient=st.sampled_from(["m1", "m2", "nobody", ""]) | hostile_text,
+                custodian=hostile_text,
+                recipient_fingerprint=hostile_text,
+                envelope=st.binary(max_size=200) | st.binary(min_size=1403, max_size=1403),
+            ),
+            max_size=3,
+        ),
+    ),
 }
 assert set(requests) | STREAMS == set(fuzzing.METHODS), "a new RPC needs a request strategy"
 

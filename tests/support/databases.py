@@ -20,11 +20,20 @@ from sigshare.hub.storage.models import metadata
 
 PG_URL_ENV = "SIGSHARE_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg2://root@127.0.0.1:5432/test"
+PG_SKIP_ENV = "SIGSHARE_SKIP_POSTGRES"
+"""``1``: skip the PostgreSQL tests (local runs without a server; CI must run them)."""
+BACKENDS = ["sqlite", "postgresql"]
+"""What the tests of every backend are parametrised over."""
 
 
 def postgres_server_url() -> URL:
     """The PostgreSQL server of the tests: ``SIGSHARE_TEST_PG_URL`` or the local default."""
     return make_url(os.environ.get(PG_URL_ENV, DEFAULT_PG_URL))
+
+
+def url_string(url: URL) -> str:
+    """``url`` as the hub's ``--db`` option takes it (password included: a test server's)."""
+    return url.render_as_string(hide_password=False)
 
 
 @contextmanager

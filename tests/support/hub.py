@@ -222,6 +222,14 @@ class RunningHub:
         return hub_pb2_grpc.AdminServiceStub(self.channel)
 
     @cached_property
+    def key_stub(self) -> hub_pb2_grpc.KeyServiceStub:
+        return hub_pb2_grpc.KeyServiceStub(self.channel)
+
+    @cached_property
+    def custodian_stub(self) -> hub_pb2_grpc.CustodianServiceStub:
+        return hub_pb2_grpc.CustodianServiceStub(self.channel)
+
+    @cached_property
     def health_stub(self) -> health_pb2_grpc.HealthStub:
         return health_pb2_grpc.HealthStub(self.channel)
 

@@ -826,6 +826,7 @@ def test_every_command_group_is_listed_in_help() -> None:
         "db",
         "export",
         "health",
+        "keys",
         "member",
         "params",
         "review",

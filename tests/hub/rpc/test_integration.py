@@ -443,6 +443,36 @@ def review_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
     }
 
 
+def key_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
+    stub = hub.key_stub
+    return {
+        "RegisterKeys": lambda md: stub.RegisterKeys(
+            pb.RegisterKeysRequest(), metadata=md, timeout=RPC_TIMEOUT
+        ),
+        "GetKeyStatus": lambda md: stub.GetKeyStatus(
+            pb.GetKeyStatusRequest(), metadata=md, timeout=RPC_TIMEOUT
+        ),
+        "FetchEnvelopes": lambda md: stub.FetchEnvelopes(
+            pb.FetchEnvelopesRequest(), metadata=md, timeout=RPC_TIMEOUT
+        ),
+        "ListCustodians": lambda md: stub.ListCustodians(
+            pb.ListCustodiansRequest(), metadata=md, timeout=RPC_TIMEOUT
+        ),
+    }
+
+
+def custodian_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
+    stub = hub.custodian_stub
+    return {
+        "ListRecipients": lambda md: stub.ListRecipients(
+            pb.ListRecipientsRequest(), metadata=md, timeout=RPC_TIMEOUT
+        ),
+        "UploadEnvelopes": lambda md: stub.UploadEnvelopes(
+            pb.UploadEnvelopesRequest(key_id="epoch-9"), metadata=md, timeout=RPC_TIMEOUT
+        ),
+    }
+
+
 def admin_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
     stub = hub.admin_stub
     return {
@@ -480,7 +510,13 @@ def admin_calls(hub: RunningHub) -> dict[str, Callable[[Any], object]]:
 def test_every_rpc_refuses_missing_malformed_unknown_and_revoked_credentials(
     hub: RunningHub,
 ) -> None:
-    calls = {**member_calls(hub), **review_calls(hub), **admin_calls(hub)}
+    calls = {
+        **member_calls(hub),
+        **review_calls(hub),
+        **admin_calls(hub),
+        **key_calls(hub),
+        **custodian_calls(hub),
+    }
     assert set(calls) == {
         method.name
         for service in pb.DESCRIPTOR.services_by_name.values()
@@ -525,7 +561,10 @@ def test_every_rpc_refuses_missing_malformed_unknown_and_revoked_credentials(
             metadata=hub.metadata(ADMIN),
             timeout=RPC_TIMEOUT,
         )
-    for revoked, own_calls in (("m3", member_calls(hub)), (COORDINATOR, review_calls(hub))):
+    for revoked, own_calls in (
+        ("m3", {**member_calls(hub), **key_calls(hub)}),
+        (COORDINATOR, review_calls(hub)),
+    ):
         for name, call in own_calls.items():
             assert refusal(partial(call, hub.metadata(revoked))) == (
                 grpc.StatusCode.UNAUTHENTICATED,

@@ -36,7 +36,7 @@ from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.bloom import MAX_BITS, BloomParams
 from sigshare.sketch.errors import ParameterError
 
-HEAD = "0009"
+HEAD = "0010"
 """The newest schema revision."""
 
 TABLES = {
@@ -55,6 +55,10 @@ TABLES = {
     "campaign_clusters",
     "review_events",
     "web_sessions",
+    "member_keys",
+    "key_rotations",
+    "key_envelopes",
+    "rotation_requests",
 }
 
 
@@ -760,3 +764,154 @@ def test_0009_gives_records_and_events_a_member_note_that_existing_rows_lack(
     for table in ("shared_indicators", "campaigns", "review_events"):
         assert "member_note" not in {c.name for c in _reflected(empty_engine)[table].columns}
     assert len(_rows(empty_engine, "review_events")) == 1
+
+
+# --- 0010: sealed distribution of the forum secret ----------------------------------------------
+
+BEFORE_KEYRING = "0009"
+KEYRING = "0010"
+
+
+def _register(connection: Connection, keys: Table, number: int, **approval: object) -> None:
+    connection.execute(
+        insert(keys).values(
+            id=number,
+            principal_id=1,
+            sealing_public=bytes([number]) * 1216,
+            signing_public=bytes([number]) * 32,
+            fingerprint=f"SHA256:{number}",
+            registered_at=T0,
+            **approval,
+        )
+    )
+
+
+def test_0010_admits_custodians_and_their_keys_and_downgrades_only_without_them(
+    empty_engine: Engine,
+) -> None:
+    """One pending and one approved registration per principal at most; envelopes know their
+    size; a downgrade is refused while a custodian exists."""
+    migrate.upgrade(empty_engine, BEFORE_KEYRING)
+    before = _reflected(empty_engine)
+    principals = before["principals"]
+    custodian = insert(principals).values(
+        id=2,
+        name="secretariat",
+        role="custodian",
+        credential_id="c" * 16,
+        credential_hash=bytes(32),
+        created_at=T0,
+    )
+    with empty_engine.begin() as connection:
+        _insert_acme(connection, before)
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(custodian)
+
+    migrate.upgrade(empty_engine, KEYRING)
+    assert migrate.current_revision(empty_engine) == KEYRING
+    tables = _reflected(empty_engine)
+    keys = tables["member_keys"]
+    with empty_engine.begin() as connection:
+        connection.execute(custodian)
+        _register(connection, keys, 1, approved_at=T0, approved_by="cli:alice")
+        _register(connection, keys, 2)  # pending beside the approved one
+        _register(connection, keys, 3, approved_at=T0, approved_by="cli:alice", retired_at=T0)
+    for refused in (
+        {"approved_at": T0, "approved_by": "cli:alice"},  # a second approved registration
+        {},  # a second pending one
+        {"approved_at": T0},  # approved by nobody
+    ):
+        with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+            _register(connection, keys, 4, **refused)
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(update(keys).where(keys.c.id == 2).values(signing_public=b"short"))
+    rotation = {"key_id": "epoch-2", "custodian_id": 2, "created_at": T0, "total_bytes": 0}
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(insert(tables["key_rotations"]).values(recipients=0, **rotation))
+    with empty_engine.begin() as connection:
+        connection.execute(insert(tables["key_rotations"]).values(recipients=1, **rotation))
+    envelope = {"key_id": "epoch-2", "recipient_id": 1, "member_key_id": 1, "created_at": T0}
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(
+            insert(tables["key_envelopes"]).values(envelope=b"SGEV", byte_size=5, **envelope)
+        )
+    with empty_engine.begin() as connection:
+        connection.execute(
+            insert(tables["key_envelopes"]).values(envelope=b"SGEV", byte_size=4, **envelope)
+        )
+        connection.execute(
+            insert(tables["rotation_requests"]).values(
+                reason="member zed revoked",
+                requested_by="cli:alice",
+                requested_at=T0,
+                satisfied_by="epoch-2",
+            )
+        )
+
+    with pytest.raises(RuntimeError, match="1 custodian principals exist"):
+        migrate.downgrade(empty_engine, BEFORE_KEYRING)
+    assert migrate.current_revision(empty_engine) == KEYRING
+    with empty_engine.begin() as connection:
+        for table in ("rotation_requests", "key_envelopes", "key_rotations"):
+            connection.execute(tables[table].delete())
+        connection.execute(principals.delete().where(principals.c.id == 2))
+    migrate.downgrade(empty_engine, BEFORE_KEYRING)
+    assert migrate.current_revision(empty_engine) == BEFORE_KEYRING
+    assert not {"member_keys", "key_rotations", "key_envelopes", "rotation_requests"} & set(
+        inspect(empty_engine).get_table_names()
+    )
+    assert [row["name"] for row in _rows(empty_engine, "principals")] == ["acme"]
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(custodian)
+
+    migrate.upgrade(empty_engine)
+    assert _schema_differences(empty_engine) == []
+
+
+def test_0010_admits_pending_submissions_and_downgrades_them_to_expired_without_payloads(
+    empty_engine: Engine,
+) -> None:
+    migrate.upgrade(empty_engine, BEFORE_KEYRING)
+    tables = _reflected(empty_engine)
+    submissions = tables["submissions"]
+    row = {
+        "member_id": 1,
+        "family_kind": "email",
+        "params_digest": b"\x01" * 32,
+        "declared_count": 1,
+        "byte_size": 7,
+        "tokens_asked": 0,
+        "created_at": T0,
+        "expires_at": T0 + timedelta(days=14),
+    }
+    with empty_engine.begin() as connection:
+        _insert_acme(connection, tables)
+        connection.execute(
+            insert(submissions).values(
+                id=1, key_id="epoch-1", content_sha256=b"\x02" * 32, status="active", **row
+            )
+        )
+    pending = insert(submissions).values(
+        id=2, key_id="epoch-2", content_sha256=b"\x03" * 32, status="pending", **row
+    )
+    with pytest.raises(IntegrityError), empty_engine.begin() as connection:
+        connection.execute(pending)
+
+    migrate.upgrade(empty_engine, KEYRING)
+    tables = _reflected(empty_engine)
+    with empty_engine.begin() as connection:
+        connection.execute(pending)  # beside the active one: the one-active index ignores it
+        for number in (1, 2):
+            connection.execute(
+                insert(tables["submission_payloads"]).values(
+                    submission_id=number, payload=b"payload"
+                )
+            )
+    migrate.downgrade(empty_engine, BEFORE_KEYRING)
+    assert [(r["id"], r["status"]) for r in _rows(empty_engine, "submissions")] == [
+        (1, "active"),
+        (2, "expired"),
+    ]
+    assert [r["submission_id"] for r in _rows(empty_engine, "submission_payloads")] == [1]
+    migrate.upgrade(empty_engine)
+    assert _schema_differences(empty_engine) == []

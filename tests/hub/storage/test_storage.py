@@ -698,7 +698,7 @@ def test_end_takes_a_submission_out_of_service_and_drops_its_payload_and_cluster
             assert (ended.status, ended.superseded_at) == (status, ended_at)
             with pytest.raises(ConflictError, match="no longer active"):
                 submissions.end(submission.id, SubmissionStatus.EXPIRED, ended_at)
-        with pytest.raises(InvalidArgumentError, match="out of the active state"):
+        with pytest.raises(InvalidArgumentError, match="out of service"):
             submissions.end(bloom.id, SubmissionStatus.ACTIVE, ended_at)
     with engine.connect() as connection:
         for table in ("submission_payloads", "clusters"):

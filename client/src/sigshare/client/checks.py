@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,6 +40,7 @@ from sigshare.client.errors import (
 )
 from sigshare.client.hub_client import HubClient, RetryPolicy, target_host
 from sigshare.client.hub_types import HubParameters
+from sigshare.client.secret_ring import SecretRing
 from sigshare.client.sync import KeyEpochError
 from sigshare.client.tls_files import (
     CertificateSummary,
@@ -278,7 +279,7 @@ def hub_answer_checks(
     config: ClientConfig,
     connect: Callable[[ClientConfig], HubClient] | None = None,
 ) -> HubAnswer:
-    """Ask the hub for its parameters and this member's name over the configured connection:
+    """Ask the hub for its parameters and this principal's name over the configured connection:
     the TLS handshake (with the client certificate, for mTLS) must be accepted, then the
     credential."""
     name = "connection"
@@ -286,7 +287,8 @@ def hub_answer_checks(
     try:
         with open_client(config) as client:
             parameters = client.get_parameters()
-            member, _ = client.status()
+            # The key service answers members and custodians alike with the caller's name.
+            member = client.key_status().name
     except HubTlsError as error:
         return HubAnswer(
             [_tls_failure(name, error), _skip("credential", "no TLS connection to the hub")], None
@@ -333,16 +335,18 @@ def hub_answer_checks(
     )
 
 
-def key_epoch_check(published: HubParameters, key_id: str) -> Check:
-    """The forum secret's key id is the one the hub's parameters use."""
+def key_epoch_check(published: HubParameters, key_ids: Sequence[str]) -> Check:
+    """A forum secret installed here (the configured file and those installed next to it from
+    sealed envelopes, ``key_ids``) is for the key epoch the hub's parameters use."""
     name = "key epoch"
+    installed = ", ".join(sorted(key_ids))
     epochs = {p.key_id for p in published.bloom.values()}
     epochs |= {p.key_id for p in published.minhash.values()}
     if not epochs:
         return _skip(name, "the hub publishes no parameters yet")
-    if key_id not in epochs:
+    if not epochs & set(key_ids):
         message = (
-            f"the forum secret is for key id {key_id}, the hub publishes parameters for "
+            f"the forum secret is for key id {installed}, the hub publishes parameters for "
             f"{', '.join(sorted(epochs))} only: sketches made with this secret would be refused"
         )
         return Check(
@@ -354,16 +358,28 @@ def key_epoch_check(published: HubParameters, key_id: str) -> Check:
         )
     by_name = {kind: p.key_id for kind, p in published.bloom.items()}
     by_name |= {family: p.key_id for family, p in published.minhash.items()}
-    others = sorted(published_name for published_name, key in by_name.items() if key != key_id)
+    others = sorted(published_name for published_name, key in by_name.items() if key not in key_ids)
     if others:
         return Check(
             name,
             Status.WARN,
-            f"the forum secret is for key id {key_id}; the hub publishes {', '.join(others)} "
+            f"the forum secret is for key id {installed}; the hub publishes {', '.join(others)} "
             "for another key id: those would be refused",
             fix="ask the forum's coordinator which key epoch is current",
         )
-    return _ok(name, f"{key_id}, as the hub's parameters")
+    upcoming = published.next_key_id
+    if upcoming is not None and upcoming not in key_ids:
+        return Check(
+            name,
+            Status.WARN,
+            f"the forum is rotating to key epoch {upcoming}, whose secret is not installed here "
+            "yet: sketches cannot be sent ahead, and they stop counting at the switch",
+            fix="`sigshare keys show` says whether sealed key distribution is set up; "
+            "`sigshare keys fetch` picks up the envelope",
+        )
+    current = ", ".join(sorted(epochs))
+    ahead = f"; rotating to {upcoming}, installed" if upcoming is not None else ""
+    return _ok(name, f"{current}, as the hub's parameters{ahead}")
 
 
 def kinds_check(published: HubParameters) -> Check:
@@ -451,7 +467,7 @@ def diagnose(
     if published is None:
         return checks + [_skip(name, "the hub did not answer") for name in hub_checks[3:]]
     checks.append(
-        key_epoch_check(published, key_id)
+        key_epoch_check(published, installed_key_ids(config, key_id))
         if key_id is not None
         else _skip("key epoch", "the forum secret file is unusable")
     )
@@ -497,3 +513,12 @@ def _open_to_others(path: Path, mask: int) -> bool:
         return bool(path.stat().st_mode & mask)
     except OSError:
         return False
+
+
+def installed_key_ids(config: ClientConfig, configured: str) -> tuple[str, ...]:
+    """The key ids of every forum secret installed for ``config``: the configured file's
+    (``configured``) and those installed next to it from sealed envelopes."""
+    try:
+        return SecretRing.load(config.secret_file).key_ids
+    except KeyFileError:
+        return (configured,)  # an unusable sibling is reported when the job loads the ring

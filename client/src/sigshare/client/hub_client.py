@@ -18,8 +18,9 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -39,11 +40,17 @@ from sigshare.client.errors import (
 from sigshare.client.hub_types import (
     ConfirmedToken,
     ConfirmResult,
+    CustodianInfo,
     HubParameters,
+    KeyStatus,
     Matches,
+    RecipientList,
+    RegisterKeysResult,
     ResolveResult,
+    SealedEnvelope,
     SubmissionInfoView,
     SubmitResult,
+    UploadEnvelopesResult,
 )
 from sigshare.client.tls_files import read_tls_material
 from sigshare.sketch.codec import SketchFormat
@@ -420,7 +427,10 @@ class HubServiceClient:
 
 
 class HubClient(HubServiceClient):
-    """A member's connection to the hub's MemberService."""
+    """A member's connection to the hub's MemberService, and to the KeyService and
+    CustodianService that distribute the forum secret sealed to each member (the hub answers
+    each by the caller's role: members and custodians use KeyService, custodians alone
+    CustodianService)."""
 
     def __init__(
         self,
@@ -437,6 +447,8 @@ class HubClient(HubServiceClient):
         super().__init__(connection, retry=retry, timeouts=timeouts, sleep=sleep, uniform=uniform)
         self._confirm_batch_tokens = confirm_batch_tokens
         self._stub = wire.member_stub(self._channel)
+        self._key_stub = wire.key_stub(self._channel)
+        self._custodian_stub = wire.custodian_stub(self._channel)
         self._parameters: HubParameters | None = None
 
     # -- calls --------------------------------------------------------------------------------
@@ -559,6 +571,67 @@ class HubClient(HubServiceClient):
         """This member's name as the hub knows it, and its submissions."""
         response = self._unary("GetStatus", self._stub.GetStatus, wire.status_request())
         return wire.status_from_proto(response)
+
+    # -- sealed forum secrets -----------------------------------------------------------------
+
+    def register_keys(
+        self, sealing_public: bytes, signing_public: bytes, proof: bytes
+    ) -> RegisterKeysResult:
+        """Register the caller's public keys, with ``proof`` that it holds the signing key.
+
+        Retrying is safe: registering the same keys again changes nothing (``unchanged``)."""
+        response = self._unary(
+            "RegisterKeys",
+            self._key_stub.RegisterKeys,
+            wire.register_keys_request(sealing_public, signing_public, proof),
+        )
+        return wire.register_keys_result_from_proto(response)
+
+    def key_status(self) -> KeyStatus:
+        """The caller's name and key registrations (approved, pending) as the hub sees them."""
+        response = self._unary(
+            "GetKeyStatus", self._key_stub.GetKeyStatus, wire.key_status_request()
+        )
+        return wire.key_status_from_proto(response)
+
+    def fetch_envelopes(self) -> list[SealedEnvelope]:
+        """Every envelope addressed to the caller, oldest first (the hub records the pickup)."""
+        response = self._unary(
+            "FetchEnvelopes", self._key_stub.FetchEnvelopes, wire.fetch_envelopes_request()
+        )
+        return wire.envelopes_from_proto(response)
+
+    def list_custodians(self) -> list[CustodianInfo]:
+        """The forum's active custodians with approved keys."""
+        response = self._unary(
+            "ListCustodians", self._key_stub.ListCustodians, wire.list_custodians_request()
+        )
+        return wire.custodians_from_proto(response)
+
+    def list_recipients(self) -> RecipientList:
+        """Custodians only: whom a rotation must cover, who gets nothing, and why one is due."""
+        response = self._unary(
+            "ListRecipients",
+            self._custodian_stub.ListRecipients,
+            wire.list_recipients_request(),
+        )
+        return wire.recipients_from_proto(response)
+
+    def upload_envelopes(
+        self, key_id: str, activate_at: datetime | None, envelopes: Sequence[SealedEnvelope]
+    ) -> UploadEnvelopesResult:
+        """Custodians only: one rotation's envelopes, one per recipient, all or nothing.
+
+        Tried once: a key id can be rotated to only once, so repeating an upload the hub
+        carried out before its answer was lost would be refused, and would hide that success.
+        """
+        response = self._unary(
+            "UploadEnvelopes",
+            self._custodian_stub.UploadEnvelopes,
+            wire.upload_envelopes_request(key_id, activate_at, envelopes),
+            retry=False,
+        )
+        return wire.upload_result_from_proto(response)
 
     # -- machinery ----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ messages. Timestamps are timezone-aware datetimes; a timestamp the hub left unse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from typing import Literal
@@ -142,6 +142,9 @@ class HubParameters:
     """By fingerprint family."""
     max_upload_bytes: int
     chunk_bytes: int
+    next_key_id: str | None = None
+    """The key epoch the forum is rotating to: a member holding its secret also submits under
+    it (the same parameters with this key id), ahead of the switch."""
 
 
 # ---------------------------------------------------------------------------------- submission
@@ -302,3 +305,98 @@ class SubmissionInfoView:
     created_at: datetime | None
     expires_at: datetime | None
     health: FilterHealthInfo | None
+
+
+# ---------------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRegistration:
+    """A principal's public keys as the hub holds them (never a private key)."""
+
+    sealing_public: bytes = field(repr=False)
+    """MLKEM768-X25519 public key: what envelopes are sealed to."""
+    signing_public: bytes = field(repr=False)
+    """Ed25519 public key."""
+    fingerprint: str
+    """``SHA256:…`` over both keys; what the admin approves after checking it out of band."""
+    registered_at: datetime | None
+    approved_at: datetime | None
+    """``None`` until an admin approves it; only approved keys receive envelopes."""
+
+    @property
+    def approved(self) -> bool:
+        return self.approved_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterKeysResult:
+    registration: KeyRegistration
+    unchanged: bool
+    """These exact keys were registered already: nothing changed at the hub."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """The caller's key registrations as the hub sees them."""
+
+    name: str
+    """The caller's principal name: what registration proofs and envelopes are bound to."""
+    approved: KeyRegistration | None
+    pending: KeyRegistration | None
+    """A newer registration awaiting the admin's approval (the approved one stays in use)."""
+    envelopes_waiting: int
+    """Envelopes addressed to the caller that it has not fetched yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEnvelope:
+    """One sealed forum-secret envelope and what it is said to be, as uploaded or fetched.
+
+    The metadata is the hub's word only; a member trusts nothing but the signed header inside
+    :attr:`envelope` (``sigshare.keyring.open_envelope``)."""
+
+    key_id: str
+    recipient: str
+    custodian: str
+    recipient_fingerprint: str
+    created_at: datetime | None
+    activate_at: datetime | None
+    envelope: bytes = field(repr=False)
+    """The envelope itself (format ``SGEV`` v1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CustodianInfo:
+    """A custodian with approved keys: members pin one by its signing fingerprint."""
+
+    name: str
+    signing_public: bytes = field(repr=False)
+    signing_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A member the custodian seals one envelope to, at its approved registration."""
+
+    name: str
+    keys: KeyRegistration
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientList:
+    """Who a rotation must cover, as the hub answers a custodian's ``ListRecipients``."""
+
+    recipients: tuple[Recipient, ...]
+    """Every active member with approved keys: an upload covers exactly these."""
+    unregistered: tuple[str, ...]
+    """Active members without approved keys: they receive nothing."""
+    rotation_due: tuple[str, ...]
+    """Why a rotation is due (e.g. ``member acme revoked``); empty when none is."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadEnvelopesResult:
+    key_id: str
+    recipients: int
+    total_bytes: int

@@ -15,7 +15,10 @@ state or the new one, and the next run resumes from the last finished phase:
 - ``resolved`` / ``campaign_matches``: what the last pull learned, and in ``meta`` when it ran;
 - ``forum_reviews``: the forum's review of the shared records this member reported (status and
   the coordinators' note for members), as the last pull brought it;
-- ``runs``: the commands run on this state, with their outcomes.
+- ``runs``: the commands run on this state, with their outcomes;
+- ``installed_epochs`` / ``refused_envelopes``: the forum secrets installed from sealed
+  envelopes (which envelope, from which custodian, when it activates, which file) and the
+  envelopes refused, with why.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 from sigshare.sketch.codec import SketchFormat
 
 STATE_FILE = "state.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _BATCH = 10_000
 
 _RESOLUTIONS_TABLE = """CREATE TABLE IF NOT EXISTS resolutions (
@@ -45,6 +48,36 @@ _RESOLUTIONS_TABLE = """CREATE TABLE IF NOT EXISTS resolutions (
     computed_at TEXT NOT NULL
 )"""
 """Per kind: the last resolution's figures."""
+
+_KEY_EPOCH_TABLES = (
+    """CREATE TABLE IF NOT EXISTS installed_epochs (
+    key_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    activate_at TEXT,
+    custodian TEXT NOT NULL,
+    installed_at TEXT NOT NULL,
+    path TEXT NOT NULL,
+    envelope_sha256 BLOB,
+    published_seen_at TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS refused_envelopes (
+    envelope_sha256 BLOB PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    custodian TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS sealed_recipients (
+    name TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    first_sealed_at TEXT NOT NULL,
+    last_sealed_at TEXT NOT NULL
+)""",
+)
+"""Forum secrets installed from sealed envelopes (``envelope_sha256`` is ``NULL`` for one a
+custodian generated here), envelopes refused, once each, and — for a custodian — the key
+registration each member's envelopes were last sealed to (schema 3)."""
 
 _SCHEMA = (
     """
@@ -130,6 +163,7 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 """
+    + "".join(f"{table};\n" for table in _KEY_EPOCH_TABLES)
 )
 
 
@@ -238,6 +272,39 @@ class CampaignMatchRecord:
     """The forum's review of the campaign (``None`` from a hub that does not say)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstalledEpoch:
+    """A forum secret installed here from a sealed envelope, or generated here by a custodian."""
+
+    key_id: str
+    created_at: datetime
+    """When the custodian sealed (or generated) it."""
+    activate_at: datetime | None
+    """When the custodian said members start using it; ``None``: at once."""
+    custodian: str
+    installed_at: datetime
+    path: Path
+    envelope_sha256: bytes | None
+    """SHA-256 of the envelope it came in; ``None`` for a secret a custodian generated here."""
+    published_seen_at: datetime | None = None
+    """When this member first saw the hub publish parameters under this epoch: from then on
+    an older epoch published again is a rollback, never a rotation still in progress."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefusedEnvelope:
+    """A sealed envelope this member would not install, and why."""
+
+    envelope_sha256: bytes
+    key_id: str
+    """The key epoch the hub said the envelope is for."""
+    custodian: str
+    reason: str
+    """A stable code: ``signature``, ``address``, ``seal``, ``format``, ``conflict``, ``replay``."""
+    message: str
+    at: datetime
+
+
 def _upgrade(connection: sqlite3.Connection, version: int) -> None:
     """Bring a state file of an older client up to :data:`SCHEMA_VERSION`, in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
@@ -253,6 +320,10 @@ def _upgrade(connection: sqlite3.Connection, version: int) -> None:
             connection.execute("ALTER TABLE resolved ADD COLUMN names TEXT NOT NULL DEFAULT ''")
             connection.execute("DROP TABLE resolutions")
             connection.execute(_RESOLUTIONS_TABLE)
+        if version < 3:
+            # Sealed key distribution: two new tables and nothing else changes.
+            for table in _KEY_EPOCH_TABLES:
+                connection.execute(table)
         connection.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )
@@ -454,6 +525,10 @@ class LocalState:
                     _iso(record.submitted_at),
                 ),
             )
+
+    def drop_sketch(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM sketches WHERE name = ?", (name,))
 
     def mark_submitted(self, name: str, submission_id: int, at: datetime) -> None:
         with self.transaction() as db:
@@ -665,6 +740,111 @@ class LocalState:
             "OR EXISTS (SELECT 1 FROM campaign_matches)"
         ).fetchone()
         return bool(row[0])
+
+    # -- sealed key distribution ------------------------------------------------------------
+
+    def record_installed_epoch(self, epoch: InstalledEpoch) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO installed_epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    epoch.key_id,
+                    _iso(epoch.created_at),
+                    _iso(epoch.activate_at),
+                    epoch.custodian,
+                    _iso(epoch.installed_at),
+                    str(epoch.path),
+                    epoch.envelope_sha256,
+                    _iso(epoch.published_seen_at),
+                ),
+            )
+
+    def mark_epoch_published(self, key_id: str, at: datetime) -> None:
+        """Record that the hub published parameters under installed epoch ``key_id`` (the
+        first time only)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE installed_epochs SET published_seen_at = ? "
+                "WHERE key_id = ? AND published_seen_at IS NULL",
+                (_iso(at), key_id),
+            )
+
+    def installed_epochs(self) -> list[InstalledEpoch]:
+        """Every recorded installation, oldest envelope first."""
+        return [
+            InstalledEpoch(
+                key_id=row[0],
+                created_at=datetime.fromisoformat(row[1]),
+                activate_at=_moment(row[2]),
+                custodian=row[3],
+                installed_at=datetime.fromisoformat(row[4]),
+                path=Path(row[5]),
+                envelope_sha256=None if row[6] is None else bytes(row[6]),
+                published_seen_at=_moment(row[7]),
+            )
+            for row in self._db.execute(
+                "SELECT key_id, created_at, activate_at, custodian, installed_at, path, "
+                "envelope_sha256, published_seen_at FROM installed_epochs "
+                "ORDER BY created_at, key_id"
+            )
+        ]
+
+    def record_refused_envelope(self, refusal: RefusedEnvelope) -> bool:
+        """Record a refusal; ``False`` when this envelope was refused before for this reason
+        (the first record stays)."""
+        with self.transaction() as db:
+            previous = db.execute(
+                "SELECT reason FROM refused_envelopes WHERE envelope_sha256 = ?",
+                (refusal.envelope_sha256,),
+            ).fetchone()
+            if previous is not None and previous[0] == refusal.reason:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO refused_envelopes VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    refusal.envelope_sha256,
+                    refusal.key_id,
+                    refusal.custodian,
+                    refusal.reason,
+                    refusal.message,
+                    _iso(refusal.at),
+                ),
+            )
+        return True
+
+    def refused_envelopes(self) -> list[RefusedEnvelope]:
+        """Every refused envelope, oldest refusal first."""
+        return [
+            RefusedEnvelope(
+                envelope_sha256=bytes(row[0]),
+                key_id=row[1],
+                custodian=row[2],
+                reason=row[3],
+                message=row[4],
+                at=datetime.fromisoformat(row[5]),
+            )
+            for row in self._db.execute(
+                "SELECT envelope_sha256, key_id, custodian, reason, message, at "
+                "FROM refused_envelopes ORDER BY at, key_id"
+            )
+        ]
+
+    def sealed_recipients(self) -> dict[str, str]:
+        """Custodians: each member's registration fingerprint its last envelope was sealed to."""
+        return {
+            row[0]: row[1]
+            for row in self._db.execute("SELECT name, fingerprint FROM sealed_recipients")
+        }
+
+    def record_sealed_recipients(self, fingerprints: dict[str, str], at: datetime) -> None:
+        with self.transaction() as db:
+            for name, fingerprint in fingerprints.items():
+                db.execute(
+                    "INSERT INTO sealed_recipients VALUES (?, ?, ?, ?) ON CONFLICT (name) DO "
+                    "UPDATE SET fingerprint = excluded.fingerprint, "
+                    "last_sealed_at = excluded.last_sealed_at",
+                    (name, fingerprint, _iso(at), _iso(at)),
+                )
 
     # -- runs -------------------------------------------------------------------------------
 

@@ -16,11 +16,20 @@ A kind or MinHash family the hub does not publish, that exceeds the hub's capaci
 sketch or resolution the hub refuses is :class:`Skipped` — recorded in the report with the reason
 — and the run goes on with the rest. Problems that are not about one kind (authentication, the
 network, configuration, a forum secret of another key epoch) still end the run.
+
+The job holds the member's forum secrets by key epoch (:class:`~.secret_ring.SecretRing`) and
+sketches each kind with the one of the epoch the hub publishes for it, so a run after the forum
+moved to a new epoch resubmits under it once its secret is installed. While the hub announces
+the epoch the forum is rotating to and the member holds its secret, each kind and family is sent
+under it too, ahead of the switch (the hub keeps those pending until the switch makes them
+active). It refuses a rollback: an epoch older than an installed one the hub has already
+published to this member.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import fcntl
 import gzip
 import hashlib
@@ -58,6 +67,10 @@ from sigshare.client.inputs import (
     read_indicators,
     read_prompts,
 )
+
+# KeyEpochError is re-exported: the CLI and the checks import it from here.
+from sigshare.client.secret_ring import KeyEpochError as KeyEpochError  # noqa: PLC0414
+from sigshare.client.secret_ring import SecretRing
 from sigshare.client.state import (
     ClusterRecord,
     ForumVerdict,
@@ -70,21 +83,20 @@ from sigshare.sketch.bloom import KeyedBloomFilter
 from sigshare.sketch.cluster import ClusterInfo, cluster_prompts, new_cluster_id
 from sigshare.sketch.codec import SignatureSet, SketchFormat, encode_bloom
 from sigshare.sketch.keys import ForumSecret, KeyPurpose
-from sigshare.sketch.minhash import SaltedMinHasher
+from sigshare.sketch.minhash import MinHashParams, SaltedMinHasher
 from sigshare.sketch.prf import KeyedPRF, tokens_to_bytes
 from sigshare.sketch.wire import encode_cluster_set
 
 LOCK_FILE = "sync.lock"
 _CLASSIFY_LINES = 100
 MINHASH_PREFIX = "minhash:"
+AHEAD_SEPARATOR = "@"
+"""Between a sketch's name and the key epoch it was sent ahead under (``email@k2027b``): kind
+and family names never contain it."""
 
 
 class SyncError(Exception):
     """A problem the member must fix (their data, their settings) before the job can go on."""
-
-
-class KeyEpochError(SyncError):
-    """The forum secret file is for another key epoch than the hub's published parameters."""
 
 
 class NothingAcceptedError(SyncError):
@@ -184,6 +196,9 @@ class SkipReason(StrEnum):
     """More distinct values of the kind than the hub's capacity per member."""
     REFUSED = "refused"
     """The hub refused the kind's sketch or resolution; the message is the hub's."""
+    STALE = "stale"
+    """The hub's parameters (or key epoch) changed since the kind was last pushed: nothing can
+    be asked about it until the next push rebuilds its sketch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +233,10 @@ class KindPush:
 @dataclass
 class PushReport:
     kinds: list[KindPush] = field(default_factory=list)
+    ahead: list[KindPush] = field(default_factory=list)
+    """Sketches sent under the key epoch the forum is rotating to (``ahead_key_id``), which the
+    hub keeps pending until it switches."""
+    ahead_key_id: str | None = None
     rejects: Counter[str] = field(default_factory=Counter)
     rows: int = 0
     skipped: list[Skipped] = field(default_factory=list)
@@ -325,6 +344,22 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def _stale(subject: Literal["kind", "family"], name: str, pushed: str, published: str) -> Skipped:
+    """``name`` was last pushed under other parameters than the hub's: nothing to ask about."""
+    change = (
+        f"the forum moved from key epoch {pushed} to {published}"
+        if pushed != published
+        else "the hub's parameters changed"
+    )
+    return Skipped(
+        subject,
+        name,
+        SkipReason.STALE,
+        f"{change} since {name} was last pushed: nothing was asked about it; the next "
+        "`sigshare sync` with your files resubmits it and asks again",
+    )
+
+
 class SyncJob:
     """One member's push and pull against one hub, over one local state."""
 
@@ -333,7 +368,7 @@ class SyncJob:
         *,
         client: HubClient,
         state: LocalState,
-        secret: ForumSecret,
+        secret: SecretRing | ForumSecret,
         progress: Progress = _no_progress,
         prompt_family: str = "prompt",
         min_cluster_volume: int = 3,
@@ -341,7 +376,8 @@ class SyncJob:
     ) -> None:
         self.client = client
         self.state = state
-        self.secret = secret
+        self.ring = secret if isinstance(secret, SecretRing) else SecretRing.single(secret)
+        """The member's forum secrets; ``secret`` may be one alone (held in memory)."""
         self.progress = progress
         self.prompt_family = prompt_family
         self.min_cluster_volume = min_cluster_volume
@@ -385,7 +421,7 @@ class SyncJob:
                     report.skipped.append(Skipped("kind", kind, SkipReason.NOT_PUBLISHED, detail))
                     continue
                 params = bloom.bloom_params()
-                self._require_epoch(params.key_id, kind)
+                secret = self._require_epoch(params.key_id, kind)
                 if len(rows.values) > params.capacity:
                     message = (
                         f"{len(rows.values)} distinct {kind} values exceed the hub's capacity of "
@@ -395,9 +431,11 @@ class SyncJob:
                     report.skipped.append(Skipped("kind", kind, SkipReason.OVER_CAPACITY, message))
                     continue
                 try:
-                    report.kinds.append(self._push_kind(kind, rows, bloom))
+                    report.kinds.append(self._push_kind(kind, rows, bloom, secret))
                 except HubRejectedError as error:
                     report.skipped.append(Skipped.refused("kind", kind, error))
+                    continue
+                self._send_kind_ahead(kind, rows, bloom, published.next_key_id, report)
         if prompt_files:
             family = published.minhash.get(self.prompt_family)
             if family is None:
@@ -417,6 +455,8 @@ class SyncJob:
                         report.kinds.append(self._push_prompts(prompts, family))
                     except HubRejectedError as error:
                         report.skipped.append(Skipped.refused("family", family.family, error))
+                    else:
+                        self._send_prompts_ahead(prompts, family, published.next_key_id, report)
         report.rejects.update(rejects.counts)
         return report
 
@@ -437,21 +477,46 @@ class SyncJob:
                 report.rows += 1
         return by_kind
 
-    def _require_epoch(self, key_id: str, what: str) -> None:
-        if self.secret.key_id != key_id:
-            raise KeyEpochError(
-                f"{what}: the hub uses key epoch {key_id!r}, the forum secret file is for "
-                f"{self.secret.key_id!r}; install the current forum secret"
-            )
+    def _require_epoch(self, key_id: str, what: str) -> ForumSecret:
+        """The secret of epoch ``key_id``, which the hub publishes for ``what`` (a kind or
+        family); :class:`KeyEpochError` if none is installed, or if the hub has published a
+        newer installed epoch to this member before (a rollback to an epoch a departed member
+        may know)."""
+        installed = self.state.installed_epochs()
+        if key_id in self.ring.key_ids:
+            own = next((epoch for epoch in installed if epoch.key_id == key_id), None)
+            # A secret installed from no envelope (the configured file) predates them all.
+            newer = [
+                epoch
+                for epoch in installed
+                if epoch.published_seen_at is not None
+                and epoch.key_id != key_id
+                and (own is None or own.created_at < epoch.created_at)
+            ]
+            if newer:
+                latest, seen = newer[-1], newer[-1].published_seen_at
+                assert seen is not None  # selected for it
+                raise KeyEpochError(
+                    f"{what}: the hub publishes key epoch {key_id}, but it published "
+                    f"{latest.key_id} (sealed {latest.created_at.isoformat()}) to this member "
+                    f"on {seen.isoformat()}; refusing to go back to a replaced epoch: ask the "
+                    "forum's operator why the hub moved back"
+                )
+            if own is not None:
+                self.state.mark_epoch_published(key_id, self.now())
+        return self.ring.for_key_id(key_id, what)
 
-    def _push_kind(self, kind: str, rows: _KindRows, published: PublishedBloom) -> KindPush:
-        """Sketch and submit one kind whose key epoch and capacity :meth:`push` checked."""
+    def _push_kind(
+        self, kind: str, rows: _KindRows, published: PublishedBloom, secret: ForumSecret
+    ) -> KindPush:
+        """Sketch and submit one kind whose key epoch (``secret``'s) and capacity :meth:`push`
+        checked."""
         params = published.bloom_params()
         canonicals = sorted(rows.values)
         input_digest = _digest(published.digest, "\n".join(canonicals).encode())
         stored = self.state.sketch(kind)
         with self.timer.phase("sketch"):
-            prf = KeyedPRF(self.secret.derive(KeyPurpose.BLOOM_TOKEN, kind))
+            prf = KeyedPRF(secret.derive(KeyPurpose.BLOOM_TOKEN, kind))
             tokens = prf.tokens(canonicals)
             token_bytes = tokens_to_bytes(tokens)
             details = hashlib.sha256()
@@ -523,7 +588,7 @@ class SyncJob:
 
     def _push_prompts(self, prompts: list[PromptRow], published: PublishedMinHash) -> KindPush:
         name = MINHASH_PREFIX + published.family
-        self._require_epoch(published.key_id, published.family)
+        secret = self._require_epoch(published.key_id, published.family)
         input_digest = _digest(
             published.digest,
             f"{self.min_cluster_volume}/{published.member_threshold!r}".encode(),
@@ -534,41 +599,8 @@ class SyncJob:
         if stored is not None and reused:
             return self._upload(stored, published.family, reused=True)
         with self.timer.phase("sketch"):
-            hasher = SaltedMinHasher.from_secret(
-                self.secret, published.minhash_params(), published.family
-            )
-            clustering = cluster_prompts(
-                hasher,
-                [p.text for p in prompts],
-                published.member_threshold,
-                min_volume=self.min_cluster_volume,
-            )
-            ids = self._stable_cluster_ids(published.family, prompts, clustering.clusters)
-            records = []
-            infos = []
-            for cluster, cluster_id in zip(clustering.clusters, ids, strict=True):
-                members = [prompts[int(i)] for i in cluster.prompts]
-                stamps = [p.ts for p in members if p.ts is not None]
-                category = Counter(p.category for p in members if p.category).most_common(1)
-                info = ClusterInfo(
-                    cluster_id=cluster_id,
-                    volume=cluster.volume,
-                    category=category[0][0] if category else "",
-                    first_seen=min(stamps) if stamps else None,
-                    last_seen=max(stamps) if stamps else None,
-                    core_size=len(cluster.core),
-                )
-                infos.append(info)
-                records.append(
-                    ClusterRecord(
-                        cluster_id=cluster_id,
-                        volume=info.volume,
-                        category=info.category,
-                        first_seen=info.first_seen,
-                        last_seen=info.last_seen,
-                        prompt_ids=[int(i) for i in cluster.prompts],
-                    )
-                )
+            params = published.minhash_params()
+            payload, infos, records = self._cluster_set(prompts, published, params, secret)
             self.state.replace_prompts(
                 published.family,
                 [
@@ -577,31 +609,179 @@ class SyncJob:
                 ],
                 records,
             )
-            params = published.minhash_params()
-            # No cluster left is sent too: an empty set withdraws the earlier clusters.
-            values = (
-                np.stack([c.signature for c in clustering.clusters])
-                if clustering.clusters
-                else np.zeros((0, params.num_perm), dtype=np.uint32)
-            )
-            signatures = SignatureSet(
-                key_id=params.key_id,
-                shingle_unit=params.shingle_unit,
-                shingle_size=params.shingle_size,
-                values=values,
-            )
             record = SketchRecord(
                 name=name,
                 format=SketchFormat.CLUSTERS_V1,
                 key_id=params.key_id,
                 params_digest=published.digest,
                 input_digest=input_digest,
-                payload=encode_cluster_set(signatures, infos),
+                payload=payload,
                 declared_count=len(infos),
                 built_at=self.now(),
             )
             self.state.put_sketch(record)
         return self._upload(record, published.family, reused=False)
+
+    def _cluster_set(
+        self,
+        prompts: list[PromptRow],
+        published: PublishedMinHash,
+        params: MinHashParams,
+        secret: ForumSecret,
+    ) -> tuple[bytes, list[ClusterInfo], list[ClusterRecord]]:
+        """Cluster ``prompts`` under ``secret`` and ``params``: the encoded cluster set, what it
+        says of each cluster, and each cluster's prompts. Cluster ids carry over from the
+        family's clusters of earlier runs."""
+        hasher = SaltedMinHasher.from_secret(secret, params, published.family)
+        clustering = cluster_prompts(
+            hasher,
+            [p.text for p in prompts],
+            published.member_threshold,
+            min_volume=self.min_cluster_volume,
+        )
+        ids = self._stable_cluster_ids(published.family, prompts, clustering.clusters)
+        records = []
+        infos = []
+        for cluster, cluster_id in zip(clustering.clusters, ids, strict=True):
+            members = [prompts[int(i)] for i in cluster.prompts]
+            stamps = [p.ts for p in members if p.ts is not None]
+            category = Counter(p.category for p in members if p.category).most_common(1)
+            info = ClusterInfo(
+                cluster_id=cluster_id,
+                volume=cluster.volume,
+                category=category[0][0] if category else "",
+                first_seen=min(stamps) if stamps else None,
+                last_seen=max(stamps) if stamps else None,
+                core_size=len(cluster.core),
+            )
+            infos.append(info)
+            records.append(
+                ClusterRecord(
+                    cluster_id=cluster_id,
+                    volume=info.volume,
+                    category=info.category,
+                    first_seen=info.first_seen,
+                    last_seen=info.last_seen,
+                    prompt_ids=[int(i) for i in cluster.prompts],
+                )
+            )
+        # No cluster left is sent too: an empty set withdraws the earlier clusters.
+        values = (
+            np.stack([c.signature for c in clustering.clusters])
+            if clustering.clusters
+            else np.zeros((0, params.num_perm), dtype=np.uint32)
+        )
+        signatures = SignatureSet(
+            key_id=params.key_id,
+            shingle_unit=params.shingle_unit,
+            shingle_size=params.shingle_size,
+            values=values,
+        )
+        return encode_cluster_set(signatures, infos), infos, records
+
+    # -- ahead of a key-epoch switch -------------------------------------------------------------
+
+    def _ahead_secret(self, name: str, current: str, upcoming: str | None) -> ForumSecret | None:
+        """The secret to send ``name`` (a sketch) ahead with: the next epoch's, when the hub
+        announces one this member holds. Sketches sent ahead under any other epoch are dropped
+        here: the hub switched to it (the sketch is the current one now) or moved past it."""
+        secret = None if upcoming in (None, current) else self.ring.get(upcoming)
+        keep = f"{name}{AHEAD_SEPARATOR}{upcoming}" if secret is not None else None
+        for stale in self.state.sketch_names():
+            if stale.startswith(f"{name}{AHEAD_SEPARATOR}") and stale != keep:
+                self.state.drop_sketch(stale)
+        return secret
+
+    def _send_ahead(
+        self,
+        record: SketchRecord,
+        kind: str,
+        subject: Literal["kind", "family"],
+        stored: bool,
+        report: PushReport,
+    ) -> None:
+        if not stored:
+            self.state.put_sketch(record)
+        try:
+            report.ahead.append(self._upload(record, kind, reused=stored))
+        except HubRejectedError as error:
+            report.skipped.append(Skipped.refused(subject, record.name, error))
+        report.ahead_key_id = record.key_id
+
+    def _send_kind_ahead(
+        self,
+        kind: str,
+        rows: _KindRows,
+        published: PublishedBloom,
+        upcoming: str | None,
+        report: PushReport,
+    ) -> None:
+        """Send ``kind`` under the next key epoch too, when the hub announces one and this
+        member holds its secret: the hub keeps it pending and makes it active at the switch."""
+        secret = self._ahead_secret(kind, published.key_id, upcoming)
+        if secret is None:
+            return
+        params = dataclasses.replace(published.bloom_params(), key_id=secret.key_id)
+        canonicals = sorted(rows.values)
+        input_digest = _digest(params.digest(), "\n".join(canonicals).encode())
+        name = f"{kind}{AHEAD_SEPARATOR}{secret.key_id}"
+        stored = self.state.sketch(name)
+        if stored is not None and stored.input_digest == input_digest:
+            self._send_ahead(stored, kind, "kind", True, report)
+            return
+        with self.timer.phase("sketch"):
+            prf = KeyedPRF(secret.derive(KeyPurpose.BLOOM_TOKEN, kind))
+            bloom = KeyedBloomFilter(params, prf)
+            bloom.add_tokens(prf.tokens(canonicals))
+            bloom.count = len(canonicals)
+            record = SketchRecord(
+                name=name,
+                format=SketchFormat.BLOOM_V1,
+                key_id=params.key_id,
+                params_digest=params.digest(),
+                input_digest=input_digest,
+                payload=encode_bloom(bloom),
+                declared_count=len(canonicals),
+                built_at=self.now(),
+            )
+        self._send_ahead(record, kind, "kind", False, report)
+
+    def _send_prompts_ahead(
+        self,
+        prompts: list[PromptRow],
+        published: PublishedMinHash,
+        upcoming: str | None,
+        report: PushReport,
+    ) -> None:
+        """The prompt clusters under the next key epoch (see :meth:`_send_kind_ahead`)."""
+        family_name = MINHASH_PREFIX + published.family
+        secret = self._ahead_secret(family_name, published.key_id, upcoming)
+        if secret is None:
+            return
+        params = dataclasses.replace(published.minhash_params(), key_id=secret.key_id)
+        input_digest = _digest(
+            params.digest(),
+            f"{self.min_cluster_volume}/{published.member_threshold!r}".encode(),
+            *(f"{p.category}\x1f{p.text}".encode() for p in prompts),
+        )
+        name = f"{family_name}{AHEAD_SEPARATOR}{secret.key_id}"
+        stored = self.state.sketch(name)
+        if stored is not None and stored.input_digest == input_digest:
+            self._send_ahead(stored, published.family, "family", True, report)
+            return
+        with self.timer.phase("sketch"):
+            payload, infos, _ = self._cluster_set(prompts, published, params, secret)
+            record = SketchRecord(
+                name=name,
+                format=SketchFormat.CLUSTERS_V1,
+                key_id=params.key_id,
+                params_digest=params.digest(),
+                input_digest=input_digest,
+                payload=payload,
+                declared_count=len(infos),
+                built_at=self.now(),
+            )
+        self._send_ahead(record, published.family, "family", False, report)
 
     def _stable_cluster_ids(
         self, family: str, prompts: list[PromptRow], clusters: Sequence[Any]
@@ -648,8 +828,11 @@ class SyncJob:
                 ):
                     continue
                 bloom = published.bloom.get(name)
-                if bloom is None or bloom.digest != record.params_digest:
-                    continue  # parameters changed since the push: the next push rebuilds
+                if bloom is None:
+                    continue  # no longer published (or a sketch sent ahead under the next epoch)
+                if bloom.digest != record.params_digest:
+                    report.skipped.append(_stale("kind", name, record.key_id, bloom.key_id))
+                    continue
                 try:
                     report.shared_indicators[name] = self._resolve(name, bloom, report)
                 except HubRejectedError as error:

@@ -24,16 +24,24 @@ from sigshare.client.hub_types import (
     CampaignMatchView,
     ConfirmedToken,
     ConfirmResult,
+    CustodianInfo,
     FilterHealthInfo,
     HubParameters,
+    KeyRegistration,
+    KeyStatus,
     Matches,
     PublishedBloom,
     PublishedMinHash,
+    Recipient,
+    RecipientList,
+    RegisterKeysResult,
     ResolveResult,
+    SealedEnvelope,
     SharedIndicatorView,
     SubmissionInfoView,
     SubmitResult,
     TokenStatus,
+    UploadEnvelopesResult,
     require_aware,
 )
 from sigshare.sketch.codec import SketchFormat
@@ -49,6 +57,14 @@ _TOKEN_OVERHEAD = 6
 
 def member_stub(channel: grpc.Channel) -> hub_pb2_grpc.MemberServiceStub:
     return hub_pb2_grpc.MemberServiceStub(channel)
+
+
+def key_stub(channel: grpc.Channel) -> hub_pb2_grpc.KeyServiceStub:
+    return hub_pb2_grpc.KeyServiceStub(channel)
+
+
+def custodian_stub(channel: grpc.Channel) -> hub_pb2_grpc.CustodianServiceStub:
+    return hub_pb2_grpc.CustodianServiceStub(channel)
 
 
 # ---------------------------------------------------------------------------------- timestamps
@@ -136,6 +152,7 @@ def parameters_from_proto(response: hub_pb2.GetParametersResponse) -> HubParamet
         minhash=minhash,
         max_upload_bytes=response.max_upload_bytes,
         chunk_bytes=response.chunk_bytes,
+        next_key_id=response.next_key_id or None,
     )
 
 
@@ -401,3 +418,141 @@ def status_from_proto(response: hub_pb2.GetStatusResponse) -> tuple[str, list[Su
         )
         for s in response.submissions
     ]
+
+
+# ---------------------------------------------------------------------------------- keys
+
+
+def _registration(message: hub_pb2.KeyRegistration, what: str) -> KeyRegistration:
+    if not message.fingerprint:
+        raise HubProtocolError(f"the hub sent {what} without its fingerprint")
+    return KeyRegistration(
+        sealing_public=message.sealing_public,
+        signing_public=message.signing_public,
+        fingerprint=message.fingerprint,
+        registered_at=from_timestamp(message, "registered_at"),
+        approved_at=from_timestamp(message, "approved_at"),
+    )
+
+
+def register_keys_request(
+    sealing_public: bytes, signing_public: bytes, proof: bytes
+) -> hub_pb2.RegisterKeysRequest:
+    return hub_pb2.RegisterKeysRequest(
+        sealing_public=sealing_public, signing_public=signing_public, proof=proof
+    )
+
+
+def register_keys_result_from_proto(response: hub_pb2.RegisterKeysResponse) -> RegisterKeysResult:
+    if not response.HasField("registration"):
+        raise HubProtocolError("the hub accepted the keys without saying what it registered")
+    return RegisterKeysResult(
+        registration=_registration(response.registration, "the registration"),
+        unchanged=response.unchanged,
+    )
+
+
+def key_status_request() -> hub_pb2.GetKeyStatusRequest:
+    return hub_pb2.GetKeyStatusRequest()
+
+
+def key_status_from_proto(response: hub_pb2.GetKeyStatusResponse) -> KeyStatus:
+    if not response.name:
+        raise HubProtocolError("the hub's key status does not name the caller")
+    return KeyStatus(
+        name=response.name,
+        approved=(
+            _registration(response.approved, "the approved registration")
+            if response.HasField("approved")
+            else None
+        ),
+        pending=(
+            _registration(response.pending, "the pending registration")
+            if response.HasField("pending")
+            else None
+        ),
+        envelopes_waiting=response.envelopes_waiting,
+    )
+
+
+def fetch_envelopes_request() -> hub_pb2.FetchEnvelopesRequest:
+    return hub_pb2.FetchEnvelopesRequest()
+
+
+def _envelope_to_proto(envelope: SealedEnvelope) -> hub_pb2.Envelope:
+    message = hub_pb2.Envelope(
+        key_id=envelope.key_id,
+        recipient=envelope.recipient,
+        custodian=envelope.custodian,
+        recipient_fingerprint=envelope.recipient_fingerprint,
+        envelope=envelope.envelope,
+    )
+    if envelope.created_at is not None:
+        message.created_at.CopyFrom(to_timestamp(envelope.created_at))
+    if envelope.activate_at is not None:
+        message.activate_at.CopyFrom(to_timestamp(envelope.activate_at))
+    return message
+
+
+def envelopes_from_proto(response: hub_pb2.FetchEnvelopesResponse) -> list[SealedEnvelope]:
+    return [
+        SealedEnvelope(
+            key_id=e.key_id,
+            recipient=e.recipient,
+            custodian=e.custodian,
+            recipient_fingerprint=e.recipient_fingerprint,
+            created_at=from_timestamp(e, "created_at"),
+            activate_at=from_timestamp(e, "activate_at"),
+            envelope=e.envelope,
+        )
+        for e in response.envelopes
+    ]
+
+
+def list_custodians_request() -> hub_pb2.ListCustodiansRequest:
+    return hub_pb2.ListCustodiansRequest()
+
+
+def custodians_from_proto(response: hub_pb2.ListCustodiansResponse) -> list[CustodianInfo]:
+    return [
+        CustodianInfo(
+            name=c.name,
+            signing_public=c.signing_public,
+            signing_fingerprint=c.signing_fingerprint,
+        )
+        for c in response.custodians
+    ]
+
+
+def list_recipients_request() -> hub_pb2.ListRecipientsRequest:
+    return hub_pb2.ListRecipientsRequest()
+
+
+def recipients_from_proto(response: hub_pb2.ListRecipientsResponse) -> RecipientList:
+    recipients = []
+    for r in response.recipients:
+        if not r.HasField("keys"):
+            raise HubProtocolError(f"the hub lists recipient {r.name!r} without its keys")
+        recipients.append(Recipient(name=r.name, keys=_registration(r.keys, f"{r.name}'s keys")))
+    return RecipientList(
+        recipients=tuple(recipients),
+        unregistered=tuple(response.unregistered),
+        rotation_due=tuple(response.rotation_due),
+    )
+
+
+def upload_envelopes_request(
+    key_id: str, activate_at: datetime | None, envelopes: Iterable[SealedEnvelope]
+) -> hub_pb2.UploadEnvelopesRequest:
+    request = hub_pb2.UploadEnvelopesRequest(
+        key_id=key_id, envelopes=[_envelope_to_proto(e) for e in envelopes]
+    )
+    if activate_at is not None:
+        request.activate_at.CopyFrom(to_timestamp(activate_at))
+    return request
+
+
+def upload_result_from_proto(response: hub_pb2.UploadEnvelopesResponse) -> UploadEnvelopesResult:
+    return UploadEnvelopesResult(
+        key_id=response.key_id, recipients=response.recipients, total_bytes=response.total_bytes
+    )

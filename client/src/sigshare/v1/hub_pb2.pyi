@@ -62,6 +62,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_MEMBER: _Role.ValueType  # 1
     ROLE_COORDINATOR: _Role.ValueType  # 2
     ROLE_ADMIN: _Role.ValueType  # 3
+    ROLE_CUSTODIAN: _Role.ValueType  # 4
+    """Generates each new forum secret and seals it to the members (KeyService, CustodianService)."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """---------------------------------------------------------------------------------- admin"""
@@ -70,6 +72,8 @@ ROLE_UNSPECIFIED: Role.ValueType  # 0
 ROLE_MEMBER: Role.ValueType  # 1
 ROLE_COORDINATOR: Role.ValueType  # 2
 ROLE_ADMIN: Role.ValueType  # 3
+ROLE_CUSTODIAN: Role.ValueType  # 4
+"""Generates each new forum secret and seals it to the members (KeyService, CustodianService)."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
@@ -267,8 +271,15 @@ class GetParametersResponse(_message.Message):
     MINHASH_FIELD_NUMBER: _builtins.int
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _builtins.int
     CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    NEXT_KEY_ID_FIELD_NUMBER: _builtins.int
     max_upload_bytes: _builtins.int
     chunk_bytes: _builtins.int
+    next_key_id: _builtins.str
+    """The key epoch the forum is rotating to, when a custodian has distributed one the published
+    parameters do not use yet. A member holding its secret submits under it as well (the same
+    parameters with this key id and their digest): the hub keeps such submissions pending and
+    makes them active at the switch, so the new epoch starts with them in place.
+    """
     @_builtins.property
     def bloom(self) -> _containers.RepeatedCompositeFieldContainer[Global___BloomParameters]: ...
     @_builtins.property
@@ -280,10 +291,11 @@ class GetParametersResponse(_message.Message):
         minhash: _abc.Iterable[Global___MinHashParameters] | None = ...,
         max_upload_bytes: _builtins.int = ...,
         chunk_bytes: _builtins.int = ...,
+        next_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bloom", b"bloom", "chunk_bytes", b"chunk_bytes", "max_upload_bytes", b"max_upload_bytes", "minhash", b"minhash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bloom", b"bloom", "chunk_bytes", b"chunk_bytes", "max_upload_bytes", b"max_upload_bytes", "minhash", b"minhash", "next_key_id", b"next_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1897,3 +1909,415 @@ class VerifyAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyAuditResponse: _TypeAlias = VerifyAuditResponse  # noqa: Y015
+
+@_typing.final
+class KeyRegistration(_message.Message):
+    """---------------------------------------------------------------------------------- keys
+
+    The forum secret travels through the hub sealed to each member (HPKE, docs/sketch-formats.md
+    "Sealed forum-secret envelopes"); the hub stores and relays envelopes it cannot open.
+
+    A principal's registered public keys.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEALING_PUBLIC_FIELD_NUMBER: _builtins.int
+    SIGNING_PUBLIC_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_FIELD_NUMBER: _builtins.int
+    APPROVED_AT_FIELD_NUMBER: _builtins.int
+    sealing_public: _builtins.bytes
+    """MLKEM768-X25519 public key (1216 bytes): what envelopes are sealed to."""
+    signing_public: _builtins.bytes
+    """Ed25519 public key (32 bytes): what a custodian signs envelopes with."""
+    fingerprint: _builtins.str
+    """"SHA256:..." over both keys (sigshare.keyring.registration_fingerprint)."""
+    @_builtins.property
+    def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def approved_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset until an admin approves this registration; only approved keys receive envelopes."""
+
+    def __init__(
+        self,
+        *,
+        sealing_public: _builtins.bytes = ...,
+        signing_public: _builtins.bytes = ...,
+        fingerprint: _builtins.str = ...,
+        registered_at: _timestamp_pb2.Timestamp | None = ...,
+        approved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approved_at", b"approved_at", "registered_at", b"registered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_at", b"approved_at", "fingerprint", b"fingerprint", "registered_at", b"registered_at", "sealing_public", b"sealing_public", "signing_public", b"signing_public"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRegistration: _TypeAlias = KeyRegistration  # noqa: Y015
+
+@_typing.final
+class RegisterKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEALING_PUBLIC_FIELD_NUMBER: _builtins.int
+    SIGNING_PUBLIC_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    sealing_public: _builtins.bytes
+    signing_public: _builtins.bytes
+    proof: _builtins.bytes
+    """Ed25519 signature of sigshare.keyring.registration_message(caller, sealing, signing)."""
+    def __init__(
+        self,
+        *,
+        sealing_public: _builtins.bytes = ...,
+        signing_public: _builtins.bytes = ...,
+        proof: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof", "sealing_public", b"sealing_public", "signing_public", b"signing_public"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterKeysRequest: _TypeAlias = RegisterKeysRequest  # noqa: Y015
+
+@_typing.final
+class RegisterKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    unchanged: _builtins.bool
+    """True when these exact keys were already registered: nothing changed."""
+    @_builtins.property
+    def registration(self) -> Global___KeyRegistration: ...
+    def __init__(
+        self,
+        *,
+        registration: Global___KeyRegistration | None = ...,
+        unchanged: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterKeysResponse: _TypeAlias = RegisterKeysResponse  # noqa: Y015
+
+@_typing.final
+class GetKeyStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyStatusRequest: _TypeAlias = GetKeyStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetKeyStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    ENVELOPES_WAITING_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    envelopes_waiting: _builtins.int
+    """Envelopes addressed to the caller that it has not fetched yet."""
+    name: _builtins.str
+    """The caller's principal name (what registration proofs and envelopes are bound to)."""
+    @_builtins.property
+    def approved(self) -> Global___KeyRegistration:
+        """The caller's approved registration, if any, and a newer one awaiting approval, if any."""
+
+    @_builtins.property
+    def pending(self) -> Global___KeyRegistration: ...
+    def __init__(
+        self,
+        *,
+        approved: Global___KeyRegistration | None = ...,
+        pending: Global___KeyRegistration | None = ...,
+        envelopes_waiting: _builtins.int = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "pending", b"pending"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "envelopes_waiting", b"envelopes_waiting", "name", b"name", "pending", b"pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyStatusResponse: _TypeAlias = GetKeyStatusResponse  # noqa: Y015
+
+@_typing.final
+class Envelope(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    CUSTODIAN_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    ACTIVATE_AT_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    recipient: _builtins.str
+    custodian: _builtins.str
+    recipient_fingerprint: _builtins.str
+    """The registration it is sealed to."""
+    envelope: _builtins.bytes
+    """The envelope itself (format "SGEV" v1)."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def activate_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        custodian: _builtins.str = ...,
+        recipient_fingerprint: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        activate_at: _timestamp_pb2.Timestamp | None = ...,
+        envelope: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activate_at", b"activate_at", "created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate_at", b"activate_at", "created_at", b"created_at", "custodian", b"custodian", "envelope", b"envelope", "key_id", b"key_id", "recipient", b"recipient", "recipient_fingerprint", b"recipient_fingerprint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class FetchEnvelopesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchEnvelopesRequest: _TypeAlias = FetchEnvelopesRequest  # noqa: Y015
+
+@_typing.final
+class FetchEnvelopesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Envelope]:
+        """Every envelope addressed to the caller, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        envelopes: _abc.Iterable[Global___Envelope] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchEnvelopesResponse: _TypeAlias = FetchEnvelopesResponse  # noqa: Y015
+
+@_typing.final
+class Custodian(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIGNING_PUBLIC_FIELD_NUMBER: _builtins.int
+    SIGNING_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    signing_public: _builtins.bytes
+    signing_fingerprint: _builtins.str
+    """"SHA256:..." of the signing key (sigshare.keyring.signing_fingerprint)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        signing_public: _builtins.bytes = ...,
+        signing_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "signing_fingerprint", b"signing_fingerprint", "signing_public", b"signing_public"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Custodian: _TypeAlias = Custodian  # noqa: Y015
+
+@_typing.final
+class ListCustodiansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustodiansRequest: _TypeAlias = ListCustodiansRequest  # noqa: Y015
+
+@_typing.final
+class ListCustodiansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTODIANS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def custodians(self) -> _containers.RepeatedCompositeFieldContainer[Global___Custodian]:
+        """Active custodians with approved keys. Members pin one by a fingerprint learnt out of band."""
+
+    def __init__(
+        self,
+        *,
+        custodians: _abc.Iterable[Global___Custodian] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custodians", b"custodians"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustodiansResponse: _TypeAlias = ListCustodiansResponse  # noqa: Y015
+
+@_typing.final
+class Recipient(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def keys(self) -> Global___KeyRegistration: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        keys: Global___KeyRegistration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Recipient: _TypeAlias = Recipient  # noqa: Y015
+
+@_typing.final
+class ListRecipientsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRecipientsRequest: _TypeAlias = ListRecipientsRequest  # noqa: Y015
+
+@_typing.final
+class ListRecipientsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    UNREGISTERED_FIELD_NUMBER: _builtins.int
+    ROTATION_DUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recipients(self) -> _containers.RepeatedCompositeFieldContainer[Global___Recipient]:
+        """Every active member with approved keys: the custodian seals one envelope to each."""
+
+    @_builtins.property
+    def unregistered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Active members without approved keys: they will receive nothing."""
+
+    @_builtins.property
+    def rotation_due(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why a rotation is due (e.g. "member acme revoked"), empty when none is."""
+
+    def __init__(
+        self,
+        *,
+        recipients: _abc.Iterable[Global___Recipient] | None = ...,
+        unregistered: _abc.Iterable[_builtins.str] | None = ...,
+        rotation_due: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipients", b"recipients", "rotation_due", b"rotation_due", "unregistered", b"unregistered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRecipientsResponse: _TypeAlias = ListRecipientsResponse  # noqa: Y015
+
+@_typing.final
+class UploadEnvelopesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ACTIVATE_AT_FIELD_NUMBER: _builtins.int
+    ENVELOPES_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    @_builtins.property
+    def activate_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Envelope]:
+        """One per recipient of ListRecipients, exactly: the hub refuses a partial set."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        activate_at: _timestamp_pb2.Timestamp | None = ...,
+        envelopes: _abc.Iterable[Global___Envelope] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activate_at", b"activate_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activate_at", b"activate_at", "envelopes", b"envelopes", "key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadEnvelopesRequest: _TypeAlias = UploadEnvelopesRequest  # noqa: Y015
+
+@_typing.final
+class UploadEnvelopesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    recipients: _builtins.int
+    total_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        recipients: _builtins.int = ...,
+        total_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "recipients", b"recipients", "total_bytes", b"total_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadEnvelopesResponse: _TypeAlias = UploadEnvelopesResponse  # noqa: Y015

@@ -1015,3 +1015,319 @@ class AdminService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class KeyServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RegisterKeys = channel.unary_unary(
+                '/sigshare.v1.KeyService/RegisterKeys',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.RegisterKeysRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.RegisterKeysResponse.FromString,
+                _registered_method=True)
+        self.GetKeyStatus = channel.unary_unary(
+                '/sigshare.v1.KeyService/GetKeyStatus',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.GetKeyStatusRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.GetKeyStatusResponse.FromString,
+                _registered_method=True)
+        self.FetchEnvelopes = channel.unary_unary(
+                '/sigshare.v1.KeyService/FetchEnvelopes',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.FetchEnvelopesRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.FetchEnvelopesResponse.FromString,
+                _registered_method=True)
+        self.ListCustodians = channel.unary_unary(
+                '/sigshare.v1.KeyService/ListCustodians',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.ListCustodiansRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ListCustodiansResponse.FromString,
+                _registered_method=True)
+
+
+class KeyServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def RegisterKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeyStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchEnvelopes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCustodians(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KeyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RegisterKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterKeys,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.RegisterKeysRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.RegisterKeysResponse.SerializeToString,
+            ),
+            'GetKeyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyStatus,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.GetKeyStatusRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.GetKeyStatusResponse.SerializeToString,
+            ),
+            'FetchEnvelopes': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchEnvelopes,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.FetchEnvelopesRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.FetchEnvelopesResponse.SerializeToString,
+            ),
+            'ListCustodians': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustodians,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.ListCustodiansRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ListCustodiansResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sigshare.v1.KeyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sigshare.v1.KeyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class KeyService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def RegisterKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.KeyService/RegisterKeys',
+            sigshare_dot_v1_dot_hub__pb2.RegisterKeysRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.RegisterKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.KeyService/GetKeyStatus',
+            sigshare_dot_v1_dot_hub__pb2.GetKeyStatusRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.GetKeyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchEnvelopes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.KeyService/FetchEnvelopes',
+            sigshare_dot_v1_dot_hub__pb2.FetchEnvelopesRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.FetchEnvelopesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCustodians(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.KeyService/ListCustodians',
+            sigshare_dot_v1_dot_hub__pb2.ListCustodiansRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ListCustodiansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class CustodianServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListRecipients = channel.unary_unary(
+                '/sigshare.v1.CustodianService/ListRecipients',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.ListRecipientsRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.ListRecipientsResponse.FromString,
+                _registered_method=True)
+        self.UploadEnvelopes = channel.unary_unary(
+                '/sigshare.v1.CustodianService/UploadEnvelopes',
+                request_serializer=sigshare_dot_v1_dot_hub__pb2.UploadEnvelopesRequest.SerializeToString,
+                response_deserializer=sigshare_dot_v1_dot_hub__pb2.UploadEnvelopesResponse.FromString,
+                _registered_method=True)
+
+
+class CustodianServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListRecipients(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadEnvelopes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CustodianServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListRecipients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecipients,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.ListRecipientsRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.ListRecipientsResponse.SerializeToString,
+            ),
+            'UploadEnvelopes': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadEnvelopes,
+                    request_deserializer=sigshare_dot_v1_dot_hub__pb2.UploadEnvelopesRequest.FromString,
+                    response_serializer=sigshare_dot_v1_dot_hub__pb2.UploadEnvelopesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sigshare.v1.CustodianService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sigshare.v1.CustodianService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CustodianService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListRecipients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.CustodianService/ListRecipients',
+            sigshare_dot_v1_dot_hub__pb2.ListRecipientsRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.ListRecipientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadEnvelopes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sigshare.v1.CustodianService/UploadEnvelopes',
+            sigshare_dot_v1_dot_hub__pb2.UploadEnvelopesRequest.SerializeToString,
+            sigshare_dot_v1_dot_hub__pb2.UploadEnvelopesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -269,3 +269,83 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_hub_pb2.VerifyAuditResponse, _abc.Awaitable[_hub_pb2.VerifyAuditResponse]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class KeyServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> KeyServiceAsyncStub: ...
+    RegisterKeys: _grpc.UnaryUnaryMultiCallable[_hub_pb2.RegisterKeysRequest, _hub_pb2.RegisterKeysResponse]
+    GetKeyStatus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetKeyStatusRequest, _hub_pb2.GetKeyStatusResponse]
+    FetchEnvelopes: _grpc.UnaryUnaryMultiCallable[_hub_pb2.FetchEnvelopesRequest, _hub_pb2.FetchEnvelopesResponse]
+    ListCustodians: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListCustodiansRequest, _hub_pb2.ListCustodiansResponse]
+
+@_typing.type_check_only
+class KeyServiceAsyncStub(KeyServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    RegisterKeys: _aio.UnaryUnaryMultiCallable[_hub_pb2.RegisterKeysRequest, _hub_pb2.RegisterKeysResponse]  # type: ignore[assignment]
+    GetKeyStatus: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetKeyStatusRequest, _hub_pb2.GetKeyStatusResponse]  # type: ignore[assignment]
+    FetchEnvelopes: _aio.UnaryUnaryMultiCallable[_hub_pb2.FetchEnvelopesRequest, _hub_pb2.FetchEnvelopesResponse]  # type: ignore[assignment]
+    ListCustodians: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListCustodiansRequest, _hub_pb2.ListCustodiansResponse]  # type: ignore[assignment]
+
+class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def RegisterKeys(
+        self,
+        request: _hub_pb2.RegisterKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.RegisterKeysResponse, _abc.Awaitable[_hub_pb2.RegisterKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetKeyStatus(
+        self,
+        request: _hub_pb2.GetKeyStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.GetKeyStatusResponse, _abc.Awaitable[_hub_pb2.GetKeyStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def FetchEnvelopes(
+        self,
+        request: _hub_pb2.FetchEnvelopesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.FetchEnvelopesResponse, _abc.Awaitable[_hub_pb2.FetchEnvelopesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListCustodians(
+        self,
+        request: _hub_pb2.ListCustodiansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ListCustodiansResponse, _abc.Awaitable[_hub_pb2.ListCustodiansResponse]]: ...
+
+def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class CustodianServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> CustodianServiceAsyncStub: ...
+    ListRecipients: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListRecipientsRequest, _hub_pb2.ListRecipientsResponse]
+    UploadEnvelopes: _grpc.UnaryUnaryMultiCallable[_hub_pb2.UploadEnvelopesRequest, _hub_pb2.UploadEnvelopesResponse]
+
+@_typing.type_check_only
+class CustodianServiceAsyncStub(CustodianServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListRecipients: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListRecipientsRequest, _hub_pb2.ListRecipientsResponse]  # type: ignore[assignment]
+    UploadEnvelopes: _aio.UnaryUnaryMultiCallable[_hub_pb2.UploadEnvelopesRequest, _hub_pb2.UploadEnvelopesResponse]  # type: ignore[assignment]
+
+class CustodianServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def ListRecipients(
+        self,
+        request: _hub_pb2.ListRecipientsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ListRecipientsResponse, _abc.Awaitable[_hub_pb2.ListRecipientsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UploadEnvelopes(
+        self,
+        request: _hub_pb2.UploadEnvelopesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.UploadEnvelopesResponse, _abc.Awaitable[_hub_pb2.UploadEnvelopesResponse]]: ...
+
+def add_CustodianServiceServicer_to_server(servicer: CustodianServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

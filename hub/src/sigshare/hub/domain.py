@@ -42,6 +42,8 @@ class Role(StrEnum):
     MEMBER = "member"
     COORDINATOR = "coordinator"
     ADMIN = "admin"
+    CUSTODIAN = "custodian"
+    """Generates each new forum secret and seals it to the members; holds no member rights."""
 
 
 class SubmissionStatus(StrEnum):
@@ -55,6 +57,9 @@ class SubmissionStatus(StrEnum):
     """Outlived the retention window without being replaced."""
     WITHDRAWN = "withdrawn"
     """Taken out of every aggregate when its member was revoked; never active again."""
+    PENDING = "pending"
+    """Sent under the key epoch the forum is rotating to, ahead of the switch: counted nowhere
+    until the switch (``sigshare-hub params epoch``) makes it the member's active submission."""
 
 
 def is_valid_name(name: str) -> bool:
@@ -497,3 +502,97 @@ class ReviewEvent:
         if self.kind is ReviewEventKind.ASSIGN:
             return "unassigned" if self.assignee is None else f"assigned to {self.assignee}"
         return "note" if self.member_note is None else "note for members"
+
+
+class KeyState(StrEnum):
+    """Where a key registration stands; derived from its approval and retirement times."""
+
+    PENDING = "pending"
+    """Registered, awaiting an admin's approval: receives nothing yet."""
+    APPROVED = "approved"
+    """The principal's keys in use: envelopes are sealed to them."""
+    RETIRED = "retired"
+    """Replaced by a newer registration; kept for the record."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRegistration:
+    """A principal's registered public keys: the sealing key envelopes are sealed to and the
+    signing key a custodian signs envelopes with. Public keys only: the hub never holds a
+    private key."""
+
+    id: int
+    principal_id: int
+    principal: str
+    """The principal's name (what the registration proof and envelopes are bound to)."""
+    sealing_public: bytes = field(repr=False)
+    signing_public: bytes = field(repr=False)
+    fingerprint: str
+    """``SHA256:…`` over both keys: what the admin checks with the principal out of band."""
+    registered_at: datetime
+    approved_at: datetime | None = None
+    approved_by: str | None = None
+    retired_at: datetime | None = None
+
+    @property
+    def state(self) -> KeyState:
+        if self.retired_at is not None:
+            return KeyState.RETIRED
+        return KeyState.PENDING if self.approved_at is None else KeyState.APPROVED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rotation:
+    """One distribution of a new forum secret: a key id sealed to every recipient at once."""
+
+    key_id: str
+    custodian: str
+    created_at: datetime
+    """When the hub stored the envelopes."""
+    activate_at: datetime | None
+    """When the custodian asked members to start using the key id (``None``: not said)."""
+    recipients: int
+    total_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEnvelope:
+    """An envelope as the hub relays it: opaque bytes with the metadata they were checked
+    against on upload."""
+
+    id: int
+    key_id: str
+    recipient: str
+    custodian: str
+    recipient_fingerprint: str
+    """The registration the envelope is sealed to."""
+    envelope: bytes = field(repr=False)
+    created_at: datetime
+    activate_at: datetime | None
+    first_fetched_at: datetime | None
+    last_fetched_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopePickup:
+    """Whether and when one recipient fetched its envelope of one rotation (no envelope bytes)."""
+
+    key_id: str
+    recipient: str
+    recipient_fingerprint: str
+    byte_size: int
+    first_fetched_at: datetime | None
+    last_fetched_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotationRequest:
+    """A recorded reason to rotate the forum secret (e.g. a member revoked), open until the
+    next rotation satisfies it."""
+
+    id: int
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    satisfied_by: str | None = None
+    """The key id of the rotation that satisfied it (``None``: still due)."""

@@ -48,6 +48,17 @@ class NotFoundError(HubError, LookupError):
         self.key = key
 
 
+class RegistrationNotFoundError(NotFoundError):
+    """The principal has no key registration with the fingerprint an admin named."""
+
+    def __init__(self, name: str, fingerprint: str) -> None:
+        super().__init__(f"key registration of {name}", fingerprint)
+        self.args = (
+            f"{name} has no key registration {fingerprint}: `sigshare-hub member keys {name}` "
+            "lists its registrations",
+        )
+
+
 class AlreadyExistsError(HubError):
     """A record with the same unique key already exists."""
 

@@ -15,6 +15,7 @@ from sigshare.client.cli.doctor import doctor
 from sigshare.client.cli.init import init
 from sigshare.client.cli.keys import keygen
 from sigshare.client.cli.kinds import kinds
+from sigshare.client.cli.member_keys import keys
 from sigshare.client.cli.sync import confirm, matches, pull, push, status, sync
 
 
@@ -25,6 +26,7 @@ def cli() -> None:
 
 
 cli.add_command(keygen)
+cli.add_command(keys)
 cli.add_command(kinds)
 cli.add_command(demo)
 cli.add_command(init)

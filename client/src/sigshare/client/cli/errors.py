@@ -21,6 +21,7 @@ from sigshare.client.errors import (
 )
 from sigshare.client.exit_codes import ExitCode
 from sigshare.client.inputs import InputFormatError
+from sigshare.client.sealed_keys import NoRecipientsError, SealedKeysError
 from sigshare.client.state import StateError
 from sigshare.client.sync import (
     KeyEpochError,
@@ -28,6 +29,7 @@ from sigshare.client.sync import (
     NothingAcceptedError,
     ValuesNotFoundError,
 )
+from sigshare.keyring.errors import KeyringError
 from sigshare.sketch.errors import SketchError, UnknownKindError
 
 EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
@@ -39,6 +41,11 @@ EXIT_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
     (HubClientError, ExitCode.FAILURE),
     (NothingAcceptedError, ExitCode.REJECTED),
     (KeyEpochError, ExitCode.CONFIG),
+    (NoRecipientsError, ExitCode.REJECTED),  # a rotation would reach nobody
+    # No custodian with the fingerprint to trust, a pin that would be replaced, keys missing or
+    # not approved: settings the member fixes.
+    (SealedKeysError, ExitCode.CONFIG),
+    (KeyringError, ExitCode.CONFIG),  # member key files
     (ConfigError, ExitCode.CONFIG),
     (StateError, ExitCode.CONFIG),
     (InputFormatError, ExitCode.INPUT),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,13 @@ from sigshare.client.checks import (
     Status,
     first_failure,
     hub_answer_checks,
+    installed_key_ids,
     key_epoch_check,
     kinds_check,
     prompt_family_check,
     state_dir_check,
 )
-from sigshare.client.cli.errors import fail
+from sigshare.client.cli.errors import HANDLED, fail
 from sigshare.client.cli.options import config_option, json_option
 from sigshare.client.config import (
     ClientConfig,
@@ -26,13 +28,18 @@ from sigshare.client.config import (
     config_path,
     default_state_dir,
     ensure_state_dir,
+    hub_connection,
     read_credential,
+    retry_policy,
+    timeouts,
     write_config,
 )
 from sigshare.client.console import Console
 from sigshare.client.errors import HubTlsError
 from sigshare.client.exit_codes import ExitCode
-from sigshare.client.hub_types import HubParameters
+from sigshare.client.hub_client import HubClient
+from sigshare.client.hub_types import CustodianInfo, HubParameters
+from sigshare.client.sealed_keys import PinOutcome, find_custodian, keys_dir, pin_custodian
 from sigshare.client.tls_files import read_tls_material
 from sigshare.sketch.errors import KeyFileError
 from sigshare.sketch.keys import load_secret_file
@@ -94,6 +101,13 @@ def _optional_absolute(path: Path | None) -> Path | None:
 @click.option(
     "--client-key", type=_FILE, metavar="FILE", default=None, help="Its private key (mTLS)."
 )
+@click.option(
+    "--trust-custodian",
+    metavar="FINGERPRINT",
+    default=None,
+    help="Pin the custodian whose signing key has this fingerprint (as `sigshare keys trust`): "
+    "sealed forum secrets are installed only if signed with it.",
+)
 @config_option
 @click.option("--force", is_flag=True, help="Replace an existing configuration file.")
 @click.option(
@@ -113,6 +127,7 @@ def init(
     insecure: bool,
     client_cert: Path | None,
     client_key: Path | None,
+    trust_custodian: str | None,
     config_file: Path | None,
     force: bool,
     check: bool,
@@ -125,8 +140,10 @@ def init(
     now and made for client authentication, and the client key must be its key. The state
     directory is created (mode 0700) and the configuration written with absolute paths (mode
     0600). Unless --no-check, the hub is asked for its published parameters first, so a wrong
-    address, certificate or credential fails here and nothing is written. Neither the
-    credential nor the secret is ever printed. `sigshare doctor` re-runs these checks later.
+    address, certificate or credential fails here and nothing is written. With
+    --trust-custodian the custodian is looked up on the hub and pinned in the state directory.
+    Neither the credential nor the secret is ever printed. `sigshare doctor` re-runs these
+    checks later.
     """
     console = Console(json_output=json_output)
     if insecure and ca_cert is not None:
@@ -139,6 +156,11 @@ def init(
         )
     if (client_cert is None) != (client_key is None):
         console.abort("--client-cert and --client-key go together (mTLS)", ExitCode.USAGE)
+    if trust_custodian is not None and not check:
+        console.abort(
+            "--trust-custodian looks the custodian up on the hub: it cannot go with --no-check",
+            ExitCode.USAGE,
+        )
 
     target = config_path(config_file)
     if target.exists() and not force:
@@ -168,11 +190,19 @@ def init(
     published = _fetch_parameters(console, config) if check else None
     if published is not None:
         warnings += _parameter_warnings(published, config, key_id)
+    custodian = _find_custodian(console, config, trust_custodian) if trust_custodian else None
 
     try:
         created = ensure_state_dir(config.state_dir)
+        pinned = (
+            None
+            if custodian is None
+            else pin_custodian(
+                keys_dir(config.state_dir), custodian, replace=False, now=datetime.now(UTC)
+            )
+        )
         written = write_config(target, config, force=force)
-    except ConfigError as error:
+    except HANDLED as error:
         fail(console, error)
 
     for warning in warnings:
@@ -185,6 +215,7 @@ def init(
                 key_id=key_id,
                 created=created,
                 published=published,
+                pinned=pinned,
                 warnings=warnings,
             )
         )
@@ -196,7 +227,19 @@ def init(
             key_id=key_id,
             created=created,
             published=published,
+            pinned=pinned,
         )
+
+
+def _find_custodian(console: Console, config: ClientConfig, fingerprint: str) -> CustodianInfo:
+    """The custodian to pin, as `sigshare keys trust` finds it."""
+    try:
+        with HubClient(
+            hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
+        ) as client:
+            return find_custodian(client.list_custodians(), fingerprint)
+    except HANDLED as error:
+        fail(console, error)
 
 
 def _fetch_parameters(console: Console, config: ClientConfig) -> HubParameters:
@@ -210,7 +253,7 @@ def _fetch_parameters(console: Console, config: ClientConfig) -> HubParameters:
 
 def _parameter_warnings(published: HubParameters, config: ClientConfig, key_id: str) -> list[str]:
     checks = (
-        key_epoch_check(published, key_id),
+        key_epoch_check(published, installed_key_ids(config, key_id)),
         kinds_check(published),
         prompt_family_check(published, config.prompt_family),
     )
@@ -235,13 +278,14 @@ def _document(
     key_id: str,
     created: bool,
     published: HubParameters | None,
+    pinned: PinOutcome | None,
     warnings: list[str],
 ) -> dict[str, Any]:
     checked: dict[str, Any] | None = None
     if published is not None:
         kinds, families = _published_lists(published)
         checked = {"kinds": kinds, "families": families}
-    return {
+    document: dict[str, Any] = {
         "config": str(written),
         "hub": config.hub,
         "transport": config.transport,
@@ -255,6 +299,13 @@ def _document(
         "hub_parameters": checked,
         "warnings": warnings,
     }
+    if pinned is not None:  # only with --trust-custodian
+        document["custodian"] = {
+            "name": pinned.pin.name,
+            "fingerprint": pinned.pin.fingerprint,
+            "file": str(pinned.path),
+        }
+    return document
 
 
 def _render(
@@ -265,6 +316,7 @@ def _render(
     key_id: str,
     created: bool,
     published: HubParameters | None,
+    pinned: PinOutcome | None,
 ) -> None:
     console.print(f"wrote [bold]{escape(str(written))}[/bold] (mode 0600)")
     rows = [
@@ -285,6 +337,8 @@ def _render(
         rows.append(("hub check", "ok"))
         rows.append(("  kinds", listed_kinds))
         rows.append(("  families", listed_families))
+    if pinned is not None:
+        rows.append(("custodian", f"{pinned.pin.name} ({pinned.pin.fingerprint}), pinned"))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         console.print(f"  {label.ljust(width)}  {escape(value)}")

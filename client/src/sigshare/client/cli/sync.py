@@ -1,11 +1,13 @@
-"""``sigshare push|pull|sync|matches|confirm|status``: the member's side of the forum.
+"""``sigshare push|pull|sync|matches|confirm|status`` and ``sigshare keys fetch``: the member's
+side of the forum.
 
 Each command loads the configuration, takes the state directory's lock (one run at a time),
 and leaves through the one error table of :mod:`sigshare.client.cli.errors`: configuration 3,
 authentication 4, unreadable input 5, network 6, hub rejection 7. A push, pull or sync that
-skipped a kind or family but did the rest prints its summary and exits 8 (partial). Human output
-is one summary line (plus tables for ``matches`` and ``status``); ``--json`` prints one JSON
-object instead.
+skipped a kind or family but did the rest prints its summary and exits 8 (partial); so does a
+sync or ``keys fetch`` that refused a sealed forum secret. Human output is one summary line
+(plus tables for ``matches`` and ``status``, and a line per forum secret a sync installed);
+``--json`` prints one JSON object instead.
 """
 
 from __future__ import annotations
@@ -37,8 +39,17 @@ from sigshare.client.exit_codes import ExitCode
 from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import FORUM_STATUSES, SubmissionInfoView
 from sigshare.client.inputs import RejectSink
+from sigshare.client.sealed_keys import (
+    NotSetUpError,
+    PickupReport,
+    keys_dir,
+    not_set_up_reason,
+    pick_up_envelopes,
+)
+from sigshare.client.secret_ring import SecretRing
 from sigshare.client.state import ForumVerdict, LocalState, StateError
 from sigshare.client.sync import (
+    AHEAD_SEPARATOR,
     NothingAcceptedError,
     PullReport,
     PushReport,
@@ -47,7 +58,6 @@ from sigshare.client.sync import (
     SyncJob,
     classify_inputs,
 )
-from sigshare.sketch.keys import load_secret_file
 
 from .options import config_option, json_option
 
@@ -73,7 +83,7 @@ def _running(
         config, _ = load_config(config_file)
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with RunLock(config.state_dir, wait=wait), LocalState.open(config.state_dir) as state:
-            secret = load_secret_file(config.secret_file)
+            ring = SecretRing.load(config.secret_file)
             client = HubClient(
                 hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
             )
@@ -81,7 +91,7 @@ def _running(
                 job = SyncJob(
                     client=client,
                     state=state,
-                    secret=secret,
+                    secret=ring,
                     progress=console.progress,
                     prompt_family=config.prompt_family,
                     min_cluster_volume=config.min_cluster_volume,
@@ -114,6 +124,19 @@ def _push_document(report: PushReport, rejects_file: Path | None) -> dict[str, A
             }
             for kind in report.kinds
         ],
+        "ahead": {
+            "key_id": report.ahead_key_id,
+            "submissions": [
+                {
+                    "name": kind.name,
+                    "items": kind.items,
+                    "submission_id": kind.submission_id,
+                    "unchanged": kind.duplicate,
+                    "bytes": kind.bytes,
+                }
+                for kind in report.ahead
+            ],
+        },
     }
 
 
@@ -145,6 +168,12 @@ def _push_line(report: PushReport) -> str:
         for kind in report.kinds
     ]
     text = "pushed " + (", ".join(parts) if parts else "nothing")
+    if report.ahead:
+        ahead = ", ".join(
+            f"{kind.name.split(AHEAD_SEPARATOR)[0]}{' (unchanged)' if kind.duplicate else ''}"
+            for kind in report.ahead
+        )
+        text += f"; sent ahead under key epoch {report.ahead_key_id}: {ahead}"
     if report.rejected:
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in report.rejects.most_common())
         text += f"; {report.rejected:,} rows rejected ({reasons})"
@@ -179,24 +208,89 @@ def _warn_unanswered(console: Console, report: PullReport) -> None:
         )
 
 
-def _outcome(run: _Run, skipped: Sequence[Skipped]) -> dict[str, Any]:
-    """A push, pull or sync's outcome, ``ok`` or ``partial``, as document fields; also what
-    the run log records."""
-    run.outcome = "partial" if skipped else "ok"
+def _outcome(run: _Run, skipped: Sequence[Skipped], refused: int = 0) -> dict[str, Any]:
+    """A push, pull or sync's outcome, ``ok`` or ``partial`` (something skipped, or a sealed
+    forum secret refused), as document fields; also what the run log records."""
+    run.outcome = "partial" if skipped or refused else "ok"
     return {"outcome": run.outcome, "skipped": _skipped_document(skipped)}
 
 
 def _emit_outcome(
-    console: Console, document: dict[str, Any], line: str, skipped: Sequence[Skipped]
+    console: Console,
+    document: dict[str, Any],
+    line: str,
+    skipped: Sequence[Skipped],
+    refused: int = 0,
 ) -> None:
     """The summary of a push, pull or sync, a warning per skipped kind or family, and then
-    exit 8 (partial) if any was skipped."""
+    exit 8 (partial) if any was skipped or a sealed forum secret refused."""
     if not console.json_output:
         for item in skipped:
             console.warn(f"skipped {item.subject} {item.name}: {item.message}")
     _emit(console, document, line)
-    if skipped:
+    if skipped or refused:
         raise SystemExit(int(ExitCode.PARTIAL))
+
+
+def _pick_up(console: Console, run: _Run) -> PickupReport:
+    """Install the forum secrets sealed to this member since the last run (when member keys
+    and a pinned custodian are set up), and say so: a line per installed secret, a warning per
+    refused envelope, right away (a later failure of the run does not undo them)."""
+    report = pick_up_envelopes(
+        run.client, run.state, run.job.ring, keys_dir(run.config.state_dir), now=run.job.now()
+    )
+    if not console.json_output:
+        for epoch in report.installed:
+            activates = (
+                f"switch planned for {epoch.activate_at.isoformat()}"
+                if epoch.activate_at
+                else "no switch time announced"
+            )
+            console.out.print(
+                f"installed forum secret {epoch.key_id} (from custodian {epoch.custodian}, "
+                f"{activates}) as {epoch.path}",
+                markup=False,
+                highlight=False,
+            )
+        for refusal in report.refused:
+            console.warn(
+                escape(
+                    f"refused the sealed forum secret {refusal.key_id} (from custodian "
+                    f"{refusal.custodian}): {refusal.message}"
+                )
+            )
+    return report
+
+
+def _keys_document(report: PickupReport) -> dict[str, Any]:
+    return {
+        "set_up": report.set_up,
+        "note": report.note,
+        "installed": [
+            {
+                "key_id": epoch.key_id,
+                "custodian": epoch.custodian,
+                "created_at": epoch.created_at.isoformat(),
+                "activate_at": epoch.activate_at.isoformat() if epoch.activate_at else None,
+                "path": str(epoch.path),
+            }
+            for epoch in report.installed
+        ],
+        "refused": [
+            {
+                "key_id": refusal.key_id,
+                "custodian": refusal.custodian,
+                "reason": refusal.reason,
+                "message": refusal.message,
+            }
+            for refusal in report.refused
+        ],
+    }
+
+
+def _refused_part(report: PickupReport) -> str:
+    count = len(report.refused)
+    return f"; refused {count} sealed forum secret{'s' if count > 1 else ''}" if count else ""
 
 
 def _run_push(run: _Run, files: Sequence[Path], kind: str | None, console: Console) -> PushReport:
@@ -277,26 +371,58 @@ def sync(
     config_file: Path | None,
     json_output: bool,
 ) -> None:
-    """The nightly job: push FILES (if any), then pull and resolve. Safe to re-run."""
+    """The nightly job: install new sealed forum secrets (once set up with `sigshare keys`),
+    push FILES (if any), then pull and resolve. Safe to re-run."""
     console = Console(json_output=json_output)
     started = time.perf_counter()
     with _running(console, config_file, "sync", wait=wait) as run:
+        picked = _pick_up(console, run)
         pushed = _run_push(run, files, kind, console) if files else PushReport()
         pulled = run.job.pull()
         timings = dict(run.job.timer.seconds)
         rejects = run.config.rejects_path
         skipped = [*pushed.skipped, *pulled.skipped]
-        outcome = _outcome(run, skipped)
+        outcome = _outcome(run, skipped, len(picked.refused))
     _warn_unanswered(console, pulled)
     document = {
         "push": _push_document(pushed, rejects),
         "pull": _pull_document(pulled),
+        "keys": _keys_document(picked),
         "phases": {name: round(seconds, 3) for name, seconds in timings.items()},
         **outcome,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    line = f"sync: {_push_line(pushed)}; {_pull_line(pulled)} ({document['seconds']} s)"
-    _emit_outcome(console, document, line, skipped)
+    line = (
+        f"sync: {_push_line(pushed)}; {_pull_line(pulled)}{_refused_part(picked)} "
+        f"({document['seconds']} s)"
+    )
+    _emit_outcome(console, document, line, skipped, len(picked.refused))
+
+
+@click.command("fetch")
+@config_option
+@json_option
+def fetch_keys(config_file: Path | None, json_output: bool) -> None:
+    """Install the forum secrets sealed to this member (what `sync` does first, alone).
+
+    Needs member keys (`sigshare keys register`, approved by the forum's admin) and a pinned
+    custodian (`sigshare keys trust`). Exits 8 if the hub sent an envelope that was refused.
+    """
+    console = Console(json_output=json_output)
+    with _running(console, config_file, "keys fetch") as run:
+        reason = not_set_up_reason(keys_dir(run.config.state_dir))
+        if reason is not None:
+            raise NotSetUpError(f"{reason}; nothing was fetched")
+        picked = _pick_up(console, run)
+        outcome = _outcome(run, (), len(picked.refused))
+    document = {"keys": _keys_document(picked), "outcome": outcome["outcome"]}
+    count = len(picked.installed)
+    line = (
+        f"installed {count} new forum secret{'s' if count > 1 else ''}"
+        if count
+        else "no new forum secret"
+    ) + _refused_part(picked)
+    _emit_outcome(console, document, line, (), len(picked.refused))
 
 
 NOT_PULLED = "nothing pulled yet: run `sigshare sync` (or `sigshare pull`) first"

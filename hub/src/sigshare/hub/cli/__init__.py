@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "db": "sigshare.hub.cli.db:db",
     "export": "sigshare.hub.cli.export:export",
     "health": "sigshare.hub.cli.health:health",
+    "keys": "sigshare.hub.cli.keys:keys",
     "member": "sigshare.hub.cli.member:member",
     "params": "sigshare.hub.cli.params:params",
     "review": "sigshare.hub.cli.review:review",

@@ -12,6 +12,7 @@ from sigshare.client.console import Console
 from sigshare.hub.cli import render
 from sigshare.hub.cli.context import HubContext, json_option, pass_hub
 from sigshare.hub.domain import KindParameters, MinHashParameters, ShingleUnit
+from sigshare.hub.services import epochs
 from sigshare.hub.services import parameters as service
 
 MIB = 1 << 20
@@ -253,6 +254,72 @@ def set_minhash(
             now=hub.now(),
         )
     _report_minhash_change(console, before, after, json_output)
+
+
+@params.command("epoch")
+@click.argument("key_id")
+@click.option(
+    "--out-of-band",
+    is_flag=True,
+    help="The new epoch's secret reached every member by hand, not as sealed envelopes.",
+)
+@json_option
+@pass_hub
+def epoch(hub: HubContext, *, key_id: str, out_of_band: bool, json_output: bool) -> None:
+    """Move every indicator kind and MinHash family to key epoch KEY_ID, keeping all else.
+
+    Run it once the custodian's `sigshare keys rotate --key-id KEY_ID` has sealed the new
+    secret to the members. From now on answers count only submissions under KEY_ID; each
+    member's next sync resubmits under it with the secret it installed from its envelope.
+    """
+    console = Console(json_output=json_output)
+    with hub.session(console) as session:
+        switch = epochs.switch_epoch(
+            session, actor=hub.actor, key_id=key_id, out_of_band=out_of_band, now=hub.now()
+        )
+    if switch.not_fetched:
+        console.warn(
+            f"{len(switch.not_fetched)} member(s) have not fetched their envelope for "
+            f"{key_id} yet ({', '.join(switch.not_fetched)}): their values count in no answer "
+            "until their next sync fetches it and resubmits"
+        )
+    if json_output:
+        console.emit_json(
+            {
+                "key_id": switch.key_id,
+                "moved": [
+                    {
+                        m.subject: m.name,
+                        "previous_key_id": m.previous_key_id,
+                        "members_before": m.senders,
+                        "members_carried_over": m.carried,
+                    }
+                    for m in switch.moved
+                ],
+                "unchanged": [{m.subject: m.name} for m in switch.already],
+                "sealed": switch.sealed,
+                "not_fetched": switch.not_fetched,
+                "members_must_resubmit": bool(switch.moved),
+            }
+        )
+        return
+    if not switch.moved:
+        console.print(f"every kind and family is at key epoch {key_id} already: nothing changed")
+        return
+    render.table(
+        console,
+        f"moved to key epoch {key_id}",
+        ["what", "name", "from", "members carried over"],
+        [
+            [m.subject, m.name, m.previous_key_id, f"{m.carried} of {m.senders}"]
+            for m in switch.moved
+        ],
+    )
+    console.print(
+        "members carried over had sent their sketches under the new epoch ahead and count in "
+        "answers from now on; the others resubmit in their next sync. The previous epoch's "
+        "submissions count in no answer any more."
+    )
 
 
 @params.command("upgrade-minhash")

@@ -36,10 +36,18 @@ SERVICE_ROLES: dict[str, frozenset[Role]] = {
     "sigshare.v1.MemberService": frozenset({Role.MEMBER}),
     "sigshare.v1.ReviewService": frozenset({Role.COORDINATOR, Role.ADMIN}),
     "sigshare.v1.AdminService": frozenset({Role.ADMIN}),
+    "sigshare.v1.KeyService": frozenset({Role.MEMBER, Role.CUSTODIAN}),
+    "sigshare.v1.CustodianService": frozenset({Role.CUSTODIAN}),
     # Reflection describes the public API only, but still needs a valid credential.
     "grpc.reflection.v1alpha.ServerReflection": frozenset(Role),
     "grpc.reflection.v1.ServerReflection": frozenset(Role),
 }
+METHOD_ROLES: dict[str, frozenset[Role]] = {
+    # A custodian reads the published parameters (their key ids) to pick a new epoch's, and
+    # its `sigshare init`/`doctor` check the hub with this call.
+    "/sigshare.v1.MemberService/GetParameters": frozenset({Role.MEMBER, Role.CUSTODIAN}),
+}
+"""Methods open to other roles than their service's."""
 UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 Authenticator = Callable[[str], Principal | None]
@@ -122,7 +130,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         service = handler_call_details.method.lstrip("/").split("/", 1)[0]
         if service in UNAUTHENTICATED_SERVICES:
             return handler
-        allowed = SERVICE_ROLES.get(service)
+        allowed = METHOD_ROLES.get(handler_call_details.method, SERVICE_ROLES.get(service))
         credential = _bearer(handler_call_details.invocation_metadata)
         return _guarded(
             handler,

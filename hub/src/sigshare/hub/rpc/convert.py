@@ -24,6 +24,7 @@ from sigshare.client.errors import HubProtocolError
 from sigshare.hub.domain import (
     Campaign,
     CampaignLink,
+    KeyRegistration,
     KindParameters,
     MinHashParameters,
     Principal,
@@ -33,6 +34,7 @@ from sigshare.hub.domain import (
     ReviewStatus,
     Role,
     SharedIndicator,
+    StoredEnvelope,
 )
 from sigshare.hub.errors import InvalidArgumentError, SketchRejectedError
 from sigshare.hub.listing import MAX_PAGE_SIZE, Page, RecordQuery, review_status
@@ -41,6 +43,13 @@ from sigshare.hub.services.coordinator_views import (
     OverlapMatrix,
     SubmissionSummary,
     SubmissionView,
+)
+from sigshare.hub.services.keyring import (
+    CustodianKey,
+    EnvelopeUpload,
+    KeyStatus,
+    RecipientList,
+    RegistrationOutcome,
 )
 from sigshare.hub.services.member_views import ConfirmOutcome
 from sigshare.hub.services.resolution import Answers, TokenStatus
@@ -59,6 +68,7 @@ _ROLES = {
     Role.MEMBER: pb.ROLE_MEMBER,
     Role.COORDINATOR: pb.ROLE_COORDINATOR,
     Role.ADMIN: pb.ROLE_ADMIN,
+    Role.CUSTODIAN: pb.ROLE_CUSTODIAN,
 }
 _ROLES_IN: dict[int, Role] = {int(value): role for role, value in _ROLES.items()}
 _Item = TypeVar("_Item")
@@ -87,7 +97,7 @@ def moment(stamp: Timestamp, present: bool) -> datetime | None:
 
 def role(value: int) -> Role:
     if value not in _ROLES_IN:
-        raise InvalidArgumentError("role must be member, coordinator or admin")
+        raise InvalidArgumentError("role must be member, coordinator, admin or custodian")
     return _ROLES_IN[value]
 
 
@@ -631,3 +641,79 @@ def shingle_unit(value: str) -> Literal["word", "char"] | None:
     if value not in ("word", "char"):
         raise InvalidArgumentError("shingle_unit must be 'word' or 'char'")
     return "word" if value == "word" else "char"
+
+
+# ---------------------------------------------------------------------------------- keys
+
+
+def key_registration(registration: KeyRegistration | None) -> pb.KeyRegistration | None:
+    if registration is None:
+        return None
+    return pb.KeyRegistration(
+        sealing_public=registration.sealing_public,
+        signing_public=registration.signing_public,
+        fingerprint=registration.fingerprint,
+        registered_at=timestamp(registration.registered_at),
+        approved_at=timestamp(registration.approved_at),
+    )
+
+
+def register_keys_response(outcome: RegistrationOutcome) -> pb.RegisterKeysResponse:
+    return pb.RegisterKeysResponse(
+        registration=key_registration(outcome.registration), unchanged=outcome.unchanged
+    )
+
+
+def key_status_response(status: KeyStatus) -> pb.GetKeyStatusResponse:
+    return pb.GetKeyStatusResponse(
+        approved=key_registration(status.approved),
+        pending=key_registration(status.pending),
+        envelopes_waiting=status.envelopes_waiting,
+        name=status.name,
+    )
+
+
+def envelope(stored: StoredEnvelope) -> pb.Envelope:
+    return pb.Envelope(
+        key_id=stored.key_id,
+        recipient=stored.recipient,
+        custodian=stored.custodian,
+        recipient_fingerprint=stored.recipient_fingerprint,
+        created_at=timestamp(stored.created_at),
+        activate_at=timestamp(stored.activate_at),
+        envelope=stored.envelope,
+    )
+
+
+def custodian(key: CustodianKey) -> pb.Custodian:
+    return pb.Custodian(
+        name=key.name,
+        signing_public=key.signing_public,
+        signing_fingerprint=key.signing_fingerprint,
+    )
+
+
+def recipients_response(found: RecipientList) -> pb.ListRecipientsResponse:
+    return pb.ListRecipientsResponse(
+        recipients=[
+            pb.Recipient(name=registration.principal, keys=key_registration(registration))
+            for registration in found.recipients
+        ],
+        unregistered=found.unregistered,
+        rotation_due=found.rotation_due,
+    )
+
+
+def envelope_uploads(request: pb.UploadEnvelopesRequest) -> list[EnvelopeUpload]:
+    """The envelopes of an upload with what the custodian says each is (checked by the
+    service against the envelopes' own headers)."""
+    return [
+        EnvelopeUpload(
+            key_id=item.key_id,
+            recipient=item.recipient,
+            custodian=item.custodian,
+            recipient_fingerprint=item.recipient_fingerprint,
+            envelope=item.envelope,
+        )
+        for item in request.envelopes
+    ]

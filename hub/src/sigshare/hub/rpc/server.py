@@ -22,6 +22,9 @@ from sigshare.hub.errors import InvalidArgumentError
 CHUNK_BYTES = 1 << 20
 """Data chunks of submissions and downloads; messages are limited to a few chunks."""
 MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES
+"""Also bounds a rotation's UploadEnvelopes, one message: about 1.5 KB per recipient, so a forum
+of well over two thousand members fits (``tests/hub/rpc/test_key_rpc.py`` checks 500 envelopes
+of the largest size)."""
 SHUTDOWN_GRACE_SECONDS = 20.0
 
 

@@ -26,6 +26,8 @@ from sigshare.hub.rpc.status import abort
 from sigshare.hub.services import (
     audit,
     coordinator_views,
+    epochs,
+    keyring,
     member_views,
     parameters,
     principals,
@@ -100,11 +102,13 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
     ) -> pb.GetParametersResponse:
         with session_scope(self._engine) as session:
             kinds, families = parameters.list_parameters(session)
+            upcoming = epochs.next_key_id(session)
         return pb.GetParametersResponse(
             bloom=[convert.bloom_parameters(p) for p in kinds],
             minhash=[convert.minhash_parameters(p) for p in families],
             max_upload_bytes=MAX_UPLOAD_BYTES,
             chunk_bytes=CHUNK_BYTES,
+            next_key_id=upcoming or "",
         )
 
     @translated
@@ -615,14 +619,104 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.VerifyAuditResponse(entries=result.entries, intact=True)
 
 
+class KeyServicer(pb_grpc.KeyServiceServicer):
+    """Members' and custodians' keys and the envelopes addressed to them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @translated
+    def RegisterKeys(
+        self, request: pb.RegisterKeysRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterKeysResponse:
+        with session_scope(self._engine) as session:
+            outcome = keyring.register_keys(
+                session,
+                principal=principal_of(context),
+                sealing_public=request.sealing_public,
+                signing_public=request.signing_public,
+                proof=request.proof,
+                now=_now(),
+            )
+        return convert.register_keys_response(outcome)
+
+    @translated
+    def GetKeyStatus(
+        self, request: pb.GetKeyStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetKeyStatusResponse:
+        with session_scope(self._engine) as session:
+            status = keyring.key_status(session, principal=principal_of(context), now=_now())
+        return convert.key_status_response(status)
+
+    @translated
+    def FetchEnvelopes(
+        self, request: pb.FetchEnvelopesRequest, context: grpc.ServicerContext
+    ) -> pb.FetchEnvelopesResponse:
+        with session_scope(self._engine) as session:
+            found = keyring.fetch_envelopes(session, principal=principal_of(context), now=_now())
+        return pb.FetchEnvelopesResponse(envelopes=[convert.envelope(e) for e in found])
+
+    @translated
+    def ListCustodians(
+        self, request: pb.ListCustodiansRequest, context: grpc.ServicerContext
+    ) -> pb.ListCustodiansResponse:
+        with session_scope(self._engine) as session:
+            found = keyring.list_custodians(session, now=_now())
+        return pb.ListCustodiansResponse(custodians=[convert.custodian(c) for c in found])
+
+
+class CustodianServicer(pb_grpc.CustodianServiceServicer):
+    """The custodian's side of a rotation: whom to seal to, and the upload of every envelope."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @translated
+    def ListRecipients(
+        self, request: pb.ListRecipientsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRecipientsResponse:
+        with session_scope(self._engine) as session:
+            found = keyring.list_recipients(session, now=_now())
+        return convert.recipients_response(found)
+
+    @translated
+    def UploadEnvelopes(
+        self, request: pb.UploadEnvelopesRequest, context: grpc.ServicerContext
+    ) -> pb.UploadEnvelopesResponse:
+        custodian = principal_of(context)
+        with session_scope(self._engine) as session:
+            rotation = keyring.upload_envelopes(
+                session,
+                custodian=custodian,
+                key_id=request.key_id,
+                activate_at=convert.moment(request.activate_at, request.HasField("activate_at")),
+                envelopes=convert.envelope_uploads(request),
+                now=_now(),
+            )
+        log.info(
+            "rotation custodian=%s key_id=%s recipients=%d bytes=%d",
+            custodian.name,
+            rotation.key_id,
+            rotation.recipients,
+            rotation.total_bytes,
+        )
+        return pb.UploadEnvelopesResponse(
+            key_id=rotation.key_id,
+            recipients=rotation.recipients,
+            total_bytes=rotation.total_bytes,
+        )
+
+
+SERVICES = ("MemberService", "ReviewService", "AdminService", "KeyService", "CustodianService")
+
+
 def register(server: grpc.Server, engine: Engine, cache: IndexCache | None = None) -> list[str]:
-    """Add the three sigshare services to ``server``; their full names. ``cache``: where
-    membership indexes are kept (a 1 GiB one by default)."""
+    """Add the sigshare services (:data:`SERVICES`) to ``server``; their full names.
+    ``cache``: where membership indexes are kept (a 1 GiB one by default)."""
     member = MemberServicer(engine, IndexCache() if cache is None else cache)
     pb_grpc.add_MemberServiceServicer_to_server(member, server)
     pb_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(engine), server)
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(engine), server)
-    return [
-        pb.DESCRIPTOR.services_by_name[name].full_name
-        for name in ("MemberService", "ReviewService", "AdminService")
-    ]
+    pb_grpc.add_KeyServiceServicer_to_server(KeyServicer(engine), server)
+    pb_grpc.add_CustodianServiceServicer_to_server(CustodianServicer(engine), server)
+    return [pb.DESCRIPTOR.services_by_name[name].full_name for name in SERVICES]

@@ -51,11 +51,34 @@ def prepare(session: Session, params: Parameters, now: datetime) -> FamilyState:
     submissions = SubmissionRepository(session)
     families = FamilyRepository(session)
     state = families.get(family_kind)
-    if state is None or state.params_digest != digest or state.key_id != key_id:
+    changed = state is None or state.params_digest != digest or state.key_id != key_id
+    if state is None or changed:
         state = families.reset(family_kind, key_id=key_id, params_digest=digest, m=m, at=now)
     due = submissions.due(family_kind, key_id, digest, now)
     for submission in due:
         submissions.end(submission.id, SubmissionStatus.EXPIRED, now)
-    if due:
+    promoted = _promote_pending(submissions, family_kind, key_id, digest, now) if changed else 0
+    if due or promoted:
         state = families.record_change(family_kind, at=now)
     return state
+
+
+def _promote_pending(
+    submissions: SubmissionRepository, family_kind: str, key_id: str, digest: bytes, now: datetime
+) -> int:
+    """Make the pending submissions made under the newly published ``(key_id, digest)`` their
+    members' active ones, so that a key-epoch switch finds every member that sent ahead already
+    in place; end those of ``key_id`` made under other parameters or past their expiry. Pending
+    submissions of other key ids wait. Returns how many became active."""
+    promoted = 0
+    for pending in submissions.pending(family_kind):
+        if pending.key_id != key_id:
+            continue
+        usable = pending.params_digest == digest and pending.expires_at > now
+        if usable and submissions.active_of(pending.member_id, family_kind) is None:
+            submissions.activate(pending.id)
+            promoted += 1
+        else:
+            # Another sketch of the new epoch is active already, or this one no longer fits.
+            submissions.end(pending.id, SubmissionStatus.EXPIRED, now)
+    return promoted

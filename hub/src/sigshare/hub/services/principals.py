@@ -107,8 +107,9 @@ def _withdraw_confirmations(session: Session, principal: Principal, now: datetim
 def _withdraw_submissions(
     session: Session, principal: Principal, now: datetime
 ) -> list[Submission]:
-    """End every active submission of the revoked ``principal`` as withdrawn (payloads and
-    clusters dropped) and move each family it touched to a new version.
+    """End every active (and pending) submission of the revoked ``principal`` as withdrawn
+    (payloads and clusters dropped) and move each family whose answers it counted in to a new
+    version.
 
     The principal row is updated first: on PostgreSQL that waits for any submission of the
     member in flight (each holds a share lock on the row, see ``_store``) and makes later ones
@@ -121,7 +122,8 @@ def _withdraw_submissions(
     for submission in withdrawn:
         submissions.lock_family(submission.family_kind)
         submissions.end(submission.id, SubmissionStatus.WITHDRAWN, now)
-        families.record_change(submission.family_kind, at=now)
+        if submission.status is SubmissionStatus.ACTIVE:  # a pending one counted nowhere
+            families.record_change(submission.family_kind, at=now)
     return withdrawn
 
 

@@ -32,6 +32,7 @@ from sigshare.hub.errors import (
     PreconditionError,
     SketchRejectedError,
 )
+from sigshare.hub.services import epochs
 from sigshare.hub.services.families import prepare
 from sigshare.hub.storage.aggregates import FamilyRepository
 from sigshare.hub.storage.audit import AuditRepository
@@ -79,11 +80,20 @@ class UploadPlan:
 
     header: UploadHeader
     params: KindParameters | MinHashParameters
+    """The parameters the sketch was made under: the published ones, or for a pending upload
+    the published ones under the next key epoch."""
     max_bytes: int
     """The most data bytes a stream with this header may carry."""
+    pending: bool = False
+    """Made under the key epoch the forum is rotating to: stored as the member's pending
+    submission, counted nowhere until the switch (:func:`.epochs.switch_epoch`)."""
 
 
-def _published(session: Session, header: UploadHeader) -> KindParameters | MinHashParameters:
+def _published(
+    session: Session, header: UploadHeader
+) -> tuple[KindParameters | MinHashParameters, bool]:
+    """The parameters ``header`` must have been made under, and whether they are the next key
+    epoch's (a pending upload)."""
     repository = ParameterRepository(session)
     params: KindParameters | MinHashParameters | None
     if header.format is SketchFormat.BLOOM_V1:
@@ -94,17 +104,21 @@ def _published(session: Session, header: UploadHeader) -> KindParameters | MinHa
         what = "fingerprint family"
     if params is None:
         raise PreconditionError(f"{what} {header.kind!r} is not enabled on this hub")
+    pending = False
     if header.key_id != params.key_id:
-        raise PreconditionError(
-            f"{header.kind}: sketch made with key id {header.key_id!r}, the forum's current key "
-            f"id is {params.key_id!r}; rebuild it with the current forum secret"
-        )
+        upcoming = epochs.next_key_id(session)
+        if header.key_id != upcoming:
+            raise PreconditionError(
+                f"{header.kind}: sketch made with key id {header.key_id!r}, the forum's current "
+                f"key id is {params.key_id!r}; rebuild it with the current forum secret"
+            )
+        params, pending = epochs.under_key_id(params, upcoming), True
     if header.params_digest != params.digest():
         raise PreconditionError(
             f"{header.kind}: the hub's parameters changed since they were fetched; fetch them "
             "again and rebuild the sketch"
         )
-    return params
+    return params, pending
 
 
 def plan_upload(session: Session, header: UploadHeader) -> UploadPlan:
@@ -117,7 +131,7 @@ def plan_upload(session: Session, header: UploadHeader) -> UploadPlan:
         raise InvalidArgumentError("content_length must be positive")
     if len(header.content_sha256) != hashlib.sha256().digest_size:
         raise InvalidArgumentError("content_sha256 must be 32 bytes")
-    params = _published(session, header)
+    params, pending = _published(session, header)
     if isinstance(params, KindParameters):
         if header.declared_count > params.capacity:
             raise SketchRejectedError(
@@ -138,7 +152,7 @@ def plan_upload(session: Session, header: UploadHeader) -> UploadPlan:
             f"content_length {header.content_length} exceeds the {limit} bytes such a sketch "
             "can take"
         )
-    return UploadPlan(header=header, params=params, max_bytes=limit)
+    return UploadPlan(header=header, params=params, max_bytes=limit, pending=pending)
 
 
 def verify_content(
@@ -303,17 +317,27 @@ def _store(
         )
     submissions = SubmissionRepository(session)
     submissions.lock_family(family_kind)
-    # Under the lock: the parameters the upload was checked against are still the published ones.
-    repository = ParameterRepository(session)
-    current_params = (
-        repository.get_kind(params.kind)
-        if isinstance(params, KindParameters)
-        else repository.get_minhash_family(params.family)
-    )
-    if current_params != params:
+    # Under the lock: the parameters the upload was checked against are still the published ones
+    # (for a pending upload: still the next key epoch's).
+    try:
+        still = _published(session, header)
+    except PreconditionError:
+        still = None
+    if still != (params, plan.pending):
         raise PreconditionError(
             f"{header.kind}: the hub's parameters changed during the upload; fetch them again "
             "and rebuild the sketch"
+        )
+    if plan.pending:
+        return _store_pending(
+            session,
+            member,
+            plan,
+            payload,
+            family_kind=family_kind,
+            set_bits=set_bits,
+            now=now,
+            clusters=clusters,
         )
     prepare(session, params, now)
     expires_at = now + timedelta(days=params.retention_days)
@@ -321,6 +345,9 @@ def _store(
     if earlier is not None and earlier.status is SubmissionStatus.ACTIVE:
         # Re-sending unchanged data re-asserts it: the retention window starts again.
         return submissions.extend(earlier.id, expires_at), True
+    if earlier is not None and earlier.status is SubmissionStatus.PENDING:
+        # Sent ahead under this key epoch and not made active at the switch: send it as new.
+        submissions.end(earlier.id, SubmissionStatus.SUPERSEDED, now)
     current = submissions.active_of(member.id, family_kind)
     if current is not None and isinstance(params, KindParameters):
         _require_replace_interval(params, current, now)
@@ -360,6 +387,78 @@ def _store(
             "declared_count": header.declared_count,
             "bytes": stored.byte_size,
             "sha256": header.content_sha256.hex(),
+            "replaces": None if current is None else current.id,
+        },
+        at=now,
+    )
+    return stored, False
+
+
+def _store_pending(
+    session: Session,
+    member: Principal,
+    plan: UploadPlan,
+    payload: bytes | StagedBlob,
+    *,
+    family_kind: str,
+    set_bits: int | None,
+    now: datetime,
+    clusters: Sequence[ClusterInfo],
+) -> tuple[Submission, bool]:
+    """Store an upload under the next key epoch as the member's pending submission of the
+    family, replacing its earlier pending one. Nothing any answer reads changes: the family
+    keeps its version, and no replace interval applies (a pending filter has no query budget
+    until the switch makes it active)."""
+    header, params = plan.header, plan.params
+    submissions = SubmissionRepository(session)
+    expires_at = now + timedelta(days=params.retention_days)
+    earlier = submissions.find(member.id, family_kind, header.content_sha256)
+    if earlier is not None and earlier.status is SubmissionStatus.PENDING:
+        return submissions.extend(earlier.id, expires_at), True
+    current = submissions.pending_of(member.id, family_kind)
+    if current is not None:
+        submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)
+    if earlier is not None and earlier.status is not SubmissionStatus.ACTIVE:
+        stored = submissions.revive(
+            earlier.id,
+            payload=payload,
+            key_id=header.key_id,
+            params_digest=header.params_digest,
+            created_at=now,
+            expires_at=expires_at,
+            status=SubmissionStatus.PENDING,
+        )
+    elif earlier is not None:
+        raise PreconditionError(
+            f"{header.kind}: this content is your active submission already, which cannot be "
+            "under the next key epoch too"
+        )
+    else:
+        stored = submissions.add(
+            member_id=member.id,
+            family_kind=family_kind,
+            key_id=header.key_id,
+            params_digest=header.params_digest,
+            content_sha256=header.content_sha256,
+            declared_count=header.declared_count,
+            set_bits=set_bits,
+            payload=payload,
+            created_at=now,
+            expires_at=expires_at,
+            status=SubmissionStatus.PENDING,
+        )
+    if clusters:
+        ClusterRepository(session).add(stored.id, clusters)
+    AuditRepository(session).append(
+        member.name,
+        "submission.add",
+        family_kind,
+        {
+            "submission": stored.id,
+            "declared_count": header.declared_count,
+            "bytes": stored.byte_size,
+            "sha256": header.content_sha256.hex(),
+            "pending_key_id": header.key_id,
             "replaces": None if current is None else current.id,
         },
         at=now,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from sigshare.hub.domain import utc
@@ -99,3 +99,9 @@ class QueryLedgerRepository:
             )
         )
         return int(found or 0)
+
+    def clear_kind(self, kind: str) -> int:
+        """Drop every member's ledger of ``kind``; how many there were. For a new key epoch,
+        whose tokens have nothing in common with the ledgers' (``epochs.switch_epoch``)."""
+        result = self._session.execute(delete(QueryLedgerRow).where(QueryLedgerRow.kind == kind))
+        return int(cast(CursorResult[Any], result).rowcount)

@@ -39,6 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from sigshare.hub.domain import Role, SubmissionStatus, utc
+from sigshare.keyring import SEALING_PUBLIC_BYTES, SIGNING_PUBLIC_BYTES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -431,3 +432,101 @@ class WebSessionRow(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+
+
+KEY_PENDING = "approved_at IS NULL AND retired_at IS NULL"
+KEY_APPROVED = "approved_at IS NOT NULL AND retired_at IS NULL"
+"""Predicates of the partial unique indexes that keep one pending and one approved key
+registration per principal."""
+
+
+class MemberKeyRow(Base):
+    """A principal's registered public keys (sealing and signing); never a private key."""
+
+    __tablename__ = "member_keys"
+    __table_args__ = (
+        UniqueConstraint("principal_id", "fingerprint"),
+        Index(
+            "uq_member_keys_one_pending",
+            "principal_id",
+            unique=True,
+            sqlite_where=text(KEY_PENDING),
+            postgresql_where=text(KEY_PENDING),
+        ),
+        Index(
+            "uq_member_keys_one_approved",
+            "principal_id",
+            unique=True,
+            sqlite_where=text(KEY_APPROVED),
+            postgresql_where=text(KEY_APPROVED),
+        ),
+        CheckConstraint(
+            f"length(sealing_public) = {SEALING_PUBLIC_BYTES}", name="sealing_public_length"
+        ),
+        CheckConstraint(
+            f"length(signing_public) = {SIGNING_PUBLIC_BYTES}", name="signing_public_length"
+        ),
+        CheckConstraint("(approved_at IS NULL) = (approved_by IS NULL)", name="approval_complete"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    sealing_public: Mapped[bytes] = mapped_column(LargeBinary)
+    signing_public: Mapped[bytes] = mapped_column(LargeBinary(SIGNING_PUBLIC_BYTES))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime]
+    approved_at: Mapped[datetime | None]
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    retired_at: Mapped[datetime | None]
+
+
+class KeyRotationRow(Base):
+    """One distribution of a new forum secret; a key id is rotated to at most once."""
+
+    __tablename__ = "key_rotations"
+    __table_args__ = (
+        CheckConstraint("recipients >= 1", name="recipients_positive"),
+        CheckConstraint("total_bytes >= 0", name="total_bytes_non_negative"),
+    )
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    custodian_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    created_at: Mapped[datetime]
+    activate_at: Mapped[datetime | None]
+    recipients: Mapped[int] = mapped_column(Integer)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class KeyEnvelopeRow(Base):
+    """The forum secret of one rotation sealed to one recipient: opaque bytes the hub relays
+    and cannot open, with when the recipient first and last fetched them."""
+
+    __tablename__ = "key_envelopes"
+    __table_args__ = (
+        UniqueConstraint("key_id", "recipient_id"),
+        CheckConstraint("byte_size = length(envelope)", name="byte_size_matches"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("key_rotations.key_id"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    member_key_id: Mapped[int] = mapped_column(ForeignKey("member_keys.id"))
+    """The registration the envelope is sealed to."""
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    byte_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    first_fetched_at: Mapped[datetime | None]
+    last_fetched_at: Mapped[datetime | None]
+
+
+class RotationRequestRow(Base):
+    """A reason to rotate the forum secret, due until a rotation satisfies it."""
+
+    __tablename__ = "rotation_requests"
+    __table_args__ = (CheckConstraint("length(reason) BETWEEN 1 AND 200", name="reason_length"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[datetime]
+    satisfied_by: Mapped[str | None] = mapped_column(ForeignKey("key_rotations.key_id"))

@@ -31,6 +31,8 @@ from sigshare.hub.storage.models import (
 from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 
 MAX_FAMILY_KIND_LENGTH = 80
+_LIVE = (SubmissionStatus.ACTIVE, SubmissionStatus.PENDING)
+"""Statuses of submissions in service: each has its payload (ended ones have none)."""
 
 
 def _submission(row: SubmissionRow) -> Submission:
@@ -99,8 +101,10 @@ class SubmissionRepository:
         payload: bytes | StagedBlob,
         created_at: datetime,
         expires_at: datetime,
+        status: SubmissionStatus = SubmissionStatus.ACTIVE,
     ) -> Submission:
-        """Store a new active submission and supersede the member's previous active one.
+        """Store a new active (or pending) submission and supersede the member's previous one
+        of that status.
 
         ``payload``: the encoded sketch, or the staged blob it was received into (which is
         published here, before the transaction can commit).
@@ -117,6 +121,8 @@ class SubmissionRepository:
             )
         if declared_count < 0 or (set_bits is not None and set_bits < 0):
             raise InvalidArgumentError("declared count and set bits cannot be negative")
+        if status not in _LIVE:
+            raise InvalidArgumentError("a new submission is active or pending")
         created, expires = utc(created_at), utc(expires_at)
         if expires <= created:
             raise InvalidArgumentError("a submission must expire after it was created")
@@ -129,7 +135,7 @@ class SubmissionRepository:
             declared_count=declared_count,
             byte_size=_payload_size(payload),
             set_bits=set_bits,
-            status=SubmissionStatus.ACTIVE.value,
+            status=status.value,
             tokens_asked=0,
             created_at=created,
             expires_at=expires,
@@ -144,7 +150,7 @@ class SubmissionRepository:
                     .where(
                         SubmissionRow.member_id == member_id,
                         SubmissionRow.family_kind == family_kind,
-                        SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                        SubmissionRow.status == status.value,
                     )
                     .values(status=SubmissionStatus.SUPERSEDED.value, superseded_at=created)
                 )
@@ -247,16 +253,53 @@ class SubmissionRepository:
         return [_submission(row) for row in rows]
 
     def of_member(self, member_id: int) -> list[Submission]:
-        """The member's active submissions, by family/kind."""
+        """The member's active and pending submissions, by family/kind (active first)."""
         rows = self._session.scalars(
             select(SubmissionRow)
             .where(
                 SubmissionRow.member_id == member_id,
-                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                SubmissionRow.status.in_([status.value for status in _LIVE]),
             )
-            .order_by(SubmissionRow.family_kind)
+            .order_by(SubmissionRow.family_kind, SubmissionRow.status)
         )
         return [_submission(row) for row in rows]
+
+    def pending_of(self, member_id: int, family_kind: str) -> Submission | None:
+        """The member's submission of this family/kind under the next key epoch, if any."""
+        row = self._session.scalars(
+            select(SubmissionRow).where(
+                SubmissionRow.member_id == member_id,
+                SubmissionRow.family_kind == family_kind,
+                SubmissionRow.status == SubmissionStatus.PENDING.value,
+            )
+        ).first()
+        return None if row is None else _submission(row)
+
+    def pending(self, family_kind: str) -> builtins.list[Submission]:
+        """Every pending submission of this family/kind, by id."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
+            .where(
+                SubmissionRow.family_kind == family_kind,
+                SubmissionRow.status == SubmissionStatus.PENDING.value,
+            )
+            .order_by(SubmissionRow.id)
+        )
+        return [_submission(row) for row in rows]
+
+    def activate(self, submission_id: int) -> None:
+        """Make a pending submission its member's active one; the caller has ended the active
+        one (the partial unique index admits one active row per member and family)."""
+        result = self._session.execute(
+            update(SubmissionRow)
+            .where(
+                SubmissionRow.id == submission_id,
+                SubmissionRow.status == SubmissionStatus.PENDING.value,
+            )
+            .values(status=SubmissionStatus.ACTIVE.value)
+        )
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise ConflictError(f"submission {submission_id} is no longer pending")
 
     @staticmethod
     def _due(
@@ -311,18 +354,19 @@ class SubmissionRepository:
         return [_submission(row) for row in rows]
 
     def end(self, submission_id: int, status: SubmissionStatus, at: datetime) -> None:
-        """Take an active submission out of service and drop its payload and clusters.
+        """Take an active or pending submission out of service and drop its payload and
+        clusters.
 
         Ended sketches are never read again (a member re-sending old content revives the row
         with the bytes it sends), so the hub keeps only their metadata.
         """
-        if status is SubmissionStatus.ACTIVE:
-            raise InvalidArgumentError("end() moves a submission out of the active state")
+        if status in _LIVE:
+            raise InvalidArgumentError("end() moves a submission out of service")
         result = self._session.execute(
             update(SubmissionRow)
             .where(
                 SubmissionRow.id == submission_id,
-                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                SubmissionRow.status.in_([live.value for live in _LIVE]),
             )
             .values(status=status.value, superseded_at=utc(at))
         )
@@ -372,12 +416,12 @@ class SubmissionRepository:
         return None if row is None else _submission(row)
 
     def extend(self, submission_id: int, expires_at: datetime) -> Submission:
-        """Move an active submission's expiry to ``expires_at`` (never earlier)."""
+        """Move an active or pending submission's expiry to ``expires_at`` (never earlier)."""
         self._session.execute(
             update(SubmissionRow)
             .where(
                 SubmissionRow.id == submission_id,
-                SubmissionRow.status == SubmissionStatus.ACTIVE.value,
+                SubmissionRow.status.in_([live.value for live in _LIVE]),
                 SubmissionRow.expires_at < utc(expires_at),
             )
             .values(expires_at=utc(expires_at))
@@ -410,8 +454,10 @@ class SubmissionRepository:
         params_digest: bytes,
         created_at: datetime,
         expires_at: datetime,
+        status: SubmissionStatus = SubmissionStatus.ACTIVE,
     ) -> Submission:
-        """Make an ended submission active again with its bytes re-sent by the member.
+        """Make an ended submission active (or pending) again with its bytes re-sent by the
+        member.
 
         The caller has ended the member's current submission of the family first; clusters of
         a MinHash submission are added again by the caller. ``key_id`` and ``params_digest``
@@ -430,11 +476,11 @@ class SubmissionRepository:
                         SubmissionRow.id == submission_id,
                         # A withdrawn submission belonged to a revoked member: it stays out.
                         SubmissionRow.status.not_in(
-                            [SubmissionStatus.ACTIVE.value, SubmissionStatus.WITHDRAWN.value]
+                            [live.value for live in _LIVE] + [SubmissionStatus.WITHDRAWN.value]
                         ),
                     )
                     .values(
-                        status=SubmissionStatus.ACTIVE.value,
+                        status=status.value,
                         key_id=key_id,
                         params_digest=params_digest,
                         created_at=created,
