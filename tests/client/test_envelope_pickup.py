@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,8 +48,6 @@ from tests.support.sealed_forum import (
     KEY_ID,
     Person,
     SealedForum,
-    provision_template,
-    sealed_forum,
 )
 
 PARTIAL = int(ExitCode.PARTIAL)
@@ -58,20 +55,6 @@ NOT_SET_UP = (
     "sealed key distribution is not set up: no member keys (sigshare keys register), no pinned "
     "custodian (sigshare keys trust FINGERPRINT)"
 )
-
-
-@pytest.fixture(scope="session")
-def hub_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, dict[str, str]]:
-    path = tmp_path_factory.mktemp("sealed-template") / "hub.db"
-    credentials = provision_template(path)
-    return path.read_bytes(), credentials
-
-
-@pytest.fixture
-def forum(tmp_path: Path, hub_template: tuple[bytes, dict[str, str]]) -> Iterator[SealedForum]:
-    template, credentials = hub_template
-    with sealed_forum(tmp_path, template, credentials) as forum:
-        yield forum
 
 
 @pytest.fixture

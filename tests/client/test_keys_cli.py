@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,23 +28,7 @@ from tests.support.sealed_forum import (
     CUSTODIAN,
     Person,
     SealedForum,
-    provision_template,
-    sealed_forum,
 )
-
-
-@pytest.fixture(scope="session")
-def hub_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, dict[str, str]]:
-    path = tmp_path_factory.mktemp("sealed-template") / "hub.db"
-    credentials = provision_template(path)
-    return path.read_bytes(), credentials
-
-
-@pytest.fixture
-def forum(tmp_path: Path, hub_template: tuple[bytes, dict[str, str]]) -> Iterator[SealedForum]:
-    template, credentials = hub_template
-    with sealed_forum(tmp_path, template, credentials) as forum:
-        yield forum
 
 
 def mode_of(path: Path) -> int:

@@ -23,9 +23,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import stat
-import tempfile
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +51,12 @@ from sigshare.keyring import (
 )
 from sigshare.keyring.member_keys import member_keys_path
 from sigshare.sketch.keys import ForumSecret
+from sigshare.sketch.private_files import (
+    ExposedFileError,
+    NotRegularFileError,
+    read_private,
+    write_private,
+)
 
 KEYS_DIR = "keys"
 CUSTODIAN_FILE = "custodian.toml"
@@ -123,23 +126,18 @@ def load_pinned_custodian(directory: Path) -> PinnedCustodian | None:
     installed) and one whose fingerprint does not match its key."""
     path = custodian_path(directory)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        raw = read_private(path, limit=_MAX_CUSTODIAN_FILE_BYTES, forbidden=0o022)
     except FileNotFoundError:
         return None
+    except (IsADirectoryError, NotRegularFileError):
+        raise CustodianPinError(f"{path}: not a regular file") from None
+    except ExposedFileError as exposed:
+        raise CustodianPinError(
+            f"{path}: permissions {exposed.permissions} let others change which custodian "
+            f"this member trusts; run: chmod 600 {path}"
+        ) from None
     except OSError as error:
         raise CustodianPinError(f"{path}: cannot open ({error.strerror})") from None
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise CustodianPinError(f"{path}: not a regular file")
-        if mode & 0o022:
-            raise CustodianPinError(
-                f"{path}: permissions {stat.filemode(mode)} let others change which custodian "
-                f"this member trusts; run: chmod 600 {path}"
-            )
-        raw = os.read(descriptor, _MAX_CUSTODIAN_FILE_BYTES)
-    finally:
-        os.close(descriptor)
     try:
         document = tomllib.loads(raw.decode("utf-8"))
         version = document.get("version")
@@ -179,20 +177,9 @@ def _write_pin(directory: Path, pin: PinnedCustodian) -> Path:
     )
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".sigshare-custodian-", dir=directory)
+        write_private(target, body, overwrite=True, prefix=".sigshare-custodian-")
     except OSError as error:
         raise CustodianPinError(f"cannot write {target}: {error.strerror}") from None
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
     return target
 
 

@@ -22,11 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import secrets
-import stat
 import struct
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +34,12 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from sigshare.keyring.errors import MemberKeyFileError, RegistrationError
+from sigshare.sketch.private_files import (
+    ExposedFileError,
+    NotRegularFileError,
+    read_private,
+    write_private,
+)
 
 KEM_ID = 0x647A
 """HPKE KEM identifier of MLKEM768-X25519 (draft-ietf-hpke-pq)."""
@@ -343,27 +346,10 @@ def write_member_keys(directory: Path, keys: MemberKeys, *, overwrite: bool = Fa
         f'signing_seed = "{base64.b64encode(keys.signing.seed).decode("ascii")}"\n'
         f'created = "{created}"\n'
     )
-    descriptor, temporary = tempfile.mkstemp(prefix=".sigshare-member-keys-", dir=directory)
     try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, target)
-        else:
-            # link() fails if the target appeared meanwhile: never clobber a concurrent writer.
-            try:
-                os.link(temporary, target)
-            except FileExistsError:
-                raise MemberKeyFileError(refusal) from None
-            finally:
-                os.unlink(temporary)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        write_private(target, body, overwrite=overwrite, prefix=".sigshare-member-keys-")
+    except FileExistsError:
+        raise MemberKeyFileError(refusal) from None
     return target
 
 
@@ -389,8 +375,7 @@ def load_member_keys(directory: Path) -> MemberKeys:
     """Load ``directory/member.keys``, refusing a file that group or others could read or write."""
     file_path = member_keys_path(directory)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer before the type check refuses it.
-        descriptor = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK)
+        raw = read_private(file_path, limit=64 * 1024)  # a member key file is a few hundred bytes
     except FileNotFoundError:
         raise MemberKeyFileError(
             f"{file_path}: no member keys here; generate this member's keys first, or point to "
@@ -398,22 +383,17 @@ def load_member_keys(directory: Path) -> MemberKeys:
         ) from None
     except PermissionError:
         raise MemberKeyFileError(f"{file_path}: permission denied") from None
+    except IsADirectoryError:
+        raise MemberKeyFileError(f"{file_path}: is a directory, not a member key file") from None
+    except NotRegularFileError:
+        raise MemberKeyFileError(f"{file_path}: not a regular file") from None
+    except ExposedFileError as exposed:
+        raise MemberKeyFileError(
+            f"{file_path}: permissions {exposed.permissions} let others read or change the "
+            f"member's private keys; run: chmod 600 {file_path}"
+        ) from None
     except OSError as error:
         raise MemberKeyFileError(f"{file_path}: cannot open ({error.strerror})") from None
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise MemberKeyFileError(f"{file_path}: is a directory, not a member key file")
-        if not stat.S_ISREG(mode):
-            raise MemberKeyFileError(f"{file_path}: not a regular file")
-        if mode & 0o077:
-            raise MemberKeyFileError(
-                f"{file_path}: permissions {stat.filemode(mode)} let others read or change the "
-                f"member's private keys; run: chmod 600 {file_path}"
-            )
-        raw = os.read(descriptor, 64 * 1024)  # a member key file is a few hundred bytes
-    finally:
-        os.close(descriptor)
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

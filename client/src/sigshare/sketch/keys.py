@@ -15,8 +15,6 @@ import binascii
 import os
 import re
 import secrets
-import stat
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +25,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sigshare.sketch.errors import KeyFileError
+from sigshare.sketch.private_files import (
+    ExposedFileError,
+    NotRegularFileError,
+    read_private,
+    write_private,
+)
 
 SECRET_FILE_VERSION = 1
 MIN_SECRET_BYTES = 32
@@ -98,28 +102,22 @@ def load_secret_file(path: str | os.PathLike[str]) -> ForumSecret:
     """Load a forum secret file, refusing one that group or others could read or write."""
     file_path = Path(path)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer before the type check refuses it.
-        descriptor = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK)
+        raw = read_private(file_path, limit=64 * 1024)  # a secret file is a few hundred bytes
     except FileNotFoundError:
         raise KeyFileError(f"{file_path}: no such file") from None
     except PermissionError:
         raise KeyFileError(f"{file_path}: permission denied") from None
+    except IsADirectoryError:
+        raise KeyFileError(f"{file_path}: is a directory") from None
+    except NotRegularFileError:
+        raise KeyFileError(f"{file_path}: not a regular file") from None
+    except ExposedFileError as exposed:
+        raise KeyFileError(
+            f"{file_path}: permissions {exposed.permissions} let others read the forum "
+            f"secret; run: chmod 600 {file_path}"
+        ) from None
     except OSError as error:
         raise KeyFileError(f"{file_path}: cannot open ({error.strerror})") from None
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise KeyFileError(f"{file_path}: is a directory")
-        if not stat.S_ISREG(mode):
-            raise KeyFileError(f"{file_path}: not a regular file")
-        if mode & 0o077:
-            raise KeyFileError(
-                f"{file_path}: permissions {stat.filemode(mode)} let others read the forum "
-                f"secret; run: chmod 600 {file_path}"
-            )
-        raw = os.read(descriptor, 64 * 1024)  # a secret file is a few hundred bytes
-    finally:
-        os.close(descriptor)
     try:
         document = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
@@ -159,26 +157,8 @@ def write_secret_file(
         f'secret = "{base64.b64encode(forum_secret.secret).decode("ascii")}"\n'
         f'created = "{created}"\n'
     )
-    directory = target.parent if str(target.parent) else Path()
-    descriptor, temporary = tempfile.mkstemp(prefix=".sigshare-secret-", dir=directory)
     try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, target)
-        else:
-            # link() fails if the target appeared meanwhile: never clobber a concurrent writer.
-            try:
-                os.link(temporary, target)
-            except FileExistsError:
-                raise KeyFileError(f"{target}: already exists") from None
-            finally:
-                os.unlink(temporary)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        write_private(target, body, overwrite=overwrite, prefix=".sigshare-secret-")
+    except FileExistsError:
+        raise KeyFileError(f"{target}: already exists") from None
     return target

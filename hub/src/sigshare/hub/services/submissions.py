@@ -89,6 +89,9 @@ class UploadPlan:
     submission, counted nowhere until the switch (:func:`.epochs.switch_epoch`)."""
 
 
+_LIVE = (SubmissionStatus.ACTIVE, SubmissionStatus.PENDING)
+
+
 def _published(
     session: Session, header: UploadHeader
 ) -> tuple[KindParameters | MinHashParameters, bool]:
@@ -328,31 +331,24 @@ def _store(
             f"{header.kind}: the hub's parameters changed during the upload; fetch them again "
             "and rebuild the sketch"
         )
-    if plan.pending:
-        return _store_pending(
-            session,
-            member,
-            plan,
-            payload,
-            family_kind=family_kind,
-            set_bits=set_bits,
-            now=now,
-            clusters=clusters,
-        )
-    prepare(session, params, now)
+    pending = plan.pending
+    if not pending:
+        prepare(session, params, now)
+    status = SubmissionStatus.PENDING if pending else SubmissionStatus.ACTIVE
     expires_at = now + timedelta(days=params.retention_days)
     earlier = submissions.find(member.id, family_kind, header.content_sha256)
-    if earlier is not None and earlier.status is SubmissionStatus.ACTIVE:
+    if earlier is not None and earlier.status is status:
         # Re-sending unchanged data re-asserts it: the retention window starts again.
         return submissions.extend(earlier.id, expires_at), True
-    if earlier is not None and earlier.status is SubmissionStatus.PENDING:
+    if earlier is not None and earlier.status in _LIVE:
+        if pending:
+            raise PreconditionError(
+                f"{header.kind}: this content is your active submission already, which cannot "
+                "be under the next key epoch too"
+            )
         # Sent ahead under this key epoch and not made active at the switch: send it as new.
         submissions.end(earlier.id, SubmissionStatus.SUPERSEDED, now)
-    current = submissions.active_of(member.id, family_kind)
-    if current is not None and isinstance(params, KindParameters):
-        _require_replace_interval(params, current, now)
-    if current is not None:
-        submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)
+    current = _supersede(submissions, member, family_kind, plan, now)
     if earlier is not None:
         stored = submissions.revive(
             earlier.id,
@@ -361,6 +357,7 @@ def _store(
             params_digest=header.params_digest,
             created_at=now,
             expires_at=expires_at,
+            status=status,
         )
     else:
         stored = submissions.add(
@@ -374,10 +371,12 @@ def _store(
             payload=payload,
             created_at=now,
             expires_at=expires_at,
+            status=status,
         )
     if clusters:
         ClusterRepository(session).add(stored.id, clusters)
-    FamilyRepository(session).record_change(family_kind, at=now)
+    if not pending:  # a pending submission changes nothing any answer reads
+        FamilyRepository(session).record_change(family_kind, at=now)
     AuditRepository(session).append(
         member.name,
         "submission.add",
@@ -388,82 +387,34 @@ def _store(
             "bytes": stored.byte_size,
             "sha256": header.content_sha256.hex(),
             "replaces": None if current is None else current.id,
+            **({"pending_key_id": header.key_id} if pending else {}),
         },
         at=now,
     )
     return stored, False
 
 
-def _store_pending(
-    session: Session,
+def _supersede(
+    submissions: SubmissionRepository,
     member: Principal,
-    plan: UploadPlan,
-    payload: bytes | StagedBlob,
-    *,
     family_kind: str,
-    set_bits: int | None,
+    plan: UploadPlan,
     now: datetime,
-    clusters: Sequence[ClusterInfo],
-) -> tuple[Submission, bool]:
-    """Store an upload under the next key epoch as the member's pending submission of the
-    family, replacing its earlier pending one. Nothing any answer reads changes: the family
-    keeps its version, and no replace interval applies (a pending filter has no query budget
-    until the switch makes it active)."""
-    header, params = plan.header, plan.params
-    submissions = SubmissionRepository(session)
-    expires_at = now + timedelta(days=params.retention_days)
-    earlier = submissions.find(member.id, family_kind, header.content_sha256)
-    if earlier is not None and earlier.status is SubmissionStatus.PENDING:
-        return submissions.extend(earlier.id, expires_at), True
-    current = submissions.pending_of(member.id, family_kind)
+) -> Submission | None:
+    """End the member's submission of the family that the upload replaces (its active one, or
+    for a pending upload its pending one) and return it; ``None`` when there is none.
+
+    A pending submission is replaced with no replace interval: it has no query budget until
+    the switch makes it active, and no answer reads it before."""
+    if plan.pending:
+        current = submissions.pending_of(member.id, family_kind)
+    else:
+        current = submissions.active_of(member.id, family_kind)
+        if current is not None and isinstance(plan.params, KindParameters):
+            _require_replace_interval(plan.params, current, now)
     if current is not None:
         submissions.end(current.id, SubmissionStatus.SUPERSEDED, now)
-    if earlier is not None and earlier.status is not SubmissionStatus.ACTIVE:
-        stored = submissions.revive(
-            earlier.id,
-            payload=payload,
-            key_id=header.key_id,
-            params_digest=header.params_digest,
-            created_at=now,
-            expires_at=expires_at,
-            status=SubmissionStatus.PENDING,
-        )
-    elif earlier is not None:
-        raise PreconditionError(
-            f"{header.kind}: this content is your active submission already, which cannot be "
-            "under the next key epoch too"
-        )
-    else:
-        stored = submissions.add(
-            member_id=member.id,
-            family_kind=family_kind,
-            key_id=header.key_id,
-            params_digest=header.params_digest,
-            content_sha256=header.content_sha256,
-            declared_count=header.declared_count,
-            set_bits=set_bits,
-            payload=payload,
-            created_at=now,
-            expires_at=expires_at,
-            status=SubmissionStatus.PENDING,
-        )
-    if clusters:
-        ClusterRepository(session).add(stored.id, clusters)
-    AuditRepository(session).append(
-        member.name,
-        "submission.add",
-        family_kind,
-        {
-            "submission": stored.id,
-            "declared_count": header.declared_count,
-            "bytes": stored.byte_size,
-            "sha256": header.content_sha256.hex(),
-            "pending_key_id": header.key_id,
-            "replaces": None if current is None else current.id,
-        },
-        at=now,
-    )
-    return stored, False
+    return current
 
 
 def _require_replace_interval(params: KindParameters, current: Submission, now: datetime) -> None:
