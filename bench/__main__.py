@@ -14,6 +14,7 @@ import numpy as np
 
 from bench import (
     hub_bench,
+    keyring_bench,
     load_bench,
     resolution_bench,
     rewording_bench,
@@ -30,6 +31,7 @@ BENCHMARKS = {
     **web_bench.BENCHMARKS,
     **load_bench.BENCHMARKS,
     **rewording_bench.BENCHMARKS,
+    **keyring_bench.BENCHMARKS,
 }
 
 
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             + web_bench.goals(results)
             + load_bench.goals(results)
             + rewording_bench.goals(results)
+            + keyring_bench.goals(results)
         ),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         web_bench.print_table(results)
         load_bench.print_table(results)
         rewording_bench.print_table(results)
+        keyring_bench.print_table(results)
         sketch_bench.print_goals(document)
     return 0
 
