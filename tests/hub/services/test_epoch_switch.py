@@ -243,3 +243,22 @@ def test_switching_needs_a_sealed_rotation_unless_the_secret_went_out_of_band(
             session, actor="cli:operator", key_id=NEXT, out_of_band=True, now=now
         )
     assert (again.moved, [m.name for m in again.already]) == ([], [EMAIL, "prompt"])
+
+
+def test_a_switch_to_another_epoch_ends_what_was_sent_ahead(hub: RunningHub) -> None:
+    now = datetime.now(UTC)
+    sets = overlapping_sets()
+    rotate(hub, now)
+    client = hub.client("m1")
+    submit_email(client, email_forum(sets), "m1")
+    ahead = submit_under(client, next_forum(sets), "m1", NEXT)
+    with session_scope(hub.engine) as session:
+        moved = epochs.switch_epoch(
+            session, actor="cli:operator", key_id="epoch-3", out_of_band=True, now=now
+        )
+    assert [(m.name, m.carried) for m in moved.moved] == [(EMAIL, 0), ("prompt", 0)]
+    assert statuses(hub, "m1") == {}
+    with session_scope(hub.engine) as session:
+        ended = SubmissionRepository(session).get(ahead.submission_id)
+        assert ended is not None
+        assert ended.status is SubmissionStatus.EXPIRED

@@ -68,13 +68,16 @@ def _promote_pending(
 ) -> int:
     """Make the pending submissions made under the newly published ``(key_id, digest)`` their
     members' active ones, so that a key-epoch switch finds every member that sent ahead already
-    in place; end those of ``key_id`` made under other parameters or past their expiry. Pending
-    submissions of other key ids wait. Returns how many became active."""
+    in place; end the others (made under other parameters, another key id, or past their
+    expiry): a later rotation announces its own epoch, and members send ahead again. Returns
+    how many became active."""
     promoted = 0
     for pending in submissions.pending(family_kind):
-        if pending.key_id != key_id:
-            continue
-        usable = pending.params_digest == digest and pending.expires_at > now
+        usable = (
+            pending.key_id == key_id
+            and pending.params_digest == digest
+            and pending.expires_at > now
+        )
         if usable and submissions.active_of(pending.member_id, family_kind) is None:
             submissions.activate(pending.id)
             promoted += 1
