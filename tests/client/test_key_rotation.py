@@ -385,6 +385,12 @@ def test_a_full_rotation_with_four_members(
         ]
         ahead[name] = {s["name"].split("@")[0]: s["submission_id"] for s in sent["submissions"]}
     assert pickups(forum, NEW_KEY_ID) == {"m1": True, "m2": True, "m3": False}
+    status = forum.admin_json("keys", "status", "--key-id", NEW_KEY_ID)
+    assert {e["recipient"]: e["sent_ahead"] for e in status["envelopes"]} == {
+        "m1": [EMAIL, PROMPT],
+        "m2": [EMAIL, PROMPT],
+        "m3": [],
+    }
     # Still k1: m3's filter counts, m4's was withdrawn with its credential.
     before_switch = reported(people["m1"], data)
     assert before_switch == data.expected("m1", remaining)
@@ -434,6 +440,8 @@ def test_a_full_rotation_with_four_members(
     assert pushed(document) == [(EMAIL, False), (PROMPT_SKETCH, False)]
     assert document["push"]["ahead"] == {"key_id": None, "submissions": []}
     assert pickups(forum, NEW_KEY_ID) == dict.fromkeys(remaining, True)
+    after = forum.admin_json("keys", "status", "--key-id", NEW_KEY_ID)
+    assert all("sent_ahead" not in e for e in after["envelopes"])  # switched: nothing pending
     for name in ("m1", "m2"):
         assert pushed(people[name].json("sync", *files[name])) == [
             (EMAIL, True),

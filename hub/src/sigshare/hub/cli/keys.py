@@ -16,7 +16,7 @@ from sigshare.hub.cli.errors import abort, exit_code_for
 from sigshare.hub.cli.member import ROTATE_HINT
 from sigshare.hub.domain import EnvelopePickup, Rotation, RotationRequest
 from sigshare.hub.errors import NotFoundError
-from sigshare.hub.services import keyring
+from sigshare.hub.services import epochs, keyring
 from sigshare.hub.services.keyring import RotationPickups, RotationStatus
 
 NOT_YET = "not yet"
@@ -46,10 +46,16 @@ def status(hub: HubContext, key_id: str | None, json_output: bool) -> None:
         return
     with hub.session(console) as session:
         pickups = keyring.rotation_pickups(session, key_id=key_id)
+        # Before the switch: what each member has sent ahead under the new epoch.
+        ahead = (
+            epochs.sent_ahead(session, key_id=key_id)
+            if epochs.next_key_id(session) == key_id
+            else None
+        )
     if pickups is None:
         missing = NotFoundError("rotation to key id", key_id)
         abort(console, f"{missing}: `sigshare-hub keys status` lists them", exit_code_for(missing))
-    _show_pickups(console, pickups)
+    _show_pickups(console, pickups, ahead)
 
 
 def _show_overview(console: Console, overview: RotationStatus) -> None:
@@ -103,28 +109,45 @@ def _show_overview(console: Console, overview: RotationStatus) -> None:
         )
 
 
-def _show_pickups(console: Console, found: RotationPickups) -> None:
+def _show_pickups(
+    console: Console, found: RotationPickups, ahead: dict[str, list[str]] | None
+) -> None:
+    """``ahead``: what each member sent ahead, while the forum is rotating to this key id."""
     rotation = found.rotation
     if console.json_output:
         console.emit_json(
             {
                 **_rotation_document(rotation),
                 "fetched": found.fetched,
-                "envelopes": [_pickup_document(pickup) for pickup in found.pickups],
+                "envelopes": [
+                    {
+                        **_pickup_document(pickup),
+                        **(
+                            {"sent_ahead": ahead.get(pickup.recipient, [])}
+                            if ahead is not None
+                            else {}
+                        ),
+                    }
+                    for pickup in found.pickups
+                ],
             }
         )
         return
+    columns = ["recipient", "keys", "first fetched", "last fetched"]
+    if ahead is not None:
+        columns.append("sent ahead")
     render.table(
         console,
         f"envelopes of {rotation.key_id} ({rotation.custodian}, "
         f"{format_time(rotation.created_at)}): {found.fetched} of {rotation.recipients} fetched",
-        ["recipient", "keys", "first fetched", "last fetched"],
+        columns,
         [
             [
                 pickup.recipient,
                 pickup.recipient_fingerprint,
                 _fetched(pickup.first_fetched_at),
                 _fetched(pickup.last_fetched_at),
+                *([", ".join(ahead.get(pickup.recipient, [])) or "-"] if ahead is not None else []),
             ]
             for pickup in found.pickups
         ],

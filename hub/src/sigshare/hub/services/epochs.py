@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from sigshare.hub.domain import KindParameters, MinHashParameters
+from sigshare.hub.domain import MINHASH_FAMILY_PREFIX, KindParameters, MinHashParameters
 from sigshare.hub.errors import InvalidArgumentError, PreconditionError
 from sigshare.hub.services import keyring
 from sigshare.hub.services.families import prepare
@@ -33,6 +33,7 @@ from sigshare.hub.services.parameters import (
 )
 from sigshare.hub.storage.audit import AuditRepository
 from sigshare.hub.storage.ledgers import QueryLedgerRepository
+from sigshare.hub.storage.principals import PrincipalRepository
 from sigshare.hub.storage.submissions import SubmissionRepository
 from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 
@@ -51,6 +52,18 @@ def next_key_id(session: Session) -> str | None:
     kinds, families = list_parameters(session)
     published = {p.key_id for p in kinds} | {p.key_id for p in families}
     return latest if published and published != {latest} else None
+
+
+def sent_ahead(session: Session, *, key_id: str) -> dict[str, list[str]]:
+    """Per member: the kinds and MinHash families it has sent ahead under ``key_id`` (its
+    pending submissions), which the switch to ``key_id`` will make active."""
+    names = {p.id: p.name for p in PrincipalRepository(session).list()}
+    found: dict[str, list[str]] = {}
+    for submission in SubmissionRepository(session).pending_under(key_id):
+        found.setdefault(names[submission.member_id], []).append(
+            submission.family_kind.removeprefix(MINHASH_FAMILY_PREFIX)
+        )
+    return found
 
 
 def under_key_id(params: _Parameters, key_id: str) -> _Parameters:

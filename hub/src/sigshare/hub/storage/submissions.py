@@ -287,6 +287,18 @@ class SubmissionRepository:
         )
         return [_submission(row) for row in rows]
 
+    def pending_under(self, key_id: str) -> builtins.list[Submission]:
+        """Every pending submission made under key epoch ``key_id``, by member and family."""
+        rows = self._session.scalars(
+            select(SubmissionRow)
+            .where(
+                SubmissionRow.key_id == key_id,
+                SubmissionRow.status == SubmissionStatus.PENDING.value,
+            )
+            .order_by(SubmissionRow.member_id, SubmissionRow.family_kind)
+        )
+        return [_submission(row) for row in rows]
+
     def activate(self, submission_id: int) -> None:
         """Make a pending submission its member's active one; the caller has ended the active
         one (the partial unique index admits one active row per member and family)."""
