@@ -27,6 +27,7 @@ from sigshare.keyring.envelope import (
     open_envelope,
     read_header,
     seal_envelope,
+    verify_envelope,
 )
 from sigshare.keyring.errors import (
     EnvelopeAddressError,
@@ -459,6 +460,16 @@ def test_signature_of_another_key_under_the_trusted_fingerprint() -> None:
     with pytest.raises(EnvelopeSignatureError, match="signature does not verify") as refused:
         open_as(data)
     assert refused.value.signed_with == refused.value.trusted == CUSTODIAN_KEYS.signing_fingerprint
+
+
+def test_verify_checks_the_signature_without_opening() -> None:
+    """What the hub checks of an upload: it holds the custodian's public key, no member's."""
+    custodian = CUSTODIAN_KEYS.signing_public
+    assert verify_envelope(ENVELOPE, custodian_signing_public=custodian) == read_header(ENVELOPE)
+    with pytest.raises(EnvelopeSignatureError, match="not the trusted custodian key"):
+        verify_envelope(seal(custodian_keys=ROGUE_KEYS), custodian_signing_public=custodian)
+    with pytest.raises(EnvelopeSignatureError, match="signature does not verify"):
+        verify_envelope(split(ENVELOPE).signed_by(ROGUE_KEYS), custodian_signing_public=custodian)
 
 
 def test_member_trusting_another_custodian_refuses_a_genuine_envelope() -> None:

@@ -430,6 +430,17 @@ REFUSED_UPLOADS: dict[
         InvalidArgumentError,
         "the envelope for 'm2' is not a valid envelope: ",
     ),
+    "a signature that does not verify": (
+        lambda envelopes: [
+            envelopes[0],
+            dataclasses.replace(
+                envelopes[1],
+                envelope=envelopes[1].envelope[:-1] + bytes([envelopes[1].envelope[-1] ^ 1]),
+            ),
+        ],
+        InvalidArgumentError,
+        "the envelope for 'm2' names keeper's approved signing key SHA256:",
+    ),
     "two envelopes for one member": (
         lambda envelopes: [envelopes[0], envelopes[0], envelopes[1]],
         InvalidArgumentError,

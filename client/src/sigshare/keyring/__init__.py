@@ -14,6 +14,7 @@ from sigshare.keyring.envelope import (
     open_envelope,
     read_header,
     seal_envelope,
+    verify_envelope,
 )
 from sigshare.keyring.errors import (
     EnvelopeAddressError,
@@ -76,6 +77,7 @@ __all__ = [
     "seal_envelope",
     "sealing_public_key",
     "signing_fingerprint",
+    "verify_envelope",
     "verify_registration_proof",
     "verify_signature",
     "write_member_keys",

@@ -340,20 +340,17 @@ def read_header(data: bytes) -> EnvelopeHeader:
     return _parse(data).header
 
 
-def open_envelope(
-    data: bytes, *, recipient: str, keys: MemberKeys, custodian_signing_public: bytes
-) -> OpenedEnvelope:
-    """Verify an envelope for ``recipient`` and return the forum secret it carries.
+def verify_envelope(data: bytes, *, custodian_signing_public: bytes) -> EnvelopeHeader:
+    """Check an envelope's format and that ``custodian_signing_public`` signed it; its header.
 
-    Checks, in this order, each with its own error: the format and suite
-    (:class:`~sigshare.keyring.errors.EnvelopeFormatError`); that the trusted custodian key
-    signed it (:class:`~sigshare.keyring.errors.EnvelopeSignatureError`); that it is addressed to
-    ``recipient`` and sealed to ``keys``' registration
-    (:class:`~sigshare.keyring.errors.EnvelopeAddressError`, so a member whose keys changed is
-    told so rather than seeing a decryption failure); that HPKE opens it
-    (:class:`~sigshare.keyring.errors.EnvelopeSealError`); that the plaintext is a valid forum
-    secret for the header's key id (``EnvelopeFormatError``).
+    What the hub checks of an upload (it cannot open envelopes), and the first steps of
+    :func:`open_envelope`: :class:`~sigshare.keyring.errors.EnvelopeFormatError` or
+    :class:`~sigshare.keyring.errors.EnvelopeSignatureError`.
     """
+    return _verified(data, custodian_signing_public).header
+
+
+def _verified(data: bytes, custodian_signing_public: bytes) -> _ParsedEnvelope:
     parsed = _parse(data)
     header = parsed.header
     trusted = signing_fingerprint(custodian_signing_public)
@@ -373,6 +370,25 @@ def open_envelope(
             signed_with=header.custodian_fingerprint,
             trusted=trusted,
         )
+    return parsed
+
+
+def open_envelope(
+    data: bytes, *, recipient: str, keys: MemberKeys, custodian_signing_public: bytes
+) -> OpenedEnvelope:
+    """Verify an envelope for ``recipient`` and return the forum secret it carries.
+
+    Checks, in this order, each with its own error: the format and suite
+    (:class:`~sigshare.keyring.errors.EnvelopeFormatError`); that the trusted custodian key
+    signed it (:class:`~sigshare.keyring.errors.EnvelopeSignatureError`); that it is addressed to
+    ``recipient`` and sealed to ``keys``' registration
+    (:class:`~sigshare.keyring.errors.EnvelopeAddressError`, so a member whose keys changed is
+    told so rather than seeing a decryption failure); that HPKE opens it
+    (:class:`~sigshare.keyring.errors.EnvelopeSealError`); that the plaintext is a valid forum
+    secret for the header's key id (``EnvelopeFormatError``).
+    """
+    parsed = _verified(data, custodian_signing_public)
+    header = parsed.header
     if header.recipient != recipient:
         raise EnvelopeAddressError(
             f"envelope for key {header.key_id} is addressed to member {header.recipient!r}, "

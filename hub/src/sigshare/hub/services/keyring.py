@@ -9,9 +9,10 @@ current recipients at their approved keys, so a rotation never leaves a member o
 and never reaches a revoked one. Members fetch their own envelopes; the first fetch of each is
 recorded and audited.
 
-The hub reads only an envelope's header (:func:`sigshare.keyring.read_header`) to check it
-agrees with what the upload says it is; it never opens one, and never logs or audits envelope
-bytes.
+The hub checks each uploaded envelope's signature against the custodian's approved signing key
+and that its header agrees with what the upload says it is
+(:func:`sigshare.keyring.verify_envelope`); it never opens one (it cannot), and never logs or
+audits envelope bytes.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ from sigshare.keyring import (
     MAX_ENVELOPE_BYTES,
     EnvelopeFormatError,
     EnvelopeHeader,
+    EnvelopeSignatureError,
     KeyringError,
-    read_header,
     registration_fingerprint,
     signing_fingerprint,
+    verify_envelope,
     verify_registration_proof,
 )
 from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
@@ -337,7 +339,7 @@ def upload_envelopes(
         envelopes,
         key_id=key_id,
         custodian=custodian.name,
-        signed_with=signing_fingerprint(own.signing_public),
+        signing_public=own.signing_public,
         activate_at=activation,
     )
     recipients = keyring.in_use(Role.MEMBER, now)
@@ -395,7 +397,7 @@ def _checked_envelopes(
     *,
     key_id: str,
     custodian: str,
-    signed_with: str,
+    signing_public: bytes,
     activate_at: datetime | None,
 ) -> dict[str, EnvelopeUpload]:
     """The upload's envelopes by recipient, each checked against its metadata and header."""
@@ -410,10 +412,25 @@ def _checked_envelopes(
         if upload.recipient in checked:
             raise InvalidArgumentError(f"the upload holds two envelopes for {recipient}")
         try:
-            header = read_header(upload.envelope)
+            header = verify_envelope(upload.envelope, custodian_signing_public=signing_public)
         except EnvelopeFormatError as error:
             raise InvalidArgumentError(
                 f"the envelope for {recipient} is not a valid envelope: {error}"
+            ) from None
+        except EnvelopeSignatureError as error:
+            # The custodian's approved key did not sign it: whoever uploads with the
+            # custodian's credential alone cannot start an epoch members would only refuse.
+            if error.signed_with != error.trusted:
+                raise PreconditionError(
+                    f"the envelope for {recipient} was signed with key "
+                    f"{error.signed_with[:_SHOWN]}, but {custodian}'s approved signing key is "
+                    f"{error.trusted}: seal with the keys the hub approved, or have the new keys "
+                    "approved first"
+                ) from None
+            raise InvalidArgumentError(
+                f"the envelope for {recipient} names {custodian}'s approved signing key "
+                f"{error.trusted} but its signature does not verify: it was altered after "
+                "signing; seal it again"
             ) from None
         claimed = {
             "key_id": (upload.key_id, key_id),
@@ -426,13 +443,6 @@ def _checked_envelopes(
                     f"this upload is {custodian}'s rotation to {key_id!r}"
                 )
         _require_header_agrees(header, upload, recipient)
-        if header.custodian_fingerprint != signed_with:
-            raise PreconditionError(
-                f"the envelope for {recipient} was signed with key "
-                f"{header.custodian_fingerprint[:_SHOWN]}, but {custodian}'s approved signing "
-                f"key is {signed_with}: seal with the keys the hub approved, or have the new "
-                "keys approved first"
-            )
         if header.activate_at != activate_at:
             raise InvalidArgumentError(
                 f"the envelope for {recipient} activates at {_when(header.activate_at)}, but "
