@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from sigshare.client.errors import HubConfigError
 from sigshare.client.hub_client import (
+    HubClient,
     HubConnection,
     RetryPolicy,
     Timeouts,
@@ -561,3 +562,9 @@ def retry_policy(config: ClientConfig) -> RetryPolicy:
 def timeouts(config: ClientConfig) -> Timeouts:
     """The SDK's deadlines: ``timeout_seconds`` per call, and as the base of a stream's."""
     return Timeouts(unary=config.timeout_seconds, stream_base=config.timeout_seconds)
+
+
+def hub_client(config: ClientConfig) -> HubClient:
+    """The SDK client a command talks to the hub with: ``config``'s connection, retries and
+    deadlines (close it, or use it as a context manager)."""
+    return HubClient(hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config))

@@ -28,16 +28,13 @@ from sigshare.client.config import (
     config_path,
     default_state_dir,
     ensure_state_dir,
-    hub_connection,
+    hub_client,
     read_credential,
-    retry_policy,
-    timeouts,
     write_config,
 )
 from sigshare.client.console import Console
 from sigshare.client.errors import HubTlsError
 from sigshare.client.exit_codes import ExitCode
-from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import CustodianInfo, HubParameters
 from sigshare.client.sealed_keys import PinOutcome, find_custodian, keys_dir, pin_custodian
 from sigshare.client.tls_files import read_tls_material
@@ -234,9 +231,7 @@ def init(
 def _find_custodian(console: Console, config: ClientConfig, fingerprint: str) -> CustodianInfo:
     """The custodian to pin, as `sigshare keys trust` finds it."""
     try:
-        with HubClient(
-            hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
-        ) as client:
+        with hub_client(config) as client:
             return find_custodian(client.list_custodians(), fingerprint)
     except HANDLED as error:
         fail(console, error)

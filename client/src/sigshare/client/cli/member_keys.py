@@ -10,8 +10,6 @@ load the configuration, call it and print. Errors leave through :mod:`sigshare.c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,17 +21,13 @@ from sigshare.client.cli.errors import HANDLED, fail
 from sigshare.client.cli.options import config_option, json_option
 from sigshare.client.cli.sync import fetch_keys
 from sigshare.client.config import (
-    ClientConfig,
     ensure_state_dir,
-    hub_connection,
+    hub_client,
     load_config,
-    retry_policy,
-    timeouts,
 )
 from sigshare.client.console import Console
 from sigshare.client.errors import HubUnavailableError
 from sigshare.client.exit_codes import ExitCode
-from sigshare.client.hub_client import HubClient
 from sigshare.client.hub_types import KeyRegistration, KeyStatus
 from sigshare.client.sealed_keys import (
     PinnedCustodian,
@@ -58,14 +52,6 @@ NO_CUSTODIAN = "none pinned (run `sigshare keys trust FINGERPRINT`)"
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-@contextmanager
-def _hub(config: ClientConfig) -> Iterator[HubClient]:
-    with HubClient(
-        hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
-    ) as client:
-        yield client
 
 
 def _print_line(console: Console, text: str) -> None:
@@ -108,7 +94,7 @@ def register(new_keys: bool, config_file: Path | None, json_output: bool) -> Non
         config, _ = load_config(config_file)
         ensure_state_dir(config.state_dir)  # mode 0700, before the keys directory inside it
         directory = keys_dir(config.state_dir)
-        with _hub(config) as client:
+        with hub_client(config) as client:
             outcome = register_member_keys(client, directory, new_keys=new_keys)
     except HANDLED as error:
         fail(console, error)
@@ -223,7 +209,7 @@ def show(config_file: Path | None, json_output: bool) -> None:
             epochs = state.installed_epochs()
             refused = state.refused_envelopes()
         try:
-            with _hub(config) as client:
+            with hub_client(config) as client:
                 status = client.key_status()
         except HubUnavailableError as error:
             unreachable = str(error)
@@ -352,7 +338,7 @@ def trust(fingerprint: str, replace: bool, config_file: Path | None, json_output
     console = Console(json_output=json_output)
     try:
         config, _ = load_config(config_file)
-        with _hub(config) as client:
+        with hub_client(config) as client:
             custodian = find_custodian(client.list_custodians(), fingerprint)
         ensure_state_dir(config.state_dir)  # mode 0700, before the keys directory inside it
         outcome = pin_custodian(
@@ -459,7 +445,7 @@ def rotate(
         ensure_state_dir(config.state_dir)
         with RunLock(config.state_dir), LocalState.open(config.state_dir) as state:
             ring = SecretRing.load(config.secret_file, require_base=False)
-            with _hub(config) as client:
+            with hub_client(config) as client:
                 report = rotate_forum_secret(
                     client,
                     state,

@@ -28,10 +28,8 @@ from sigshare.client.cli.errors import HANDLED, fail
 from sigshare.client.config import (
     ClientConfig,
     ConfigError,
-    hub_connection,
+    hub_client,
     load_config,
-    retry_policy,
-    timeouts,
 )
 from sigshare.client.console import Console
 from sigshare.client.errors import HubClientError, HubUnavailableError
@@ -84,9 +82,7 @@ def _running(
         config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with RunLock(config.state_dir, wait=wait), LocalState.open(config.state_dir) as state:
             ring = SecretRing.load(config.secret_file)
-            client = HubClient(
-                hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
-            )
+            client = hub_client(config)
             with client:
                 job = SyncJob(
                     client=client,
@@ -604,9 +600,7 @@ def status(config_file: Path | None, json_output: bool) -> None:
             runs = state.last_runs()
             sketches = state.sketch_summaries()
         try:
-            with HubClient(
-                hub_connection(config), retry=retry_policy(config), timeouts=timeouts(config)
-            ) as client:
+            with hub_client(config) as client:
                 member, submissions = client.status()
         except HubUnavailableError as error:
             unreachable = str(error)

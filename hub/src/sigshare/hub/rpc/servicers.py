@@ -102,7 +102,7 @@ class MemberServicer(pb_grpc.MemberServiceServicer):
     ) -> pb.GetParametersResponse:
         with session_scope(self._engine) as session:
             kinds, families = parameters.list_parameters(session)
-            upcoming = epochs.next_key_id(session)
+            upcoming = epochs.next_key_id(session, [*kinds, *families])
         return pb.GetParametersResponse(
             bloom=[convert.bloom_parameters(p) for p in kinds],
             minhash=[convert.minhash_parameters(p) for p in families],

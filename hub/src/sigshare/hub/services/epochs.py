@@ -16,6 +16,7 @@ secret for it) unless the operator says the secret went out of band.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -40,18 +41,23 @@ from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 _Parameters = TypeVar("_Parameters", bound=KindParameters | MinHashParameters)
 
 
-def next_key_id(session: Session) -> str | None:
+def next_key_id(
+    session: Session, published: Sequence[KindParameters | MinHashParameters] | None = None
+) -> str | None:
     """The key epoch the forum is rotating to: the newest sealed rotation's key id while some
-    published kind or family does not use it yet, else ``None``.
+    published kind or family does not use it yet, else ``None``. ``published``: every kind's
+    and family's parameters, when the caller has read them already.
 
     Members holding its secret may submit under it ahead of the switch (pending submissions).
     """
     latest = keyring.latest_rotation_key_id(session)
     if latest is None:
         return None
-    kinds, families = list_parameters(session)
-    published = {p.key_id for p in kinds} | {p.key_id for p in families}
-    return latest if published and published != {latest} else None
+    if published is None:
+        kinds, families = list_parameters(session)
+        published = [*kinds, *families]
+    key_ids = {p.key_id for p in published}
+    return latest if key_ids and key_ids != {latest} else None
 
 
 def sent_ahead(session: Session, *, key_id: str) -> dict[str, list[str]]:

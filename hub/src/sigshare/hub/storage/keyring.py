@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,7 @@ from sigshare.hub.storage.models import (
     PrincipalRow,
     RotationRequestRow,
 )
+from sigshare.hub.storage.principals import active_at
 
 KEYRING_LOCK = "sigshare/keyring"
 """Advisory lock (PostgreSQL) held by every writer of registrations and rotations."""
@@ -73,11 +74,6 @@ def _request(row: RotationRequestRow) -> RotationRequest:
         requested_at=row.requested_at,
         satisfied_by=row.satisfied_by,
     )
-
-
-def _active(at: datetime) -> ColumnElement[bool]:
-    """Principals whose credential is valid at ``at`` (revocation takes effect at its time)."""
-    return or_(PrincipalRow.revoked_at.is_(None), PrincipalRow.revoked_at > utc(at))
 
 
 def _in_use() -> ColumnElement[bool]:
@@ -184,7 +180,7 @@ class KeyringRepository:
         statement = (
             select(MemberKeyRow, PrincipalRow.name)
             .join(PrincipalRow, PrincipalRow.id == MemberKeyRow.principal_id)
-            .where(PrincipalRow.role == role.value, _active(at), _in_use())
+            .where(PrincipalRow.role == role.value, active_at(at), _in_use())
             .order_by(PrincipalRow.name)
         )
         if backend(self._session) == "postgresql":
@@ -198,7 +194,7 @@ class KeyringRepository:
             select(PrincipalRow.name)
             .where(
                 PrincipalRow.role == role.value,
-                _active(at),
+                active_at(at),
                 PrincipalRow.id.not_in(approved),
             )
             .order_by(PrincipalRow.name)

@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Select, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,12 @@ def principal_from_row(row: PrincipalRow) -> Principal:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
     )
+
+
+def active_at(at: datetime) -> ColumnElement[bool]:
+    """The SQL form of :meth:`Principal.is_active`: principals whose credential is valid at
+    ``at`` (a revocation takes effect at its time), for queries that join ``principals``."""
+    return or_(PrincipalRow.revoked_at.is_(None), PrincipalRow.revoked_at > utc(at))
 
 
 class PrincipalRepository:

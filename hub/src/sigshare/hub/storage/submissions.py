@@ -28,6 +28,7 @@ from sigshare.hub.storage.models import (
     SubmissionPayloadRow,
     SubmissionRow,
 )
+from sigshare.hub.storage.principals import active_at
 from sigshare.sketch.keys import KEY_ID_RULE, is_valid_key_id
 
 MAX_FAMILY_KIND_LENGTH = 80
@@ -359,7 +360,7 @@ class SubmissionRepository:
                 SubmissionRow.key_id == key_id,
                 SubmissionRow.status == SubmissionStatus.ACTIVE.value,
                 PrincipalRow.role == Role.MEMBER.value,
-                (PrincipalRow.revoked_at.is_(None)) | (PrincipalRow.revoked_at > utc(now)),
+                active_at(now),
             )
             .order_by(SubmissionRow.member_id)
         )
